@@ -1,0 +1,112 @@
+//! Wiring: the queue backend, the receiver's HTTP server and the worker, started together and
+//! stopped in the order that loses nothing (stop accepting → drain → close the broker).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::{BrokerSettings, ReceiverSettings, WorkerSettings},
+    queue::{
+        amqp::{AmqpPublisher, AmqpSource},
+        Publisher, Source,
+    },
+    receiver::{self, Receiver},
+    telemetry,
+    worker::Worker,
+};
+
+/// How long the HTTP server gets to finish in-flight requests after a shutdown signal. Each is
+/// bounded by the ack deadline already; this bounds slow clients too.
+const HTTP_DRAIN: Duration = Duration::from_secs(8);
+
+/// What to run in this process.
+pub struct Components {
+    pub broker: BrokerSettings,
+    /// `Some` to receive webhooks (`run`, `serve`).
+    pub receiver: Option<ReceiverSettings>,
+    /// `Some` to enrich events (`run`, `work`).
+    pub worker: Option<WorkerSettings>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served (and webhooks, with a receiver).
+    pub listen: SocketAddr,
+}
+
+/// A started relay.
+pub struct Running {
+    /// The bound address (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// Resolves once everything has stopped after `shutdown` was cancelled.
+    pub stopped: JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn start(components: Components, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let metrics = telemetry::metrics();
+    let Some(amqp_url) = components.broker.amqp_url.clone() else {
+        anyhow::bail!("AMQP_URL is required: set it to your RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/%2f");
+    };
+    // The broker outlives the HTTP server and the worker: it must confirm what they publish while draining.
+    let broker_shutdown = CancellationToken::new();
+    let amqp = AmqpPublisher::start(
+        amqp_url.clone(),
+        components.broker.topology.clone(),
+        broker_shutdown.clone(),
+    );
+    if !amqp.wait_ready(Duration::from_secs(5)).await {
+        tracing::warn!("the broker is not reachable yet; /readyz answers 503 and webhooks 503 until it is");
+    }
+    let publisher: Arc<dyn Publisher> = Arc::new(amqp);
+
+    let mut worker_task = None;
+    let mut readiness = receiver::publisher_readiness(publisher.clone());
+    if let Some(settings) = &components.worker {
+        let worker = Arc::new(Worker::new(settings, publisher.clone(), shutdown.clone())?);
+        readiness = receiver::worker_readiness(publisher.clone(), worker.paused());
+        let source: Arc<dyn Source> = Arc::new(AmqpSource::new(
+            amqp_url,
+            components.broker.topology.enrich_queue.clone(),
+        ));
+        worker_task = Some(tokio::spawn(worker.run(source)));
+    }
+
+    let router = match components.receiver {
+        Some(settings) => {
+            let receiver = Arc::new(Receiver::new(
+                settings,
+                components.broker.topology.event_types.clone(),
+                publisher.clone(),
+            ));
+            receiver::router(receiver, readiness, metrics)
+        }
+        None => receiver::ops_router(readiness, metrics),
+    };
+    let listener = TcpListener::bind(components.listen)
+        .await
+        .with_context(|| format!("RELAY_LISTEN: cannot listen on {}", components.listen))?;
+    let local_addr = listener.local_addr()?;
+    tracing::info!(%local_addr, "listening");
+
+    let server_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(server_shutdown.cancelled_owned())
+            .await
+    });
+
+    let stopped = tokio::spawn(async move {
+        shutdown.cancelled().await;
+        match tokio::time::timeout(HTTP_DRAIN, server).await {
+            Ok(Ok(result)) => result.context("HTTP server failed")?,
+            Ok(Err(join)) => return Err(join).context("HTTP server panicked"),
+            Err(_) => tracing::warn!("requests still open after the drain time; closing them"),
+        }
+        if let Some(task) = worker_task {
+            task.await.context("worker panicked")?;
+        }
+        broker_shutdown.cancel();
+        tracing::info!("stopped");
+        Ok(())
+    });
+    Ok(Running { local_addr, stopped })
+}

@@ -1,0 +1,40 @@
+//! The command line: one file per command.
+
+mod run;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::LogArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "polyai-relay",
+    version,
+    about = "PolyAI webhooks in, enriched conversation records out, nothing lost"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Receiver and worker in one process (the container's default).
+    Run(run::RunArgs),
+    /// Receiver only: verify webhooks and enqueue them.
+    Serve(run::ServeArgs),
+    /// Worker only: enrich queued events.
+    Work(run::WorkArgs),
+}
+
+impl Cli {
+    pub async fn execute(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Run(args) => args.execute().await,
+            Command::Serve(args) => args.execute().await,
+            Command::Work(args) => args.execute().await,
+        }
+    }
+}

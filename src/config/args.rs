@@ -1,0 +1,331 @@
+//! The flags and environment variables of design §2, as clap parses them.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+use secrecy::SecretString;
+
+use super::{
+    hosts::{self, Region},
+    secret::{self, secret_value},
+    values, ApiSettings, BrokerSettings, ConfigError, EventTypes, ReceiverSettings, SignatureSettings, Topology,
+    WorkerSettings,
+};
+use crate::signature::{SecretSlot, SignatureScheme};
+
+/// clap value parser for a duration that names its variable in the error.
+fn duration(variable: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text| values::parse_duration(text).map_err(|e| format!("{variable}: {e}"))
+}
+
+fn size(variable: &'static str) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+    move |text| values::parse_size(text).map_err(|e| format!("{variable}: {e}"))
+}
+
+fn rate(text: &str) -> Result<Option<f64>, String> {
+    match text.trim() {
+        "" | "unlimited" | "0" => Ok(None),
+        number => match number.parse::<f64>() {
+            Ok(r) if r.is_finite() && r > 0.0 => Ok(Some(r)),
+            _ => Err(format!(
+                "RELAY_API_RATE: `{number}` is not a positive number of requests per second or `unlimited`"
+            )),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format: `json` for collectors, `pretty` for a terminal. Levels come from RUST_LOG.
+    #[arg(long, env = "RELAY_LOG_FORMAT", value_enum, default_value = "json", global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TopologyArgs {
+    /// Topic exchange that receives verified raw events.
+    #[arg(long, env = "RELAY_EVENTS_EXCHANGE", default_value = "polyai.events")]
+    pub events_exchange: String,
+    /// Quorum queue the worker consumes.
+    #[arg(long, env = "RELAY_ENRICH_QUEUE", default_value = "polyai.enrich")]
+    pub enrich_queue: String,
+    /// Topic exchange that receives enriched records.
+    #[arg(long, env = "RELAY_CONVERSATIONS_EXCHANGE", default_value = "polyai.conversations")]
+    pub conversations_exchange: String,
+    /// Ready-made downstream queue bound `#` to the conversations exchange; `off` to skip it.
+    #[arg(long, env = "RELAY_CONVERSATIONS_QUEUE", default_value = "polyai.conversations")]
+    pub conversations_queue: String,
+    /// Fanout exchange for events that can never succeed.
+    #[arg(long, env = "RELAY_DEAD_EXCHANGE", default_value = "polyai.dead")]
+    pub dead_exchange: String,
+    /// Quorum queue bound to the dead-letter exchange.
+    #[arg(long, env = "RELAY_DEAD_QUEUE", default_value = "polyai.dead")]
+    pub dead_queue: String,
+    /// Event types forwarded (comma-separated); `*` forwards all.
+    #[arg(long, env = "RELAY_EVENTS", default_value = "conversation.completed,handoff.created")]
+    pub events: String,
+    /// Deliveries of one message before the broker dead-letters it (crash-loop backstop).
+    #[arg(long, env = "RELAY_DELIVERY_LIMIT", default_value_t = 20)]
+    pub delivery_limit: u32,
+}
+
+impl TopologyArgs {
+    pub fn settings(&self) -> Result<Topology, ConfigError> {
+        let types = values::parse_list(&self.events);
+        let event_types = if types.iter().any(|t| t == "*") {
+            EventTypes::All
+        } else if types.is_empty() {
+            return Err(ConfigError::new(
+                "RELAY_EVENTS",
+                "RELAY_EVENTS is empty; list event types or use `*`",
+            ));
+        } else {
+            EventTypes::Only(types)
+        };
+        let conversations_queue = match self.conversations_queue.trim() {
+            "" | "off" | "none" => None,
+            name => Some(name.to_owned()),
+        };
+        Ok(Topology {
+            events_exchange: self.events_exchange.clone(),
+            enrich_queue: self.enrich_queue.clone(),
+            conversations_exchange: self.conversations_exchange.clone(),
+            conversations_queue,
+            dead_exchange: self.dead_exchange.clone(),
+            dead_queue: self.dead_queue.clone(),
+            event_types,
+            delivery_limit: self.delivery_limit.max(1),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BrokerArgs {
+    /// RabbitMQ URL (`amqp://` or `amqps://`). Unset: the embedded queue in RELAY_DATA_DIR.
+    #[arg(long, env = "AMQP_URL", value_parser = secret_value, hide_env_values = true)]
+    pub amqp_url: Option<SecretString>,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+}
+
+impl BrokerArgs {
+    pub fn settings(&self) -> Result<BrokerSettings, ConfigError> {
+        Ok(BrokerSettings {
+            amqp_url: self.amqp_url.clone(),
+            topology: self.topology.settings()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReceiverArgs {
+    /// Signing secret of the webhook endpoint.
+    #[arg(long, env = "POLYAI_WEBHOOK_SECRET", value_parser = secret_value, hide_env_values = true)]
+    pub webhook_secret: Option<SecretString>,
+    #[arg(long, env = "POLYAI_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// A second secret accepted too, so a rotation needs no downtime.
+    #[arg(long, env = "POLYAI_WEBHOOK_SECRET_PREVIOUS", value_parser = secret_value, hide_env_values = true)]
+    pub webhook_secret_previous: Option<SecretString>,
+    #[arg(long, env = "POLYAI_WEBHOOK_SECRET_PREVIOUS_FILE")]
+    pub webhook_secret_previous_file: Option<PathBuf>,
+    /// Address the receiver listens on (port 0 picks a free port).
+    #[arg(long, env = "RELAY_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Path PolyAI posts to.
+    #[arg(long, env = "RELAY_PATH", default_value = "/polyai-events")]
+    pub path: String,
+    /// Which signed message to check: `auto` accepts both forms the docs describe.
+    #[arg(long, env = "RELAY_SIGNATURE_SCHEME", value_enum, default_value = "auto")]
+    pub signature_scheme: SignatureScheme,
+    /// How far X-PolyAI-Timestamp may be from now, either way.
+    #[arg(long, env = "RELAY_TIMESTAMP_TOLERANCE", default_value = "300s", value_parser = duration("RELAY_TIMESTAMP_TOLERANCE"))]
+    pub timestamp_tolerance: Duration,
+    /// Environments forwarded (comma-separated), or `all`.
+    #[arg(long, env = "RELAY_ENVIRONMENTS", default_value = "all")]
+    pub environments: String,
+    /// Longest a request waits for a durable enqueue before answering 503.
+    #[arg(long, env = "RELAY_ACK_DEADLINE", default_value = "3s", value_parser = duration("RELAY_ACK_DEADLINE"))]
+    pub ack_deadline: Duration,
+    /// Larger bodies get 413 without being buffered.
+    #[arg(long, env = "RELAY_MAX_BODY", default_value = "1MiB", value_parser = size("RELAY_MAX_BODY"))]
+    pub max_body: usize,
+    /// Longest a client may take to send a request (guards against slow senders holding connections).
+    #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration("RELAY_REQUEST_TIMEOUT"))]
+    pub request_timeout: Duration,
+    /// Requests handled at once; past this the receiver answers 503 at once.
+    #[arg(long, env = "RELAY_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+}
+
+impl ReceiverArgs {
+    pub fn settings(&self) -> Result<ReceiverSettings, ConfigError> {
+        let current = secret::require(
+            "POLYAI_WEBHOOK_SECRET",
+            self.webhook_secret.as_ref(),
+            self.webhook_secret_file.as_deref(),
+            "to verify webhooks",
+        )?;
+        let mut secrets = vec![(SecretSlot::Current, current)];
+        if let Some(previous) = secret::resolve(
+            "POLYAI_WEBHOOK_SECRET_PREVIOUS",
+            self.webhook_secret_previous.as_ref(),
+            self.webhook_secret_previous_file.as_deref(),
+        )? {
+            secrets.push((SecretSlot::Previous, previous));
+        }
+        if !self.path.starts_with('/') {
+            return Err(ConfigError::new(
+                "RELAY_PATH",
+                format!("RELAY_PATH `{}` must start with `/`", self.path),
+            ));
+        }
+        let environments = match self.environments.trim() {
+            "" | "all" | "*" => None,
+            list => Some(values::parse_list(list)),
+        };
+        if self.ack_deadline.is_zero() {
+            return Err(ConfigError::new(
+                "RELAY_ACK_DEADLINE",
+                "RELAY_ACK_DEADLINE must be above zero",
+            ));
+        }
+        Ok(ReceiverSettings {
+            listen: self.listen,
+            path: self.path.clone(),
+            signature: SignatureSettings {
+                secrets,
+                scheme: self.signature_scheme,
+                tolerance: self.timestamp_tolerance,
+            },
+            environments,
+            ack_deadline: self.ack_deadline,
+            max_body: self.max_body,
+            request_timeout: self.request_timeout,
+            max_in_flight: self.max_in_flight.max(1),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Conversations API v3 key, sent as `x-api-key`.
+    #[arg(long, env = "POLYAI_API_KEY", value_parser = secret_value, hide_env_values = true)]
+    pub api_key: Option<SecretString>,
+    #[arg(long, env = "POLYAI_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// `us`, `uk` or `euw`: picks the API hosts.
+    #[arg(long, env = "POLYAI_REGION")]
+    pub region: Option<String>,
+    /// Overrides the runtime/data host picked by the region.
+    #[arg(long, env = "POLYAI_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Workspace id, the first path segment of the v3 API.
+    #[arg(long, env = "POLYAI_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    /// Agent (project) id, the second path segment of the v3 API.
+    #[arg(long, env = "POLYAI_PROJECT_ID")]
+    pub project_id: Option<String>,
+    /// Parallel API calls at most.
+    #[arg(long, env = "RELAY_API_CONCURRENCY", default_value_t = 16)]
+    pub api_concurrency: usize,
+    /// API calls per second at most, or `unlimited`.
+    #[arg(long, env = "RELAY_API_RATE", default_value = "unlimited", value_parser = rate)]
+    pub api_rate: Option<f64>,
+    /// Timeout of one API call.
+    #[arg(long, env = "RELAY_API_TIMEOUT", default_value = "10s", value_parser = duration("RELAY_API_TIMEOUT"))]
+    pub api_timeout: Duration,
+    /// Attempts per event before it is dead-lettered.
+    #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 8)]
+    pub max_attempts: u32,
+    /// First retry delay; doubles each attempt, with jitter.
+    #[arg(long, env = "RELAY_RETRY_BASE_DELAY", default_value = "2s", value_parser = duration("RELAY_RETRY_BASE_DELAY"))]
+    pub retry_base_delay: Duration,
+    /// Longest retry delay (also the cap on a Retry-After).
+    #[arg(long, env = "RELAY_RETRY_MAX_DELAY", default_value = "10m", value_parser = duration("RELAY_RETRY_MAX_DELAY"))]
+    pub retry_max_delay: Duration,
+    /// How often a worker paused by a rejected key checks whether the key works again.
+    #[arg(long, env = "RELAY_AUTH_PROBE_INTERVAL", default_value = "30s", value_parser = duration("RELAY_AUTH_PROBE_INTERVAL"))]
+    pub auth_probe_interval: Duration,
+}
+
+impl WorkerArgs {
+    pub fn settings(&self) -> Result<WorkerSettings, ConfigError> {
+        let api_key = secret::require(
+            "POLYAI_API_KEY",
+            self.api_key.as_ref(),
+            self.api_key_file.as_deref(),
+            "to fetch conversations",
+        )?;
+        let region = self
+            .region
+            .as_deref()
+            .filter(|r| !r.trim().is_empty())
+            .map(Region::parse)
+            .transpose()?;
+        let base_url = match (&self.base_url, region) {
+            (Some(url), _) if !url.trim().is_empty() => hosts::parse_url("POLYAI_BASE_URL", url)?,
+            (_, Some(region)) => region.runtime_url(),
+            _ => {
+                return Err(ConfigError::new(
+                    "POLYAI_REGION",
+                    "POLYAI_REGION (us, uk or euw) or POLYAI_BASE_URL is required",
+                ));
+            }
+        };
+        hosts::check_runtime_url(&base_url)?;
+        let account_id = required_id("POLYAI_ACCOUNT_ID", self.account_id.as_deref())?;
+        let project_id = required_id("POLYAI_PROJECT_ID", self.project_id.as_deref())?;
+        if self.api_concurrency == 0 {
+            return Err(ConfigError::new(
+                "RELAY_API_CONCURRENCY",
+                "RELAY_API_CONCURRENCY must be at least 1",
+            ));
+        }
+        if self.max_attempts == 0 {
+            return Err(ConfigError::new(
+                "RELAY_MAX_ATTEMPTS",
+                "RELAY_MAX_ATTEMPTS must be at least 1",
+            ));
+        }
+        Ok(WorkerSettings {
+            api: ApiSettings {
+                base_url,
+                api_key,
+                account_id,
+                project_id,
+                timeout: self.api_timeout,
+            },
+            concurrency: self.api_concurrency,
+            rate: self.api_rate,
+            max_attempts: self.max_attempts,
+            retry_base_delay: self.retry_base_delay,
+            retry_max_delay: self.retry_max_delay.max(self.retry_base_delay),
+            auth_probe_interval: self.auth_probe_interval,
+        })
+    }
+}
+
+/// Path segments go into URLs: refuse what would change the path rather than escape it silently.
+fn required_id(variable: &'static str, value: Option<&str>) -> Result<String, ConfigError> {
+    let value = value.map(str::trim).unwrap_or_default();
+    if value.is_empty() {
+        return Err(ConfigError::new(variable, format!("{variable} is required")));
+    }
+    if !value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ConfigError::new(
+            variable,
+            format!("{variable} `{value}` may hold only letters, digits, `-`, `_` and `.`"),
+        ));
+    }
+    Ok(value.to_owned())
+}

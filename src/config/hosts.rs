@@ -1,0 +1,150 @@
+//! PolyAI's two host families and the checks that catch the docs' "most common source of 404s":
+//! a runtime URL on the build host family, or the other way round.
+
+use url::Url;
+
+use super::ConfigError;
+
+/// A PolyAI region, as `POLYAI_REGION` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    Us,
+    Uk,
+    Euw,
+}
+
+impl Region {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "us" => Ok(Self::Us),
+            "uk" => Ok(Self::Uk),
+            "euw" | "eu" => Ok(Self::Euw),
+            other => Err(ConfigError::new(
+                "POLYAI_REGION",
+                format!("POLYAI_REGION `{other}` is not a PolyAI region; use `us`, `uk` or `euw`"),
+            )),
+        }
+    }
+
+    /// The runtime/data host family (`api.{us-1,uk-1,euw-1}.platform.polyai.app`): Conversations v3.
+    pub fn runtime_url(self) -> Url {
+        let host = match self {
+            Self::Us => "us-1",
+            Self::Uk => "uk-1",
+            Self::Euw => "euw-1",
+        };
+        Url::parse(&format!("https://api.{host}.platform.polyai.app")).expect("static URL is valid")
+    }
+
+    /// The build/monitor host family (`api.{us,uk,eu}.poly.ai`): Webhooks, Agents, audio.
+    pub fn platform_url(self) -> Url {
+        let host = match self {
+            Self::Us => "us",
+            Self::Uk => "uk",
+            Self::Euw => "eu",
+        };
+        Url::parse(&format!("https://api.{host}.poly.ai")).expect("static URL is valid")
+    }
+}
+
+/// Parses an http(s) URL given for `variable`.
+pub fn parse_url(variable: &'static str, text: &str) -> Result<Url, ConfigError> {
+    let url =
+        Url::parse(text.trim()).map_err(|e| ConfigError::new(variable, format!("{variable} is not a URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(
+            variable,
+            format!("{variable} must be an http(s) URL with a host"),
+        ));
+    }
+    Ok(url)
+}
+
+fn is_build_family(host: &str) -> bool {
+    host.ends_with(".poly.ai")
+}
+
+fn is_runtime_family(host: &str) -> bool {
+    host.ends_with(".platform.polyai.app")
+}
+
+/// Refuses a `POLYAI_BASE_URL` on the build host family: the v3 API is not served there.
+pub fn check_runtime_url(url: &Url) -> Result<(), ConfigError> {
+    let host = url.host_str().unwrap_or_default();
+    if is_build_family(host) {
+        let region = host.trim_start_matches("api.").trim_end_matches(".poly.ai");
+        let hint = match region {
+            "us" => "api.us-1.platform.polyai.app",
+            "uk" => "api.uk-1.platform.polyai.app",
+            "eu" => "api.euw-1.platform.polyai.app",
+            _ => "api.{us-1,uk-1,euw-1}.platform.polyai.app",
+        };
+        return Err(ConfigError::new(
+            "POLYAI_BASE_URL",
+            format!(
+                "POLYAI_BASE_URL points at {host}, the Agents/Webhooks host; the Conversations v3 API is on {hint}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a `POLYAI_PLATFORM_URL` on the runtime host family: the Webhooks API is not served there.
+pub fn check_platform_url(url: &Url) -> Result<(), ConfigError> {
+    let host = url.host_str().unwrap_or_default();
+    if is_runtime_family(host) {
+        return Err(ConfigError::new(
+            "POLYAI_PLATFORM_URL",
+            format!("POLYAI_PLATFORM_URL points at {host}, the runtime host; the Webhooks and Agents APIs are on api.{{us,uk,eu}}.poly.ai"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_pick_both_host_families() {
+        assert_eq!(
+            Region::parse("us").unwrap().runtime_url().as_str(),
+            "https://api.us-1.platform.polyai.app/"
+        );
+        assert_eq!(
+            Region::parse("EUW").unwrap().platform_url().as_str(),
+            "https://api.eu.poly.ai/"
+        );
+        let err = Region::parse("mars").unwrap_err().to_string();
+        assert!(err.contains("POLYAI_REGION") && err.contains("mars"));
+    }
+
+    #[test]
+    fn a_runtime_url_on_the_build_host_family_is_refused_with_the_right_host() {
+        let err = check_runtime_url(&Url::parse("https://api.us.poly.ai").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("POLYAI_BASE_URL") && err.contains("api.us-1.platform.polyai.app"),
+            "{err}"
+        );
+        assert!(check_runtime_url(&Url::parse("https://api.uk-1.platform.polyai.app").unwrap()).is_ok());
+        assert!(check_runtime_url(&Url::parse("http://127.0.0.1:9999").unwrap()).is_ok());
+    }
+
+    #[test]
+    fn a_platform_url_on_the_runtime_family_is_refused() {
+        let url = Url::parse("https://api.us-1.platform.polyai.app").unwrap();
+        assert!(check_platform_url(&url)
+            .unwrap_err()
+            .to_string()
+            .contains("POLYAI_PLATFORM_URL"));
+    }
+
+    #[test]
+    fn only_http_urls_with_hosts_pass() {
+        assert!(parse_url("POLYAI_BASE_URL", "ftp://x").is_err());
+        assert!(parse_url("POLYAI_BASE_URL", "not a url").is_err());
+        assert!(parse_url("POLYAI_BASE_URL", "http://127.0.0.1:1").is_ok());
+    }
+}

@@ -1,0 +1,137 @@
+//! Typed settings from flags and environment variables, validated once at start-up.
+//!
+//! clap parses the raw values (`args`); `*Args::settings()` turns them into the settings the
+//! rest of the program uses, failing with one line that names the variable at fault.
+
+mod args;
+pub mod hosts;
+mod secret;
+mod values;
+
+pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};
+pub use hosts::Region;
+pub use values::{parse_duration, parse_list, parse_size};
+
+use std::{net::SocketAddr, time::Duration};
+
+use secrecy::SecretString;
+use url::Url;
+
+use crate::signature::{SecretSlot, SignatureScheme};
+
+/// A setting that cannot be used, with the variable that holds it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    /// The environment variable at fault, for callers that want to point at it.
+    pub variable: &'static str,
+    message: String,
+}
+
+impl ConfigError {
+    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            variable,
+            message: message.into(),
+        }
+    }
+}
+
+/// Which event types travel through the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTypes {
+    /// `*`: everything PolyAI sends.
+    All,
+    /// Only these types; others are answered 204 and dropped.
+    Only(Vec<String>),
+}
+
+impl EventTypes {
+    pub fn forwards(&self, event_type: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(types) => types.iter().any(|t| t == event_type),
+        }
+    }
+
+    /// Binding keys for the topic exchange: `#` for all, else each type verbatim.
+    pub fn binding_keys(&self) -> Vec<String> {
+        match self {
+            Self::All => vec!["#".to_owned()],
+            Self::Only(types) => types.clone(),
+        }
+    }
+}
+
+/// Names of the exchanges and queues (design §4), all settings so several relays can share a broker.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub events_exchange: String,
+    pub enrich_queue: String,
+    pub conversations_exchange: String,
+    /// `None` when the ready-made downstream queue is turned off.
+    pub conversations_queue: Option<String>,
+    pub dead_exchange: String,
+    pub dead_queue: String,
+    pub event_types: EventTypes,
+    /// Backstop against a crash loop on one message: the broker dead-letters after this many deliveries.
+    pub delivery_limit: u32,
+}
+
+impl Topology {
+    /// The names of the delay queues used for retries; see [`crate::queue::retry_tiers`].
+    pub fn retry_queue(&self, tier: Duration) -> String {
+        format!("{}.retry.{}", self.enrich_queue, humantime::format_duration(tier))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// `None`: no broker; the embedded queue.
+    pub amqp_url: Option<SecretString>,
+    pub topology: Topology,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignatureSettings {
+    pub secrets: Vec<(SecretSlot, SecretString)>,
+    pub scheme: SignatureScheme,
+    pub tolerance: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiverSettings {
+    pub listen: SocketAddr,
+    pub path: String,
+    pub signature: SignatureSettings,
+    /// `None` forwards every environment.
+    pub environments: Option<Vec<String>>,
+    pub ack_deadline: Duration,
+    pub max_body: usize,
+    /// Longest a client may take to send a whole request (slowloris guard).
+    pub request_timeout: Duration,
+    /// Requests handled at once; more are shed with 503 instead of queueing without bound.
+    pub max_in_flight: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub base_url: Url,
+    pub api_key: SecretString,
+    pub account_id: String,
+    pub project_id: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub api: ApiSettings,
+    pub concurrency: usize,
+    /// Requests per second across all tasks; `None` for unlimited.
+    pub rate: Option<f64>,
+    pub max_attempts: u32,
+    pub retry_base_delay: Duration,
+    pub retry_max_delay: Duration,
+    /// How often a worker paused by a 401/403 asks the API whether the key works again.
+    pub auth_probe_interval: Duration,
+}

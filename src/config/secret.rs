@@ -1,0 +1,86 @@
+//! Secrets given directly or as a `NAME_FILE` path (the container-secrets convention).
+
+use std::path::Path;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::ConfigError;
+
+/// clap value parser that moves a secret straight into a [`SecretString`], so the plain text
+/// never lives in a `String` that a stray `{:?}` could print.
+pub fn secret_value(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text))
+}
+
+/// Resolves a secret given either inline (`variable`) or as a file (`variable_FILE`).
+///
+/// Errors name the variable, never the value or the file's content.
+pub fn resolve(
+    variable: &'static str,
+    inline: Option<&SecretString>,
+    file: Option<&Path>,
+) -> Result<Option<SecretString>, ConfigError> {
+    let secret = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                variable,
+                format!("set {variable} or {variable}_FILE, not both"),
+            ));
+        }
+        (Some(secret), None) => secret.clone(),
+        (None, Some(path)) => {
+            let content = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::new(
+                    variable,
+                    format!("{variable}_FILE: cannot read {}: {}", path.display(), e.kind()),
+                )
+            })?;
+            // Files written by `echo` or editors end in a newline that is not part of the secret.
+            SecretString::from(content.trim_end_matches(['\r', '\n']))
+        }
+        (None, None) => return Ok(None),
+    };
+    if secret.expose_secret().trim().is_empty() {
+        return Err(ConfigError::new(variable, format!("{variable} is empty")));
+    }
+    Ok(Some(secret))
+}
+
+/// Like [`resolve`], for a secret the command cannot run without.
+pub fn require(
+    variable: &'static str,
+    inline: Option<&SecretString>,
+    file: Option<&Path>,
+    why: &str,
+) -> Result<SecretString, ConfigError> {
+    resolve(variable, inline, file)?
+        .ok_or_else(|| ConfigError::new(variable, format!("{variable} (or {variable}_FILE) is required {why}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_secret_loses_its_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("relay-secret-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&dir, "from-a-file\n").unwrap();
+        let secret = resolve("X", None, Some(&dir)).unwrap().unwrap();
+        assert_eq!(secret.expose_secret(), "from-a-file");
+        std::fs::remove_file(dir).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_variable_but_never_the_value() {
+        let value = SecretString::from("hunter2-value");
+        let err = resolve("POLYAI_API_KEY", Some(&value), Some(Path::new("/nonexistent"))).unwrap_err();
+        assert!(err.to_string().contains("POLYAI_API_KEY"));
+        assert!(!err.to_string().contains("hunter2"));
+
+        let missing = resolve("POLYAI_API_KEY", None, Some(Path::new("/nonexistent/hunter2"))).unwrap_err();
+        assert!(missing.to_string().contains("POLYAI_API_KEY_FILE"));
+
+        let blank = resolve("POLYAI_API_KEY", Some(&SecretString::from("  ")), None).unwrap_err();
+        assert!(blank.to_string().contains("empty"));
+    }
+}

@@ -1,0 +1,75 @@
+//! Parsers for the textual forms settings take in flags and the environment.
+
+use std::time::Duration;
+
+/// Parses a duration such as `300s`, `3s`, `250ms` or `24h`.
+///
+/// A bare number is refused: `RELAY_ACK_DEADLINE=3` could mean seconds or milliseconds,
+/// and guessing wrong turns a 3 s deadline into a 3 ms one.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{text}` has no unit; write e.g. `{text}s` or `{text}ms`"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration ({e}); write e.g. `3s`, `250ms` or `24h`"))
+}
+
+/// Parses a byte size such as `1MiB`, `512KiB`, `64kB` or `1048576`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let bad = || format!("`{text}` is not a size; write e.g. `1MiB`, `512KiB` or `65536`");
+    let number: usize = digits.parse().map_err(|_| bad())?;
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(multiplier).filter(|n| *n > 0).ok_or_else(bad)
+}
+
+/// Splits a comma-separated list, dropping blanks so `a, b,` means `[a, b]`.
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("300s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
+        assert!(parse_duration("3").unwrap_err().contains("no unit"));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes_accept_binary_and_decimal_units() {
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512KiB").unwrap(), 512 * 1024);
+        assert_eq!(parse_size("64kB").unwrap(), 64_000);
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert!(parse_size("1 parsec").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn lists_drop_blanks() {
+        assert_eq!(parse_list(" a, b,,"), vec!["a", "b"]);
+    }
+}

@@ -1,0 +1,13 @@
+//! polyai-relay: PolyAI's signed webhooks in, durable queue, enriched conversation records out.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod event;
+pub mod polyai;
+pub mod queue;
+pub mod receiver;
+pub mod shutdown;
+pub mod signature;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,227 @@
+//! Publishing with publisher confirms on a supervised connection.
+//!
+//! Publishes share a few confirm-mode channels without any lock held across a publish; lapin
+//! pipelines them and matches each confirm to its publish. A supervisor task owns the connection:
+//! it connects (retrying with backoff), declares the topology, and starts over when the
+//! connection or any channel fails. Meanwhile publishes fail fast with `Unavailable`.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, RwLock,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    Channel, Confirmation, Connection, Event,
+};
+use secrecy::SecretString;
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::{connect, convert, describe, reconnect_delay, topology};
+use crate::{
+    config::Topology,
+    queue::{retry_tier, Destination, Message, PublishError, Publisher},
+};
+
+/// Channels per connection: enough to spread confirms across the broker's channel processes.
+const CHANNELS: usize = 4;
+
+struct Session {
+    connection: Connection,
+    channels: Vec<Channel>,
+    next: AtomicUsize,
+}
+
+impl Session {
+    fn healthy(&self) -> bool {
+        self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
+    }
+}
+
+struct Shared {
+    session: RwLock<Option<Arc<Session>>>,
+    /// Whether a session is up, for callers that wait for the first connection.
+    connected: watch::Sender<bool>,
+    /// Wakes the supervisor when a publish saw a dead channel.
+    broken: Notify,
+    topology: Topology,
+}
+
+/// [`Publisher`] for RabbitMQ.
+#[derive(Clone)]
+pub struct AmqpPublisher {
+    shared: Arc<Shared>,
+}
+
+impl AmqpPublisher {
+    /// Starts the supervisor; the publisher becomes ready once the broker answers.
+    pub fn start(url: SecretString, topology: Topology, shutdown: CancellationToken) -> Self {
+        let shared = Arc::new(Shared {
+            session: RwLock::new(None),
+            connected: watch::Sender::new(false),
+            broken: Notify::new(),
+            topology,
+        });
+        tokio::spawn(supervise(url, shared.clone(), shutdown));
+        Self { shared }
+    }
+
+    /// Waits until the broker is connected and the topology declared, or `timeout` passes.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut connected = self.shared.connected.subscribe();
+        tokio::time::timeout(timeout, connected.wait_for(|up| *up))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn current(&self) -> Option<Arc<Session>> {
+        self.shared.session.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn route(&self, to: Destination, message: &Message) -> (String, String, Option<Duration>) {
+        let topology = &self.shared.topology;
+        match to {
+            Destination::Events => (topology.events_exchange.clone(), message.event_type.clone(), None),
+            Destination::Conversations => (
+                topology.conversations_exchange.clone(),
+                message.event_type.clone(),
+                None,
+            ),
+            Destination::Dead => (topology.dead_exchange.clone(), message.event_type.clone(), None),
+            Destination::Retry { delay } => {
+                let (tier, delay) = retry_tier(delay);
+                // The default exchange routes straight to the delay queue named by the key.
+                (String::new(), topology.retry_queue(tier), Some(delay))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Publisher for AmqpPublisher {
+    async fn publish(&self, to: Destination, message: Message) -> Result<(), PublishError> {
+        let session = self.current().ok_or(PublishError::Unavailable)?;
+        // A blocked connection (resource alarm) would accept the publish and never confirm it.
+        if session.connection.status().blocked() {
+            return Err(PublishError::Unavailable);
+        }
+        let index = session.next.fetch_add(1, Ordering::Relaxed) % session.channels.len();
+        let channel = &session.channels[index];
+        let (exchange, routing_key, expiration) = self.route(to, &message);
+        // mandatory: an unroutable message comes back as a return instead of vanishing.
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let properties = convert::properties(&message, expiration);
+        let sent = channel
+            .basic_publish(
+                exchange.as_str().into(),
+                routing_key.as_str().into(),
+                options,
+                &message.body,
+                properties,
+            )
+            .await;
+        let confirm = match sent {
+            Ok(confirm) => confirm.await,
+            Err(error) => Err(error),
+        };
+        match confirm {
+            Ok(Confirmation::Ack(None)) => Ok(()),
+            Ok(Confirmation::Ack(Some(_returned))) => Err(PublishError::Unroutable(routing_key)),
+            Ok(Confirmation::Nack(_)) => Err(PublishError::Nacked),
+            Ok(Confirmation::NotRequested) => Err(PublishError::Failed("confirms are not enabled".into())),
+            Err(error) => {
+                self.shared.broken.notify_one();
+                Err(PublishError::Failed(describe(&error)))
+            }
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.current()
+            .is_some_and(|s| s.healthy() && !s.connection.status().blocked())
+    }
+}
+
+async fn open_session(url: &SecretString, topology: &Topology) -> Result<Session, String> {
+    let connection = connect(url, "publisher").await?;
+    let mut channels = Vec::with_capacity(CHANNELS);
+    for _ in 0..CHANNELS {
+        let channel = connection.create_channel().await.map_err(|e| describe(&e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| describe(&e))?;
+        channels.push(channel);
+    }
+    topology::declare(&channels[0], topology)
+        .await
+        .map_err(|e| format!("declaring the topology failed: {}", describe(&e)))?;
+    Ok(Session {
+        connection,
+        channels,
+        next: AtomicUsize::new(0),
+    })
+}
+
+/// Keeps one healthy session published in `shared`, forever or until shutdown.
+async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            opened = open_session(&url, &shared.topology) => opened,
+        };
+        match opened {
+            Ok(session) => {
+                failures = 0;
+                let session = Arc::new(session);
+                let mut events = session.connection.events_listener();
+                *shared.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
+                shared.connected.send_replace(true);
+                tracing::info!("broker connected; publishing enabled");
+                let mut health = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {
+                            // Publishes already sent keep their confirms: closing waits for nothing
+                            // in flight because the receiver has drained before this fires.
+                            let _ = session.connection.close(200, "shutting down".into()).await;
+                            return;
+                        }
+                        _ = shared.broken.notified() => if !session.healthy() { break },
+                        _ = health.tick() => if !session.healthy() { break },
+                        event = events.next() => match event {
+                            Some(Event::ConnectionBlocked(reason)) => tracing::warn!(%reason, "broker blocked publishing"),
+                            Some(Event::ConnectionUnblocked) => tracing::info!("broker unblocked publishing"),
+                            Some(Event::Error(error)) => { tracing::warn!(error = %describe(&error), "broker connection failed"); break }
+                            Some(_) => {}
+                            None => break,
+                        },
+                    }
+                }
+                *shared.session.write().unwrap_or_else(|p| p.into_inner()) = None;
+                shared.connected.send_replace(false);
+                let _ = session.connection.close(200, "reconnecting".into()).await;
+                tracing::warn!("broker connection lost; publishes answer 503 until it is back");
+            }
+            Err(error) => {
+                let delay = reconnect_delay(failures);
+                failures = failures.saturating_add(1);
+                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot reach the broker");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

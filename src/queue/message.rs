@@ -1,0 +1,42 @@
+//! A queue message independent of the backend: body plus the properties design §4 lists.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+/// Header names the relay sets and reads.
+pub mod headers {
+    /// `X-PolyAI-Timestamp` as sent, when it was.
+    pub const POLYAI_TIMESTAMP: &str = "x-polyai-timestamp";
+    /// Which signature form matched (`timestamped` or `body`).
+    pub const SIGNATURE_SCHEME: &str = "x-relay-signature-scheme";
+    /// When the receiver took the webhook, RFC 3339.
+    pub const RECEIVED_AT: &str = "x-relay-received-at";
+    /// Attempts the worker made so far; travels with the message so it survives restarts.
+    pub const ATTEMPTS: &str = "x-relay-attempts";
+    /// The last error of a dead-lettered event.
+    pub const ERROR: &str = "x-relay-error";
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub body: Bytes,
+    /// The event id: consumers dedupe on it.
+    pub message_id: String,
+    /// The event type: the AMQP `type` property and the routing key.
+    pub event_type: String,
+    /// Unix seconds.
+    pub timestamp: u64,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Message {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// Attempts recorded so far (0 for a fresh event).
+    pub fn attempts(&self) -> u32 {
+        self.header(headers::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0)
+    }
+}

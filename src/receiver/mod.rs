@@ -1,0 +1,76 @@
+//! The HTTP side: the webhook endpoint (design §3) and the operational endpoints.
+
+mod ops;
+mod rejection;
+mod webhook;
+
+use std::sync::Arc;
+
+use axum::{
+    routing::{get, post},
+    Router,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::{watch, Semaphore};
+
+use crate::{
+    config::{EventTypes, ReceiverSettings},
+    queue::Publisher,
+    signature::Verifier,
+};
+
+pub use ops::Readiness;
+
+/// Everything the webhook handler needs, shared by all requests.
+pub struct Receiver {
+    verifier: Verifier,
+    publisher: Arc<dyn Publisher>,
+    event_types: EventTypes,
+    settings: ReceiverSettings,
+    /// Bounds the requests handled at once; a request that finds no permit is shed with 503.
+    in_flight: Semaphore,
+}
+
+impl Receiver {
+    pub fn new(settings: ReceiverSettings, event_types: EventTypes, publisher: Arc<dyn Publisher>) -> Self {
+        let signature = &settings.signature;
+        Self {
+            verifier: Verifier::new(&signature.secrets, signature.scheme, signature.tolerance),
+            publisher,
+            event_types,
+            in_flight: Semaphore::new(settings.max_in_flight),
+            settings,
+        }
+    }
+}
+
+/// `/healthz`, `/readyz` and `/metrics`: served by every command that runs long.
+pub fn ops_router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .with_state(readiness)
+        .route("/metrics", get(ops::metrics).with_state(metrics))
+}
+
+/// The receiver's whole router: the webhook path plus the operational endpoints.
+pub fn router(receiver: Arc<Receiver>, readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    let path = receiver.settings.path.clone();
+    let max_body = receiver.settings.max_body;
+    Router::new()
+        .route(&path, post(webhook::receive).with_state(receiver))
+        // Refuses a declared Content-Length over the limit before reading a byte of the body;
+        // the handler's own limit covers bodies sent without one (chunked).
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        .merge(ops_router(readiness, metrics))
+}
+
+/// Readiness of a process that only receives: the broker must accept publishes.
+pub fn publisher_readiness(publisher: Arc<dyn Publisher>) -> Readiness {
+    Readiness::new(Some(publisher), None)
+}
+
+/// Readiness that also reflects a worker paused by a refused API key.
+pub fn worker_readiness(publisher: Arc<dyn Publisher>, paused: watch::Receiver<bool>) -> Readiness {
+    Readiness::new(Some(publisher), Some(paused))
+}

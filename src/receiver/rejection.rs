@@ -1,0 +1,71 @@
+//! Every way a webhook is turned away, as one enum with its status code (design §3).
+//! Bodies stay empty: a sender learns the status, the operator reads the log and metrics.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+
+use crate::{event::EventError, queue::PublishError, signature::VerifyError};
+
+/// Seconds a sender should wait before retrying a 503. PolyAI's schedule is its own, but other
+/// senders (and load balancers) read it.
+const RETRY_AFTER_SECONDS: &str = "5";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Rejection {
+    #[error("signature refused: {0}")]
+    Unauthorized(VerifyError),
+    #[error("verified body refused: {0}")]
+    BadRequest(EventError),
+    #[error("body larger than the limit")]
+    TooLarge,
+    #[error("body could not be read: {0}")]
+    UnreadableBody(String),
+    #[error("body not received in time")]
+    SlowBody,
+    #[error("too many requests in flight")]
+    Overloaded,
+    #[error("not durably enqueued: {0}")]
+    Unavailable(PublishError),
+    #[error("not durably enqueued before the deadline")]
+    DeadlineExceeded,
+}
+
+impl Rejection {
+    /// Label for the requests metric and the log's `outcome`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "unauthorized",
+            Self::BadRequest(_) | Self::UnreadableBody(_) => "bad_request",
+            Self::TooLarge => "too_large",
+            Self::SlowBody => "timeout",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable(_) | Self::DeadlineExceeded => "unavailable",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) | Self::UnreadableBody(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            // 408 is retried by PolyAI, like the 503s below.
+            Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded | Self::Unavailable(_) | Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = status.into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}

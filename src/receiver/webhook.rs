@@ -1,0 +1,187 @@
+//! `POST {RELAY_PATH}`: verify, parse, filter, publish with confirm, answer.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use tracing::{field::Empty, Instrument};
+
+use super::{rejection::Rejection, Receiver};
+use crate::{
+    event::Event,
+    queue::{headers, Destination, Message},
+    signature::UnverifiedEvent,
+    telemetry::names,
+};
+
+const SIGNATURE: &str = "x-polyai-signature";
+const TIMESTAMP: &str = "x-polyai-timestamp";
+const EVENT_ID: &str = "x-polyai-event-id";
+
+/// What happened to a verified event that was not refused.
+enum Accepted {
+    Enqueued,
+    Ignored(&'static str),
+}
+
+pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
+    let span = tracing::info_span!("webhook", event_id = Empty, event_type = Empty, outcome = Empty);
+    let started = Instant::now();
+    let result = handle(&receiver, &headers, body, started)
+        .instrument(span.clone())
+        .await;
+    let _entered = span.enter();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(Accepted::Enqueued) => {
+            metrics::histogram!(names::ACK_SECONDS).record(started.elapsed().as_secs_f64());
+            finish(&span, "accepted");
+            tracing::info!(elapsed_ms, "webhook enqueued");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Accepted::Ignored(reason)) => {
+            metrics::counter!(names::IGNORED, "reason" => reason).increment(1);
+            finish(&span, "ignored");
+            tracing::info!(reason, "webhook ignored");
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            response
+                .headers_mut()
+                .insert("x-relay-outcome", HeaderValue::from_static("ignored"));
+            response
+        }
+        Err(rejection) => {
+            finish(&span, rejection.outcome());
+            if let Rejection::Unauthorized(reason) = &rejection {
+                metrics::counter!(names::VERIFY_FAILURES, "reason" => reason.reason()).increment(1);
+            }
+            tracing::warn!(error = %rejection, elapsed_ms, "webhook refused");
+            rejection.into_response()
+        }
+    }
+}
+
+fn finish(span: &tracing::Span, outcome: &'static str) {
+    span.record("outcome", outcome);
+    metrics::counter!(names::REQUESTS, "outcome" => outcome).increment(1);
+}
+
+async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: Instant) -> Result<Accepted, Rejection> {
+    let settings = &receiver.settings;
+    // Shed instead of queueing: a burst past the limit gets a fast 503 that PolyAI retries,
+    // rather than slow answers that blow its 5 s budget for everyone.
+    let _permit = receiver.in_flight.try_acquire().map_err(|_| Rejection::Overloaded)?;
+
+    let body = read_body(body, settings.max_body, settings.request_timeout).await?;
+    let unverified = UnverifiedEvent {
+        body,
+        signature: header_bytes(headers, SIGNATURE),
+        timestamp: header_bytes(headers, TIMESTAMP),
+    };
+    let verified = receiver
+        .verifier
+        .verify(unverified, unix_now() as i64)
+        .map_err(Rejection::Unauthorized)?;
+    metrics::counter!(names::VERIFIED, "scheme" => verified.scheme.as_str(), "secret" => verified.secret.as_str())
+        .increment(1);
+
+    let event_id_header = headers.get(EVENT_ID).and_then(|v| v.to_str().ok());
+    let event = Event::parse(verified, event_id_header).map_err(Rejection::BadRequest)?;
+    let span = tracing::Span::current();
+    span.record("event_id", event.id.as_str());
+    span.record("event_type", event.event_type.as_str());
+    tracing::debug!(
+        scheme = event.verified.scheme.as_str(),
+        secret = event.verified.secret.as_str(),
+        "signature verified"
+    );
+
+    if !receiver.event_types.forwards(&event.event_type) {
+        return Ok(Accepted::Ignored("type"));
+    }
+    if let (Some(allowed), Some(environment)) = (&settings.environments, &event.environment) {
+        if !allowed.iter().any(|e| e == environment) {
+            return Ok(Accepted::Ignored("environment"));
+        }
+    }
+
+    let message = raw_event_message(event);
+    let remaining = settings.ack_deadline.saturating_sub(started.elapsed());
+    let publish = receiver.publisher.publish(Destination::Events, message);
+    match tokio::time::timeout(remaining, publish).await {
+        Ok(Ok(())) => {
+            metrics::counter!(names::CONFIRMS, "destination" => "events", "result" => "ack").increment(1);
+            Ok(Accepted::Enqueued)
+        }
+        Ok(Err(error)) => {
+            metrics::counter!(names::CONFIRMS, "destination" => "events", "result" => error.label()).increment(1);
+            Err(Rejection::Unavailable(error))
+        }
+        Err(_) => {
+            metrics::counter!(names::CONFIRMS, "destination" => "events", "result" => "timeout").increment(1);
+            Err(Rejection::DeadlineExceeded)
+        }
+    }
+}
+
+/// Reads at most `limit` bytes within `timeout`; never buffers more than the limit.
+async fn read_body(body: Body, limit: usize, timeout: std::time::Duration) -> Result<Bytes, Rejection> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(Rejection::SlowBody),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+            while let Some(inner) = source {
+                if inner.is::<http_body_util::LengthLimitError>() {
+                    return Err(Rejection::TooLarge);
+                }
+                source = inner.source();
+            }
+            Err(Rejection::UnreadableBody(error.to_string()))
+        }
+    }
+}
+
+fn header_bytes(headers: &HeaderMap, name: &str) -> Option<Bytes> {
+    headers.get(name).map(|v| Bytes::copy_from_slice(v.as_bytes()))
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// The raw event message of design §4: the body exactly as received, with the relay's headers.
+fn raw_event_message(event: Event) -> Message {
+    let now = OffsetDateTime::now_utc();
+    let mut headers = BTreeMap::new();
+    if let Some(ts) = &event.verified.timestamp {
+        headers.insert(headers::POLYAI_TIMESTAMP.to_owned(), ts.clone());
+    }
+    headers.insert(
+        headers::SIGNATURE_SCHEME.to_owned(),
+        event.verified.scheme.as_str().to_owned(),
+    );
+    headers.insert(
+        headers::RECEIVED_AT.to_owned(),
+        now.format(&Rfc3339).unwrap_or_default(),
+    );
+    Message {
+        body: event.verified.body,
+        message_id: event.id,
+        event_type: event.event_type,
+        timestamp: now.unix_timestamp().max(0) as u64,
+        headers,
+    }
+}

@@ -1,0 +1,67 @@
+//! Logs (tracing) and metrics (Prometheus text on `/metrics`).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::config::LogFormat;
+
+/// Metric names, in one place so dashboards, alerts and tests agree with the code.
+pub mod names {
+    /// Webhook requests by `outcome` (accepted, ignored, unauthorized, bad_request, too_large, timeout, overloaded, unavailable).
+    pub const REQUESTS: &str = "relay_webhook_requests_total";
+    /// Signature failures by `reason`.
+    pub const VERIFY_FAILURES: &str = "relay_signature_failures_total";
+    /// Verified requests by matched `scheme` and `secret` (current or previous).
+    pub const VERIFIED: &str = "relay_signature_verified_total";
+    /// Verified events dropped on purpose, by `reason` (type or environment).
+    pub const IGNORED: &str = "relay_events_ignored_total";
+    /// Seconds from request start to the broker's confirm, for accepted webhooks.
+    pub const ACK_SECONDS: &str = "relay_ack_duration_seconds";
+    /// Publisher confirms by `destination` and `result` (ack, nack, returned, unavailable, timeout, error).
+    pub const CONFIRMS: &str = "relay_publish_confirms_total";
+    /// API fetches by `status` (200, 404, 429, 5xx codes, transport).
+    pub const FETCHES: &str = "relay_api_fetches_total";
+    /// API 429 answers.
+    pub const RATE_LIMITED: &str = "relay_api_rate_limited_total";
+    /// Events sent to a retry queue, by `reason`.
+    pub const RETRIES: &str = "relay_worker_retries_total";
+    /// Events dead-lettered by the worker, by `reason`.
+    pub const DEAD_LETTERS: &str = "relay_dead_letters_total";
+    /// Enriched records published.
+    pub const ENRICHED: &str = "relay_enriched_total";
+    /// 1 while the worker is paused because the API refused the key.
+    pub const WORKER_PAUSED: &str = "relay_worker_paused";
+}
+
+/// Installs the global tracing subscriber. Logs go to stderr; stdout belongs to commands' output.
+pub fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder, installed on first use.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            // Buckets around the 5 s budget PolyAI gives a webhook.
+            let ack_buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(names::ACK_SECONDS.to_owned()), &ack_buckets)
+                .expect("bucket list is not empty")
+                .install_recorder()
+                .expect("the metrics recorder is installed once per process")
+        })
+        .clone()
+}

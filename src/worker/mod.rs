@@ -1,0 +1,198 @@
+//! The worker (design §5): consume raw events, fetch each conversation, publish enriched
+//! records, ack only after the broker confirmed what replaces the input.
+
+mod policy;
+mod process;
+pub mod record;
+mod throttle;
+
+use std::{
+    sync::{atomic::AtomicBool, Arc},
+    time::Duration,
+};
+
+use tokio::{
+    sync::{watch, Semaphore},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{field::Empty, Instrument};
+
+pub use policy::RetryPolicy;
+pub use throttle::Throttle;
+
+use crate::{
+    config::WorkerSettings,
+    polyai::{ApiError, PolyaiClient},
+    queue::{Consumer, Delivery, Publisher, Source},
+    telemetry::names,
+};
+
+/// How long in-flight events get to finish at shutdown or pause; what is left then goes back
+/// to the queue when the consumer closes. Keeps the whole shutdown well inside 10 s.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// How to settle a delivery once it has been processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Done: its record, retry or dead letter is confirmed.
+    Ack,
+    /// Could not publish its outcome: give it back to the queue.
+    Requeue,
+    /// Leave it unacknowledged; closing the consumer returns it (the key was refused).
+    Release,
+}
+
+pub struct Worker {
+    client: PolyaiClient,
+    publisher: Arc<dyn Publisher>,
+    policy: RetryPolicy,
+    throttle: Throttle,
+    /// True while the API refuses the key: nothing is consumed and `/readyz` answers 503.
+    paused: watch::Sender<bool>,
+    transcript_hint_logged: AtomicBool,
+    concurrency: usize,
+    auth_probe_interval: Duration,
+    shutdown: CancellationToken,
+}
+
+impl Worker {
+    pub fn new(
+        settings: &WorkerSettings,
+        publisher: Arc<dyn Publisher>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: PolyaiClient::new(&settings.api)?,
+            publisher,
+            policy: RetryPolicy {
+                max_attempts: settings.max_attempts,
+                base_delay: settings.retry_base_delay,
+                max_delay: settings.retry_max_delay,
+            },
+            throttle: Throttle::new(settings.rate),
+            paused: watch::Sender::new(false),
+            transcript_hint_logged: AtomicBool::new(false),
+            concurrency: settings.concurrency,
+            auth_probe_interval: settings.auth_probe_interval,
+            shutdown,
+        })
+    }
+
+    /// Watches the pause flag (for `/readyz`).
+    pub fn paused(&self) -> watch::Receiver<bool> {
+        self.paused.subscribe()
+    }
+
+    /// Consumes until shutdown, reopening the consumer after broker failures and pauses.
+    pub async fn run(self: Arc<Self>, source: Arc<dyn Source>) {
+        // Twice the concurrency: the next events are already here when a slot frees up.
+        let prefetch = u16::try_from(self.concurrency * 2).unwrap_or(u16::MAX);
+        let mut failures = 0u32;
+        while !self.shutdown.is_cancelled() {
+            if *self.paused.borrow() {
+                self.wait_for_key().await;
+                continue;
+            }
+            match source.open(prefetch).await {
+                Ok(mut consumer) => {
+                    failures = 0;
+                    tracing::info!(prefetch, concurrency = self.concurrency, "worker consuming");
+                    self.consume(consumer.as_mut()).await;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let delay = Duration::from_millis(200)
+                        .saturating_mul(1 << failures.min(5))
+                        .min(Duration::from_secs(5));
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "worker cannot consume");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!("worker stopped");
+    }
+
+    async fn consume(self: &Arc<Self>, consumer: &mut dyn Consumer) {
+        let slots = Arc::new(Semaphore::new(self.concurrency));
+        let mut tasks = JoinSet::new();
+        let mut paused = self.paused.subscribe();
+        loop {
+            // Take a slot before a delivery, so events wait in the queue, not in memory.
+            let slot = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = paused.wait_for(|p| *p) => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
+            let delivery = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = paused.wait_for(|p| *p) => break,
+                delivery = consumer.next() => match delivery {
+                    Some(delivery) => delivery,
+                    None => break,
+                },
+            };
+            let worker = self.clone();
+            tasks.spawn(async move {
+                worker.settle(delivery).await;
+                drop(slot);
+            });
+            while tasks.try_join_next().is_some() {}
+        }
+        if tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = tasks.len(),
+                "in-flight events did not finish in time; they go back to the queue"
+            );
+            tasks.abort_all();
+        }
+    }
+
+    async fn settle(&self, delivery: Delivery) {
+        let message = &delivery.message;
+        let span = tracing::info_span!(
+            "event",
+            event_id = %message.message_id,
+            event_type = %message.event_type,
+            attempts = message.attempts(),
+            redelivered = delivery.redelivered,
+            outcome = Empty,
+        );
+        let settle = self.process(message).instrument(span.clone()).await;
+        let result = match settle {
+            Settle::Ack => delivery.acker.ack().await,
+            Settle::Requeue => delivery.acker.requeue().await,
+            Settle::Release => Ok(()),
+        };
+        if let Err(error) = result {
+            // The broker will redeliver it: at-least-once, consumers dedupe on message_id.
+            span.in_scope(|| tracing::warn!(%error, ?settle, "could not settle the delivery"));
+        }
+    }
+
+    /// While paused, asks the API every probe interval whether the key works again.
+    async fn wait_for_key(&self) {
+        metrics::gauge!(names::WORKER_PAUSED).set(1.0);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.auth_probe_interval) => {}
+            }
+            match self.client.probe().await {
+                Err(ApiError::Unauthorized { status, .. }) => {
+                    tracing::warn!(status, "the API still refuses the key; the worker stays paused");
+                }
+                _ => break,
+            }
+        }
+        tracing::info!("the API accepts the key again; resuming");
+        metrics::gauge!(names::WORKER_PAUSED).set(0.0);
+        self.paused.send_replace(false);
+    }
+}

@@ -1,0 +1,98 @@
+//! How long to wait before the next attempt, and when to give up (design §5's retry table).
+
+use std::time::Duration;
+
+/// Attempts at a 404 before the event is dead-lettered: enough for a conversation that is not
+/// ingested yet to appear, few enough that a wrong id does not linger.
+pub const NOT_FOUND_ATTEMPTS: u32 = 5;
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with jitter after `attempts` failed attempts (1 for the first failure):
+    /// base × 2^(attempts-1), capped, then scaled by a random factor in [0.5, 1.0] so a burst of
+    /// failures does not come back as a burst.
+    pub fn backoff(&self, attempts: u32) -> Duration {
+        let exponent = attempts.saturating_sub(1).min(20);
+        let ceiling = self.base_delay.saturating_mul(1u32 << exponent).min(self.max_delay);
+        ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+    }
+
+    /// A 404 means "not ingested yet" at first: wait longer than for a 5xx, so the retries span minutes.
+    pub fn not_found_backoff(&self, attempts: u32) -> Duration {
+        self.backoff(attempts + 3)
+    }
+
+    /// A `Retry-After` is obeyed, within the longest delay we allow.
+    pub fn rate_limited(&self, retry_after: Option<Duration>) -> Duration {
+        retry_after
+            .unwrap_or(self.base_delay)
+            .clamp(Duration::from_millis(100), self.max_delay)
+    }
+
+    pub fn gives_up_on_not_found(&self, attempts: u32) -> bool {
+        attempts >= self.max_attempts.min(NOT_FOUND_ATTEMPTS)
+    }
+
+    pub fn gives_up(&self, attempts: u32) -> bool {
+        attempts >= self.max_attempts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(600),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_stays_under_the_cap() {
+        let p = policy();
+        for _ in 0..100 {
+            let first = p.backoff(1);
+            assert!(
+                first >= Duration::from_secs(1) && first <= Duration::from_secs(2),
+                "{first:?}"
+            );
+            let third = p.backoff(3);
+            assert!(
+                third >= Duration::from_secs(4) && third <= Duration::from_secs(8),
+                "{third:?}"
+            );
+            assert!(p.backoff(40) <= Duration::from_secs(600));
+        }
+    }
+
+    #[test]
+    fn not_found_waits_longer_and_gives_up_sooner() {
+        let p = policy();
+        assert!(p.not_found_backoff(1) >= Duration::from_secs(8));
+        assert!(!p.gives_up_on_not_found(4));
+        assert!(p.gives_up_on_not_found(5));
+        assert!(!p.gives_up(7));
+        assert!(p.gives_up(8));
+    }
+
+    #[test]
+    fn retry_after_is_obeyed_within_bounds() {
+        let p = policy();
+        assert_eq!(p.rate_limited(Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(
+            p.rate_limited(Some(Duration::from_secs(7200))),
+            Duration::from_secs(600)
+        );
+        assert_eq!(p.rate_limited(Some(Duration::ZERO)), Duration::from_millis(100));
+        assert_eq!(p.rate_limited(None), Duration::from_secs(2));
+    }
+}

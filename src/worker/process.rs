@@ -1,0 +1,230 @@
+//! One event through the worker: fetch the conversation, then publish the enriched record, a
+//! retry or a dead letter, and say how to settle the delivery. Nothing is acked before the
+//! broker confirmed whatever replaces it.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use serde_json::value::RawValue;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+use super::{record, Settle, Worker};
+use crate::{
+    event::Fields,
+    polyai::ApiError,
+    queue::{headers, Destination, Message},
+    telemetry::names,
+};
+
+/// How long a worker keeps trying to publish through a broker outage before it gives the
+/// message back to the queue instead.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
+
+impl Worker {
+    /// Processes one message and says how to settle it.
+    pub async fn process(&self, message: &Message) -> Settle {
+        let attempts = message.attempts();
+        let fields = match Fields::read(&message.body) {
+            Ok(fields) => fields,
+            Err(error) => {
+                return self
+                    .dead_letter(message, attempts, "unreadable", &error.to_string())
+                    .await
+            }
+        };
+        let conversation_id = match (&fields.conversation_id, fields.needs_conversation()) {
+            (Some(id), _) => Some(id.as_str()),
+            (None, false) => None,
+            (None, true) => {
+                return self
+                    .dead_letter(
+                        message,
+                        attempts,
+                        "no_conversation_id",
+                        "event has no data.conversation_id",
+                    )
+                    .await;
+            }
+        };
+        let conversation = match conversation_id {
+            Some(id) => match self.fetch(id).await {
+                Ok(conversation) => Some(conversation),
+                Err(error) => return self.after_failure(message, attempts, error).await,
+            },
+            None => None,
+        };
+        self.publish_record(message, conversation.as_deref()).await
+    }
+
+    async fn fetch(&self, conversation_id: &str) -> Result<Box<RawValue>, ApiError> {
+        self.throttle.acquire().await;
+        let result = self.client.conversation(conversation_id).await;
+        let status = match &result {
+            Ok(_) => "200".to_owned(),
+            Err(error) => error.status_label(),
+        };
+        metrics::counter!(names::FETCHES, "status" => status).increment(1);
+        let body = result?;
+        serde_json::from_slice::<Box<RawValue>>(&body).map_err(|_| ApiError::Server {
+            status: 200,
+            detail: "the API answered 200 with a body that is not JSON".into(),
+        })
+    }
+
+    async fn after_failure(&self, message: &Message, attempts: u32, error: ApiError) -> Settle {
+        let policy = &self.policy;
+        match &error {
+            ApiError::RateLimited { retry_after } => {
+                // Not the event's fault: the attempt does not count, and every caller slows down.
+                metrics::counter!(names::RATE_LIMITED).increment(1);
+                let delay = policy.rate_limited(*retry_after);
+                self.throttle.pause(delay);
+                self.retry(message, attempts, delay, "rate_limited", &error).await
+            }
+            ApiError::Server { .. } | ApiError::Transport(_) => {
+                let attempts = attempts + 1;
+                if policy.gives_up(attempts) {
+                    return self
+                        .dead_letter(message, attempts, "attempts_exhausted", &error.to_string())
+                        .await;
+                }
+                self.retry(message, attempts, policy.backoff(attempts), "transient", &error)
+                    .await
+            }
+            ApiError::NotFound { .. } => {
+                let attempts = attempts + 1;
+                if policy.gives_up_on_not_found(attempts) {
+                    return self
+                        .dead_letter(message, attempts, "not_found", &error.to_string())
+                        .await;
+                }
+                self.retry(
+                    message,
+                    attempts,
+                    policy.not_found_backoff(attempts),
+                    "not_found",
+                    &error,
+                )
+                .await
+            }
+            ApiError::Unauthorized { .. } => {
+                // A key problem, not an event problem: stop taking events, keep this one queued.
+                if !self.paused.send_replace(true) {
+                    metrics::gauge!(names::WORKER_PAUSED).set(1.0);
+                    tracing::error!(%error, "the API refused the key; pausing the worker until it is accepted again (check POLYAI_API_KEY and its project scope)");
+                }
+                tracing::Span::current().record("outcome", "paused");
+                Settle::Release
+            }
+            ApiError::Rejected { .. } => {
+                self.dead_letter(message, attempts + 1, "rejected", &error.to_string())
+                    .await
+            }
+        }
+    }
+
+    async fn retry(
+        &self,
+        message: &Message,
+        attempts: u32,
+        delay: Duration,
+        reason: &'static str,
+        error: &ApiError,
+    ) -> Settle {
+        let mut retry = message.clone();
+        retry.headers.insert(headers::ATTEMPTS.to_owned(), attempts.to_string());
+        retry.headers.insert(headers::ERROR.to_owned(), error.to_string());
+        let settle = self.publish_patiently(Destination::Retry { delay }, retry).await;
+        if settle == Settle::Ack {
+            metrics::counter!(names::RETRIES, "reason" => reason).increment(1);
+            tracing::Span::current().record("outcome", "retried");
+            tracing::info!(%error, attempts, delay_ms = delay.as_millis() as u64, "event will be retried");
+        }
+        settle
+    }
+
+    async fn dead_letter(&self, message: &Message, attempts: u32, reason: &'static str, error: &str) -> Settle {
+        let mut dead = message.clone();
+        dead.headers.insert(headers::ATTEMPTS.to_owned(), attempts.to_string());
+        dead.headers.insert(headers::ERROR.to_owned(), error.to_owned());
+        let settle = self.publish_patiently(Destination::Dead, dead).await;
+        if settle == Settle::Ack {
+            metrics::counter!(names::DEAD_LETTERS, "reason" => reason).increment(1);
+            tracing::Span::current().record("outcome", "dead_lettered");
+            tracing::warn!(error, attempts, reason, "event dead-lettered");
+        }
+        settle
+    }
+
+    async fn publish_record(&self, message: &Message, conversation: Option<&RawValue>) -> Settle {
+        let event: &RawValue = match serde_json::from_slice(&message.body) {
+            Ok(event) => event,
+            Err(error) => {
+                return self
+                    .dead_letter(message, message.attempts(), "unreadable", &error.to_string())
+                    .await
+            }
+        };
+        let transcript_visible = conversation.is_none_or(record::transcript_visible);
+        if !transcript_visible && !self.transcript_hint_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!("conversations report turns but carry no transcript: turn on the project's \"Conversation transcript\" setting (show_transcripts) in Agent Studio");
+        }
+        let record = record::EnrichedRecord {
+            schema: record::SCHEMA,
+            event_id: &message.message_id,
+            event_type: &message.event_type,
+            received_at: message.header(headers::RECEIVED_AT),
+            fetched_at: OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+            event,
+            conversation,
+            transcript_visible,
+            audio: None,
+        };
+        let body = match serde_json::to_vec(&record) {
+            Ok(body) => body,
+            Err(error) => {
+                return self
+                    .dead_letter(message, message.attempts(), "unserialisable", &error.to_string())
+                    .await
+            }
+        };
+        let mut enriched = message.clone();
+        enriched.body = body.into();
+        enriched.headers.remove(headers::ATTEMPTS);
+        enriched.headers.remove(headers::ERROR);
+        let settle = self.publish_patiently(Destination::Conversations, enriched).await;
+        if settle == Settle::Ack {
+            metrics::counter!(names::ENRICHED).increment(1);
+            tracing::Span::current().record("outcome", "enriched");
+            tracing::info!(transcript_visible, "event enriched");
+        }
+        settle
+    }
+
+    /// Publishes through short broker outages; past [`PUBLISH_PATIENCE`], or at shutdown, the
+    /// message goes back to the queue (requeue) rather than being held or dropped.
+    async fn publish_patiently(&self, to: Destination, message: Message) -> Settle {
+        let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match self.publisher.publish(to, message.clone()).await {
+                Ok(()) => {
+                    metrics::counter!(names::CONFIRMS, "destination" => to.label(), "result" => "ack").increment(1);
+                    return Settle::Ack;
+                }
+                Err(error) => {
+                    metrics::counter!(names::CONFIRMS, "destination" => to.label(), "result" => error.label())
+                        .increment(1);
+                    tracing::warn!(%error, destination = to.label(), "publish failed");
+                    if tokio::time::Instant::now() + wait > deadline {
+                        return Settle::Requeue;
+                    }
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return Settle::Requeue,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}

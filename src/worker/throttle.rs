@@ -1,0 +1,79 @@
+//! The worker's shared pace of API calls: a fixed rate (`RELAY_API_RATE`) and a pause that any
+//! 429 extends for everyone, so one rate-limited call slows all of them, not just itself.
+
+use std::{sync::Mutex, time::Duration};
+
+// tokio's clock, so tests can run it paused.
+use tokio::time::Instant;
+
+#[derive(Debug)]
+pub struct Throttle {
+    /// Spacing between calls; `None` for no rate limit.
+    interval: Option<Duration>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    next_slot: Instant,
+    paused_until: Instant,
+}
+
+impl Throttle {
+    pub fn new(rate: Option<f64>) -> Self {
+        let now = Instant::now();
+        Self {
+            interval: rate.map(|r| Duration::from_secs_f64(1.0 / r)),
+            state: Mutex::new(State {
+                next_slot: now,
+                paused_until: now,
+            }),
+        }
+    }
+
+    /// Waits for this call's turn. The lock is held only to reserve a slot, never while waiting.
+    pub async fn acquire(&self) {
+        let start = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let start = now.max(state.next_slot).max(state.paused_until);
+            if let Some(interval) = self.interval {
+                state.next_slot = start + interval;
+            }
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
+
+    /// Holds every call back for `delay` from now (a 429's Retry-After).
+    pub fn pause(&self, delay: Duration) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.paused_until = state.paused_until.max(Instant::now() + delay);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_are_spaced_by_the_rate() {
+        let throttle = Throttle::new(Some(10.0));
+        let start = tokio::time::Instant::now();
+        for _ in 0..5 {
+            throttle.acquire().await;
+        }
+        // Four gaps of 100 ms after the first call.
+        assert!(start.elapsed() >= Duration::from_millis(400));
+        assert!(start.elapsed() < Duration::from_millis(500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_back_every_caller() {
+        let throttle = Throttle::new(None);
+        throttle.pause(Duration::from_secs(3));
+        let start = tokio::time::Instant::now();
+        throttle.acquire().await;
+        assert!(start.elapsed() >= Duration::from_secs(3));
+    }
+}
