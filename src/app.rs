@@ -48,35 +48,31 @@ pub async fn start(components: Components, shutdown: CancellationToken) -> anyho
     };
     // The broker outlives the HTTP server and the worker: it must confirm what they publish while draining.
     let broker_shutdown = CancellationToken::new();
-    let amqp = AmqpPublisher::start(
-        amqp_url.clone(),
-        components.broker.topology.clone(),
-        broker_shutdown.clone(),
-    );
-    if !amqp.wait_ready(Duration::from_secs(5)).await {
-        tracing::warn!("the broker is not reachable yet; /readyz answers 503 and webhooks 503 until it is");
-    }
-    let publisher: Arc<dyn Publisher> = Arc::new(amqp);
+    // Not awaited: until the broker answers, /readyz and webhooks answer 503 and PolyAI retries.
+    let amqp = AmqpPublisher::start(amqp_url.clone(), components.broker.topology.clone(), broker_shutdown.clone());
+    let publisher: Arc<dyn Publisher> = Arc::new(amqp.clone());
 
     let mut worker_task = None;
     let mut readiness = receiver::publisher_readiness(publisher.clone());
     if let Some(settings) = &components.worker {
         let worker = Arc::new(Worker::new(settings, publisher.clone(), shutdown.clone())?);
         readiness = receiver::worker_readiness(publisher.clone(), worker.paused());
-        let source: Arc<dyn Source> = Arc::new(AmqpSource::new(
-            amqp_url,
-            components.broker.topology.enrich_queue.clone(),
-        ));
-        worker_task = Some(tokio::spawn(worker.run(source)));
+        let source: Arc<dyn Source> =
+            Arc::new(AmqpSource::new(amqp_url, components.broker.topology.enrich_queue.clone()));
+        let (amqp, worker_shutdown) = (amqp.clone(), shutdown.clone());
+        worker_task = Some(tokio::spawn(async move {
+            // Consuming before the topology exists would fail on a missing queue.
+            tokio::select! {
+                _ = worker_shutdown.cancelled() => {}
+                _ = amqp.wait_connected() => worker.run(source).await,
+            }
+        }));
     }
 
     let router = match components.receiver {
         Some(settings) => {
-            let receiver = Arc::new(Receiver::new(
-                settings,
-                components.broker.topology.event_types.clone(),
-                publisher.clone(),
-            ));
+            let receiver =
+                Arc::new(Receiver::new(settings, components.broker.topology.event_types.clone(), publisher.clone()));
             receiver::router(receiver, readiness, metrics)
         }
         None => receiver::ops_router(readiness, metrics),
@@ -89,9 +85,7 @@ pub async fn start(components: Components, shutdown: CancellationToken) -> anyho
 
     let server_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(server_shutdown.cancelled_owned())
-            .await
+        axum::serve(listener, router).with_graceful_shutdown(server_shutdown.cancelled_owned()).await
     });
 
     let stopped = tokio::spawn(async move {

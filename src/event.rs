@@ -54,8 +54,7 @@ struct Data<'a> {
 
 /// A JSON string's value, or `None` for any other JSON kind: a field of the wrong type counts as absent.
 fn string_of(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
-        .filter(|s| !s.is_empty())
+    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok()).filter(|s| !s.is_empty())
 }
 
 fn is_object(raw: &[u8]) -> bool {
@@ -79,9 +78,8 @@ impl Fields {
             return Err(EventError::NotAnObject);
         }
         let envelope: Envelope = serde_json::from_slice(body).map_err(|_| EventError::NotAnObject)?;
-        let event_type = string_of(envelope.kind)
-            .or_else(|| string_of(envelope.event_type))
-            .ok_or(EventError::NoEventType)?;
+        let event_type =
+            string_of(envelope.kind).or_else(|| string_of(envelope.event_type)).ok_or(EventError::NoEventType)?;
         if event_type.len() > MAX_SHORT {
             return Err(EventError::TypeTooLong);
         }
@@ -93,11 +91,7 @@ impl Fields {
             Some(data) => (string_of(data.conversation_id), string_of(data.environment)),
             None => (None, None),
         };
-        Ok(Self {
-            event_type,
-            conversation_id,
-            environment,
-        })
+        Ok(Self { event_type, conversation_id, environment })
     }
 
     /// Events about a call must name it; others (alerts) are forwarded without a conversation.
@@ -109,19 +103,9 @@ impl Fields {
 impl Event {
     /// Reads the routing fields of a verified body. Only a verified event can become an `Event`.
     pub fn parse(verified: VerifiedEvent, event_id_header: Option<&str>) -> Result<Self, EventError> {
-        let Fields {
-            event_type,
-            conversation_id,
-            environment,
-        } = Fields::read(&verified.body)?;
+        let Fields { event_type, conversation_id, environment } = Fields::read(&verified.body)?;
         let id = event_id(event_id_header, &verified.body);
-        Ok(Self {
-            id,
-            event_type,
-            conversation_id,
-            environment,
-            verified,
-        })
+        Ok(Self { id, event_type, conversation_id, environment, verified })
     }
 }
 
@@ -175,46 +159,19 @@ mod tests {
         assert!(event.id.starts_with("sha256:") && event.id.len() == 7 + 64);
         assert_eq!(event.id, again.id);
         let long = "e".repeat(300);
-        assert!(Event::parse(verified(r#"{"type":"x"}"#), Some(&long))
-            .unwrap()
-            .id
-            .starts_with("sha256:"));
+        assert!(Event::parse(verified(r#"{"type":"x"}"#), Some(&long)).unwrap().id.starts_with("sha256:"));
     }
 
     #[test]
     fn non_objects_and_missing_types_are_refused() {
-        for body in [
-            "[]",
-            "\"x\"",
-            "null",
-            "{",
-            "not json",
-            r#"["conversation.completed"]"#,
-            "",
-        ] {
-            assert_eq!(
-                Event::parse(verified(body), None).unwrap_err(),
-                EventError::NotAnObject,
-                "{body}"
-            );
+        for body in ["[]", "\"x\"", "null", "{", "not json", r#"["conversation.completed"]"#, ""] {
+            assert_eq!(Event::parse(verified(body), None).unwrap_err(), EventError::NotAnObject, "{body}");
         }
-        for body in [
-            "{}",
-            r#"{"type":""}"#,
-            r#"{"type":5}"#,
-            r#"{"data":{"conversation_id":"CA1"}}"#,
-        ] {
-            assert_eq!(
-                Event::parse(verified(body), None).unwrap_err(),
-                EventError::NoEventType,
-                "{body}"
-            );
+        for body in ["{}", r#"{"type":""}"#, r#"{"type":5}"#, r#"{"data":{"conversation_id":"CA1"}}"#] {
+            assert_eq!(Event::parse(verified(body), None).unwrap_err(), EventError::NoEventType, "{body}");
         }
         let long = format!(r#"{{"type":"{}"}}"#, "t".repeat(256));
-        assert_eq!(
-            Event::parse(verified(&long), None).unwrap_err(),
-            EventError::TypeTooLong
-        );
+        assert_eq!(Event::parse(verified(&long), None).unwrap_err(), EventError::TypeTooLong);
     }
 
     #[test]

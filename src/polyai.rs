@@ -54,9 +54,7 @@ pub struct PolyaiClient {
 
 impl std::fmt::Debug for PolyaiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolyaiClient")
-            .field("base_url", &self.base_url.as_str())
-            .finish_non_exhaustive()
+        f.debug_struct("PolyaiClient").field("base_url", &self.base_url.as_str()).finish_non_exhaustive()
     }
 }
 
@@ -81,10 +79,12 @@ impl PolyaiClient {
 
     fn conversations_url(&self) -> Url {
         let mut url = self.base_url.clone();
-        url.path_segments_mut()
-            .expect("http URLs have paths")
-            .pop_if_empty()
-            .extend(["v3", &self.account_id, &self.project_id, "conversations"]);
+        url.path_segments_mut().expect("http URLs have paths").pop_if_empty().extend([
+            "v3",
+            &self.account_id,
+            &self.project_id,
+            "conversations",
+        ]);
         url
     }
 
@@ -92,9 +92,7 @@ impl PolyaiClient {
     pub async fn conversation(&self, conversation_id: &str) -> Result<Bytes, ApiError> {
         let mut url = self.conversations_url();
         // push() escapes the id, so an odd id cannot change the path.
-        url.path_segments_mut()
-            .expect("http URLs have paths")
-            .push(conversation_id);
+        url.path_segments_mut().expect("http URLs have paths").push(conversation_id);
         self.get(url).await
     }
 
@@ -116,21 +114,15 @@ impl PolyaiClient {
             .map_err(|e| ApiError::Transport(transport_detail(&e)))?;
         let status = response.status();
         if status.is_success() {
-            return response
-                .bytes()
-                .await
-                .map_err(|e| ApiError::Transport(transport_detail(&e)));
+            return response.bytes().await.map_err(|e| ApiError::Transport(transport_detail(&e)));
         }
         let retry_after = response
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let correlation = response
-            .headers()
-            .get("x-polyai-correlation-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let correlation =
+            response.headers().get("x-polyai-correlation-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = response.bytes().await.unwrap_or_default();
         let mut detail = error_detail(&body);
         if let Some(id) = correlation {
@@ -213,18 +205,11 @@ struct FieldError {
 /// A short description of an error body; unknown shapes are quoted raw, cut short.
 pub fn error_detail(body: &[u8]) -> String {
     match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(ErrorBody::Current {
-            error_code,
-            error_message,
-        }) => {
+        Ok(ErrorBody::Current { error_code, error_message }) => {
             format!("{error_code}: {}", error_message.unwrap_or_default())
         }
         Ok(ErrorBody::Nested { error }) => {
-            let code = error
-                .code
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| error.code.to_string());
+            let code = error.code.as_str().map(str::to_owned).unwrap_or_else(|| error.code.to_string());
             format!("{code}: {}", error.message.unwrap_or_default())
         }
         Ok(ErrorBody::Alerts { message, errors }) => {

@@ -132,11 +132,7 @@ impl Verifier {
                 (*slot, mac)
             })
             .collect();
-        Self {
-            keys,
-            scheme,
-            tolerance,
-        }
+        Self { keys, scheme, tolerance }
     }
 
     /// Checks `event` against every secret and the allowed schemes, `now` in Unix seconds.
@@ -147,15 +143,12 @@ impl Verifier {
             SignatureScheme::Timestamped => {
                 let raw = timestamp.ok_or(VerifyError::MissingTimestamp)?;
                 self.check_fresh(parse_timestamp(raw)?, now)?;
-                let slot = self
-                    .match_timestamped(raw, &event.body, &signature)
-                    .ok_or(VerifyError::Mismatch)?;
+                let slot = self.match_timestamped(raw, &event.body, &signature).ok_or(VerifyError::Mismatch)?;
                 (MatchedScheme::Timestamped, slot)
             }
-            SignatureScheme::Body => (
-                MatchedScheme::Body,
-                self.match_body(&event.body, &signature).ok_or(VerifyError::Mismatch)?,
-            ),
+            SignatureScheme::Body => {
+                (MatchedScheme::Body, self.match_body(&event.body, &signature).ok_or(VerifyError::Mismatch)?)
+            }
             SignatureScheme::Auto => self.match_auto(timestamp, &event.body, &signature, now)?,
         };
         Ok(VerifiedEvent {
@@ -181,9 +174,7 @@ impl Verifier {
                 return Ok((MatchedScheme::Timestamped, slot));
             }
         }
-        self.match_body(body, signature)
-            .map(|slot| (MatchedScheme::Body, slot))
-            .ok_or(VerifyError::Mismatch)
+        self.match_body(body, signature).map(|slot| (MatchedScheme::Body, slot)).ok_or(VerifyError::Mismatch)
     }
 
     fn check_fresh(&self, sent: i64, now: i64) -> Result<(), VerifyError> {

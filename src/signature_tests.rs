@@ -22,11 +22,7 @@ fn vectors() -> Vec<Case> {
 }
 
 fn verifier(secret: &str, scheme: SignatureScheme) -> Verifier {
-    Verifier::new(
-        &[(SecretSlot::Current, SecretString::from(secret))],
-        scheme,
-        Duration::from_secs(300),
-    )
+    Verifier::new(&[(SecretSlot::Current, SecretString::from(secret))], scheme, Duration::from_secs(300))
 }
 
 fn request(body: &str, signature: &str, timestamp: Option<&str>) -> UnverifiedEvent {
@@ -47,22 +43,12 @@ fn every_fixture_vector_verifies_under_its_scheme_and_under_auto() {
         let now = now_of(&case);
         for scheme in [SignatureScheme::Body, SignatureScheme::Auto] {
             let ok = verifier(&case.secret, scheme).verify(request(&case.body, &case.body_signature, None), now);
-            assert_eq!(
-                ok.map(|v| v.scheme).ok(),
-                Some(MatchedScheme::Body),
-                "{} body/{scheme:?}",
-                case.name
-            );
+            assert_eq!(ok.map(|v| v.scheme).ok(), Some(MatchedScheme::Body), "{} body/{scheme:?}", case.name);
         }
         for scheme in [SignatureScheme::Timestamped, SignatureScheme::Auto] {
             let req = request(&case.body, &case.timestamped_signature, Some(&case.timestamp));
             let ok = verifier(&case.secret, scheme).verify(req, now);
-            assert_eq!(
-                ok.map(|v| v.scheme).ok(),
-                Some(MatchedScheme::Timestamped),
-                "{} ts/{scheme:?}",
-                case.name
-            );
+            assert_eq!(ok.map(|v| v.scheme).ok(), Some(MatchedScheme::Timestamped), "{} ts/{scheme:?}", case.name);
         }
     }
 }
@@ -70,10 +56,7 @@ fn every_fixture_vector_verifies_under_its_scheme_and_under_auto() {
 #[test]
 fn our_signer_reproduces_every_fixture_vector() {
     for case in vectors() {
-        assert_eq!(
-            sign(case.secret.as_bytes(), None, case.body.as_bytes()),
-            case.body_signature
-        );
+        assert_eq!(sign(case.secret.as_bytes(), None, case.body.as_bytes()), case.body_signature);
         assert_eq!(
             sign(case.secret.as_bytes(), Some(&case.timestamp), case.body.as_bytes()),
             case.timestamped_signature
@@ -90,38 +73,25 @@ fn a_flipped_byte_anywhere_fails() {
             let mut body = case.body.clone().into_bytes();
             body[i] ^= 0x01;
             let body = Bytes::from(body);
-            for (sig, ts) in [
-                (&case.body_signature, None),
-                (&case.timestamped_signature, Some(&case.timestamp)),
-            ] {
+            for (sig, ts) in [(&case.body_signature, None), (&case.timestamped_signature, Some(&case.timestamp))] {
                 let req = UnverifiedEvent {
                     body: body.clone(),
                     signature: Some(Bytes::copy_from_slice(sig.as_bytes())),
                     timestamp: ts.map(|t| Bytes::copy_from_slice(t.as_bytes())),
                 };
-                assert_eq!(
-                    v.verify(req, now).unwrap_err(),
-                    VerifyError::Mismatch,
-                    "{} byte {i}",
-                    case.name
-                );
+                assert_eq!(v.verify(req, now).unwrap_err(), VerifyError::Mismatch, "{} byte {i}", case.name);
             }
         }
         for i in 0..64 {
             let mut sig = case.body_signature.clone().into_bytes();
             sig[i] = if sig[i] == b'0' { b'1' } else { b'0' };
             let sig = String::from_utf8(sig).unwrap();
-            assert_eq!(
-                v.verify(request(&case.body, &sig, None), now).unwrap_err(),
-                VerifyError::Mismatch
-            );
+            assert_eq!(v.verify(request(&case.body, &sig, None), now).unwrap_err(), VerifyError::Mismatch);
         }
         // Another timestamp still inside the tolerance: the signature no longer covers it.
         let shifted = (now + 1).to_string();
         let req = request(&case.body, &case.timestamped_signature, Some(&shifted));
-        let err = verifier(&case.secret, SignatureScheme::Timestamped)
-            .verify(req, now)
-            .unwrap_err();
+        let err = verifier(&case.secret, SignatureScheme::Timestamped).verify(req, now).unwrap_err();
         assert_eq!(err, VerifyError::Mismatch, "{}", case.name);
     }
 }
@@ -152,23 +122,10 @@ fn malformed_signatures_are_refused_before_any_hashing() {
     let v = verifier(&case.secret, SignatureScheme::Auto);
     let sig = &case.body_signature;
     let now = now_of(case);
-    for bad in [
-        &sig[..63],
-        &format!("{sig}0"),
-        &format!("{}zz", &sig[..62]),
-        "",
-        &format!("sha256={sig}"),
-    ] {
-        assert_eq!(
-            v.verify(request(&case.body, bad, None), now).unwrap_err(),
-            VerifyError::MalformedSignature
-        );
+    for bad in [&sig[..63], &format!("{sig}0"), &format!("{}zz", &sig[..62]), "", &format!("sha256={sig}")] {
+        assert_eq!(v.verify(request(&case.body, bad, None), now).unwrap_err(), VerifyError::MalformedSignature);
     }
-    let missing = UnverifiedEvent {
-        body: Bytes::from_static(b"{}"),
-        signature: None,
-        timestamp: None,
-    };
+    let missing = UnverifiedEvent { body: Bytes::from_static(b"{}"), signature: None, timestamp: None };
     assert_eq!(v.verify(missing, now).unwrap_err(), VerifyError::MissingSignature);
 }
 
@@ -188,11 +145,7 @@ fn stale_and_future_timestamps_are_refused_in_both_directions() {
         let v = verifier(&case.secret, scheme);
         for now in [sent + 301, sent - 301] {
             let req = request(&case.body, &case.timestamped_signature, Some(&case.timestamp));
-            assert_eq!(
-                v.verify(req, now).unwrap_err(),
-                VerifyError::StaleTimestamp,
-                "{scheme:?} now={now}"
-            );
+            assert_eq!(v.verify(req, now).unwrap_err(), VerifyError::StaleTimestamp, "{scheme:?} now={now}");
         }
         for now in [sent + 300, sent - 300] {
             let req = request(&case.body, &case.timestamped_signature, Some(&case.timestamp));
@@ -210,11 +163,7 @@ fn the_timestamped_scheme_needs_a_well_formed_timestamp_and_refuses_body_signatu
     assert_eq!(v.verify(no_ts, now).unwrap_err(), VerifyError::MissingTimestamp);
     for bad in ["", "12ab", "-5", "1795000000.5"] {
         let req = request(&case.body, &case.timestamped_signature, Some(bad));
-        assert_eq!(
-            v.verify(req, now).unwrap_err(),
-            VerifyError::MalformedTimestamp,
-            "{bad:?}"
-        );
+        assert_eq!(v.verify(req, now).unwrap_err(), VerifyError::MalformedTimestamp, "{bad:?}");
     }
     let body_form = request(&case.body, &case.body_signature, Some(&case.timestamp));
     assert_eq!(v.verify(body_form, now).unwrap_err(), VerifyError::Mismatch);

@@ -22,11 +22,16 @@ fn size(variable: &'static str) -> impl Fn(&str) -> Result<usize, String> + Clon
     move |text| values::parse_size(text).map_err(|e| format!("{variable}: {e}"))
 }
 
-fn rate(text: &str) -> Result<Option<f64>, String> {
+/// Requests per second, or `None` for unlimited. A newtype because clap reads a bare
+/// `Option<f64>` field as "optional f64", not as a value that may say "unlimited".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate(pub Option<f64>);
+
+fn rate(text: &str) -> Result<Rate, String> {
     match text.trim() {
-        "" | "unlimited" | "0" => Ok(None),
+        "" | "unlimited" | "0" => Ok(Rate(None)),
         number => match number.parse::<f64>() {
-            Ok(r) if r.is_finite() && r > 0.0 => Ok(Some(r)),
+            Ok(r) if r.is_finite() && r > 0.0 => Ok(Rate(Some(r))),
             _ => Err(format!(
                 "RELAY_API_RATE: `{number}` is not a positive number of requests per second or `unlimited`"
             )),
@@ -81,10 +86,7 @@ impl TopologyArgs {
         let event_types = if types.iter().any(|t| t == "*") {
             EventTypes::All
         } else if types.is_empty() {
-            return Err(ConfigError::new(
-                "RELAY_EVENTS",
-                "RELAY_EVENTS is empty; list event types or use `*`",
-            ));
+            return Err(ConfigError::new("RELAY_EVENTS", "RELAY_EVENTS is empty; list event types or use `*`"));
         } else {
             EventTypes::Only(types)
         };
@@ -116,10 +118,7 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn settings(&self) -> Result<BrokerSettings, ConfigError> {
-        Ok(BrokerSettings {
-            amqp_url: self.amqp_url.clone(),
-            topology: self.topology.settings()?,
-        })
+        Ok(BrokerSettings { amqp_url: self.amqp_url.clone(), topology: self.topology.settings()? })
     }
 }
 
@@ -181,20 +180,14 @@ impl ReceiverArgs {
             secrets.push((SecretSlot::Previous, previous));
         }
         if !self.path.starts_with('/') {
-            return Err(ConfigError::new(
-                "RELAY_PATH",
-                format!("RELAY_PATH `{}` must start with `/`", self.path),
-            ));
+            return Err(ConfigError::new("RELAY_PATH", format!("RELAY_PATH `{}` must start with `/`", self.path)));
         }
         let environments = match self.environments.trim() {
             "" | "all" | "*" => None,
             list => Some(values::parse_list(list)),
         };
         if self.ack_deadline.is_zero() {
-            return Err(ConfigError::new(
-                "RELAY_ACK_DEADLINE",
-                "RELAY_ACK_DEADLINE must be above zero",
-            ));
+            return Err(ConfigError::new("RELAY_ACK_DEADLINE", "RELAY_ACK_DEADLINE must be above zero"));
         }
         Ok(ReceiverSettings {
             listen: self.listen,
@@ -237,7 +230,7 @@ pub struct WorkerArgs {
     pub api_concurrency: usize,
     /// API calls per second at most, or `unlimited`.
     #[arg(long, env = "RELAY_API_RATE", default_value = "unlimited", value_parser = rate)]
-    pub api_rate: Option<f64>,
+    pub api_rate: Rate,
     /// Timeout of one API call.
     #[arg(long, env = "RELAY_API_TIMEOUT", default_value = "10s", value_parser = duration("RELAY_API_TIMEOUT"))]
     pub api_timeout: Duration,
@@ -263,12 +256,7 @@ impl WorkerArgs {
             self.api_key_file.as_deref(),
             "to fetch conversations",
         )?;
-        let region = self
-            .region
-            .as_deref()
-            .filter(|r| !r.trim().is_empty())
-            .map(Region::parse)
-            .transpose()?;
+        let region = self.region.as_deref().filter(|r| !r.trim().is_empty()).map(Region::parse).transpose()?;
         let base_url = match (&self.base_url, region) {
             (Some(url), _) if !url.trim().is_empty() => hosts::parse_url("POLYAI_BASE_URL", url)?,
             (_, Some(region)) => region.runtime_url(),
@@ -283,27 +271,15 @@ impl WorkerArgs {
         let account_id = required_id("POLYAI_ACCOUNT_ID", self.account_id.as_deref())?;
         let project_id = required_id("POLYAI_PROJECT_ID", self.project_id.as_deref())?;
         if self.api_concurrency == 0 {
-            return Err(ConfigError::new(
-                "RELAY_API_CONCURRENCY",
-                "RELAY_API_CONCURRENCY must be at least 1",
-            ));
+            return Err(ConfigError::new("RELAY_API_CONCURRENCY", "RELAY_API_CONCURRENCY must be at least 1"));
         }
         if self.max_attempts == 0 {
-            return Err(ConfigError::new(
-                "RELAY_MAX_ATTEMPTS",
-                "RELAY_MAX_ATTEMPTS must be at least 1",
-            ));
+            return Err(ConfigError::new("RELAY_MAX_ATTEMPTS", "RELAY_MAX_ATTEMPTS must be at least 1"));
         }
         Ok(WorkerSettings {
-            api: ApiSettings {
-                base_url,
-                api_key,
-                account_id,
-                project_id,
-                timeout: self.api_timeout,
-            },
+            api: ApiSettings { base_url, api_key, account_id, project_id, timeout: self.api_timeout },
             concurrency: self.api_concurrency,
-            rate: self.api_rate,
+            rate: self.api_rate.0,
             max_attempts: self.max_attempts,
             retry_base_delay: self.retry_base_delay,
             retry_max_delay: self.retry_max_delay.max(self.retry_base_delay),
@@ -318,10 +294,7 @@ fn required_id(variable: &'static str, value: Option<&str>) -> Result<String, Co
     if value.is_empty() {
         return Err(ConfigError::new(variable, format!("{variable} is required")));
     }
-    if !value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    if !value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
         return Err(ConfigError::new(
             variable,
             format!("{variable} `{value}` may hold only letters, digits, `-`, `_` and `.`"),

@@ -52,10 +52,7 @@ pub fn parse_url(variable: &'static str, text: &str) -> Result<Url, ConfigError>
     let url =
         Url::parse(text.trim()).map_err(|e| ConfigError::new(variable, format!("{variable} is not a URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ConfigError::new(
-            variable,
-            format!("{variable} must be an http(s) URL with a host"),
-        ));
+        return Err(ConfigError::new(variable, format!("{variable} must be an http(s) URL with a host")));
     }
     Ok(url)
 }
@@ -107,27 +104,16 @@ mod tests {
 
     #[test]
     fn regions_pick_both_host_families() {
-        assert_eq!(
-            Region::parse("us").unwrap().runtime_url().as_str(),
-            "https://api.us-1.platform.polyai.app/"
-        );
-        assert_eq!(
-            Region::parse("EUW").unwrap().platform_url().as_str(),
-            "https://api.eu.poly.ai/"
-        );
+        assert_eq!(Region::parse("us").unwrap().runtime_url().as_str(), "https://api.us-1.platform.polyai.app/");
+        assert_eq!(Region::parse("EUW").unwrap().platform_url().as_str(), "https://api.eu.poly.ai/");
         let err = Region::parse("mars").unwrap_err().to_string();
         assert!(err.contains("POLYAI_REGION") && err.contains("mars"));
     }
 
     #[test]
     fn a_runtime_url_on_the_build_host_family_is_refused_with_the_right_host() {
-        let err = check_runtime_url(&Url::parse("https://api.us.poly.ai").unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("POLYAI_BASE_URL") && err.contains("api.us-1.platform.polyai.app"),
-            "{err}"
-        );
+        let err = check_runtime_url(&Url::parse("https://api.us.poly.ai").unwrap()).unwrap_err().to_string();
+        assert!(err.contains("POLYAI_BASE_URL") && err.contains("api.us-1.platform.polyai.app"), "{err}");
         assert!(check_runtime_url(&Url::parse("https://api.uk-1.platform.polyai.app").unwrap()).is_ok());
         assert!(check_runtime_url(&Url::parse("http://127.0.0.1:9999").unwrap()).is_ok());
     }
@@ -135,10 +121,7 @@ mod tests {
     #[test]
     fn a_platform_url_on_the_runtime_family_is_refused() {
         let url = Url::parse("https://api.us-1.platform.polyai.app").unwrap();
-        assert!(check_platform_url(&url)
-            .unwrap_err()
-            .to_string()
-            .contains("POLYAI_PLATFORM_URL"));
+        assert!(check_platform_url(&url).unwrap_err().to_string().contains("POLYAI_PLATFORM_URL"));
     }
 
     #[test]

@@ -30,10 +30,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            variable,
-            message: message.into(),
-        }
+        Self { variable, message: message.into() }
     }
 }
 

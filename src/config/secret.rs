@@ -22,18 +22,12 @@ pub fn resolve(
 ) -> Result<Option<SecretString>, ConfigError> {
     let secret = match (inline, file) {
         (Some(_), Some(_)) => {
-            return Err(ConfigError::new(
-                variable,
-                format!("set {variable} or {variable}_FILE, not both"),
-            ));
+            return Err(ConfigError::new(variable, format!("set {variable} or {variable}_FILE, not both")));
         }
         (Some(secret), None) => secret.clone(),
         (None, Some(path)) => {
             let content = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::new(
-                    variable,
-                    format!("{variable}_FILE: cannot read {}: {}", path.display(), e.kind()),
-                )
+                ConfigError::new(variable, format!("{variable}_FILE: cannot read {}: {}", path.display(), e.kind()))
             })?;
             // Files written by `echo` or editors end in a newline that is not part of the secret.
             SecretString::from(content.trim_end_matches(['\r', '\n']))

@@ -37,11 +37,7 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 
 /// Splits a comma-separated list, dropping blanks so `a, b,` means `[a, b]`.
 pub fn parse_list(text: &str) -> Vec<String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
+    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
 #[cfg(test)]

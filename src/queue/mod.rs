@@ -134,21 +134,9 @@ mod tests {
 
     #[test]
     fn retries_wait_in_the_shortest_tier_that_holds_their_delay() {
-        assert_eq!(
-            retry_tier(Duration::from_millis(100)),
-            (Duration::from_secs(1), Duration::from_millis(100))
-        );
-        assert_eq!(
-            retry_tier(Duration::from_secs(5)),
-            (Duration::from_secs(5), Duration::from_secs(5))
-        );
-        assert_eq!(
-            retry_tier(Duration::from_secs(6)),
-            (Duration::from_secs(30), Duration::from_secs(6))
-        );
-        assert_eq!(
-            retry_tier(Duration::from_secs(99_999)),
-            (Duration::from_secs(3600), Duration::from_secs(3600))
-        );
+        assert_eq!(retry_tier(Duration::from_millis(100)), (Duration::from_secs(1), Duration::from_millis(100)));
+        assert_eq!(retry_tier(Duration::from_secs(5)), (Duration::from_secs(5), Duration::from_secs(5)));
+        assert_eq!(retry_tier(Duration::from_secs(6)), (Duration::from_secs(30), Duration::from_secs(6)));
+        assert_eq!(retry_tier(Duration::from_secs(99_999)), (Duration::from_secs(3600), Duration::from_secs(3600)));
     }
 }

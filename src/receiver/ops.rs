@@ -17,10 +17,7 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn new(publisher: Option<Arc<dyn Publisher>>, worker_paused: Option<watch::Receiver<bool>>) -> Self {
-        Self {
-            publisher,
-            worker_paused,
-        }
+        Self { publisher, worker_paused }
     }
 
     pub fn is_ready(&self) -> bool {

@@ -37,9 +37,7 @@ enum Accepted {
 pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
     let span = tracing::info_span!("webhook", event_id = Empty, event_type = Empty, outcome = Empty);
     let started = Instant::now();
-    let result = handle(&receiver, &headers, body, started)
-        .instrument(span.clone())
-        .await;
+    let result = handle(&receiver, &headers, body, started).instrument(span.clone()).await;
     let _entered = span.enter();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
@@ -54,9 +52,7 @@ pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
             finish(&span, "ignored");
             tracing::info!(reason, "webhook ignored");
             let mut response = StatusCode::NO_CONTENT.into_response();
-            response
-                .headers_mut()
-                .insert("x-relay-outcome", HeaderValue::from_static("ignored"));
+            response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("ignored"));
             response
         }
         Err(rejection) => {
@@ -87,10 +83,7 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
         signature: header_bytes(headers, SIGNATURE),
         timestamp: header_bytes(headers, TIMESTAMP),
     };
-    let verified = receiver
-        .verifier
-        .verify(unverified, unix_now() as i64)
-        .map_err(Rejection::Unauthorized)?;
+    let verified = receiver.verifier.verify(unverified, unix_now() as i64).map_err(Rejection::Unauthorized)?;
     metrics::counter!(names::VERIFIED, "scheme" => verified.scheme.as_str(), "secret" => verified.secret.as_str())
         .increment(1);
 
@@ -156,10 +149,7 @@ fn header_bytes(headers: &HeaderMap, name: &str) -> Option<Bytes> {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
 
 /// The raw event message of design §4: the body exactly as received, with the relay's headers.
@@ -169,14 +159,8 @@ fn raw_event_message(event: Event) -> Message {
     if let Some(ts) = &event.verified.timestamp {
         headers.insert(headers::POLYAI_TIMESTAMP.to_owned(), ts.clone());
     }
-    headers.insert(
-        headers::SIGNATURE_SCHEME.to_owned(),
-        event.verified.scheme.as_str().to_owned(),
-    );
-    headers.insert(
-        headers::RECEIVED_AT.to_owned(),
-        now.format(&Rfc3339).unwrap_or_default(),
-    );
+    headers.insert(headers::SIGNATURE_SCHEME.to_owned(), event.verified.scheme.as_str().to_owned());
+    headers.insert(headers::RECEIVED_AT.to_owned(), now.format(&Rfc3339).unwrap_or_default());
     Message {
         body: event.verified.body,
         message_id: event.id,

@@ -102,9 +102,8 @@ impl Worker {
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    let delay = Duration::from_millis(200)
-                        .saturating_mul(1 << failures.min(5))
-                        .min(Duration::from_secs(5));
+                    let delay =
+                        Duration::from_millis(200).saturating_mul(1 << failures.min(5)).min(Duration::from_secs(5));
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "worker cannot consume");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => {}
@@ -142,14 +141,8 @@ impl Worker {
             });
             while tasks.try_join_next().is_some() {}
         }
-        if tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} })
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = tasks.len(),
-                "in-flight events did not finish in time; they go back to the queue"
-            );
+        if tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
+            tracing::warn!(left = tasks.len(), "in-flight events did not finish in time; they go back to the queue");
             tasks.abort_all();
         }
     }

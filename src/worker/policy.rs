@@ -6,6 +6,9 @@ use std::time::Duration;
 /// ingested yet to appear, few enough that a wrong id does not linger.
 pub const NOT_FOUND_ATTEMPTS: u32 = 5;
 
+/// The longest `Retry-After` obeyed: a server asking for more is treated as asking for this.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
@@ -28,11 +31,9 @@ impl RetryPolicy {
         self.backoff(attempts + 3)
     }
 
-    /// A `Retry-After` is obeyed, within the longest delay we allow.
+    /// A `Retry-After` is obeyed up to [`RETRY_AFTER_CAP`]; without one, the backoff's first step.
     pub fn rate_limited(&self, retry_after: Option<Duration>) -> Duration {
-        retry_after
-            .unwrap_or(self.base_delay)
-            .clamp(Duration::from_millis(100), self.max_delay)
+        retry_after.unwrap_or(self.base_delay).clamp(Duration::from_millis(100), RETRY_AFTER_CAP)
     }
 
     pub fn gives_up_on_not_found(&self, attempts: u32) -> bool {
@@ -49,11 +50,7 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 8,
-            base_delay: Duration::from_secs(2),
-            max_delay: Duration::from_secs(600),
-        }
+        RetryPolicy { max_attempts: 8, base_delay: Duration::from_secs(2), max_delay: Duration::from_secs(600) }
     }
 
     #[test]
@@ -61,15 +58,9 @@ mod tests {
         let p = policy();
         for _ in 0..100 {
             let first = p.backoff(1);
-            assert!(
-                first >= Duration::from_secs(1) && first <= Duration::from_secs(2),
-                "{first:?}"
-            );
+            assert!(first >= Duration::from_secs(1) && first <= Duration::from_secs(2), "{first:?}");
             let third = p.backoff(3);
-            assert!(
-                third >= Duration::from_secs(4) && third <= Duration::from_secs(8),
-                "{third:?}"
-            );
+            assert!(third >= Duration::from_secs(4) && third <= Duration::from_secs(8), "{third:?}");
             assert!(p.backoff(40) <= Duration::from_secs(600));
         }
     }
@@ -88,10 +79,8 @@ mod tests {
     fn retry_after_is_obeyed_within_bounds() {
         let p = policy();
         assert_eq!(p.rate_limited(Some(Duration::from_secs(7))), Duration::from_secs(7));
-        assert_eq!(
-            p.rate_limited(Some(Duration::from_secs(7200))),
-            Duration::from_secs(600)
-        );
+        assert_eq!(p.rate_limited(Some(Duration::from_secs(900))), Duration::from_secs(900));
+        assert_eq!(p.rate_limited(Some(Duration::from_secs(7200))), RETRY_AFTER_CAP);
         assert_eq!(p.rate_limited(Some(Duration::ZERO)), Duration::from_millis(100));
         assert_eq!(p.rate_limited(None), Duration::from_secs(2));
     }

@@ -25,23 +25,14 @@ impl Worker {
         let attempts = message.attempts();
         let fields = match Fields::read(&message.body) {
             Ok(fields) => fields,
-            Err(error) => {
-                return self
-                    .dead_letter(message, attempts, "unreadable", &error.to_string())
-                    .await
-            }
+            Err(error) => return self.dead_letter(message, attempts, "unreadable", &error.to_string()).await,
         };
         let conversation_id = match (&fields.conversation_id, fields.needs_conversation()) {
             (Some(id), _) => Some(id.as_str()),
             (None, false) => None,
             (None, true) => {
                 return self
-                    .dead_letter(
-                        message,
-                        attempts,
-                        "no_conversation_id",
-                        "event has no data.conversation_id",
-                    )
+                    .dead_letter(message, attempts, "no_conversation_id", "event has no data.conversation_id")
                     .await;
             }
         };
@@ -83,28 +74,16 @@ impl Worker {
             ApiError::Server { .. } | ApiError::Transport(_) => {
                 let attempts = attempts + 1;
                 if policy.gives_up(attempts) {
-                    return self
-                        .dead_letter(message, attempts, "attempts_exhausted", &error.to_string())
-                        .await;
+                    return self.dead_letter(message, attempts, "attempts_exhausted", &error.to_string()).await;
                 }
-                self.retry(message, attempts, policy.backoff(attempts), "transient", &error)
-                    .await
+                self.retry(message, attempts, policy.backoff(attempts), "transient", &error).await
             }
             ApiError::NotFound { .. } => {
                 let attempts = attempts + 1;
                 if policy.gives_up_on_not_found(attempts) {
-                    return self
-                        .dead_letter(message, attempts, "not_found", &error.to_string())
-                        .await;
+                    return self.dead_letter(message, attempts, "not_found", &error.to_string()).await;
                 }
-                self.retry(
-                    message,
-                    attempts,
-                    policy.not_found_backoff(attempts),
-                    "not_found",
-                    &error,
-                )
-                .await
+                self.retry(message, attempts, policy.not_found_backoff(attempts), "not_found", &error).await
             }
             ApiError::Unauthorized { .. } => {
                 // A key problem, not an event problem: stop taking events, keep this one queued.
@@ -115,10 +94,7 @@ impl Worker {
                 tracing::Span::current().record("outcome", "paused");
                 Settle::Release
             }
-            ApiError::Rejected { .. } => {
-                self.dead_letter(message, attempts + 1, "rejected", &error.to_string())
-                    .await
-            }
+            ApiError::Rejected { .. } => self.dead_letter(message, attempts + 1, "rejected", &error.to_string()).await,
         }
     }
 
@@ -158,11 +134,7 @@ impl Worker {
     async fn publish_record(&self, message: &Message, conversation: Option<&RawValue>) -> Settle {
         let event: &RawValue = match serde_json::from_slice(&message.body) {
             Ok(event) => event,
-            Err(error) => {
-                return self
-                    .dead_letter(message, message.attempts(), "unreadable", &error.to_string())
-                    .await
-            }
+            Err(error) => return self.dead_letter(message, message.attempts(), "unreadable", &error.to_string()).await,
         };
         let transcript_visible = conversation.is_none_or(record::transcript_visible);
         if !transcript_visible && !self.transcript_hint_logged.swap(true, Ordering::Relaxed) {
@@ -182,9 +154,7 @@ impl Worker {
         let body = match serde_json::to_vec(&record) {
             Ok(body) => body,
             Err(error) => {
-                return self
-                    .dead_letter(message, message.attempts(), "unserialisable", &error.to_string())
-                    .await
+                return self.dead_letter(message, message.attempts(), "unserialisable", &error.to_string()).await
             }
         };
         let mut enriched = message.clone();

@@ -31,10 +31,7 @@ struct TurnCount {
 /// False when the conversation reports turns but carries none: the project's transcript setting is off.
 pub fn transcript_visible(conversation: &RawValue) -> bool {
     match serde_json::from_str::<TurnCount>(conversation.get()) {
-        Ok(TurnCount {
-            num_turns: Some(n),
-            turns,
-        }) if n > 0 => turns.is_some_and(|t| !t.is_empty()),
+        Ok(TurnCount { num_turns: Some(n), turns }) if n > 0 => turns.is_some_and(|t| !t.is_empty()),
         _ => true,
     }
 }

@@ -24,10 +24,7 @@ impl Throttle {
         let now = Instant::now();
         Self {
             interval: rate.map(|r| Duration::from_secs_f64(1.0 / r)),
-            state: Mutex::new(State {
-                next_slot: now,
-                paused_until: now,
-            }),
+            state: Mutex::new(State { next_slot: now, paused_until: now }),
         }
     }
 

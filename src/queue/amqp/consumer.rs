@@ -30,16 +30,11 @@ impl AmqpSource {
 impl Source for AmqpSource {
     async fn open(&self, prefetch: u16) -> Result<Box<dyn Consumer>, ConsumeError> {
         let unavailable = |e: lapin::Error| ConsumeError::Unavailable(describe(&e));
-        let connection = connect(&self.url, "consumer")
-            .await
-            .map_err(ConsumeError::Unavailable)?;
+        let connection = connect(&self.url, "consumer").await.map_err(ConsumeError::Unavailable)?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
         // The prefetch bounds what a worker holds unacknowledged: the rest stays in the queue
         // for other workers, and a crash redelivers at most this many.
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await
-            .map_err(unavailable)?;
+        channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(unavailable)?;
         let consumer = channel
             .basic_consume(
                 self.queue.as_str().into(),
@@ -49,11 +44,7 @@ impl Source for AmqpSource {
             )
             .await
             .map_err(unavailable)?;
-        Ok(Box::new(AmqpConsumer {
-            connection: Some(connection),
-            _channel: channel,
-            consumer,
-        }))
+        Ok(Box::new(AmqpConsumer { connection: Some(connection), _channel: channel, consumer }))
     }
 }
 
@@ -100,22 +91,11 @@ struct AmqpAcker(LapinAcker);
 #[async_trait]
 impl Acker for AmqpAcker {
     async fn ack(&self) -> Result<(), ConsumeError> {
-        self.0
-            .ack(BasicAckOptions::default())
-            .await
-            .map(|_| ())
-            .map_err(|e| ConsumeError::Unavailable(describe(&e)))
+        self.0.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(|e| ConsumeError::Unavailable(describe(&e)))
     }
 
     async fn requeue(&self) -> Result<(), ConsumeError> {
-        let options = BasicNackOptions {
-            requeue: true,
-            ..Default::default()
-        };
-        self.0
-            .nack(options)
-            .await
-            .map(|_| ())
-            .map_err(|e| ConsumeError::Unavailable(describe(&e)))
+        let options = BasicNackOptions { requeue: true, ..Default::default() };
+        self.0.nack(options).await.map(|_| ()).map_err(|e| ConsumeError::Unavailable(describe(&e)))
     }
 }

@@ -14,10 +14,7 @@ use crate::queue::Message;
 pub fn properties(message: &Message, expiration: Option<Duration>) -> BasicProperties {
     let mut headers = FieldTable::default();
     for (name, value) in &message.headers {
-        headers.insert(
-            ShortString::from(name.as_str()),
-            AMQPValue::LongString(LongString::from(value.as_bytes())),
-        );
+        headers.insert(ShortString::from(name.as_str()), AMQPValue::LongString(LongString::from(value.as_bytes())));
     }
     let properties = BasicProperties::default()
         .with_content_type("application/json".into())
@@ -53,16 +50,8 @@ pub fn message(body: Vec<u8>, properties: &BasicProperties) -> Message {
     }
     Message {
         body: Bytes::from(body),
-        message_id: properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default(),
-        event_type: properties
-            .kind()
-            .as_ref()
-            .map(|s| s.as_str().to_owned())
-            .unwrap_or_default(),
+        message_id: properties.message_id().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        event_type: properties.kind().as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default(),
         timestamp: properties.timestamp().unwrap_or_default(),
         headers,
     }

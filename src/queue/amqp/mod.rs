@@ -17,12 +17,7 @@ pub use publisher::AmqpPublisher;
 /// Opens a connection named for the management UI. Errors never include the URL: it holds a password.
 async fn connect(url: &SecretString, role: &str) -> Result<Connection, String> {
     let properties = ConnectionProperties::default().with_connection_name(format!("polyai-relay {role}").into());
-    match tokio::time::timeout(
-        Duration::from_secs(10),
-        Connection::connect(url.expose_secret(), properties),
-    )
-    .await
-    {
+    match tokio::time::timeout(Duration::from_secs(10), Connection::connect(url.expose_secret(), properties)).await {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(error)) => Err(describe(&error)),
         Err(_) => Err("connection attempt timed out after 10s".to_owned()),
@@ -36,8 +31,6 @@ fn describe(error: &lapin::Error) -> String {
 
 /// Exponential backoff with full jitter between reconnect attempts: 100 ms doubling to 5 s.
 fn reconnect_delay(failures: u32) -> Duration {
-    let ceiling = Duration::from_millis(100)
-        .saturating_mul(1 << failures.min(6))
-        .min(Duration::from_secs(5));
+    let ceiling = Duration::from_millis(100).saturating_mul(1 << failures.min(6)).min(Duration::from_secs(5));
     ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }

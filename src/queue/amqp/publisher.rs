@@ -72,12 +72,11 @@ impl AmqpPublisher {
         Self { shared }
     }
 
-    /// Waits until the broker is connected and the topology declared, or `timeout` passes.
-    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+    /// Resolves once the broker is connected and the topology declared.
+    pub async fn wait_connected(&self) {
         let mut connected = self.shared.connected.subscribe();
-        tokio::time::timeout(timeout, connected.wait_for(|up| *up))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        // The sender lives in `shared`, which `self` keeps alive: this cannot fail.
+        let _ = connected.wait_for(|up| *up).await;
     }
 
     fn current(&self) -> Option<Arc<Session>> {
@@ -88,11 +87,7 @@ impl AmqpPublisher {
         let topology = &self.shared.topology;
         match to {
             Destination::Events => (topology.events_exchange.clone(), message.event_type.clone(), None),
-            Destination::Conversations => (
-                topology.conversations_exchange.clone(),
-                message.event_type.clone(),
-                None,
-            ),
+            Destination::Conversations => (topology.conversations_exchange.clone(), message.event_type.clone(), None),
             Destination::Dead => (topology.dead_exchange.clone(), message.event_type.clone(), None),
             Destination::Retry { delay } => {
                 let (tier, delay) = retry_tier(delay);
@@ -115,19 +110,10 @@ impl Publisher for AmqpPublisher {
         let channel = &session.channels[index];
         let (exchange, routing_key, expiration) = self.route(to, &message);
         // mandatory: an unroutable message comes back as a return instead of vanishing.
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..Default::default()
-        };
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
         let properties = convert::properties(&message, expiration);
         let sent = channel
-            .basic_publish(
-                exchange.as_str().into(),
-                routing_key.as_str().into(),
-                options,
-                &message.body,
-                properties,
-            )
+            .basic_publish(exchange.as_str().into(), routing_key.as_str().into(), options, &message.body, properties)
             .await;
         let confirm = match sent {
             Ok(confirm) => confirm.await,
@@ -146,8 +132,7 @@ impl Publisher for AmqpPublisher {
     }
 
     fn is_ready(&self) -> bool {
-        self.current()
-            .is_some_and(|s| s.healthy() && !s.connection.status().blocked())
+        self.current().is_some_and(|s| s.healthy() && !s.connection.status().blocked())
     }
 }
 
@@ -156,20 +141,13 @@ async fn open_session(url: &SecretString, topology: &Topology) -> Result<Session
     let mut channels = Vec::with_capacity(CHANNELS);
     for _ in 0..CHANNELS {
         let channel = connection.create_channel().await.map_err(|e| describe(&e))?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await
-            .map_err(|e| describe(&e))?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| describe(&e))?;
         channels.push(channel);
     }
     topology::declare(&channels[0], topology)
         .await
         .map_err(|e| format!("declaring the topology failed: {}", describe(&e)))?;
-    Ok(Session {
-        connection,
-        channels,
-        next: AtomicUsize::new(0),
-    })
+    Ok(Session { connection, channels, next: AtomicUsize::new(0) })
 }
 
 /// Keeps one healthy session published in `shared`, forever or until shutdown.

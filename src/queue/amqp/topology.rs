@@ -34,35 +34,18 @@ fn dead_letter_arguments(args: &mut FieldTable, exchange: &str, routing_key: Opt
 }
 
 async fn exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> lapin::Result<()> {
-    let options = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(ShortString::from(name), kind, options, FieldTable::default())
-        .await
+    let options = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    channel.exchange_declare(ShortString::from(name), kind, options, FieldTable::default()).await
 }
 
 async fn queue(channel: &Channel, name: &str, args: FieldTable) -> lapin::Result<()> {
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .queue_declare(ShortString::from(name), options, args)
-        .await
-        .map(|_| ())
+    let options = QueueDeclareOptions { durable: true, ..Default::default() };
+    channel.queue_declare(ShortString::from(name), options, args).await.map(|_| ())
 }
 
 async fn bind(channel: &Channel, queue: &str, exchange: &str, key: &str) -> lapin::Result<()> {
     channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_bind(queue.into(), exchange.into(), key.into(), QueueBindOptions::default(), FieldTable::default())
         .await
 }
 
@@ -79,10 +62,7 @@ pub async fn declare(channel: &Channel, topology: &Topology) -> lapin::Result<()
     dead_letter_arguments(&mut enrich, &topology.dead_exchange, None);
     // The backstop against a message that crashes the worker every time: after this many
     // deliveries the broker dead-letters it instead of handing it out again.
-    enrich.insert(
-        "x-delivery-limit".into(),
-        AMQPValue::LongInt(topology.delivery_limit.min(i32::MAX as u32) as i32),
-    );
+    enrich.insert("x-delivery-limit".into(), AMQPValue::LongInt(topology.delivery_limit.min(i32::MAX as u32) as i32));
     queue(channel, &topology.enrich_queue, enrich).await?;
     for key in topology.event_types.binding_keys() {
         bind(channel, &topology.enrich_queue, &topology.events_exchange, &key).await?;

@@ -1,0 +1,141 @@
+//! A real RabbitMQ for each test, isolated by unique exchange and queue names that are deleted
+//! when the test ends (even when it fails).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
+    types::FieldTable,
+    Channel, Connection, ConnectionProperties,
+};
+use polyai_relay::{
+    config::{EventTypes, Topology},
+    queue::RETRY_TIERS,
+};
+
+/// How long a test waits for a message before it fails.
+pub const MESSAGE_WAIT: Duration = Duration::from_secs(30);
+
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+pub struct TestBroker {
+    pub url: String,
+    pub topology: Topology,
+    connection: Connection,
+}
+
+impl TestBroker {
+    pub async fn new(event_types: EventTypes) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = format!("test-{}", &id[..12]);
+        let topology = Topology {
+            events_exchange: format!("{prefix}.polyai.events"),
+            enrich_queue: format!("{prefix}.polyai.enrich"),
+            conversations_exchange: format!("{prefix}.polyai.conversations"),
+            conversations_queue: Some(format!("{prefix}.polyai.conversations")),
+            dead_exchange: format!("{prefix}.polyai.dead"),
+            dead_queue: format!("{prefix}.polyai.dead"),
+            event_types,
+            delivery_limit: 20,
+        };
+        let url = amqp_url();
+        let connection = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("tests need RabbitMQ at AMQP_URL ({url}): {e}"));
+        Self { url, topology, connection }
+    }
+
+    pub async fn channel(&self) -> Channel {
+        self.connection.create_channel().await.expect("channel")
+    }
+
+    pub fn conversations_queue(&self) -> &str {
+        self.topology.conversations_queue.as_deref().expect("tests keep the downstream queue")
+    }
+
+    /// Waits for the next message on `queue` (failing the test after [`MESSAGE_WAIT`]) and acks it.
+    pub async fn next_message(&self, queue: &str) -> lapin::message::Delivery {
+        self.next_message_within(queue, MESSAGE_WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no message on {queue} within {MESSAGE_WAIT:?}"))
+    }
+
+    pub async fn next_message_within(&self, queue: &str, wait: Duration) -> Option<lapin::message::Delivery> {
+        let channel = self.channel().await;
+        let mut consumer = channel
+            .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .expect("consume");
+        let delivery = match tokio::time::timeout(wait, consumer.next()).await {
+            Ok(Some(Ok(delivery))) => Some(delivery),
+            Ok(other) => panic!("consumer ended: {other:?}"),
+            Err(_) => None,
+        };
+        if let Some(delivery) = &delivery {
+            delivery.ack(BasicAckOptions::default()).await.expect("ack");
+        }
+        let _ = channel.close(200, "done".into()).await;
+        delivery
+    }
+
+    /// Messages ready in `queue` (unacknowledged ones are not counted).
+    pub async fn ready_count(&self, queue: &str) -> u32 {
+        let channel = self.channel().await;
+        let options = QueueDeclareOptions { passive: true, ..Default::default() };
+        let queue = channel.queue_declare(queue.into(), options, FieldTable::default()).await.expect("queue exists");
+        let _ = channel.close(200, "done".into()).await;
+        queue.message_count()
+    }
+
+    /// Polls `ready_count` until it equals `expected`; panics after [`MESSAGE_WAIT`].
+    pub async fn wait_for_count(&self, queue: &str, expected: u32) {
+        let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
+        loop {
+            let count = self.ready_count(queue).await;
+            if count == expected {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{queue} holds {count} messages, expected {expected}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn names(&self) -> (Vec<String>, Vec<String>) {
+        let t = &self.topology;
+        let mut queues = vec![t.enrich_queue.clone(), t.dead_queue.clone()];
+        queues.extend(t.conversations_queue.clone());
+        queues.extend(RETRY_TIERS.iter().map(|tier| t.retry_queue(*tier)));
+        let exchanges = vec![t.events_exchange.clone(), t.conversations_exchange.clone(), t.dead_exchange.clone()];
+        (queues, exchanges)
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        let (queues, exchanges) = self.names();
+        let url = self.url.clone();
+        // Drop cannot await; a thread with its own runtime deletes the names, even after a panic.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async move {
+                let Ok(connection) = Connection::connect(&url, ConnectionProperties::default()).await else { return };
+                for queue in queues {
+                    if let Ok(channel) = connection.create_channel().await {
+                        let _ = channel.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+                    }
+                }
+                for exchange in exchanges {
+                    if let Ok(channel) = connection.create_channel().await {
+                        let _ =
+                            channel.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+                    }
+                }
+                let _ = connection.close(200, "cleanup".into()).await;
+            });
+        });
+        let _ = cleanup.join();
+    }
+}

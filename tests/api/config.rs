@@ -1,0 +1,65 @@
+//! A misconfiguration stops start-up with one clear line naming the variable.
+
+use crate::process::run_to_exit;
+
+const SECRET: (&str, &str) = ("POLYAI_WEBHOOK_SECRET", "whsec_config_test_value");
+const AMQP: (&str, &str) = ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+
+async fn fails_naming(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
+    let (code, stderr) = run_to_exit(args, env).await;
+    assert_eq!(code, Some(if stderr.contains("invalid value") { 2 } else { 1 }), "{stderr}");
+    let line = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
+    for word in expected {
+        assert!(stderr.contains(word), "`{word}` missing from: {stderr}");
+    }
+    assert!(!line.is_empty());
+}
+
+#[tokio::test]
+async fn serving_without_a_webhook_secret_names_the_variable() {
+    fails_naming(&["serve"], &[AMQP], &["POLYAI_WEBHOOK_SECRET"]).await;
+}
+
+#[tokio::test]
+async fn an_unknown_region_is_refused() {
+    let env = [SECRET, AMQP, ("POLYAI_API_KEY", "k"), ("POLYAI_REGION", "mars")];
+    fails_naming(&["run"], &env, &["POLYAI_REGION", "mars", "us"]).await;
+}
+
+#[tokio::test]
+async fn a_runtime_url_on_the_build_host_family_is_refused_with_the_right_host() {
+    let env = [
+        SECRET,
+        AMQP,
+        ("POLYAI_API_KEY", "k"),
+        ("POLYAI_BASE_URL", "https://api.us.poly.ai"),
+        ("POLYAI_ACCOUNT_ID", "ws-1"),
+        ("POLYAI_PROJECT_ID", "PROJECT-1"),
+    ];
+    fails_naming(&["run"], &env, &["POLYAI_BASE_URL", "api.us-1.platform.polyai.app"]).await;
+}
+
+#[tokio::test]
+async fn a_worker_without_an_api_key_names_the_variable() {
+    fails_naming(&["work"], &[AMQP, ("POLYAI_REGION", "us")], &["POLYAI_API_KEY"]).await;
+}
+
+#[tokio::test]
+async fn bad_durations_and_sizes_name_their_variable() {
+    fails_naming(&["serve"], &[SECRET, AMQP, ("RELAY_ACK_DEADLINE", "3")], &["RELAY_ACK_DEADLINE", "no unit"]).await;
+    fails_naming(&["serve"], &[SECRET, AMQP, ("RELAY_MAX_BODY", "lots")], &["RELAY_MAX_BODY"]).await;
+}
+
+#[tokio::test]
+async fn a_secret_given_twice_is_refused() {
+    let dir = std::env::temp_dir().join(format!("relay-config-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&dir, "from-file").unwrap();
+    let file = dir.to_string_lossy().into_owned();
+    fails_naming(&["serve"], &[SECRET, AMQP, ("POLYAI_WEBHOOK_SECRET_FILE", &file)], &["not both"]).await;
+    std::fs::remove_file(dir).unwrap();
+}
+
+#[tokio::test]
+async fn without_a_broker_url_the_relay_says_what_to_set() {
+    fails_naming(&["serve"], &[SECRET], &["AMQP_URL"]).await;
+}

@@ -1,0 +1,193 @@
+//! A fake of PolyAI's Conversations API v3 on port 0, scripted per test.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+
+pub const API_KEY: &str = "test-api-key-5f1d0c9e";
+pub const ACCOUNT: &str = "ws-test";
+pub const PROJECT: &str = "PROJECT-TEST";
+
+/// What the fake answers to one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// 200 with the fixture conversation, its id set to the one asked for.
+    Conversation,
+    /// 200 with this JSON.
+    Json(Value),
+    /// This status with an error body in the current envelope.
+    Status(u16),
+    /// 429 with this `Retry-After` value.
+    RateLimited(&'static str),
+    /// Waits this long, then answers with the fixture conversation.
+    Slow(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub api_key: Option<String>,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct Script {
+    /// Replies to by-id requests, in order; when empty, `fallback`.
+    queue: Mutex<VecDeque<Reply>>,
+    fallback: Mutex<Option<Reply>>,
+    /// Reply to list requests (the worker's key probe).
+    probe: Mutex<Option<Reply>>,
+    seen: Mutex<Vec<Seen>>,
+    arrived: Notify,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+#[derive(Clone)]
+pub struct FakePolyai {
+    pub base_url: String,
+    script: Arc<Script>,
+}
+
+impl FakePolyai {
+    pub async fn start() -> Self {
+        let script = Arc::new(Script::default());
+        let app = Router::new()
+            .route("/v3/{account}/{project}/conversations", get(list))
+            .route("/v3/{account}/{project}/conversations/{id}", get(by_id))
+            .with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { base_url, script }
+    }
+
+    /// Answers the next by-id requests with `replies`, in order.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.script.queue.lock().unwrap().extend(replies);
+    }
+
+    /// Answers by-id requests with `reply` once the script has run out.
+    pub fn always(&self, reply: Reply) {
+        *self.script.fallback.lock().unwrap() = Some(reply);
+    }
+
+    /// Answers list requests (the key probe) with `reply`.
+    pub fn probe_answers(&self, reply: Reply) {
+        *self.script.probe.lock().unwrap() = Some(reply);
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.script.seen.lock().unwrap().clone()
+    }
+
+    pub fn by_id_requests(&self) -> Vec<Seen> {
+        self.requests().into_iter().filter(|s| !s.path.ends_with("/conversations")).collect()
+    }
+
+    pub fn max_in_flight(&self) -> usize {
+        self.script.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for_requests(&self, n: usize) {
+        let wait = async {
+            loop {
+                let notified = self.script.arrived.notified();
+                if self.requests().len() >= n {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), wait)
+            .await
+            .unwrap_or_else(|_| panic!("fewer than {n} API requests arrived: {:?}", self.requests()));
+    }
+}
+
+fn record(script: &Script, path: String, headers: &HeaderMap) {
+    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    script.seen.lock().unwrap().push(Seen { path, api_key, at: Instant::now() });
+    script.arrived.notify_waiters();
+}
+
+async fn list(
+    State(script): State<Arc<Script>>,
+    Path((account, project)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    record(&script, format!("/v3/{account}/{project}/conversations"), &headers);
+    let reply = script.probe.lock().unwrap().clone();
+    match reply {
+        Some(reply) => answer(reply, "CAprobe").await,
+        None => Json(json!({"conversations": [], "cursor": null})).into_response(),
+    }
+}
+
+async fn by_id(
+    State(script): State<Arc<Script>>,
+    Path((account, project, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    record(&script, format!("/v3/{account}/{project}/conversations/{id}"), &headers);
+    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
+        return error(401, "AUTH_USER_UNAUTHORISED");
+    }
+    let now = script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    script.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let scripted = script.queue.lock().unwrap().pop_front();
+    let reply = scripted.or_else(|| script.fallback.lock().unwrap().clone()).unwrap_or(Reply::Conversation);
+    let response = answer(reply, &id).await;
+    script.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+pub fn conversation(id: &str) -> Value {
+    let mut value: Value = serde_json::from_str(include_str!("../fixtures/conversation-v3.json")).unwrap();
+    value["id"] = json!(id);
+    value
+}
+
+async fn answer(reply: Reply, id: &str) -> Response {
+    match reply {
+        Reply::Conversation => Json(conversation(id)).into_response(),
+        Reply::Json(value) => Json(value).into_response(),
+        Reply::Status(code) => error(code, "CONVERSATIONS_NOT_FOUND"),
+        Reply::RateLimited(after) => {
+            let mut response = error(429, "RATE_LIMITED");
+            response.headers_mut().insert("retry-after", after.parse().unwrap());
+            response
+        }
+        Reply::Slow(delay) => {
+            tokio::time::sleep(delay).await;
+            Json(conversation(id)).into_response()
+        }
+    }
+}
+
+fn error(code: u16, error_code: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap();
+    let body = json!({
+        "success": false, "error": status.canonical_reason(), "error_id": "550e8400-e29b-41d4-a716-446655440000",
+        "error_code": error_code, "error_message": status.canonical_reason(), "data": null
+    });
+    let mut response = (status, Json(body)).into_response();
+    response.headers_mut().insert("x-polyai-correlation-id", "550e8400-e29b-41d4-a716-446655440000".parse().unwrap());
+    response
+}

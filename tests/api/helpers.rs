@@ -1,0 +1,231 @@
+//! `spawn_app()`: the real relay (router, publisher, worker) on port 0, against real RabbitMQ
+//! and a fake PolyAI.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use polyai_relay::{
+    app::{self, Components},
+    config::{ApiSettings, BrokerSettings, EventTypes, ReceiverSettings, SignatureSettings, WorkerSettings},
+    signature::{sign, SecretSlot, SignatureScheme},
+};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    broker::TestBroker,
+    fake_polyai::{FakePolyai, ACCOUNT, API_KEY, PROJECT},
+};
+
+pub const SECRET: &str = "whsec_test_current_6c1e";
+pub const PREVIOUS_SECRET: &str = "whsec_test_previous_93ab";
+
+/// What a test changes from the defaults.
+#[derive(Clone)]
+pub struct Options {
+    pub receiver: bool,
+    pub worker: bool,
+    pub scheme: SignatureScheme,
+    pub event_types: EventTypes,
+    pub environments: Option<Vec<String>>,
+    pub max_body: usize,
+    pub ack_deadline: Duration,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+    pub max_attempts: u32,
+    pub api_concurrency: usize,
+    pub api_rate: Option<f64>,
+    pub api_timeout: Duration,
+    pub auth_probe_interval: Duration,
+    /// Overrides the broker URL (to point at nothing, say).
+    pub amqp_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            receiver: true,
+            worker: true,
+            scheme: SignatureScheme::Auto,
+            event_types: EventTypes::Only(vec!["conversation.completed".into(), "handoff.created".into()]),
+            environments: None,
+            max_body: 1 << 20,
+            ack_deadline: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 1024,
+            max_attempts: 8,
+            api_concurrency: 4,
+            api_rate: None,
+            api_timeout: Duration::from_secs(5),
+            auth_probe_interval: Duration::from_millis(200),
+            amqp_url: None,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub http: reqwest::Client,
+    pub broker: TestBroker,
+    pub polyai: FakePolyai,
+    shutdown: CancellationToken,
+    stopped: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    // `TEST_LOG=1 cargo test` shows the relay's logs (RUST_LOG picks the level).
+    if std::env::var_os("TEST_LOG").is_some() {
+        polyai_relay::telemetry::init_logs(polyai_relay::config::LogFormat::Pretty);
+    }
+    let broker = TestBroker::new(options.event_types.clone()).await;
+    let polyai = FakePolyai::start().await;
+    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let receiver = options.receiver.then(|| ReceiverSettings {
+        listen,
+        path: "/polyai-events".into(),
+        signature: SignatureSettings {
+            secrets: vec![
+                (SecretSlot::Current, SecretString::from(SECRET)),
+                (SecretSlot::Previous, SecretString::from(PREVIOUS_SECRET)),
+            ],
+            scheme: options.scheme,
+            tolerance: Duration::from_secs(300),
+        },
+        environments: options.environments.clone(),
+        ack_deadline: options.ack_deadline,
+        max_body: options.max_body,
+        request_timeout: options.request_timeout,
+        max_in_flight: options.max_in_flight,
+    });
+    let worker = options.worker.then(|| WorkerSettings {
+        api: ApiSettings {
+            base_url: polyai.base_url.parse().unwrap(),
+            api_key: SecretString::from(API_KEY),
+            account_id: ACCOUNT.into(),
+            project_id: PROJECT.into(),
+            timeout: options.api_timeout,
+        },
+        concurrency: options.api_concurrency,
+        rate: options.api_rate,
+        max_attempts: options.max_attempts,
+        // Short delays keep retry tests quick; the mechanism (delay queues) is the production one.
+        retry_base_delay: Duration::from_millis(50),
+        retry_max_delay: Duration::from_millis(200),
+        auth_probe_interval: options.auth_probe_interval,
+    });
+    let url = options.amqp_url.clone().unwrap_or_else(|| broker.url.clone());
+    let components = Components {
+        broker: BrokerSettings { amqp_url: Some(SecretString::from(url)), topology: broker.topology.clone() },
+        receiver,
+        worker,
+        listen,
+    };
+    let shutdown = CancellationToken::new();
+    let running = app::start(components, shutdown.clone()).await.expect("relay starts");
+    let app = TestApp {
+        address: running.local_addr,
+        http: reqwest::Client::new(),
+        broker,
+        polyai,
+        shutdown,
+        stopped: Some(running.stopped),
+    };
+    if options.amqp_url.is_none() {
+        app.wait_until_ready().await;
+    }
+    app
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+pub fn completed(conversation_id: &str) -> String {
+    json!({"type": "conversation.completed", "data": {"conversation_id": conversation_id, "environment": "live"}})
+        .to_string()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Posts `body` signed the way the Webhooks reference says: `{timestamp}.{body}`.
+    pub async fn post_signed(&self, body: &str) -> reqwest::Response {
+        let ts = now().to_string();
+        let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
+        self.post(body, &[("x-polyai-timestamp", &ts), ("x-polyai-signature", &signature)]).await
+    }
+
+    pub async fn post(&self, body: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut request = self.http.post(self.url("/polyai-events")).body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("request reaches the relay")
+    }
+
+    /// Polls `/readyz` until it answers 200 (the broker connected and the topology declared).
+    pub async fn wait_until_ready(&self) {
+        self.wait_for_readiness(200).await;
+    }
+
+    /// Polls `/readyz` until it answers `status`.
+    pub async fn wait_for_readiness(&self, status: u16) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while self.get("/readyz").await.status() != status {
+            assert!(tokio::time::Instant::now() < deadline, "/readyz never answered {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.expect("request reaches the relay")
+    }
+
+    /// The next enriched record on the downstream queue, parsed, with its AMQP delivery.
+    pub async fn next_record(&self) -> (Value, lapin::message::Delivery) {
+        let delivery = self.broker.next_message(self.broker.conversations_queue()).await;
+        (serde_json::from_slice(&delivery.data).expect("record is JSON"), delivery)
+    }
+
+    /// The next dead letter.
+    pub async fn next_dead_letter(&self) -> lapin::message::Delivery {
+        self.broker.next_message(&self.broker.topology.dead_queue).await
+    }
+
+    /// Starts the shutdown a signal would.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the relay has stopped after [`Self::begin_shutdown`].
+    pub async fn stopped(&mut self) {
+        if let Some(stopped) = self.stopped.take() {
+            stopped.await.expect("no panic").expect("clean stop");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A string header of an AMQP delivery.
+pub fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
+    let headers = delivery.properties.headers().as_ref()?;
+    headers.inner().get(name).and_then(|value| match value {
+        lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        _ => None,
+    })
+}

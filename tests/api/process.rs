@@ -1,0 +1,117 @@
+//! The real binary as a child process, with its logs captured.
+
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, Command},
+    sync::Notify,
+};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_polyai-relay");
+
+/// A command with an environment cleared of the developer's own relay settings.
+pub fn relay_command(args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command.args(args).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    command
+}
+
+pub struct RelayProcess {
+    pub child: Child,
+    pub address: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    closed: Arc<Notify>,
+}
+
+impl RelayProcess {
+    /// Starts `polyai-relay {args}` and waits for its "listening" log line.
+    pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = relay_command(args);
+        command.env("RELAY_LISTEN", "127.0.0.1:0").env("RELAY_LOG_FORMAT", "json");
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("binary starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let closed = Arc::new(Notify::new());
+        let (address_tx, address_rx) = tokio::sync::oneshot::channel();
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (sink, done) = (logs.clone(), closed.clone());
+        tokio::spawn(async move {
+            let mut address_tx = Some(address_tx);
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if value["message"] == "listening" {
+                        let address = value["local_addr"].as_str().and_then(|a| a.parse().ok());
+                        if let (Some(tx), Some(address)) = (address_tx.take(), address) {
+                            let _ = tx.send(address);
+                        }
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+            done.notify_one();
+        });
+        let address = tokio::time::timeout(Duration::from_secs(20), address_rx)
+            .await
+            .expect("the relay logs `listening` in time")
+            .expect("the relay listens");
+        Self { child, address, logs, closed }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Polls `/readyz` until the broker is connected and the topology declared.
+    pub async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while http.get(self.url("/readyz")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
+            assert!(tokio::time::Instant::now() < deadline, "never ready:\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends SIGTERM, as a container runtime would.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the exit (failing after `limit`) and for stderr to close; returns the exit code.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> Option<i32> {
+        let status = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("still running {limit:?} after the signal"))
+            .expect("wait works");
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.closed.notified()).await;
+        status.code()
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+/// Runs a command that should fail at start-up; returns its exit code and stderr.
+pub async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut command = relay_command(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+        .await
+        .expect("exits in time")
+        .expect("binary runs");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}

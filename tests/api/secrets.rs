@@ -1,0 +1,94 @@
+//! Secrets never reach logs, errors or help text, even at trace level.
+
+use std::time::Duration;
+
+use polyai_relay::signature::sign;
+
+use crate::{
+    broker::TestBroker,
+    fake_polyai::{FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
+    helpers::{completed, now},
+    process::{run_to_exit, RelayProcess},
+};
+
+const WEBHOOK_SECRET: &str = "whsec_never_log_me_8d2f";
+const PREVIOUS: &str = "whsec_never_log_me_either_4c1a";
+
+fn assert_clean(text: &str) {
+    for secret in [WEBHOOK_SECRET, PREVIOUS, API_KEY, "guest:guest"] {
+        assert!(!text.contains(secret), "`{secret}` leaked into:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn no_secret_appears_in_trace_logs_of_a_busy_relay() {
+    let broker = TestBroker::new(polyai_relay::config::EventTypes::All).await;
+    let polyai = FakePolyai::start().await;
+    polyai.script([Reply::Status(401), Reply::Status(500)]);
+    let t = &broker.topology;
+    let env = [
+        ("RUST_LOG", "trace"),
+        ("POLYAI_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("POLYAI_WEBHOOK_SECRET_PREVIOUS", PREVIOUS),
+        ("POLYAI_API_KEY", API_KEY),
+        ("POLYAI_BASE_URL", &polyai.base_url),
+        ("POLYAI_ACCOUNT_ID", ACCOUNT),
+        ("POLYAI_PROJECT_ID", PROJECT),
+        ("AMQP_URL", &broker.url),
+        ("RELAY_EVENTS", "*"),
+        ("RELAY_EVENTS_EXCHANGE", &t.events_exchange),
+        ("RELAY_ENRICH_QUEUE", &t.enrich_queue),
+        ("RELAY_CONVERSATIONS_EXCHANGE", &t.conversations_exchange),
+        ("RELAY_CONVERSATIONS_QUEUE", broker.conversations_queue()),
+        ("RELAY_DEAD_EXCHANGE", &t.dead_exchange),
+        ("RELAY_DEAD_QUEUE", &t.dead_queue),
+        ("RELAY_AUTH_PROBE_INTERVAL", "100ms"),
+        ("RELAY_RETRY_BASE_DELAY", "50ms"),
+        ("RELAY_RETRY_MAX_DELAY", "100ms"),
+    ];
+    let mut relay = RelayProcess::spawn(&["run"], &env).await;
+    relay.wait_ready().await;
+    let http = reqwest::Client::new();
+    let body = completed("CAsecret");
+    let ts = now().to_string();
+    for secret in [WEBHOOK_SECRET, PREVIOUS, "wrong"] {
+        let signature = sign(secret.as_bytes(), Some(&ts), body.as_bytes());
+        http.post(relay.url("/polyai-events"))
+            .header("x-polyai-timestamp", &ts)
+            .header("x-polyai-signature", signature)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+    }
+    // The worker meets a 401 (pause, probe) and a 500 (retry) before it enriches both events.
+    broker.next_message(broker.conversations_queue()).await;
+    broker.next_message(broker.conversations_queue()).await;
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
+    let logs = relay.logs();
+    assert!(logs.contains("TRACE") && logs.contains("event enriched"), "trace logs were captured");
+    assert_clean(&logs);
+}
+
+#[tokio::test]
+async fn config_errors_and_help_never_show_secret_values() {
+    let env = [
+        ("POLYAI_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("POLYAI_API_KEY", API_KEY),
+        ("POLYAI_REGION", "mars"),
+        ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+    ];
+    let (code, stderr) = run_to_exit(&["run"], &env).await;
+    assert_eq!(code, Some(1));
+    assert_clean(&stderr);
+
+    let mut help = crate::process::relay_command(&["run", "--help"]);
+    for (name, value) in env {
+        help.env(name, value);
+    }
+    let output = help.output().await.unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("POLYAI_WEBHOOK_SECRET"), "{text}");
+    assert_clean(&text);
+}
