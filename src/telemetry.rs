@@ -31,6 +31,8 @@ pub mod names {
     pub const DEAD_LETTERS: &str = "relay_dead_letters_total";
     /// Enriched records published.
     pub const ENRICHED: &str = "relay_enriched_total";
+    /// Messages ready in a queue, by `queue` (the worker's input and the dead letters).
+    pub const BACKLOG: &str = "relay_queue_backlog";
     /// 1 while the worker is paused because the API refused the key.
     pub const WORKER_PAUSED: &str = "relay_worker_paused";
 }

@@ -74,3 +74,6 @@ pub fn publisher_readiness(publisher: Arc<dyn Publisher>) -> Readiness {
 pub fn worker_readiness(publisher: Arc<dyn Publisher>, paused: watch::Receiver<bool>) -> Readiness {
     Readiness::new(Some(publisher), Some(paused))
 }
+
+#[cfg(test)]
+mod tests;

@@ -248,4 +248,56 @@ async fn health_readiness_and_metrics_answer() {
     for name in ["relay_webhook_requests_total", "relay_ack_duration_seconds_bucket", "relay_publish_confirms_total"] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
+    // The backlog of this relay's own queue is read from the broker.
+    let backlog = format!(r#"relay_queue_backlog{{queue="{}"}}"#, app.broker.topology.enrich_queue);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !app.get("/metrics").await.text().await.unwrap().contains(&backlog) {
+        assert!(tokio::time::Instant::now() < deadline, "{backlog} never reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A RabbitMQ policy for the length of a test (the way an operator would set a limit).
+struct Policy(String);
+
+impl Policy {
+    async fn set(queue: &str, definition: &str) -> Self {
+        let pattern = format!("^{}$", regex_escape(queue));
+        let status = tokio::process::Command::new("rabbitmqctl")
+            .args(["set_policy", "--apply-to", "queues", queue, &pattern, definition])
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        Self(queue.to_owned())
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl").args(["clear_policy", &self.0]).output();
+    }
+}
+
+fn regex_escape(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\{c}") }).collect()
+}
+
+#[tokio::test]
+async fn a_publish_the_broker_nacks_gets_503() {
+    let app = spawn_app_with(receiver_only()).await;
+    // A full queue with reject-publish overflow makes the broker nack new messages.
+    let _policy = Policy::set(&app.broker.topology.enrich_queue, r#"{"max-length":0}"#).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = app.post_signed(&completed("CA0011")).await;
+        if response.status() == 503 {
+            break;
+        }
+        // Policies reach the queue a moment after rabbitmqctl returns.
+        assert!(tokio::time::Instant::now() < deadline, "never nacked: {}", response.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(r#"result="nack""#), "{metrics}");
 }

@@ -16,7 +16,8 @@ use std::{
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicPublishOptions, ConfirmSelectOptions},
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    types::FieldTable,
     Channel, Confirmation, Connection, Event,
 };
 use secrecy::SecretString;
@@ -27,7 +28,11 @@ use super::{connect, convert, describe, reconnect_delay, topology};
 use crate::{
     config::Topology,
     queue::{retry_tier, Destination, Message, PublishError, Publisher},
+    telemetry::names,
 };
+
+/// How often the depth of the worker's and the dead-letter queues is read for `/metrics`.
+const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Channels per connection: enough to spread confirms across the broker's channel processes.
 const CHANNELS: usize = 4;
@@ -136,6 +141,22 @@ impl Publisher for AmqpPublisher {
     }
 }
 
+/// Sets the backlog gauge from a passive declare of each queue, on a channel of its own: a
+/// passive declare of a missing queue closes its channel, which must not be a publishing one.
+async fn report_backlog(connection: &Connection, topology: &Topology) {
+    let Ok(channel) = connection.create_channel().await else { return };
+    for queue in [&topology.enrich_queue, &topology.dead_queue] {
+        let options = QueueDeclareOptions { passive: true, ..Default::default() };
+        match channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await {
+            Ok(declared) => {
+                metrics::gauge!(names::BACKLOG, "queue" => queue.clone()).set(f64::from(declared.message_count()))
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = channel.close(200, "backlog read".into()).await;
+}
+
 async fn open_session(url: &SecretString, topology: &Topology) -> Result<Session, String> {
     let connection = connect(url, "publisher").await?;
     let mut channels = Vec::with_capacity(CHANNELS);
@@ -167,6 +188,7 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                 shared.connected.send_replace(true);
                 tracing::info!("broker connected; publishing enabled");
                 let mut health = tokio::time::interval(Duration::from_millis(250));
+                let mut backlog = tokio::time::interval(BACKLOG_INTERVAL);
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => {
@@ -177,6 +199,7 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                         }
                         _ = shared.broken.notified() => if !session.healthy() { break },
                         _ = health.tick() => if !session.healthy() { break },
+                        _ = backlog.tick() => report_backlog(&session.connection, &shared.topology).await,
                         event = events.next() => match event {
                             Some(Event::ConnectionBlocked(reason)) => tracing::warn!(%reason, "broker blocked publishing"),
                             Some(Event::ConnectionUnblocked) => tracing::info!("broker unblocked publishing"),

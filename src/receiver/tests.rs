@@ -1,0 +1,89 @@
+//! The router against stand-in publishers, for the failures a real broker cannot be made to
+//! produce on demand (a confirm that never comes).
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use axum::{body::Body, http::Request};
+use secrecy::SecretString;
+use tower::ServiceExt;
+
+use super::*;
+use crate::{
+    config::SignatureSettings,
+    queue::{Destination, Message, PublishError},
+    signature::{sign, SecretSlot, SignatureScheme},
+    telemetry,
+};
+
+/// A broker that takes the message and never confirms it.
+struct NeverConfirms;
+
+#[async_trait]
+impl Publisher for NeverConfirms {
+    async fn publish(&self, _: Destination, _: Message) -> Result<(), PublishError> {
+        std::future::pending().await
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+/// A broker that refuses every message.
+struct Nacks;
+
+#[async_trait]
+impl Publisher for Nacks {
+    async fn publish(&self, _: Destination, _: Message) -> Result<(), PublishError> {
+        Err(PublishError::Nacked)
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+fn router_with(publisher: Arc<dyn Publisher>, ack_deadline: Duration) -> Router {
+    let settings = ReceiverSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        path: "/polyai-events".into(),
+        signature: SignatureSettings {
+            secrets: vec![(SecretSlot::Current, SecretString::from("s"))],
+            scheme: SignatureScheme::Body,
+            tolerance: Duration::from_secs(300),
+        },
+        environments: None,
+        ack_deadline,
+        max_body: 1024,
+        request_timeout: Duration::from_secs(10),
+        max_in_flight: 8,
+    };
+    let types = EventTypes::Only(vec!["conversation.completed".into()]);
+    let receiver = Arc::new(Receiver::new(settings, types, publisher.clone()));
+    router(receiver, publisher_readiness(publisher), telemetry::metrics())
+}
+
+fn signed_request() -> Request<Body> {
+    let body = r#"{"type":"conversation.completed","data":{"conversation_id":"CA1"}}"#;
+    Request::post("/polyai-events")
+        .header("x-polyai-signature", sign(b"s", None, body.as_bytes()))
+        .body(Body::from(body))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_confirm_that_never_comes_gives_503_at_the_deadline() {
+    let deadline = Duration::from_millis(750);
+    let router = router_with(Arc::new(NeverConfirms), deadline);
+    let started = tokio::time::Instant::now();
+    let response = router.oneshot(signed_request()).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert!(started.elapsed() >= deadline && started.elapsed() < deadline * 2, "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_nack_gives_503() {
+    let response = router_with(Arc::new(Nacks), Duration::from_secs(3)).oneshot(signed_request()).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+}
