@@ -11,6 +11,7 @@ use crate::{
     config::{BrokerSettings, ReceiverSettings, WorkerSettings},
     queue::{
         amqp::{AmqpPublisher, AmqpSource},
+        embedded::EmbeddedQueue,
         Publisher, Source,
     },
     receiver::{self, Receiver},
@@ -33,6 +34,39 @@ pub struct Components {
     pub listen: SocketAddr,
 }
 
+/// The queue in use, behind the traits the receiver and the worker see.
+struct Backend {
+    publisher: Arc<dyn Publisher>,
+    source: Arc<dyn Source>,
+    /// The RabbitMQ publisher, to wait for its first connection.
+    amqp: Option<AmqpPublisher>,
+}
+
+impl Backend {
+    fn open(broker: &BrokerSettings, broker_shutdown: CancellationToken) -> anyhow::Result<Self> {
+        let topology = &broker.topology;
+        match &broker.amqp_url {
+            Some(url) => {
+                // Not awaited: until the broker answers, /readyz and webhooks answer 503 and PolyAI retries.
+                let amqp = AmqpPublisher::start(url.clone(), topology.clone(), broker_shutdown);
+                Ok(Self {
+                    publisher: Arc::new(amqp.clone()),
+                    source: Arc::new(AmqpSource::new(url.clone(), topology.enrich_queue.clone())),
+                    amqp: Some(amqp),
+                })
+            }
+            None => {
+                let queue = EmbeddedQueue::open(&broker.data_dir, topology.delivery_limit)?;
+                tracing::info!(
+                    data_dir = %broker.data_dir.display(),
+                    "AMQP_URL is not set: using the embedded queue (one process, records in conversations.jsonl); set AMQP_URL for RabbitMQ in production"
+                );
+                Ok(Self { publisher: Arc::new(queue.clone()), source: Arc::new(queue), amqp: None })
+            }
+        }
+    }
+}
+
 /// A started relay.
 pub struct Running {
     /// The bound address (useful with port 0).
@@ -43,29 +77,25 @@ pub struct Running {
 
 pub async fn start(components: Components, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let metrics = telemetry::metrics();
-    let Some(amqp_url) = components.broker.amqp_url.clone() else {
-        anyhow::bail!("AMQP_URL is required: set it to your RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/%2f");
-    };
     // The broker outlives the HTTP server and the worker: it must confirm what they publish while draining.
     let broker_shutdown = CancellationToken::new();
-    // Not awaited: until the broker answers, /readyz and webhooks answer 503 and PolyAI retries.
-    let amqp = AmqpPublisher::start(amqp_url.clone(), components.broker.topology.clone(), broker_shutdown.clone());
-    let publisher: Arc<dyn Publisher> = Arc::new(amqp.clone());
+    let Backend { publisher, source, amqp } = Backend::open(&components.broker, broker_shutdown.clone())?;
 
     let mut worker_task = None;
     let mut readiness = receiver::publisher_readiness(publisher.clone());
     if let Some(settings) = &components.worker {
         let worker = Arc::new(Worker::new(settings, publisher.clone(), shutdown.clone())?);
         readiness = receiver::worker_readiness(publisher.clone(), worker.paused());
-        let source: Arc<dyn Source> =
-            Arc::new(AmqpSource::new(amqp_url, components.broker.topology.enrich_queue.clone()));
-        let (amqp, worker_shutdown) = (amqp.clone(), shutdown.clone());
+        let worker_shutdown = shutdown.clone();
         worker_task = Some(tokio::spawn(async move {
             // Consuming before the topology exists would fail on a missing queue.
-            tokio::select! {
-                _ = worker_shutdown.cancelled() => {}
-                _ = amqp.wait_connected() => worker.run(source).await,
+            if let Some(amqp) = amqp {
+                tokio::select! {
+                    _ = worker_shutdown.cancelled() => return,
+                    _ = amqp.wait_connected() => {}
+                }
             }
+            worker.run(source).await
         }));
     }
 

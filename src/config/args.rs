@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use super::{
     hosts::{self, Region},
@@ -112,13 +112,23 @@ pub struct BrokerArgs {
     /// RabbitMQ URL (`amqp://` or `amqps://`). Unset: the embedded queue in RELAY_DATA_DIR.
     #[arg(long, env = "AMQP_URL", value_parser = secret_value, hide_env_values = true)]
     pub amqp_url: Option<SecretString>,
+    /// Where the embedded queue and its JSON Lines output live (used when AMQP_URL is unset).
+    #[arg(long, env = "RELAY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
     #[command(flatten)]
     pub topology: TopologyArgs,
 }
 
 impl BrokerArgs {
     pub fn settings(&self) -> Result<BrokerSettings, ConfigError> {
-        Ok(BrokerSettings { amqp_url: self.amqp_url.clone(), topology: self.topology.settings()? })
+        let amqp_url = self.amqp_url.clone().filter(|url| !url.expose_secret().trim().is_empty());
+        if let Some(url) = &amqp_url {
+            let scheme = url.expose_secret().split(':').next().unwrap_or_default();
+            if scheme != "amqp" && scheme != "amqps" {
+                return Err(ConfigError::new("AMQP_URL", "AMQP_URL must start with amqp:// or amqps://"));
+            }
+        }
+        Ok(BrokerSettings { amqp_url, data_dir: self.data_dir.clone(), topology: self.topology.settings()? })
     }
 }
 

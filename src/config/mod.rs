@@ -86,6 +86,8 @@ impl Topology {
 pub struct BrokerSettings {
     /// `None`: no broker; the embedded queue.
     pub amqp_url: Option<SecretString>,
+    /// The embedded queue's directory.
+    pub data_dir: std::path::PathBuf,
     pub topology: Topology,
 }
 

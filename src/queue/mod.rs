@@ -3,6 +3,7 @@
 //! The receiver and the worker see only these traits; `amqp` is the RabbitMQ backend.
 
 pub mod amqp;
+pub mod embedded;
 mod message;
 
 use std::time::Duration;

@@ -30,8 +30,17 @@ pub struct TestBroker {
 impl TestBroker {
     pub async fn new(event_types: EventTypes) -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let prefix = format!("test-{}", &id[..12]);
-        let topology = Topology {
+        let topology = Self::topology_for(&format!("test-{}", &id[..12]), event_types);
+        let url = amqp_url();
+        let connection = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("tests need RabbitMQ at AMQP_URL ({url}): {e}"));
+        Self { url, topology, connection }
+    }
+
+    /// Names under `prefix`, so tests sharing a broker never meet.
+    pub fn topology_for(prefix: &str, event_types: EventTypes) -> Topology {
+        Topology {
             events_exchange: format!("{prefix}.polyai.events"),
             enrich_queue: format!("{prefix}.polyai.enrich"),
             conversations_exchange: format!("{prefix}.polyai.conversations"),
@@ -40,12 +49,7 @@ impl TestBroker {
             dead_queue: format!("{prefix}.polyai.dead"),
             event_types,
             delivery_limit: 20,
-        };
-        let url = amqp_url();
-        let connection = Connection::connect(&url, ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| panic!("tests need RabbitMQ at AMQP_URL ({url}): {e}"));
-        Self { url, topology, connection }
+        }
     }
 
     pub async fn channel(&self) -> Channel {
@@ -90,17 +94,16 @@ impl TestBroker {
         queue.message_count()
     }
 
-    /// Polls `ready_count` until it equals `expected`; panics after [`MESSAGE_WAIT`].
-    pub async fn wait_for_count(&self, queue: &str, expected: u32) {
-        let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
-        loop {
-            let count = self.ready_count(queue).await;
-            if count == expected {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{queue} holds {count} messages, expected {expected}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    /// Message ids of everything in `queue`, taken off it.
+    pub async fn drain_ids(&self, queue: &str) -> std::collections::HashSet<String> {
+        let channel = self.channel().await;
+        let mut ids = std::collections::HashSet::new();
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        while let Some(message) = channel.basic_get(queue.into(), options).await.expect("basic.get") {
+            ids.insert(message.delivery.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default());
         }
+        let _ = channel.close(200, "done".into()).await;
+        ids
     }
 
     fn names(&self) -> (Vec<String>, Vec<String>) {

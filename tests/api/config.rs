@@ -1,6 +1,6 @@
 //! A misconfiguration stops start-up with one clear line naming the variable.
 
-use crate::process::run_to_exit;
+use crate::process::{run_to_exit, RelayProcess};
 
 const SECRET: (&str, &str) = ("POLYAI_WEBHOOK_SECRET", "whsec_config_test_value");
 const AMQP: (&str, &str) = ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
@@ -60,6 +60,18 @@ async fn a_secret_given_twice_is_refused() {
 }
 
 #[tokio::test]
-async fn without_a_broker_url_the_relay_says_what_to_set() {
-    fails_naming(&["serve"], &[SECRET], &["AMQP_URL"]).await;
+async fn without_a_broker_url_the_relay_runs_on_the_embedded_queue_and_says_so() {
+    let dir = crate::backend::TempDir::new();
+    let data_dir = dir.0.display().to_string();
+    let mut relay = RelayProcess::spawn(&["serve"], &[SECRET, ("RELAY_DATA_DIR", &data_dir)]).await;
+    relay.wait_ready().await;
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(std::time::Duration::from_secs(10)).await, Some(0));
+    assert!(relay.logs().contains("embedded queue"), "{}", relay.logs());
+    assert!(dir.0.join("queue.sqlite3").exists());
+}
+
+#[tokio::test]
+async fn a_broker_url_of_another_scheme_is_refused() {
+    fails_naming(&["serve"], &[SECRET, ("AMQP_URL", "http://127.0.0.1:5672")], &["AMQP_URL", "amqp://"]).await;
 }

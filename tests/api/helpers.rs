@@ -8,16 +8,16 @@ use std::{
 
 use polyai_relay::{
     app::{self, Components},
-    config::{ApiSettings, BrokerSettings, EventTypes, ReceiverSettings, SignatureSettings, WorkerSettings},
+    config::{ApiSettings, EventTypes, ReceiverSettings, SignatureSettings, WorkerSettings},
     signature::{sign, SecretSlot, SignatureScheme},
 };
 use secrecy::SecretString;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    broker::TestBroker,
+    backend::{Backend, DeadLetter, Record, TestQueue},
     fake_polyai::{FakePolyai, ACCOUNT, API_KEY, PROJECT},
 };
 
@@ -27,6 +27,7 @@ pub const PREVIOUS_SECRET: &str = "whsec_test_previous_93ab";
 /// What a test changes from the defaults.
 #[derive(Clone)]
 pub struct Options {
+    pub backend: Backend,
     pub receiver: bool,
     pub worker: bool,
     pub scheme: SignatureScheme,
@@ -48,6 +49,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
+            backend: Backend::Amqp,
             receiver: true,
             worker: true,
             scheme: SignatureScheme::Auto,
@@ -70,14 +72,10 @@ impl Default for Options {
 pub struct TestApp {
     pub address: SocketAddr,
     pub http: reqwest::Client,
-    pub broker: TestBroker,
+    pub queue: TestQueue,
     pub polyai: FakePolyai,
     shutdown: CancellationToken,
     stopped: Option<JoinHandle<anyhow::Result<()>>>,
-}
-
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Options::default()).await
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
@@ -85,7 +83,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         polyai_relay::telemetry::init_logs(polyai_relay::config::LogFormat::Pretty);
     }
-    let broker = TestBroker::new(options.event_types.clone()).await;
+    let queue = TestQueue::new(options.backend, options.event_types.clone()).await;
     let polyai = FakePolyai::start().await;
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let receiver = options.receiver.then(|| ReceiverSettings {
@@ -121,9 +119,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         retry_max_delay: Duration::from_millis(200),
         auth_probe_interval: options.auth_probe_interval,
     });
-    let url = options.amqp_url.clone().unwrap_or_else(|| broker.url.clone());
     let components = Components {
-        broker: BrokerSettings { amqp_url: Some(SecretString::from(url)), topology: broker.topology.clone() },
+        broker: queue.settings(options.event_types.clone(), options.amqp_url.clone()),
         receiver,
         worker,
         listen,
@@ -133,7 +130,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let app = TestApp {
         address: running.local_addr,
         http: reqwest::Client::new(),
-        broker,
+        queue,
         polyai,
         shutdown,
         stopped: Some(running.stopped),
@@ -191,15 +188,14 @@ impl TestApp {
         self.http.get(self.url(path)).send().await.expect("request reaches the relay")
     }
 
-    /// The next enriched record on the downstream queue, parsed, with its AMQP delivery.
-    pub async fn next_record(&self) -> (Value, lapin::message::Delivery) {
-        let delivery = self.broker.next_message(self.broker.conversations_queue()).await;
-        (serde_json::from_slice(&delivery.data).expect("record is JSON"), delivery)
+    /// The next enriched record for downstream consumers.
+    pub async fn next_record(&self) -> Record {
+        self.queue.next_record().await
     }
 
     /// The next dead letter.
-    pub async fn next_dead_letter(&self) -> lapin::message::Delivery {
-        self.broker.next_message(&self.broker.topology.dead_queue).await
+    pub async fn next_dead_letter(&self) -> DeadLetter {
+        self.queue.next_dead_letter().await
     }
 
     /// Starts the shutdown a signal would.

@@ -1,13 +1,16 @@
 //! The integration suite: one binary, real RabbitMQ, a fake PolyAI on port 0, the real relay
 //! (in process through `spawn_app`, or as the built binary through `process`).
 
+mod backend;
 mod broker;
 mod config;
+mod crash;
 mod fake_polyai;
 mod helpers;
 mod pipeline;
 mod process;
 mod receiver;
+mod receiver_amqp;
 mod secrets;
 mod shutdown;
 mod worker;

@@ -1,0 +1,304 @@
+//! The embedded queue: the whole pipeline in one process with no broker (design §6).
+//!
+//! Raw events and retries live in SQLite (`queue.sqlite3` in `RELAY_DATA_DIR`); enriched records
+//! are appended to `conversations.jsonl` and dead letters to `dead.jsonl`. Every write is
+//! fsync'd before it is reported done, so a crash loses nothing that was answered 204.
+//! For one small deployment and for trying the relay; RabbitMQ is the production path.
+
+mod jsonl;
+mod store;
+
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+use serde_json::{json, value::RawValue};
+use tokio::sync::Notify;
+
+use self::{jsonl::JsonLines, store::Store};
+use super::{headers, Acker, ConsumeError, Consumer, Delivery, Destination, Message, PublishError, Publisher, Source};
+
+/// The files the embedded queue writes, relative to `RELAY_DATA_DIR`.
+pub const CONVERSATIONS_FILE: &str = "conversations.jsonl";
+pub const DEAD_FILE: &str = "dead.jsonl";
+
+/// Longest a waiting consumer sleeps without looking: a safety net, not the wake-up path.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+struct Shared {
+    store: Store,
+    conversations: JsonLines,
+    dead: JsonLines,
+    /// Wakes consumers when a message is inserted or released.
+    arrived: Notify,
+    /// False after a failed write, true again after a successful one (drives `/readyz`).
+    healthy: AtomicBool,
+    delivery_limit: u32,
+    dir: PathBuf,
+}
+
+/// [`Publisher`] and [`Source`] on local storage. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    shared: Arc<Shared>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
+}
+
+impl EmbeddedQueue {
+    /// Opens the queue in `dir`, creating the directory and files as needed.
+    pub fn open(dir: &Path, delivery_limit: u32) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir).with_context(|| format!("RELAY_DATA_DIR: cannot create {}", dir.display()))?;
+        let store =
+            Store::open(dir).with_context(|| format!("RELAY_DATA_DIR: cannot open the queue in {}", dir.display()))?;
+        let open = |name: &str| {
+            JsonLines::open(&dir.join(name)).with_context(|| format!("RELAY_DATA_DIR: cannot open {name}"))
+        };
+        Ok(Self {
+            shared: Arc::new(Shared {
+                store,
+                conversations: open(CONVERSATIONS_FILE)?,
+                dead: open(DEAD_FILE)?,
+                arrived: Notify::new(),
+                healthy: AtomicBool::new(true),
+                delivery_limit: delivery_limit.max(1),
+                dir: dir.to_owned(),
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Messages waiting for the worker (including retries not yet due and leased ones).
+    pub async fn pending(&self) -> anyhow::Result<u64> {
+        let shared = self.shared.clone();
+        Ok(tokio::task::spawn_blocking(move || shared.store.len()).await??)
+    }
+
+    /// Counts the messages in the queue in `dir` without taking it over (the queue may belong
+    /// to a running relay).
+    pub fn count_in(dir: &Path) -> anyhow::Result<u64> {
+        Ok(Store::open_to_inspect(dir)?.len()?)
+    }
+
+    /// Event ids of the messages in the queue in `dir`, oldest first, without taking it over.
+    pub fn message_ids_in(dir: &Path) -> anyhow::Result<Vec<String>> {
+        Ok(Store::open_to_inspect(dir)?.message_ids()?)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Shared) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, PublishError> {
+        let shared = self.shared.clone();
+        let result = tokio::task::spawn_blocking(move || work(&shared)).await;
+        let result = match result {
+            Ok(result) => result.map_err(|e| PublishError::Failed(e.to_string())),
+            Err(join) => Err(PublishError::Failed(join.to_string())),
+        };
+        self.shared.healthy.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+}
+
+fn io_error(error: rusqlite::Error) -> std::io::Error {
+    std::io::Error::other(error)
+}
+
+/// A dead letter as one JSON line: the event untouched, with why it failed.
+fn dead_letter_line(message: &Message) -> Vec<u8> {
+    let event = serde_json::from_slice::<&RawValue>(&message.body).ok();
+    let line = json!({
+        "event_id": message.message_id,
+        "event_type": message.event_type,
+        "error": message.header(headers::ERROR),
+        "attempts": message.attempts(),
+        "headers": message.headers,
+        "event": event,
+        "event_text": if event.is_none() { Some(String::from_utf8_lossy(&message.body)) } else { None },
+    });
+    serde_json::to_vec(&line).unwrap_or_default()
+}
+
+#[async_trait]
+impl Publisher for EmbeddedQueue {
+    async fn publish(&self, to: Destination, message: Message) -> Result<(), PublishError> {
+        match to {
+            Destination::Events | Destination::Retry { .. } => {
+                let delay = match to {
+                    Destination::Retry { delay } => delay.min(super::RETRY_TIERS[super::RETRY_TIERS.len() - 1]),
+                    _ => Duration::ZERO,
+                };
+                let due = now_ms() + delay.as_millis() as i64;
+                self.blocking(move |shared| shared.store.insert(&message, due).map_err(io_error)).await?;
+                self.shared.arrived.notify_waiters();
+                Ok(())
+            }
+            Destination::Conversations => {
+                // The record body is compact JSON: one line.
+                self.blocking(move |shared| shared.conversations.append(&message.body)).await
+            }
+            Destination::Dead => self.blocking(move |shared| shared.dead.append(&dead_letter_line(&message))).await,
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.healthy.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl Source for EmbeddedQueue {
+    async fn open(&self, _prefetch: u16) -> Result<Box<dyn Consumer>, ConsumeError> {
+        Ok(Box::new(EmbeddedConsumer { queue: self.clone(), unsettled: Arc::new(Mutex::new(HashSet::new())) }))
+    }
+}
+
+/// Hands out due messages; the ones still unsettled when it is dropped go back to the queue,
+/// as a closed AMQP channel would return them.
+struct EmbeddedConsumer {
+    queue: EmbeddedQueue,
+    unsettled: Arc<Mutex<HashSet<i64>>>,
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    async fn next(&mut self) -> Option<Delivery> {
+        let shared = self.queue.shared.clone();
+        loop {
+            // Registered before looking, so an insert between the look and the wait still wakes us.
+            let arrived = shared.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
+
+            let store = shared.clone();
+            let leased = tokio::task::spawn_blocking(move || {
+                let leased = store.store.lease_next(now_ms())?;
+                let next_due = if leased.is_none() { store.store.next_due()? } else { None };
+                Ok::<_, rusqlite::Error>((leased, next_due))
+            })
+            .await;
+            let (leased, next_due) = match leased {
+                Ok(Ok(found)) => found,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "embedded queue cannot be read");
+                    return None;
+                }
+                Err(_) => return None,
+            };
+            if let Some(leased) = leased {
+                if leased.deliveries > shared.delivery_limit {
+                    self.give_up(leased).await;
+                    continue;
+                }
+                self.unsettled.lock().unwrap_or_else(|p| p.into_inner()).insert(leased.seq);
+                return Some(Delivery {
+                    message: leased.message,
+                    redelivered: leased.deliveries > 1,
+                    acker: Box::new(EmbeddedAcker {
+                        queue: self.queue.clone(),
+                        seq: leased.seq,
+                        unsettled: self.unsettled.clone(),
+                    }),
+                });
+            }
+            let wait = next_due
+                .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_CHECK))
+                .unwrap_or(IDLE_CHECK);
+            tokio::select! {
+                _ = &mut arrived => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+impl EmbeddedConsumer {
+    /// The crash-loop backstop: a message delivered more than the limit goes to `dead.jsonl`.
+    async fn give_up(&self, leased: store::Leased) {
+        let mut message = leased.message;
+        message.headers.insert(
+            headers::ERROR.to_owned(),
+            format!("delivered {} times without being settled", leased.deliveries - 1),
+        );
+        let seq = leased.seq;
+        let result = self
+            .queue
+            .blocking(move |shared| {
+                shared.dead.append(&dead_letter_line(&message))?;
+                shared.store.remove(seq).map_err(io_error)
+            })
+            .await;
+        if let Err(error) = result {
+            tracing::error!(%error, "could not dead-letter a message past its delivery limit");
+        }
+    }
+}
+
+impl Drop for EmbeddedConsumer {
+    fn drop(&mut self) {
+        let seqs: Vec<i64> = self.unsettled.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        if seqs.is_empty() {
+            return;
+        }
+        let shared = self.queue.shared.clone();
+        let release = move || {
+            for seq in seqs {
+                let _ = shared.store.release(seq);
+            }
+            shared.arrived.notify_waiters();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(release)),
+            Err(_) => release(),
+        }
+    }
+}
+
+struct EmbeddedAcker {
+    queue: EmbeddedQueue,
+    seq: i64,
+    unsettled: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl EmbeddedAcker {
+    fn settled(&self) {
+        self.unsettled.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.seq);
+    }
+}
+
+#[async_trait]
+impl Acker for EmbeddedAcker {
+    async fn ack(&self) -> Result<(), ConsumeError> {
+        let seq = self.seq;
+        self.queue
+            .blocking(move |shared| shared.store.remove(seq).map_err(io_error))
+            .await
+            .map_err(|e| ConsumeError::Unavailable(e.to_string()))?;
+        self.settled();
+        Ok(())
+    }
+
+    async fn requeue(&self) -> Result<(), ConsumeError> {
+        let seq = self.seq;
+        self.queue
+            .blocking(move |shared| shared.store.release(seq).map_err(io_error))
+            .await
+            .map_err(|e| ConsumeError::Unavailable(e.to_string()))?;
+        self.settled();
+        self.queue.shared.arrived.notify_waiters();
+        Ok(())
+    }
+}

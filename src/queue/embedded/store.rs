@@ -1,0 +1,149 @@
+//! The embedded queue's storage: one SQLite table in WAL mode with `synchronous=FULL`, so a
+//! committed insert is on disk (fsync'd) before the receiver answers 204.
+//!
+//! Every call is blocking; callers run them on tokio's blocking pool.
+
+use std::{collections::BTreeMap, path::Path, sync::Mutex};
+
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::queue::Message;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id   TEXT    NOT NULL,
+    event_type   TEXT    NOT NULL,
+    timestamp    INTEGER NOT NULL,
+    headers      TEXT    NOT NULL,
+    body         BLOB    NOT NULL,
+    available_at INTEGER NOT NULL,  -- Unix milliseconds: retries wait until then
+    leased       INTEGER NOT NULL DEFAULT 0,
+    deliveries   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_ready ON messages (leased, available_at, seq);
+";
+
+/// A message handed to a consumer, not yet settled.
+pub struct Leased {
+    pub seq: i64,
+    pub message: Message,
+    /// Deliveries including this one: the crash-loop backstop counts them.
+    pub deliveries: u32,
+}
+
+pub struct Store {
+    connection: Mutex<Connection>,
+}
+
+type StoreResult<T> = Result<T, rusqlite::Error>;
+
+impl Store {
+    /// Opens (or creates) `queue.sqlite3` in `dir`. Leases left by a process that died are
+    /// released: in one process, nothing else can hold them.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        let connection = Connection::open(dir.join("queue.sqlite3"))?;
+        // WAL: readers never block the writer. FULL: the WAL is fsync'd at every commit, which
+        // is what makes a 204 durable across a power cut, not only a process crash.
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        connection.execute_batch(SCHEMA)?;
+        connection.execute("UPDATE messages SET leased = 0 WHERE leased = 1", [])?;
+        Ok(Self { connection: Mutex::new(connection) })
+    }
+
+    /// Opens the store only to count what it holds, leaving leases alone (for tools and tests
+    /// that look at a queue another process runs).
+    pub fn open_to_inspect(dir: &Path) -> StoreResult<Self> {
+        let connection = Connection::open(dir.join("queue.sqlite3"))?;
+        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Self { connection: Mutex::new(connection) })
+    }
+
+    fn connection(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, message: &Message, available_at_ms: i64) -> StoreResult<()> {
+        let headers = serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into());
+        self.connection().execute(
+            "INSERT INTO messages (message_id, event_type, timestamp, headers, body, available_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                message.message_id,
+                message.event_type,
+                message.timestamp as i64,
+                headers,
+                message.body.as_ref(),
+                available_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Leases the oldest message that is due, counting the delivery.
+    pub fn lease_next(&self, now_ms: i64) -> StoreResult<Option<Leased>> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        let row = transaction
+            .query_row(
+                "SELECT seq, message_id, event_type, timestamp, headers, body, deliveries FROM messages
+                 WHERE leased = 0 AND available_at <= ?1 ORDER BY available_at, seq LIMIT 1",
+                [now_ms],
+                |row| {
+                    let headers: String = row.get(4)?;
+                    let body: Vec<u8> = row.get(5)?;
+                    Ok(Leased {
+                        seq: row.get(0)?,
+                        message: Message {
+                            body: Bytes::from(body),
+                            message_id: row.get(1)?,
+                            event_type: row.get(2)?,
+                            timestamp: row.get::<_, i64>(3)?.max(0) as u64,
+                            headers: serde_json::from_str::<BTreeMap<String, String>>(&headers).unwrap_or_default(),
+                        },
+                        deliveries: row.get::<_, u32>(6)? + 1,
+                    })
+                },
+            )
+            .optional()?;
+        if let Some(leased) = &row {
+            transaction.execute(
+                "UPDATE messages SET leased = 1, deliveries = ?2 WHERE seq = ?1",
+                params![leased.seq, leased.deliveries],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(row)
+    }
+
+    /// When the next unleased message falls due, if any.
+    pub fn next_due(&self) -> StoreResult<Option<i64>> {
+        self.connection().query_row("SELECT MIN(available_at) FROM messages WHERE leased = 0", [], |row| row.get(0))
+    }
+
+    /// Done with the message: it leaves the queue.
+    pub fn remove(&self, seq: i64) -> StoreResult<()> {
+        self.connection().execute("DELETE FROM messages WHERE seq = ?1", [seq]).map(|_| ())
+    }
+
+    /// Gives a leased message back for another delivery.
+    pub fn release(&self, seq: i64) -> StoreResult<()> {
+        self.connection().execute("UPDATE messages SET leased = 0 WHERE seq = ?1", [seq]).map(|_| ())
+    }
+
+    /// Event ids of the messages in the queue, oldest first.
+    pub fn message_ids(&self) -> StoreResult<Vec<String>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare("SELECT message_id FROM messages ORDER BY seq")?;
+        let ids = statement.query_map([], |row| row.get(0))?.collect();
+        ids
+    }
+
+    /// Messages in the queue, leased or not.
+    pub fn len(&self) -> StoreResult<u64> {
+        self.connection().query_row("SELECT COUNT(*) FROM messages", [], |row| row.get::<_, i64>(0)).map(|n| n as u64)
+    }
+}

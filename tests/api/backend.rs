@@ -1,0 +1,247 @@
+//! The queue a test runs on: real RabbitMQ, or the embedded queue in a temporary directory.
+//! Behaviour tests run on both through [`both_backends!`].
+
+use std::{collections::HashSet, path::PathBuf, sync::Mutex, time::Duration};
+
+use polyai_relay::{
+    config::{BrokerSettings, EventTypes},
+    queue::embedded::{EmbeddedQueue, CONVERSATIONS_FILE, DEAD_FILE},
+};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{value::RawValue, Value};
+
+use crate::broker::{TestBroker, MESSAGE_WAIT};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Amqp,
+    Embedded,
+}
+
+/// Defines each `async fn name(backend: Backend)` once and a `#[tokio::test]` for it in
+/// modules `amqp` and `embedded`.
+macro_rules! both_backends {
+    ($(async fn $name:ident($backend:ident: Backend) $body:block)*) => {
+        $(async fn $name($backend: crate::backend::Backend) $body)*
+        mod amqp {
+            $(#[tokio::test] async fn $name() { super::$name(crate::backend::Backend::Amqp).await })*
+        }
+        mod embedded {
+            $(#[tokio::test] async fn $name() { super::$name(crate::backend::Backend::Embedded).await })*
+        }
+    };
+}
+pub(crate) use both_backends;
+
+/// An enriched record as a consumer sees it.
+pub struct Record {
+    pub json: Value,
+    /// The AMQP delivery, on RabbitMQ (properties and routing key).
+    pub delivery: Option<lapin::message::Delivery>,
+}
+
+/// A dead letter, whichever backend wrote it.
+pub struct DeadLetter {
+    pub event_id: String,
+    pub error: Option<String>,
+    pub attempts: Option<String>,
+    /// The raw event, byte for byte.
+    pub event: Vec<u8>,
+}
+
+/// A directory that is deleted with the test.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("relay-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub enum TestQueue {
+    Amqp(Box<TestBroker>),
+    Embedded { dir: TempDir, records_read: Mutex<usize>, dead_read: Mutex<usize> },
+}
+
+impl TestQueue {
+    pub async fn new(backend: Backend, event_types: EventTypes) -> Self {
+        match backend {
+            Backend::Amqp => Self::Amqp(Box::new(TestBroker::new(event_types).await)),
+            Backend::Embedded => {
+                Self::Embedded { dir: TempDir::new(), records_read: Mutex::new(0), dead_read: Mutex::new(0) }
+            }
+        }
+    }
+
+    /// Broker settings for the relay; `amqp_url` overrides the broker's address.
+    pub fn settings(&self, event_types: EventTypes, amqp_url: Option<String>) -> BrokerSettings {
+        match self {
+            Self::Amqp(broker) => BrokerSettings {
+                amqp_url: Some(SecretString::from(amqp_url.unwrap_or_else(|| broker.url.clone()))),
+                data_dir: PathBuf::from("unused"),
+                topology: broker.topology.clone(),
+            },
+            Self::Embedded { dir, .. } => BrokerSettings {
+                amqp_url: None,
+                data_dir: dir.0.clone(),
+                topology: TestBroker::topology_for("embedded", event_types),
+            },
+        }
+    }
+
+    /// The RabbitMQ broker, for tests of RabbitMQ-only behaviour.
+    pub fn broker(&self) -> &TestBroker {
+        match self {
+            Self::Amqp(broker) => broker,
+            Self::Embedded { .. } => panic!("this test needs RabbitMQ"),
+        }
+    }
+
+    pub async fn next_record(&self) -> Record {
+        match self {
+            Self::Amqp(broker) => {
+                let delivery = broker.next_message(broker.conversations_queue()).await;
+                Record {
+                    json: serde_json::from_slice(&delivery.data).expect("record is JSON"),
+                    delivery: Some(delivery),
+                }
+            }
+            Self::Embedded { dir, records_read, .. } => {
+                let line = next_line(&dir.0.join(CONVERSATIONS_FILE), records_read).await;
+                Record { json: serde_json::from_str(&line).expect("record is JSON"), delivery: None }
+            }
+        }
+    }
+
+    pub async fn next_dead_letter(&self) -> DeadLetter {
+        match self {
+            Self::Amqp(broker) => {
+                let delivery = broker.next_message(&broker.topology.dead_queue).await;
+                DeadLetter {
+                    event_id: delivery.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default(),
+                    error: crate::helpers::header(&delivery, "x-relay-error"),
+                    attempts: crate::helpers::header(&delivery, "x-relay-attempts"),
+                    event: delivery.data,
+                }
+            }
+            Self::Embedded { dir, dead_read, .. } => {
+                #[derive(Deserialize)]
+                struct Line {
+                    event_id: String,
+                    error: Option<String>,
+                    attempts: u32,
+                    event: Box<RawValue>,
+                }
+                let line = next_line(&dir.0.join(DEAD_FILE), dead_read).await;
+                let line: Line = serde_json::from_str(&line).expect("dead letter line");
+                DeadLetter {
+                    event_id: line.event_id,
+                    error: line.error,
+                    attempts: Some(line.attempts.to_string()),
+                    event: line.event.get().as_bytes().to_vec(),
+                }
+            }
+        }
+    }
+
+    /// Events waiting for the worker.
+    pub async fn pending(&self) -> u64 {
+        match self {
+            Self::Amqp(broker) => u64::from(broker.ready_count(&broker.topology.enrich_queue).await),
+            Self::Embedded { dir, .. } => EmbeddedQueue::count_in(&dir.0).expect("queue readable"),
+        }
+    }
+
+    /// Dead letters written so far (not counting ones already read).
+    pub async fn dead_count(&self) -> u64 {
+        match self {
+            Self::Amqp(broker) => u64::from(broker.ready_count(&broker.topology.dead_queue).await),
+            Self::Embedded { dir, dead_read, .. } => {
+                let text = std::fs::read_to_string(dir.0.join(DEAD_FILE)).unwrap_or_default();
+                (text.lines().count() - *dead_read.lock().unwrap()) as u64
+            }
+        }
+    }
+
+    /// Event ids of the enriched records written so far.
+    pub async fn enriched_ids(&self) -> HashSet<String> {
+        match self {
+            Self::Amqp(broker) => broker.drain_ids(broker.conversations_queue()).await,
+            Self::Embedded { dir, .. } => std::fs::read_to_string(dir.0.join(CONVERSATIONS_FILE))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter_map(|record| record["event_id"].as_str().map(str::to_owned))
+                .collect(),
+        }
+    }
+
+    /// Event ids of the events waiting for the worker.
+    pub async fn pending_ids(&self) -> HashSet<String> {
+        match self {
+            Self::Amqp(broker) => broker.drain_ids(&broker.topology.enrich_queue).await,
+            Self::Embedded { dir, .. } => {
+                EmbeddedQueue::message_ids_in(&dir.0).expect("queue readable").into_iter().collect()
+            }
+        }
+    }
+
+    /// The settings a relay process needs to use this queue, as environment variables.
+    pub fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Self::Amqp(broker) => {
+                let t = &broker.topology;
+                vec![
+                    ("AMQP_URL".into(), broker.url.clone()),
+                    ("RELAY_EVENTS_EXCHANGE".into(), t.events_exchange.clone()),
+                    ("RELAY_ENRICH_QUEUE".into(), t.enrich_queue.clone()),
+                    ("RELAY_CONVERSATIONS_EXCHANGE".into(), t.conversations_exchange.clone()),
+                    ("RELAY_CONVERSATIONS_QUEUE".into(), broker.conversations_queue().to_owned()),
+                    ("RELAY_DEAD_EXCHANGE".into(), t.dead_exchange.clone()),
+                    ("RELAY_DEAD_QUEUE".into(), t.dead_queue.clone()),
+                ]
+            }
+            Self::Embedded { dir, .. } => vec![("RELAY_DATA_DIR".into(), dir.0.display().to_string())],
+        }
+    }
+
+    /// Polls [`Self::pending`] until it equals `expected`; panics after [`MESSAGE_WAIT`].
+    pub async fn wait_for_pending(&self, expected: u64) {
+        let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
+        loop {
+            let count = self.pending().await;
+            if count == expected {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{count} events pending, expected {expected}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Waits for line number `*read` of a JSON Lines file and moves the cursor past it.
+async fn next_line(path: &std::path::Path, read: &Mutex<usize>) -> String {
+    let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        {
+            let mut index = read.lock().unwrap();
+            // Only complete lines: the writer may be mid-append.
+            if let Some(line) = text.split_inclusive('\n').filter(|l| l.ends_with('\n')).nth(*index) {
+                *index += 1;
+                return line.trim_end().to_owned();
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no new line in {} within {MESSAGE_WAIT:?}", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

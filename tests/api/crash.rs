@@ -1,0 +1,111 @@
+//! A killed process (SIGKILL: no drain, no goodbye) loses nothing it answered 204: after a
+//! restart every such event is enriched. Duplicates are allowed; losses are not.
+
+use std::{collections::HashSet, time::Duration};
+
+use futures_util::{stream, StreamExt};
+use polyai_relay::{config::EventTypes, signature::sign};
+
+use crate::{
+    backend::{both_backends, TestQueue},
+    broker::MESSAGE_WAIT,
+    fake_polyai::{FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
+    helpers::{completed, now, SECRET},
+    process::RelayProcess,
+};
+
+fn relay_env(queue: &TestQueue, polyai: &FakePolyai) -> Vec<(String, String)> {
+    let mut env = queue.env();
+    env.extend(
+        [
+            ("POLYAI_WEBHOOK_SECRET", SECRET),
+            ("POLYAI_API_KEY", API_KEY),
+            ("POLYAI_BASE_URL", &polyai.base_url),
+            ("POLYAI_ACCOUNT_ID", ACCOUNT),
+            ("POLYAI_PROJECT_ID", PROJECT),
+            ("RELAY_API_CONCURRENCY", "4"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    env
+}
+
+async fn start(env: &[(String, String)]) -> RelayProcess {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let relay = RelayProcess::spawn(&["run"], &env).await;
+    relay.wait_ready().await;
+    relay
+}
+
+/// Posts events one after another (4 at a time) until `kill_after` were accepted, then kills
+/// the relay while the rest are in flight; returns the ids answered 204.
+async fn stream_then_kill(relay: &mut RelayProcess, total: usize, kill_after: usize) -> HashSet<String> {
+    let http = reqwest::Client::new();
+    let url = relay.url("/polyai-events");
+    let mut accepted = HashSet::new();
+    let mut responses = stream::iter(0..total)
+        .map(|i| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let id = format!("evt-{i}");
+                let body = completed(&format!("CA{i}"));
+                let ts = now().to_string();
+                let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
+                let sent = http
+                    .post(&url)
+                    .header("x-polyai-timestamp", &ts)
+                    .header("x-polyai-signature", signature)
+                    .header("x-polyai-event-id", &id)
+                    .body(body)
+                    .send()
+                    .await;
+                (id, sent.ok().map(|r| r.status().as_u16()))
+            }
+        })
+        .buffer_unordered(4);
+    let mut killed = false;
+    while let Some((id, status)) = responses.next().await {
+        if status == Some(204) {
+            accepted.insert(id);
+        }
+        if !killed && accepted.len() >= kill_after {
+            relay.child.start_kill().expect("SIGKILL");
+            killed = true;
+        }
+    }
+    assert!(killed, "the relay was killed mid-stream");
+    relay.child.wait().await.expect("reaped");
+    accepted
+}
+
+/// Collects enriched event ids until every one of `expected` has been seen.
+async fn wait_until_enriched(queue: &TestQueue, expected: &HashSet<String>) -> HashSet<String> {
+    let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
+    let mut seen = HashSet::new();
+    loop {
+        seen.extend(queue.enriched_ids().await);
+        let missing: Vec<_> = expected.difference(&seen).collect();
+        if missing.is_empty() {
+            return seen;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "answered 204 but never enriched: {missing:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+both_backends! {
+    async fn a_relay_killed_mid_stream_enriches_every_accepted_event_after_a_restart(backend: Backend) {
+        let queue = TestQueue::new(backend, EventTypes::Only(vec!["conversation.completed".into()])).await;
+        let polyai = FakePolyai::start().await;
+        // Slow answers keep enrichments between fetch and ack when the kill lands.
+        polyai.always(Reply::Slow(Duration::from_millis(150)));
+        let env = relay_env(&queue, &polyai);
+
+        let mut relay = start(&env).await;
+        let accepted = stream_then_kill(&mut relay, 60, 20).await;
+        assert!(accepted.len() >= 20);
+
+        let _restarted = start(&env).await;
+        wait_until_enriched(&queue, &accepted).await;
+    }
+}

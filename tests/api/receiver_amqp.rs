@@ -1,0 +1,144 @@
+//! RabbitMQ-only receiver behaviour: message properties, and the broker failing in each way.
+
+use std::time::Duration;
+
+use polyai_relay::signature::sign;
+
+use crate::helpers::{completed, header, now, spawn_app_with, Options, SECRET};
+
+fn receiver_only() -> Options {
+    Options { worker: false, ..Options::default() }
+}
+
+#[tokio::test]
+async fn a_signed_event_is_answered_204_and_enqueued_with_every_property() {
+    let app = spawn_app_with(receiver_only()).await;
+    let body = completed("CA0001");
+    let ts = now().to_string();
+    let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
+    let response = app
+        .post(&body, &[("x-polyai-timestamp", &ts), ("x-polyai-signature", &signature), ("x-polyai-event-id", "evt_1")])
+        .await;
+    assert_eq!(response.status(), 204);
+
+    let delivery = app.queue.broker().next_message(&app.queue.broker().topology.enrich_queue).await;
+    assert_eq!(delivery.data, body.as_bytes(), "the body is forwarded byte for byte");
+    assert_eq!(delivery.routing_key.as_str(), "conversation.completed");
+    let p = &delivery.properties;
+    assert_eq!(p.content_type().as_ref().unwrap().as_str(), "application/json");
+    assert_eq!(*p.delivery_mode(), Some(2));
+    assert_eq!(p.message_id().as_ref().unwrap().as_str(), "evt_1");
+    assert_eq!(p.kind().as_ref().unwrap().as_str(), "conversation.completed");
+    assert_eq!(p.app_id().as_ref().unwrap().as_str(), "polyai-relay");
+    assert!(p.timestamp().unwrap() >= now() as u64 - 60);
+    assert_eq!(header(&delivery, "x-polyai-timestamp").as_deref(), Some(ts.as_str()));
+    assert_eq!(header(&delivery, "x-relay-signature-scheme").as_deref(), Some("timestamped"));
+    let received_at = header(&delivery, "x-relay-received-at").unwrap();
+    assert!(time::OffsetDateTime::parse(&received_at, &time::format_description::well_known::Rfc3339).is_ok());
+}
+
+#[tokio::test]
+async fn a_body_signed_event_is_accepted_and_its_id_is_a_digest_of_the_body() {
+    let app = spawn_app_with(receiver_only()).await;
+    let body = completed("CA0002");
+    let signature = sign(SECRET.as_bytes(), None, body.as_bytes());
+    assert_eq!(app.post(&body, &[("x-polyai-signature", &signature)]).await.status(), 204);
+
+    let delivery = app.queue.broker().next_message(&app.queue.broker().topology.enrich_queue).await;
+    assert_eq!(header(&delivery, "x-relay-signature-scheme").as_deref(), Some("body"));
+    let id = delivery.properties.message_id().as_ref().unwrap().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+}
+
+#[tokio::test]
+async fn an_event_no_queue_is_bound_for_gets_503_not_204() {
+    let app = spawn_app_with(receiver_only()).await;
+    // Take the binding away under the relay: the broker returns the mandatory publish.
+    let channel = app.queue.broker().channel().await;
+    channel
+        .queue_unbind(
+            app.queue.broker().topology.enrich_queue.as_str().into(),
+            app.queue.broker().topology.events_exchange.as_str().into(),
+            "conversation.completed".into(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let response = app.post_signed(&completed("CA0009")).await;
+    assert_eq!(response.status(), 503);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(r#"result="returned""#), "{metrics}");
+}
+
+#[tokio::test]
+async fn with_the_broker_down_requests_get_503_with_retry_after_inside_the_deadline() {
+    let options = Options {
+        amqp_url: Some("amqp://guest:guest@127.0.0.1:1/%2f".into()),
+        ack_deadline: Duration::from_millis(500),
+        ..receiver_only()
+    };
+    let app = spawn_app_with(options).await;
+    let started = std::time::Instant::now();
+    let response = app.post_signed(&completed("CA0008")).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert!(started.elapsed() < Duration::from_secs(3), "answered within the deadline, not after a hang");
+    assert_eq!(app.get("/readyz").await.status(), 503);
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_backlog_of_the_workers_queue_is_reported() {
+    let app = spawn_app_with(receiver_only()).await;
+    let backlog = format!(r#"relay_queue_backlog{{queue="{}"}}"#, app.queue.broker().topology.enrich_queue);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !app.get("/metrics").await.text().await.unwrap().contains(&backlog) {
+        assert!(tokio::time::Instant::now() < deadline, "{backlog} never reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A RabbitMQ policy for the length of a test (the way an operator would set a limit).
+struct Policy(String);
+
+impl Policy {
+    async fn set(queue: &str, definition: &str) -> Self {
+        let pattern = format!("^{}$", regex_escape(queue));
+        let status = tokio::process::Command::new("rabbitmqctl")
+            .args(["set_policy", "--apply-to", "queues", queue, &pattern, definition])
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        Self(queue.to_owned())
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl").args(["clear_policy", &self.0]).output();
+    }
+}
+
+fn regex_escape(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\{c}") }).collect()
+}
+
+#[tokio::test]
+async fn a_publish_the_broker_nacks_gets_503() {
+    let app = spawn_app_with(receiver_only()).await;
+    // A full queue with reject-publish overflow makes the broker nack new messages.
+    let _policy = Policy::set(&app.queue.broker().topology.enrich_queue, r#"{"max-length":0}"#).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = app.post_signed(&completed("CA0011")).await;
+        if response.status() == 503 {
+            break;
+        }
+        // Policies reach the queue a moment after rabbitmqctl returns.
+        assert!(tokio::time::Instant::now() < deadline, "never nacked: {}", response.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(r#"result="nack""#), "{metrics}");
+}
