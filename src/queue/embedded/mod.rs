@@ -302,3 +302,6 @@ impl Acker for EmbeddedAcker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::*;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("relay-embedded-{}", uuid::Uuid::new_v4().simple()));
+        Self(path)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn message(id: &str) -> Message {
+    Message {
+        body: Bytes::from_static(br#"{"type":"conversation.completed"}"#),
+        message_id: id.into(),
+        event_type: "conversation.completed".into(),
+        timestamp: 1,
+        headers: BTreeMap::from([(headers::ATTEMPTS.to_owned(), "2".to_owned())]),
+    }
+}
+
+#[tokio::test]
+async fn a_published_event_is_delivered_with_its_properties_and_gone_once_acked() {
+    let dir = Dir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    queue.publish(Destination::Events, message("evt_1")).await.unwrap();
+    let mut consumer = Source::open(&queue, 1).await.unwrap();
+    let delivery = consumer.next().await.unwrap();
+    assert_eq!(delivery.message, message("evt_1"));
+    assert!(!delivery.redelivered);
+    delivery.acker.ack().await.unwrap();
+    assert_eq!(queue.pending().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn leases_of_a_process_that_died_are_released_on_the_next_open() {
+    let dir = Dir::new();
+    {
+        let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+        queue.publish(Destination::Events, message("evt_1")).await.unwrap();
+        let mut consumer = Source::open(&queue, 1).await.unwrap();
+        let delivery = consumer.next().await.unwrap();
+        // A crash: neither settled nor released.
+        std::mem::forget(delivery);
+        std::mem::forget(consumer);
+    }
+    let reopened = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let delivery = Source::open(&reopened, 1).await.unwrap().next().await.unwrap();
+    assert_eq!(delivery.message.message_id, "evt_1");
+    assert!(delivery.redelivered);
+}
+
+#[tokio::test]
+async fn a_message_past_its_delivery_limit_goes_to_the_dead_letter_file() {
+    let dir = Dir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 2).unwrap();
+    queue.publish(Destination::Events, message("evt_poison")).await.unwrap();
+    queue.publish(Destination::Events, message("evt_fine")).await.unwrap();
+    for _ in 0..2 {
+        let mut consumer = Source::open(&queue, 1).await.unwrap();
+        let delivery = consumer.next().await.unwrap();
+        assert_eq!(delivery.message.message_id, "evt_poison");
+        drop(delivery);
+        // Dropping the consumer gives the unsettled message back (the next consumer is woken by it).
+        drop(consumer);
+    }
+    let mut consumer = Source::open(&queue, 1).await.unwrap();
+    assert_eq!(consumer.next().await.unwrap().message.message_id, "evt_fine");
+    let dead = std::fs::read_to_string(dir.0.join(DEAD_FILE)).unwrap();
+    let line: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
+    assert_eq!(line["event_id"], "evt_poison");
+    assert!(line["error"].as_str().unwrap().contains("delivered 2 times"));
+}
+
+#[tokio::test]
+async fn a_retry_is_not_delivered_before_its_delay() {
+    let dir = Dir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    queue.publish(Destination::Retry { delay: Duration::from_millis(300) }, message("evt_later")).await.unwrap();
+    let started = std::time::Instant::now();
+    let delivery = Source::open(&queue, 1).await.unwrap().next().await.unwrap();
+    assert_eq!(delivery.message.message_id, "evt_later");
+    assert!(started.elapsed() >= Duration::from_millis(290), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_torn_last_line_is_ended_before_the_next_record() {
+    let dir = Dir::new();
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let path = dir.0.join(CONVERSATIONS_FILE);
+    std::fs::write(&path, "{\"whole\":1}\n{\"torn\":").unwrap();
+    JsonLines::open(&path).unwrap().append(b"{\"next\":2}").unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().last().unwrap(), "{\"next\":2}");
+}
