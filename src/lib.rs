@@ -7,6 +7,7 @@ pub mod event;
 pub mod polyai;
 pub mod queue;
 pub mod receiver;
+pub mod sender;
 pub mod shutdown;
 pub mod signature;
 pub mod telemetry;

@@ -1,6 +1,7 @@
 //! The command line: one file per command.
 
 mod run;
+mod send;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,8 @@ pub enum Command {
     Serve(run::ServeArgs),
     /// Worker only: enrich queued events.
     Work(run::WorkArgs),
+    /// Sign and POST events the way PolyAI does; a load generator with --count and --concurrency.
+    Send(send::SendArgs),
 }
 
 impl Cli {
@@ -35,6 +38,7 @@ impl Cli {
             Command::Run(args) => args.execute().await,
             Command::Serve(args) => args.execute().await,
             Command::Work(args) => args.execute().await,
+            Command::Send(args) => args.execute().await,
         }
     }
 }

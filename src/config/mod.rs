@@ -10,6 +10,7 @@ mod values;
 
 pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};
 pub use hosts::Region;
+pub use secret::secret_value;
 pub use values::{parse_duration, parse_list, parse_size};
 
 use std::{net::SocketAddr, time::Duration};

@@ -12,5 +12,6 @@ mod process;
 mod receiver;
 mod receiver_amqp;
 mod secrets;
+mod send;
 mod shutdown;
 mod worker;

@@ -105,13 +105,20 @@ impl RelayProcess {
 
 /// Runs a command that should fail at start-up; returns its exit code and stderr.
 pub async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let (code, _, stderr) = run_to_exit_with_stdout(args, env).await;
+    (code, stderr)
+}
+
+/// Runs a command to its end; returns its exit code, stdout and stderr.
+pub async fn run_to_exit_with_stdout(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut command = relay_command(args);
     for (name, value) in env {
         command.env(name, value);
     }
-    let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
         .await
         .expect("exits in time")
         .expect("binary runs");
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code(), text(&output.stdout), text(&output.stderr))
 }

@@ -1,0 +1,50 @@
+//! `polyai-relay send` against the real receiver: signed the way the relay verifies, counted right.
+
+use crate::{
+    backend::Backend,
+    helpers::{spawn_app_with, Options, SECRET},
+    process::run_to_exit_with_stdout,
+};
+
+fn receiver_only() -> Options {
+    Options { backend: Backend::Embedded, worker: false, ..Options::default() }
+}
+
+#[tokio::test]
+async fn a_load_run_reports_throughput_statuses_and_percentiles_and_every_event_arrives() {
+    let app = spawn_app_with(receiver_only()).await;
+    let url = app.url("/polyai-events");
+    let args = ["send", "--url", &url, "--count", "40", "--concurrency", "4", "--body-size", "600"];
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&args, &[("POLYAI_WEBHOOK_SECRET", SECRET)]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("requests: 40"), "{stdout}");
+    assert!(stdout.contains("204: 40"), "{stdout}");
+    assert!(stdout.contains("p50") && stdout.contains("p99") && stdout.contains("max"), "{stdout}");
+    app.queue.wait_for_pending(40).await;
+}
+
+#[tokio::test]
+async fn both_schemes_verify_and_a_single_send_prints_its_outcome() {
+    let app = spawn_app_with(receiver_only()).await;
+    let url = app.url("/polyai-events");
+    for scheme in ["timestamped", "body"] {
+        let args =
+            ["send", "--url", &url, "--scheme", scheme, "--conversation-id", "CAone", "--type", "handoff.created"];
+        let (code, stdout, _) = run_to_exit_with_stdout(&args, &[("POLYAI_WEBHOOK_SECRET", SECRET)]).await;
+        assert_eq!(code, Some(0), "{scheme}: {stdout}");
+        assert!(stdout.starts_with("204 evt_") && stdout.contains("CAone"), "{stdout}");
+    }
+    app.queue.wait_for_pending(2).await;
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_refused_and_the_exit_code_says_so() {
+    let app = spawn_app_with(receiver_only()).await;
+    let url = app.url("/polyai-events");
+    let args = ["send", "--url", &url, "--count", "3"];
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&args, &[("POLYAI_WEBHOOK_SECRET", "wrong")]).await;
+    assert_eq!(code, Some(1));
+    assert!(stdout.contains("401: 3"), "{stdout}");
+    assert!(stderr.contains("not every request"), "{stderr}");
+    assert_eq!(app.queue.pending().await, 0);
+}
