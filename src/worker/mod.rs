@@ -32,6 +32,9 @@ use crate::{
 /// to the queue when the consumer closes. Keeps the whole shutdown well inside 10 s.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// How often a worker waiting for the publisher looks again.
+const PUBLISHER_CHECK: Duration = Duration::from_millis(100);
+
 /// How to settle a delivery once it has been processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settle {
@@ -119,13 +122,25 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let mut tasks = JoinSet::new();
         let mut paused = self.paused.subscribe();
-        loop {
+        'consuming: loop {
             // Take a slot before a delivery, so events wait in the queue, not in memory.
             let slot = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = paused.wait_for(|p| *p) => break,
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             };
+            // Nor take one while its outcome cannot be published (broker down or blocking
+            // publishers): it would only wait in memory for the broker.
+            if !self.publisher.is_ready() {
+                tracing::warn!("the queue does not take publishes; the worker waits for it");
+                while !self.publisher.is_ready() {
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => break 'consuming,
+                        _ = tokio::time::sleep(PUBLISHER_CHECK) => {}
+                    }
+                }
+                tracing::info!("the queue takes publishes again; the worker resumes");
+            }
             let delivery = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
                 _ = paused.wait_for(|p| *p) => break,

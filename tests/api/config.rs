@@ -63,7 +63,15 @@ async fn a_secret_given_twice_is_refused() {
 async fn without_a_broker_url_the_relay_runs_on_the_embedded_queue_and_says_so() {
     let dir = crate::backend::TempDir::new();
     let data_dir = dir.0.display().to_string();
-    let mut relay = RelayProcess::spawn(&["serve"], &[SECRET, ("RELAY_DATA_DIR", &data_dir)]).await;
+    let env = [
+        SECRET,
+        ("RELAY_DATA_DIR", data_dir.as_str()),
+        ("POLYAI_API_KEY", "k"),
+        ("POLYAI_BASE_URL", "http://127.0.0.1:9"),
+        ("POLYAI_ACCOUNT_ID", "ws-1"),
+        ("POLYAI_PROJECT_ID", "PROJECT-1"),
+    ];
+    let mut relay = RelayProcess::spawn(&["run"], &env).await;
     relay.wait_ready().await;
     relay.terminate();
     assert_eq!(relay.wait_for_exit(std::time::Duration::from_secs(10)).await, Some(0));
@@ -74,4 +82,11 @@ async fn without_a_broker_url_the_relay_runs_on_the_embedded_queue_and_says_so()
 #[tokio::test]
 async fn a_broker_url_of_another_scheme_is_refused() {
     fails_naming(&["serve"], &[SECRET, ("AMQP_URL", "http://127.0.0.1:5672")], &["AMQP_URL", "amqp://"]).await;
+}
+
+#[tokio::test]
+async fn the_embedded_queue_refuses_to_be_split_across_processes() {
+    let dir = crate::backend::TempDir::new();
+    let data_dir = dir.0.display().to_string();
+    fails_naming(&["serve"], &[SECRET, ("RELAY_DATA_DIR", &data_dir)], &["AMQP_URL", "run"]).await;
 }

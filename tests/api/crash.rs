@@ -108,4 +108,27 @@ both_backends! {
         let _restarted = start(&env).await;
         wait_until_enriched(&queue, &accepted).await;
     }
+
+    async fn a_worker_killed_between_the_fetch_and_the_ack_enriches_the_event_after_a_restart(backend: Backend) {
+        let queue = TestQueue::new(backend, EventTypes::Only(vec!["conversation.completed".into()])).await;
+        let polyai = FakePolyai::start().await;
+        polyai.script([Reply::Slow(Duration::from_secs(30))]);
+        let env = relay_env(&queue, &polyai);
+
+        let mut relay = start(&env).await;
+        let http = reqwest::Client::new();
+        let body = completed("CAkilled");
+        let signature = sign(SECRET.as_bytes(), None, body.as_bytes());
+        let response =
+            http.post(relay.url("/polyai-events")).header("x-polyai-signature", signature).body(body).send().await.unwrap();
+        assert_eq!(response.status(), 204);
+        // The worker has fetched and is waiting for the answer: kill it there.
+        polyai.wait_for_requests(1).await;
+        relay.child.start_kill().expect("SIGKILL");
+        relay.child.wait().await.expect("reaped");
+
+        let _restarted = start(&env).await;
+        let record = queue.next_record().await;
+        assert_eq!(record.json["conversation"]["id"], "CAkilled");
+    }
 }

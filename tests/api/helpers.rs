@@ -42,8 +42,10 @@ pub struct Options {
     pub api_rate: Option<f64>,
     pub api_timeout: Duration,
     pub auth_probe_interval: Duration,
-    /// Overrides the broker URL (to point at nothing, say).
+    /// Overrides the broker URL (to point at nothing, or through a proxy).
     pub amqp_url: Option<String>,
+    /// Whether `spawn_app_with` waits for `/readyz` (not when the broker is meant to be unreachable).
+    pub wait_ready: bool,
 }
 
 impl Default for Options {
@@ -65,6 +67,7 @@ impl Default for Options {
             api_timeout: Duration::from_secs(5),
             auth_probe_interval: Duration::from_millis(200),
             amqp_url: None,
+            wait_ready: true,
         }
     }
 }
@@ -135,7 +138,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         shutdown,
         stopped: Some(running.stopped),
     };
-    if options.amqp_url.is_none() {
+    if options.wait_ready {
         app.wait_until_ready().await;
     }
     app

@@ -74,6 +74,7 @@ async fn an_event_no_queue_is_bound_for_gets_503_not_204() {
 async fn with_the_broker_down_requests_get_503_with_retry_after_inside_the_deadline() {
     let options = Options {
         amqp_url: Some("amqp://guest:guest@127.0.0.1:1/%2f".into()),
+        wait_ready: false,
         ack_deadline: Duration::from_millis(500),
         ..receiver_only()
     };

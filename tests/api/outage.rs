@@ -1,0 +1,111 @@
+//! Broker outages, made by cutting a proxy between the relay and RabbitMQ. Every webhook
+//! answered 204 is enriched once the broker is back; while it is away the relay answers 503 in
+//! time and reports not ready.
+
+use std::{collections::HashSet, time::Duration};
+
+use crate::{
+    broker::{amqp_url, MESSAGE_WAIT},
+    fake_polyai::Reply,
+    helpers::{completed, spawn_app_with, Options, TestApp},
+    proxy::Proxy,
+};
+
+async fn proxied_app(options: Options) -> (TestApp, Proxy) {
+    let url = url::Url::parse(&amqp_url()).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5672));
+    let target = tokio::net::lookup_host(target).await.unwrap().next().unwrap();
+    let proxy = Proxy::start(target).await;
+    let app = spawn_app_with(Options { amqp_url: Some(proxy.amqp_url()), ..options }).await;
+    (app, proxy)
+}
+
+async fn post(app: &TestApp, i: usize) -> (String, u16) {
+    let id = format!("CAout{i}");
+    (id.clone(), app.post_signed(&completed(&id)).await.status().as_u16())
+}
+
+/// Conversation ids of enriched records, read until all of `expected` are in.
+async fn enriched_until(app: &TestApp, expected: &HashSet<String>) {
+    let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
+    let mut seen = HashSet::new();
+    while !expected.is_subset(&seen) {
+        assert!(tokio::time::Instant::now() < deadline, "never enriched: {:?}", expected.difference(&seen));
+        let record = app.next_record().await;
+        seen.insert(record.json["conversation"]["id"].as_str().unwrap().to_owned());
+    }
+}
+
+#[tokio::test]
+async fn a_broker_cut_mid_stream_loses_no_accepted_event_and_publishing_resumes() {
+    let options = Options { ack_deadline: Duration::from_millis(500), ..Options::default() };
+    let (app, proxy) = proxied_app(options).await;
+    let mut accepted = HashSet::new();
+    for i in 0..20 {
+        let (id, status) = post(&app, i).await;
+        assert_eq!(status, 204);
+        accepted.insert(id);
+    }
+
+    proxy.cut();
+    app.wait_for_readiness(503).await;
+    for i in 20..30 {
+        let started = std::time::Instant::now();
+        let (id, status) = post(&app, i).await;
+        assert!(status == 503 || status == 204, "{status}");
+        assert!(started.elapsed() < Duration::from_secs(2), "answered within the deadline");
+        if status == 204 {
+            accepted.insert(id);
+        }
+    }
+
+    proxy.restore();
+    let restored = std::time::Instant::now();
+    app.wait_for_readiness(200).await;
+    let (id, status) = post(&app, 30).await;
+    assert_eq!(status, 204);
+    accepted.insert(id);
+    assert!(restored.elapsed() < Duration::from_secs(5), "publishing resumed after {:?}", restored.elapsed());
+    enriched_until(&app, &accepted).await;
+}
+
+#[tokio::test]
+async fn a_cut_between_the_fetch_and_the_publish_loses_nothing() {
+    let (app, proxy) = proxied_app(Options::default()).await;
+    // The worker fetches, the API takes its time, and the broker goes away meanwhile.
+    app.polyai.script([Reply::Slow(Duration::from_millis(800))]);
+    assert_eq!(app.post_signed(&completed("CAmid")).await.status(), 204);
+    app.polyai.wait_for_requests(1).await;
+    proxy.cut();
+    app.wait_for_readiness(503).await;
+    proxy.restore();
+    let record = app.next_record().await;
+    assert_eq!(record.json["conversation"]["id"], "CAmid");
+}
+
+#[tokio::test]
+async fn the_worker_waits_while_the_broker_is_away_and_resumes_without_a_restart() {
+    let (app, proxy) = proxied_app(Options::default()).await;
+    proxy.cut();
+    app.wait_for_readiness(503).await;
+    // Published around the relay while it is cut off: the worker must pick it up once back.
+    let channel = app.queue.broker().channel().await;
+    channel
+        .basic_publish(
+            "".into(),
+            app.queue.broker().topology.enrich_queue.as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            completed("CAback").as_bytes(),
+            lapin::BasicProperties::default()
+                .with_message_id("evt_back".into())
+                .with_type("conversation.completed".into()),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(app.polyai.requests().is_empty());
+    proxy.restore();
+    let record = app.next_record().await;
+    assert_eq!(record.json["conversation"]["id"], "CAback");
+}
