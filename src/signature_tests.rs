@@ -184,3 +184,81 @@ fn debug_output_never_shows_a_secret() {
     assert!(!shown.contains("super-secret-value"));
     assert!(shown.contains("current"));
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECRET: &str = "whsec_property";
+    const NOW: i64 = 1_795_000_000;
+
+    fn signed(body: &[u8], ts: &str) -> UnverifiedEvent {
+        let signature = sign(SECRET.as_bytes(), Some(ts), body);
+        UnverifiedEvent {
+            body: Bytes::copy_from_slice(body),
+            signature: Some(Bytes::from(signature)),
+            timestamp: Some(Bytes::copy_from_slice(ts.as_bytes())),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_signed_body_verifies(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let v = verifier(SECRET, SignatureScheme::Auto);
+            prop_assert!(v.verify(signed(&body, &NOW.to_string()), NOW).is_ok());
+        }
+
+        #[test]
+        fn any_change_to_the_body_fails(
+            body in proptest::collection::vec(any::<u8>(), 1..512),
+            index in any::<prop::sample::Index>(),
+            flip in 1u8..=255,
+        ) {
+            let mut event = signed(&body, &NOW.to_string());
+            let mut changed = body.clone();
+            changed[index.index(body.len())] ^= flip;
+            event.body = Bytes::from(changed);
+            prop_assert_eq!(verifier(SECRET, SignatureScheme::Auto).verify(event, NOW).unwrap_err(), VerifyError::Mismatch);
+        }
+
+        #[test]
+        fn any_change_to_the_timestamp_fails(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            shift in -300i64..=300,
+        ) {
+            prop_assume!(shift != 0);
+            let mut event = signed(&body, &NOW.to_string());
+            event.timestamp = Some(Bytes::from((NOW + shift).to_string()));
+            let v = verifier(SECRET, SignatureScheme::Timestamped);
+            prop_assert_eq!(v.verify(event, NOW).unwrap_err(), VerifyError::Mismatch);
+        }
+
+        #[test]
+        fn any_change_to_the_signature_fails(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            index in 0usize..64,
+            digit in "[0-9a-f]",
+        ) {
+            let mut event = signed(&body, &NOW.to_string());
+            let mut signature = event.signature.take().unwrap().to_vec();
+            prop_assume!(signature[index] != digit.as_bytes()[0]);
+            signature[index] = digit.as_bytes()[0];
+            event.signature = Some(Bytes::from(signature));
+            prop_assert_eq!(verifier(SECRET, SignatureScheme::Auto).verify(event, NOW).unwrap_err(), VerifyError::Mismatch);
+        }
+
+        #[test]
+        fn arbitrary_headers_never_panic_and_never_verify(
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+            signature in proptest::collection::vec(any::<u8>(), 0..80),
+            timestamp in proptest::collection::vec(any::<u8>(), 0..24),
+        ) {
+            let event = UnverifiedEvent {
+                body: Bytes::from(body),
+                signature: Some(Bytes::from(signature)),
+                timestamp: Some(Bytes::from(timestamp)),
+            };
+            prop_assert!(verifier(SECRET, SignatureScheme::Auto).verify(event, NOW).is_err());
+        }
+    }
+}
