@@ -1,5 +1,6 @@
 //! The command line: one file per command.
 
+mod mock_api;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ pub enum Command {
     Serve(run::ServeArgs),
     /// Worker only: enrich queued events.
     Work(run::WorkArgs),
+    /// A local stand-in for PolyAI's APIs: conversations, audio, webhook endpoints, fault injection.
+    MockApi(mock_api::MockApiArgs),
 }
 
 impl Cli {
@@ -35,6 +38,7 @@ impl Cli {
             Command::Run(args) => args.execute().await,
             Command::Serve(args) => args.execute().await,
             Command::Work(args) => args.execute().await,
+            Command::MockApi(args) => args.execute().await,
         }
     }
 }
