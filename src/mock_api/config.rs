@@ -14,7 +14,7 @@ pub const DEFAULT_API_KEY: &str = "mock-api-key";
 pub const DEFAULT_ACCOUNT_ID: &str = "ws-mock";
 pub const DEFAULT_PROJECT_ID: &str = "PROJECT-MOCK";
 /// A fixed default seed, so two runs without flags serve the same conversations.
-pub const DEFAULT_SEED: u64 = 0x0050_4f4c_5941_4921;
+pub const DEFAULT_SEED: u64 = 42;
 
 #[derive(Debug, Clone)]
 pub struct MockConfig {

@@ -21,7 +21,7 @@ pub enum Failure {
     Validation(String),
     #[error("{0}")]
     FilterParse(String),
-    #[error("Request body failed schema validation: {0}")]
+    #[error("Request failed schema validation: {0}")]
     Schema(String),
     #[error("{0}")]
     InvalidId(String),
