@@ -5,6 +5,7 @@ mod broker;
 mod config;
 mod fake_polyai;
 mod helpers;
+mod mock_api;
 mod pipeline;
 mod process;
 mod receiver;
