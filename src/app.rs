@@ -43,8 +43,7 @@ struct Backend {
 }
 
 impl Backend {
-    /// `both`: this process runs the receiver and the worker (the embedded queue needs that).
-    fn open(broker: &BrokerSettings, both: bool, broker_shutdown: CancellationToken) -> anyhow::Result<Self> {
+    fn open(broker: &BrokerSettings, broker_shutdown: CancellationToken) -> anyhow::Result<Self> {
         let topology = &broker.topology;
         match &broker.amqp_url {
             Some(url) => {
@@ -56,9 +55,6 @@ impl Backend {
                     amqp: Some(amqp),
                 })
             }
-            None if !both => anyhow::bail!(
-                "AMQP_URL is not set, and the embedded queue serves one process only: use `run`, or set AMQP_URL to split `serve` and `work`"
-            ),
             None => {
                 let queue = EmbeddedQueue::open(&broker.data_dir, topology.delivery_limit)?;
                 tracing::info!(
@@ -83,11 +79,7 @@ pub async fn start(components: Components, shutdown: CancellationToken) -> anyho
     let metrics = telemetry::metrics();
     // The broker outlives the HTTP server and the worker: it must confirm what they publish while draining.
     let broker_shutdown = CancellationToken::new();
-    let Backend { publisher, source, amqp } = Backend::open(
-        &components.broker,
-        components.receiver.is_some() && components.worker.is_some(),
-        broker_shutdown.clone(),
-    )?;
+    let Backend { publisher, source, amqp } = Backend::open(&components.broker, broker_shutdown.clone())?;
 
     let mut worker_task = None;
     let mut readiness = receiver::publisher_readiness(publisher.clone());

@@ -4,6 +4,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod mock_api;
 pub mod polyai;
 pub mod queue;
 pub mod receiver;

@@ -1,5 +1,6 @@
 //! The command line: one file per command.
 
+mod mock_api;
 mod run;
 mod send;
 
@@ -30,6 +31,8 @@ pub enum Command {
     Work(run::WorkArgs),
     /// Sign and POST events the way PolyAI does; a load generator with --count and --concurrency.
     Send(send::SendArgs),
+    /// A local stand-in for PolyAI's APIs: conversations, audio, webhook endpoints, fault injection.
+    MockApi(mock_api::MockApiArgs),
 }
 
 impl Cli {
@@ -39,6 +42,7 @@ impl Cli {
             Command::Serve(args) => args.execute().await,
             Command::Work(args) => args.execute().await,
             Command::Send(args) => args.execute().await,
+            Command::MockApi(args) => args.execute().await,
         }
     }
 }

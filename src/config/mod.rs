@@ -5,7 +5,7 @@
 
 mod args;
 pub mod hosts;
-mod secret;
+pub mod secret;
 mod values;
 
 pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};

@@ -85,8 +85,12 @@ async fn a_broker_url_of_another_scheme_is_refused() {
 }
 
 #[tokio::test]
-async fn the_embedded_queue_refuses_to_be_split_across_processes() {
+async fn a_second_process_on_the_same_embedded_queue_is_refused() {
     let dir = crate::backend::TempDir::new();
     let data_dir = dir.0.display().to_string();
-    fails_naming(&["serve"], &[SECRET, ("RELAY_DATA_DIR", &data_dir)], &["AMQP_URL", "run"]).await;
+    let mut first = RelayProcess::spawn(&["serve"], &[SECRET, ("RELAY_DATA_DIR", &data_dir)]).await;
+    first.wait_ready().await;
+    fails_naming(&["serve"], &[SECRET, ("RELAY_DATA_DIR", &data_dir)], &["RELAY_DATA_DIR", "in use"]).await;
+    first.terminate();
+    assert_eq!(first.wait_for_exit(std::time::Duration::from_secs(10)).await, Some(0));
 }

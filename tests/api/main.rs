@@ -7,6 +7,7 @@ mod config;
 mod crash;
 mod fake_polyai;
 mod helpers;
+mod mock_api;
 mod outage;
 mod pipeline;
 mod poison;

@@ -33,6 +33,9 @@ pub const DEAD_FILE: &str = "dead.jsonl";
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 struct Shared {
+    /// Held for the life of the queue: a second process on the same directory would reset this
+    /// one's leases and deliver its messages twice, so it is refused instead.
+    _lock: std::fs::File,
     store: Store,
     conversations: JsonLines,
     dead: JsonLines,
@@ -59,6 +62,14 @@ impl EmbeddedQueue {
     pub fn open(dir: &Path, delivery_limit: u32) -> anyhow::Result<Self> {
         use anyhow::Context;
         std::fs::create_dir_all(dir).with_context(|| format!("RELAY_DATA_DIR: cannot create {}", dir.display()))?;
+        let lock = std::fs::File::create(dir.join("lock"))
+            .with_context(|| format!("RELAY_DATA_DIR: cannot write in {}", dir.display()))?;
+        if lock.try_lock().is_err() {
+            anyhow::bail!(
+                "RELAY_DATA_DIR: the embedded queue in {} is in use by another process; one process owns it (set AMQP_URL to run several)",
+                dir.display()
+            );
+        }
         let store =
             Store::open(dir).with_context(|| format!("RELAY_DATA_DIR: cannot open the queue in {}", dir.display()))?;
         let open = |name: &str| {
@@ -66,6 +77,7 @@ impl EmbeddedQueue {
         };
         Ok(Self {
             shared: Arc::new(Shared {
+                _lock: lock,
                 store,
                 conversations: open(CONVERSATIONS_FILE)?,
                 dead: open(DEAD_FILE)?,

@@ -46,13 +46,11 @@ async fn a_published_event_is_delivered_with_its_properties_and_gone_once_acked(
 async fn leases_of_a_process_that_died_are_released_on_the_next_open() {
     let dir = Dir::new();
     {
-        let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-        queue.publish(Destination::Events, message("evt_1")).await.unwrap();
-        let mut consumer = Source::open(&queue, 1).await.unwrap();
-        let delivery = consumer.next().await.unwrap();
-        // A crash: neither settled nor released.
-        std::mem::forget(delivery);
-        std::mem::forget(consumer);
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let store = Store::open(&dir.0).unwrap();
+        store.insert(&message("evt_1"), 0).unwrap();
+        // Leased, then the process dies: neither settled nor released.
+        assert!(store.lease_next(1).unwrap().is_some());
     }
     let reopened = EmbeddedQueue::open(&dir.0, 20).unwrap();
     let delivery = Source::open(&reopened, 1).await.unwrap().next().await.unwrap();
@@ -91,6 +89,14 @@ async fn a_retry_is_not_delivered_before_its_delay() {
     let delivery = Source::open(&queue, 1).await.unwrap().next().await.unwrap();
     assert_eq!(delivery.message.message_id, "evt_later");
     assert!(started.elapsed() >= Duration::from_millis(290), "{:?}", started.elapsed());
+}
+
+#[test]
+fn a_second_owner_of_the_same_directory_is_refused() {
+    let dir = Dir::new();
+    let _first = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let second = EmbeddedQueue::open(&dir.0, 20).err().unwrap().to_string();
+    assert!(second.contains("RELAY_DATA_DIR") && second.contains("in use"), "{second}");
 }
 
 #[test]

@@ -1,0 +1,151 @@
+//! What a mock serves and how it misbehaves: plain structs with defaults, so the `demo` command
+//! and tests can build one in a line and change only what they care about.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use url::Url;
+
+use crate::config::ConfigError;
+
+/// The key the mock accepts when none is configured; printed in `--help`, so never a real one.
+pub const DEFAULT_API_KEY: &str = "mock-api-key";
+pub const DEFAULT_ACCOUNT_ID: &str = "ws-mock";
+pub const DEFAULT_PROJECT_ID: &str = "PROJECT-MOCK";
+/// A fixed default seed, so two runs without flags serve the same conversations.
+pub const DEFAULT_SEED: u64 = 42;
+
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// `x-api-key` of the Conversations v3 routes (`/v3/...`).
+    pub api_key: SecretString,
+    /// `x-api-key` of the `/v1/...` routes (webhook endpoints, agents); PolyAI issues this
+    /// workspace-scoped key apart from the v3 key. `None`: the same key as `api_key`.
+    pub platform_api_key: Option<SecretString>,
+    /// The only account (`ws-…`) the v3 routes know; others answer 404 `PROJECT_NOT_FOUND`.
+    pub account_id: String,
+    /// The only project (= agent id of `/v1/agents/{agentId}`) the mock knows.
+    pub project_id: String,
+    /// Same seed, same conversations (ids, channels, turns, times relative to `window_end`).
+    pub seed: u64,
+    /// How many conversations to generate.
+    pub conversations: usize,
+    /// Conversations start within this long before `window_end`.
+    pub window: Duration,
+    /// End of the generated window; `None`: start-up time. Fix it for byte-identical data across runs.
+    pub window_end: Option<OffsetDateTime>,
+    pub faults: Faults,
+    /// `Some`: POST signed webhooks about the generated conversations once listening.
+    pub emit: Option<EmitConfig>,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        Self {
+            api_key: SecretString::from(DEFAULT_API_KEY),
+            platform_api_key: None,
+            account_id: DEFAULT_ACCOUNT_ID.to_owned(),
+            project_id: DEFAULT_PROJECT_ID.to_owned(),
+            seed: DEFAULT_SEED,
+            conversations: 200,
+            window: Duration::from_secs(24 * 3600),
+            window_end: None,
+            faults: Faults::default(),
+            emit: None,
+        }
+    }
+}
+
+/// Fault injection on the conversation and audio routes, to exercise a client's retry table.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    /// Added before every API answer (webhook endpoints included), errors too.
+    pub latency: Duration,
+    /// Fraction (0..=1) of conversation/audio requests answered 429 with `Retry-After`.
+    pub rate_429: f64,
+    /// The `Retry-After` of those 429s, sent as whole seconds (rounded up).
+    pub retry_after: Duration,
+    /// Fraction (0..=1) of conversation/audio requests answered 503.
+    pub rate_5xx: f64,
+    /// The first N by-id requests (detail or audio) of each conversation answer 404, as if it
+    /// were not ingested yet; 0 turns this off.
+    pub not_found_until: u32,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            rate_429: 0.0,
+            retry_after: Duration::from_secs(1),
+            rate_5xx: 0.0,
+            not_found_until: 0,
+        }
+    }
+}
+
+/// Signed webhooks the mock sends, the way PolyAI delivers them.
+#[derive(Debug, Clone)]
+pub struct EmitConfig {
+    /// The receiver, e.g. `http://127.0.0.1:8080/polyai-events`.
+    pub url: Url,
+    /// Events per second.
+    pub rate: f64,
+    /// Events in all; `None`: one pass over the finished conversations. More than one pass
+    /// repeats conversations under new event ids.
+    pub count: Option<usize>,
+    /// The endpoint's signing secret (the receiver's `POLYAI_WEBHOOK_SECRET`).
+    pub secret: SecretString,
+    pub scheme: EmitScheme,
+}
+
+/// Which signed message the emitter sends; the docs disagree (design §7), so both exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmitScheme {
+    /// `HMAC(secret, "{X-PolyAI-Timestamp}.{body}")`, the Webhooks reference.
+    Timestamped,
+    /// `HMAC(secret, body)`, the API quickstart.
+    Body,
+}
+
+impl MockConfig {
+    /// The key of the `/v1/...` routes.
+    pub fn platform_key(&self) -> &SecretString {
+        self.platform_api_key.as_ref().unwrap_or(&self.api_key)
+    }
+
+    /// Refuses settings the mock cannot honour; errors name the variable of the `mock-api` command.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (variable, rate) in
+            [("MOCK_API_RATE_429", self.faults.rate_429), ("MOCK_API_RATE_5XX", self.faults.rate_5xx)]
+        {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(ConfigError::new(variable, format!("{variable} must be a fraction from 0 to 1")));
+            }
+        }
+        if self.window.as_secs() == 0 {
+            return Err(ConfigError::new("MOCK_API_WINDOW", "MOCK_API_WINDOW must be at least 1s"));
+        }
+        for (variable, id) in [("POLYAI_ACCOUNT_ID", &self.account_id), ("POLYAI_PROJECT_ID", &self.project_id)] {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+                return Err(ConfigError::new(
+                    variable,
+                    format!("{variable} may hold only letters, digits, `-`, `_` and `.`"),
+                ));
+            }
+        }
+        if let Some(emit) = &self.emit {
+            if !emit.rate.is_finite() || emit.rate <= 0.0 {
+                return Err(ConfigError::new("MOCK_API_EMIT_RATE", "MOCK_API_EMIT_RATE must be above zero"));
+            }
+            if emit.count == Some(0) {
+                return Err(ConfigError::new("MOCK_API_EMIT_COUNT", "MOCK_API_EMIT_COUNT must be at least 1"));
+            }
+            if !matches!(emit.url.scheme(), "http" | "https") {
+                return Err(ConfigError::new("MOCK_API_EMIT_TO", "MOCK_API_EMIT_TO must be an http(s) URL"));
+            }
+        }
+        Ok(())
+    }
+}
