@@ -6,7 +6,8 @@ use polyai_relay::{cli::Cli, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init_logs(cli.log.log_format);
+    let (format, default_level) = cli.log_defaults();
+    telemetry::init_logs_with(format, default_level);
     match cli.execute().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

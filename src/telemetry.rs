@@ -39,7 +39,12 @@ pub mod names {
 
 /// Installs the global tracing subscriber. Logs go to stderr; stdout belongs to commands' output.
 pub fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_logs_with(format, "info");
+}
+
+/// Like [`init_logs`], with the level used when `RUST_LOG` is unset.
+pub fn init_logs_with(format: LogFormat, default_level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),

@@ -1,12 +1,13 @@
 //! The command line: one file per command.
 
+mod demo;
 mod mock_api;
 mod run;
 mod send;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::LogArgs;
+use crate::config::{LogArgs, LogFormat};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,11 +32,21 @@ pub enum Command {
     Work(run::WorkArgs),
     /// Sign and POST events the way PolyAI does; a load generator with --count and --concurrency.
     Send(send::SendArgs),
+    /// The one-command tour: mock API, embedded queue, receiver and worker, signed events.
+    Demo(demo::DemoArgs),
     /// A local stand-in for PolyAI's APIs: conversations, audio, webhook endpoints, fault injection.
     MockApi(mock_api::MockApiArgs),
 }
 
 impl Cli {
+    /// Log format and default level: the demo talks to a person, so only warnings, readably.
+    pub fn log_defaults(&self) -> (LogFormat, &'static str) {
+        match self.command {
+            Command::Demo(_) => (LogFormat::Pretty, "warn"),
+            _ => (self.log.log_format, "info"),
+        }
+    }
+
     pub async fn execute(self) -> anyhow::Result<()> {
         match self.command {
             Command::Run(args) => args.execute().await,
@@ -43,6 +54,7 @@ impl Cli {
             Command::Work(args) => args.execute().await,
             Command::Send(args) => args.execute().await,
             Command::MockApi(args) => args.execute().await,
+            Command::Demo(args) => args.execute().await,
         }
     }
 }

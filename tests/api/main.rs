@@ -5,6 +5,7 @@ mod backend;
 mod broker;
 mod config;
 mod crash;
+mod demo;
 mod fake_polyai;
 mod helpers;
 mod mock_api;
