@@ -148,6 +148,8 @@ fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Res
                 account_id: mock.account_id.clone(),
                 project_id: mock.project_id.clone(),
                 timeout: Duration::from_secs(10),
+                conversation_api: Default::default(),
+                platform: None,
             },
             concurrency: 4,
             rate: None,
@@ -155,6 +157,7 @@ fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Res
             retry_base_delay: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(5),
             auth_probe_interval: Duration::from_secs(5),
+            audio: None,
         }),
         listen,
     })

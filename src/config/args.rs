@@ -5,16 +5,17 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::api_args::{ApiArgs, AudioArgs};
 use super::{
-    hosts::{self, Region},
     secret::{self, secret_value},
-    values, ApiSettings, BrokerSettings, ConfigError, EventTypes, ReceiverSettings, SignatureSettings, Topology,
-    WorkerSettings,
+    values, BrokerSettings, ConfigError, EventTypes, ReceiverSettings, SignatureSettings, Topology, WorkerSettings,
 };
 use crate::signature::{SecretSlot, SignatureScheme};
 
 /// clap value parser for a duration that names its variable in the error.
-fn duration(variable: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+pub(super) fn duration(
+    variable: &'static str,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
     move |text| values::parse_duration(text).map_err(|e| format!("{variable}: {e}"))
 }
 
@@ -218,68 +219,33 @@ impl ReceiverArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// Conversations API v3 key, sent as `x-api-key`.
-    #[arg(long, env = "POLYAI_API_KEY", value_parser = secret_value, hide_env_values = true)]
-    pub api_key: Option<SecretString>,
-    #[arg(long, env = "POLYAI_API_KEY_FILE")]
-    pub api_key_file: Option<PathBuf>,
-    /// `us`, `uk` or `euw`: picks the API hosts.
-    #[arg(long, env = "POLYAI_REGION")]
-    pub region: Option<String>,
-    /// Overrides the runtime/data host picked by the region.
-    #[arg(long, env = "POLYAI_BASE_URL")]
-    pub base_url: Option<String>,
-    /// Workspace id, the first path segment of the v3 API.
-    #[arg(long, env = "POLYAI_ACCOUNT_ID")]
-    pub account_id: Option<String>,
-    /// Agent (project) id, the second path segment of the v3 API.
-    #[arg(long, env = "POLYAI_PROJECT_ID")]
-    pub project_id: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// Parallel API calls at most.
     #[arg(long, env = "RELAY_API_CONCURRENCY", default_value_t = 16)]
     pub api_concurrency: usize,
     /// API calls per second at most, or `unlimited`.
     #[arg(long, env = "RELAY_API_RATE", default_value = "unlimited", value_parser = rate)]
     pub api_rate: Rate,
-    /// Timeout of one API call.
-    #[arg(long, env = "RELAY_API_TIMEOUT", default_value = "10s", value_parser = duration("RELAY_API_TIMEOUT"))]
-    pub api_timeout: Duration,
     /// Attempts per event before it is dead-lettered.
     #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 8)]
     pub max_attempts: u32,
     /// First retry delay; doubles each attempt, with jitter.
     #[arg(long, env = "RELAY_RETRY_BASE_DELAY", default_value = "2s", value_parser = duration("RELAY_RETRY_BASE_DELAY"))]
     pub retry_base_delay: Duration,
-    /// Longest retry delay (also the cap on a Retry-After).
+    /// Longest retry delay of the backoff.
     #[arg(long, env = "RELAY_RETRY_MAX_DELAY", default_value = "10m", value_parser = duration("RELAY_RETRY_MAX_DELAY"))]
     pub retry_max_delay: Duration,
     /// How often a worker paused by a rejected key checks whether the key works again.
     #[arg(long, env = "RELAY_AUTH_PROBE_INTERVAL", default_value = "30s", value_parser = duration("RELAY_AUTH_PROBE_INTERVAL"))]
     pub auth_probe_interval: Duration,
+    #[command(flatten)]
+    pub audio: AudioArgs,
 }
 
 impl WorkerArgs {
     pub fn settings(&self) -> Result<WorkerSettings, ConfigError> {
-        let api_key = secret::require(
-            "POLYAI_API_KEY",
-            self.api_key.as_ref(),
-            self.api_key_file.as_deref(),
-            "to fetch conversations",
-        )?;
-        let region = self.region.as_deref().filter(|r| !r.trim().is_empty()).map(Region::parse).transpose()?;
-        let base_url = match (&self.base_url, region) {
-            (Some(url), _) if !url.trim().is_empty() => hosts::parse_url("POLYAI_BASE_URL", url)?,
-            (_, Some(region)) => region.runtime_url(),
-            _ => {
-                return Err(ConfigError::new(
-                    "POLYAI_REGION",
-                    "POLYAI_REGION (us, uk or euw) or POLYAI_BASE_URL is required",
-                ));
-            }
-        };
-        hosts::check_runtime_url(&base_url)?;
-        let account_id = required_id("POLYAI_ACCOUNT_ID", self.account_id.as_deref())?;
-        let project_id = required_id("POLYAI_PROJECT_ID", self.project_id.as_deref())?;
+        let api = self.api.settings()?;
         if self.api_concurrency == 0 {
             return Err(ConfigError::new("RELAY_API_CONCURRENCY", "RELAY_API_CONCURRENCY must be at least 1"));
         }
@@ -287,19 +253,20 @@ impl WorkerArgs {
             return Err(ConfigError::new("RELAY_MAX_ATTEMPTS", "RELAY_MAX_ATTEMPTS must be at least 1"));
         }
         Ok(WorkerSettings {
-            api: ApiSettings { base_url, api_key, account_id, project_id, timeout: self.api_timeout },
+            api,
             concurrency: self.api_concurrency,
             rate: self.api_rate.0,
             max_attempts: self.max_attempts,
             retry_base_delay: self.retry_base_delay,
             retry_max_delay: self.retry_max_delay.max(self.retry_base_delay),
             auth_probe_interval: self.auth_probe_interval,
+            audio: self.audio.settings(),
         })
     }
 }
 
 /// Path segments go into URLs: refuse what would change the path rather than escape it silently.
-fn required_id(variable: &'static str, value: Option<&str>) -> Result<String, ConfigError> {
+pub(super) fn required_id(variable: &'static str, value: Option<&str>) -> Result<String, ConfigError> {
     let value = value.map(str::trim).unwrap_or_default();
     if value.is_empty() {
         return Err(ConfigError::new(variable, format!("{variable} is required")));

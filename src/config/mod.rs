@@ -3,11 +3,13 @@
 //! clap parses the raw values (`args`); `*Args::settings()` turns them into the settings the
 //! rest of the program uses, failing with one line that names the variable at fault.
 
+mod api_args;
 mod args;
 pub mod hosts;
 pub mod secret;
 mod values;
 
+pub use api_args::{ApiArgs, AudioArgs, AudioDirection, ConversationApi, PlatformArgs};
 pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};
 pub use hosts::Region;
 pub use secret::secret_value;
@@ -121,6 +123,26 @@ pub struct ApiSettings {
     pub account_id: String,
     pub project_id: String,
     pub timeout: Duration,
+    /// Which path fetches one conversation.
+    pub conversation_api: ConversationApi,
+    /// The Webhooks/Agents host and key, when configured (needed by `agents`).
+    pub platform: Option<PlatformSettings>,
+}
+
+/// The build/monitor host family (`api.{us,uk,eu}.poly.ai`) and its workspace-scoped key.
+#[derive(Debug, Clone)]
+pub struct PlatformSettings {
+    pub url: Url,
+    pub api_key: SecretString,
+    pub timeout: Duration,
+}
+
+/// Recording downloads of the worker.
+#[derive(Debug, Clone)]
+pub struct AudioSettings {
+    pub dir: std::path::PathBuf,
+    pub direction: AudioDirection,
+    pub redacted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -134,4 +156,6 @@ pub struct WorkerSettings {
     pub retry_max_delay: Duration,
     /// How often a worker paused by a 401/403 asks the API whether the key works again.
     pub auth_probe_interval: Duration,
+    /// `Some` when recordings are saved.
+    pub audio: Option<AudioSettings>,
 }

@@ -1,6 +1,7 @@
 //! The worker (design §5): consume raw events, fetch each conversation, publish enriched
 //! records, ack only after the broker confirmed what replaces the input.
 
+mod audio;
 mod policy;
 mod process;
 pub mod record;
@@ -56,6 +57,8 @@ pub struct Worker {
     transcript_hint_logged: AtomicBool,
     concurrency: usize,
     auth_probe_interval: Duration,
+    /// `Some` when recordings are saved.
+    audio: Option<crate::config::AudioSettings>,
     shutdown: CancellationToken,
 }
 
@@ -78,6 +81,7 @@ impl Worker {
             transcript_hint_logged: AtomicBool::new(false),
             concurrency: settings.concurrency,
             auth_probe_interval: settings.auth_probe_interval,
+            audio: settings.audio.clone(),
             shutdown,
         })
     }

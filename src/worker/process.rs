@@ -36,14 +36,27 @@ impl Worker {
                     .await;
             }
         };
-        let conversation = match conversation_id {
-            Some(id) => match self.fetch(id).await {
-                Ok(conversation) => Some(conversation),
+        let (conversation, audio) = match conversation_id {
+            Some(id) => match self.fetch_with_audio(id).await {
+                Ok(found) => found,
                 Err(error) => return self.after_failure(message, attempts, error).await,
             },
+            None => (None, None),
+        };
+        self.publish_record(message, conversation.as_deref(), audio).await
+    }
+
+    /// The conversation and, when audio download is on, its recording.
+    async fn fetch_with_audio(
+        &self,
+        conversation_id: &str,
+    ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), ApiError> {
+        let conversation = self.fetch(conversation_id).await?;
+        let audio = match &self.audio {
+            Some(settings) => self.save_audio(settings, conversation_id, &conversation).await?,
             None => None,
         };
-        self.publish_record(message, conversation.as_deref()).await
+        Ok((Some(conversation), audio))
     }
 
     async fn fetch(&self, conversation_id: &str) -> Result<Box<RawValue>, ApiError> {
@@ -131,7 +144,12 @@ impl Worker {
         settle
     }
 
-    async fn publish_record(&self, message: &Message, conversation: Option<&RawValue>) -> Settle {
+    async fn publish_record(
+        &self,
+        message: &Message,
+        conversation: Option<&RawValue>,
+        audio: Option<serde_json::Value>,
+    ) -> Settle {
         let event: &RawValue = match serde_json::from_slice(&message.body) {
             Ok(event) => event,
             Err(error) => return self.dead_letter(message, message.attempts(), "unreadable", &error.to_string()).await,
@@ -149,7 +167,7 @@ impl Worker {
             event,
             conversation,
             transcript_visible,
-            audio: None,
+            audio,
         };
         let body = match serde_json::to_vec(&record) {
             Ok(body) => body,

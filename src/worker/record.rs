@@ -16,8 +16,9 @@ pub struct EnrichedRecord<'a> {
     pub event: &'a RawValue,
     pub conversation: Option<&'a RawValue>,
     pub transcript_visible: bool,
-    /// Filled in when audio download is on; `null` otherwise.
-    pub audio: Option<&'a RawValue>,
+    /// Where the recording was saved, or why there is none; `null` when audio download is off
+    /// or the conversation is not a voice call.
+    pub audio: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,7 @@ use std::{
 
 use polyai_relay::{
     app::{self, Components},
-    config::{ApiSettings, EventTypes, ReceiverSettings, SignatureSettings, WorkerSettings},
+    config::{ApiSettings, AudioSettings, EventTypes, ReceiverSettings, SignatureSettings, WorkerSettings},
     signature::{sign, SecretSlot, SignatureScheme},
 };
 use secrecy::SecretString;
@@ -44,6 +44,10 @@ pub struct Options {
     pub auth_probe_interval: Duration,
     /// Overrides the broker URL (to point at nothing, or through a proxy).
     pub amqp_url: Option<String>,
+    /// Points the worker at another API than the fake (the mock API, say).
+    pub api_url: Option<String>,
+    /// Recording downloads of the worker.
+    pub audio: Option<AudioSettings>,
     /// Whether `spawn_app_with` waits for `/readyz` (not when the broker is meant to be unreachable).
     pub wait_ready: bool,
 }
@@ -67,6 +71,8 @@ impl Default for Options {
             api_timeout: Duration::from_secs(5),
             auth_probe_interval: Duration::from_millis(200),
             amqp_url: None,
+            api_url: None,
+            audio: None,
             wait_ready: true,
         }
     }
@@ -108,11 +114,13 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     });
     let worker = options.worker.then(|| WorkerSettings {
         api: ApiSettings {
-            base_url: polyai.base_url.parse().unwrap(),
+            base_url: options.api_url.as_deref().unwrap_or(&polyai.base_url).parse().unwrap(),
             api_key: SecretString::from(API_KEY),
             account_id: ACCOUNT.into(),
             project_id: PROJECT.into(),
             timeout: options.api_timeout,
+            conversation_api: Default::default(),
+            platform: None,
         },
         concurrency: options.api_concurrency,
         rate: options.api_rate,
@@ -121,6 +129,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         retry_base_delay: Duration::from_millis(50),
         retry_max_delay: Duration::from_millis(200),
         auth_probe_interval: options.auth_probe_interval,
+        audio: options.audio.clone(),
     });
     let components = Components {
         broker: queue.settings(options.event_types.clone(), options.amqp_url.clone()),

@@ -195,6 +195,8 @@ async fn the_relays_own_client_fetches_from_the_mock() {
         account_id: DEFAULT_ACCOUNT_ID.into(),
         project_id: DEFAULT_PROJECT_ID.into(),
         timeout: Duration::from_secs(5),
+        conversation_api: Default::default(),
+        platform: None,
     })
     .unwrap();
     let id = &mock.running.conversations()[3].id;

@@ -53,6 +53,8 @@ async fn a_429_rate_of_one_answers_every_conversation_request_with_retry_after()
         account_id: DEFAULT_ACCOUNT_ID.into(),
         project_id: DEFAULT_PROJECT_ID.into(),
         timeout: Duration::from_secs(5),
+        conversation_api: Default::default(),
+        platform: None,
     })
     .unwrap();
     assert_eq!(

@@ -1,0 +1,108 @@
+//! Reading PolyAI's error answers: `Retry-After`, and the three error-body shapes the docs show.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+/// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3); the docs do not say which.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The three error shapes the docs show (polyai-api.md §5), read for a log line.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ErrorBody {
+    Current {
+        error_code: String,
+        error_message: Option<String>,
+    },
+    Nested {
+        error: NestedError,
+    },
+    Alerts {
+        message: String,
+        #[serde(default)]
+        errors: Vec<FieldError>,
+    },
+}
+
+#[derive(Deserialize)]
+struct NestedError {
+    code: serde_json::Value,
+    message: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct FieldError {
+    field: Option<String>,
+    message: Option<String>,
+}
+
+/// A short description of an error body; unknown shapes are quoted raw, cut short.
+pub fn error_detail(body: &[u8]) -> String {
+    match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(ErrorBody::Current { error_code, error_message }) => {
+            format!("{error_code}: {}", error_message.unwrap_or_default())
+        }
+        Ok(ErrorBody::Nested { error }) => {
+            let code = error.code.as_str().map(str::to_owned).unwrap_or_else(|| error.code.to_string());
+            format!("{code}: {}", error.message.unwrap_or_default())
+        }
+        Ok(ErrorBody::Alerts { message, errors }) => {
+            let fields: Vec<String> = errors
+                .into_iter()
+                .map(|e| format!("{}: {}", e.field.unwrap_or_default(), e.message.unwrap_or_default()))
+                .collect();
+            if fields.is_empty() {
+                message
+            } else {
+                format!("{message} ({})", fields.join("; "))
+            }
+        }
+        Err(_) => {
+            let text = String::from_utf8_lossy(body);
+            let cut: String = text.chars().take(200).collect();
+            if cut.is_empty() {
+                "no error body".into()
+            } else {
+                cut
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn all_three_error_shapes_are_read() {
+        let current = br#"{"success":false,"error":"x","error_id":"e1","error_code":"CONVERSATIONS_NOT_FOUND","error_message":"Conversation not found","data":null}"#;
+        assert_eq!(error_detail(current), "CONVERSATIONS_NOT_FOUND: Conversation not found");
+        let nested =
+            br#"{"error":{"code":"PROJECT_NOT_FOUND","id":15001,"message":"Project not found","correlation_id":"c"}}"#;
+        assert_eq!(error_detail(nested), "PROJECT_NOT_FOUND: Project not found");
+        let alerts = br#"{"message":"Validation failed","errors":[{"field":"limit","message":"too big"}]}"#;
+        assert_eq!(error_detail(alerts), "Validation failed (limit: too big)");
+        let raw = "x".repeat(500);
+        assert_eq!(error_detail(raw.as_bytes()).len(), 200);
+        assert_eq!(error_detail(b""), "no error body");
+    }
+}

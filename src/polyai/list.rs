@@ -1,0 +1,104 @@
+//! `GET /v3/{account}/{project}/conversations`: one page of the list, by cursor or offset.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+use super::{transport_detail, ApiError, PolyaiClient};
+
+/// Filters and position of one list request. Keep the filters identical between pages.
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    pub start_time: Option<OffsetDateTime>,
+    pub end_time: Option<OffsetDateTime>,
+    /// `live`, `sandbox` or `pre-release` (the API's default is `live`).
+    pub client_env: Option<String>,
+    pub limit: Option<u32>,
+    /// Opaque cursor from the previous page; wins over `offset` when both are sent.
+    pub cursor: Option<String>,
+    pub offset: Option<u64>,
+}
+
+/// One conversation of a page: the fields the relay reads, and the JSON as sent.
+#[derive(Debug)]
+pub struct Summary {
+    pub id: String,
+    pub in_progress: bool,
+    pub raw: Box<RawValue>,
+}
+
+#[derive(Debug)]
+pub struct ListPage {
+    pub conversations: Vec<Summary>,
+    /// The next page's cursor; `None` on the last page (or when paging by offset).
+    pub cursor: Option<String>,
+    /// The next page's offset, when the API pages by offset.
+    pub next_offset: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Body {
+    Page {
+        conversations: Vec<Box<RawValue>>,
+        #[serde(default)]
+        cursor: Option<String>,
+        #[serde(default)]
+        next_offset: Option<u64>,
+    },
+    /// Some of the docs' samples read the answer as a bare list.
+    Bare(Vec<Box<RawValue>>),
+}
+
+#[derive(Deserialize)]
+struct Fields {
+    id: String,
+    #[serde(default)]
+    in_progress: bool,
+}
+
+fn time_text(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_default()
+}
+
+impl PolyaiClient {
+    pub async fn list(&self, request: &ListRequest) -> Result<ListPage, ApiError> {
+        let mut url = self.conversations_url();
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(start) = request.start_time {
+                query.append_pair("start_time", &time_text(start));
+            }
+            if let Some(end) = request.end_time {
+                query.append_pair("end_time", &time_text(end));
+            }
+            if let Some(env) = &request.client_env {
+                query.append_pair("client_env", env);
+            }
+            if let Some(limit) = request.limit {
+                query.append_pair("limit", &limit.to_string());
+            }
+            if let Some(cursor) = &request.cursor {
+                query.append_pair("cursor", cursor);
+            } else if let Some(offset) = request.offset {
+                query.append_pair("offset", &offset.to_string());
+            }
+        }
+        let response = self.get(&self.runtime, url, "application/json").await?;
+        let bytes = response.bytes().await.map_err(|e| ApiError::Transport(transport_detail(&e)))?;
+        let unreadable = |what: &str| ApiError::Server { status: 200, detail: format!("unreadable list page: {what}") };
+        let (raw, cursor, next_offset) = match serde_json::from_slice::<Body>(&bytes) {
+            Ok(Body::Page { conversations, cursor, next_offset }) => (conversations, cursor, next_offset),
+            Ok(Body::Bare(conversations)) => (conversations, None, None),
+            Err(error) => return Err(unreadable(&error.to_string())),
+        };
+        let conversations = raw
+            .into_iter()
+            .map(|raw| {
+                let fields: Fields = serde_json::from_str(raw.get()).map_err(|e| unreadable(&e.to_string()))?;
+                Ok(Summary { id: fields.id, in_progress: fields.in_progress, raw })
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok(ListPage { conversations, cursor: cursor.filter(|c| !c.is_empty()), next_offset })
+    }
+}

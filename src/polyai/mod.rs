@@ -1,0 +1,240 @@
+//! Client of PolyAI's APIs: conversations (by id, list, audio) on the runtime host, and the
+//! Agents and Webhooks APIs on the platform host.
+
+mod audio;
+mod endpoints;
+mod errors;
+mod list;
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::{header::HeaderValue, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+pub use self::{
+    audio::AudioRequest,
+    endpoints::{EndpointClient, NewEndpoint, RegisteredEndpoint},
+    errors::{error_detail, parse_retry_after},
+    list::{ListPage, ListRequest, Summary},
+};
+use crate::config::{ApiSettings, ConversationApi};
+
+/// Why a call failed, sorted by what the caller does about it (design §5).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("429 rate limited{}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("{status}: {detail}")]
+    Server { status: u16, detail: String },
+    #[error("404 not found: {detail}")]
+    NotFound { detail: String },
+    #[error("{status} the API key was refused: {detail}")]
+    Unauthorized { status: u16, detail: String },
+    #[error("{status}: {detail}")]
+    Rejected { status: u16, detail: String },
+    #[error("request failed: {0}")]
+    Transport(String),
+}
+
+impl ApiError {
+    /// Label for the fetch metric.
+    pub fn status_label(&self) -> String {
+        match self {
+            Self::RateLimited { .. } => "429".into(),
+            Self::NotFound { .. } => "404".into(),
+            Self::Server { status, .. } | Self::Unauthorized { status, .. } | Self::Rejected { status, .. } => {
+                status.to_string()
+            }
+            Self::Transport(_) => "transport".into(),
+        }
+    }
+}
+
+/// A key as a header value marked sensitive, so neither `Debug` nor reqwest's logging prints it.
+pub(crate) fn key_header(variable: &str, key: &SecretString) -> anyhow::Result<HeaderValue> {
+    let mut value = HeaderValue::from_str(key.expose_secret())
+        .map_err(|_| anyhow::anyhow!("{variable} holds characters a header cannot carry"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent(concat!("polyai-relay/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// Where conversations are read from: a host, its key, and the path prefix.
+#[derive(Clone)]
+struct Host {
+    base: Url,
+    key: HeaderValue,
+}
+
+/// The conversations client. Cheap to clone.
+#[derive(Clone)]
+pub struct PolyaiClient {
+    http: reqwest::Client,
+    runtime: Host,
+    /// The Agents API host, when configured.
+    platform: Option<Host>,
+    account_id: String,
+    project_id: String,
+    conversation_api: ConversationApi,
+}
+
+impl std::fmt::Debug for PolyaiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolyaiClient").field("base_url", &self.runtime.base.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl PolyaiClient {
+    pub fn new(settings: &ApiSettings) -> anyhow::Result<Self> {
+        let platform = match &settings.platform {
+            Some(p) => Some(Host { base: p.url.clone(), key: key_header("POLYAI_PLATFORM_API_KEY", &p.api_key)? }),
+            None => None,
+        };
+        Ok(Self {
+            http: http_client(settings.timeout)?,
+            runtime: Host { base: settings.base_url.clone(), key: key_header("POLYAI_API_KEY", &settings.api_key)? },
+            platform,
+            account_id: settings.account_id.clone(),
+            project_id: settings.project_id.clone(),
+            conversation_api: settings.conversation_api,
+        })
+    }
+
+    /// `{base}/v3/{account}/{project}/conversations`.
+    fn conversations_url(&self) -> Url {
+        let mut url = self.runtime.base.clone();
+        url.path_segments_mut().expect("http URLs have paths").pop_if_empty().extend([
+            "v3",
+            &self.account_id,
+            &self.project_id,
+            "conversations",
+        ]);
+        url
+    }
+
+    /// The host and URL of one conversation (plus `tail` segments), by the configured API.
+    fn conversation_url(&self, conversation_id: &str, tail: &[&str]) -> (&Host, Url) {
+        let (host, mut url) = match (self.conversation_api, &self.platform) {
+            (ConversationApi::Agents, Some(platform)) => {
+                let mut url = platform.base.clone();
+                url.path_segments_mut().expect("http URLs have paths").pop_if_empty().extend([
+                    "v1",
+                    "agents",
+                    &self.project_id,
+                    "conversations",
+                ]);
+                (platform, url)
+            }
+            _ => (&self.runtime, self.conversations_url()),
+        };
+        // push() escapes the id, so an odd id cannot change the path.
+        url.path_segments_mut().expect("http URLs have paths").push(conversation_id).extend(tail);
+        (host, url)
+    }
+
+    /// One conversation, as the API sent it.
+    pub async fn conversation(&self, conversation_id: &str) -> Result<Bytes, ApiError> {
+        let (host, url) = self.conversation_url(conversation_id, &[]);
+        let response = self.get(host, url, "application/json").await?;
+        response.bytes().await.map_err(|e| ApiError::Transport(transport_detail(&e)))
+    }
+
+    /// A one-item list request: does the key work for this project?
+    pub async fn probe(&self) -> Result<Bytes, ApiError> {
+        let mut url = self.conversations_url();
+        url.query_pairs_mut().append_pair("limit", "1");
+        let response = self.get(&self.runtime, url, "application/json").await?;
+        response.bytes().await.map_err(|e| ApiError::Transport(transport_detail(&e)))
+    }
+
+    /// GET with the host's key; a non-2xx answer becomes an [`ApiError`].
+    async fn get(&self, host: &Host, url: Url, accept: &str) -> Result<Response, ApiError> {
+        let response = self
+            .http
+            .get(url)
+            .header("x-api-key", host.key.clone())
+            .header("accept", accept)
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(transport_detail(&e)))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(error_of(response).await)
+    }
+}
+
+/// Reads an error answer into an [`ApiError`] with a one-line detail and the correlation id.
+pub(crate) async fn error_of(response: Response) -> ApiError {
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    let correlation =
+        response.headers().get("x-polyai-correlation-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let body = response.bytes().await.unwrap_or_default();
+    let mut detail = error_detail(&body);
+    if let Some(id) = correlation {
+        detail.push_str(&format!(" (correlation id {id})"));
+    }
+    classify(status, retry_after, detail)
+}
+
+fn classify(status: StatusCode, retry_after: Option<Duration>, detail: String) -> ApiError {
+    let code = status.as_u16();
+    match code {
+        429 => ApiError::RateLimited { retry_after },
+        404 => ApiError::NotFound { detail },
+        401 | 403 => ApiError::Unauthorized { status: code, detail },
+        // 408 is the server giving up waiting: as transient as a 5xx.
+        408 | 500..=599 => ApiError::Server { status: code, detail },
+        _ => ApiError::Rejected { status: code, detail },
+    }
+}
+
+/// reqwest's error chain without the URL (the URL is ours; the chain says what went wrong).
+pub fn transport_detail(error: &reqwest::Error) -> String {
+    let kind = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    let mut detail = kind.to_owned();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        detail = format!("{detail}: {inner}");
+        source = inner.source();
+    }
+    detail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_sort_into_what_the_worker_does() {
+        let c = |s: u16| classify(StatusCode::from_u16(s).unwrap(), None, String::new());
+        assert!(matches!(c(429), ApiError::RateLimited { .. }));
+        assert!(matches!(c(404), ApiError::NotFound { .. }));
+        assert!(matches!(c(401), ApiError::Unauthorized { .. }));
+        assert!(matches!(c(403), ApiError::Unauthorized { .. }));
+        assert!(matches!(c(503), ApiError::Server { .. }));
+        assert!(matches!(c(408), ApiError::Server { .. }));
+        assert!(matches!(c(400), ApiError::Rejected { .. }));
+        assert!(matches!(c(422), ApiError::Rejected { .. }));
+    }
+}

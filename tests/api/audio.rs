@@ -1,0 +1,82 @@
+//! Recordings: saved whole (temporary file, fsync, rename) for voice calls, never asked for chats,
+//! a missing one recorded rather than retried. Against the mock API, which serves real WAVs.
+
+use std::path::Path;
+
+use polyai_relay::{
+    config::{AudioDirection, AudioSettings},
+    mock_api::{Conversation, MockApi, MockConfig},
+};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    backend::{Backend, TempDir},
+    fake_polyai::{ACCOUNT, API_KEY, PROJECT},
+    helpers::{completed, spawn_app_with, Options},
+};
+
+async fn mock() -> (polyai_relay::mock_api::RunningMock, CancellationToken) {
+    let config = MockConfig {
+        api_key: SecretString::from(API_KEY),
+        account_id: ACCOUNT.into(),
+        project_id: PROJECT.into(),
+        ..MockConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    (MockApi::start(config, listener, shutdown.clone()).await.unwrap(), shutdown)
+}
+
+fn find(conversations: &[Conversation], test: impl Fn(&Conversation) -> bool) -> String {
+    conversations.iter().find(|c| test(c)).expect("the mock generates one").id.clone()
+}
+
+fn assert_wav(path: &Path, bytes: u64) {
+    let data = std::fs::read(path).unwrap();
+    assert_eq!(data.len() as u64, bytes);
+    assert_eq!(&data[0..4], b"RIFF");
+    assert_eq!(&data[8..12], b"WAVE");
+    assert_eq!(u32::from_le_bytes(data[4..8].try_into().unwrap()) as usize, data.len() - 8);
+}
+
+#[tokio::test]
+async fn voice_recordings_are_saved_whole_chats_are_never_asked_and_a_missing_one_is_recorded() {
+    let (mock, _stop) = mock().await;
+    let conversations = mock.conversations();
+    let voice = find(conversations, |c| c.channel == "VOICE-SIP" && !c.in_progress);
+    let chat = find(conversations, |c| c.channel != "VOICE-SIP" && !c.in_progress);
+    // A call still in progress has no recording yet: the mock answers 404.
+    let unrecorded = find(conversations, |c| c.channel == "VOICE-SIP" && c.in_progress);
+    let dir = TempDir::new();
+    let audio = AudioSettings { dir: dir.0.join("audio"), direction: AudioDirection::Agent, redacted: true };
+    let options = Options {
+        backend: Backend::Embedded,
+        api_url: Some(mock.base_url()),
+        audio: Some(audio.clone()),
+        ..Options::default()
+    };
+    let app = spawn_app_with(options).await;
+
+    assert_eq!(app.post_signed(&completed(&voice)).await.status(), 204);
+    let record = app.next_record().await;
+    let saved = &record.json["audio"];
+    let path = Path::new(saved["path"].as_str().expect("a path"));
+    assert_eq!(path, audio.dir.join(format!("{voice}.wav")));
+    assert_wav(path, saved["bytes"].as_u64().unwrap());
+    assert_eq!(saved["direction"], "agent");
+    assert_eq!(saved["redacted"], true);
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&audio.dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "no temporary file is left: {leftovers:?}");
+
+    assert_eq!(app.post_signed(&completed(&chat)).await.status(), 204);
+    let record = app.next_record().await;
+    assert_eq!(record.json["conversation"]["id"], chat.as_str());
+    assert!(record.json["audio"].is_null(), "a chat's recording is never asked for: {}", record.json["audio"]);
+
+    assert_eq!(app.post_signed(&completed(&unrecorded)).await.status(), 204);
+    let record = app.next_record().await;
+    assert_eq!(record.json["audio"]["status"], 404, "{}", record.json["audio"]);
+    assert!(!audio.dir.join(format!("{unrecorded}.wav")).exists());
+}
