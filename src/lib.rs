@@ -1,6 +1,7 @@
 //! polyai-relay: PolyAI's signed webhooks in, durable queue, enriched conversation records out.
 
 pub mod app;
+pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod event;

@@ -1,5 +1,6 @@
 //! The command line: one file per command.
 
+mod backfill;
 mod demo;
 mod mock_api;
 mod run;
@@ -30,6 +31,8 @@ pub enum Command {
     Serve(run::ServeArgs),
     /// Worker only: enrich queued events.
     Work(run::WorkArgs),
+    /// Publish the finished conversations of a time window as enriched records (resumable).
+    Backfill(backfill::BackfillArgs),
     /// Sign and POST events the way PolyAI does; a load generator with --count and --concurrency.
     Send(send::SendArgs),
     /// The one-command tour: mock API, embedded queue, receiver and worker, signed events.
@@ -53,6 +56,7 @@ impl Cli {
             Command::Serve(args) => args.execute().await,
             Command::Work(args) => args.execute().await,
             Command::Send(args) => args.execute().await,
+            Command::Backfill(args) => args.execute().await,
             Command::MockApi(args) => args.execute().await,
             Command::Demo(args) => args.execute().await,
         }

@@ -37,17 +37,12 @@ pub struct ListPage {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Body {
-    Page {
-        conversations: Vec<Box<RawValue>>,
-        #[serde(default)]
-        cursor: Option<String>,
-        #[serde(default)]
-        next_offset: Option<u64>,
-    },
-    /// Some of the docs' samples read the answer as a bare list.
-    Bare(Vec<Box<RawValue>>),
+struct Page {
+    conversations: Vec<Box<RawValue>>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    next_offset: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -87,10 +82,14 @@ impl PolyaiClient {
         let response = self.get(&self.runtime, url, "application/json").await?;
         let bytes = response.bytes().await.map_err(|e| ApiError::Transport(transport_detail(&e)))?;
         let unreadable = |what: &str| ApiError::Server { status: 200, detail: format!("unreadable list page: {what}") };
-        let (raw, cursor, next_offset) = match serde_json::from_slice::<Body>(&bytes) {
-            Ok(Body::Page { conversations, cursor, next_offset }) => (conversations, cursor, next_offset),
-            Ok(Body::Bare(conversations)) => (conversations, None, None),
-            Err(error) => return Err(unreadable(&error.to_string())),
+        // The documented object, or the bare list some of the docs' samples read. (Not an
+        // untagged enum: serde cannot buffer the raw conversations that one would need.)
+        let (raw, cursor, next_offset) = match serde_json::from_slice::<Page>(&bytes) {
+            Ok(Page { conversations, cursor, next_offset }) => (conversations, cursor, next_offset),
+            Err(error) => match serde_json::from_slice::<Vec<Box<RawValue>>>(&bytes) {
+                Ok(conversations) => (conversations, None, None),
+                Err(_) => return Err(unreadable(&error.to_string())),
+            },
         };
         let conversations = raw
             .into_iter()

@@ -1,6 +1,7 @@
 //! Client of PolyAI's APIs: conversations (by id, list, audio) on the runtime host, and the
 //! Agents and Webhooks APIs on the platform host.
 
+mod advice;
 mod audio;
 mod endpoints;
 mod errors;
@@ -14,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 pub use self::{
+    advice::advice,
     audio::AudioRequest,
     endpoints::{EndpointClient, NewEndpoint, RegisteredEndpoint},
     errors::{error_detail, parse_retry_after},

@@ -10,7 +10,7 @@ use std::{
 };
 
 use axum::{
-    extract::{Path, State},
+    extract::{Path, RawQuery, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -41,6 +41,8 @@ pub enum Reply {
 #[derive(Debug, Clone)]
 pub struct Seen {
     pub path: String,
+    /// The query string, as sent.
+    pub query: String,
     pub api_key: Option<String>,
     pub at: Instant,
 }
@@ -50,6 +52,8 @@ struct Script {
     /// Replies to by-id requests, in order; when empty, `fallback`.
     queue: Mutex<VecDeque<Reply>>,
     fallback: Mutex<Option<Reply>>,
+    /// Replies to list requests, in order; when empty, `probe`.
+    list_queue: Mutex<VecDeque<Reply>>,
     /// Reply to list requests (the worker's key probe).
     probe: Mutex<Option<Reply>>,
     seen: Mutex<Vec<Seen>>,
@@ -87,6 +91,16 @@ impl FakePolyai {
         *self.script.fallback.lock().unwrap() = Some(reply);
     }
 
+    /// Answers the next list requests with `replies`, in order (pages of a backfill).
+    pub fn script_list(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.script.list_queue.lock().unwrap().extend(replies);
+    }
+
+    /// List requests so far.
+    pub fn list_requests(&self) -> Vec<Seen> {
+        self.requests().into_iter().filter(|s| s.path.ends_with("/conversations")).collect()
+    }
+
     /// Answers list requests (the key probe) with `reply`.
     pub fn probe_answers(&self, reply: Reply) {
         *self.script.probe.lock().unwrap() = Some(reply);
@@ -121,19 +135,21 @@ impl FakePolyai {
     }
 }
 
-fn record(script: &Script, path: String, headers: &HeaderMap) {
+fn record(script: &Script, path: String, query: Option<String>, headers: &HeaderMap) {
     let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    script.seen.lock().unwrap().push(Seen { path, api_key, at: Instant::now() });
+    script.seen.lock().unwrap().push(Seen { path, query: query.unwrap_or_default(), api_key, at: Instant::now() });
     script.arrived.notify_waiters();
 }
 
 async fn list(
     State(script): State<Arc<Script>>,
     Path((account, project)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    record(&script, format!("/v3/{account}/{project}/conversations"), &headers);
-    let reply = script.probe.lock().unwrap().clone();
+    record(&script, format!("/v3/{account}/{project}/conversations"), query, &headers);
+    let scripted = script.list_queue.lock().unwrap().pop_front();
+    let reply = scripted.or_else(|| script.probe.lock().unwrap().clone());
     match reply {
         Some(reply) => answer(reply, "CAprobe").await,
         None => Json(json!({"conversations": [], "cursor": null})).into_response(),
@@ -145,7 +161,7 @@ async fn by_id(
     Path((account, project, id)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    record(&script, format!("/v3/{account}/{project}/conversations/{id}"), &headers);
+    record(&script, format!("/v3/{account}/{project}/conversations/{id}"), None, &headers);
     if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
         return error(401, "AUTH_USER_UNAUTHORISED");
     }

@@ -3,6 +3,7 @@
 
 mod audio;
 mod backend;
+mod backfill;
 mod broker;
 mod config;
 mod crash;

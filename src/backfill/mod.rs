@@ -1,0 +1,233 @@
+//! Backfill: page the v3 list endpoint over a time window and publish every finished
+//! conversation as an enriched record, for calls the webhooks missed (an outage longer than
+//! PolyAI's retry window, a relay set up after the fact).
+
+mod checkpoint;
+mod progress;
+
+use std::{collections::HashSet, path::PathBuf, time::Duration};
+
+use serde_json::{json, value::RawValue};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use tokio_util::sync::CancellationToken;
+
+pub use self::{
+    checkpoint::{BackfillKey, Checkpoint, CheckpointFile},
+    progress::Progress,
+};
+use crate::{
+    polyai::{advice, ApiError, ListPage, ListRequest, PolyaiClient, Summary},
+    queue::{headers, Destination, Message, Publisher},
+    worker::record::{transcript_visible, EnrichedRecord, SCHEMA},
+};
+
+/// The event type of backfilled records, so consumers can tell them from live ones.
+pub const EVENT_TYPE: &str = "conversation.backfilled";
+/// Transient list failures tolerated in a row before the run stops (resumable).
+const LIST_ATTEMPTS: u32 = 5;
+/// The longest `Retry-After` waited out.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+
+pub struct BackfillConfig {
+    pub key: BackfillKey,
+    pub start_time: OffsetDateTime,
+    pub end_time: OffsetDateTime,
+    pub page_size: u32,
+    /// List and count; publish nothing.
+    pub dry_run: bool,
+    /// First wait after a transient list failure; doubles each time.
+    pub retry_base_delay: Duration,
+    pub checkpoint: PathBuf,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BackfillSummary {
+    pub pages: u64,
+    pub seen: u64,
+    pub published: u64,
+    pub skipped_in_progress: u64,
+    /// Listed twice in this run (pages shifting under new calls): published once.
+    pub duplicates: u64,
+    pub resumed: bool,
+}
+
+/// The event id of a backfilled conversation: stable, so a re-run dedupes downstream.
+pub fn event_id(conversation_id: &str) -> String {
+    format!("backfill:{conversation_id}")
+}
+
+fn text(time: OffsetDateTime) -> String {
+    time.format(&Rfc3339).unwrap_or_default()
+}
+
+/// Runs (or resumes) the backfill. `publisher` is `None` for a dry run.
+pub async fn run(
+    config: &BackfillConfig,
+    client: &PolyaiClient,
+    publisher: Option<&dyn Publisher>,
+    progress: &Progress,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<BackfillSummary> {
+    let file = CheckpointFile::new(config.checkpoint.clone());
+    let mut summary = BackfillSummary::default();
+    // A dry run neither resumes nor touches a real run's checkpoint.
+    let saved = if config.dry_run { None } else { file.load()? };
+    let mut state = match saved {
+        Some(saved) if saved.key == config.key => {
+            summary.resumed = true;
+            progress.note(&format!("resuming from {} (page {})", file.path().display(), saved.pages + 1));
+            saved
+        }
+        Some(_) => anyhow::bail!(
+            "{} belongs to a backfill with other arguments: finish that one (same --since/--until/--client-env) or delete the file",
+            file.path().display()
+        ),
+        None => Checkpoint {
+            key: config.key.clone(),
+            start_time: text(config.start_time),
+            end_time: text(config.end_time),
+            cursor: None,
+            offset: None,
+            pages: 0,
+            published: 0,
+            skipped_in_progress: 0,
+        },
+    };
+    let start = OffsetDateTime::parse(&state.start_time, &Rfc3339)?;
+    let end = OffsetDateTime::parse(&state.end_time, &Rfc3339)?;
+    let mut published_now: HashSet<String> = HashSet::new();
+    loop {
+        if shutdown.is_cancelled() {
+            anyhow::bail!("interrupted; run the same command again to resume from {}", file.path().display());
+        }
+        let request = ListRequest {
+            start_time: Some(start),
+            end_time: Some(end),
+            client_env: Some(config.key.client_env.clone()),
+            limit: Some(config.page_size),
+            cursor: state.cursor.clone(),
+            offset: state.offset,
+        };
+        let page = list_page(client, &request, config.retry_base_delay, progress, shutdown).await?;
+        for conversation in &page.conversations {
+            summary.seen += 1;
+            if conversation.in_progress {
+                state.skipped_in_progress += 1;
+                continue;
+            }
+            if !published_now.insert(conversation.id.clone()) {
+                summary.duplicates += 1;
+                continue;
+            }
+            if let Some(publisher) = publisher {
+                publish(publisher, conversation).await?;
+            }
+            state.published += 1;
+        }
+        state.pages += 1;
+        progress.page(state.pages, summary.seen, state.published);
+        let (cursor, offset) = next_position(&page, &state);
+        let finished = cursor.is_none() && offset.is_none();
+        state.cursor = cursor;
+        state.offset = offset;
+        if finished {
+            break;
+        }
+        if !config.dry_run {
+            file.save(&state)?;
+        }
+    }
+    if !config.dry_run {
+        file.remove()?;
+    }
+    summary.pages = state.pages;
+    summary.published = state.published;
+    summary.skipped_in_progress = state.skipped_in_progress;
+    Ok(summary)
+}
+
+/// Where the next page starts: the cursor, else `next_offset`; neither on the last page.
+fn next_position(page: &ListPage, state: &Checkpoint) -> (Option<String>, Option<u64>) {
+    if page.conversations.is_empty() {
+        return (None, None);
+    }
+    if let Some(cursor) = &page.cursor {
+        // A cursor that does not move would page forever.
+        if state.cursor.as_ref() != Some(cursor) {
+            return (Some(cursor.clone()), None);
+        }
+        return (None, None);
+    }
+    match page.next_offset {
+        Some(next) if Some(next) != state.offset => (None, Some(next)),
+        _ => (None, None),
+    }
+}
+
+/// One page, waiting out 429s and retrying transient failures a few times.
+async fn list_page(
+    client: &PolyaiClient,
+    request: &ListRequest,
+    retry_base_delay: Duration,
+    progress: &Progress,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<ListPage> {
+    let mut failures = 0;
+    loop {
+        let wait = match client.list(request).await {
+            Ok(page) => return Ok(page),
+            Err(ApiError::RateLimited { retry_after }) => {
+                let wait = retry_after.unwrap_or(Duration::from_secs(1)).min(RETRY_AFTER_CAP);
+                progress.note(&format!("rate limited: waiting {}s as Retry-After asks", wait.as_secs_f64()));
+                wait
+            }
+            Err(error @ (ApiError::Server { .. } | ApiError::Transport(_))) if failures + 1 < LIST_ATTEMPTS => {
+                failures += 1;
+                progress.note(&format!("{error}; retrying"));
+                retry_base_delay * 2u32.pow(failures - 1)
+            }
+            Err(error) => anyhow::bail!("listing conversations failed: {error}\n{}", advice(&error)),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => anyhow::bail!("interrupted while waiting to retry"),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+async fn publish(publisher: &dyn Publisher, conversation: &Summary) -> anyhow::Result<()> {
+    let event = json!({"type": EVENT_TYPE, "data": {"conversation_id": conversation.id}}).to_string();
+    let event = RawValue::from_string(event)?;
+    let now = OffsetDateTime::now_utc();
+    let id = event_id(&conversation.id);
+    let record = EnrichedRecord {
+        schema: SCHEMA,
+        event_id: &id,
+        event_type: EVENT_TYPE,
+        received_at: None,
+        fetched_at: text(now),
+        event: &event,
+        conversation: Some(&conversation.raw),
+        transcript_visible: transcript_visible(&conversation.raw),
+        audio: None,
+    };
+    let message = Message {
+        body: serde_json::to_vec(&record)?.into(),
+        message_id: id.clone(),
+        event_type: EVENT_TYPE.to_owned(),
+        timestamp: now.unix_timestamp().max(0) as u64,
+        headers: [(headers::RECEIVED_AT.to_owned(), text(now))].into(),
+    };
+    let mut attempt = 0;
+    loop {
+        match publisher.publish(Destination::Conversations, message.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < 5 => {
+                attempt += 1;
+                tracing::warn!(%error, "publish failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(attempt)).await;
+            }
+            Err(error) => anyhow::bail!("publishing {id} failed: {error}; the run can be resumed"),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! What to do about each failure, after the troubleshooting table of PolyAI's quickstart.
+
+use super::ApiError;
+
+/// One sentence telling the operator how to fix `error`.
+pub fn advice(error: &ApiError) -> &'static str {
+    match error {
+        ApiError::Unauthorized { status: 401, .. } => {
+            "the key was refused: check POLYAI_API_KEY; v3 keys are project- and region-scoped, so a key of another region or project answers 401"
+        }
+        ApiError::Unauthorized { .. } => {
+            "the key lacks permission for this project: ask your PolyAI representative for Conversations API access on POLYAI_PROJECT_ID"
+        }
+        ApiError::NotFound { .. } => {
+            "wrong host family or ids: POLYAI_BASE_URL must be https://api.{us-1,uk-1,euw-1}.platform.polyai.app, and POLYAI_ACCOUNT_ID / POLYAI_PROJECT_ID the workspace and agent ids"
+        }
+        ApiError::RateLimited { .. } => "rate limited: wait for Retry-After, or lower RELAY_API_RATE",
+        ApiError::Server { .. } => "PolyAI answered with a server error: retry later; quote the correlation id to support",
+        ApiError::Transport(_) => "the API could not be reached: check the host name, DNS, proxies and egress rules",
+        ApiError::Rejected { .. } => "the request was refused as invalid: check the ids and options",
+    }
+}

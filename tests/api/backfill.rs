@@ -1,0 +1,212 @@
+//! Backfill: every finished conversation of the window, once, across pages; resumable; patient
+//! with 429s. Against the mock API (real cursors) and the scripted fake (offsets, faults).
+
+use std::{collections::HashSet, time::Duration};
+
+use polyai_relay::{
+    backfill::{self, BackfillConfig, BackfillKey, Progress},
+    config::ApiSettings,
+    mock_api::{MockApi, MockConfig},
+    polyai::PolyaiClient,
+    queue::embedded::{EmbeddedQueue, CONVERSATIONS_FILE},
+};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    backend::TempDir,
+    fake_polyai::{conversation, FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
+    process::run_to_exit_with_stdout,
+};
+
+fn client(base_url: &str) -> PolyaiClient {
+    PolyaiClient::new(&ApiSettings {
+        base_url: base_url.parse().unwrap(),
+        api_key: SecretString::from(API_KEY),
+        account_id: ACCOUNT.into(),
+        project_id: PROJECT.into(),
+        timeout: Duration::from_secs(5),
+        conversation_api: Default::default(),
+        platform: None,
+    })
+    .unwrap()
+}
+
+fn config(dir: &TempDir, start: OffsetDateTime, end: OffsetDateTime, page_size: u32) -> BackfillConfig {
+    BackfillConfig {
+        key: BackfillKey {
+            since: "test".into(),
+            until: None,
+            client_env: "live".into(),
+            account_id: ACCOUNT.into(),
+            project_id: PROJECT.into(),
+        },
+        start_time: start,
+        end_time: end,
+        page_size,
+        dry_run: false,
+        retry_base_delay: Duration::from_millis(10),
+        checkpoint: dir.0.join("checkpoint.json"),
+    }
+}
+
+fn records(dir: &TempDir) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.0.join(CONVERSATIONS_FILE)).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn page(ids: &[&str], cursor: Option<&str>) -> Reply {
+    Reply::Json(json!({"conversations": ids.iter().map(|id| conversation(id)).collect::<Vec<_>>(), "cursor": cursor}))
+}
+
+#[tokio::test]
+async fn every_finished_conversation_of_the_window_is_published_once_across_cursor_pages() {
+    let mock_config = MockConfig {
+        api_key: SecretString::from(API_KEY),
+        account_id: ACCOUNT.into(),
+        project_id: PROJECT.into(),
+        ..MockConfig::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stop = CancellationToken::new();
+    let mock = MockApi::start(mock_config, listener, stop.clone()).await.unwrap();
+    let end = OffsetDateTime::now_utc() + Duration::from_secs(60);
+    let start = end - Duration::from_secs(12 * 3600);
+    let expected: HashSet<String> = mock
+        .conversations()
+        .iter()
+        .filter(|c| !c.in_progress && c.environment == "live" && c.started_at >= start && c.started_at < end)
+        .map(|c| c.id.clone())
+        .collect();
+    assert!(expected.len() > 40, "enough for several pages: {}", expected.len());
+
+    let dir = TempDir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let summary = backfill::run(
+        &config(&dir, start, end, 20),
+        &client(&mock.base_url()),
+        Some(&queue),
+        &Progress::Lines,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(summary.pages >= 3, "{summary:?}");
+    let records = records(&dir);
+    let ids: Vec<String> = records.iter().map(|r| r["conversation"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), expected.len(), "each once");
+    assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), expected);
+    let first = &records[0];
+    assert_eq!(first["event_type"], "conversation.backfilled");
+    assert_eq!(first["event_id"], format!("backfill:{}", ids[0]));
+    assert_eq!(summary.published as usize, expected.len());
+    assert!(!dir.0.join("checkpoint.json").exists(), "a finished run leaves no checkpoint");
+}
+
+#[tokio::test]
+async fn offset_pages_are_followed_when_the_api_gives_no_cursor() {
+    let fake = FakePolyai::start().await;
+    let ids = ["CAo1", "CAo2", "CAo3"];
+    fake.script_list([
+        Reply::Json(
+            json!({"conversations": [conversation(ids[0]), conversation(ids[1])], "cursor": null, "next_offset": 2}),
+        ),
+        Reply::Json(json!({"conversations": [conversation(ids[2])], "cursor": null})),
+    ]);
+    let dir = TempDir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let now = OffsetDateTime::now_utc();
+    backfill::run(
+        &config(&dir, now - Duration::from_secs(3600), now, 2),
+        &client(&fake.base_url),
+        Some(&queue),
+        &Progress::Lines,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(records(&dir).len(), 3);
+    let lists = fake.list_requests();
+    assert!(lists[1].query.contains("offset=2"), "{:?}", lists[1].query);
+}
+
+#[tokio::test]
+async fn an_interrupted_backfill_resumes_from_its_checkpoint() {
+    let fake = FakePolyai::start().await;
+    fake.script_list([page(&["CAr1", "CAr2"], Some("cursor-2"))]);
+    fake.script_list((0..5).map(|_| Reply::Status(503)));
+    let dir = TempDir::new();
+    let now = OffsetDateTime::now_utc();
+    let settings = config(&dir, now - Duration::from_secs(3600), now, 2);
+    {
+        let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+        let failed = backfill::run(
+            &settings,
+            &client(&fake.base_url),
+            Some(&queue),
+            &Progress::Lines,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert!(failed.unwrap_err().to_string().contains("503"));
+    }
+    assert!(dir.0.join("checkpoint.json").exists());
+    assert_eq!(records(&dir).len(), 2);
+
+    fake.script_list([page(&["CAr3"], None)]);
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let summary =
+        backfill::run(&settings, &client(&fake.base_url), Some(&queue), &Progress::Lines, &CancellationToken::new())
+            .await
+            .unwrap();
+    assert!(summary.resumed);
+    let resumed_with = fake.list_requests().last().unwrap().query.clone();
+    assert!(resumed_with.contains("cursor=cursor-2"), "{resumed_with}");
+    let ids: Vec<_> = records(&dir).iter().map(|r| r["conversation"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, ["CAr1", "CAr2", "CAr3"]);
+    assert!(!dir.0.join("checkpoint.json").exists());
+}
+
+#[tokio::test]
+async fn a_429_mid_backfill_is_waited_out() {
+    let fake = FakePolyai::start().await;
+    fake.script_list([page(&["CAw1"], Some("c2")), Reply::RateLimited("1"), page(&["CAw2"], None)]);
+    let dir = TempDir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let now = OffsetDateTime::now_utc();
+    backfill::run(
+        &config(&dir, now - Duration::from_secs(3600), now, 1),
+        &client(&fake.base_url),
+        Some(&queue),
+        &Progress::Lines,
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(records(&dir).len(), 2);
+    let lists = fake.list_requests();
+    assert_eq!(lists.len(), 3);
+    assert!(lists[2].at - lists[1].at >= Duration::from_secs(1), "waited for Retry-After");
+}
+
+#[tokio::test]
+async fn the_command_runs_a_dry_run_against_the_mock_without_publishing() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock = MockApi::start(MockConfig::default(), listener, CancellationToken::new()).await.unwrap();
+    let dir = TempDir::new();
+    let data_dir = dir.0.display().to_string();
+    let base_url = mock.base_url();
+    let env = [
+        ("POLYAI_API_KEY", "mock-api-key"),
+        ("POLYAI_BASE_URL", base_url.as_str()),
+        ("POLYAI_ACCOUNT_ID", "ws-mock"),
+        ("POLYAI_PROJECT_ID", "PROJECT-MOCK"),
+        ("RELAY_DATA_DIR", &data_dir),
+    ];
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["backfill", "--since", "24h", "--dry-run"], &env).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("would publish"), "{stdout}");
+    assert!(!dir.0.join(CONVERSATIONS_FILE).exists(), "a dry run publishes nothing");
+}
