@@ -1,8 +1,10 @@
 //! The command line: one file per command.
 
 mod backfill;
+mod check;
 mod demo;
 mod mock_api;
+mod register;
 mod run;
 mod send;
 
@@ -33,6 +35,10 @@ pub enum Command {
     Work(run::WorkArgs),
     /// Publish the finished conversations of a time window as enriched records (resumable).
     Backfill(backfill::BackfillArgs),
+    /// Check the configuration, the broker and the API key; print what to fix.
+    Check(check::CheckArgs),
+    /// Register the webhook endpoint with PolyAI (prints the signing secret once); --list, --rotate ID.
+    Register(register::RegisterArgs),
     /// Sign and POST events the way PolyAI does; a load generator with --count and --concurrency.
     Send(send::SendArgs),
     /// The one-command tour: mock API, embedded queue, receiver and worker, signed events.
@@ -57,6 +63,8 @@ impl Cli {
             Command::Work(args) => args.execute().await,
             Command::Send(args) => args.execute().await,
             Command::Backfill(args) => args.execute().await,
+            Command::Check(args) => args.execute().await,
+            Command::Register(args) => args.execute().await,
             Command::MockApi(args) => args.execute().await,
             Command::Demo(args) => args.execute().await,
         }

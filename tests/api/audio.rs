@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use polyai_relay::{
-    config::{AudioDirection, AudioSettings},
+    config::{AudioDirection, AudioSettings, ConversationApi},
     mock_api::{Conversation, MockApi, MockConfig},
 };
 use secrecy::SecretString;
@@ -79,4 +79,26 @@ async fn voice_recordings_are_saved_whole_chats_are_never_asked_and_a_missing_on
     let record = app.next_record().await;
     assert_eq!(record.json["audio"]["status"], 404, "{}", record.json["audio"]);
     assert!(!audio.dir.join(format!("{unrecorded}.wav")).exists());
+}
+
+#[tokio::test]
+async fn with_the_agents_api_conversations_and_recordings_come_from_the_platform_paths() {
+    let (mock, _stop) = mock().await;
+    let voice = find(mock.conversations(), |c| c.channel == "VOICE-SIP" && !c.in_progress);
+    let dir = TempDir::new();
+    let audio = AudioSettings { dir: dir.0.join("audio"), direction: AudioDirection::Combined, redacted: false };
+    let options = Options {
+        backend: Backend::Embedded,
+        api_url: Some(mock.base_url()),
+        conversation_api: ConversationApi::Agents,
+        audio: Some(audio.clone()),
+        ..Options::default()
+    };
+    let app = spawn_app_with(options).await;
+    assert_eq!(app.post_signed(&completed(&voice)).await.status(), 204);
+    let record = app.next_record().await;
+    // The Agents API answers in camelCase: proof the record came from /v1/agents/….
+    assert_eq!(record.json["conversation"]["conversationId"], voice.as_str(), "{}", record.json["conversation"]);
+    let saved = &record.json["audio"];
+    assert_wav(Path::new(saved["path"].as_str().unwrap()), saved["bytes"].as_u64().unwrap());
 }

@@ -8,7 +8,10 @@ use std::{
 
 use polyai_relay::{
     app::{self, Components},
-    config::{ApiSettings, AudioSettings, EventTypes, ReceiverSettings, SignatureSettings, WorkerSettings},
+    config::{
+        ApiSettings, AudioSettings, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings, SignatureSettings,
+        WorkerSettings,
+    },
     signature::{sign, SecretSlot, SignatureScheme},
 };
 use secrecy::SecretString;
@@ -46,6 +49,8 @@ pub struct Options {
     pub amqp_url: Option<String>,
     /// Points the worker at another API than the fake (the mock API, say).
     pub api_url: Option<String>,
+    /// Which path fetches a conversation; `agents` uses `api_url` as the platform host too.
+    pub conversation_api: ConversationApi,
     /// Recording downloads of the worker.
     pub audio: Option<AudioSettings>,
     /// Whether `spawn_app_with` waits for `/readyz` (not when the broker is meant to be unreachable).
@@ -72,6 +77,7 @@ impl Default for Options {
             auth_probe_interval: Duration::from_millis(200),
             amqp_url: None,
             api_url: None,
+            conversation_api: ConversationApi::V3,
             audio: None,
             wait_ready: true,
         }
@@ -119,8 +125,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             account_id: ACCOUNT.into(),
             project_id: PROJECT.into(),
             timeout: options.api_timeout,
-            conversation_api: Default::default(),
-            platform: None,
+            conversation_api: options.conversation_api,
+            platform: Some(PlatformSettings {
+                url: options.api_url.as_deref().unwrap_or(&polyai.base_url).parse().unwrap(),
+                api_key: SecretString::from(API_KEY),
+                timeout: options.api_timeout,
+            }),
         },
         concurrency: options.api_concurrency,
         rate: options.api_rate,

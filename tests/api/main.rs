@@ -5,6 +5,7 @@ mod audio;
 mod backend;
 mod backfill;
 mod broker;
+mod commands;
 mod config;
 mod crash;
 mod demo;

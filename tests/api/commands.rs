@@ -1,0 +1,140 @@
+//! `check` and `register`, run as the built binary against the fake and the mock API.
+
+use axum::{http::StatusCode, routing::post, Json, Router};
+use polyai_relay::mock_api::{MockApi, MockConfig};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    broker::amqp_url,
+    fake_polyai::{conversation, FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
+    process::run_to_exit_with_stdout,
+};
+
+async fn check(fake: &FakePolyai, amqp: &str) -> (Option<i32>, String) {
+    let env = [
+        ("POLYAI_API_KEY", API_KEY),
+        ("POLYAI_BASE_URL", fake.base_url.as_str()),
+        ("POLYAI_ACCOUNT_ID", ACCOUNT),
+        ("POLYAI_PROJECT_ID", PROJECT),
+        ("POLYAI_WEBHOOK_SECRET", "whsec_check"),
+        ("AMQP_URL", amqp),
+    ];
+    let (code, stdout, _) = run_to_exit_with_stdout(&["check"], &env).await;
+    (code, stdout)
+}
+
+#[tokio::test]
+async fn check_passes_when_everything_works_and_warns_on_an_empty_list() {
+    let fake = FakePolyai::start().await;
+    fake.script_list([Reply::Json(json!({"conversations": [conversation("CA1")], "cursor": null}))]);
+    let (code, stdout) = check(&fake, &amqp_url()).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("✓ RabbitMQ at 127.0.0.1:5672"), "{stdout}");
+    assert!(stdout.contains("✓ the API key works"), "{stdout}");
+    assert!(fake.list_requests()[0].query.contains("limit=1"));
+
+    // No conversations: the key works, the window or environment is probably wrong.
+    let (code, stdout) = check(&fake, &amqp_url()).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("! the API key works, but no live conversation"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_names_the_fix_for_each_api_failure() {
+    for (status, fix) in [(401, "check POLYAI_API_KEY"), (403, "lacks permission"), (404, "wrong host family or ids")] {
+        let fake = FakePolyai::start().await;
+        fake.probe_answers(Reply::Status(status));
+        let (code, stdout) = check(&fake, &amqp_url()).await;
+        assert_eq!(code, Some(1), "{stdout}");
+        assert!(stdout.contains(&format!("✗ API: {status}")), "{stdout}");
+        assert!(stdout.contains(fix), "{status}: {stdout}");
+    }
+}
+
+#[tokio::test]
+async fn check_reports_an_unreachable_broker_without_its_password() {
+    let fake = FakePolyai::start().await;
+    let (code, stdout) = check(&fake, "amqp://guest:s3cret-pass@127.0.0.1:1/%2f").await;
+    assert_eq!(code, Some(1));
+    assert!(stdout.contains("✗ RabbitMQ at 127.0.0.1:1"), "{stdout}");
+    assert!(!stdout.contains("s3cret-pass"), "{stdout}");
+}
+
+async fn register(platform_url: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["register"];
+    all.extend_from_slice(args);
+    let env = [("POLYAI_PLATFORM_URL", platform_url), ("POLYAI_PLATFORM_API_KEY", "mock-api-key")];
+    run_to_exit_with_stdout(&all, &env).await
+}
+
+fn secret_of(stdout: &str) -> String {
+    stdout.lines().find_map(|l| l.strip_prefix("signing secret: ")).expect("a secret line").to_owned()
+}
+
+#[tokio::test]
+async fn register_creates_lists_and_rotates_endpoints_and_explains_the_limit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock = MockApi::start(MockConfig::default(), listener, CancellationToken::new()).await.unwrap();
+    let base = mock.base_url();
+
+    let (code, stdout, stderr) = register(&base, &["--url", "https://relay.example.com/polyai-events"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("registered endpoint whe_") && stdout.contains("via /v1/webhook-endpoints"), "{stdout}");
+    let first = secret_of(&stdout);
+    assert!(!first.is_empty());
+    assert!(stdout.contains("shows it only once"));
+    let id = stdout.split_whitespace().nth(2).unwrap().to_owned();
+
+    let (code, stdout, _) = register(&base, &["--list"]).await;
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains(&id) && stdout.contains("https://relay.example.com/polyai-events"), "{stdout}");
+    assert!(!stdout.contains(&first), "a listing never shows a secret");
+
+    let (code, stdout, _) = register(&base, &["--rotate", &id]).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_ne!(secret_of(&stdout), first);
+
+    for i in 0..9 {
+        let url = format!("https://relay{i}.example.com/polyai-events");
+        assert_eq!(register(&base, &["--url", &url]).await.0, Some(0));
+    }
+    let (code, _, stderr) = register(&base, &["--url", "https://one-too-many.example.com/"]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("409") && stderr.contains("10 webhook endpoints"), "{stderr}");
+}
+
+#[tokio::test]
+async fn register_refuses_a_plain_http_url_before_sending_anything() {
+    let (code, _, stderr) = register("http://127.0.0.1:9", &["--url", "http://relay.example.com/"]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("https://"), "{stderr}");
+}
+
+#[tokio::test]
+async fn register_falls_back_to_the_quickstart_path_when_the_reference_path_is_missing() {
+    let received = std::sync::Arc::new(std::sync::Mutex::new(None::<Value>));
+    let seen = received.clone();
+    let app = Router::new().route("/v1/webhook-endpoints", post(|| async { StatusCode::NOT_FOUND })).route(
+        "/v1/webhooks/endpoints",
+        post(move |Json(body): Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                *seen.lock().unwrap() = Some(body);
+                (StatusCode::CREATED, Json(json!({"id": "ep_quick", "signing_secret": "whsec_quick"})))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (code, stdout, stderr) = register(&base, &["--url", "https://relay.example.com/hooks", "--name", "prod"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("registered endpoint ep_quick (via /v1/webhooks/endpoints)"), "{stdout}");
+    assert_eq!(secret_of(&stdout), "whsec_quick");
+    let body = received.lock().unwrap().clone().unwrap();
+    assert_eq!(body["url"], "https://relay.example.com/hooks");
+    assert_eq!(body["description"], "prod");
+    assert_eq!(body["events"], json!(["conversation.completed", "handoff.created"]));
+}
