@@ -32,6 +32,8 @@ pub struct SendConfig {
     pub conversation_id: Option<String>,
     pub environment: String,
     pub count: usize,
+    /// Stop after this long even if `count` is not reached (load tests run for a duration).
+    pub duration: Option<Duration>,
     pub concurrency: usize,
     /// Requests per second across all connections; `None` as fast as answers come.
     pub rate: Option<f64>,
@@ -128,6 +130,7 @@ pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
     let next = Arc::new(AtomicUsize::new(0));
     let throttle = Arc::new(Throttle::new(config.rate));
     let started = Instant::now();
+    let stop_at = config.duration.map(|d| started + d);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..config.concurrency.max(1) {
         let (http, config, next, throttle) = (http.clone(), config.clone(), next.clone(), throttle.clone());
@@ -135,12 +138,15 @@ pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
             let mut sent = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < config.count {
                 throttle.acquire().await;
+                if stop_at.is_some_and(|at| Instant::now() >= at) {
+                    break;
+                }
                 sent.push(send_one(&http, &config).await);
             }
             sent
         });
     }
-    let mut sent = Vec::with_capacity(config.count);
+    let mut sent = Vec::with_capacity(config.count.min(4096));
     while let Some(result) = tasks.join_next().await {
         sent.extend(result?);
     }

@@ -28,9 +28,12 @@ pub struct SendArgs {
     /// `data.environment` of the events.
     #[arg(long, default_value = "live")]
     environment: String,
-    /// Events to send.
-    #[arg(long, default_value_t = 1)]
-    count: usize,
+    /// Events to send (with --duration and no --count: as many as fit).
+    #[arg(long)]
+    count: Option<usize>,
+    /// Send for this long (e.g. 20s), then stop and report.
+    #[arg(long, value_parser = |s: &str| crate::config::parse_duration(s))]
+    duration: Option<std::time::Duration>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 1)]
     concurrency: usize,
@@ -47,7 +50,12 @@ impl SendArgs {
         if let Some(rate) = self.rate {
             anyhow::ensure!(rate.is_finite() && rate > 0.0, "--rate must be a positive number of requests per second");
         }
-        let single = self.count == 1;
+        let count = match (self.count, self.duration) {
+            (Some(count), _) => count,
+            (None, Some(_)) => usize::MAX,
+            (None, None) => 1,
+        };
+        let single = count == 1;
         let report = sender::send(SendConfig {
             url: self.url,
             secret: self.secret,
@@ -55,7 +63,8 @@ impl SendArgs {
             event_type: self.event_type,
             conversation_id: self.conversation_id,
             environment: self.environment,
-            count: self.count,
+            count,
+            duration: self.duration,
             concurrency: self.concurrency,
             rate: self.rate,
             body_size: self.body_size,
