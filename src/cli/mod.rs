@@ -1,5 +1,6 @@
 //! The command line: one file per command.
 
+mod healthcheck;
 mod mock_api;
 mod run;
 mod send;
@@ -33,6 +34,8 @@ pub enum Command {
     Send(send::SendArgs),
     /// A local stand-in for PolyAI's APIs: conversations, audio, webhook endpoints, fault injection.
     MockApi(mock_api::MockApiArgs),
+    /// GET /readyz once (2 s timeout): exit 0 on 2xx, 1 otherwise. For container health checks.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 impl Cli {
@@ -43,6 +46,7 @@ impl Cli {
             Command::Work(args) => args.execute().await,
             Command::Send(args) => args.execute().await,
             Command::MockApi(args) => args.execute().await,
+            Command::Healthcheck(args) => args.execute().await,
         }
     }
 }

@@ -6,6 +6,7 @@ mod broker;
 mod config;
 mod crash;
 mod fake_polyai;
+mod healthcheck;
 mod helpers;
 mod mock_api;
 mod outage;
