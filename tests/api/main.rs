@@ -5,6 +5,7 @@ mod backend;
 mod broker;
 mod config;
 mod crash;
+mod deploy;
 mod fake_polyai;
 mod healthcheck;
 mod helpers;
