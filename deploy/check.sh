@@ -3,6 +3,7 @@
 #   Dockerfile      hadolint; every COPY source exists
 #   compose.yaml    `docker compose config` where the compose plugin runs, else the Compose
 #                   Specification's JSON schema; referenced files, secrets, services, variables
+#   Caddyfile       `caddy adapt --validate` (Debian's caddy, installed if missing and possible)
 #   kubernetes/     `kubectl kustomize`, then Kubernetes' schemas (strict: unknown fields fail);
 #                   probes, resources, secret keys, selectors, grace period, variables
 #   grafana/, prometheus/   JSON and YAML structure; every PromQL expression parses
@@ -64,6 +65,19 @@ elif [[ -n "$TOOLS" ]]; then
   "$TOOLS/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml || fail "compose schema"
 else
   echo "deploy check: no compose plugin and no schema validator; compose checked by structure only" >&2
+fi
+
+step "Caddyfile"
+# Debian's caddy (older than the caddy:2 image, same Caddyfile syntax here); best effort.
+if ! command -v caddy >/dev/null 2>&1 && [[ $EUID -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  { timeout 120 apt-get install -y -qq caddy ||
+    { timeout 120 apt-get update -qq && timeout 120 apt-get install -y -qq caddy; }; } >/dev/null 2>&1 || true
+fi
+if command -v caddy >/dev/null 2>&1; then
+  RELAY_DOMAIN=localhost caddy adapt --config deploy/Caddyfile --adapter caddyfile --validate >/dev/null 2>"$WORK/caddy.log" ||
+    { cat "$WORK/caddy.log" >&2; fail "caddy adapt deploy/Caddyfile"; }
+else
+  echo "deploy check: caddy is not available; the Caddyfile is checked for its upstream only" >&2
 fi
 
 step "kubernetes"
