@@ -1,3 +1,6 @@
+# polyai-relay image. Build: docker build -t polyai-relay:latest .
+# `deploy/check.sh` lints this file and checks that every COPY source exists.
+
 # Build stage: dependencies first, so a source change does not rebuild them.
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -7,10 +10,15 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
 COPY src ./src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 
-# Runtime: no shell, no package manager, a non-root user.
+# Runtime: glibc and CA certificates, no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/polyai-relay /usr/local/bin/polyai-relay
-USER nonroot
+# The numeric id of distroless's `nonroot`: Kubernetes can only verify runAsNonRoot for a number.
+USER 65532:65532
+# Writable by that user: the embedded queue's ./data when AMQP_URL is unset.
+WORKDIR /home/nonroot
 EXPOSE 8080
+# GET /readyz (no curl in the image). Set RELAY_HEALTHCHECK_URL when RELAY_LISTEN moves the port.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 CMD ["polyai-relay", "healthcheck"]
 ENTRYPOINT ["polyai-relay"]
 CMD ["run"]

@@ -3,6 +3,7 @@
 mod backfill;
 mod check;
 mod demo;
+mod healthcheck;
 mod mock_api;
 mod register;
 mod run;
@@ -45,6 +46,8 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// A local stand-in for PolyAI's APIs: conversations, audio, webhook endpoints, fault injection.
     MockApi(mock_api::MockApiArgs),
+    /// GET /readyz once (2 s timeout): exit 0 on 2xx, 1 otherwise. For container health checks.
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 impl Cli {
@@ -67,6 +70,7 @@ impl Cli {
             Command::Register(args) => args.execute().await,
             Command::MockApi(args) => args.execute().await,
             Command::Demo(args) => args.execute().await,
+            Command::Healthcheck(args) => args.execute().await,
         }
     }
 }

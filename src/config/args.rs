@@ -113,6 +113,9 @@ pub struct BrokerArgs {
     /// RabbitMQ URL (`amqp://` or `amqps://`). Unset: the embedded queue in RELAY_DATA_DIR.
     #[arg(long, env = "AMQP_URL", value_parser = secret_value, hide_env_values = true)]
     pub amqp_url: Option<SecretString>,
+    /// The URL holds the broker's password, so it can come from a file like the other secrets.
+    #[arg(long, env = "AMQP_URL_FILE")]
+    pub amqp_url_file: Option<PathBuf>,
     /// Where the embedded queue and its JSON Lines output live (used when AMQP_URL is unset).
     #[arg(long, env = "RELAY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -122,7 +125,9 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn settings(&self) -> Result<BrokerSettings, ConfigError> {
-        let amqp_url = self.amqp_url.clone().filter(|url| !url.expose_secret().trim().is_empty());
+        // An empty AMQP_URL means "unset" (the embedded queue); an empty file is a mistake.
+        let inline = self.amqp_url.as_ref().filter(|url| !url.expose_secret().trim().is_empty());
+        let amqp_url = secret::resolve("AMQP_URL", inline, self.amqp_url_file.as_deref())?;
         if let Some(url) = &amqp_url {
             let scheme = url.expose_secret().split(':').next().unwrap_or_default();
             if scheme != "amqp" && scheme != "amqps" {

@@ -46,11 +46,12 @@ impl Receiver {
 
 /// `/healthz`, `/readyz` and `/metrics`: served by every command that runs long.
 pub fn ops_router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
+    let scrape = ops::Scrape { readiness: readiness.clone(), handle: metrics };
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .with_state(readiness)
-        .route("/metrics", get(ops::metrics).with_state(metrics))
+        .route("/metrics", get(ops::metrics).with_state(scrape))
 }
 
 /// The receiver's whole router: the webhook path plus the operational endpoints.

@@ -6,7 +6,7 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
-use crate::queue::Publisher;
+use crate::{queue::Publisher, telemetry::names};
 
 /// What `/readyz` asks: can the queue take a publish, and is the worker not paused?
 #[derive(Clone)]
@@ -25,6 +25,21 @@ impl Readiness {
         let worker_running = self.worker_paused.as_ref().is_none_or(|paused| !*paused.borrow());
         queue_ready && worker_running
     }
+
+    /// [`Self::is_ready`], also recorded as the `relay_ready` gauge.
+    fn check(&self) -> bool {
+        let ready = self.is_ready();
+        metrics::gauge!(names::READY).set(if ready { 1.0 } else { 0.0 });
+        ready
+    }
+}
+
+/// What `/metrics` needs: the recorder, and the readiness to record just before rendering, so
+/// the gauge is current at every scrape whether or not anything probes `/readyz`.
+#[derive(Clone)]
+pub struct Scrape {
+    pub readiness: Readiness,
+    pub handle: PrometheusHandle,
 }
 
 /// Alive: the process answers HTTP. Deliberately independent of the broker, so an outage makes
@@ -34,13 +49,14 @@ pub async fn healthz() -> StatusCode {
 }
 
 pub async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
-    if readiness.is_ready() {
+    if readiness.check() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
 }
 
-pub async fn metrics(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], handle.render())
+pub async fn metrics(State(scrape): State<Scrape>) -> impl IntoResponse {
+    scrape.readiness.check();
+    ([("content-type", "text/plain; version=0.0.4")], scrape.handle.render())
 }

@@ -56,6 +56,21 @@ impl TestBroker {
         self.connection.create_channel().await.expect("channel")
     }
 
+    /// The relay's variables naming this test's topology (a spawned binary declares these
+    /// instead of the production names on the shared broker).
+    pub fn topology_env(&self) -> Vec<(&'static str, String)> {
+        let t = &self.topology;
+        vec![
+            ("RELAY_EVENTS", "*".into()),
+            ("RELAY_EVENTS_EXCHANGE", t.events_exchange.clone()),
+            ("RELAY_ENRICH_QUEUE", t.enrich_queue.clone()),
+            ("RELAY_CONVERSATIONS_EXCHANGE", t.conversations_exchange.clone()),
+            ("RELAY_CONVERSATIONS_QUEUE", self.conversations_queue().to_owned()),
+            ("RELAY_DEAD_EXCHANGE", t.dead_exchange.clone()),
+            ("RELAY_DEAD_QUEUE", t.dead_queue.clone()),
+        ]
+    }
+
     pub fn conversations_queue(&self) -> &str {
         self.topology.conversations_queue.as_deref().expect("tests keep the downstream queue")
     }

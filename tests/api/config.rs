@@ -94,3 +94,24 @@ async fn a_second_process_on_the_same_embedded_queue_is_refused() {
     first.terminate();
     assert_eq!(first.wait_for_exit(std::time::Duration::from_secs(10)).await, Some(0));
 }
+
+#[tokio::test]
+async fn the_broker_url_can_come_from_a_file() {
+    let broker = crate::broker::TestBroker::new(polyai_relay::config::EventTypes::All).await;
+    let dir = crate::backend::TempDir::new();
+    let file = dir.0.join("amqp-url");
+    // Written as `echo` would: the trailing newline is not part of the URL.
+    std::fs::write(&file, format!("{}\n", broker.url)).unwrap();
+    let file = file.display().to_string();
+    let mut env = broker.topology_env();
+    env.push(("AMQP_URL_FILE", file.clone()));
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    env.push(SECRET);
+    let mut relay = RelayProcess::spawn(&["serve"], &env).await;
+    relay.wait_ready().await;
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(std::time::Duration::from_secs(10)).await, Some(0));
+
+    fails_naming(&["serve"], &[SECRET, AMQP, ("AMQP_URL_FILE", &file)], &["AMQP_URL", "not both"]).await;
+    fails_naming(&["serve"], &[SECRET, ("AMQP_URL_FILE", "/nonexistent/amqp-url")], &["AMQP_URL_FILE"]).await;
+}

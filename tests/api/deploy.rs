@@ -1,0 +1,241 @@
+//! The Grafana dashboard and the Prometheus alerts name only metrics the relay exports: the
+//! constants of `polyai_relay::telemetry::names`. A renamed metric fails here, not on a dashboard
+//! that quietly goes blank.
+
+use std::collections::BTreeSet;
+
+use polyai_relay::telemetry::names;
+
+/// Read at compile time, so editing any of them rebuilds this test.
+const TELEMETRY: &str = include_str!("../../src/telemetry.rs");
+const DASHBOARD: &str = include_str!("../../deploy/grafana/polyai-relay.json");
+const ALERTS: &str = include_str!("../../deploy/prometheus/alerts.yaml");
+
+/// The series a histogram adds to its name.
+const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
+
+/// Words of PromQL that look like metric names: keywords, aggregations and literals.
+const KEYWORDS: &[&str] = &[
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "inf",
+    "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+];
+
+/// Keywords followed by a parenthesised list of label names, not expressions.
+const LABEL_LISTS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
+
+/// The value of every `pub const` in `mod names` of src/telemetry.rs.
+fn exported() -> BTreeSet<String> {
+    let start = TELEMETRY.find("pub mod names {").expect("src/telemetry.rs has `pub mod names`");
+    let module = &TELEMETRY[start..];
+    let module = &module[..module.find("\n}").expect("`mod names` ends")];
+    let values: BTreeSet<String> = module
+        .split("pub const ")
+        .skip(1)
+        .filter_map(|item| item.split(';').next()?.split('"').nth(1).map(str::to_owned))
+        .collect();
+    // The source read is the module the crate compiles.
+    for name in [names::REQUESTS, names::ACK_SECONDS, names::READY, names::WORKER_PAUSED] {
+        assert!(values.contains(name), "`{name}` not read from src/telemetry.rs: {values:?}");
+    }
+    values
+}
+
+/// Index just past the quoted string that starts at `i`.
+fn skip_quoted(chars: &[char], mut i: usize) -> usize {
+    let quote = chars[i];
+    i += 1;
+    while i < chars.len() && chars[i] != quote {
+        i += if chars[i] == '\\' && quote != '`' { 2 } else { 1 };
+    }
+    i + 1
+}
+
+/// Index just past the `close` that ends the group opened at `i`, skipping quoted strings.
+fn skip_group(chars: &[char], mut i: usize, close: char) -> usize {
+    i += 1;
+    while i < chars.len() && chars[i] != close {
+        i = if matches!(chars[i], '"' | '\'' | '`') { skip_quoted(chars, i) } else { i + 1 };
+    }
+    i + 1
+}
+
+fn next_non_space(chars: &[char], i: usize) -> Option<char> {
+    chars[i..].iter().copied().find(|c| !c.is_whitespace())
+}
+
+/// Metric names in a PromQL expression (Grafana's `$variables` allowed): identifiers outside
+/// label matchers, ranges and strings that are not functions, keywords or label lists.
+fn metric_names(expr: &str) -> Vec<String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    let mut found = Vec::new();
+    let mut label_list_next = false;
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '"' | '\'' | '`' => i = skip_quoted(&chars, i),
+            '{' => i = skip_group(&chars, i, '}'),
+            '[' => i = skip_group(&chars, i, ']'),
+            '(' if label_list_next => {
+                i = skip_group(&chars, i, ')');
+                label_list_next = false;
+            }
+            '$' if chars.get(i + 1) == Some(&'{') => i = skip_group(&chars, i + 1, '}'),
+            '$' => {
+                i += 1;
+                while i < chars.len() && is_name_char(chars[i]) {
+                    i += 1;
+                }
+            }
+            // Numbers and durations: 0.99, 1e3, 5m, 1h30m.
+            c if c.is_ascii_digit() || c == '.' => {
+                while i < chars.len() && (is_name_char(chars[i]) || chars[i] == '.') {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let start = i;
+                while i < chars.len() && is_name_char(chars[i]) {
+                    i += 1;
+                }
+                let word: String = chars[start..i].iter().collect();
+                let next = next_non_space(&chars, i);
+                if LABEL_LISTS.contains(&word.as_str()) {
+                    label_list_next = next == Some('(');
+                } else if !KEYWORDS.contains(&word.to_ascii_lowercase().as_str()) && next != Some('(') {
+                    found.push(word);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    found
+}
+
+/// The names in `exprs` that the relay does not export (a histogram's series count as its name).
+fn unknown(exprs: &[String], exported: &BTreeSet<String>) -> BTreeSet<String> {
+    let known = |name: &str| {
+        exported.contains(name)
+            || HISTOGRAM_SUFFIXES.iter().any(|s| name.strip_suffix(s).is_some_and(|base| exported.contains(base)))
+    };
+    exprs.iter().flat_map(|e| metric_names(e)).filter(|name| !known(name)).collect()
+}
+
+/// Every PromQL expression of the dashboard: panel targets, and the template variables' queries.
+fn dashboard_exprs() -> Vec<String> {
+    fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("expr", serde_json::Value::String(expr)) => out.push(expr.clone()),
+                        _ => walk(value, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|item| walk(item, out)),
+            _ => {}
+        }
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+    let mut exprs = Vec::new();
+    walk(&dashboard["panels"], &mut exprs);
+    for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+        let query = variable["query"].get("query").unwrap_or(&variable["query"]);
+        // `label_values(selector, label)`: the selector is PromQL, the label is not.
+        if let Some(args) = query.as_str().and_then(|q| q.trim().strip_prefix("label_values(")) {
+            if let Some((selector, _label)) = args.rsplit_once(',') {
+                exprs.push(selector.to_owned());
+            }
+        }
+    }
+    exprs
+}
+
+/// Every `expr:` of the alert rules, inline or as a YAML block scalar (`|`, `>`).
+fn alert_exprs() -> Vec<String> {
+    let lines: Vec<&str> = ALERTS.lines().collect();
+    let mut exprs = Vec::new();
+    for (n, line) in lines.iter().enumerate() {
+        let Some(value) = line.trim_start().trim_start_matches("- ").strip_prefix("expr:") else { continue };
+        let value = value.trim();
+        if value.starts_with('|') || value.starts_with('>') {
+            let indent = line.len() - line.trim_start().len();
+            let block = lines[n + 1..]
+                .iter()
+                .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > indent)
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n");
+            exprs.push(block);
+        } else {
+            exprs.push(value.trim_matches(|c| c == '"' || c == '\'').to_owned());
+        }
+    }
+    exprs
+}
+
+#[test]
+fn the_name_check_finds_metric_names_and_refuses_unknown_ones() {
+    let expr = r#"histogram_quantile(0.99, sum by (le, job) (rate(relay_nope_bucket{job=~"$job",le="1"}[$__rate_interval])))
+        / on (instance) group_left max without (pod) (relay_ready offset 5m) > bool 0.5 and up{x="a{b"}"#;
+    assert_eq!(metric_names(expr), ["relay_nope_bucket", "relay_ready", "up"]);
+    let exported = exported();
+    let exprs = [expr.to_owned(), "relay_ack_duration_seconds_count / relay_ack_duration_seconds_sum".to_owned()];
+    assert_eq!(unknown(&exprs, &exported), BTreeSet::from(["relay_nope_bucket".to_owned(), "up".to_owned()]));
+    assert!(exported.len() >= 14, "{exported:?}");
+}
+
+#[test]
+fn every_metric_on_the_dashboard_is_one_the_relay_exports() {
+    let exprs = dashboard_exprs();
+    assert!(exprs.len() >= 20, "only {} expressions found on the dashboard", exprs.len());
+    let unknown = unknown(&exprs, &exported());
+    assert!(unknown.is_empty(), "the dashboard queries metrics the relay does not export: {unknown:?}");
+}
+
+#[test]
+fn every_metric_in_the_alerts_is_one_the_relay_exports() {
+    let exprs = alert_exprs();
+    let rules = ALERTS.lines().filter(|l| l.trim_start().starts_with("- alert:")).count();
+    assert!(rules >= 5 && exprs.len() == rules, "{} expressions for {rules} alerts", exprs.len());
+    assert!(exprs.iter().all(|e| !metric_names(e).is_empty()), "an alert names no metric: {exprs:#?}");
+    let unknown = unknown(&exprs, &exported());
+    assert!(unknown.is_empty(), "the alerts use metrics the relay does not export: {unknown:?}");
+}
+
+#[test]
+fn the_dashboard_shows_every_metric_the_relay_exports() {
+    let shown: BTreeSet<String> = dashboard_exprs()
+        .iter()
+        .flat_map(|e| metric_names(e))
+        .map(|name| HISTOGRAM_SUFFIXES.iter().find_map(|s| name.strip_suffix(s)).unwrap_or(&name).to_owned())
+        .collect();
+    let missing: Vec<_> = exported().into_iter().filter(|name| !shown.contains(name)).collect();
+    assert!(missing.is_empty(), "add these to deploy/grafana/polyai-relay.json: {missing:?}");
+}
