@@ -47,6 +47,7 @@ impl Worker {
             return Ok(Some(json!({"error": "the conversation id cannot be a file name"})));
         };
         let request = AudioRequest { direction: settings.direction, redacted: settings.redacted };
+        let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
         self.throttle.acquire().await;
         let response = match self.client.audio(conversation_id, request).await {
             Ok(response) => response,

@@ -60,6 +60,7 @@ impl Worker {
     }
 
     async fn fetch(&self, conversation_id: &str) -> Result<Box<RawValue>, ApiError> {
+        let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
         self.throttle.acquire().await;
         let result = self.client.conversation(conversation_id).await;
         let status = match &result {

@@ -1,8 +1,11 @@
-//! The broker's own ceiling for the receiver's work: confirmed, persistent, mandatory publishes
-//! of a given size to the relay's events exchange, from N concurrent publishers on 4 channels
-//! (the relay's layout), for a fixed time. What the receiver is measured against.
+//! Broker-side tools of the benchmark (bench/run.sh):
 //!
-//! cargo run --release --example broker_ceiling -- <amqp_url> <exchange> <routing_key> <size> <concurrency> <seconds>
+//! - `ceiling <amqp_url> <exchange> <routing_key> <size> <concurrency> <seconds>`: the broker's own
+//!   ceiling for the receiver's work: confirmed, persistent, mandatory publishes of a given size
+//!   from N concurrent publishers on 4 channels (the relay's layout), for a fixed time;
+//! - `depth <amqp_url> <queue>`: the exact number of ready messages (a passive declare; the
+//!   management statistics of quorum queues lag by seconds);
+//! - `purge <amqp_url> <queue>`.
 
 use std::{
     sync::{
@@ -13,15 +16,35 @@ use std::{
 };
 
 use lapin::{
-    options::{BasicPublishOptions, ConfirmSelectOptions},
+    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions},
+    types::FieldTable,
     BasicProperties, Confirmation, Connection, ConnectionProperties,
 };
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [url, exchange, key, size, concurrency, seconds] = args.as_slice() else {
-        anyhow::bail!("usage: broker_ceiling <amqp_url> <exchange> <routing_key> <size> <concurrency> <seconds>");
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        ["ceiling", rest @ ..] => ceiling(&rest.iter().map(|s| s.to_string()).collect::<Vec<_>>()).await,
+        ["depth", url, queue] => {
+            let channel = Connection::connect(url, ConnectionProperties::default()).await?.create_channel().await?;
+            let options = QueueDeclareOptions { passive: true, ..Default::default() };
+            let declared = channel.queue_declare((*queue).into(), options, FieldTable::default()).await?;
+            println!("{}", declared.message_count());
+            Ok(())
+        }
+        ["purge", url, queue] => {
+            let channel = Connection::connect(url, ConnectionProperties::default()).await?.create_channel().await?;
+            channel.queue_purge((*queue).into(), QueuePurgeOptions::default()).await?;
+            Ok(())
+        }
+        _ => anyhow::bail!("usage: bench_broker ceiling|depth|purge …"),
+    }
+}
+
+async fn ceiling(args: &[String]) -> anyhow::Result<()> {
+    let [url, exchange, key, size, concurrency, seconds] = args else {
+        anyhow::bail!("usage: bench_broker ceiling <amqp_url> <exchange> <routing_key> <size> <concurrency> <seconds>");
     };
     let (size, concurrency, seconds): (usize, usize, u64) = (size.parse()?, concurrency.parse()?, seconds.parse()?);
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
