@@ -15,11 +15,34 @@ use serde_json::json;
 
 use crate::{signature::sign, worker::Throttle};
 
-/// Which signed message to send (the two forms PolyAI's docs describe).
+/// Which signed message to send; the docs disagree (design §7), so both exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SendScheme {
+    /// `HMAC(secret, "{X-PolyAI-Timestamp}.{body}")`, the Webhooks reference.
     Timestamped,
+    /// `HMAC(secret, body)`, the API quickstart.
     Body,
+}
+
+/// A POST of `body` signed the way PolyAI signs deliveries, timestamped now: `X-PolyAI-Timestamp`,
+/// `X-PolyAI-Signature`, `X-PolyAI-Event-ID`.
+pub fn signed_post(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    secret: &SecretString,
+    scheme: SendScheme,
+    event_id: &str,
+    body: String,
+) -> reqwest::RequestBuilder {
+    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string();
+    let signed_timestamp = (scheme == SendScheme::Timestamped).then_some(timestamp.as_str());
+    let signature = sign(secret.expose_secret().as_bytes(), signed_timestamp, body.as_bytes());
+    http.post(url)
+        .header("content-type", "application/json")
+        .header("x-polyai-timestamp", timestamp)
+        .header("x-polyai-signature", signature)
+        .header("x-polyai-event-id", event_id)
+        .body(body)
 }
 
 #[derive(Debug, Clone)]
@@ -157,19 +180,8 @@ async fn send_one(http: &reqwest::Client, config: &SendConfig) -> Sent {
     let conversation_id = config.conversation_id.clone().unwrap_or_else(random_conversation_id);
     let event_id = format!("evt_{}", uuid::Uuid::new_v4().simple());
     let body = event_body(&config.event_type, &conversation_id, &config.environment, config.body_size);
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string();
-    let signed_timestamp = (config.scheme == SendScheme::Timestamped).then_some(timestamp.as_str());
-    let signature = sign(config.secret.expose_secret().as_bytes(), signed_timestamp, body.as_bytes());
     let started = Instant::now();
-    let response = http
-        .post(&config.url)
-        .header("content-type", "application/json")
-        .header("x-polyai-timestamp", &timestamp)
-        .header("x-polyai-signature", signature)
-        .header("x-polyai-event-id", &event_id)
-        .body(body)
-        .send()
-        .await;
+    let response = signed_post(http, &config.url, &config.secret, config.scheme, &event_id, body).send().await;
     let status = response.ok().map(|r| r.status().as_u16());
     Sent { event_id, conversation_id, status, latency: started.elapsed() }
 }

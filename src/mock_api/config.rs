@@ -100,14 +100,8 @@ pub struct EmitConfig {
     pub scheme: EmitScheme,
 }
 
-/// Which signed message the emitter sends; the docs disagree (design §7), so both exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EmitScheme {
-    /// `HMAC(secret, "{X-PolyAI-Timestamp}.{body}")`, the Webhooks reference.
-    Timestamped,
-    /// `HMAC(secret, body)`, the API quickstart.
-    Body,
-}
+/// Which signed message the emitter sends: the sender's choice, shared.
+pub use crate::sender::SendScheme as EmitScheme;
 
 impl MockConfig {
     /// The key of the `/v1/...` routes.

@@ -1,22 +1,17 @@
 //! Signed webhooks about the generated conversations, sent the way PolyAI delivers them
 //! (polyai-api.md §1): POST, `X-PolyAI-Timestamp`, `X-PolyAI-Signature`, `X-PolyAI-Event-ID`.
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use tokio::{sync::Semaphore, task::JoinSet, time::MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    config::{EmitConfig, EmitScheme},
+    config::EmitConfig,
     generate::{format_time, Conversation},
 };
-use crate::signature::sign;
+use crate::sender::signed_post;
 
 /// PolyAI's default delivery timeout (`timeout_ms` 5000): a receiver slower than that has failed.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -138,22 +133,18 @@ impl Emitter {
 
     /// The status the receiver answered, or `None` when it did not answer.
     async fn send(&self, event: &Event) -> Option<u16> {
-        let body = event.body.to_string();
         let event_id = format!("evt_{}", uuid::Uuid::new_v4().simple());
         // Signed at send time: the timestamp says when the webhook was sent.
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
-        let signed_timestamp = (self.config.scheme == EmitScheme::Timestamped).then_some(timestamp.as_str());
-        let signature = sign(self.config.secret.expose_secret().as_bytes(), signed_timestamp, body.as_bytes());
-        let result = self
-            .http
-            .post(self.config.url.clone())
-            .header("content-type", "application/json")
-            .header("x-polyai-timestamp", &timestamp)
-            .header("x-polyai-signature", signature)
-            .header("x-polyai-event-id", &event_id)
-            .body(body)
-            .send()
-            .await;
+        let config = &self.config;
+        let request = signed_post(
+            &self.http,
+            config.url.clone(),
+            &config.secret,
+            config.scheme,
+            &event_id,
+            event.body.to_string(),
+        );
+        let result = request.send().await;
         match result {
             Ok(response) => {
                 let status = response.status().as_u16();

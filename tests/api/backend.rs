@@ -195,6 +195,21 @@ impl TestQueue {
         }
     }
 
+    /// Everything a `run` process needs to use this queue, the fake API at `api_url` and the
+    /// test secret, plus `extra`.
+    pub fn relay_env(&self, api_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut env = self.env();
+        let common = [
+            ("POLYAI_WEBHOOK_SECRET", crate::helpers::SECRET),
+            ("POLYAI_API_KEY", crate::fake_polyai::API_KEY),
+            ("POLYAI_BASE_URL", api_url),
+            ("POLYAI_ACCOUNT_ID", crate::fake_polyai::ACCOUNT),
+            ("POLYAI_PROJECT_ID", crate::fake_polyai::PROJECT),
+        ];
+        env.extend(common.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    }
+
     /// The settings a relay process needs to use this queue, as environment variables.
     pub fn env(&self) -> Vec<(String, String)> {
         match self {

@@ -9,26 +9,10 @@ use polyai_relay::{config::EventTypes, signature::sign};
 use crate::{
     backend::{both_backends, TestQueue},
     broker::MESSAGE_WAIT,
-    fake_polyai::{FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
+    fake_polyai::{FakePolyai, Reply},
     helpers::{completed, now, SECRET},
     process::RelayProcess,
 };
-
-fn relay_env(queue: &TestQueue, polyai: &FakePolyai) -> Vec<(String, String)> {
-    let mut env = queue.env();
-    env.extend(
-        [
-            ("POLYAI_WEBHOOK_SECRET", SECRET),
-            ("POLYAI_API_KEY", API_KEY),
-            ("POLYAI_BASE_URL", &polyai.base_url),
-            ("POLYAI_ACCOUNT_ID", ACCOUNT),
-            ("POLYAI_PROJECT_ID", PROJECT),
-            ("RELAY_API_CONCURRENCY", "4"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned())),
-    );
-    env
-}
 
 async fn start(env: &[(String, String)]) -> RelayProcess {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -99,7 +83,7 @@ both_backends! {
         let polyai = FakePolyai::start().await;
         // Slow answers keep enrichments between fetch and ack when the kill lands.
         polyai.always(Reply::Slow(Duration::from_millis(150)));
-        let env = relay_env(&queue, &polyai);
+        let env = queue.relay_env(&polyai.base_url, &[("RELAY_API_CONCURRENCY", "4")]);
 
         let mut relay = start(&env).await;
         let accepted = stream_then_kill(&mut relay, 60, 20).await;
@@ -113,7 +97,7 @@ both_backends! {
         let queue = TestQueue::new(backend, EventTypes::Only(vec!["conversation.completed".into()])).await;
         let polyai = FakePolyai::start().await;
         polyai.script([Reply::Slow(Duration::from_secs(30))]);
-        let env = relay_env(&queue, &polyai);
+        let env = queue.relay_env(&polyai.base_url, &[("RELAY_API_CONCURRENCY", "4")]);
 
         let mut relay = start(&env).await;
         let http = reqwest::Client::new();

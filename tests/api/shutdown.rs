@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 
 use crate::{
     backend::{both_backends, TestQueue},
-    fake_polyai::{FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
+    fake_polyai::{FakePolyai, Reply},
     helpers::{completed, now, spawn_app_with, Options, SECRET},
     process::RelayProcess,
 };
@@ -67,19 +67,7 @@ both_backends! {
         let polyai = FakePolyai::start().await;
         // Slow API answers keep enrichments in flight when the signal arrives.
         polyai.always(Reply::Slow(Duration::from_millis(300)));
-        let mut env: Vec<(String, String)> = queue.env();
-        env.extend(
-            [
-                ("POLYAI_WEBHOOK_SECRET", SECRET),
-                ("POLYAI_API_KEY", API_KEY),
-                ("POLYAI_BASE_URL", &polyai.base_url),
-                ("POLYAI_ACCOUNT_ID", ACCOUNT),
-                ("POLYAI_PROJECT_ID", PROJECT),
-                ("RELAY_EVENTS", "*"),
-                ("RELAY_API_CONCURRENCY", "4"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned())),
-        );
+        let env = queue.relay_env(&polyai.base_url, &[("RELAY_EVENTS", "*"), ("RELAY_API_CONCURRENCY", "4")]);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut relay = RelayProcess::spawn(&["run"], &env).await;
         let http = reqwest::Client::new();
