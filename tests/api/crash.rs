@@ -10,7 +10,7 @@ use crate::{
     backend::{both_backends, TestQueue},
     broker::MESSAGE_WAIT,
     fake_polyai::{FakePolyai, Reply},
-    helpers::{completed, now, SECRET},
+    helpers::{completed, post_event, SECRET},
     process::RelayProcess,
 };
 
@@ -30,21 +30,7 @@ async fn stream_then_kill(relay: &mut RelayProcess, total: usize, kill_after: us
     let mut responses = stream::iter(0..total)
         .map(|i| {
             let (http, url) = (http.clone(), url.clone());
-            async move {
-                let id = format!("evt-{i}");
-                let body = completed(&format!("CA{i}"));
-                let ts = now().to_string();
-                let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
-                let sent = http
-                    .post(&url)
-                    .header("x-polyai-timestamp", &ts)
-                    .header("x-polyai-signature", signature)
-                    .header("x-polyai-event-id", &id)
-                    .body(body)
-                    .send()
-                    .await;
-                (id, sent.ok().map(|r| r.status().as_u16()))
-            }
+            async move { post_event(&http, &url, format!("evt-{i}")).await }
         })
         .buffer_unordered(4);
     let mut killed = false;

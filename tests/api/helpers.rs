@@ -12,6 +12,7 @@ use polyai_relay::{
         ApiSettings, AudioSettings, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings, SignatureSettings,
         WorkerSettings,
     },
+    sender::{signed_post, SendScheme},
     signature::{sign, SecretSlot, SignatureScheme},
 };
 use secrecy::SecretString;
@@ -165,6 +166,15 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
 pub fn now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Posts a `conversation.completed` about `CA{id}`, signed, with event id `id`; the status, or
+/// `None` when the relay did not answer.
+pub async fn post_event(http: &reqwest::Client, url: &str, id: String) -> (String, Option<u16>) {
+    let body = completed(&format!("CA{id}"));
+    let secret = SecretString::from(SECRET);
+    let response = signed_post(http, url, &secret, SendScheme::Timestamped, &id, body).send().await;
+    (id, response.ok().map(|r| r.status().as_u16()))
 }
 
 pub fn completed(conversation_id: &str) -> String {

@@ -3,30 +3,15 @@
 use std::{collections::HashSet, time::Duration};
 
 use futures_util::future::join_all;
-use polyai_relay::{config::EventTypes, signature::sign};
+use polyai_relay::config::EventTypes;
 use tokio::sync::Notify;
 
 use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{FakePolyai, Reply},
-    helpers::{completed, now, spawn_app_with, Options, SECRET},
+    helpers::{post_event, spawn_app_with, Options},
     process::RelayProcess,
 };
-
-async fn post_event(http: &reqwest::Client, url: &str, id: String) -> (String, Option<u16>) {
-    let body = completed(&format!("CA{id}"));
-    let ts = now().to_string();
-    let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
-    let response = http
-        .post(url)
-        .header("x-polyai-timestamp", &ts)
-        .header("x-polyai-signature", signature)
-        .header("x-polyai-event-id", &id)
-        .body(body)
-        .send()
-        .await;
-    (id, response.ok().map(|r| r.status().as_u16()))
-}
 
 fn accepted(results: Vec<(String, Option<u16>)>) -> HashSet<String> {
     results.into_iter().filter(|(_, status)| *status == Some(204)).map(|(id, _)| id).collect()
