@@ -15,6 +15,9 @@ use crate::{
     telemetry::names,
 };
 
+/// The longest a 429 holds back every API call of the worker.
+const SHARED_PAUSE_CAP: Duration = Duration::from_secs(60);
+
 /// How long a worker keeps trying to publish through a broker outage before it gives the
 /// message back to the queue instead.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
@@ -82,7 +85,10 @@ impl Worker {
                 // Not the event's fault: the attempt does not count, and every caller slows down.
                 metrics::counter!(names::RATE_LIMITED).increment(1);
                 let delay = policy.rate_limited(*retry_after);
-                self.throttle.pause(delay);
+                // Everyone slows down, but for a minute at most: deliveries held unacked longer
+                // than the broker's consumer_timeout (30 min by default) would be taken back. This
+                // event itself waits its whole Retry-After in a delay queue.
+                self.throttle.pause(delay.min(SHARED_PAUSE_CAP));
                 self.retry(message, attempts, delay, "rate_limited", &error).await
             }
             ApiError::Server { .. } | ApiError::Transport(_) => {
