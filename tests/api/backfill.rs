@@ -52,6 +52,14 @@ fn config(dir: &TempDir, start: OffsetDateTime, end: OffsetDateTime, page_size: 
     }
 }
 
+async fn run(
+    settings: &BackfillConfig,
+    base_url: &str,
+    queue: &EmbeddedQueue,
+) -> anyhow::Result<backfill::BackfillSummary> {
+    backfill::run(settings, &client(base_url), Some(queue), &Progress::Lines, &CancellationToken::new()).await
+}
+
 fn records(dir: &TempDir) -> Vec<Value> {
     let text = std::fs::read_to_string(dir.0.join(CONVERSATIONS_FILE)).unwrap_or_default();
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
@@ -84,15 +92,7 @@ async fn every_finished_conversation_of_the_window_is_published_once_across_curs
 
     let dir = TempDir::new();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-    let summary = backfill::run(
-        &config(&dir, start, end, 20),
-        &client(&mock.base_url()),
-        Some(&queue),
-        &Progress::Lines,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let summary = run(&config(&dir, start, end, 20), &mock.base_url(), &queue).await.unwrap();
     assert!(summary.pages >= 3, "{summary:?}");
     let records = records(&dir);
     let ids: Vec<String> = records.iter().map(|r| r["conversation"]["id"].as_str().unwrap().to_owned()).collect();
@@ -118,15 +118,7 @@ async fn offset_pages_are_followed_when_the_api_gives_no_cursor() {
     let dir = TempDir::new();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     let now = OffsetDateTime::now_utc();
-    backfill::run(
-        &config(&dir, now - Duration::from_secs(3600), now, 2),
-        &client(&fake.base_url),
-        Some(&queue),
-        &Progress::Lines,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    run(&config(&dir, now - Duration::from_secs(3600), now, 2), &fake.base_url, &queue).await.unwrap();
     assert_eq!(records(&dir).len(), 3);
     let lists = fake.list_requests();
     assert!(lists[1].query.contains("offset=2"), "{:?}", lists[1].query);
@@ -142,14 +134,7 @@ async fn an_interrupted_backfill_resumes_from_its_checkpoint() {
     let settings = config(&dir, now - Duration::from_secs(3600), now, 2);
     {
         let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-        let failed = backfill::run(
-            &settings,
-            &client(&fake.base_url),
-            Some(&queue),
-            &Progress::Lines,
-            &CancellationToken::new(),
-        )
-        .await;
+        let failed = run(&settings, &fake.base_url, &queue).await;
         assert!(failed.unwrap_err().to_string().contains("503"));
     }
     assert!(dir.0.join("checkpoint.json").exists());
@@ -157,10 +142,7 @@ async fn an_interrupted_backfill_resumes_from_its_checkpoint() {
 
     fake.script_list([page(&["CAr3"], None)]);
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-    let summary =
-        backfill::run(&settings, &client(&fake.base_url), Some(&queue), &Progress::Lines, &CancellationToken::new())
-            .await
-            .unwrap();
+    let summary = run(&settings, &fake.base_url, &queue).await.unwrap();
     assert!(summary.resumed);
     let resumed_with = fake.list_requests().last().unwrap().query.clone();
     assert!(resumed_with.contains("cursor=cursor-2"), "{resumed_with}");
@@ -176,15 +158,7 @@ async fn a_429_mid_backfill_is_waited_out() {
     let dir = TempDir::new();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     let now = OffsetDateTime::now_utc();
-    backfill::run(
-        &config(&dir, now - Duration::from_secs(3600), now, 1),
-        &client(&fake.base_url),
-        Some(&queue),
-        &Progress::Lines,
-        &CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    run(&config(&dir, now - Duration::from_secs(3600), now, 1), &fake.base_url, &queue).await.unwrap();
     assert_eq!(records(&dir).len(), 2);
     let lists = fake.list_requests();
     assert_eq!(lists.len(), 3);

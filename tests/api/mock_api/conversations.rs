@@ -2,12 +2,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use polyai_relay::{
-    config::ApiSettings,
-    mock_api::{MockConfig, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID},
-    polyai::PolyaiClient,
-};
-use secrecy::SecretString;
+use polyai_relay::mock_api::{MockConfig, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 
@@ -189,16 +184,7 @@ async fn the_same_seed_serves_the_same_list_and_another_seed_does_not() {
 #[tokio::test]
 async fn the_relays_own_client_fetches_from_the_mock() {
     let mock = spawn_mock().await;
-    let client = PolyaiClient::new(&ApiSettings {
-        base_url: mock.running.base_url().parse().unwrap(),
-        api_key: SecretString::from(KEY),
-        account_id: DEFAULT_ACCOUNT_ID.into(),
-        project_id: DEFAULT_PROJECT_ID.into(),
-        timeout: Duration::from_secs(5),
-        conversation_api: Default::default(),
-        platform: None,
-    })
-    .unwrap();
+    let client = mock.relay_client();
     let id = &mock.running.conversations()[3].id;
     let body: Value = serde_json::from_slice(&client.conversation(id).await.unwrap()).unwrap();
     assert_eq!(body["id"], id.as_str());

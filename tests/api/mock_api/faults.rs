@@ -3,13 +3,11 @@
 use std::time::{Duration, Instant};
 
 use polyai_relay::{
-    config::ApiSettings,
-    mock_api::{Faults, MockConfig, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID},
-    polyai::{ApiError, PolyaiClient},
+    mock_api::{Faults, MockConfig},
+    polyai::ApiError,
 };
-use secrecy::SecretString;
 
-use super::{assert_envelope, config, spawn_mock_with, KEY};
+use super::{assert_envelope, config, spawn_mock_with};
 
 fn with_faults(faults: Faults) -> MockConfig {
     MockConfig { faults, ..config() }
@@ -47,16 +45,7 @@ async fn a_429_rate_of_one_answers_every_conversation_request_with_retry_after()
     assert_envelope(mock.http.get(mock.v3("")).send().await.unwrap(), 401, "AUTH_USER_UNAUTHORISED").await;
 
     // The relay's client reads the mock's 429 the way the worker needs.
-    let client = PolyaiClient::new(&ApiSettings {
-        base_url: mock.running.base_url().parse().unwrap(),
-        api_key: SecretString::from(KEY),
-        account_id: DEFAULT_ACCOUNT_ID.into(),
-        project_id: DEFAULT_PROJECT_ID.into(),
-        timeout: Duration::from_secs(5),
-        conversation_api: Default::default(),
-        platform: None,
-    })
-    .unwrap();
+    let client = mock.relay_client();
     assert_eq!(
         client.conversation(&id).await,
         Err(ApiError::RateLimited { retry_after: Some(Duration::from_secs(3)) })
