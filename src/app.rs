@@ -9,13 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::{BrokerSettings, ReceiverSettings, WorkerSettings},
-    queue::{
-        amqp::{AmqpPublisher, AmqpSource},
-        embedded::EmbeddedQueue,
-        Publisher, Source,
-    },
+    queue::Backend,
     receiver::{self, Receiver},
-    telemetry,
+    telemetry::Metrics,
     worker::Worker,
 };
 
@@ -34,39 +30,6 @@ pub struct Components {
     pub listen: SocketAddr,
 }
 
-/// The queue in use, behind the traits the receiver and the worker see.
-struct Backend {
-    publisher: Arc<dyn Publisher>,
-    source: Arc<dyn Source>,
-    /// The RabbitMQ publisher, to wait for its first connection.
-    amqp: Option<AmqpPublisher>,
-}
-
-impl Backend {
-    fn open(broker: &BrokerSettings, broker_shutdown: CancellationToken) -> anyhow::Result<Self> {
-        let topology = &broker.topology;
-        match &broker.amqp_url {
-            Some(url) => {
-                // Not awaited: until the broker answers, /readyz and webhooks answer 503 and PolyAI retries.
-                let amqp = AmqpPublisher::start(url.clone(), topology.clone(), broker_shutdown);
-                Ok(Self {
-                    publisher: Arc::new(amqp.clone()),
-                    source: Arc::new(AmqpSource::new(url.clone(), topology.enrich_queue.clone())),
-                    amqp: Some(amqp),
-                })
-            }
-            None => {
-                let queue = EmbeddedQueue::open(&broker.data_dir, topology.delivery_limit)?;
-                tracing::info!(
-                    data_dir = %broker.data_dir.display(),
-                    "AMQP_URL is not set: using the embedded queue (one process, records in conversations.jsonl); set AMQP_URL for RabbitMQ in production"
-                );
-                Ok(Self { publisher: Arc::new(queue.clone()), source: Arc::new(queue), amqp: None })
-            }
-        }
-    }
-}
-
 /// A started relay.
 pub struct Running {
     /// The bound address (useful with port 0).
@@ -75,35 +38,50 @@ pub struct Running {
     pub stopped: JoinHandle<anyhow::Result<()>>,
 }
 
+/// Starts a relay recording into the process-wide metrics recorder.
 pub async fn start(components: Components, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let metrics = telemetry::metrics();
+    start_with(components, Metrics::global(), shutdown).await
+}
+
+/// Starts a relay recording into `metrics` (tests give each relay its own).
+pub async fn start_with(
+    components: Components,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
     // The broker outlives the HTTP server and the worker: it must confirm what they publish while draining.
     let broker_shutdown = CancellationToken::new();
-    let Backend { publisher, source, amqp } = Backend::open(&components.broker, broker_shutdown.clone())?;
+    let backend = Arc::new(Backend::open(&components.broker, metrics.clone(), broker_shutdown.clone())?);
+    if !backend.is_amqp() {
+        tracing::info!(
+            data_dir = %components.broker.data_dir.display(),
+            "AMQP_URL is not set: using the embedded queue (one process, records in conversations.jsonl); set AMQP_URL for RabbitMQ in production"
+        );
+    }
+    let publisher = backend.publisher.clone();
 
     let mut worker_task = None;
     let mut readiness = receiver::publisher_readiness(publisher.clone());
     if let Some(settings) = &components.worker {
-        let worker = Arc::new(Worker::new(settings, publisher.clone(), shutdown.clone())?);
+        let worker = Arc::new(Worker::new(settings, publisher.clone(), metrics.clone(), shutdown.clone())?);
         readiness = receiver::worker_readiness(publisher.clone(), worker.paused());
         let worker_shutdown = shutdown.clone();
+        let backend = backend.clone();
         worker_task = Some(tokio::spawn(async move {
             // Consuming before the topology exists would fail on a missing queue.
-            if let Some(amqp) = amqp {
-                tokio::select! {
-                    _ = worker_shutdown.cancelled() => return,
-                    _ = amqp.wait_connected() => {}
-                }
+            tokio::select! {
+                _ = worker_shutdown.cancelled() => return,
+                _ = backend.wait_connected() => {}
             }
-            worker.run(source).await
+            worker.run(backend.source.clone()).await
         }));
     }
 
     let router = match components.receiver {
         Some(settings) => {
-            let receiver =
-                Arc::new(Receiver::new(settings, components.broker.topology.event_types.clone(), publisher.clone()));
-            receiver::router(receiver, readiness, metrics)
+            let event_types = components.broker.topology.event_types.clone();
+            let receiver = Arc::new(Receiver::new(settings, event_types, publisher.clone(), metrics));
+            receiver::router(receiver, readiness)
         }
         None => receiver::ops_router(readiness, metrics),
     };

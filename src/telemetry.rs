@@ -1,8 +1,9 @@
 //! Logs (tracing) and metrics (Prometheus text on `/metrics`).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
@@ -55,18 +56,81 @@ pub fn init_logs_with(format: LogFormat, default_level: &str) {
     };
 }
 
-/// The process-wide Prometheus recorder, installed on first use.
+/// Where a relay records its metrics, and what its `/metrics` renders.
+///
+/// A process runs one relay, which records into the process-wide recorder ([`Metrics::global`]);
+/// anything recorded with the `metrics` macros outside [`Metrics::record`] lands there too. Tests
+/// run many relays in one process and give each a recorder of its own ([`Metrics::isolated`]), so
+/// an assertion on one app's `/metrics` sees only what that app did.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+}
+
+/// The process-wide recorder as `metrics` installs it: a second owner of the same storage.
+struct Shared(Arc<PrometheusRecorder>);
+
+impl metrics::Recorder for Shared {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.describe_counter(key, unit, description)
+    }
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.describe_gauge(key, unit, description)
+    }
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.0.describe_histogram(key, unit, description)
+    }
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.0.register_counter(key, metadata)
+    }
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.0.register_gauge(key, metadata)
+    }
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.0.register_histogram(key, metadata)
+    }
+}
+
+fn build_recorder() -> PrometheusRecorder {
+    // Buckets around the 5 s budget PolyAI gives a webhook.
+    let ack_buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(names::ACK_SECONDS.to_owned()), &ack_buckets)
+        .expect("bucket list is not empty")
+        .build_recorder()
+}
+
+impl Metrics {
+    /// The process-wide recorder, installed as `metrics`' global recorder on first use.
+    pub fn global() -> Self {
+        static GLOBAL: OnceLock<Metrics> = OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let recorder = Arc::new(build_recorder());
+                metrics::set_global_recorder(Shared(recorder.clone()))
+                    .expect("the metrics recorder is installed once per process");
+                Self { recorder }
+            })
+            .clone()
+    }
+
+    /// A recorder of this relay's own (for tests: many relays in one process).
+    pub fn isolated() -> Self {
+        Self { recorder: Arc::new(build_recorder()) }
+    }
+
+    /// Runs `record` (a `metrics::counter!(…).increment(…)` and the like) against this recorder.
+    pub fn record<T>(&self, record: impl FnOnce() -> T) -> T {
+        metrics::with_local_recorder(self.recorder.as_ref(), record)
+    }
+
+    /// The Prometheus text of everything recorded so far.
+    pub fn render(&self) -> String {
+        self.recorder.handle().render()
+    }
+}
+
+/// The process-wide Prometheus handle (see [`Metrics::global`]).
 pub fn metrics() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            // Buckets around the 5 s budget PolyAI gives a webhook.
-            let ack_buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-            PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(names::ACK_SECONDS.to_owned()), &ack_buckets)
-                .expect("bucket list is not empty")
-                .install_recorder()
-                .expect("the metrics recorder is installed once per process")
-        })
-        .clone()
+    Metrics::global().recorder.handle()
 }

@@ -2,7 +2,6 @@
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use anyhow::Context;
 use clap::Args;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
@@ -10,9 +9,13 @@ use crate::{
     backfill::{self, BackfillConfig, BackfillKey, Progress},
     config::{parse_duration, ApiArgs, BrokerArgs},
     polyai::PolyaiClient,
-    queue::{amqp::AmqpPublisher, embedded::EmbeddedQueue, Publisher},
+    queue::{Backend, Publisher},
     shutdown,
+    telemetry::Metrics,
 };
+
+/// How long the first connection to RabbitMQ may take.
+const BROKER_PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 pub struct BackfillArgs {
@@ -75,16 +78,12 @@ impl BackfillArgs {
         let client = PolyaiClient::new(&api)?;
         let shutdown = shutdown::on_signal();
         let broker_shutdown = tokio_util::sync::CancellationToken::new();
-        let publisher: Option<Arc<dyn Publisher>> = match (&broker.amqp_url, self.dry_run) {
-            (_, true) => None,
-            (Some(url), false) => {
-                let amqp = AmqpPublisher::start(url.clone(), broker.topology.clone(), broker_shutdown.clone());
-                tokio::time::timeout(Duration::from_secs(30), amqp.wait_connected())
-                    .await
-                    .context("AMQP_URL: the broker did not answer within 30 s")?;
-                Some(Arc::new(amqp))
-            }
-            (None, false) => Some(Arc::new(EmbeddedQueue::open(&broker.data_dir, broker.topology.delivery_limit)?)),
+        let publisher: Option<Arc<dyn Publisher>> = if self.dry_run {
+            None
+        } else {
+            let backend = Backend::open(&broker, Metrics::global(), broker_shutdown.clone())?;
+            backend.first_connection(BROKER_PATIENCE).await?;
+            Some(backend.publisher)
         };
         let progress = Progress::for_stderr();
         let result = backfill::run(&config, &client, publisher.as_deref(), &progress, &shutdown).await;

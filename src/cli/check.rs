@@ -7,11 +7,17 @@ use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
     config::{ApiArgs, BrokerArgs, BrokerSettings},
     polyai::{advice, ListRequest, PolyaiClient},
-    queue::embedded::EmbeddedQueue,
+    queue::{embedded, Backend, OpenError},
+    telemetry::Metrics,
 };
+
+/// How long the broker gets to answer.
+const BROKER_PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -79,33 +85,28 @@ impl CheckArgs {
     }
 }
 
-/// Connects to RabbitMQ, or opens the embedded queue, and says so.
+/// Opens the queue the relay would use (RabbitMQ connected and its topology declared, or the
+/// embedded queue) and says so.
 async fn reach_broker(broker: &BrokerSettings) -> Line {
-    let Some(url) = &broker.amqp_url else {
-        let dir = broker.data_dir.display();
-        return match EmbeddedQueue::open(&broker.data_dir, broker.topology.delivery_limit) {
-            Ok(_) => Line::Pass(format!("embedded queue in {dir} opens (AMQP_URL is unset)")),
-            Err(error) if error.to_string().contains("in use") => {
-                Line::Pass(format!("embedded queue in {dir} is in use by a running relay"))
-            }
-            Err(error) => Line::Fail(format!("{error:#}")),
-        };
-    };
-    // The URL holds a password: name the host only.
-    let host = url::Url::parse(url.expose_secret())
-        .ok()
-        .map(|u| format!("{}:{}", u.host_str().unwrap_or("?"), u.port().unwrap_or(5672)))
-        .unwrap_or_else(|| "the broker".into());
-    let connect = lapin::Connection::connect(url.expose_secret(), lapin::ConnectionProperties::default());
-    match tokio::time::timeout(Duration::from_secs(10), connect).await {
-        Ok(Ok(connection)) => {
-            let _ = connection.close(200, "check done".into()).await;
-            Line::Pass(format!("RabbitMQ at {host} accepts the connection"))
+    let dir = broker.data_dir.display();
+    let shutdown = CancellationToken::new();
+    let _closes_the_connection = shutdown.clone().drop_guard();
+    let backend = match Backend::open(broker, Metrics::isolated(), shutdown) {
+        Ok(backend) => backend,
+        Err(OpenError::Embedded(embedded::OpenError::InUse { .. })) => {
+            return Line::Pass(format!("embedded queue in {dir} is in use by a running relay"))
         }
-        Ok(Err(error)) => Line::Fail(format!(
-            "RabbitMQ at {host}: {error}; check AMQP_URL's host, credentials and vhost (%2f is `/`)"
+        Err(error) => return Line::Fail(error.to_string()),
+    };
+    let Some(host) = backend.broker_host().map(str::to_owned) else {
+        return Line::Pass(format!("embedded queue in {dir} opens (AMQP_URL is unset)"));
+    };
+    match backend.first_connection(BROKER_PATIENCE).await {
+        Ok(()) => Line::Pass(format!("RabbitMQ at {host} accepts the connection; the topology is declared")),
+        Err(OpenError::BrokerRefused { reason, .. }) => Line::Fail(format!(
+            "RabbitMQ at {host}: {reason}; check AMQP_URL's host, credentials and vhost (%2f is `/`)"
         )),
-        Err(_) => Line::Fail(format!("RabbitMQ at {host} did not answer in 10 s; check AMQP_URL and the network")),
+        Err(_) => Line::Fail(format!("RabbitMQ at {host} did not answer in time; check AMQP_URL and the network")),
     }
 }
 

@@ -3,14 +3,18 @@
 //! The receiver and the worker see only these traits; `amqp` is the RabbitMQ backend.
 
 pub mod amqp;
+mod backend;
 pub mod embedded;
 mod message;
+mod metered;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use backend::{Backend, OpenError};
 pub use message::{headers, Message};
+pub use metered::Metered;
 
 /// Where a message goes. Backends map each to their own exchange or table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

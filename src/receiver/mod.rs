@@ -10,13 +10,13 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{watch, Semaphore};
 
 use crate::{
     config::{EventTypes, ReceiverSettings},
     queue::Publisher,
     signature::Verifier,
+    telemetry::Metrics,
 };
 
 pub use ops::Readiness;
@@ -29,10 +29,17 @@ pub struct Receiver {
     settings: ReceiverSettings,
     /// Bounds the requests handled at once; a request that finds no permit is shed with 503.
     in_flight: Semaphore,
+    /// This relay's recorder (its own in tests, the process's in production).
+    metrics: Metrics,
 }
 
 impl Receiver {
-    pub fn new(settings: ReceiverSettings, event_types: EventTypes, publisher: Arc<dyn Publisher>) -> Self {
+    pub fn new(
+        settings: ReceiverSettings,
+        event_types: EventTypes,
+        publisher: Arc<dyn Publisher>,
+        metrics: Metrics,
+    ) -> Self {
         let signature = &settings.signature;
         Self {
             verifier: Verifier::new(&signature.secrets, signature.scheme, signature.tolerance),
@@ -40,23 +47,24 @@ impl Receiver {
             event_types,
             in_flight: Semaphore::new(settings.max_in_flight),
             settings,
+            metrics,
         }
     }
 }
 
 /// `/healthz`, `/readyz` and `/metrics`: served by every command that runs long.
-pub fn ops_router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
-    let scrape = ops::Scrape { readiness: readiness.clone(), handle: metrics };
+pub fn ops_router(readiness: Readiness, metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .with_state(readiness)
-        .route("/metrics", get(ops::metrics).with_state(scrape))
+        .route("/metrics", get(ops::metrics))
+        .with_state(ops::Ops { readiness, metrics })
 }
 
 /// The receiver's whole router: the webhook path plus the operational endpoints.
-pub fn router(receiver: Arc<Receiver>, readiness: Readiness, metrics: PrometheusHandle) -> Router {
+pub fn router(receiver: Arc<Receiver>, readiness: Readiness) -> Router {
     let path = receiver.settings.path.clone();
+    let metrics = receiver.metrics.clone();
     let max_body = receiver.settings.max_body;
     Router::new()
         .route(&path, post(webhook::receive).with_state(receiver))

@@ -3,10 +3,12 @@
 use std::sync::Arc;
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
-use crate::{queue::Publisher, telemetry::names};
+use crate::{
+    queue::Publisher,
+    telemetry::{names, Metrics},
+};
 
 /// What `/readyz` asks: can the queue take a publish, and is the worker not paused?
 #[derive(Clone)]
@@ -25,21 +27,23 @@ impl Readiness {
         let worker_running = self.worker_paused.as_ref().is_none_or(|paused| !*paused.borrow());
         queue_ready && worker_running
     }
-
-    /// [`Self::is_ready`], also recorded as the `relay_ready` gauge.
-    fn check(&self) -> bool {
-        let ready = self.is_ready();
-        metrics::gauge!(names::READY).set(if ready { 1.0 } else { 0.0 });
-        ready
-    }
 }
 
-/// What `/metrics` needs: the recorder, and the readiness to record just before rendering, so
-/// the gauge is current at every scrape whether or not anything probes `/readyz`.
+/// What `/readyz` and `/metrics` need: the readiness, and the recorder its gauge goes to. The
+/// gauge is set at every scrape too, so it is current whether or not anything probes `/readyz`.
 #[derive(Clone)]
-pub struct Scrape {
+pub struct Ops {
     pub readiness: Readiness,
-    pub handle: PrometheusHandle,
+    pub metrics: Metrics,
+}
+
+impl Ops {
+    /// [`Readiness::is_ready`], also recorded as the `relay_ready` gauge.
+    fn check(&self) -> bool {
+        let ready = self.readiness.is_ready();
+        self.metrics.record(|| metrics::gauge!(names::READY).set(if ready { 1.0 } else { 0.0 }));
+        ready
+    }
 }
 
 /// Alive: the process answers HTTP. Deliberately independent of the broker, so an outage makes
@@ -48,15 +52,15 @@ pub async fn healthz() -> StatusCode {
     StatusCode::OK
 }
 
-pub async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {
-    if readiness.check() {
+pub async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
+    if ops.check() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
     }
 }
 
-pub async fn metrics(State(scrape): State<Scrape>) -> impl IntoResponse {
-    scrape.readiness.check();
-    ([("content-type", "text/plain; version=0.0.4")], scrape.handle.render())
+pub async fn metrics(State(ops): State<Ops>) -> impl IntoResponse {
+    ops.check();
+    ([("content-type", "text/plain; version=0.0.4")], ops.metrics.render())
 }

@@ -11,9 +11,9 @@ use tower::ServiceExt;
 use super::*;
 use crate::{
     config::SignatureSettings,
-    queue::{Destination, Message, PublishError},
+    queue::{Destination, Message, Metered, PublishError},
     signature::{sign, SecretSlot, SignatureScheme},
-    telemetry,
+    telemetry::Metrics,
 };
 
 /// A broker that takes the message and never confirms it.
@@ -43,6 +43,10 @@ impl Publisher for Nacks {
 }
 
 fn router_with(publisher: Arc<dyn Publisher>, ack_deadline: Duration) -> Router {
+    router_metered(publisher, ack_deadline, Metrics::isolated())
+}
+
+fn router_metered(publisher: Arc<dyn Publisher>, ack_deadline: Duration, metrics: Metrics) -> Router {
     let settings = ReceiverSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
         path: "/polyai-events".into(),
@@ -58,8 +62,8 @@ fn router_with(publisher: Arc<dyn Publisher>, ack_deadline: Duration) -> Router 
         max_in_flight: 8,
     };
     let types = EventTypes::Only(vec!["conversation.completed".into()]);
-    let receiver = Arc::new(Receiver::new(settings, types, publisher.clone()));
-    router(receiver, publisher_readiness(publisher), telemetry::metrics())
+    let receiver = Arc::new(Receiver::new(settings, types, publisher.clone(), metrics));
+    router(receiver, publisher_readiness(publisher))
 }
 
 fn signed_request() -> Request<Body> {
@@ -73,12 +77,16 @@ fn signed_request() -> Request<Body> {
 #[tokio::test(start_paused = true)]
 async fn a_confirm_that_never_comes_gives_503_at_the_deadline() {
     let deadline = Duration::from_millis(750);
-    let router = router_with(Arc::new(NeverConfirms), deadline);
+    let metrics = Metrics::isolated();
+    let publisher = Arc::new(Metered::new(Arc::new(NeverConfirms), metrics.clone()));
+    let router = router_metered(publisher, deadline, metrics.clone());
     let started = tokio::time::Instant::now();
     let response = router.oneshot(signed_request()).await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
     assert!(started.elapsed() >= deadline && started.elapsed() < deadline * 2, "{:?}", started.elapsed());
+    let text = metrics.render();
+    assert!(text.contains(r#"relay_publish_confirms_total{destination="events",result="timeout"} 1"#), "{text}");
 }
 
 #[tokio::test]

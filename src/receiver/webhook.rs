@@ -21,7 +21,7 @@ use crate::{
     event::Event,
     queue::{headers, Destination, Message},
     signature::UnverifiedEvent,
-    telemetry::names,
+    telemetry::{names, Metrics},
 };
 
 const SIGNATURE: &str = "x-polyai-signature";
@@ -40,25 +40,26 @@ pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
     let result = handle(&receiver, &headers, body, started).instrument(span.clone()).await;
     let _entered = span.enter();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let meter = &receiver.metrics;
     match result {
         Ok(Accepted::Enqueued) => {
-            metrics::histogram!(names::ACK_SECONDS).record(started.elapsed().as_secs_f64());
-            finish(&span, "accepted");
+            meter.record(|| metrics::histogram!(names::ACK_SECONDS).record(started.elapsed().as_secs_f64()));
+            finish(meter, &span, "accepted");
             tracing::info!(elapsed_ms, "webhook enqueued");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Accepted::Ignored(reason)) => {
-            metrics::counter!(names::IGNORED, "reason" => reason).increment(1);
-            finish(&span, "ignored");
+            meter.record(|| metrics::counter!(names::IGNORED, "reason" => reason).increment(1));
+            finish(meter, &span, "ignored");
             tracing::info!(reason, "webhook ignored");
             let mut response = StatusCode::NO_CONTENT.into_response();
             response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("ignored"));
             response
         }
         Err(rejection) => {
-            finish(&span, rejection.outcome());
+            finish(meter, &span, rejection.outcome());
             if let Rejection::Unauthorized(reason) = &rejection {
-                metrics::counter!(names::VERIFY_FAILURES, "reason" => reason.reason()).increment(1);
+                meter.record(|| metrics::counter!(names::VERIFY_FAILURES, "reason" => reason.reason()).increment(1));
             }
             tracing::warn!(error = %rejection, elapsed_ms, "webhook refused");
             rejection.into_response()
@@ -66,9 +67,9 @@ pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
     }
 }
 
-fn finish(span: &tracing::Span, outcome: &'static str) {
+fn finish(meter: &Metrics, span: &tracing::Span, outcome: &'static str) {
     span.record("outcome", outcome);
-    metrics::counter!(names::REQUESTS, "outcome" => outcome).increment(1);
+    meter.record(|| metrics::counter!(names::REQUESTS, "outcome" => outcome).increment(1));
 }
 
 async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: Instant) -> Result<Accepted, Rejection> {
@@ -84,8 +85,8 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
         timestamp: header_bytes(headers, TIMESTAMP),
     };
     let verified = receiver.verifier.verify(unverified, unix_now() as i64).map_err(Rejection::Unauthorized)?;
-    metrics::counter!(names::VERIFIED, "scheme" => verified.scheme.as_str(), "secret" => verified.secret.as_str())
-        .increment(1);
+    let (scheme, secret) = (verified.scheme.as_str(), verified.secret.as_str());
+    receiver.metrics.record(|| metrics::counter!(names::VERIFIED, "scheme" => scheme, "secret" => secret).increment(1));
 
     let event_id_header = headers.get(EVENT_ID).and_then(|v| v.to_str().ok());
     let event = Event::parse(verified, event_id_header).map_err(Rejection::BadRequest)?;
@@ -110,19 +111,11 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
     let message = raw_event_message(event);
     let remaining = settings.ack_deadline.saturating_sub(started.elapsed());
     let publish = receiver.publisher.publish(Destination::Events, message);
+    // The publisher records the confirm (or, dropped at the deadline, the timeout).
     match tokio::time::timeout(remaining, publish).await {
-        Ok(Ok(())) => {
-            metrics::counter!(names::CONFIRMS, "destination" => "events", "result" => "ack").increment(1);
-            Ok(Accepted::Enqueued)
-        }
-        Ok(Err(error)) => {
-            metrics::counter!(names::CONFIRMS, "destination" => "events", "result" => error.label()).increment(1);
-            Err(Rejection::Unavailable(error))
-        }
-        Err(_) => {
-            metrics::counter!(names::CONFIRMS, "destination" => "events", "result" => "timeout").increment(1);
-            Err(Rejection::DeadlineExceeded)
-        }
+        Ok(Ok(())) => Ok(Accepted::Enqueued),
+        Ok(Err(error)) => Err(Rejection::Unavailable(error)),
+        Err(_) => Err(Rejection::DeadlineExceeded),
     }
 }
 

@@ -26,7 +26,7 @@ use crate::{
     config::WorkerSettings,
     polyai::{ApiError, PolyaiClient},
     queue::{Consumer, Delivery, Publisher, Source},
-    telemetry::names,
+    telemetry::{names, Metrics},
 };
 
 /// How long in-flight events get to finish at shutdown or pause; what is left then goes back
@@ -62,6 +62,8 @@ pub struct Worker {
     auth_probe_interval: Duration,
     /// `Some` when recordings are saved.
     audio: Option<crate::config::AudioSettings>,
+    /// This relay's recorder (its own in tests, the process's in production).
+    metrics: Metrics,
     shutdown: CancellationToken,
 }
 
@@ -69,6 +71,7 @@ impl Worker {
     pub fn new(
         settings: &WorkerSettings,
         publisher: Arc<dyn Publisher>,
+        metrics: Metrics,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         Ok(Self {
@@ -86,6 +89,7 @@ impl Worker {
             api_slots: Semaphore::new(settings.concurrency),
             auth_probe_interval: settings.auth_probe_interval,
             audio: settings.audio.clone(),
+            metrics,
             shutdown,
         })
     }
@@ -200,7 +204,7 @@ impl Worker {
 
     /// While paused, asks the API every probe interval whether the key works again.
     async fn wait_for_key(&self) {
-        metrics::gauge!(names::WORKER_PAUSED).set(1.0);
+        self.metrics.record(|| metrics::gauge!(names::WORKER_PAUSED).set(1.0));
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -214,7 +218,7 @@ impl Worker {
             }
         }
         tracing::info!("the API accepts the key again; resuming");
-        metrics::gauge!(names::WORKER_PAUSED).set(0.0);
+        self.metrics.record(|| metrics::gauge!(names::WORKER_PAUSED).set(0.0));
         self.paused.send_replace(false);
     }
 }

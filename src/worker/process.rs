@@ -70,7 +70,7 @@ impl Worker {
             Ok(_) => "200".to_owned(),
             Err(error) => error.status_label(),
         };
-        metrics::counter!(names::FETCHES, "status" => status).increment(1);
+        self.metrics.record(|| metrics::counter!(names::FETCHES, "status" => status).increment(1));
         let body = result?;
         serde_json::from_slice::<Box<RawValue>>(&body).map_err(|_| ApiError::Server {
             status: 200,
@@ -83,7 +83,7 @@ impl Worker {
         match &error {
             ApiError::RateLimited { retry_after } => {
                 // Not the event's fault: the attempt does not count, and every caller slows down.
-                metrics::counter!(names::RATE_LIMITED).increment(1);
+                self.metrics.record(|| metrics::counter!(names::RATE_LIMITED).increment(1));
                 let delay = policy.rate_limited(*retry_after);
                 // Everyone slows down, but for a minute at most: deliveries held unacked longer
                 // than the broker's consumer_timeout (30 min by default) would be taken back. This
@@ -108,7 +108,7 @@ impl Worker {
             ApiError::Unauthorized { .. } => {
                 // A key problem, not an event problem: stop taking events, keep this one queued.
                 if !self.paused.send_replace(true) {
-                    metrics::gauge!(names::WORKER_PAUSED).set(1.0);
+                    self.metrics.record(|| metrics::gauge!(names::WORKER_PAUSED).set(1.0));
                     tracing::error!(%error, "the API refused the key; pausing the worker until it is accepted again (check POLYAI_API_KEY and its project scope)");
                 }
                 tracing::Span::current().record("outcome", "paused");
@@ -131,7 +131,7 @@ impl Worker {
         retry.headers.insert(headers::ERROR.to_owned(), error.to_string());
         let settle = self.publish_patiently(Destination::Retry { delay }, retry).await;
         if settle == Settle::Ack {
-            metrics::counter!(names::RETRIES, "reason" => reason).increment(1);
+            self.metrics.record(|| metrics::counter!(names::RETRIES, "reason" => reason).increment(1));
             tracing::Span::current().record("outcome", "retried");
             tracing::info!(%error, attempts, delay_ms = delay.as_millis() as u64, "event will be retried");
         }
@@ -144,7 +144,7 @@ impl Worker {
         dead.headers.insert(headers::ERROR.to_owned(), error.to_owned());
         let settle = self.publish_patiently(Destination::Dead, dead).await;
         if settle == Settle::Ack {
-            metrics::counter!(names::DEAD_LETTERS, "reason" => reason).increment(1);
+            self.metrics.record(|| metrics::counter!(names::DEAD_LETTERS, "reason" => reason).increment(1));
             tracing::Span::current().record("outcome", "dead_lettered");
             tracing::warn!(error, attempts, reason, "event dead-lettered");
         }
@@ -188,7 +188,7 @@ impl Worker {
         enriched.headers.remove(headers::ERROR);
         let settle = self.publish_patiently(Destination::Conversations, enriched).await;
         if settle == Settle::Ack {
-            metrics::counter!(names::ENRICHED).increment(1);
+            self.metrics.record(|| metrics::counter!(names::ENRICHED).increment(1));
             tracing::Span::current().record("outcome", "enriched");
             tracing::info!(transcript_visible, "event enriched");
         }
@@ -202,13 +202,8 @@ impl Worker {
         let mut wait = Duration::from_millis(100);
         loop {
             match self.publisher.publish(to, message.clone()).await {
-                Ok(()) => {
-                    metrics::counter!(names::CONFIRMS, "destination" => to.label(), "result" => "ack").increment(1);
-                    return Settle::Ack;
-                }
+                Ok(()) => return Settle::Ack,
                 Err(error) => {
-                    metrics::counter!(names::CONFIRMS, "destination" => to.label(), "result" => error.label())
-                        .increment(1);
                     tracing::warn!(%error, destination = to.label(), "publish failed");
                     if tokio::time::Instant::now() + wait > deadline {
                         return Settle::Requeue;

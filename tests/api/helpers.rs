@@ -14,6 +14,7 @@ use polyai_relay::{
     },
     sender::{signed_post, SendScheme},
     signature::{sign, SecretSlot, SignatureScheme},
+    telemetry::Metrics,
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -149,7 +150,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         listen,
     };
     let shutdown = CancellationToken::new();
-    let running = app::start(components, shutdown.clone()).await.expect("relay starts");
+    // A recorder of its own: this app's /metrics shows only what this app did.
+    let running = app::start_with(components, Metrics::isolated(), shutdown.clone()).await.expect("relay starts");
     let app = TestApp {
         address: running.local_addr,
         http: reqwest::Client::new(),
@@ -214,6 +216,13 @@ impl TestApp {
             assert!(tokio::time::Instant::now() < deadline, "/readyz never answered {status}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The value of one series on this app's own `/metrics` (`name{labels}` as Prometheus
+    /// renders it, labels in alphabetical order), 0 when it was never recorded.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").await.text().await.expect("metrics text");
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

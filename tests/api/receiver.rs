@@ -70,8 +70,9 @@ both_backends! {
         let response = app.post(&tampered, &[("x-polyai-timestamp", &ts), ("x-polyai-signature", &good)]).await;
         assert_eq!(response.status(), 401);
 
-        let metrics = app.get("/metrics").await.text().await.unwrap();
-        assert!(metrics.contains(r#"relay_signature_failures_total{reason="stale_timestamp"}"#), "{metrics}");
+        assert_eq!(app.metric(r#"relay_signature_failures_total{reason="stale_timestamp"}"#).await, 1.0);
+        assert_eq!(app.metric(r#"relay_signature_failures_total{reason="mismatch"}"#).await, 2.0);
+        assert_eq!(app.metric(r#"relay_webhook_requests_total{outcome="unauthorized"}"#).await, 5.0);
         assert_eq!(app.queue.pending().await, 0);
     }
 
@@ -182,8 +183,9 @@ both_backends! {
         let metrics = app.get("/metrics").await;
         assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
         let text = metrics.text().await.unwrap();
-        for name in ["relay_webhook_requests_total", "relay_ack_duration_seconds_bucket", "relay_publish_confirms_total"] {
-            assert!(text.contains(name), "{name} missing from:\n{text}");
-        }
+        assert!(text.contains("relay_ack_duration_seconds_bucket"), "{text}");
+        assert_eq!(app.metric(r#"relay_webhook_requests_total{outcome="accepted"}"#).await, 1.0);
+        assert_eq!(app.metric(r#"relay_publish_confirms_total{destination="events",result="ack"}"#).await, 1.0);
+        assert_eq!(app.metric("relay_ready").await, 1.0);
     }
 }

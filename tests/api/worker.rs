@@ -20,8 +20,8 @@ both_backends! {
         let record = app.next_record().await;
         assert_eq!(record.json["conversation"]["id"], "CA5xx");
         assert_eq!(app.polyai.by_id_requests().len(), 3);
-        let metrics = app.get("/metrics").await.text().await.unwrap();
-        assert!(metrics.contains(r#"relay_worker_retries_total{reason="transient"}"#), "{metrics}");
+        assert_eq!(app.metric(r#"relay_worker_retries_total{reason="transient"}"#).await, 2.0);
+        assert_eq!(app.metric("relay_enriched_total").await, 1.0);
     }
 
     async fn a_timeout_is_retried(backend: Backend) {

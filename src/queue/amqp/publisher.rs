@@ -28,7 +28,7 @@ use super::{connect, convert, describe, reconnect_delay, topology};
 use crate::{
     config::Topology,
     queue::{retry_tier, Destination, Message, PublishError, Publisher},
-    telemetry::names,
+    telemetry::{names, Metrics},
 };
 
 /// How often the depth of the worker's and the dead-letter queues is read for `/metrics`.
@@ -53,9 +53,13 @@ struct Shared {
     session: RwLock<Option<Arc<Session>>>,
     /// Whether a session is up, for callers that wait for the first connection.
     connected: watch::Sender<bool>,
+    /// Why the last connection attempt failed; `None` once one succeeded.
+    failure: watch::Sender<Option<String>>,
     /// Wakes the supervisor when a publish saw a dead channel.
     broken: Notify,
     topology: Topology,
+    /// Where the backlog gauge goes.
+    metrics: Metrics,
 }
 
 /// [`Publisher`] for RabbitMQ.
@@ -66,12 +70,14 @@ pub struct AmqpPublisher {
 
 impl AmqpPublisher {
     /// Starts the supervisor; the publisher becomes ready once the broker answers.
-    pub fn start(url: SecretString, topology: Topology, shutdown: CancellationToken) -> Self {
+    pub fn start(url: SecretString, topology: Topology, metrics: Metrics, shutdown: CancellationToken) -> Self {
         let shared = Arc::new(Shared {
             session: RwLock::new(None),
             connected: watch::Sender::new(false),
+            failure: watch::Sender::new(None),
             broken: Notify::new(),
             topology,
+            metrics,
         });
         tokio::spawn(supervise(url, shared.clone(), shutdown));
         Self { shared }
@@ -82,6 +88,17 @@ impl AmqpPublisher {
         let mut connected = self.shared.connected.subscribe();
         // The sender lives in `shared`, which `self` keeps alive: this cannot fail.
         let _ = connected.wait_for(|up| *up).await;
+    }
+
+    /// The outcome of the first connection attempt (or of the first to succeed): the reason
+    /// when it failed, for commands that report instead of waiting for the broker.
+    pub async fn first_connection(&self) -> Result<(), String> {
+        let mut connected = self.shared.connected.subscribe();
+        let mut failure = self.shared.failure.subscribe();
+        tokio::select! {
+            _ = connected.wait_for(|up| *up) => Ok(()),
+            failed = failure.wait_for(Option::is_some) => Err(failed.ok().and_then(|f| f.clone()).unwrap_or_default()),
+        }
     }
 
     fn current(&self) -> Option<Arc<Session>> {
@@ -143,14 +160,14 @@ impl Publisher for AmqpPublisher {
 
 /// Sets the backlog gauge from a passive declare of each queue, on a channel of its own: a
 /// passive declare of a missing queue closes its channel, which must not be a publishing one.
-async fn report_backlog(connection: &Connection, topology: &Topology) {
+async fn report_backlog(connection: &Connection, topology: &Topology, meter: &Metrics) {
     let Ok(channel) = connection.create_channel().await else { return };
     for queue in [&topology.enrich_queue, &topology.dead_queue] {
         let options = QueueDeclareOptions { passive: true, ..Default::default() };
         match channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await {
-            Ok(declared) => {
+            Ok(declared) => meter.record(|| {
                 metrics::gauge!(names::BACKLOG, "queue" => queue.clone()).set(f64::from(declared.message_count()))
-            }
+            }),
             Err(_) => break,
         }
     }
@@ -182,6 +199,7 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
         match opened {
             Ok(session) => {
                 failures = 0;
+                shared.failure.send_replace(None);
                 let session = Arc::new(session);
                 let mut events = session.connection.events_listener();
                 *shared.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
@@ -199,7 +217,7 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                         }
                         _ = shared.broken.notified() => if !session.healthy() { break },
                         _ = health.tick() => if !session.healthy() { break },
-                        _ = backlog.tick() => report_backlog(&session.connection, &shared.topology).await,
+                        _ = backlog.tick() => report_backlog(&session.connection, &shared.topology, &shared.metrics).await,
                         event = events.next() => match event {
                             Some(Event::ConnectionBlocked(reason)) => tracing::warn!(%reason, "broker blocked publishing"),
                             Some(Event::ConnectionUnblocked) => tracing::info!("broker unblocked publishing"),
@@ -215,6 +233,7 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                 tracing::warn!("broker connection lost; publishes answer 503 until it is back");
             }
             Err(error) => {
+                shared.failure.send_replace(Some(error.clone()));
                 let delay = reconnect_delay(failures);
                 failures = failures.saturating_add(1);
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot reach the broker");

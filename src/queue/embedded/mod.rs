@@ -44,7 +44,16 @@ struct Shared {
     /// False after a failed write, true again after a successful one (drives `/readyz`).
     healthy: AtomicBool,
     delivery_limit: u32,
-    dir: PathBuf,
+}
+
+/// Why the embedded queue cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another process owns the directory (a running relay, most likely).
+    #[error("RELAY_DATA_DIR: the embedded queue in {} is in use by another process; one process owns it (set AMQP_URL to run several)", dir.display())]
+    InUse { dir: PathBuf },
+    #[error("RELAY_DATA_DIR: {}: {what}", dir.display())]
+    Unusable { dir: PathBuf, what: String },
 }
 
 /// [`Publisher`] and [`Source`] on local storage. Cheap to clone.
@@ -59,22 +68,19 @@ fn now_ms() -> i64 {
 
 impl EmbeddedQueue {
     /// Opens the queue in `dir`, creating the directory and files as needed.
-    pub fn open(dir: &Path, delivery_limit: u32) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        std::fs::create_dir_all(dir).with_context(|| format!("RELAY_DATA_DIR: cannot create {}", dir.display()))?;
-        let lock = std::fs::File::create(dir.join("lock"))
-            .with_context(|| format!("RELAY_DATA_DIR: cannot write in {}", dir.display()))?;
-        if lock.try_lock().is_err() {
-            anyhow::bail!(
-                "RELAY_DATA_DIR: the embedded queue in {} is in use by another process; one process owns it (set AMQP_URL to run several)",
-                dir.display()
-            );
-        }
-        let store =
-            Store::open(dir).with_context(|| format!("RELAY_DATA_DIR: cannot open the queue in {}", dir.display()))?;
-        let open = |name: &str| {
-            JsonLines::open(&dir.join(name)).with_context(|| format!("RELAY_DATA_DIR: cannot open {name}"))
+    pub fn open(dir: &Path, delivery_limit: u32) -> Result<Self, OpenError> {
+        let unusable = |action: &str, detail: String| OpenError::Unusable {
+            dir: dir.to_owned(),
+            what: format!("cannot {action}: {detail}"),
         };
+        std::fs::create_dir_all(dir).map_err(|e| unusable("create it", e.to_string()))?;
+        let lock = std::fs::File::create(dir.join("lock")).map_err(|e| unusable("write in it", e.to_string()))?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::InUse { dir: dir.to_owned() });
+        }
+        let store = Store::open(dir).map_err(|e| unusable("open the queue", e.to_string()))?;
+        let open =
+            |name: &str| JsonLines::open(&dir.join(name)).map_err(|e| unusable(&format!("open {name}"), e.to_string()));
         Ok(Self {
             shared: Arc::new(Shared {
                 _lock: lock,
@@ -84,13 +90,8 @@ impl EmbeddedQueue {
                 arrived: Notify::new(),
                 healthy: AtomicBool::new(true),
                 delivery_limit: delivery_limit.max(1),
-                dir: dir.to_owned(),
             }),
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
     }
 
     /// Messages waiting for the worker (including retries not yet due and leased ones).
