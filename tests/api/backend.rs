@@ -153,7 +153,8 @@ impl TestQueue {
         }
     }
 
-    /// Events waiting for the worker.
+    /// Events waiting for the worker: ready ones on RabbitMQ (not those delivered and unacked),
+    /// every one not yet acked on the embedded queue.
     pub async fn pending(&self) -> u64 {
         match self {
             Self::Amqp(broker) => u64::from(broker.ready_count(&broker.topology.enrich_queue).await),
@@ -226,6 +227,31 @@ impl TestQueue {
                 ]
             }
             Self::Embedded { dir, .. } => vec![("RELAY_DATA_DIR".into(), dir.0.display().to_string())],
+        }
+    }
+
+    /// Once the relay has stopped: nothing is left in the worker's queue, not even a delivery that
+    /// was never acked. RabbitMQ counts unacked deliveries nowhere a client can read, but it puts
+    /// them back in the queue when it drops their consumer (in the same step, on a quorum queue),
+    /// so this waits for the consumers to be gone and then counts.
+    pub async fn assert_nothing_left(&self) {
+        match self {
+            Self::Amqp(broker) => {
+                let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
+                loop {
+                    let (ready, consumers) = broker.counts(&broker.topology.enrich_queue).await;
+                    if consumers == 0 {
+                        assert_eq!(ready, 0, "events left in the queue (acked never, or not at all)");
+                        return;
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "the relay's consumer never went away");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Self::Embedded { dir, .. } => {
+                // Every row not yet acked, leased or not.
+                assert_eq!(EmbeddedQueue::count_in(&dir.0).expect("queue readable"), 0, "events left in the queue");
+            }
         }
     }
 

@@ -109,6 +109,15 @@ impl TestBroker {
         queue.message_count()
     }
 
+    /// Ready messages and consumers of `queue`, as the queue's leader answers a passive declare.
+    pub async fn counts(&self, queue: &str) -> (u32, u32) {
+        let channel = self.channel().await;
+        let options = QueueDeclareOptions { passive: true, ..Default::default() };
+        let queue = channel.queue_declare(queue.into(), options, FieldTable::default()).await.expect("queue exists");
+        let _ = channel.close(200, "done".into()).await;
+        (queue.message_count(), queue.consumer_count())
+    }
+
     /// Message ids of everything in `queue`, taken off it.
     pub async fn drain_ids(&self, queue: &str) -> std::collections::HashSet<String> {
         let channel = self.channel().await;

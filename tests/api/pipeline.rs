@@ -15,7 +15,7 @@ fn on(backend: Backend) -> Options {
 
 both_backends! {
     async fn a_signed_event_becomes_an_enriched_record(backend: Backend) {
-        let app = spawn_app_with(on(backend)).await;
+        let mut app = spawn_app_with(on(backend)).await;
         let body = r#"{"type":"conversation.completed","data":{"conversation_id":"CA7f3e","environment":"live"}}"#;
         let ts = now().to_string();
         let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
@@ -50,8 +50,10 @@ both_backends! {
         assert_eq!(requests.len(), 1);
         assert_eq!(requests[0].path, "/v3/ws-test/PROJECT-TEST/conversations/CA7f3e");
         assert_eq!(requests[0].api_key.as_deref(), Some(API_KEY));
-        // Nothing is left behind: the input was acked after the record was stored.
-        app.queue.wait_for_pending(0).await;
+        // Nothing is left behind, not even unacked: the input was acked after the record was stored.
+        app.begin_shutdown();
+        app.stopped().await;
+        app.queue.assert_nothing_left().await;
     }
 
     async fn a_handoff_is_enriched_and_an_alert_passes_through_without_a_conversation(backend: Backend) {
