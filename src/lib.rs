@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod backfill;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod event;

@@ -16,8 +16,9 @@ pub use self::{
     progress::Progress,
 };
 use crate::{
-    polyai::{advice, ApiError, ListPage, ListRequest, PolyaiClient, Summary},
-    queue::{headers, Destination, Message, Publisher},
+    backoff::Backoff,
+    polyai::{advice, ApiError, ListPage, ListRequest, PolyaiClient, Summary, RETRY_AFTER_CAP},
+    queue::{headers, publish_until_confirmed, Destination, Message, Publisher},
     worker::record::{transcript_visible, EnrichedRecord, SCHEMA},
 };
 
@@ -25,8 +26,10 @@ use crate::{
 pub const EVENT_TYPE: &str = "conversation.backfilled";
 /// Transient list failures tolerated in a row before the run stops (resumable).
 const LIST_ATTEMPTS: u32 = 5;
-/// The longest `Retry-After` waited out.
-const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+/// The longest wait between two list attempts.
+const LIST_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long one record may wait for the broker through an outage before the run stops (resumable).
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct BackfillConfig {
     pub key: BackfillKey,
@@ -120,7 +123,7 @@ pub async fn run(
                 continue;
             }
             if let Some(publisher) = publisher {
-                publish(publisher, conversation).await?;
+                publish(publisher, conversation, shutdown).await?;
             }
             state.published += 1;
         }
@@ -184,7 +187,7 @@ async fn list_page(
             Err(error @ (ApiError::Server { .. } | ApiError::Transport(_))) if failures + 1 < LIST_ATTEMPTS => {
                 failures += 1;
                 progress.note(&format!("{error}; retrying"));
-                retry_base_delay * 2u32.pow(failures - 1)
+                Backoff::new(retry_base_delay, LIST_RETRY_MAX).delay(failures)
             }
             Err(error) => anyhow::bail!("listing conversations failed: {error}\n{}", advice(&error)),
         };
@@ -195,7 +198,11 @@ async fn list_page(
     }
 }
 
-async fn publish(publisher: &dyn Publisher, conversation: &Summary) -> anyhow::Result<()> {
+async fn publish(
+    publisher: &dyn Publisher,
+    conversation: &Summary,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let event = json!({"type": EVENT_TYPE, "data": {"conversation_id": conversation.id}}).to_string();
     let event = RawValue::from_string(event)?;
     let now = OffsetDateTime::now_utc();
@@ -218,16 +225,7 @@ async fn publish(publisher: &dyn Publisher, conversation: &Summary) -> anyhow::R
         timestamp: now.unix_timestamp().max(0) as u64,
         headers: [(headers::RECEIVED_AT.to_owned(), text(now))].into(),
     };
-    let mut attempt = 0;
-    loop {
-        match publisher.publish(Destination::Conversations, message.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < 5 => {
-                attempt += 1;
-                tracing::warn!(%error, "publish failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200) * 2u32.pow(attempt)).await;
-            }
-            Err(error) => anyhow::bail!("publishing {id} failed: {error}; the run can be resumed"),
-        }
-    }
+    publish_until_confirmed(publisher, Destination::Conversations, &message, PUBLISH_PATIENCE, shutdown)
+        .await
+        .map_err(|error| anyhow::anyhow!("publishing {id} failed: {error}; the run can be resumed"))
 }

@@ -4,6 +4,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+/// The longest `Retry-After` the relay obeys (the worker and backfill alike): a server asking for
+/// more is treated as asking for this. The longest retry delay queue holds it.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
+
 /// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3); the docs do not say which.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();

@@ -18,7 +18,7 @@ pub use self::{
     advice::advice,
     audio::AudioRequest,
     endpoints::{EndpointClient, NewEndpoint, RegisteredEndpoint},
-    errors::{error_detail, parse_retry_after},
+    errors::{error_detail, parse_retry_after, RETRY_AFTER_CAP},
     list::{ListPage, ListRequest, Summary},
 };
 use crate::config::{ApiSettings, ConversationApi};

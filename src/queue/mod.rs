@@ -4,6 +4,7 @@
 
 pub mod amqp;
 mod backend;
+mod confirmed;
 pub mod embedded;
 mod message;
 mod metered;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use backend::{Backend, OpenError};
+pub use confirmed::publish_until_confirmed;
 pub use message::{headers, Message};
 pub use metered::Metered;
 

@@ -23,6 +23,7 @@ pub use policy::RetryPolicy;
 pub use throttle::Throttle;
 
 use crate::{
+    backoff::RECONNECT,
     config::WorkerSettings,
     polyai::{ApiError, PolyaiClient},
     queue::{Consumer, Delivery, Publisher, Source},
@@ -123,8 +124,7 @@ impl Worker {
                 }
                 Err(error) => {
                     failures = failures.saturating_add(1);
-                    let delay =
-                        Duration::from_millis(200).saturating_mul(1 << failures.min(5)).min(Duration::from_secs(5));
+                    let delay = RECONNECT.delay(failures);
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "worker cannot consume");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => {}

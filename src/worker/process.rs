@@ -11,7 +11,7 @@ use super::{record, Settle, Worker};
 use crate::{
     event::Fields,
     polyai::ApiError,
-    queue::{headers, Destination, Message},
+    queue::{headers, publish_until_confirmed, Destination, Message},
     telemetry::names,
 };
 
@@ -198,23 +198,9 @@ impl Worker {
     /// Publishes through short broker outages; past [`PUBLISH_PATIENCE`], or at shutdown, the
     /// message goes back to the queue (requeue) rather than being held or dropped.
     async fn publish_patiently(&self, to: Destination, message: Message) -> Settle {
-        let deadline = tokio::time::Instant::now() + PUBLISH_PATIENCE;
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match self.publisher.publish(to, message.clone()).await {
-                Ok(()) => return Settle::Ack,
-                Err(error) => {
-                    tracing::warn!(%error, destination = to.label(), "publish failed");
-                    if tokio::time::Instant::now() + wait > deadline {
-                        return Settle::Requeue;
-                    }
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return Settle::Requeue,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
+        match publish_until_confirmed(self.publisher.as_ref(), to, &message, PUBLISH_PATIENCE, &self.shutdown).await {
+            Ok(()) => Settle::Ack,
+            Err(_) => Settle::Requeue,
         }
     }
 }

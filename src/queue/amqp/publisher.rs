@@ -24,8 +24,9 @@ use secrecy::SecretString;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{connect, convert, describe, reconnect_delay, topology};
+use super::{connect, convert, describe, topology};
 use crate::{
+    backoff::RECONNECT,
     config::Topology,
     queue::{retry_tier, Destination, Message, PublishError, Publisher},
     telemetry::{names, Metrics},
@@ -234,8 +235,8 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
             }
             Err(error) => {
                 shared.failure.send_replace(Some(error.clone()));
-                let delay = reconnect_delay(failures);
                 failures = failures.saturating_add(1);
+                let delay = RECONNECT.delay(failures);
                 tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot reach the broker");
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
