@@ -16,11 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::{self, Components},
-    config::{ApiSettings, BrokerSettings, EventTypes, ReceiverSettings, SignatureSettings, Topology, WorkerSettings},
+    config::{ApiSettings, BrokerSettings, ReceiverSettings, Topology, WorkerSettings},
     mock_api::{emit::Emitter, Conversation, EmitConfig, EmitScheme, MockApi, MockConfig},
     queue::embedded::CONVERSATIONS_FILE,
     shutdown,
-    signature::{SecretSlot, SignatureScheme},
 };
 
 /// The demo's signing secret: shared by the sender and the receiver, nowhere else.
@@ -112,52 +111,17 @@ fn pick(conversations: &[Conversation], count: usize) -> Vec<Conversation> {
 
 fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Result<Components> {
     let listen = "127.0.0.1:0".parse()?;
+    let api = ApiSettings::new(mock_url.parse()?, mock.api_key.clone(), &mock.account_id, &mock.project_id);
     Ok(Components {
-        broker: BrokerSettings {
-            amqp_url: None,
-            data_dir: data_dir.to_owned(),
-            topology: Topology {
-                events_exchange: "polyai.events".into(),
-                enrich_queue: "polyai.enrich".into(),
-                conversations_exchange: "polyai.conversations".into(),
-                conversations_queue: Some("polyai.conversations".into()),
-                dead_exchange: "polyai.dead".into(),
-                dead_queue: "polyai.dead".into(),
-                event_types: EventTypes::Only(vec!["conversation.completed".into(), "handoff.created".into()]),
-                delivery_limit: 20,
-            },
-        },
-        receiver: Some(ReceiverSettings {
-            listen,
-            path: "/polyai-events".into(),
-            signature: SignatureSettings {
-                secrets: vec![(SecretSlot::Current, SecretString::from(DEMO_SECRET))],
-                scheme: SignatureScheme::Auto,
-                tolerance: Duration::from_secs(300),
-            },
-            environments: None,
-            ack_deadline: Duration::from_secs(3),
-            max_body: 1 << 20,
-            request_timeout: Duration::from_secs(10),
-            max_in_flight: 1024,
-        }),
+        broker: BrokerSettings { amqp_url: None, data_dir: data_dir.to_owned(), topology: Topology::default() },
+        receiver: Some(ReceiverSettings { listen, ..ReceiverSettings::new(SecretString::from(DEMO_SECRET)) }),
+        // Quick retries and probes: the tour is short.
         worker: Some(WorkerSettings {
-            api: ApiSettings {
-                base_url: mock_url.parse()?,
-                api_key: mock.api_key.clone(),
-                account_id: mock.account_id.clone(),
-                project_id: mock.project_id.clone(),
-                timeout: Duration::from_secs(10),
-                conversation_api: Default::default(),
-                platform: None,
-            },
             concurrency: 4,
-            rate: None,
-            max_attempts: 8,
             retry_base_delay: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(5),
             auth_probe_interval: Duration::from_secs(5),
-            audio: None,
+            ..WorkerSettings::new(api)
         }),
         listen,
     })

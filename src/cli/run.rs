@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::{
     app::{self, Components},
-    config::{BrokerArgs, ReceiverArgs, WorkerArgs},
+    config::{defaults, BrokerArgs, ReceiverArgs, WorkerArgs},
     shutdown,
 };
 
@@ -35,7 +35,7 @@ pub struct WorkArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, env = "RELAY_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "RELAY_LISTEN", default_value = defaults::LISTEN)]
     listen: SocketAddr,
 }
 

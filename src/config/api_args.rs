@@ -8,6 +8,7 @@ use url::Url;
 
 use super::{
     args::{duration, required_id},
+    defaults,
     hosts::{self, Region},
     secret::{self, secret_value},
     ApiSettings, AudioSettings, ConfigError, PlatformSettings,
@@ -61,7 +62,7 @@ pub struct PlatformArgs {
     #[arg(long, env = "POLYAI_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
     /// Timeout of one API call.
-    #[arg(long, env = "RELAY_API_TIMEOUT", default_value = "10s", value_parser = duration("RELAY_API_TIMEOUT"))]
+    #[arg(long, env = "RELAY_API_TIMEOUT", default_value = defaults::API_TIMEOUT, value_parser = duration("RELAY_API_TIMEOUT"))]
     pub api_timeout: Duration,
 }
 

@@ -6,6 +6,7 @@ use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::api_args::{ApiArgs, AudioArgs};
+use super::defaults;
 use super::{
     secret::{self, secret_value},
     values, BrokerSettings, ConfigError, EventTypes, ReceiverSettings, SignatureSettings, Topology, WorkerSettings,
@@ -56,28 +57,28 @@ pub struct LogArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TopologyArgs {
     /// Topic exchange that receives verified raw events.
-    #[arg(long, env = "RELAY_EVENTS_EXCHANGE", default_value = "polyai.events")]
+    #[arg(long, env = "RELAY_EVENTS_EXCHANGE", default_value = defaults::EVENTS_EXCHANGE)]
     pub events_exchange: String,
     /// Quorum queue the worker consumes.
-    #[arg(long, env = "RELAY_ENRICH_QUEUE", default_value = "polyai.enrich")]
+    #[arg(long, env = "RELAY_ENRICH_QUEUE", default_value = defaults::ENRICH_QUEUE)]
     pub enrich_queue: String,
     /// Topic exchange that receives enriched records.
-    #[arg(long, env = "RELAY_CONVERSATIONS_EXCHANGE", default_value = "polyai.conversations")]
+    #[arg(long, env = "RELAY_CONVERSATIONS_EXCHANGE", default_value = defaults::CONVERSATIONS_EXCHANGE)]
     pub conversations_exchange: String,
     /// Ready-made downstream queue bound `#` to the conversations exchange; `off` to skip it.
-    #[arg(long, env = "RELAY_CONVERSATIONS_QUEUE", default_value = "polyai.conversations")]
+    #[arg(long, env = "RELAY_CONVERSATIONS_QUEUE", default_value = defaults::CONVERSATIONS_QUEUE)]
     pub conversations_queue: String,
     /// Fanout exchange for events that can never succeed.
-    #[arg(long, env = "RELAY_DEAD_EXCHANGE", default_value = "polyai.dead")]
+    #[arg(long, env = "RELAY_DEAD_EXCHANGE", default_value = defaults::DEAD_EXCHANGE)]
     pub dead_exchange: String,
     /// Quorum queue bound to the dead-letter exchange.
-    #[arg(long, env = "RELAY_DEAD_QUEUE", default_value = "polyai.dead")]
+    #[arg(long, env = "RELAY_DEAD_QUEUE", default_value = defaults::DEAD_QUEUE)]
     pub dead_queue: String,
     /// Event types forwarded (comma-separated); `*` forwards all.
-    #[arg(long, env = "RELAY_EVENTS", default_value = "conversation.completed,handoff.created")]
+    #[arg(long, env = "RELAY_EVENTS", default_value = defaults::EVENTS)]
     pub events: String,
     /// Deliveries of one message before the broker dead-letters it (crash-loop backstop).
-    #[arg(long, env = "RELAY_DELIVERY_LIMIT", default_value_t = 20)]
+    #[arg(long, env = "RELAY_DELIVERY_LIMIT", default_value_t = defaults::DELIVERY_LIMIT)]
     pub delivery_limit: u32,
 }
 
@@ -151,31 +152,31 @@ pub struct ReceiverArgs {
     #[arg(long, env = "POLYAI_WEBHOOK_SECRET_PREVIOUS_FILE")]
     pub webhook_secret_previous_file: Option<PathBuf>,
     /// Address the receiver listens on (port 0 picks a free port).
-    #[arg(long, env = "RELAY_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "RELAY_LISTEN", default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// Path PolyAI posts to.
-    #[arg(long, env = "RELAY_PATH", default_value = "/polyai-events")]
+    #[arg(long, env = "RELAY_PATH", default_value = defaults::PATH)]
     pub path: String,
     /// Which signed message to check: `auto` accepts both forms the docs describe.
     #[arg(long, env = "RELAY_SIGNATURE_SCHEME", value_enum, default_value = "auto")]
     pub signature_scheme: SignatureScheme,
     /// How far X-PolyAI-Timestamp may be from now, either way.
-    #[arg(long, env = "RELAY_TIMESTAMP_TOLERANCE", default_value = "300s", value_parser = duration("RELAY_TIMESTAMP_TOLERANCE"))]
+    #[arg(long, env = "RELAY_TIMESTAMP_TOLERANCE", default_value = defaults::TIMESTAMP_TOLERANCE, value_parser = duration("RELAY_TIMESTAMP_TOLERANCE"))]
     pub timestamp_tolerance: Duration,
     /// Environments forwarded (comma-separated), or `all`.
     #[arg(long, env = "RELAY_ENVIRONMENTS", default_value = "all")]
     pub environments: String,
     /// Longest a request waits for a durable enqueue before answering 503.
-    #[arg(long, env = "RELAY_ACK_DEADLINE", default_value = "3s", value_parser = duration("RELAY_ACK_DEADLINE"))]
+    #[arg(long, env = "RELAY_ACK_DEADLINE", default_value = defaults::ACK_DEADLINE, value_parser = duration("RELAY_ACK_DEADLINE"))]
     pub ack_deadline: Duration,
     /// Larger bodies get 413 without being buffered.
-    #[arg(long, env = "RELAY_MAX_BODY", default_value = "1MiB", value_parser = size("RELAY_MAX_BODY"))]
+    #[arg(long, env = "RELAY_MAX_BODY", default_value = defaults::MAX_BODY, value_parser = size("RELAY_MAX_BODY"))]
     pub max_body: usize,
     /// Longest a client may take to send a request (guards against slow senders holding connections).
-    #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = "10s", value_parser = duration("RELAY_REQUEST_TIMEOUT"))]
+    #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT, value_parser = duration("RELAY_REQUEST_TIMEOUT"))]
     pub request_timeout: Duration,
     /// Requests handled at once; past this the receiver answers 503 at once.
-    #[arg(long, env = "RELAY_MAX_IN_FLIGHT", default_value_t = 1024)]
+    #[arg(long, env = "RELAY_MAX_IN_FLIGHT", default_value_t = defaults::MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 }
 
@@ -227,22 +228,22 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub api: ApiArgs,
     /// Parallel API calls at most.
-    #[arg(long, env = "RELAY_API_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "RELAY_API_CONCURRENCY", default_value_t = defaults::API_CONCURRENCY)]
     pub api_concurrency: usize,
     /// API calls per second at most, or `unlimited`.
     #[arg(long, env = "RELAY_API_RATE", default_value = "unlimited", value_parser = rate)]
     pub api_rate: Rate,
     /// Attempts per event before it is dead-lettered.
-    #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = 8)]
+    #[arg(long, env = "RELAY_MAX_ATTEMPTS", default_value_t = defaults::MAX_ATTEMPTS)]
     pub max_attempts: u32,
     /// First retry delay; doubles each attempt, with jitter.
-    #[arg(long, env = "RELAY_RETRY_BASE_DELAY", default_value = "2s", value_parser = duration("RELAY_RETRY_BASE_DELAY"))]
+    #[arg(long, env = "RELAY_RETRY_BASE_DELAY", default_value = defaults::RETRY_BASE_DELAY, value_parser = duration("RELAY_RETRY_BASE_DELAY"))]
     pub retry_base_delay: Duration,
     /// Longest retry delay of the backoff.
-    #[arg(long, env = "RELAY_RETRY_MAX_DELAY", default_value = "10m", value_parser = duration("RELAY_RETRY_MAX_DELAY"))]
+    #[arg(long, env = "RELAY_RETRY_MAX_DELAY", default_value = defaults::RETRY_MAX_DELAY, value_parser = duration("RELAY_RETRY_MAX_DELAY"))]
     pub retry_max_delay: Duration,
     /// How often a worker paused by a rejected key checks whether the key works again.
-    #[arg(long, env = "RELAY_AUTH_PROBE_INTERVAL", default_value = "30s", value_parser = duration("RELAY_AUTH_PROBE_INTERVAL"))]
+    #[arg(long, env = "RELAY_AUTH_PROBE_INTERVAL", default_value = defaults::AUTH_PROBE_INTERVAL, value_parser = duration("RELAY_AUTH_PROBE_INTERVAL"))]
     pub auth_probe_interval: Duration,
     #[command(flatten)]
     pub audio: AudioArgs,

@@ -5,6 +5,7 @@
 
 mod api_args;
 mod args;
+pub mod defaults;
 pub mod hosts;
 pub mod secret;
 mod values;

@@ -10,9 +10,8 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::{
-    config::SignatureSettings,
     queue::{Destination, Message, Metered, PublishError},
-    signature::{sign, SecretSlot, SignatureScheme},
+    signature::{sign, SignatureScheme},
     telemetry::Metrics,
 };
 
@@ -47,20 +46,9 @@ fn router_with(publisher: Arc<dyn Publisher>, ack_deadline: Duration) -> Router 
 }
 
 fn router_metered(publisher: Arc<dyn Publisher>, ack_deadline: Duration, metrics: Metrics) -> Router {
-    let settings = ReceiverSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        path: "/polyai-events".into(),
-        signature: SignatureSettings {
-            secrets: vec![(SecretSlot::Current, SecretString::from("s"))],
-            scheme: SignatureScheme::Body,
-            tolerance: Duration::from_secs(300),
-        },
-        environments: None,
-        ack_deadline,
-        max_body: 1024,
-        request_timeout: Duration::from_secs(10),
-        max_in_flight: 8,
-    };
+    let mut settings = ReceiverSettings::new(SecretString::from("s"));
+    settings.signature.scheme = SignatureScheme::Body;
+    let settings = ReceiverSettings { ack_deadline, max_body: 1024, max_in_flight: 8, ..settings };
     let types = EventTypes::Only(vec!["conversation.completed".into()]);
     let receiver = Arc::new(Receiver::new(settings, types, publisher.clone(), metrics));
     router(receiver, publisher_readiness(publisher))

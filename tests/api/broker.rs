@@ -40,16 +40,7 @@ impl TestBroker {
 
     /// Names under `prefix`, so tests sharing a broker never meet.
     pub fn topology_for(prefix: &str, event_types: EventTypes) -> Topology {
-        Topology {
-            events_exchange: format!("{prefix}.polyai.events"),
-            enrich_queue: format!("{prefix}.polyai.enrich"),
-            conversations_exchange: format!("{prefix}.polyai.conversations"),
-            conversations_queue: Some(format!("{prefix}.polyai.conversations")),
-            dead_exchange: format!("{prefix}.polyai.dead"),
-            dead_queue: format!("{prefix}.polyai.dead"),
-            event_types,
-            delivery_limit: 20,
-        }
+        Topology { event_types, ..Topology::named(prefix) }
     }
 
     pub async fn channel(&self) -> Channel {

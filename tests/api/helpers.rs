@@ -9,8 +9,7 @@ use std::{
 use polyai_relay::{
     app::{self, Components},
     config::{
-        ApiSettings, AudioSettings, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings, SignatureSettings,
-        WorkerSettings,
+        ApiSettings, AudioSettings, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings, WorkerSettings,
     },
     sender::{signed_post, SendScheme},
     signature::{sign, SecretSlot, SignatureScheme},
@@ -103,45 +102,43 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let queue = TestQueue::new(options.backend, options.event_types.clone()).await;
     let polyai = FakePolyai::start().await;
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let receiver = options.receiver.then(|| ReceiverSettings {
-        listen,
-        path: "/polyai-events".into(),
-        signature: SignatureSettings {
-            secrets: vec![
-                (SecretSlot::Current, SecretString::from(SECRET)),
-                (SecretSlot::Previous, SecretString::from(PREVIOUS_SECRET)),
-            ],
-            scheme: options.scheme,
-            tolerance: Duration::from_secs(300),
-        },
-        environments: options.environments.clone(),
-        ack_deadline: options.ack_deadline,
-        max_body: options.max_body,
-        request_timeout: options.request_timeout,
-        max_in_flight: options.max_in_flight,
+    let receiver = options.receiver.then(|| {
+        let mut settings = ReceiverSettings::new(SecretString::from(SECRET));
+        settings.signature.secrets.push((SecretSlot::Previous, SecretString::from(PREVIOUS_SECRET)));
+        settings.signature.scheme = options.scheme;
+        ReceiverSettings {
+            listen,
+            environments: options.environments.clone(),
+            ack_deadline: options.ack_deadline,
+            max_body: options.max_body,
+            request_timeout: options.request_timeout,
+            max_in_flight: options.max_in_flight,
+            ..settings
+        }
     });
-    let worker = options.worker.then(|| WorkerSettings {
-        api: ApiSettings {
-            base_url: options.api_url.as_deref().unwrap_or(&polyai.base_url).parse().unwrap(),
-            api_key: SecretString::from(API_KEY),
-            account_id: ACCOUNT.into(),
-            project_id: PROJECT.into(),
+    let worker = options.worker.then(|| {
+        let api_url: url::Url = options.api_url.as_deref().unwrap_or(&polyai.base_url).parse().unwrap();
+        let api = ApiSettings {
             timeout: options.api_timeout,
             conversation_api: options.conversation_api,
             platform: Some(PlatformSettings {
-                url: options.api_url.as_deref().unwrap_or(&polyai.base_url).parse().unwrap(),
+                url: api_url.clone(),
                 api_key: SecretString::from(API_KEY),
                 timeout: options.api_timeout,
             }),
-        },
-        concurrency: options.api_concurrency,
-        rate: options.api_rate,
-        max_attempts: options.max_attempts,
-        // Short delays keep retry tests quick; the mechanism (delay queues) is the production one.
-        retry_base_delay: Duration::from_millis(50),
-        retry_max_delay: Duration::from_millis(200),
-        auth_probe_interval: options.auth_probe_interval,
-        audio: options.audio.clone(),
+            ..ApiSettings::new(api_url, SecretString::from(API_KEY), ACCOUNT, PROJECT)
+        };
+        WorkerSettings {
+            concurrency: options.api_concurrency,
+            rate: options.api_rate,
+            max_attempts: options.max_attempts,
+            // Short delays keep retry tests quick; the mechanism (delay queues) is the production one.
+            retry_base_delay: Duration::from_millis(50),
+            retry_max_delay: Duration::from_millis(200),
+            auth_probe_interval: options.auth_probe_interval,
+            audio: options.audio.clone(),
+            ..WorkerSettings::new(api)
+        }
     });
     let components = Components {
         broker: queue.settings(options.event_types.clone(), options.amqp_url.clone()),
