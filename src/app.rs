@@ -36,6 +36,8 @@ pub struct Running {
     pub local_addr: SocketAddr,
     /// Resolves once everything has stopped after `shutdown` was cancelled.
     pub stopped: JoinHandle<anyhow::Result<()>>,
+    /// What `/readyz` answers, to wait on.
+    pub readiness: receiver::Readiness,
 }
 
 /// Starts a relay recording into the process-wide metrics recorder.
@@ -81,9 +83,9 @@ pub async fn start_with(
         Some(settings) => {
             let event_types = components.broker.topology.event_types.clone();
             let receiver = Arc::new(Receiver::new(settings, event_types, publisher.clone(), metrics));
-            receiver::router(receiver, readiness)
+            receiver::router(receiver, readiness.clone())
         }
-        None => receiver::ops_router(readiness, metrics),
+        None => receiver::ops_router(readiness.clone(), metrics),
     };
     let listener = TcpListener::bind(components.listen)
         .await
@@ -110,5 +112,5 @@ pub async fn start_with(
         tracing::info!("stopped");
         Ok(())
     });
-    Ok(Running { local_addr, stopped })
+    Ok(Running { local_addr, stopped, readiness })
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 use super::{Destination, Message, PublishError, Publisher};
 use crate::telemetry::{names, Metrics};
@@ -51,5 +52,9 @@ impl Publisher for Metered {
 
     fn is_ready(&self) -> bool {
         self.inner.is_ready()
+    }
+
+    fn readiness(&self) -> watch::Receiver<bool> {
+        self.inner.readiness()
     }
 }

@@ -12,6 +12,7 @@ mod metered;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 pub use backend::{Backend, OpenError};
 pub use confirmed::publish_until_confirmed;
@@ -97,6 +98,13 @@ pub trait Publisher: Send + Sync + 'static {
 
     /// Whether a publish can succeed right now (drives `/readyz`).
     fn is_ready(&self) -> bool;
+
+    /// [`Self::is_ready`] as it changes, for waiting on it. A publisher that can become unready
+    /// overrides this; the default suits one that is always ready.
+    fn readiness(&self) -> watch::Receiver<bool> {
+        static ALWAYS: std::sync::OnceLock<watch::Sender<bool>> = std::sync::OnceLock::new();
+        ALWAYS.get_or_init(|| watch::Sender::new(true)).subscribe()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

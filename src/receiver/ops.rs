@@ -27,6 +27,29 @@ impl Readiness {
         let worker_running = self.worker_paused.as_ref().is_none_or(|paused| !*paused.borrow());
         queue_ready && worker_running
     }
+
+    /// Resolves once [`Self::is_ready`] answers `ready` (for tests and callers that wait on it).
+    pub async fn wait_until(&self, ready: bool) {
+        let mut queue = self.publisher.as_ref().map(|p| p.readiness());
+        let mut paused = self.worker_paused.clone();
+        while self.is_ready() != ready {
+            tokio::select! {
+                _ = changed(&mut queue) => {}
+                _ = changed(&mut paused) => {}
+            }
+        }
+    }
+}
+
+/// The next change of an optional watch; never, for none (or one whose sender is gone).
+async fn changed(watch: &mut Option<watch::Receiver<bool>>) {
+    let changed = match watch {
+        Some(watch) => watch.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// What `/readyz` and `/metrics` need: the readiness, and the recorder its gauge goes to. The

@@ -34,9 +34,6 @@ use crate::{
 /// to the queue when the consumer closes. Keeps the whole shutdown well inside 10 s.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// How often a worker waiting for the publisher looks again.
-const PUBLISHER_CHECK: Duration = Duration::from_millis(100);
-
 /// How to settle a delivery once it has been processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settle {
@@ -151,11 +148,10 @@ impl Worker {
             // publishers): it would only wait in memory for the broker.
             if !self.publisher.is_ready() {
                 tracing::warn!("the queue does not take publishes; the worker waits for it");
-                while !self.publisher.is_ready() {
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => break 'consuming,
-                        _ = tokio::time::sleep(PUBLISHER_CHECK) => {}
-                    }
+                let mut ready = self.publisher.readiness();
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => break 'consuming,
+                    _ = ready.wait_for(|ready| *ready) => {}
                 }
                 tracing::info!("the queue takes publishes again; the worker resumes");
             }

@@ -11,6 +11,7 @@ use polyai_relay::{
     config::{
         ApiSettings, AudioSettings, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings, WorkerSettings,
     },
+    receiver::Readiness,
     sender::{signed_post, SendScheme},
     signature::{sign, SecretSlot, SignatureScheme},
     telemetry::Metrics,
@@ -92,6 +93,7 @@ pub struct TestApp {
     pub polyai: FakePolyai,
     shutdown: CancellationToken,
     stopped: Option<JoinHandle<anyhow::Result<()>>>,
+    readiness: Readiness,
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
@@ -156,6 +158,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         polyai,
         shutdown,
         stopped: Some(running.stopped),
+        readiness: running.readiness,
     };
     if options.wait_ready {
         app.wait_until_ready().await;
@@ -201,18 +204,19 @@ impl TestApp {
         request.send().await.expect("request reaches the relay")
     }
 
-    /// Polls `/readyz` until it answers 200 (the broker connected and the topology declared).
+    /// Waits until `/readyz` answers 200 (the broker connected and the topology declared).
     pub async fn wait_until_ready(&self) {
         self.wait_for_readiness(200).await;
     }
 
-    /// Polls `/readyz` until it answers `status`.
+    /// Waits for the relay's readiness to turn to what `/readyz` answers with `status`, then
+    /// checks that `/readyz` says so.
     pub async fn wait_for_readiness(&self, status: u16) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while self.get("/readyz").await.status() != status {
-            assert!(tokio::time::Instant::now() < deadline, "/readyz never answered {status}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let ready = status == 200;
+        tokio::time::timeout(Duration::from_secs(15), self.readiness.wait_until(ready))
+            .await
+            .unwrap_or_else(|_| panic!("never {}", if ready { "ready" } else { "unready" }));
+        assert_eq!(self.get("/readyz").await.status(), status);
     }
 
     /// The value of one series on this app's own `/metrics` (`name{labels}` as Prometheus

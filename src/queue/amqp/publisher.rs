@@ -48,12 +48,19 @@ impl Session {
     fn healthy(&self) -> bool {
         self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
     }
+
+    /// Healthy and not blocked by a resource alarm.
+    fn ready(&self) -> bool {
+        self.healthy() && !self.connection.status().blocked()
+    }
 }
 
 struct Shared {
     session: RwLock<Option<Arc<Session>>>,
     /// Whether a session is up, for callers that wait for the first connection.
     connected: watch::Sender<bool>,
+    /// Whether publishes can succeed: a healthy session the broker does not block.
+    ready: watch::Sender<bool>,
     /// Why the last connection attempt failed; `None` once one succeeded.
     failure: watch::Sender<Option<String>>,
     /// Wakes the supervisor when a publish saw a dead channel.
@@ -76,6 +83,7 @@ impl AmqpPublisher {
             session: RwLock::new(None),
             connected: watch::Sender::new(false),
             failure: watch::Sender::new(None),
+            ready: watch::Sender::new(false),
             broken: Notify::new(),
             topology,
             metrics,
@@ -155,7 +163,11 @@ impl Publisher for AmqpPublisher {
     }
 
     fn is_ready(&self) -> bool {
-        self.current().is_some_and(|s| s.healthy() && !s.connection.status().blocked())
+        self.current().is_some_and(|s| s.ready())
+    }
+
+    fn readiness(&self) -> watch::Receiver<bool> {
+        self.shared.ready.subscribe()
     }
 }
 
@@ -189,6 +201,11 @@ async fn open_session(url: &SecretString, topology: &Topology) -> Result<Session
     Ok(Session { connection, channels, next: AtomicUsize::new(0) })
 }
 
+/// Tells the watchers of readiness, only when it changed.
+fn set_ready(shared: &Shared, ready: bool) {
+    shared.ready.send_if_modified(|current| std::mem::replace(current, ready) != ready);
+}
+
 /// Keeps one healthy session published in `shared`, forever or until shutdown.
 async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut failures = 0u32;
@@ -205,6 +222,7 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                 let mut events = session.connection.events_listener();
                 *shared.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
                 shared.connected.send_replace(true);
+                set_ready(&shared, session.ready());
                 tracing::info!("broker connected; publishing enabled");
                 let mut health = tokio::time::interval(Duration::from_millis(250));
                 let mut backlog = tokio::time::interval(BACKLOG_INTERVAL);
@@ -217,11 +235,20 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                             return;
                         }
                         _ = shared.broken.notified() => if !session.healthy() { break },
-                        _ = health.tick() => if !session.healthy() { break },
+                        _ = health.tick() => {
+                            if !session.healthy() { break }
+                            set_ready(&shared, session.ready());
+                        }
                         _ = backlog.tick() => report_backlog(&session.connection, &shared.topology, &shared.metrics).await,
                         event = events.next() => match event {
-                            Some(Event::ConnectionBlocked(reason)) => tracing::warn!(%reason, "broker blocked publishing"),
-                            Some(Event::ConnectionUnblocked) => tracing::info!("broker unblocked publishing"),
+                            Some(Event::ConnectionBlocked(reason)) => {
+                                set_ready(&shared, false);
+                                tracing::warn!(%reason, "broker blocked publishing");
+                            }
+                            Some(Event::ConnectionUnblocked) => {
+                                set_ready(&shared, session.ready());
+                                tracing::info!("broker unblocked publishing");
+                            }
                             Some(Event::Error(error)) => { tracing::warn!(error = %describe(&error), "broker connection failed"); break }
                             Some(_) => {}
                             None => break,
@@ -230,6 +257,7 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                 }
                 *shared.session.write().unwrap_or_else(|p| p.into_inner()) = None;
                 shared.connected.send_replace(false);
+                set_ready(&shared, false);
                 let _ = session.connection.close(200, "reconnecting".into()).await;
                 tracing::warn!("broker connection lost; publishes answer 503 until it is back");
             }

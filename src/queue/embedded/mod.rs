@@ -11,16 +11,13 @@ mod store;
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use async_trait::async_trait;
 use serde_json::{json, value::RawValue};
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
 use self::{jsonl::JsonLines, store::Store};
 use super::{headers, Acker, ConsumeError, Consumer, Delivery, Destination, Message, PublishError, Publisher, Source};
@@ -42,7 +39,7 @@ struct Shared {
     /// Wakes consumers when a message is inserted or released.
     arrived: Notify,
     /// False after a failed write, true again after a successful one (drives `/readyz`).
-    healthy: AtomicBool,
+    healthy: watch::Sender<bool>,
     delivery_limit: u32,
 }
 
@@ -88,7 +85,7 @@ impl EmbeddedQueue {
                 conversations: open(CONVERSATIONS_FILE)?,
                 dead: open(DEAD_FILE)?,
                 arrived: Notify::new(),
-                healthy: AtomicBool::new(true),
+                healthy: watch::Sender::new(true),
                 delivery_limit: delivery_limit.max(1),
             }),
         })
@@ -121,7 +118,7 @@ impl EmbeddedQueue {
             Ok(result) => result.map_err(|e| PublishError::Failed(e.to_string())),
             Err(join) => Err(PublishError::Failed(join.to_string())),
         };
-        self.shared.healthy.store(result.is_ok(), Ordering::Relaxed);
+        self.shared.healthy.send_if_modified(|healthy| std::mem::replace(healthy, result.is_ok()) != result.is_ok());
         result
     }
 }
@@ -168,7 +165,11 @@ impl Publisher for EmbeddedQueue {
     }
 
     fn is_ready(&self) -> bool {
-        self.shared.healthy.load(Ordering::Relaxed)
+        *self.shared.healthy.borrow()
+    }
+
+    fn readiness(&self) -> watch::Receiver<bool> {
+        self.shared.healthy.subscribe()
     }
 }
 
