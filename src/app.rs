@@ -38,6 +38,8 @@ pub struct Running {
     pub stopped: JoinHandle<anyhow::Result<()>>,
     /// What `/readyz` answers, to wait on.
     pub readiness: receiver::Readiness,
+    /// The queue, for a worker driven step by step (tests).
+    pub backend: Arc<Backend>,
 }
 
 /// Starts a relay recording into the process-wide metrics recorder.
@@ -68,14 +70,14 @@ pub async fn start_with(
         let worker = Arc::new(Worker::new(settings, publisher.clone(), metrics.clone(), shutdown.clone())?);
         readiness = receiver::worker_readiness(publisher.clone(), worker.paused());
         let worker_shutdown = shutdown.clone();
-        let backend = backend.clone();
+        let worker_backend = backend.clone();
         worker_task = Some(tokio::spawn(async move {
             // Consuming before the topology exists would fail on a missing queue.
             tokio::select! {
                 _ = worker_shutdown.cancelled() => return,
-                _ = backend.wait_connected() => {}
+                _ = worker_backend.wait_connected() => {}
             }
-            worker.run(backend.source.clone()).await
+            worker.run(worker_backend.source.clone()).await
         }));
     }
 
@@ -112,5 +114,5 @@ pub async fn start_with(
         tracing::info!("stopped");
         Ok(())
     });
-    Ok(Running { local_addr, stopped, readiness })
+    Ok(Running { local_addr, stopped, readiness, backend })
 }

@@ -118,6 +118,10 @@ pub enum ConsumeError {
 pub trait Source: Send + Sync + 'static {
     /// Starts consuming with at most `prefetch` unacknowledged messages.
     async fn open(&self, prefetch: u16) -> Result<Box<dyn Consumer>, ConsumeError>;
+
+    /// Takes one message that is ready now, without waiting for one: a single step of the
+    /// worker ([`crate::worker::Worker::process_one`]), for tests and tools that drain a queue.
+    async fn get(&self) -> Result<Option<Delivery>, ConsumeError>;
 }
 
 /// A stream of deliveries; dropping it gives unacknowledged messages back to the queue.
@@ -133,6 +137,23 @@ pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<(), ConsumeError>;
     /// Gives the message back to the queue for another delivery.
     async fn requeue(&self) -> Result<(), ConsumeError>;
+}
+
+/// An acker that keeps what its delivery came through (a connection, a consumer) open until the
+/// delivery is settled or dropped, as a consumer would.
+pub(crate) struct Holding<T: Send + Sync> {
+    pub acker: Box<dyn Acker>,
+    pub _owner: T,
+}
+
+#[async_trait]
+impl<T: Send + Sync> Acker for Holding<T> {
+    async fn ack(&self) -> Result<(), ConsumeError> {
+        self.acker.ack().await
+    }
+    async fn requeue(&self) -> Result<(), ConsumeError> {
+        self.acker.requeue().await
+    }
 }
 
 /// A message taken from the queue, to be settled exactly once.

@@ -26,7 +26,7 @@ use crate::{
     backoff::RECONNECT,
     config::WorkerSettings,
     polyai::{ApiError, PolyaiClient},
-    queue::{Consumer, Delivery, Publisher, Source},
+    queue::{ConsumeError, Consumer, Delivery, Publisher, Source},
     telemetry::{names, Metrics},
 };
 
@@ -43,6 +43,15 @@ pub enum Settle {
     Requeue,
     /// Leave it unacknowledged; closing the consumer returns it (the key was refused).
     Release,
+}
+
+/// What one step of the worker did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Took an event, processed it, and settled it so.
+    Processed(Settle),
+    /// Nothing was ready.
+    Empty,
 }
 
 pub struct Worker {
@@ -176,7 +185,17 @@ impl Worker {
         }
     }
 
-    async fn settle(&self, delivery: Delivery) {
+    /// One step: takes an event that is ready now, if any, processes and settles it. The
+    /// consuming loop ([`Self::run`]) does the same for every delivery; tests drive this instead
+    /// to drain a queue without waiting on clocks.
+    pub async fn process_one(&self, source: &dyn Source) -> Result<Step, ConsumeError> {
+        Ok(match source.get().await? {
+            Some(delivery) => Step::Processed(self.settle(delivery).await),
+            None => Step::Empty,
+        })
+    }
+
+    async fn settle(&self, delivery: Delivery) -> Settle {
         let message = &delivery.message;
         let span = tracing::info_span!(
             "event",
@@ -196,6 +215,7 @@ impl Worker {
             // The broker will redeliver it: at-least-once, consumers dedupe on message_id.
             span.in_scope(|| tracing::warn!(%error, ?settle, "could not settle the delivery"));
         }
+        settle
     }
 
     /// While paused, asks the API every probe interval whether the key works again.

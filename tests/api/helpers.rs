@@ -3,6 +3,7 @@
 
 use std::{
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -11,10 +12,12 @@ use polyai_relay::{
     config::{
         ApiSettings, AudioSettings, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings, WorkerSettings,
     },
+    queue,
     receiver::Readiness,
     sender::{signed_post, SendScheme},
     signature::{sign, SecretSlot, SignatureScheme},
     telemetry::Metrics,
+    worker::{Settle, Step, Worker},
 };
 use secrecy::SecretString;
 use serde_json::json;
@@ -35,6 +38,8 @@ pub struct Options {
     pub backend: Backend,
     pub receiver: bool,
     pub worker: bool,
+    /// The worker is not started: the test drives it step by step with [`TestApp::drain_worker`].
+    pub drive_worker: bool,
     pub scheme: SignatureScheme,
     pub event_types: EventTypes,
     pub environments: Option<Vec<String>>,
@@ -65,6 +70,7 @@ impl Default for Options {
             backend: Backend::Amqp,
             receiver: true,
             worker: true,
+            drive_worker: false,
             scheme: SignatureScheme::Auto,
             event_types: EventTypes::Only(vec!["conversation.completed".into(), "handoff.created".into()]),
             environments: None,
@@ -94,6 +100,8 @@ pub struct TestApp {
     shutdown: CancellationToken,
     stopped: Option<JoinHandle<anyhow::Result<()>>>,
     readiness: Readiness,
+    /// The worker the test drives, and the queue it takes events from.
+    driven: Option<(Arc<Worker>, Arc<queue::Backend>)>,
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
@@ -118,7 +126,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             ..settings
         }
     });
-    let worker = options.worker.then(|| {
+    let worker = (options.worker || options.drive_worker).then(|| {
         let api_url: url::Url = options.api_url.as_deref().unwrap_or(&polyai.base_url).parse().unwrap();
         let api = ApiSettings {
             timeout: options.api_timeout,
@@ -142,6 +150,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             ..WorkerSettings::new(api)
         }
     });
+    let (worker, driven_settings) = if options.drive_worker { (None, worker) } else { (worker, None) };
     let components = Components {
         broker: queue.settings(options.event_types.clone(), options.amqp_url.clone()),
         receiver,
@@ -150,7 +159,13 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     };
     let shutdown = CancellationToken::new();
     // A recorder of its own: this app's /metrics shows only what this app did.
-    let running = app::start_with(components, Metrics::isolated(), shutdown.clone()).await.expect("relay starts");
+    let metrics = Metrics::isolated();
+    let running = app::start_with(components, metrics.clone(), shutdown.clone()).await.expect("relay starts");
+    let driven = driven_settings.map(|settings| {
+        let publisher = running.backend.publisher.clone();
+        let worker = Worker::new(&settings, publisher, metrics, shutdown.clone()).expect("worker builds");
+        (Arc::new(worker), running.backend.clone())
+    });
     let app = TestApp {
         address: running.local_addr,
         http: reqwest::Client::new(),
@@ -159,6 +174,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         shutdown,
         stopped: Some(running.stopped),
         readiness: running.readiness,
+        driven,
     };
     if options.wait_ready {
         app.wait_until_ready().await;
@@ -238,6 +254,18 @@ impl TestApp {
     /// The next dead letter.
     pub async fn next_dead_letter(&self) -> DeadLetter {
         self.queue.next_dead_letter().await
+    }
+
+    /// Runs the driven worker's step until the queue has nothing ready; what each step did.
+    pub async fn drain_worker(&self) -> Vec<Settle> {
+        let (worker, backend) = self.driven.as_ref().expect("spawned with drive_worker");
+        let mut settled = Vec::new();
+        loop {
+            match worker.process_one(backend.source.as_ref()).await.expect("the queue answers") {
+                Step::Processed(settle) => settled.push(settle),
+                Step::Empty => return settled,
+            }
+        }
     }
 
     /// Starts the shutdown a signal would.

@@ -1,6 +1,6 @@
 //! End to end: signed POST → raw event → worker → enriched record, on both backends.
 
-use polyai_relay::{config::EventTypes, signature::sign};
+use polyai_relay::{config::EventTypes, signature::sign, worker::Settle};
 use serde_json::{json, Value};
 
 use crate::{
@@ -11,6 +11,11 @@ use crate::{
 
 fn on(backend: Backend) -> Options {
     Options { backend, ..Options::default() }
+}
+
+/// The worker is driven step by step: each event is processed when the test says so.
+fn driven(backend: Backend) -> Options {
+    Options { backend, drive_worker: true, ..Options::default() }
 }
 
 both_backends! {
@@ -57,15 +62,17 @@ both_backends! {
     }
 
     async fn a_handoff_is_enriched_and_an_alert_passes_through_without_a_conversation(backend: Backend) {
-        let app = spawn_app_with(Options { event_types: EventTypes::All, ..on(backend) }).await;
+        let app = spawn_app_with(Options { event_types: EventTypes::All, ..driven(backend) }).await;
         let handoff = r#"{"type":"handoff.created","data":{"conversation_id":"CAh1","handoff_reason":"asked for a person"}}"#;
         assert_eq!(app.post_signed(handoff).await.status(), 204);
+        assert_eq!(app.drain_worker().await, [Settle::Ack]);
         let record = app.next_record().await;
         assert_eq!(record.json["event_type"], "handoff.created");
         assert_eq!(record.json["conversation"]["id"], "CAh1");
 
         let alert = r#"{"event_type":"alerts.triggered","alert":{"id":"ar_1"}}"#;
         assert_eq!(app.post_signed(alert).await.status(), 204);
+        assert_eq!(app.drain_worker().await, [Settle::Ack]);
         let record = app.next_record().await;
         assert_eq!(record.json["event_type"], "alerts.triggered");
         assert_eq!(record.json["conversation"], Value::Null);
@@ -74,20 +81,23 @@ both_backends! {
     }
 
     async fn a_conversation_with_its_transcript_switched_off_is_flagged(backend: Backend) {
-        let app = spawn_app_with(on(backend)).await;
+        let app = spawn_app_with(driven(backend)).await;
         let hidden: Value =
             serde_json::from_str(include_str!("../fixtures/conversation-v3-transcript-hidden.json")).unwrap();
         app.polyai.script([Reply::Json(hidden.clone())]);
         assert_eq!(app.post_signed(&completed("CAhidden")).await.status(), 204);
+        assert_eq!(app.drain_worker().await, [Settle::Ack]);
         let record = app.next_record().await;
         assert_eq!(record.json["transcript_visible"], false);
         assert_eq!(record.json["conversation"], hidden);
     }
 
     async fn a_conversation_event_without_a_conversation_id_is_dead_lettered(backend: Backend) {
-        let app = spawn_app_with(on(backend)).await;
+        let app = spawn_app_with(driven(backend)).await;
         let body = json!({"type": "conversation.completed", "data": {"environment": "live"}}).to_string();
         assert_eq!(app.post_signed(&body).await.status(), 204);
+        assert_eq!(app.drain_worker().await, [Settle::Ack], "dead-lettered, then acked");
+        assert!(app.drain_worker().await.is_empty(), "nothing comes back");
         let dead = app.next_dead_letter().await;
         assert_eq!(dead.error.as_deref(), Some("event has no data.conversation_id"));
         assert_eq!(dead.event, body.as_bytes());

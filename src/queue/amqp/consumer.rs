@@ -4,14 +4,14 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::Acker as LapinAcker;
 use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicQosOptions},
     types::FieldTable,
     Channel, Connection,
 };
 use secrecy::SecretString;
 
 use super::{connect, convert, describe};
-use crate::queue::{Acker, ConsumeError, Consumer, Delivery, Source};
+use crate::queue::{Acker, ConsumeError, Consumer, Delivery, Holding, Source};
 
 /// [`Source`] for RabbitMQ: each `open` is a fresh connection, so closing a consumer (a paused
 /// worker, a shutdown) returns its unacknowledged messages to the queue at once.
@@ -45,6 +45,40 @@ impl Source for AmqpSource {
             .await
             .map_err(unavailable)?;
         Ok(Box::new(AmqpConsumer { connection: Some(connection), _channel: channel, consumer }))
+    }
+
+    async fn get(&self) -> Result<Option<Delivery>, ConsumeError> {
+        let unavailable = |e: lapin::Error| ConsumeError::Unavailable(describe(&e));
+        let connection = connect(&self.url, "worker step").await.map_err(ConsumeError::Unavailable)?;
+        let channel = connection.create_channel().await;
+        let connection = Closing(Some(connection));
+        let channel = channel.map_err(unavailable)?;
+        let options = BasicGetOptions { no_ack: false };
+        let Some(got) = channel.basic_get(self.queue.as_str().into(), options).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let delivery = got.delivery;
+        Ok(Some(Delivery {
+            message: convert::message(delivery.data, &delivery.properties),
+            redelivered: delivery.redelivered,
+            // The connection goes with the delivery: closed unsettled, it gives the message back.
+            acker: Box::new(Holding { acker: Box::new(AmqpAcker(delivery.acker)), _owner: (connection, channel) }),
+        }))
+    }
+}
+
+/// Closes a connection when dropped, so what it holds unacknowledged goes back at once.
+struct Closing(Option<Connection>);
+
+impl Drop for Closing {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = connection.close(200, "done".into()).await;
+                });
+            }
+        }
     }
 }
 

@@ -20,7 +20,9 @@ use serde_json::{json, value::RawValue};
 use tokio::sync::{watch, Notify};
 
 use self::{jsonl::JsonLines, store::Store};
-use super::{headers, Acker, ConsumeError, Consumer, Delivery, Destination, Message, PublishError, Publisher, Source};
+use super::{
+    headers, Acker, ConsumeError, Consumer, Delivery, Destination, Holding, Message, PublishError, Publisher, Source,
+};
 
 /// The files the embedded queue writes, relative to `RELAY_DATA_DIR`.
 pub const CONVERSATIONS_FILE: &str = "conversations.jsonl";
@@ -41,6 +43,8 @@ struct Shared {
     /// False after a failed write, true again after a successful one (drives `/readyz`).
     healthy: watch::Sender<bool>,
     delivery_limit: u32,
+    /// When retries fall due.
+    clock: Clock,
 }
 
 /// Why the embedded queue cannot be opened.
@@ -59,13 +63,44 @@ pub struct EmbeddedQueue {
     shared: Arc<Shared>,
 }
 
-fn now_ms() -> i64 {
+/// How the queue reads the time retries fall due by: the system clock in production; tokio's
+/// clock in tests, so a retry falls due when paused time is advanced past its delay.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    System,
+    /// Unix milliseconds at `start`, advancing with tokio's clock.
+    Tokio {
+        start: tokio::time::Instant,
+        start_ms: i64,
+    },
+}
+
+impl Clock {
+    pub fn tokio() -> Self {
+        Self::Tokio { start: tokio::time::Instant::now(), start_ms: system_ms() }
+    }
+
+    /// Unix milliseconds now.
+    fn now_ms(&self) -> i64 {
+        match self {
+            Self::System => system_ms(),
+            Self::Tokio { start, start_ms } => start_ms + start.elapsed().as_millis() as i64,
+        }
+    }
+}
+
+fn system_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }
 
 impl EmbeddedQueue {
     /// Opens the queue in `dir`, creating the directory and files as needed.
     pub fn open(dir: &Path, delivery_limit: u32) -> Result<Self, OpenError> {
+        Self::open_with_clock(dir, delivery_limit, Clock::System)
+    }
+
+    /// [`Self::open`], reading time from `clock`.
+    pub fn open_with_clock(dir: &Path, delivery_limit: u32, clock: Clock) -> Result<Self, OpenError> {
         let unusable = |action: &str, detail: String| OpenError::Unusable {
             dir: dir.to_owned(),
             what: format!("cannot {action}: {detail}"),
@@ -87,6 +122,7 @@ impl EmbeddedQueue {
                 arrived: Notify::new(),
                 healthy: watch::Sender::new(true),
                 delivery_limit: delivery_limit.max(1),
+                clock,
             }),
         })
     }
@@ -151,7 +187,7 @@ impl Publisher for EmbeddedQueue {
                     Destination::Retry { delay } => delay.min(super::RETRY_TIERS[super::RETRY_TIERS.len() - 1]),
                     _ => Duration::ZERO,
                 };
-                let due = now_ms() + delay.as_millis() as i64;
+                let due = self.shared.clock.now_ms() + delay.as_millis() as i64;
                 self.blocking(move |shared| shared.store.insert(&message, due).map_err(io_error)).await?;
                 self.shared.arrived.notify_waiters();
                 Ok(())
@@ -176,7 +212,19 @@ impl Publisher for EmbeddedQueue {
 #[async_trait]
 impl Source for EmbeddedQueue {
     async fn open(&self, _prefetch: u16) -> Result<Box<dyn Consumer>, ConsumeError> {
-        Ok(Box::new(EmbeddedConsumer { queue: self.clone(), unsettled: Arc::new(Mutex::new(HashSet::new())) }))
+        Ok(Box::new(EmbeddedConsumer::new(self.clone())))
+    }
+
+    async fn get(&self) -> Result<Option<Delivery>, ConsumeError> {
+        let mut consumer = EmbeddedConsumer::new(self.clone());
+        match consumer.take_due().await {
+            // The consumer goes with the delivery: dropped unsettled, it gives the message back.
+            Look::Due(delivery) => {
+                Ok(Some(Delivery { acker: Box::new(Holding { acker: delivery.acker, _owner: consumer }), ..delivery }))
+            }
+            Look::NothingDue(_) => Ok(None),
+            Look::Unreadable => Err(ConsumeError::Unavailable("the embedded queue cannot be read".into())),
+        }
     }
 }
 
@@ -185,6 +233,14 @@ impl Source for EmbeddedQueue {
 struct EmbeddedConsumer {
     queue: EmbeddedQueue,
     unsettled: Arc<Mutex<HashSet<i64>>>,
+}
+
+/// What one look at the queue found.
+enum Look {
+    Due(Delivery),
+    /// Nothing due; when the next message falls due, if any.
+    NothingDue(Option<i64>),
+    Unreadable,
 }
 
 #[async_trait]
@@ -197,39 +253,14 @@ impl Consumer for EmbeddedConsumer {
             tokio::pin!(arrived);
             arrived.as_mut().enable();
 
-            let store = shared.clone();
-            let leased = tokio::task::spawn_blocking(move || {
-                let leased = store.store.lease_next(now_ms())?;
-                let next_due = if leased.is_none() { store.store.next_due()? } else { None };
-                Ok::<_, rusqlite::Error>((leased, next_due))
-            })
-            .await;
-            let (leased, next_due) = match leased {
-                Ok(Ok(found)) => found,
-                Ok(Err(error)) => {
-                    tracing::error!(%error, "embedded queue cannot be read");
-                    return None;
-                }
-                Err(_) => return None,
+            let next_due = match self.take_due().await {
+                Look::Due(delivery) => return Some(delivery),
+                Look::Unreadable => return None,
+                Look::NothingDue(next_due) => next_due,
             };
-            if let Some(leased) = leased {
-                if leased.deliveries > shared.delivery_limit {
-                    self.give_up(leased).await;
-                    continue;
-                }
-                self.unsettled.lock().unwrap_or_else(|p| p.into_inner()).insert(leased.seq);
-                return Some(Delivery {
-                    message: leased.message,
-                    redelivered: leased.deliveries > 1,
-                    acker: Box::new(EmbeddedAcker {
-                        queue: self.queue.clone(),
-                        seq: leased.seq,
-                        unsettled: self.unsettled.clone(),
-                    }),
-                });
-            }
+            let now = shared.clock.now_ms();
             let wait = next_due
-                .map(|due| Duration::from_millis((due - now_ms()).max(0) as u64).min(IDLE_CHECK))
+                .map(|due| Duration::from_millis((due - now).max(0) as u64).min(IDLE_CHECK))
                 .unwrap_or(IDLE_CHECK);
             tokio::select! {
                 _ = &mut arrived => {}
@@ -240,6 +271,47 @@ impl Consumer for EmbeddedConsumer {
 }
 
 impl EmbeddedConsumer {
+    fn new(queue: EmbeddedQueue) -> Self {
+        Self { queue, unsettled: Arc::new(Mutex::new(HashSet::new())) }
+    }
+
+    /// Leases the oldest due message, dead-lettering on the way those past the delivery limit.
+    async fn take_due(&mut self) -> Look {
+        let shared = self.queue.shared.clone();
+        loop {
+            let store = shared.clone();
+            let leased = tokio::task::spawn_blocking(move || {
+                let leased = store.store.lease_next(store.clock.now_ms())?;
+                let next_due = if leased.is_none() { store.store.next_due()? } else { None };
+                Ok::<_, rusqlite::Error>((leased, next_due))
+            })
+            .await;
+            let (leased, next_due) = match leased {
+                Ok(Ok(found)) => found,
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "embedded queue cannot be read");
+                    return Look::Unreadable;
+                }
+                Err(_) => return Look::Unreadable,
+            };
+            let Some(leased) = leased else { return Look::NothingDue(next_due) };
+            if leased.deliveries > shared.delivery_limit {
+                self.give_up(leased).await;
+                continue;
+            }
+            self.unsettled.lock().unwrap_or_else(|p| p.into_inner()).insert(leased.seq);
+            return Look::Due(Delivery {
+                message: leased.message,
+                redelivered: leased.deliveries > 1,
+                acker: Box::new(EmbeddedAcker {
+                    queue: self.queue.clone(),
+                    seq: leased.seq,
+                    unsettled: self.unsettled.clone(),
+                }),
+            });
+        }
+    }
+
     /// The crash-loop backstop: a message delivered more than the limit goes to `dead.jsonl`.
     async fn give_up(&self, leased: store::Leased) {
         let mut message = leased.message;

@@ -80,15 +80,41 @@ async fn a_message_past_its_delivery_limit_goes_to_the_dead_letter_file() {
     assert!(line["error"].as_str().unwrap().contains("delivered 2 times"));
 }
 
-#[tokio::test]
-async fn a_retry_is_not_delivered_before_its_delay() {
+#[tokio::test(start_paused = true)]
+async fn a_retry_falls_due_when_its_delay_has_passed_and_not_before() {
     let dir = Dir::new();
-    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-    queue.publish(Destination::Retry { delay: Duration::from_millis(300) }, message("evt_later")).await.unwrap();
-    let started = std::time::Instant::now();
+    let queue = EmbeddedQueue::open_with_clock(&dir.0, 20, Clock::tokio()).unwrap();
+    queue.publish(Destination::Retry { delay: Duration::from_secs(300) }, message("evt_later")).await.unwrap();
+    assert!(queue.get().await.unwrap().is_none(), "not due at once");
+    tokio::time::advance(Duration::from_millis(299_999)).await;
+    assert!(queue.get().await.unwrap().is_none(), "not due a millisecond early");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(queue.get().await.unwrap().expect("due").message.message_id, "evt_later");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_consumer_wakes_when_a_retry_falls_due() {
+    let dir = Dir::new();
+    let queue = EmbeddedQueue::open_with_clock(&dir.0, 20, Clock::tokio()).unwrap();
+    queue.publish(Destination::Retry { delay: Duration::from_secs(5) }, message("evt_later")).await.unwrap();
+    let started = tokio::time::Instant::now();
+    // Paused time runs forward only while everything waits: the consumer's own sleep moves it.
     let delivery = Source::open(&queue, 1).await.unwrap().next().await.unwrap();
     assert_eq!(delivery.message.message_id, "evt_later");
-    assert!(started.elapsed() >= Duration::from_millis(290), "{:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_message_got_and_dropped_unsettled_goes_back() {
+    let dir = Dir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    queue.publish(Destination::Events, message("evt_1")).await.unwrap();
+    let delivery = queue.get().await.unwrap().expect("ready");
+    assert!(queue.get().await.unwrap().is_none(), "leased while held");
+    drop(delivery);
+    let mut consumer = Source::open(&queue, 1).await.unwrap();
+    let again = consumer.next().await.expect("given back");
+    assert!(again.redelivered);
 }
 
 #[test]
