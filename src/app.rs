@@ -105,7 +105,8 @@ pub async fn start_with(
         match tokio::time::timeout(HTTP_DRAIN, server).await {
             Ok(Ok(result)) => result.context("HTTP server failed")?,
             Ok(Err(join)) => return Err(join).context("HTTP server panicked"),
-            Err(_) => tracing::warn!("requests still open after the drain time; closing them"),
+            // Not closed here: their connections end with the process, which exits next.
+            Err(_) => tracing::warn!("requests still open after the drain time; stopping without them"),
         }
         if let Some(task) = worker_task {
             task.await.context("worker panicked")?;

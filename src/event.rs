@@ -103,8 +103,8 @@ impl Fields {
 impl Event {
     /// Reads the routing fields of a verified body. Only a verified event can become an `Event`.
     pub fn parse(verified: VerifiedEvent, event_id_header: Option<&str>) -> Result<Self, EventError> {
-        let Fields { event_type, conversation_id, environment } = Fields::read(&verified.body)?;
-        let id = event_id(event_id_header, &verified.body);
+        let Fields { event_type, conversation_id, environment } = Fields::read(verified.body())?;
+        let id = event_id(event_id_header, verified.body());
         Ok(Self { id, event_type, conversation_id, environment, verified })
     }
 }
@@ -122,16 +122,10 @@ pub fn event_id(header: Option<&str>, body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signature::{MatchedScheme, SecretSlot};
     use bytes::Bytes;
 
     fn verified(body: &str) -> VerifiedEvent {
-        VerifiedEvent {
-            body: Bytes::copy_from_slice(body.as_bytes()),
-            timestamp: None,
-            scheme: MatchedScheme::Body,
-            secret: SecretSlot::Current,
-        }
+        VerifiedEvent::trusted(Bytes::copy_from_slice(body.as_bytes()))
     }
 
     #[test]

@@ -13,7 +13,7 @@ use sha2::Sha256;
 type HmacSha256 = Hmac<Sha256>;
 
 /// Which signed message the receiver checks. The docs disagree (see design §7), hence `Auto`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureScheme {
     /// Accept either form; metrics and logs record which one matched so an operator can pin it.
     Auto,
@@ -93,14 +93,44 @@ pub struct UnverifiedEvent {
     pub timestamp: Option<Bytes>,
 }
 
-/// A request whose signature matched one of the configured secrets.
+/// A request whose signature matched one of the configured secrets. Its fields are private:
+/// only [`Verifier::verify`] makes one (and, for the fuzz target, [`VerifiedEvent::trusted`]).
 #[derive(Debug, Clone)]
 pub struct VerifiedEvent {
-    pub body: Bytes,
+    body: Bytes,
     /// The `X-PolyAI-Timestamp` value when one was sent (kept as text: it is forwarded as a header).
-    pub timestamp: Option<String>,
-    pub scheme: MatchedScheme,
-    pub secret: SecretSlot,
+    timestamp: Option<String>,
+    scheme: MatchedScheme,
+    secret: SecretSlot,
+}
+
+impl VerifiedEvent {
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    pub fn into_body(self) -> Bytes {
+        self.body
+    }
+
+    pub fn timestamp(&self) -> Option<&str> {
+        self.timestamp.as_deref()
+    }
+
+    pub fn scheme(&self) -> MatchedScheme {
+        self.scheme
+    }
+
+    pub fn secret(&self) -> SecretSlot {
+        self.secret
+    }
+
+    /// A body taken as verified without a signature: for tests and the fuzz target only, which
+    /// reach the parser directly.
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub fn trusted(body: Bytes) -> Self {
+        Self { body, timestamp: None, scheme: MatchedScheme::Body, secret: SecretSlot::Current }
+    }
 }
 
 /// Verifies signatures with HMAC states keyed once at start-up, so each request only hashes its body.

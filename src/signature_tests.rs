@@ -43,12 +43,12 @@ fn every_fixture_vector_verifies_under_its_scheme_and_under_auto() {
         let now = now_of(&case);
         for scheme in [SignatureScheme::Body, SignatureScheme::Auto] {
             let ok = verifier(&case.secret, scheme).verify(request(&case.body, &case.body_signature, None), now);
-            assert_eq!(ok.map(|v| v.scheme).ok(), Some(MatchedScheme::Body), "{} body/{scheme:?}", case.name);
+            assert_eq!(ok.map(|v| v.scheme()).ok(), Some(MatchedScheme::Body), "{} body/{scheme:?}", case.name);
         }
         for scheme in [SignatureScheme::Timestamped, SignatureScheme::Auto] {
             let req = request(&case.body, &case.timestamped_signature, Some(&case.timestamp));
             let ok = verifier(&case.secret, scheme).verify(req, now);
-            assert_eq!(ok.map(|v| v.scheme).ok(), Some(MatchedScheme::Timestamped), "{} ts/{scheme:?}", case.name);
+            assert_eq!(ok.map(|v| v.scheme()).ok(), Some(MatchedScheme::Timestamped), "{} ts/{scheme:?}", case.name);
         }
     }
 }
@@ -113,7 +113,7 @@ fn a_wrong_secret_fails_and_the_previous_secret_is_accepted_and_reported() {
     );
     let req = request(&case.body, &case.timestamped_signature, Some(&case.timestamp));
     let verified = rotated.verify(req, now_of(case)).unwrap();
-    assert_eq!(verified.secret, SecretSlot::Previous);
+    assert_eq!(verified.secret(), SecretSlot::Previous);
 }
 
 #[test]

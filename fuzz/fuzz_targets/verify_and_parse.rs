@@ -9,7 +9,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use polyai_relay::{
     event::Event,
-    signature::{sign, MatchedScheme, SecretSlot, SignatureScheme, UnverifiedEvent, VerifiedEvent, Verifier},
+    signature::{sign, SecretSlot, SignatureScheme, UnverifiedEvent, VerifiedEvent, Verifier},
 };
 use secrecy::SecretString;
 
@@ -46,13 +46,5 @@ fuzz_target!(|data: &[u8]| {
     let verified = verifier.verify(signed, NOW).expect("a correct signature verifies");
     let _ = Event::parse(verified, std::str::from_utf8(timestamp).ok());
 
-    let _ = Event::parse(
-        VerifiedEvent {
-            body: Bytes::copy_from_slice(body),
-            timestamp: None,
-            scheme: MatchedScheme::Body,
-            secret: SecretSlot::Current,
-        },
-        None,
-    );
+    let _ = Event::parse(VerifiedEvent::trusted(Bytes::copy_from_slice(body)), None);
 });

@@ -4,14 +4,13 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 use secrecy::SecretString;
-use url::Url;
 
 use super::{
     args::{duration, required_id},
     defaults,
     hosts::{self, Region},
     secret::{self, secret_value},
-    ApiSettings, AudioSettings, ConfigError, PlatformSettings,
+    ApiSettings, AudioSettings, BaseUrl, ConfigError, PlatformSettings,
 };
 
 /// Which path fetches one conversation; PolyAI's docs disagree (design §7).
@@ -74,7 +73,7 @@ impl PlatformArgs {
     /// The Webhooks/Agents host and key, or `None` when neither a URL nor a region says where.
     pub fn platform(&self) -> Result<Option<PlatformSettings>, ConfigError> {
         let url = match (&self.platform_url, self.region()?) {
-            (Some(url), _) if !url.trim().is_empty() => hosts::parse_url("POLYAI_PLATFORM_URL", url)?,
+            (Some(url), _) if !url.trim().is_empty() => BaseUrl::parse("POLYAI_PLATFORM_URL", url)?,
             (_, Some(region)) => region.platform_url(),
             _ => return Ok(None),
         };
@@ -127,7 +126,7 @@ impl ApiArgs {
         let api_key =
             secret::require("POLYAI_API_KEY", p.api_key.as_ref(), p.api_key_file.as_deref(), "to fetch conversations")?;
         let base_url = match (&self.base_url, p.region()?) {
-            (Some(url), _) if !url.trim().is_empty() => hosts::parse_url("POLYAI_BASE_URL", url)?,
+            (Some(url), _) if !url.trim().is_empty() => BaseUrl::parse("POLYAI_BASE_URL", url)?,
             (_, Some(region)) => region.runtime_url(),
             _ => {
                 return Err(ConfigError::new(
@@ -153,11 +152,6 @@ impl ApiArgs {
             conversation_api: self.conversation_api,
             platform,
         })
-    }
-
-    /// The runtime base URL alone (for messages that name it).
-    pub fn base_url_hint(&self) -> Option<Url> {
-        self.base_url.as_deref().and_then(|u| Url::parse(u).ok())
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, ValueEnum};
+use clap::{
+    builder::{PossibleValuesParser, TypedValueParser},
+    Args, ValueEnum,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::api_args::{ApiArgs, AudioArgs};
@@ -22,6 +25,15 @@ pub(super) fn duration(
 
 fn size(variable: &'static str) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
     move |text| values::parse_size(text).map_err(|e| format!("{variable}: {e}"))
+}
+
+/// `RELAY_SIGNATURE_SCHEME`'s values: verification itself knows nothing of flags.
+fn signature_scheme() -> impl TypedValueParser<Value = SignatureScheme> {
+    PossibleValuesParser::new(["auto", "timestamped", "body"]).map(|name| match name.as_str() {
+        "timestamped" => SignatureScheme::Timestamped,
+        "body" => SignatureScheme::Body,
+        _ => SignatureScheme::Auto,
+    })
 }
 
 /// Requests per second, or `None` for unlimited. A newtype because clap reads a bare
@@ -157,8 +169,9 @@ pub struct ReceiverArgs {
     /// Path PolyAI posts to.
     #[arg(long, env = "RELAY_PATH", default_value = defaults::PATH)]
     pub path: String,
-    /// Which signed message to check: `auto` accepts both forms the docs describe.
-    #[arg(long, env = "RELAY_SIGNATURE_SCHEME", value_enum, default_value = "auto")]
+    /// Which signed message to check: `auto` accepts both forms the docs describe, `timestamped`
+    /// checks `{timestamp}.{body}` and its freshness, `body` the body alone.
+    #[arg(long, env = "RELAY_SIGNATURE_SCHEME", default_value = "auto", value_parser = signature_scheme())]
     pub signature_scheme: SignatureScheme,
     /// How far X-PolyAI-Timestamp may be from now, either way.
     #[arg(long, env = "RELAY_TIMESTAMP_TOLERANCE", default_value = defaults::TIMESTAMP_TOLERANCE, value_parser = duration("RELAY_TIMESTAMP_TOLERANCE"))]

@@ -3,10 +3,10 @@
 //! can never disagree.
 
 use secrecy::SecretString;
-use url::Url;
 
 use super::{
-    values, ApiSettings, ConversationApi, EventTypes, ReceiverSettings, SignatureSettings, Topology, WorkerSettings,
+    values, ApiSettings, BaseUrl, ConversationApi, EventTypes, ReceiverSettings, SignatureSettings, Topology,
+    WorkerSettings,
 };
 use crate::signature::{SecretSlot, SignatureScheme};
 
@@ -85,7 +85,7 @@ impl ReceiverSettings {
 
 impl ApiSettings {
     /// The v3 API at `base_url` with the default timeout and no platform host.
-    pub fn new(base_url: Url, api_key: SecretString, account_id: &str, project_id: &str) -> Self {
+    pub fn new(base_url: BaseUrl, api_key: SecretString, account_id: &str, project_id: &str) -> Self {
         Self {
             base_url,
             api_key,

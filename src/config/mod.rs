@@ -5,6 +5,7 @@
 
 mod api_args;
 mod args;
+mod base_url;
 pub mod defaults;
 pub mod hosts;
 pub mod secret;
@@ -12,6 +13,7 @@ mod values;
 
 pub use api_args::{ApiArgs, AudioArgs, AudioDirection, ConversationApi, PlatformArgs};
 pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};
+pub use base_url::BaseUrl;
 pub use hosts::Region;
 pub use secret::secret_value;
 pub use values::{parse_duration, parse_list, parse_size};
@@ -19,22 +21,20 @@ pub use values::{parse_duration, parse_list, parse_size};
 use std::{net::SocketAddr, time::Duration};
 
 use secrecy::SecretString;
-use url::Url;
 
 use crate::signature::{SecretSlot, SignatureScheme};
 
-/// A setting that cannot be used, with the variable that holds it.
+/// A setting that cannot be used. The message names the variable at fault.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct ConfigError {
-    /// The environment variable at fault, for callers that want to point at it.
-    pub variable: &'static str,
     message: String,
 }
 
 impl ConfigError {
-    pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
-        Self { variable, message: message.into() }
+    /// `variable` is the one at fault; messages name it, so constructors take it to keep that so.
+    pub fn new(_variable: &'static str, message: impl Into<String>) -> Self {
+        Self { message: message.into() }
     }
 }
 
@@ -80,7 +80,7 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// The names of the delay queues used for retries; see [`crate::queue::retry_tiers`].
+    /// The names of the delay queues used for retries; see [`crate::queue::retry_tier`].
     pub fn retry_queue(&self, tier: Duration) -> String {
         format!("{}.retry.{}", self.enrich_queue, humantime::format_duration(tier))
     }
@@ -119,7 +119,7 @@ pub struct ReceiverSettings {
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
-    pub base_url: Url,
+    pub base_url: BaseUrl,
     pub api_key: SecretString,
     pub account_id: String,
     pub project_id: String,
@@ -133,7 +133,7 @@ pub struct ApiSettings {
 /// The build/monitor host family (`api.{us,uk,eu}.poly.ai`) and its workspace-scoped key.
 #[derive(Debug, Clone)]
 pub struct PlatformSettings {
-    pub url: Url,
+    pub url: BaseUrl,
     pub api_key: SecretString,
     pub timeout: Duration,
 }

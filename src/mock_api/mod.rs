@@ -151,10 +151,6 @@ impl RunningMock {
     pub fn conversations(&self) -> &[Conversation] {
         &self.state.conversations
     }
-
-    pub fn config(&self) -> &MockConfig {
-        &self.state.config
-    }
 }
 
 fn router(state: Arc<MockState>) -> Router {

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::{error_of, http_client, key_header, transport_detail, ApiError};
-use crate::config::PlatformSettings;
+use crate::config::{BaseUrl, PlatformSettings};
 
 /// The reference path; the quickstart's `/v1/webhooks/endpoints` is the fallback on a 404.
 const REFERENCE_PATH: [&str; 2] = ["v1", "webhook-endpoints"];
@@ -30,7 +30,7 @@ pub struct RegisteredEndpoint {
 
 pub struct EndpointClient {
     http: reqwest::Client,
-    base: Url,
+    base: BaseUrl,
     key: HeaderValue,
 }
 
@@ -44,9 +44,7 @@ impl EndpointClient {
     }
 
     fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut().expect("http URLs have paths").pop_if_empty().extend(segments);
-        url
+        self.base.join(segments)
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ApiError> {

@@ -58,7 +58,7 @@ fn time_text(time: OffsetDateTime) -> String {
 
 impl PolyaiClient {
     pub async fn list(&self, request: &ListRequest) -> Result<ListPage, ApiError> {
-        let mut url = self.conversations_url();
+        let mut url = self.conversations_url(&[]);
         {
             let mut query = url.query_pairs_mut();
             if let Some(start) = request.start_time {

@@ -21,7 +21,7 @@ pub use self::{
     errors::{error_detail, parse_retry_after, RETRY_AFTER_CAP},
     list::{ListPage, ListRequest, Summary},
 };
-use crate::config::{ApiSettings, ConversationApi};
+use crate::config::{ApiSettings, BaseUrl, ConversationApi};
 
 /// Why a call failed, sorted by what the caller does about it (design §5).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,7 +73,7 @@ pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> 
 /// Where conversations are read from: a host, its key, and the path prefix.
 #[derive(Clone)]
 struct Host {
-    base: Url,
+    base: BaseUrl,
     key: HeaderValue,
 }
 
@@ -111,36 +111,23 @@ impl PolyaiClient {
         })
     }
 
-    /// `{base}/v3/{account}/{project}/conversations`.
-    fn conversations_url(&self) -> Url {
-        let mut url = self.runtime.base.clone();
-        url.path_segments_mut().expect("http URLs have paths").pop_if_empty().extend([
-            "v3",
-            &self.account_id,
-            &self.project_id,
-            "conversations",
-        ]);
-        url
+    /// `{base}/v3/{account}/{project}/conversations`, then `tail`.
+    fn conversations_url(&self, tail: &[&str]) -> Url {
+        let path = [&["v3", self.account_id.as_str(), self.project_id.as_str(), "conversations"], tail].concat();
+        self.runtime.base.join(&path)
     }
 
     /// The host and URL of one conversation (plus `tail` segments), by the configured API.
     fn conversation_url(&self, conversation_id: &str, tail: &[&str]) -> (&Host, Url) {
-        let (host, mut url) = match (self.conversation_api, &self.platform) {
+        // Each segment is escaped, so an odd id cannot change the path.
+        let by_id = [&[conversation_id], tail].concat();
+        match (self.conversation_api, &self.platform) {
             (ConversationApi::Agents, Some(platform)) => {
-                let mut url = platform.base.clone();
-                url.path_segments_mut().expect("http URLs have paths").pop_if_empty().extend([
-                    "v1",
-                    "agents",
-                    &self.project_id,
-                    "conversations",
-                ]);
-                (platform, url)
+                let path = [&["v1", "agents", self.project_id.as_str(), "conversations"], by_id.as_slice()].concat();
+                (platform, platform.base.join(&path))
             }
-            _ => (&self.runtime, self.conversations_url()),
-        };
-        // push() escapes the id, so an odd id cannot change the path.
-        url.path_segments_mut().expect("http URLs have paths").push(conversation_id).extend(tail);
-        (host, url)
+            _ => (&self.runtime, self.conversations_url(&by_id)),
+        }
     }
 
     /// One conversation, as the API sent it.
@@ -152,7 +139,7 @@ impl PolyaiClient {
 
     /// A one-item list request: does the key work for this project?
     pub async fn probe(&self) -> Result<Bytes, ApiError> {
-        let mut url = self.conversations_url();
+        let mut url = self.conversations_url(&[]);
         url.query_pairs_mut().append_pair("limit", "1");
         let response = self.get(&self.runtime, url, "application/json").await?;
         response.bytes().await.map_err(|e| ApiError::Transport(transport_detail(&e)))

@@ -85,7 +85,7 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
         timestamp: header_bytes(headers, TIMESTAMP),
     };
     let verified = receiver.verifier.verify(unverified, unix_now() as i64).map_err(Rejection::Unauthorized)?;
-    let (scheme, secret) = (verified.scheme.as_str(), verified.secret.as_str());
+    let (scheme, secret) = (verified.scheme().as_str(), verified.secret().as_str());
     receiver.metrics.record(|| metrics::counter!(names::VERIFIED, "scheme" => scheme, "secret" => secret).increment(1));
 
     let event_id_header = headers.get(EVENT_ID).and_then(|v| v.to_str().ok());
@@ -94,8 +94,8 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
     tracing::debug!(
-        scheme = event.verified.scheme.as_str(),
-        secret = event.verified.secret.as_str(),
+        scheme = event.verified.scheme().as_str(),
+        secret = event.verified.secret().as_str(),
         "signature verified"
     );
 
@@ -149,13 +149,13 @@ fn unix_now() -> u64 {
 fn raw_event_message(event: Event) -> Message {
     let now = OffsetDateTime::now_utc();
     let mut headers = BTreeMap::new();
-    if let Some(ts) = &event.verified.timestamp {
-        headers.insert(headers::POLYAI_TIMESTAMP.to_owned(), ts.clone());
+    if let Some(ts) = event.verified.timestamp() {
+        headers.insert(headers::POLYAI_TIMESTAMP.to_owned(), ts.to_owned());
     }
-    headers.insert(headers::SIGNATURE_SCHEME.to_owned(), event.verified.scheme.as_str().to_owned());
+    headers.insert(headers::SIGNATURE_SCHEME.to_owned(), event.verified.scheme().as_str().to_owned());
     headers.insert(headers::RECEIVED_AT.to_owned(), now.format(&Rfc3339).unwrap_or_default());
     Message {
-        body: event.verified.body,
+        body: event.verified.into_body(),
         message_id: event.id,
         event_type: event.event_type,
         timestamp: now.unix_timestamp().max(0) as u64,

@@ -10,7 +10,8 @@ use std::{
 use polyai_relay::{
     app::{self, Components},
     config::{
-        ApiSettings, AudioSettings, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings, WorkerSettings,
+        ApiSettings, AudioSettings, BaseUrl, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings,
+        WorkerSettings,
     },
     queue,
     receiver::Readiness,
@@ -127,7 +128,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         }
     });
     let worker = (options.worker || options.drive_worker).then(|| {
-        let api_url: url::Url = options.api_url.as_deref().unwrap_or(&polyai.base_url).parse().unwrap();
+        let api_url: BaseUrl = options.api_url.as_deref().unwrap_or(&polyai.base_url).parse().unwrap();
         let api = ApiSettings {
             timeout: options.api_timeout,
             conversation_api: options.conversation_api,
