@@ -4,7 +4,7 @@ use clap::Args;
 use secrecy::SecretString;
 
 use crate::{
-    config::parse_size,
+    config::{parse_size, secret},
     sender::{self, SendConfig, SendScheme},
 };
 
@@ -15,7 +15,10 @@ pub struct SendArgs {
     url: String,
     /// Signing secret (the endpoint's).
     #[arg(long, env = "POLYAI_WEBHOOK_SECRET", value_parser = crate::config::secret_value, hide_env_values = true)]
-    secret: SecretString,
+    secret: Option<SecretString>,
+    /// The signing secret from a file (a trailing newline is not part of it).
+    #[arg(long, env = "POLYAI_WEBHOOK_SECRET_FILE")]
+    secret_file: Option<std::path::PathBuf>,
     /// Which message to sign.
     #[arg(long, value_enum, default_value = "timestamped")]
     scheme: SendScheme,
@@ -56,9 +59,15 @@ impl SendArgs {
             (None, None) => 1,
         };
         let single = count == 1;
+        let secret = secret::require(
+            "POLYAI_WEBHOOK_SECRET",
+            self.secret.as_ref(),
+            self.secret_file.as_deref(),
+            "to sign (--secret or --secret-file)",
+        )?;
         let report = sender::send(SendConfig {
             url: self.url,
-            secret: self.secret,
+            secret,
             scheme: self.scheme,
             event_type: self.event_type,
             conversation_id: self.conversation_id,

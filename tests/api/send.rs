@@ -38,6 +38,24 @@ async fn both_schemes_verify_and_a_single_send_prints_its_outcome() {
 }
 
 #[tokio::test]
+async fn the_secret_can_come_from_a_file() {
+    let app = spawn_app_with(receiver_only()).await;
+    let dir = crate::backend::TempDir::new();
+    let file = dir.0.join("secret");
+    std::fs::write(&file, format!("{SECRET}\n")).unwrap();
+    let url = app.url("/polyai-events");
+    let file = file.display().to_string();
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["send", "--url", &url, "--secret-file", &file], &[]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("204 "), "{stdout}");
+    app.queue.wait_for_pending(1).await;
+
+    let (code, _, stderr) = run_to_exit_with_stdout(&["send", "--url", &url], &[]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("POLYAI_WEBHOOK_SECRET"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_wrong_secret_is_refused_and_the_exit_code_says_so() {
     let app = spawn_app_with(receiver_only()).await;
     let url = app.url("/polyai-events");
