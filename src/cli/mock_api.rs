@@ -50,21 +50,22 @@ pub struct MockApiArgs {
     /// Address to serve both host families on (port 0 picks a free port).
     #[arg(long, env = "MOCK_API_LISTEN", default_value = "127.0.0.1:8099")]
     listen: SocketAddr,
-    /// `x-api-key` accepted on `/v3/...` [default: mock-api-key]. The relay's variable, so one environment configures both.
-    #[arg(long, env = "POLYAI_API_KEY", value_parser = secret_value, hide_env_values = true)]
+    /// `x-api-key` accepted on `/v3/...` [default: mock-api-key]. Variables of its own, so a real
+    /// PolyAI key exported for the relay never becomes the mock's.
+    #[arg(long, env = "MOCK_API_KEY", value_parser = secret_value, hide_env_values = true)]
     api_key: Option<SecretString>,
-    #[arg(long, env = "POLYAI_API_KEY_FILE")]
+    #[arg(long, env = "MOCK_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
     /// `x-api-key` accepted on `/v1/...` (webhook endpoints, agents) [default: the API key].
-    #[arg(long, env = "POLYAI_PLATFORM_API_KEY", value_parser = secret_value, hide_env_values = true)]
+    #[arg(long, env = "MOCK_API_PLATFORM_KEY", value_parser = secret_value, hide_env_values = true)]
     platform_api_key: Option<SecretString>,
-    #[arg(long, env = "POLYAI_PLATFORM_API_KEY_FILE")]
+    #[arg(long, env = "MOCK_API_PLATFORM_KEY_FILE")]
     platform_api_key_file: Option<PathBuf>,
     /// The account (workspace) id served; other ids answer 404.
-    #[arg(long, env = "POLYAI_ACCOUNT_ID", default_value = DEFAULT_ACCOUNT_ID)]
+    #[arg(long, env = "MOCK_API_ACCOUNT_ID", default_value = DEFAULT_ACCOUNT_ID)]
     account_id: String,
     /// The project (agent) id served; other ids answer 404.
-    #[arg(long, env = "POLYAI_PROJECT_ID", default_value = DEFAULT_PROJECT_ID)]
+    #[arg(long, env = "MOCK_API_PROJECT_ID", default_value = DEFAULT_PROJECT_ID)]
     project_id: String,
     /// Seed of the generated conversations: the same seed serves the same data.
     #[arg(long, env = "MOCK_API_SEED", default_value_t = crate::mock_api::config::DEFAULT_SEED)]
@@ -103,9 +104,9 @@ pub struct MockApiArgs {
     #[arg(long, env = "MOCK_API_EMIT_COUNT")]
     emit_count: Option<usize>,
     /// Signing secret of the emitted webhooks (the receiver's secret).
-    #[arg(long, env = "POLYAI_WEBHOOK_SECRET", value_parser = secret_value, hide_env_values = true)]
+    #[arg(long, env = "MOCK_API_EMIT_SECRET", value_parser = secret_value, hide_env_values = true)]
     emit_secret: Option<SecretString>,
-    #[arg(long, env = "POLYAI_WEBHOOK_SECRET_FILE")]
+    #[arg(long, env = "MOCK_API_EMIT_SECRET_FILE")]
     emit_secret_file: Option<PathBuf>,
     /// What is signed: `timestamped` ("{timestamp}.{body}") or `body`.
     #[arg(long, env = "MOCK_API_EMIT_SCHEME", value_enum, default_value = "timestamped")]
@@ -114,10 +115,10 @@ pub struct MockApiArgs {
 
 impl MockApiArgs {
     pub fn config(&self) -> Result<MockConfig, ConfigError> {
-        let api_key = secret::resolve("POLYAI_API_KEY", self.api_key.as_ref(), self.api_key_file.as_deref())?
+        let api_key = secret::resolve("MOCK_API_KEY", self.api_key.as_ref(), self.api_key_file.as_deref())?
             .unwrap_or_else(|| SecretString::from(DEFAULT_API_KEY));
         let platform_api_key = secret::resolve(
-            "POLYAI_PLATFORM_API_KEY",
+            "MOCK_API_PLATFORM_KEY",
             self.platform_api_key.as_ref(),
             self.platform_api_key_file.as_deref(),
         )?;
@@ -127,7 +128,7 @@ impl MockApiArgs {
                 rate: self.emit_rate,
                 count: self.emit_count,
                 secret: secret::require(
-                    "POLYAI_WEBHOOK_SECRET",
+                    "MOCK_API_EMIT_SECRET",
                     self.emit_secret.as_ref(),
                     self.emit_secret_file.as_deref(),
                     "to sign emitted webhooks",

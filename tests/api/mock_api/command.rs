@@ -10,7 +10,9 @@ async fn the_mock_api_command_serves_and_exits_0_on_sigterm() {
     let env = [
         ("MOCK_API_LISTEN", "127.0.0.1:0"),
         ("MOCK_API_CONVERSATIONS", "5"),
-        ("POLYAI_API_KEY", key),
+        ("MOCK_API_KEY", key),
+        // The relay's own key in the same environment is not the mock's.
+        ("POLYAI_API_KEY", "relay-key-not-the-mocks"),
         ("RUST_LOG", "debug"),
     ];
     let mut mock = RelayProcess::spawn(&["mock-api"], &env).await;
@@ -19,6 +21,8 @@ async fn the_mock_api_command_serves_and_exits_0_on_sigterm() {
     let page: serde_json::Value = http.get(&url).header("x-api-key", key).send().await.unwrap().json().await.unwrap();
     assert!(page["conversations"].as_array().unwrap().len() <= 5);
     assert_eq!(http.get(&url).header("x-api-key", "wrong").send().await.unwrap().status(), 401);
+    let relay_key = http.get(&url).header("x-api-key", "relay-key-not-the-mocks").send().await.unwrap();
+    assert_eq!(relay_key.status(), 401);
 
     mock.terminate();
     assert_eq!(mock.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", mock.logs());
@@ -33,5 +37,5 @@ async fn bad_mock_settings_stop_start_up_naming_the_variable() {
 
     let (code, stderr) = run_to_exit(&["mock-api"], &[("MOCK_API_EMIT_TO", "http://127.0.0.1:9/hook")]).await;
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("POLYAI_WEBHOOK_SECRET"), "{stderr}");
+    assert!(stderr.contains("MOCK_API_EMIT_SECRET"), "{stderr}");
 }
