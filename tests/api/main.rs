@@ -24,4 +24,5 @@ mod receiver_amqp;
 mod secrets;
 mod send;
 mod shutdown;
+mod topology;
 mod worker;

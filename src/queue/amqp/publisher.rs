@@ -165,7 +165,7 @@ async fn open_session(url: &SecretString, topology: &Topology) -> Result<Session
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| describe(&e))?;
         channels.push(channel);
     }
-    topology::declare(&channels[0], topology)
+    topology::declare(&connection, topology)
         .await
         .map_err(|e| format!("declaring the topology failed: {}", describe(&e)))?;
     Ok(Session { connection, channels, next: AtomicUsize::new(0) })
