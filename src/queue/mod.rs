@@ -5,12 +5,14 @@
 pub mod amqp;
 pub mod embedded;
 mod message;
+mod reconnect;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use message::{headers, Message};
+pub use reconnect::reconnect_delay;
 
 /// Where a message goes. Backends map each to their own exchange or table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,7 +25,7 @@ pub use throttle::Throttle;
 use crate::{
     config::WorkerSettings,
     polyai::{ApiError, PolyaiClient},
-    queue::{Consumer, Delivery, Publisher, Source},
+    queue::{reconnect_delay, Consumer, Delivery, Publisher, Source},
     telemetry::names,
 };
 
@@ -118,9 +118,9 @@ impl Worker {
                     self.consume(consumer.as_mut()).await;
                 }
                 Err(error) => {
+                    // The publisher's pace: the consumer is back as soon as the publisher is.
+                    let delay = reconnect_delay(failures);
                     failures = failures.saturating_add(1);
-                    let delay =
-                        Duration::from_millis(200).saturating_mul(1 << failures.min(5)).min(Duration::from_secs(5));
                     tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "worker cannot consume");
                     tokio::select! {
                         _ = self.shutdown.cancelled() => {}

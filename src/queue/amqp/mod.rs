@@ -28,10 +28,3 @@ async fn connect(url: &SecretString, role: &str) -> Result<Connection, String> {
 fn describe(error: &lapin::Error) -> String {
     error.to_string()
 }
-
-/// Exponential backoff with jitter between reconnect attempts: 100 ms doubling to 3 s, so a
-/// broker that comes back is in use again within a few seconds, never hammered meanwhile.
-fn reconnect_delay(failures: u32) -> Duration {
-    let ceiling = Duration::from_millis(100).saturating_mul(1 << failures.min(5)).min(Duration::from_secs(3));
-    ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0)
-}

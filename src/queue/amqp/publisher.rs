@@ -24,10 +24,10 @@ use secrecy::SecretString;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{connect, convert, describe, reconnect_delay, topology};
+use super::{connect, convert, describe, topology};
 use crate::{
     config::Topology,
-    queue::{retry_tier, Destination, Message, PublishError, Publisher},
+    queue::{reconnect_delay, retry_tier, Destination, Message, PublishError, Publisher},
     telemetry::names,
 };
 
