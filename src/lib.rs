@@ -5,6 +5,7 @@ pub mod backfill;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod log_limit;
 pub mod mock_api;
 pub mod polyai;
 pub mod queue;

@@ -35,6 +35,9 @@ pub mod names {
     pub const BACKLOG: &str = "relay_queue_backlog";
     /// 1 while the worker is paused because the API refused the key.
     pub const WORKER_PAUSED: &str = "relay_worker_paused";
+    /// Failed attempts to connect to the broker, by `role` (publisher, consumer): the volume of an
+    /// outage, which the log only mentions now and then.
+    pub const BROKER_CONNECT_FAILURES: &str = "relay_broker_connect_failures_total";
     /// 1 while `/readyz` would answer 200, else 0. Set on every scrape of `/metrics` (and every
     /// `/readyz`), so alerts see what the probes see: `up` only says the process answered.
     pub const READY: &str = "relay_ready";

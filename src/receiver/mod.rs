@@ -29,6 +29,9 @@ pub struct Receiver {
     settings: ReceiverSettings,
     /// Bounds the requests handled at once; a request that finds no permit is shed with 503.
     in_flight: Semaphore,
+    /// Refusals are logged once per kind and interval: an outage answers thousands of 503s, which
+    /// `relay_webhook_requests_total` counts; the log only needs to say it is happening.
+    refusals: crate::log_limit::LogLimit,
 }
 
 impl Receiver {
@@ -39,6 +42,7 @@ impl Receiver {
             publisher,
             event_types,
             in_flight: Semaphore::new(settings.max_in_flight),
+            refusals: crate::log_limit::LogLimit::default(),
             settings,
         }
     }

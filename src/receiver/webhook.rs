@@ -60,7 +60,10 @@ pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
             if let Rejection::Unauthorized(reason) = &rejection {
                 metrics::counter!(names::VERIFY_FAILURES, "reason" => reason.reason()).increment(1);
             }
-            tracing::warn!(error = %rejection, elapsed_ms, "webhook refused");
+            if let Some(unsaid) = receiver.refusals.admit(rejection.outcome()) {
+                // `unsaid`: refusals of this kind since the last such line, not logged one by one.
+                tracing::warn!(error = %rejection, elapsed_ms, unsaid, "webhook refused");
+            }
             rejection.into_response()
         }
     }

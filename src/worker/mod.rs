@@ -24,6 +24,7 @@ pub use throttle::Throttle;
 
 use crate::{
     config::WorkerSettings,
+    log_limit::LogLimit,
     polyai::{ApiError, PolyaiClient},
     queue::{reconnect_delay, Consumer, Delivery, Publisher, Source},
     telemetry::names,
@@ -106,6 +107,7 @@ impl Worker {
         // 1x, 83% at 2x, about 90% at 4x). The prefetch matches: the queue hands out no more.
         let prefetch = u16::try_from(self.events_in_progress()).unwrap_or(u16::MAX);
         let mut failures = 0u32;
+        let unreachable = LogLimit::default();
         while !self.shutdown.is_cancelled() {
             if *self.paused.borrow() {
                 self.wait_for_key().await;
@@ -121,7 +123,9 @@ impl Worker {
                     // The publisher's pace: the consumer is back as soon as the publisher is.
                     let delay = reconnect_delay(failures);
                     failures = failures.saturating_add(1);
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "worker cannot consume");
+                    if let Some(unsaid) = unreachable.admit("unreachable") {
+                        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, failures, unsaid, "worker cannot consume");
+                    }
                     tokio::select! {
                         _ = self.shutdown.cancelled() => {}
                         _ = tokio::time::sleep(delay) => {}

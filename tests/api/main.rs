@@ -15,6 +15,7 @@ mod healthcheck;
 mod helpers;
 mod mock_api;
 mod outage;
+mod outage_logs;
 mod pipeline;
 mod poison;
 mod process;

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::{connect, convert, describe, topology};
 use crate::{
     config::Topology,
+    log_limit::LogLimit,
     queue::{reconnect_delay, retry_tier, Destination, Message, PublishError, Publisher},
     telemetry::names,
 };
@@ -174,6 +175,8 @@ async fn open_session(url: &SecretString, topology: &Topology) -> Result<Session
 /// Keeps one healthy session published in `shared`, forever or until shutdown.
 async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut failures = 0u32;
+    // An outage retries every few seconds for as long as it lasts: say so once, then now and then.
+    let unreachable = LogLimit::default();
     loop {
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -217,7 +220,9 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
             Err(error) => {
                 let delay = reconnect_delay(failures);
                 failures = failures.saturating_add(1);
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot reach the broker");
+                if let Some(unsaid) = unreachable.admit("unreachable") {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, failures, unsaid, "cannot reach the broker");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}
