@@ -18,26 +18,51 @@ use std::time::{Duration, Instant};
 
 use helpers::{completed, spawn_app_with, Options};
 
-/// The memory alarm, raised for the length of a test and lowered again even if it fails.
-struct MemoryAlarm;
+/// The memory alarm, raised for the length of a test and lowered again even if it fails, to
+/// the watermark the broker had before (0.4 is 3.10's default, 0.6 is 4.x's; an operator may
+/// have set another).
+struct MemoryAlarm {
+    previous: Vec<String>,
+}
 
 impl MemoryAlarm {
     fn raise() -> Self {
-        set_watermark("0");
-        Self
+        let previous = current_watermark();
+        set_watermark(&["0"]);
+        Self { previous }
     }
 }
 
 impl Drop for MemoryAlarm {
     fn drop(&mut self) {
-        // 0.4 is RabbitMQ's default; .ci/run also restores it before the tests.
-        set_watermark("0.4");
+        let previous: Vec<&str> = self.previous.iter().map(String::as_str).collect();
+        set_watermark(&previous);
     }
 }
 
-fn set_watermark(value: &str) {
+/// The watermark as `set_vm_memory_high_watermark` takes it: a fraction, or `absolute` bytes.
+fn current_watermark() -> Vec<String> {
     let output = std::process::Command::new("rabbitmqctl")
-        .args(["set_vm_memory_high_watermark", value])
+        .args(["status", "--formatter", "json"])
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status is JSON");
+    let setting = &status["vm_memory_high_watermark_setting"];
+    if let Some(relative) = setting["relative"].as_f64() {
+        assert!(relative > 0.0, "the broker already has a memory alarm raised (watermark 0)");
+        vec![relative.to_string()]
+    } else if let Some(absolute) = setting["absolute"].as_u64() {
+        vec!["absolute".to_owned(), absolute.to_string()]
+    } else {
+        panic!("unknown watermark setting: {setting}")
+    }
+}
+
+fn set_watermark(value: &[&str]) {
+    let output = std::process::Command::new("rabbitmqctl")
+        .arg("set_vm_memory_high_watermark")
+        .args(value)
         .output()
         .expect("rabbitmqctl runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
