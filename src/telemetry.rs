@@ -51,7 +51,10 @@ pub fn init_logs(format: LogFormat) {
 /// Like [`init_logs`], with the level used when `RUST_LOG` is unset.
 pub fn init_logs_with(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log line that cannot be written (stderr a closed pipe: `serve 2>&1 | head -1`) is dropped
+    // quietly. By default the subscriber reports it with `eprintln!`, which panics on the same
+    // closed pipe, inside whichever task logged: the signal task died that way and SIGTERM was lost.
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Pretty => builder.try_init(),
