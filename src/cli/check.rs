@@ -47,7 +47,7 @@ impl CheckArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
         let mut lines = vec![self.webhook_secret()];
         match self.broker.settings() {
-            Ok(broker) => lines.push(reach_broker(&broker).await),
+            Ok(broker) => lines.extend(reach_broker(&broker).await),
             Err(error) => lines.push(Line::Fail(error.to_string())),
         }
         match self.api.settings() {
@@ -80,33 +80,28 @@ impl CheckArgs {
 }
 
 /// Connects to RabbitMQ, or opens the embedded queue, and says so.
-async fn reach_broker(broker: &BrokerSettings) -> Line {
+async fn reach_broker(broker: &BrokerSettings) -> Vec<Line> {
     let Some(url) = &broker.amqp_url else {
         let dir = broker.data_dir.display();
-        return match EmbeddedQueue::open(&broker.data_dir, broker.topology.delivery_limit) {
+        return vec![match EmbeddedQueue::open(&broker.data_dir, broker.topology.delivery_limit) {
             Ok(_) => Line::Pass(format!("embedded queue in {dir} opens (AMQP_URL is unset)")),
             Err(error) if error.to_string().contains("in use") => {
                 Line::Pass(format!("embedded queue in {dir} is in use by a running relay"))
             }
             Err(error) => Line::Fail(format!("{error:#}")),
-        };
+        }];
     };
-    // The URL holds a password: name the host only.
-    let host = url::Url::parse(url.expose_secret())
-        .ok()
-        .map(|u| format!("{}:{}", u.host_str().unwrap_or("?"), u.port().unwrap_or(5672)))
-        .unwrap_or_else(|| "the broker".into());
-    let connect = lapin::Connection::connect(url.expose_secret(), lapin::ConnectionProperties::default());
-    match tokio::time::timeout(Duration::from_secs(10), connect).await {
-        Ok(Ok(connection)) => {
-            let _ = connection.close(200, "check done".into()).await;
-            Line::Pass(format!("RabbitMQ at {host} accepts the connection"))
-        }
-        Ok(Err(error)) => Line::Fail(format!(
-            "RabbitMQ at {host}: {error}; check AMQP_URL's host, credentials and vhost (%2f is `/`)"
-        )),
-        Err(_) => Line::Fail(format!("RabbitMQ at {host} did not answer in 10 s; check AMQP_URL and the network")),
-    }
+    // One line per address, naming its host only: the URL holds a password.
+    crate::queue::amqp::reach_each(url)
+        .await
+        .into_iter()
+        .map(|(host, result)| match result {
+            Ok(()) => Line::Pass(format!("RabbitMQ at {host} accepts the connection")),
+            Err(error) => Line::Fail(format!(
+                "RabbitMQ at {host}: {error}; check AMQP_URL's host, credentials and vhost (%2f is `/`), and the AMQP_TLS_* files"
+            )),
+        })
+        .collect()
 }
 
 /// One `limit=1` list request over the last day, the quickstart's smoke test.

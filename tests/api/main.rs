@@ -1,6 +1,7 @@
 //! The integration suite: one binary, real RabbitMQ, a fake PolyAI on port 0, the real relay
 //! (in process through `spawn_app`, or as the built binary through `process`).
 
+mod addresses;
 mod audio;
 mod backend;
 mod backfill;

@@ -20,13 +20,12 @@ use lapin::{
     types::FieldTable,
     Channel, Confirmation, Connection, Event,
 };
-use secrecy::SecretString;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{connect, convert, describe, topology};
+use super::{connect::Connector, convert, describe, topology};
 use crate::{
-    config::Topology,
+    config::{AmqpTarget, Topology},
     log_limit::LogLimit,
     queue::{reconnect_delay, retry_tier, Destination, Message, PublishError, Publisher},
     telemetry::names,
@@ -40,6 +39,8 @@ const CHANNELS: usize = 4;
 
 struct Session {
     connection: Connection,
+    /// `host:port` of the node this session reached, for the logs.
+    broker: String,
     channels: Vec<Channel>,
     next: AtomicUsize,
 }
@@ -67,14 +68,14 @@ pub struct AmqpPublisher {
 
 impl AmqpPublisher {
     /// Starts the supervisor; the publisher becomes ready once the broker answers.
-    pub fn start(url: SecretString, topology: Topology, shutdown: CancellationToken) -> Self {
+    pub fn start(target: AmqpTarget, topology: Topology, shutdown: CancellationToken) -> Self {
         let shared = Arc::new(Shared {
             session: RwLock::new(None),
             connected: watch::Sender::new(false),
             broken: Notify::new(),
             topology,
         });
-        tokio::spawn(supervise(url, shared.clone(), shutdown));
+        tokio::spawn(supervise(Connector::new(&target), shared.clone(), shutdown));
         Self { shared }
     }
 
@@ -158,8 +159,8 @@ async fn report_backlog(connection: &Connection, topology: &Topology) {
     let _ = channel.close(200, "backlog read".into()).await;
 }
 
-async fn open_session(url: &SecretString, topology: &Topology) -> Result<Session, String> {
-    let connection = connect(url, "publisher").await?;
+async fn open_session(connector: &Connector, topology: &Topology) -> Result<Session, String> {
+    let (connection, broker) = connector.connect("publisher").await?;
     let mut channels = Vec::with_capacity(CHANNELS);
     for _ in 0..CHANNELS {
         let channel = connection.create_channel().await.map_err(|e| describe(&e))?;
@@ -169,18 +170,18 @@ async fn open_session(url: &SecretString, topology: &Topology) -> Result<Session
     topology::declare(&connection, topology)
         .await
         .map_err(|e| format!("declaring the topology failed: {}", describe(&e)))?;
-    Ok(Session { connection, channels, next: AtomicUsize::new(0) })
+    Ok(Session { connection, broker, channels, next: AtomicUsize::new(0) })
 }
 
 /// Keeps one healthy session published in `shared`, forever or until shutdown.
-async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut failures = 0u32;
     // An outage retries every few seconds for as long as it lasts: say so once, then now and then.
     let unreachable = LogLimit::default();
     loop {
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return,
-            opened = open_session(&url, &shared.topology) => opened,
+            opened = open_session(&connector, &shared.topology) => opened,
         };
         match opened {
             Ok(session) => {
@@ -189,7 +190,7 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                 let mut events = session.connection.events_listener();
                 *shared.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
                 shared.connected.send_replace(true);
-                tracing::info!("broker connected; publishing enabled");
+                tracing::info!(broker = %session.broker, "broker connected; publishing enabled");
                 let mut health = tokio::time::interval(Duration::from_millis(250));
                 let mut backlog = tokio::time::interval(BACKLOG_INTERVAL);
                 loop {
@@ -215,7 +216,7 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                 *shared.session.write().unwrap_or_else(|p| p.into_inner()) = None;
                 shared.connected.send_replace(false);
                 let _ = session.connection.close(200, "reconnecting".into()).await;
-                tracing::warn!("broker connection lost; publishes answer 503 until it is back");
+                tracing::warn!(broker = %session.broker, "broker connection lost; publishes answer 503 until it is back");
             }
             Err(error) => {
                 let delay = reconnect_delay(failures);
