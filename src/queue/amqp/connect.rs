@@ -7,13 +7,13 @@ use std::{
 };
 
 use lapin::{
-    tcp::{OwnedIdentity, OwnedTLSConfig},
-    uri::AMQPUri,
+    tcp::{AsyncTcpStream, OwnedTLSConfig, RustlsConnector},
+    uri::{AMQPScheme, AMQPUri},
     Connection, ConnectionProperties,
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use super::describe;
+use super::{describe, tls};
 use crate::{config::AmqpTarget, telemetry::names};
 
 /// Longest one address may take to accept a connection before the next one is tried: a node
@@ -23,7 +23,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connects to the first address that answers, starting after the one used last.
 pub struct Connector {
     addresses: Vec<SecretString>,
-    tls: OwnedTLSConfig,
+    /// For `amqps://` addresses; an error (a file that does not parse) fails every TLS attempt.
+    tls: Result<RustlsConnector, String>,
     /// The address tried first next time: the one after the last that worked, so a reconnect
     /// after a node is lost tries another node first instead of waiting for that one.
     next: AtomicUsize,
@@ -31,14 +32,10 @@ pub struct Connector {
 
 impl Connector {
     pub fn new(target: &AmqpTarget) -> Self {
-        let tls = OwnedTLSConfig {
-            cert_chain: target.tls.ca_pem.clone(),
-            identity: target
-                .tls
-                .client
-                .as_ref()
-                .map(|(cert, key)| OwnedIdentity::PKCS8 { pem: cert.clone(), key: key.expose_secret().to_vec() }),
-        };
+        let tls = if target.uses_tls() { tls::connector(&target.tls) } else { Err("no amqps:// address".to_owned()) };
+        if target.uses_tls() && !target.tls.verify_hostname {
+            warn_once_about_hostnames();
+        }
         Self { addresses: target.addresses.clone(), tls, next: AtomicUsize::new(0) }
     }
 
@@ -83,7 +80,25 @@ impl Connector {
     async fn attempt(&self, uri: AMQPUri, role: &str) -> Result<Connection, String> {
         let properties = ConnectionProperties::default().with_connection_name(format!("polyai-relay {role}").into());
         let runtime = lapin::runtime::default_runtime().map_err(|e| describe(&e))?;
-        let connect = Connection::connect_uri_with_config(uri, properties, self.tls.clone(), runtime);
+        let connect = async {
+            match uri.scheme {
+                AMQPScheme::AMQP => {
+                    Connection::connect_uri_with_config(uri, properties, OwnedTLSConfig::default(), runtime).await
+                }
+                AMQPScheme::AMQPS => {
+                    let tls = self.tls.clone().map_err(|e| lapin::Error::from(std::io::Error::other(e)))?;
+                    // lapin's own TLS path cannot take a custom verifier: this is that path with ours.
+                    let open = async move |uri: AMQPUri, runtime| {
+                        let host = uri.authority.host.clone();
+                        let addresses: Vec<_> =
+                            tokio::net::lookup_host((host.as_str(), uri.authority.port)).await?.collect();
+                        let stream = AsyncTcpStream::connect(&runtime, addresses).await?;
+                        Ok(stream.into_rustls(&tls, &host).await?)
+                    };
+                    Connection::connector(uri, runtime, open, properties).await
+                }
+            }
+        };
         match tokio::time::timeout(ATTEMPT_TIMEOUT, connect).await {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(error)) => Err(describe(&error)),
@@ -110,4 +125,15 @@ pub async fn reach_each(target: &AmqpTarget) -> Vec<(String, Result<(), String>)
         results.push(result);
     }
     results
+}
+
+/// Said once per process, however many connections are opened.
+fn warn_once_about_hostnames() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "AMQP_TLS_VERIFY_HOSTNAME=false: the broker's certificate is not checked against the host of AMQP_URL; \
+             any certificate from a trusted root is accepted, so anyone holding one can pose as the broker"
+        );
+    });
 }

@@ -5,6 +5,7 @@ mod connect;
 mod consumer;
 mod convert;
 mod publisher;
+mod tls;
 pub mod topology;
 
 pub use connect::reach_each;
