@@ -10,6 +10,7 @@ mod backend;
 #[path = "../api/broker.rs"]
 mod broker;
 mod certs;
+mod drills;
 #[path = "../api/fake_polyai.rs"]
 mod fake_polyai;
 #[path = "../api/helpers.rs"]
@@ -17,4 +18,6 @@ mod helpers;
 mod node;
 #[path = "../api/process.rs"]
 mod process;
+#[path = "../api/proxy.rs"]
+mod proxy;
 mod tls;

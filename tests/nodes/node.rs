@@ -170,3 +170,23 @@ impl Drop for Node {
         }
     }
 }
+
+const DIAGNOSTICS: &str = "/usr/lib/rabbitmq/bin/rabbitmq-diagnostics";
+
+impl Node {
+    /// Waits until stopping this node would leave every quorum queue a majority (the nodes that
+    /// were away have rejoined and caught up), as an operator checks before a rolling restart.
+    pub fn await_not_quorum_critical(&self) {
+        let deadline = std::time::Instant::now() + BOOT;
+        loop {
+            let mut command = Command::new(DIAGNOSTICS);
+            self.env(&mut command);
+            let output = command.arg("-n").arg(&self.name).arg("check_if_node_is_quorum_critical").output();
+            if output.is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{} stayed quorum-critical", self.name);
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
