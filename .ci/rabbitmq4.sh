@@ -74,6 +74,8 @@ chmod +x "$RUN/bin/rabbitmqctl"
 export AMQP_URL="amqp://guest:guest@127.0.0.1:$PORT/%2f"
 export PATH="$RUN/bin:$PATH"
 echo "RabbitMQ $(rabbitmqctl version) at $AMQP_URL"
-cargo test --test api ${1:-} 2>&1 | tee "$RUN/results"
-cargo test --test alarm 2>&1 | tee -a "$RUN/results"
+status=0
+cargo test --test api ${1:-} 2>&1 | tee "$RUN/results" || status=1
+cargo test --test alarm 2>&1 | tee -a "$RUN/results" || status=1
 grep '^test result:' "$RUN/results"
+exit "$status"
