@@ -7,6 +7,7 @@
 use std::{path::Path, str::FromStr};
 
 use lapin::uri::{AMQPScheme, AMQPUri};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use super::ConfigError;
@@ -94,12 +95,31 @@ pub fn parse_addresses(variable: &'static str, text: &SecretString) -> Result<Ve
     Ok(addresses)
 }
 
-/// Reads a PEM file named by `variable`, failing with one line that names it.
-pub fn read_pem(variable: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+/// What a PEM file must hold.
+#[derive(Clone, Copy)]
+pub enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+/// Reads a PEM file named by `variable` and checks it holds what it should, failing with one
+/// line that names the variable (never the key's content).
+pub fn read_pem(variable: &'static str, path: &Path, holds: Pem) -> Result<Vec<u8>, ConfigError> {
     let bytes = std::fs::read(path)
         .map_err(|e| ConfigError::new(variable, format!("{variable}: cannot read {}: {}", path.display(), e.kind())))?;
-    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        return Err(ConfigError::new(variable, format!("{variable}: {} holds no PEM block", path.display())));
+    let usable = match holds {
+        Pem::Certificates => {
+            let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+            certificates.is_ok_and(|c| !c.is_empty())
+        }
+        Pem::PrivateKey => PrivateKeyDer::from_pem_slice(&bytes).is_ok(),
+    };
+    if !usable {
+        let what = match holds {
+            Pem::Certificates => "no certificate in PEM",
+            Pem::PrivateKey => "no private key in PEM (PKCS#8, PKCS#1 or SEC1)",
+        };
+        return Err(ConfigError::new(variable, format!("{variable}: {} holds {what}", path.display())));
     }
     Ok(bytes)
 }

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::amqp::{self, AmqpTarget, TlsSettings};
+use super::amqp::{self, AmqpTarget, Pem, TlsSettings};
 use super::api_args::{ApiArgs, AudioArgs};
 use super::{
     secret::{self, secret_value},
@@ -159,13 +159,16 @@ impl BrokerArgs {
 
     fn tls(&self) -> Result<TlsSettings, ConfigError> {
         let ca_pem = match &self.amqp_tls_ca_file {
-            Some(path) => Some(String::from_utf8_lossy(&amqp::read_pem("AMQP_TLS_CA_FILE", path)?).into_owned()),
+            Some(path) => Some(
+                String::from_utf8_lossy(&amqp::read_pem("AMQP_TLS_CA_FILE", path, Pem::Certificates)?).into_owned(),
+            ),
             None => None,
         };
         let client = match (&self.amqp_tls_cert_file, &self.amqp_tls_key_file) {
-            (Some(cert), Some(key)) => {
-                Some((amqp::read_pem("AMQP_TLS_CERT_FILE", cert)?, amqp::read_pem("AMQP_TLS_KEY_FILE", key)?.into()))
-            }
+            (Some(cert), Some(key)) => Some((
+                amqp::read_pem("AMQP_TLS_CERT_FILE", cert, Pem::Certificates)?,
+                amqp::read_pem("AMQP_TLS_KEY_FILE", key, Pem::PrivateKey)?.into(),
+            )),
             (None, None) => None,
             (Some(_), None) => {
                 return Err(ConfigError::new(

@@ -50,6 +50,18 @@ async fn tls_files_without_an_amqps_address_are_refused() {
 }
 
 #[tokio::test]
+async fn unusable_tls_files_stop_start_up_naming_their_variable() {
+    let dir = TempDir::new();
+    let empty = dir.0.join("empty.pem");
+    std::fs::write(&empty, "hunter2 is not PEM\n").unwrap();
+    let empty = empty.display().to_string();
+    let amqps = ("AMQP_URL", "amqps://guest:hunter2@127.0.0.1:1/%2f");
+    refused(&[amqps, ("AMQP_TLS_CA_FILE", &empty)], "AMQP_TLS_CA_FILE").await;
+    refused(&[amqps, ("AMQP_TLS_CERT_FILE", &empty), ("AMQP_TLS_KEY_FILE", &empty)], "AMQP_TLS_CERT_FILE").await;
+    refused(&[amqps, ("AMQP_TLS_CA_FILE", "/nonexistent/ca.pem")], "AMQP_TLS_CA_FILE").await;
+}
+
+#[tokio::test]
 async fn with_a_dead_first_address_events_are_accepted_and_enriched_through_the_next() {
     let app = spawn_app_with(Options { amqp_url: Some(format!("{DEAD},{}", amqp_url())), ..Options::default() }).await;
     assert_eq!(app.post_signed(&completed("CAfailover")).await.status(), 204);
