@@ -12,6 +12,12 @@ pub use connect::reach_each;
 pub use consumer::AmqpSource;
 pub use publisher::AmqpPublisher;
 
+/// One connection to the first of `target`'s addresses that answers, with its TLS settings, for
+/// commands that talk to the broker directly. Errors name hosts, never URLs.
+pub async fn connect(target: &crate::config::AmqpTarget, role: &str) -> Result<lapin::Connection, String> {
+    connect::Connector::new(target).connect(role).await.map(|(connection, _)| connection)
+}
+
 /// A lapin error as a log line; lapin's messages name hosts and AMQP codes, never credentials.
 fn describe(error: &lapin::Error) -> String {
     error.to_string()
