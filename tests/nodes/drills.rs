@@ -1,7 +1,7 @@
 //! Failover drills on a 3-node cluster of private nodes, with a steady stream of signed
 //! webhooks: nothing answered 204 may be lost, and the 503 window of each drill is measured and
-//! printed. Behind `RELAY_DRILLS=1` (which `.ci/run` sets): three nodes take a minute to boot and
-//! about 1 GB of memory, too much for every `cargo test` on a laptop.
+//! printed. Behind `RELAY_DRILLS=1` (which `.ci/run` sets): three Erlang VMs and about 45 s here,
+//! more than a plain `cargo test` on a laptop should start.
 
 use std::{
     collections::HashSet,
