@@ -8,13 +8,14 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{BrokerSettings, ReceiverSettings, WorkerSettings},
+    config::{BrokerSettings, ReceiverSettings, SpoolSettings, WorkerSettings},
     queue::{
         amqp::{AmqpPublisher, AmqpSource},
         embedded::EmbeddedQueue,
         Publisher, Source,
     },
     receiver::{self, Receiver},
+    spool::{Drainer, Spool},
     telemetry,
     worker::Worker,
 };
@@ -32,6 +33,8 @@ pub struct Components {
     pub worker: Option<WorkerSettings>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served (and webhooks, with a receiver).
     pub listen: SocketAddr,
+    /// `Some` to spool webhooks while the broker is away (a receiver on RabbitMQ only).
+    pub spool: Option<SpoolSettings>,
 }
 
 /// The queue in use, behind the traits the receiver and the worker see.
@@ -99,11 +102,22 @@ pub async fn start(components: Components, shutdown: CancellationToken) -> anyho
         }));
     }
 
+    let spool = open_spool(&components)?;
+    let mut drainer_task = None;
+    if let Some(spool) = &spool {
+        readiness = readiness.with_spool(spool.clone());
+        let drainer = Drainer::new(spool.clone(), publisher.clone(), shutdown.clone());
+        drainer_task = Some(tokio::spawn(drainer.run()));
+    }
+
     let router = match components.receiver {
         Some(settings) => {
-            let receiver =
-                Arc::new(Receiver::new(settings, components.broker.topology.event_types.clone(), publisher.clone()));
-            receiver::router(receiver, readiness, metrics)
+            let mut receiver =
+                Receiver::new(settings, components.broker.topology.event_types.clone(), publisher.clone());
+            if let Some(spool) = spool {
+                receiver = receiver.with_spool(spool);
+            }
+            receiver::router(Arc::new(receiver), readiness, metrics)
         }
         None => receiver::ops_router(readiness, metrics),
     };
@@ -128,9 +142,29 @@ pub async fn start(components: Components, shutdown: CancellationToken) -> anyho
         if let Some(task) = worker_task {
             task.await.context("worker panicked")?;
         }
+        // Before the broker closes: an abandoned batch stays spooled, a confirmed one is removed.
+        if let Some(task) = drainer_task {
+            task.await.context("spool drainer panicked")?;
+        }
         broker_shutdown.cancel();
         tracing::info!("stopped");
         Ok(())
     });
     Ok(Running { local_addr, stopped })
+}
+
+/// The spool, when one is configured for a receiver on RabbitMQ.
+fn open_spool(components: &Components) -> anyhow::Result<Option<Spool>> {
+    let Some(settings) = &components.spool else { return Ok(None) };
+    if components.receiver.is_none() {
+        return Ok(None);
+    }
+    if components.broker.amqp_url.is_none() {
+        anyhow::bail!(
+            "RELAY_SPOOL_DIR is set but AMQP_URL is not: the embedded queue is already on local disk; unset RELAY_SPOOL_DIR or set AMQP_URL"
+        );
+    }
+    let spool = Spool::open(settings)?;
+    tracing::info!(dir = %spool.dir().display(), max_bytes = settings.max_bytes, "spool on: webhooks the broker cannot take in time are committed here and answered 204");
+    Ok(Some(spool))
 }

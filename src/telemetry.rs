@@ -41,6 +41,16 @@ pub mod names {
     /// 1 while `/readyz` would answer 200, else 0. Set on every scrape of `/metrics` (and every
     /// `/readyz`), so alerts see what the probes see: `up` only says the process answered.
     pub const READY: &str = "relay_ready";
+    /// Events in the receiver's spool, waiting for the broker.
+    pub const SPOOL_EVENTS: &str = "relay_spool_events";
+    /// Bytes of the events in the spool (what `RELAY_SPOOL_MAX` caps).
+    pub const SPOOL_BYTES: &str = "relay_spool_bytes";
+    /// `RELAY_SPOOL_MAX`, so alerts can say how full the spool is.
+    pub const SPOOL_MAX_BYTES: &str = "relay_spool_max_bytes";
+    /// Webhooks committed to the spool because the broker was away, blocked or slow to confirm.
+    pub const SPOOLED: &str = "relay_spooled_total";
+    /// Spooled events the broker confirmed, removed from the spool.
+    pub const SPOOL_DRAINED: &str = "relay_spool_drained_total";
 }
 
 /// Installs the global tracing subscriber. Logs go to stderr; stdout belongs to commands' output.

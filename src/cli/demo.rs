@@ -160,6 +160,7 @@ fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Res
             audio: None,
         }),
         listen,
+        spool: None,
     })
 }
 

@@ -8,6 +8,7 @@ mod api_args;
 mod args;
 pub mod hosts;
 pub mod secret;
+mod spool_args;
 mod values;
 
 pub use amqp::{AmqpTarget, TlsSettings};
@@ -15,6 +16,7 @@ pub use api_args::{ApiArgs, AudioArgs, AudioDirection, ConversationApi, Platform
 pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};
 pub use hosts::Region;
 pub use secret::secret_value;
+pub use spool_args::{SpoolArgs, SpoolSettings};
 pub use values::{parse_duration, parse_list, parse_size};
 
 use std::{net::SocketAddr, time::Duration};

@@ -1,5 +1,6 @@
 //! The HTTP side: the webhook endpoint (design §3) and the operational endpoints.
 
+mod enqueue;
 mod ops;
 mod rejection;
 mod webhook;
@@ -17,6 +18,7 @@ use crate::{
     config::{EventTypes, ReceiverSettings},
     queue::Publisher,
     signature::Verifier,
+    spool::Spool,
 };
 
 pub use ops::Readiness;
@@ -32,6 +34,8 @@ pub struct Receiver {
     /// Refusals are logged once per kind and interval: an outage answers thousands of 503s, which
     /// `relay_webhook_requests_total` counts; the log only needs to say it is happening.
     refusals: crate::log_limit::LogLimit,
+    /// Where events go while the broker cannot take them; `None`: they are answered 503.
+    spool: Option<Spool>,
 }
 
 impl Receiver {
@@ -44,7 +48,14 @@ impl Receiver {
             in_flight: Semaphore::new(settings.max_in_flight),
             refusals: crate::log_limit::LogLimit::default(),
             settings,
+            spool: None,
         }
+    }
+
+    /// Spools events the broker cannot take in time instead of answering 503.
+    pub fn with_spool(mut self, spool: Spool) -> Self {
+        self.spool = Some(spool);
+        self
     }
 }
 

@@ -6,22 +6,31 @@ use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
-use crate::{queue::Publisher, telemetry::names};
+use crate::{queue::Publisher, spool::Spool, telemetry::names};
 
 /// What `/readyz` asks: can the queue take a publish, and is the worker not paused?
 #[derive(Clone)]
 pub struct Readiness {
     publisher: Option<Arc<dyn Publisher>>,
     worker_paused: Option<watch::Receiver<bool>>,
+    /// A spool that accepts webhooks keeps the receiver ready while the broker is away.
+    spool: Option<Spool>,
 }
 
 impl Readiness {
     pub fn new(publisher: Option<Arc<dyn Publisher>>, worker_paused: Option<watch::Receiver<bool>>) -> Self {
-        Self { publisher, worker_paused }
+        Self { publisher, worker_paused, spool: None }
+    }
+
+    /// Ready while the broker takes publishes or, failing that, the spool takes webhooks.
+    pub fn with_spool(mut self, spool: Spool) -> Self {
+        self.spool = Some(spool);
+        self
     }
 
     pub fn is_ready(&self) -> bool {
-        let queue_ready = self.publisher.as_ref().is_none_or(|p| p.is_ready());
+        let spool_accepts = self.spool.as_ref().is_some_and(Spool::accepts);
+        let queue_ready = spool_accepts || self.publisher.as_ref().is_none_or(|p| p.is_ready());
         let worker_running = self.worker_paused.as_ref().is_none_or(|paused| !*paused.borrow());
         queue_ready && worker_running
     }

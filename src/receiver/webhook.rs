@@ -16,10 +16,14 @@ use bytes::Bytes;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tracing::{field::Empty, Instrument};
 
-use super::{rejection::Rejection, Receiver};
+use super::{
+    enqueue::{enqueue, Stored},
+    rejection::Rejection,
+    Receiver,
+};
 use crate::{
     event::Event,
-    queue::{headers, Destination, Message},
+    queue::{headers, Message},
     signature::UnverifiedEvent,
     telemetry::names,
 };
@@ -31,6 +35,8 @@ const EVENT_ID: &str = "x-polyai-event-id";
 /// What happened to a verified event that was not refused.
 enum Accepted {
     Enqueued,
+    /// Committed to the local spool while the broker is away; forwarded once it is back.
+    Spooled,
     Ignored(&'static str),
 }
 
@@ -46,6 +52,14 @@ pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
             finish(&span, "accepted");
             tracing::info!(elapsed_ms, "webhook enqueued");
             StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Accepted::Spooled) => {
+            metrics::histogram!(names::ACK_SECONDS).record(started.elapsed().as_secs_f64());
+            finish(&span, "spooled");
+            tracing::info!(elapsed_ms, "webhook spooled");
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("spooled"));
+            response
         }
         Ok(Accepted::Ignored(reason)) => {
             metrics::counter!(names::IGNORED, "reason" => reason).increment(1);
@@ -111,21 +125,9 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
     }
 
     let message = raw_event_message(event);
-    let remaining = settings.ack_deadline.saturating_sub(started.elapsed());
-    let publish = receiver.publisher.publish(Destination::Events, message);
-    match tokio::time::timeout(remaining, publish).await {
-        Ok(Ok(())) => {
-            metrics::counter!(names::CONFIRMS, "destination" => "events", "result" => "ack").increment(1);
-            Ok(Accepted::Enqueued)
-        }
-        Ok(Err(error)) => {
-            metrics::counter!(names::CONFIRMS, "destination" => "events", "result" => error.label()).increment(1);
-            Err(Rejection::Unavailable(error))
-        }
-        Err(_) => {
-            metrics::counter!(names::CONFIRMS, "destination" => "events", "result" => "timeout").increment(1);
-            Err(Rejection::DeadlineExceeded)
-        }
+    match enqueue(receiver, message, started).await? {
+        Stored::Broker => Ok(Accepted::Enqueued),
+        Stored::Spooled => Ok(Accepted::Spooled),
     }
 }
 

@@ -10,7 +10,7 @@ use polyai_relay::{
     app::{self, Components},
     config::{
         ApiSettings, AudioSettings, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings, SignatureSettings,
-        WorkerSettings,
+        SpoolSettings, WorkerSettings,
     },
     sender::{signed_post, SendScheme},
     signature::{sign, SecretSlot, SignatureScheme},
@@ -56,6 +56,8 @@ pub struct Options {
     pub audio: Option<AudioSettings>,
     /// Whether `spawn_app_with` waits for `/readyz` (not when the broker is meant to be unreachable).
     pub wait_ready: bool,
+    /// The receiver's spool (`RELAY_SPOOL_DIR`, `RELAY_SPOOL_MAX`).
+    pub spool: Option<SpoolSettings>,
 }
 
 impl Default for Options {
@@ -81,6 +83,7 @@ impl Default for Options {
             conversation_api: ConversationApi::V3,
             audio: None,
             wait_ready: true,
+            spool: None,
         }
     }
 }
@@ -147,6 +150,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         receiver,
         worker,
         listen,
+        spool: options.spool.clone(),
     };
     let shutdown = CancellationToken::new();
     let running = app::start(components, shutdown.clone()).await.expect("relay starts");
