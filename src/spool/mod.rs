@@ -54,6 +54,8 @@ struct Inner {
     max_bytes: u64,
     /// False after a failed write, true again after a successful one (drives `/readyz`).
     healthy: AtomicBool,
+    /// True once an event found no room, until the drainer frees some (drives `/readyz`).
+    full: AtomicBool,
     /// Wakes the drainer when an event is spooled.
     spooled: Notify,
     dir: PathBuf,
@@ -100,6 +102,7 @@ impl Spool {
                 bytes: AtomicU64::new(bytes),
                 max_bytes: settings.max_bytes,
                 healthy: AtomicBool::new(true),
+                full: AtomicBool::new(false),
                 spooled: Notify::new(),
                 dir: dir.clone(),
             }),
@@ -123,6 +126,7 @@ impl Spool {
         let before = inner.bytes.fetch_add(size, Ordering::SeqCst);
         if before + size > inner.max_bytes {
             inner.bytes.fetch_sub(size, Ordering::SeqCst);
+            inner.full.store(true, Ordering::SeqCst);
             return Err(SpoolError::Full { max: inner.max_bytes });
         }
         let shared = self.inner.clone();
@@ -149,9 +153,12 @@ impl Spool {
         }
     }
 
-    /// Whether a webhook could be spooled now: the last write worked and there is room.
+    /// Whether a webhook could be spooled now: the last write worked and the last event found room.
     pub fn accepts(&self) -> bool {
-        self.inner.healthy.load(Ordering::Relaxed) && self.inner.bytes.load(Ordering::SeqCst) < self.inner.max_bytes
+        let inner = &self.inner;
+        inner.healthy.load(Ordering::Relaxed)
+            && !inner.full.load(Ordering::SeqCst)
+            && inner.bytes.load(Ordering::SeqCst) < inner.max_bytes
     }
 
     /// Events waiting to be forwarded.
@@ -184,6 +191,7 @@ impl Spool {
         let bytes: u64 = confirmed.iter().map(|(_, size)| size).sum();
         self.inner.bytes.fetch_sub(bytes, Ordering::SeqCst);
         self.inner.events.fetch_sub(confirmed.len() as u64, Ordering::SeqCst);
+        self.inner.full.store(false, Ordering::SeqCst);
         metrics::counter!(names::SPOOL_DRAINED).increment(confirmed.len() as u64);
         self.report();
         Ok(())

@@ -26,5 +26,7 @@ mod receiver_amqp;
 mod secrets;
 mod send;
 mod shutdown;
+mod spool;
+mod spool_restart;
 mod topology;
 mod worker;
