@@ -82,6 +82,7 @@ async fn every_webhook_answered_during_a_broker_cut_is_spooled_and_enriched_once
     let (app, proxy) = proxied_app(spooling(&dir, 1 << 30)).await;
     let mut accepted = HashSet::new();
     post_until_straight(&app, "CAbefore", &mut accepted).await;
+    wait_for_spool(&dir, 0).await;
 
     proxy.cut();
     post_until_spooled(&app, "CAcut", &mut accepted).await;

@@ -75,6 +75,8 @@ async fn stopped_with_a_non_empty_spool_then_restarted_loses_nothing(stop: Stop)
     let mut relay = RelayProcess::spawn(&["run"], &env).await;
     let mut accepted = HashSet::new();
     post_until(&relay, "evt-before-", None, &mut accepted).await;
+    // What was spooled before the broker connected is forwarded first.
+    wait_for_empty_spool(&spool.0.join("spool")).await;
     proxy.cut();
     post_until(&relay, "evt-cut-", Some("spooled"), &mut accepted).await;
     for i in 0..20 {
@@ -100,8 +102,12 @@ async fn stopped_with_a_non_empty_spool_then_restarted_loses_nothing(stop: Stop)
     proxy.restore();
     let _restarted = RelayProcess::spawn(&["run"], &env).await;
     wait_until_enriched(&queue, &accepted).await;
+    wait_for_empty_spool(&spool.0.join("spool")).await;
+}
+
+async fn wait_for_empty_spool(dir: &std::path::Path) {
     let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
-    while EmbeddedQueue::count_in(&spool.0.join("spool")).unwrap() != 0 {
+    while EmbeddedQueue::count_in(dir).unwrap() != 0 {
         assert!(tokio::time::Instant::now() < deadline, "the spool never emptied");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
