@@ -87,3 +87,60 @@ async fn a_nack_gives_503() {
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
 }
+
+fn spooling_router(publisher: Arc<dyn Publisher>, ack_deadline: Duration, spool: crate::spool::Spool) -> Router {
+    let settings = ReceiverSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        path: "/polyai-events".into(),
+        signature: SignatureSettings {
+            secrets: vec![(SecretSlot::Current, SecretString::from("s"))],
+            scheme: SignatureScheme::Body,
+            tolerance: Duration::from_secs(300),
+        },
+        environments: None,
+        ack_deadline,
+        max_body: 1024,
+        request_timeout: Duration::from_secs(10),
+        max_in_flight: 8,
+    };
+    let types = EventTypes::Only(vec!["conversation.completed".into()]);
+    let receiver = Arc::new(Receiver::new(settings, types, publisher.clone()).with_spool(spool.clone()));
+    router(receiver, publisher_readiness(publisher).with_spool(spool), telemetry::metrics())
+}
+
+fn temp_spool(max_bytes: u64) -> (crate::spool::Spool, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("relay-receiver-spool-{}", uuid::Uuid::new_v4().simple()));
+    let settings = crate::config::SpoolSettings { dir: dir.clone(), max_bytes };
+    (crate::spool::Spool::open(&settings).unwrap(), dir)
+}
+
+#[tokio::test]
+async fn a_confirm_that_never_comes_is_spooled_within_the_deadline() {
+    let deadline = Duration::from_millis(750);
+    let (spool, dir) = temp_spool(1 << 20);
+    let router = spooling_router(Arc::new(NeverConfirms), deadline, spool.clone());
+    let started = std::time::Instant::now();
+    let response = router.oneshot(signed_request()).await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers()["x-relay-outcome"], "spooled");
+    // The broker had the deadline less the spool's third; the fsync the rest.
+    assert!(started.elapsed() >= deadline * 2 / 3, "gave up on the broker after {:?}", started.elapsed());
+    assert!(started.elapsed() < deadline, "answered after the deadline: {:?}", started.elapsed());
+    assert_eq!(spool.events(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_nack_is_spooled_and_a_full_spool_answers_503() {
+    let (spool, dir) = temp_spool(300);
+    let router = spooling_router(Arc::new(Nacks), Duration::from_secs(3), spool.clone());
+    let response = router.clone().oneshot(signed_request()).await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers()["x-relay-outcome"], "spooled");
+
+    let response = router.oneshot(signed_request()).await.unwrap();
+    assert_eq!(response.status(), 503, "no room for a second event");
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(spool.events(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
