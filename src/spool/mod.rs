@@ -107,7 +107,7 @@ impl Spool {
                 dir: dir.clone(),
             }),
         };
-        spool.report();
+        spool.inner.report();
         if events > 0 {
             tracing::info!(events, bytes, dir = %dir.display(), "the spool holds events from before the restart; they are forwarded once the broker confirms");
         }
@@ -130,26 +130,30 @@ impl Spool {
             return Err(SpoolError::Full { max: inner.max_bytes });
         }
         let shared = self.inner.clone();
-        // `available_at` 0: every spooled event is due at once, so the store's order is insertion order.
-        let written = tokio::task::spawn_blocking(move || shared.store.insert(&message, 0)).await;
-        let result = match written {
+        // The bookkeeping happens on the blocking thread with the write: a caller that stops
+        // waiting (the ack deadline) cannot leave a committed event uncounted.
+        let written = tokio::task::spawn_blocking(move || {
+            // `available_at` 0: every spooled event is due at once, so the store's order is insertion order.
+            let result = shared.store.insert(&message, 0);
+            shared.healthy.store(result.is_ok(), Ordering::Relaxed);
+            match &result {
+                Ok(()) => {
+                    shared.events.fetch_add(1, Ordering::SeqCst);
+                    metrics::counter!(names::SPOOLED).increment(1);
+                    shared.report();
+                    shared.spooled.notify_one();
+                }
+                Err(_) => {
+                    shared.bytes.fetch_sub(size, Ordering::SeqCst);
+                }
+            }
+            result
+        })
+        .await;
+        match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(SpoolError::Storage(error.to_string())),
             Err(join) => Err(SpoolError::Storage(join.to_string())),
-        };
-        inner.healthy.store(result.is_ok(), Ordering::Relaxed);
-        match result {
-            Ok(()) => {
-                inner.events.fetch_add(1, Ordering::SeqCst);
-                metrics::counter!(names::SPOOLED).increment(1);
-                self.report();
-                inner.spooled.notify_one();
-                Ok(())
-            }
-            Err(error) => {
-                inner.bytes.fetch_sub(size, Ordering::SeqCst);
-                Err(error)
-            }
         }
     }
 
@@ -182,29 +186,35 @@ impl Spool {
             return Ok(());
         }
         let shared = self.inner.clone();
-        let seqs: Vec<i64> = confirmed.iter().map(|(seq, _)| *seq).collect();
-        match tokio::task::spawn_blocking(move || shared.store.remove_all(&seqs)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(SpoolError::Storage(error.to_string())),
-            Err(join) => return Err(SpoolError::Storage(join.to_string())),
+        let removed = tokio::task::spawn_blocking(move || {
+            let seqs: Vec<i64> = confirmed.iter().map(|(seq, _)| *seq).collect();
+            shared.store.remove_all(&seqs)?;
+            let bytes: u64 = confirmed.iter().map(|(_, size)| size).sum();
+            shared.bytes.fetch_sub(bytes, Ordering::SeqCst);
+            shared.events.fetch_sub(confirmed.len() as u64, Ordering::SeqCst);
+            shared.full.store(false, Ordering::SeqCst);
+            metrics::counter!(names::SPOOL_DRAINED).increment(confirmed.len() as u64);
+            shared.report();
+            Ok::<_, rusqlite::Error>(())
+        })
+        .await;
+        match removed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(SpoolError::Storage(error.to_string())),
+            Err(join) => Err(SpoolError::Storage(join.to_string())),
         }
-        let bytes: u64 = confirmed.iter().map(|(_, size)| size).sum();
-        self.inner.bytes.fetch_sub(bytes, Ordering::SeqCst);
-        self.inner.events.fetch_sub(confirmed.len() as u64, Ordering::SeqCst);
-        self.inner.full.store(false, Ordering::SeqCst);
-        metrics::counter!(names::SPOOL_DRAINED).increment(confirmed.len() as u64);
-        self.report();
-        Ok(())
     }
 
     /// Resolves when an event was spooled since the last call (or right away if one was).
     async fn spooled(&self) {
         self.inner.spooled.notified().await
     }
+}
 
+impl Inner {
     fn report(&self) {
-        metrics::gauge!(names::SPOOL_EVENTS).set(self.inner.events.load(Ordering::SeqCst) as f64);
-        metrics::gauge!(names::SPOOL_BYTES).set(self.inner.bytes.load(Ordering::SeqCst) as f64);
+        metrics::gauge!(names::SPOOL_EVENTS).set(self.events.load(Ordering::SeqCst) as f64);
+        metrics::gauge!(names::SPOOL_BYTES).set(self.bytes.load(Ordering::SeqCst) as f64);
     }
 }
 

@@ -190,3 +190,19 @@ async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
     shutdown.cancel();
     drainer.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_event_whose_caller_stopped_waiting_is_still_counted_and_drained() {
+    let dir = TempDir::new();
+    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    // The receiver's deadline runs out while the write is under way: the write still commits.
+    let _ = tokio::time::timeout(Duration::ZERO, spool.put(message("evt-late"))).await;
+    wait_until("the committed event is counted", || spool.events() == 1).await;
+
+    let broker = Arc::new(FakeBroker::default());
+    let shutdown = CancellationToken::new();
+    let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
+    wait_until("it is forwarded", || broker.ids() == ["evt-late"]).await;
+    shutdown.cancel();
+    drainer.await.unwrap();
+}
