@@ -1,6 +1,6 @@
 //! Forwards spooled events to the broker, oldest first, each removed only after its confirm.
 //!
-//! Events go in batches: the oldest [`BATCH`] are published at once (their confirms pipelined),
+//! Events go in batches: the oldest [`BATCH`] (or fewer, up to [`BATCH_BYTES`]) are published at once (their confirms pipelined),
 //! the confirmed ones are removed in one transaction, then the next batch. So an event reaches
 //! the broker before any event spooled a batch or more after it, and a crash at any point leaves
 //! every unconfirmed event in the spool: at worst one is sent twice, with its message id, never lost.
@@ -16,6 +16,10 @@ use crate::queue::{embedded::store::stored_size, Destination, PublishError, Publ
 /// Events published together: enough to keep the broker's confirms pipelined, few enough that
 /// "oldest first" stays close to exact.
 const BATCH: usize = 64;
+
+/// A batch stops growing at this many bytes: events can be up to RELAY_MAX_BODY each, and a
+/// batch is held in memory until confirmed.
+const BATCH_BYTES: u64 = 4 << 20;
 
 /// How long one publish may wait for its confirm. One that takes longer stays in the spool and is
 /// sent again; if the broker confirms the first copy after all, that is a duplicate, not a loss.
@@ -88,7 +92,7 @@ impl Drainer {
 
     /// Publishes the oldest batch and removes what was confirmed; true if all of it was.
     async fn forward_batch(&self) -> bool {
-        let batch = match self.spool.oldest(BATCH).await {
+        let batch = match self.spool.oldest(BATCH, BATCH_BYTES).await {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(%error, "the spool cannot be read; trying again");

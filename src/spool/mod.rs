@@ -170,10 +170,10 @@ impl Spool {
         self.inner.events.load(Ordering::SeqCst)
     }
 
-    /// The oldest `limit` events, oldest first.
-    async fn oldest(&self, limit: usize) -> Result<Vec<Stored>, SpoolError> {
+    /// The oldest events, oldest first: at most `limit`, and no more once they hold `max_bytes`.
+    async fn oldest(&self, limit: usize, max_bytes: u64) -> Result<Vec<Stored>, SpoolError> {
         let shared = self.inner.clone();
-        match tokio::task::spawn_blocking(move || shared.store.oldest(limit)).await {
+        match tokio::task::spawn_blocking(move || shared.store.oldest(limit, max_bytes)).await {
             Ok(Ok(events)) => Ok(events),
             Ok(Err(error)) => Err(SpoolError::Storage(error.to_string())),
             Err(join) => Err(SpoolError::Storage(join.to_string())),

@@ -97,10 +97,13 @@ async fn spooled_events_come_back_whole_and_oldest_first_after_a_reopen() {
     let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
     assert_eq!(spool.events(), 5);
     assert_eq!(spool.inner.bytes.load(Ordering::SeqCst), bytes, "the byte count read back equals the one kept");
-    let oldest = spool.oldest(3).await.unwrap();
+    let oldest = spool.oldest(3, u64::MAX).await.unwrap();
     let ids: Vec<_> = oldest.iter().map(|s| s.message.message_id.as_str()).collect();
     assert_eq!(ids, ["evt-0", "evt-1", "evt-2"]);
     assert_eq!(oldest[0].message, message("evt-0"), "body, id, type, timestamp and headers kept");
+    let one = stored_size(&message("evt-0"));
+    assert_eq!(spool.oldest(5, one + 1).await.unwrap().len(), 2, "a batch stops at its byte limit");
+    assert_eq!(spool.oldest(5, 1).await.unwrap().len(), 1, "and holds at least one event");
 }
 
 #[tokio::test]
@@ -114,7 +117,7 @@ async fn a_full_spool_refuses_and_accepts_again_once_drained() {
     assert!(matches!(spool.put(message("evt-2")).await, Err(SpoolError::Full { .. })));
     assert_eq!(spool.events(), 2);
 
-    let seq = spool.oldest(1).await.unwrap()[0].seq;
+    let seq = spool.oldest(1, u64::MAX).await.unwrap()[0].seq;
     spool.remove(vec![(seq, one)]).await.unwrap();
     assert!(spool.accepts());
     spool.put(message("evt-2")).await.unwrap();
@@ -161,7 +164,7 @@ async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties
     broker.away.store(false, Ordering::SeqCst);
     wait_until("the spool is empty", || spool.events() == 0).await;
     assert_eq!(broker.ids(), ids, "forwarded once each, oldest first");
-    assert_eq!(spool.oldest(1).await.unwrap().len(), 0);
+    assert_eq!(spool.oldest(1, u64::MAX).await.unwrap().len(), 0);
 
     spool.put(message("evt-late")).await.unwrap();
     wait_until("a new event is forwarded", || broker.ids().len() == 151).await;
@@ -182,7 +185,7 @@ async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
     let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
     wait_until("the others are forwarded", || spool.events() == 1).await;
     assert_eq!(broker.ids(), ["evt-0", "evt-2"]);
-    assert_eq!(spool.oldest(5).await.unwrap()[0].message.message_id, "evt-1");
+    assert_eq!(spool.oldest(5, u64::MAX).await.unwrap()[0].message.message_id, "evt-1");
 
     *broker.nack_id.lock().unwrap() = None;
     wait_until("the refused one goes once the broker takes it", || spool.events() == 0).await;

@@ -164,16 +164,26 @@ impl Store {
         self.connection().query_row("SELECT COUNT(*) FROM messages", [], |row| row.get::<_, i64>(0)).map(|n| n as u64)
     }
 
-    /// The oldest `limit` messages, in the order they were inserted, without leasing them (for
-    /// a single reader that removes what it is done with, such as the spool's drainer).
-    pub fn oldest(&self, limit: usize) -> StoreResult<Vec<Stored>> {
+    /// The oldest messages, in the order they were inserted, without leasing them (for a single
+    /// reader that removes what it is done with, such as the spool's drainer): at most `limit`,
+    /// and no more once they hold `max_bytes` (always at least one).
+    pub fn oldest(&self, limit: usize, max_bytes: u64) -> StoreResult<Vec<Stored>> {
         let connection = self.connection();
         let mut statement = connection.prepare(
             "SELECT seq, message_id, event_type, timestamp, headers, body FROM messages ORDER BY seq LIMIT ?1",
         )?;
         let rows =
             statement.query_map([limit as i64], |row| Ok(Stored { seq: row.get(0)?, message: read_message(row)? }))?;
-        rows.collect()
+        let (mut oldest, mut bytes) = (Vec::new(), 0);
+        for row in rows {
+            let stored = row?;
+            bytes += stored_size(&stored.message);
+            oldest.push(stored);
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(oldest)
     }
 
     /// Removes these messages in one transaction: one fsync for all of them.
