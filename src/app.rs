@@ -80,6 +80,8 @@ pub struct Running {
 
 pub async fn start(components: Components, shutdown: CancellationToken) -> anyhow::Result<Running> {
     let metrics = telemetry::metrics();
+    // First: a spool that cannot be opened stops start-up before anything else runs.
+    let spool = open_spool(&components)?;
     // The broker outlives the HTTP server and the worker: it must confirm what they publish while draining.
     let broker_shutdown = CancellationToken::new();
     let Backend { publisher, source, amqp } = Backend::open(&components.broker, broker_shutdown.clone())?;
@@ -102,7 +104,6 @@ pub async fn start(components: Components, shutdown: CancellationToken) -> anyho
         }));
     }
 
-    let spool = open_spool(&components)?;
     let mut drainer_task = None;
     if let Some(spool) = &spool {
         readiness = readiness.with_spool(spool.clone());
