@@ -144,3 +144,37 @@ async fn a_nack_is_spooled_and_a_full_spool_answers_503() {
     assert_eq!(spool.events(), 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A broker that confirms everything.
+struct Confirms;
+
+#[async_trait]
+impl Publisher for Confirms {
+    async fn publish(&self, _: Destination, _: Message) -> Result<(), PublishError> {
+        Ok(())
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn with_events_still_spooled_a_new_webhook_goes_straight_to_the_broker() {
+    let (spool, dir) = temp_spool(1 << 20);
+    let waiting = Message {
+        body: bytes::Bytes::from_static(b"{}"),
+        message_id: "evt-spooled".into(),
+        event_type: "conversation.completed".into(),
+        timestamp: 0,
+        headers: Default::default(),
+    };
+    spool.put(waiting).await.unwrap();
+    let response = spooling_router(Arc::new(Confirms), Duration::from_secs(3), spool.clone())
+        .oneshot(signed_request())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(response.headers().get("x-relay-outcome").is_none(), "not spooled behind the others");
+    assert_eq!(spool.events(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
