@@ -38,7 +38,6 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "whsec_spool_outage";
-const LISTEN: &str = "127.0.0.1:18090";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -66,6 +65,8 @@ async fn main() -> anyhow::Result<()> {
     broker.set_host(Some("127.0.0.1"))?;
     broker.set_port(Some(proxy.address.port())).map_err(|_| anyhow::anyhow!("port"))?;
 
+    // A free port for the relay (the relay logs its address, but as JSON among others).
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
     let mut relay = tokio::process::Command::new(binary)
         .arg("run")
         .env_clear()
@@ -76,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
             ("POLYAI_BASE_URL", mock.base_url().as_str()),
             ("POLYAI_ACCOUNT_ID", "ws-mock"),
             ("POLYAI_PROJECT_ID", "PROJECT-MOCK"),
-            ("RELAY_LISTEN", LISTEN),
+            ("RELAY_LISTEN", listen.as_str()),
             ("RELAY_SPOOL_DIR", spool_dir.as_str()),
             ("RELAY_LOG_FORMAT", "json"),
             ("RUST_LOG", "warn"),
@@ -88,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         .context("the relay starts")?;
 
     let http = reqwest::Client::new();
-    let url = format!("http://{LISTEN}/polyai-events");
+    let url = format!("http://{listen}/polyai-events");
     let secret = SecretString::from(SECRET);
     let send = |i: usize, id: String| {
         let body = event_body("conversation.completed", &conversations[i % conversations.len()], "live", None);

@@ -10,11 +10,16 @@ use super::values;
 pub struct SpoolArgs {
     /// Directory of the local spool that keeps webhooks answered 204 while RabbitMQ is away
     /// (created owner-only). Unset: no spool; webhooks get 503 during an outage.
-    #[arg(long, env = "RELAY_SPOOL_DIR")]
+    #[arg(long, env = "RELAY_SPOOL_DIR", value_parser = spool_dir)]
     pub spool_dir: Option<PathBuf>,
     /// Most the spool holds (bytes of events); when full, webhooks get 503 again.
     #[arg(long, env = "RELAY_SPOOL_MAX", default_value = "1GiB", value_parser = spool_max)]
     pub spool_max: u64,
+}
+
+/// Any path; an empty one (`RELAY_SPOOL_DIR=`) means off, as unset does.
+fn spool_dir(text: &str) -> Result<PathBuf, std::convert::Infallible> {
+    Ok(PathBuf::from(text))
 }
 
 fn spool_max(text: &str) -> Result<u64, String> {
