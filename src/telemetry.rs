@@ -9,7 +9,7 @@ use crate::config::LogFormat;
 
 /// Metric names, in one place so dashboards, alerts and tests agree with the code.
 pub mod names {
-    /// Webhook requests by `outcome` (accepted, ignored, unauthorized, bad_request, too_large, timeout, overloaded, unavailable).
+    /// Webhook requests by `outcome` (accepted, spooled, ignored, unauthorized, bad_request, too_large, timeout, overloaded, unavailable, spool_full).
     pub const REQUESTS: &str = "relay_webhook_requests_total";
     /// Signature failures by `reason`.
     pub const VERIFY_FAILURES: &str = "relay_signature_failures_total";
