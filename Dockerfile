@@ -4,6 +4,8 @@
 # Build stage: dependencies first, so a source change does not rebuild them.
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# The mount point of the spool's volume, copied into the runtime image below.
+RUN mkdir -p /var/lib/polyai-relay
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked && rm -rf src
@@ -15,6 +17,9 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/polyai-relay /usr/local/bin/polyai-relay
 # The numeric id of distroless's `nonroot`: Kubernetes can only verify runAsNonRoot for a number.
 USER 65532:65532
+# Owned by that user: a named volume mounted here takes this owner, so the relay can create its
+# spool (RELAY_SPOOL_DIR=/var/lib/polyai-relay/spool) inside, owner-only.
+COPY --from=build --chown=65532:65532 /var/lib/polyai-relay /var/lib/polyai-relay
 # Writable by that user: the embedded queue's ./data when AMQP_URL is unset.
 WORKDIR /home/nonroot
 EXPOSE 8080

@@ -6,6 +6,7 @@ PromQL is parsed when promql_parser (PyPI) is installed; everything else needs o
 """
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -226,6 +227,52 @@ def check_kubernetes(kustomize_output):
                     problem(f"Ingress {name}", f"backend {backend['name']}:{backend['port']} is no Service port")
 
 
+# --- kubernetes-spool/ ----------------------------------------------------------------------------
+SPOOL = DEPLOY / "kubernetes-spool"
+SPOOL_VARIABLES = {"RELAY_SPOOL_DIR", "RELAY_SPOOL_MAX"}
+
+
+def check_spool_overlay(kustomize_output, base_output):
+    """The overlay's receiver is a StatefulSet running the base's pod plus a volume for the spool."""
+    where = "deploy/kubernetes-spool"
+    if kustomize_output:
+        documents = [d for d in yaml.safe_load_all(Path(kustomize_output).read_text()) if d]
+    else:
+        documents = [yaml.safe_load((SPOOL / "receiver-statefulset.yaml").read_text())]
+    by_kind = {}
+    for document in documents:
+        by_kind.setdefault(document.get("kind"), {})[document["metadata"]["name"]] = document
+    receiver = by_kind.get("StatefulSet", {}).get("polyai-relay-receiver")
+    if not receiver:
+        problem(where, "no StatefulSet polyai-relay-receiver")
+        return
+    secret = yaml.safe_load((K8S / "secret.example.yaml").read_text())
+    check_deployment(f"{where} StatefulSet", receiver, set(secret.get("stringData", {})) | set(secret.get("data", {})))
+    if kustomize_output:
+        if "polyai-relay-receiver" in by_kind.get("Deployment", {}):
+            problem(where, "the base's receiver Deployment is still there beside the StatefulSet")
+        for name, hpa in by_kind.get("HorizontalPodAutoscaler", {}).items():
+            if hpa["spec"]["scaleTargetRef"]["kind"] != "StatefulSet":
+                problem(f"{where} HorizontalPodAutoscaler {name}", "does not scale the StatefulSet")
+    claims = {t["metadata"]["name"] for t in receiver["spec"].get("volumeClaimTemplates", [])}
+    container = receiver["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
+    spool_dir = env.get("RELAY_SPOOL_DIR", "")
+    if not any(name in claims and spool_dir.startswith(path + "/") for name, path in mounts.items()):
+        problem(where, f"RELAY_SPOOL_DIR={spool_dir} is not inside a volume of a volumeClaimTemplate")
+    base = next((d for d in kubernetes_documents(base_output)
+                 if d.get("kind") == "Deployment" and d["metadata"]["name"] == "polyai-relay-receiver"), None)
+    if base:
+        theirs = dict(base["spec"]["template"]["spec"]["containers"][0])
+        ours = dict(container)
+        ours["env"] = [e for e in ours.get("env", []) if e["name"] not in SPOOL_VARIABLES]
+        ours["volumeMounts"] = [m for m in ours.get("volumeMounts", []) if m["name"] not in claims]
+        for key in sorted(set(theirs) | set(ours)):
+            if theirs.get(key) != ours.get(key):
+                problem(where, f"the receiver's `{key}` differs from deploy/kubernetes/receiver.yaml; keep them in step")
+
+
 # --- dashboard and alerts -----------------------------------------------------------------------
 try:
     import promql_parser
@@ -289,6 +336,7 @@ def main():
     check_dockerfile()
     check_compose()
     check_kubernetes(sys.argv[1] if len(sys.argv) > 1 else None)
+    check_spool_overlay(os.environ.get("SPOOL_OVERLAY_OUTPUT") or None, sys.argv[1] if len(sys.argv) > 1 else None)
     check_dashboard()
     check_alerts()
     for line in problems:

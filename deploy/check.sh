@@ -5,6 +5,8 @@
 #                   Specification's JSON schema; referenced files, secrets, services, variables
 #   Caddyfile       `caddy adapt --validate` (Debian's caddy, installed if missing and possible)
 #   kubernetes/     `kubectl kustomize`, then Kubernetes' schemas (strict: unknown fields fail);
+#   kubernetes-spool/   the same for the overlay with the receiver's spool (a StatefulSet), and
+#                   that its pod stays the base's apart from the spool's volume and settings
 #                   probes, resources, secret keys, selectors, grace period, variables
 #   grafana/, prometheus/   JSON and YAML structure; every PromQL expression parses
 # The metric names in the dashboard and the alerts are checked by `cargo test` (tests/api/deploy.rs).
@@ -104,8 +106,22 @@ if [[ -n "$TOOLS" ]]; then
     fail "Kubernetes schemas (version $KUBERNETES_VERSION)"
 fi
 
+step "kubernetes spool overlay"
+spool_built=""
+if command -v kubectl >/dev/null 2>&1; then
+  if kubectl kustomize deploy/kubernetes-spool >"$WORK/kubernetes-spool.yaml"; then
+    spool_built="$WORK/kubernetes-spool.yaml"
+  else
+    fail "kubectl kustomize deploy/kubernetes-spool"
+  fi
+fi
+if [[ -n "$TOOLS" && -n "$spool_built" ]]; then
+  "$TOOLS/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$spool_built" ||
+    fail "Kubernetes schemas of the spool overlay (version $KUBERNETES_VERSION)"
+fi
+
 step "consistency of all the files, dashboard and alerts"
-"$PYTHON" deploy/check.py ${built:+"$built"} || fail "deploy/check.py"
+SPOOL_OVERLAY_OUTPUT="$spool_built" "$PYTHON" deploy/check.py ${built:+"$built"} || fail "deploy/check.py"
 
 if [[ $failed -ne 0 ]]; then
   echo "deploy check: failed" >&2

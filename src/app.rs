@@ -8,9 +8,10 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{BrokerSettings, ReceiverSettings, WorkerSettings},
+    config::{BrokerSettings, ReceiverSettings, SpoolSettings, WorkerSettings},
     queue::Backend,
     receiver::{self, Receiver},
+    spool::{Drainer, Spool},
     telemetry::Metrics,
     worker::Worker,
 };
@@ -28,6 +29,8 @@ pub struct Components {
     pub worker: Option<WorkerSettings>,
     /// Where `/healthz`, `/readyz` and `/metrics` are served (and webhooks, with a receiver).
     pub listen: SocketAddr,
+    /// `Some` to spool webhooks while the broker is away (a receiver on RabbitMQ only).
+    pub spool: Option<SpoolSettings>,
 }
 
 /// A started relay.
@@ -53,6 +56,8 @@ pub async fn start_with(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
+    // First: a spool that cannot be opened stops start-up before anything else runs.
+    let spool = open_spool(&components)?;
     // The broker outlives the HTTP server and the worker: it must confirm what they publish while draining.
     let broker_shutdown = CancellationToken::new();
     let backend = Arc::new(Backend::open(&components.broker, metrics.clone(), broker_shutdown.clone())?);
@@ -81,11 +86,21 @@ pub async fn start_with(
         }));
     }
 
+    let mut drainer_task = None;
+    if let Some(spool) = &spool {
+        readiness = readiness.with_spool(spool.clone());
+        let drainer = Drainer::new(spool.clone(), publisher.clone(), shutdown.clone());
+        drainer_task = Some(tokio::spawn(drainer.run()));
+    }
+
     let router = match components.receiver {
         Some(settings) => {
             let event_types = components.broker.topology.event_types.clone();
-            let receiver = Arc::new(Receiver::new(settings, event_types, publisher.clone(), metrics));
-            receiver::router(receiver, readiness.clone())
+            let mut receiver = Receiver::new(settings, event_types, publisher.clone(), metrics);
+            if let Some(spool) = spool {
+                receiver = receiver.with_spool(spool);
+            }
+            receiver::router(Arc::new(receiver), readiness.clone())
         }
         None => receiver::ops_router(readiness.clone(), metrics),
     };
@@ -111,9 +126,29 @@ pub async fn start_with(
         if let Some(task) = worker_task {
             task.await.context("worker panicked")?;
         }
+        // Before the broker closes: an abandoned batch stays spooled, a confirmed one is removed.
+        if let Some(task) = drainer_task {
+            task.await.context("spool drainer panicked")?;
+        }
         broker_shutdown.cancel();
         tracing::info!("stopped");
         Ok(())
     });
     Ok(Running { local_addr, stopped, readiness, backend })
+}
+
+/// The spool, when one is configured for a receiver on RabbitMQ.
+fn open_spool(components: &Components) -> anyhow::Result<Option<Spool>> {
+    let Some(settings) = &components.spool else { return Ok(None) };
+    if components.receiver.is_none() {
+        return Ok(None);
+    }
+    if components.broker.amqp_url.is_none() {
+        anyhow::bail!(
+            "RELAY_SPOOL_DIR is set but AMQP_URL is not: the embedded queue is already on local disk; unset RELAY_SPOOL_DIR or set AMQP_URL"
+        );
+    }
+    let spool = Spool::open(settings)?;
+    tracing::info!(dir = %spool.dir().display(), max_bytes = settings.max_bytes, "spool on: webhooks the broker cannot take in time are committed here and answered 204");
+    Ok(Some(spool))
 }

@@ -1,4 +1,4 @@
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 use polyai_relay::{cli::Cli, telemetry};
@@ -13,7 +13,8 @@ async fn main() -> ExitCode {
         Err(error) => {
             // One line, for humans and log collectors alike; `{:#}` keeps the context chain.
             tracing::error!("{error:#}");
-            eprintln!("polyai-relay: {error:#}");
+            // Not `eprintln!`: it panics when stderr is a closed pipe.
+            let _ = writeln!(std::io::stderr(), "polyai-relay: {error:#}");
             ExitCode::FAILURE
         }
     }

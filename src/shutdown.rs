@@ -8,8 +8,9 @@ pub fn on_signal() -> CancellationToken {
     let trigger = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown requested; draining");
+        // Cancel first: nothing after the signal, not even a log line, may keep the relay from stopping.
         trigger.cancel();
+        tracing::info!("shutdown requested; draining");
     });
     token
 }

@@ -10,7 +10,7 @@ use crate::config::LogFormat;
 
 /// Metric names, in one place so dashboards, alerts and tests agree with the code.
 pub mod names {
-    /// Webhook requests by `outcome` (accepted, ignored, unauthorized, bad_request, too_large, timeout, overloaded, unavailable).
+    /// Webhook requests by `outcome` (accepted, spooled, ignored, unauthorized, bad_request, too_large, timeout, overloaded, unavailable, spool_full).
     pub const REQUESTS: &str = "relay_webhook_requests_total";
     /// Signature failures by `reason`.
     pub const VERIFY_FAILURES: &str = "relay_signature_failures_total";
@@ -36,9 +36,22 @@ pub mod names {
     pub const BACKLOG: &str = "relay_queue_backlog";
     /// 1 while the worker is paused because the API refused the key.
     pub const WORKER_PAUSED: &str = "relay_worker_paused";
+    /// Failed attempts to connect to the broker, by `role` (publisher, consumer): the volume of an
+    /// outage, which the log only mentions now and then.
+    pub const BROKER_CONNECT_FAILURES: &str = "relay_broker_connect_failures_total";
     /// 1 while `/readyz` would answer 200, else 0. Set on every scrape of `/metrics` (and every
     /// `/readyz`), so alerts see what the probes see: `up` only says the process answered.
     pub const READY: &str = "relay_ready";
+    /// Events in the receiver's spool, waiting for the broker.
+    pub const SPOOL_EVENTS: &str = "relay_spool_events";
+    /// Bytes of the events in the spool (what `RELAY_SPOOL_MAX` caps).
+    pub const SPOOL_BYTES: &str = "relay_spool_bytes";
+    /// `RELAY_SPOOL_MAX`, so alerts can say how full the spool is.
+    pub const SPOOL_MAX_BYTES: &str = "relay_spool_max_bytes";
+    /// Webhooks committed to the spool because the broker was away, blocked or slow to confirm.
+    pub const SPOOLED: &str = "relay_spooled_total";
+    /// Spooled events the broker confirmed, removed from the spool.
+    pub const SPOOL_DRAINED: &str = "relay_spool_drained_total";
 }
 
 /// Installs the global tracing subscriber. Logs go to stderr; stdout belongs to commands' output.
@@ -49,7 +62,10 @@ pub fn init_logs(format: LogFormat) {
 /// Like [`init_logs`], with the level used when `RUST_LOG` is unset.
 pub fn init_logs_with(format: LogFormat, default_level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A log line that cannot be written (stderr a closed pipe: `serve 2>&1 | head -1`) is dropped
+    // quietly. By default the subscriber reports it with `eprintln!`, which panics on the same
+    // closed pipe, inside whichever task logged: the signal task died that way and SIGTERM was lost.
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Pretty => builder.try_init(),

@@ -124,6 +124,7 @@ fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Res
             ..WorkerSettings::new(api)
         }),
         listen,
+        spool: None,
     })
 }
 

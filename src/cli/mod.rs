@@ -29,7 +29,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Receiver and worker in one process (the container's default).
-    Run(run::RunArgs),
+    // Boxed: it holds every setting of the receiver, the worker and the spool, several times
+    // the size of any other command's.
+    Run(Box<run::RunArgs>),
     /// Receiver only: verify webhooks and enqueue them.
     Serve(run::ServeArgs),
     /// Worker only: enrich queued events.

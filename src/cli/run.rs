@@ -6,7 +6,7 @@ use clap::Args;
 
 use crate::{
     app::{self, Components},
-    config::{defaults, BrokerArgs, ReceiverArgs, WorkerArgs},
+    config::{defaults, BrokerArgs, ReceiverArgs, SpoolArgs, WorkerArgs},
     shutdown,
 };
 
@@ -14,6 +14,8 @@ use crate::{
 pub struct RunArgs {
     #[command(flatten)]
     receiver: ReceiverArgs,
+    #[command(flatten)]
+    spool: SpoolArgs,
     #[command(flatten)]
     worker: WorkerArgs,
     #[command(flatten)]
@@ -24,6 +26,8 @@ pub struct RunArgs {
 pub struct ServeArgs {
     #[command(flatten)]
     receiver: ReceiverArgs,
+    #[command(flatten)]
+    spool: SpoolArgs,
     #[command(flatten)]
     broker: BrokerArgs,
 }
@@ -47,6 +51,7 @@ impl RunArgs {
             listen: receiver.listen,
             receiver: Some(receiver),
             worker: Some(self.worker.settings()?),
+            spool: self.spool.settings(),
         };
         run_until_signal(components).await
     }
@@ -60,6 +65,7 @@ impl ServeArgs {
             listen: receiver.listen,
             receiver: Some(receiver),
             worker: None,
+            spool: self.spool.settings(),
         };
         run_until_signal(components).await
     }
@@ -72,6 +78,7 @@ impl WorkArgs {
             listen: self.listen,
             receiver: None,
             worker: Some(self.worker.settings()?),
+            spool: None,
         };
         run_until_signal(components).await
     }

@@ -8,6 +8,7 @@ use clap::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+use super::amqp::{self, AmqpTarget, Pem, TlsSettings};
 use super::api_args::{ApiArgs, AudioArgs};
 use super::defaults;
 use super::{
@@ -129,6 +130,18 @@ pub struct BrokerArgs {
     /// The URL holds the broker's password, so it can come from a file like the other secrets.
     #[arg(long, env = "AMQP_URL_FILE")]
     pub amqp_url_file: Option<PathBuf>,
+    /// Extra trusted root certificates (PEM) for `amqps://`, on top of the system's.
+    #[arg(long, env = "AMQP_TLS_CA_FILE")]
+    pub amqp_tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM, chain first) for brokers that authenticate clients by certificate.
+    #[arg(long, env = "AMQP_TLS_CERT_FILE")]
+    pub amqp_tls_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "AMQP_TLS_KEY_FILE")]
+    pub amqp_tls_key_file: Option<PathBuf>,
+    /// Check that the broker's certificate names the host of the URL. Turning it off logs a warning.
+    #[arg(long, env = "AMQP_TLS_VERIFY_HOSTNAME", default_value_t = true, action = clap::ArgAction::Set)]
+    pub amqp_tls_verify_hostname: bool,
     /// Where the embedded queue and its JSON Lines output live (used when AMQP_URL is unset).
     #[arg(long, env = "RELAY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -140,14 +153,50 @@ impl BrokerArgs {
     pub fn settings(&self) -> Result<BrokerSettings, ConfigError> {
         // An empty AMQP_URL means "unset" (the embedded queue); an empty file is a mistake.
         let inline = self.amqp_url.as_ref().filter(|url| !url.expose_secret().trim().is_empty());
-        let amqp_url = secret::resolve("AMQP_URL", inline, self.amqp_url_file.as_deref())?;
-        if let Some(url) = &amqp_url {
-            let scheme = url.expose_secret().split(':').next().unwrap_or_default();
-            if scheme != "amqp" && scheme != "amqps" {
-                return Err(ConfigError::new("AMQP_URL", "AMQP_URL must start with amqp:// or amqps://"));
+        let amqp_url = match secret::resolve("AMQP_URL", inline, self.amqp_url_file.as_deref())? {
+            Some(text) => {
+                let variable = if inline.is_some() { "AMQP_URL" } else { "AMQP_URL_FILE" };
+                let addresses = amqp::parse_addresses(variable, &text)?;
+                let target = AmqpTarget { addresses, tls: self.tls()? };
+                let tls_file = if target.tls.ca_pem.is_some() { "AMQP_TLS_CA_FILE" } else { "AMQP_TLS_CERT_FILE" };
+                if !target.uses_tls() && (target.tls.ca_pem.is_some() || target.tls.client.is_some()) {
+                    let message = format!("{tls_file} is set but no address of {variable} is amqps://");
+                    return Err(ConfigError::new(tls_file, message));
+                }
+                Some(target)
             }
-        }
+            None => None,
+        };
         Ok(BrokerSettings { amqp_url, data_dir: self.data_dir.clone(), topology: self.topology.settings()? })
+    }
+
+    fn tls(&self) -> Result<TlsSettings, ConfigError> {
+        let ca_pem = match &self.amqp_tls_ca_file {
+            Some(path) => Some(
+                String::from_utf8_lossy(&amqp::read_pem("AMQP_TLS_CA_FILE", path, Pem::Certificates)?).into_owned(),
+            ),
+            None => None,
+        };
+        let client = match (&self.amqp_tls_cert_file, &self.amqp_tls_key_file) {
+            (Some(cert), Some(key)) => Some((
+                amqp::read_pem("AMQP_TLS_CERT_FILE", cert, Pem::Certificates)?,
+                amqp::read_pem("AMQP_TLS_KEY_FILE", key, Pem::PrivateKey)?.into(),
+            )),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "AMQP_TLS_KEY_FILE",
+                    "AMQP_TLS_CERT_FILE is set: AMQP_TLS_KEY_FILE is needed too",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "AMQP_TLS_CERT_FILE",
+                    "AMQP_TLS_KEY_FILE is set: AMQP_TLS_CERT_FILE is needed too",
+                ))
+            }
+        };
+        Ok(TlsSettings { ca_pem, client, verify_hostname: self.amqp_tls_verify_hostname })
     }
 }
 

@@ -3,19 +3,23 @@
 //! clap parses the raw values (`args`); `*Args::settings()` turns them into the settings the
 //! rest of the program uses, failing with one line that names the variable at fault.
 
+pub mod amqp;
 mod api_args;
 mod args;
 mod base_url;
 pub mod defaults;
 pub mod hosts;
 pub mod secret;
+mod spool_args;
 mod values;
 
+pub use amqp::{AmqpTarget, TlsSettings};
 pub use api_args::{ApiArgs, AudioArgs, AudioDirection, ConversationApi, PlatformArgs};
 pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};
 pub use base_url::BaseUrl;
 pub use hosts::Region;
 pub use secret::secret_value;
+pub use spool_args::{SpoolArgs, SpoolSettings};
 pub use values::{parse_duration, parse_list, parse_size};
 
 use std::{net::SocketAddr, time::Duration};
@@ -88,8 +92,8 @@ impl Topology {
 
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// `None`: no broker; the embedded queue.
-    pub amqp_url: Option<SecretString>,
+    /// RabbitMQ's addresses (`AMQP_URL`) and TLS; `None`: no broker, the embedded queue.
+    pub amqp_url: Option<AmqpTarget>,
     /// The embedded queue's directory.
     pub data_dir: std::path::PathBuf,
     pub topology: Topology,

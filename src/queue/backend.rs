@@ -12,7 +12,10 @@ use super::{
     embedded::{self, EmbeddedQueue},
     Metered, Publisher, Source,
 };
-use crate::{config::BrokerSettings, telemetry::Metrics};
+use crate::{
+    config::{AmqpTarget, BrokerSettings},
+    telemetry::Metrics,
+};
 
 /// Why the queue cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -90,13 +93,16 @@ impl Backend {
     }
 }
 
-/// `host:port` of an AMQP URL: the URL itself holds a password.
-fn broker_host(url: &SecretString) -> String {
-    url::Url::parse(url.expose_secret())
-        .ok()
-        .map(|u| {
-            let port = u.port().unwrap_or(if u.scheme() == "amqps" { 5671 } else { 5672 });
-            format!("{}:{port}", u.host_str().unwrap_or("?"))
-        })
-        .unwrap_or_else(|| "the broker".into())
+/// `host:port` of each address, for messages: the URLs themselves hold a password.
+fn broker_host(target: &AmqpTarget) -> String {
+    let host = |url: &SecretString| {
+        url::Url::parse(url.expose_secret())
+            .ok()
+            .map(|u| {
+                let port = u.port().unwrap_or(if u.scheme() == "amqps" { 5671 } else { 5672 });
+                format!("{}:{port}", u.host_str().unwrap_or("?"))
+            })
+            .unwrap_or_else(|| "the broker".into())
+    };
+    target.addresses.iter().map(host).collect::<Vec<_>>().join(", ")
 }

@@ -1,5 +1,6 @@
 //! The HTTP side: the webhook endpoint (design §3) and the operational endpoints.
 
+mod enqueue;
 mod ops;
 mod rejection;
 mod webhook;
@@ -16,6 +17,7 @@ use crate::{
     config::{EventTypes, ReceiverSettings},
     queue::Publisher,
     signature::Verifier,
+    spool::Spool,
     telemetry::Metrics,
 };
 
@@ -29,6 +31,11 @@ pub struct Receiver {
     settings: ReceiverSettings,
     /// Bounds the requests handled at once; a request that finds no permit is shed with 503.
     in_flight: Semaphore,
+    /// Refusals are logged once per kind and interval: an outage answers thousands of 503s, which
+    /// `relay_webhook_requests_total` counts; the log only needs to say it is happening.
+    refusals: crate::log_limit::LogLimit,
+    /// Where events go while the broker cannot take them; `None`: they are answered 503.
+    spool: Option<Spool>,
     /// This relay's recorder (its own in tests, the process's in production).
     metrics: Metrics,
 }
@@ -46,9 +53,17 @@ impl Receiver {
             publisher,
             event_types,
             in_flight: Semaphore::new(settings.max_in_flight),
+            refusals: crate::log_limit::LogLimit::default(),
             settings,
+            spool: None,
             metrics,
         }
+    }
+
+    /// Spools events the broker cannot take in time instead of answering 503.
+    pub fn with_spool(mut self, spool: Spool) -> Self {
+        self.spool = Some(spool);
+        self
     }
 }
 

@@ -7,6 +7,7 @@ use tokio::sync::watch;
 
 use crate::{
     queue::Publisher,
+    spool::Spool,
     telemetry::{names, Metrics},
 };
 
@@ -15,15 +16,24 @@ use crate::{
 pub struct Readiness {
     publisher: Option<Arc<dyn Publisher>>,
     worker_paused: Option<watch::Receiver<bool>>,
+    /// A spool that accepts webhooks keeps the receiver ready while the broker is away.
+    spool: Option<Spool>,
 }
 
 impl Readiness {
     pub fn new(publisher: Option<Arc<dyn Publisher>>, worker_paused: Option<watch::Receiver<bool>>) -> Self {
-        Self { publisher, worker_paused }
+        Self { publisher, worker_paused, spool: None }
+    }
+
+    /// Ready while the broker takes publishes or, failing that, the spool takes webhooks.
+    pub fn with_spool(mut self, spool: Spool) -> Self {
+        self.spool = Some(spool);
+        self
     }
 
     pub fn is_ready(&self) -> bool {
-        let queue_ready = self.publisher.as_ref().is_none_or(|p| p.is_ready());
+        let spool_accepts = self.spool.as_ref().is_some_and(Spool::accepts);
+        let queue_ready = spool_accepts || self.publisher.as_ref().is_none_or(|p| p.is_ready());
         let worker_running = self.worker_paused.as_ref().is_none_or(|paused| !*paused.borrow());
         queue_ready && worker_running
     }
@@ -33,9 +43,17 @@ impl Readiness {
         let mut queue = self.publisher.as_ref().map(|p| p.readiness());
         let mut paused = self.worker_paused.clone();
         while self.is_ready() != ready {
+            // The spool has no watch of its own: with one, look again now and then too.
+            let spool_check = async {
+                match &self.spool {
+                    Some(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = changed(&mut queue) => {}
                 _ = changed(&mut paused) => {}
+                _ = spool_check => {}
             }
         }
     }

@@ -30,6 +30,10 @@ pub enum Rejection {
     Unavailable(PublishError),
     #[error("not durably enqueued before the deadline")]
     DeadlineExceeded,
+    #[error("the broker is unavailable and the spool is full")]
+    SpoolFull,
+    #[error("the broker is unavailable and the spool cannot be written: {0}")]
+    SpoolFailed(String),
 }
 
 impl Rejection {
@@ -41,7 +45,8 @@ impl Rejection {
             Self::TooLarge => "too_large",
             Self::SlowBody => "timeout",
             Self::Overloaded => "overloaded",
-            Self::Unavailable(_) | Self::DeadlineExceeded => "unavailable",
+            Self::Unavailable(_) | Self::DeadlineExceeded | Self::SpoolFailed(_) => "unavailable",
+            Self::SpoolFull => "spool_full",
         }
     }
 
@@ -52,7 +57,11 @@ impl Rejection {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             // 408 is retried by PolyAI, like the 503s below.
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
-            Self::Overloaded | Self::Unavailable(_) | Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded
+            | Self::Unavailable(_)
+            | Self::DeadlineExceeded
+            | Self::SpoolFull
+            | Self::SpoolFailed(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

@@ -83,3 +83,83 @@ async fn a_nack_gives_503() {
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
 }
+
+fn spooling_router(publisher: Arc<dyn Publisher>, ack_deadline: Duration, spool: crate::spool::Spool) -> Router {
+    let mut settings = ReceiverSettings::new(SecretString::from("s"));
+    settings.signature.scheme = SignatureScheme::Body;
+    let settings = ReceiverSettings { ack_deadline, max_body: 1024, max_in_flight: 8, ..settings };
+    let types = EventTypes::Only(vec!["conversation.completed".into()]);
+    let receiver = Receiver::new(settings, types, publisher.clone(), Metrics::isolated()).with_spool(spool.clone());
+    router(Arc::new(receiver), publisher_readiness(publisher).with_spool(spool))
+}
+
+fn temp_spool(max_bytes: u64) -> (crate::spool::Spool, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("relay-receiver-spool-{}", uuid::Uuid::new_v4().simple()));
+    let settings = crate::config::SpoolSettings { dir: dir.clone(), max_bytes };
+    (crate::spool::Spool::open(&settings).unwrap(), dir)
+}
+
+#[tokio::test]
+async fn a_confirm_that_never_comes_is_spooled_within_the_deadline() {
+    let deadline = Duration::from_millis(750);
+    let (spool, dir) = temp_spool(1 << 20);
+    let router = spooling_router(Arc::new(NeverConfirms), deadline, spool.clone());
+    let started = std::time::Instant::now();
+    let response = router.oneshot(signed_request()).await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers()["x-relay-outcome"], "spooled");
+    // The broker had the deadline less the spool's third; the fsync the rest.
+    assert!(started.elapsed() >= deadline * 2 / 3, "gave up on the broker after {:?}", started.elapsed());
+    assert!(started.elapsed() < deadline, "answered after the deadline: {:?}", started.elapsed());
+    assert_eq!(spool.events(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_nack_is_spooled_and_a_full_spool_answers_503() {
+    let (spool, dir) = temp_spool(300);
+    let router = spooling_router(Arc::new(Nacks), Duration::from_secs(3), spool.clone());
+    let response = router.clone().oneshot(signed_request()).await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(response.headers()["x-relay-outcome"], "spooled");
+
+    let response = router.oneshot(signed_request()).await.unwrap();
+    assert_eq!(response.status(), 503, "no room for a second event");
+    assert_eq!(response.headers()["retry-after"], "5");
+    assert_eq!(spool.events(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A broker that confirms everything.
+struct Confirms;
+
+#[async_trait]
+impl Publisher for Confirms {
+    async fn publish(&self, _: Destination, _: Message) -> Result<(), PublishError> {
+        Ok(())
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn with_events_still_spooled_a_new_webhook_goes_straight_to_the_broker() {
+    let (spool, dir) = temp_spool(1 << 20);
+    let waiting = Message {
+        body: bytes::Bytes::from_static(b"{}"),
+        message_id: "evt-spooled".into(),
+        event_type: "conversation.completed".into(),
+        timestamp: 0,
+        headers: Default::default(),
+    };
+    spool.put(waiting).await.unwrap();
+    let response = spooling_router(Arc::new(Confirms), Duration::from_secs(3), spool.clone())
+        .oneshot(signed_request())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert!(response.headers().get("x-relay-outcome").is_none(), "not spooled behind the others");
+    assert_eq!(spool.events(), 1);
+    std::fs::remove_dir_all(dir).unwrap();
+}

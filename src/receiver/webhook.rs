@@ -16,10 +16,14 @@ use bytes::Bytes;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tracing::{field::Empty, Instrument};
 
-use super::{rejection::Rejection, Receiver};
+use super::{
+    enqueue::{enqueue, Stored},
+    rejection::Rejection,
+    Receiver,
+};
 use crate::{
     event::Event,
-    queue::{headers, Destination, Message},
+    queue::{headers, Message},
     signature::UnverifiedEvent,
     telemetry::{names, Metrics},
 };
@@ -31,6 +35,8 @@ const EVENT_ID: &str = "x-polyai-event-id";
 /// What happened to a verified event that was not refused.
 enum Accepted {
     Enqueued,
+    /// Committed to the local spool while the broker is away; forwarded once it is back.
+    Spooled,
     Ignored(&'static str),
 }
 
@@ -48,6 +54,14 @@ pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
             tracing::info!(elapsed_ms, "webhook enqueued");
             StatusCode::NO_CONTENT.into_response()
         }
+        Ok(Accepted::Spooled) => {
+            meter.record(|| metrics::histogram!(names::ACK_SECONDS).record(started.elapsed().as_secs_f64()));
+            finish(meter, &span, "spooled");
+            tracing::info!(elapsed_ms, "webhook spooled");
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("spooled"));
+            response
+        }
         Ok(Accepted::Ignored(reason)) => {
             meter.record(|| metrics::counter!(names::IGNORED, "reason" => reason).increment(1));
             finish(meter, &span, "ignored");
@@ -61,7 +75,10 @@ pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
             if let Rejection::Unauthorized(reason) = &rejection {
                 meter.record(|| metrics::counter!(names::VERIFY_FAILURES, "reason" => reason.reason()).increment(1));
             }
-            tracing::warn!(error = %rejection, elapsed_ms, "webhook refused");
+            if let Some(unsaid) = receiver.refusals.admit(rejection.outcome()) {
+                // `unsaid`: refusals of this kind since the last such line, not logged one by one.
+                tracing::warn!(error = %rejection, elapsed_ms, unsaid, "webhook refused");
+            }
             rejection.into_response()
         }
     }
@@ -109,13 +126,9 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
     }
 
     let message = raw_event_message(event);
-    let remaining = settings.ack_deadline.saturating_sub(started.elapsed());
-    let publish = receiver.publisher.publish(Destination::Events, message);
-    // The publisher records the confirm (or, dropped at the deadline, the timeout).
-    match tokio::time::timeout(remaining, publish).await {
-        Ok(Ok(())) => Ok(Accepted::Enqueued),
-        Ok(Err(error)) => Err(Rejection::Unavailable(error)),
-        Err(_) => Err(Rejection::DeadlineExceeded),
+    match enqueue(receiver, message, started).await? {
+        Stored::Broker => Ok(Accepted::Enqueued),
+        Stored::Spooled => Ok(Accepted::Spooled),
     }
 }
 

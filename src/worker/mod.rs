@@ -25,6 +25,7 @@ pub use throttle::Throttle;
 use crate::{
     backoff::RECONNECT,
     config::WorkerSettings,
+    log_limit::LogLimit,
     polyai::{ApiError, PolyaiClient},
     queue::{ConsumeError, Consumer, Delivery, Publisher, Source},
     telemetry::{names, Metrics},
@@ -117,6 +118,7 @@ impl Worker {
         // 1x, 83% at 2x, about 90% at 4x). The prefetch matches: the queue hands out no more.
         let prefetch = u16::try_from(self.events_in_progress()).unwrap_or(u16::MAX);
         let mut failures = 0u32;
+        let unreachable = LogLimit::default();
         while !self.shutdown.is_cancelled() {
             if *self.paused.borrow() {
                 self.wait_for_key().await;
@@ -129,9 +131,12 @@ impl Worker {
                     self.consume(consumer.as_mut()).await;
                 }
                 Err(error) => {
+                    // The publisher's pace: the consumer is back as soon as the publisher is.
                     failures = failures.saturating_add(1);
                     let delay = RECONNECT.delay(failures);
-                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "worker cannot consume");
+                    if let Some(unsaid) = unreachable.admit("unreachable") {
+                        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, failures, unsaid, "worker cannot consume");
+                    }
                     tokio::select! {
                         _ = self.shutdown.cancelled() => {}
                         _ = tokio::time::sleep(delay) => {}

@@ -4,7 +4,7 @@
 use std::{collections::HashSet, path::PathBuf, sync::Mutex, time::Duration};
 
 use polyai_relay::{
-    config::{BrokerSettings, EventTypes},
+    config::{AmqpTarget, BrokerSettings, EventTypes},
     queue::embedded::{EmbeddedQueue, CONVERSATIONS_FILE, DEAD_FILE},
 };
 use secrecy::SecretString;
@@ -86,7 +86,12 @@ impl TestQueue {
     pub fn settings(&self, event_types: EventTypes, amqp_url: Option<String>) -> BrokerSettings {
         match self {
             Self::Amqp(broker) => BrokerSettings {
-                amqp_url: Some(SecretString::from(amqp_url.unwrap_or_else(|| broker.url.clone()))),
+                amqp_url: Some({
+                    // Several comma-separated URLs, as AMQP_URL takes them.
+                    let text = SecretString::from(amqp_url.unwrap_or_else(|| broker.url.clone()));
+                    let addresses = polyai_relay::config::amqp::parse_addresses("AMQP_URL", &text).expect("valid URLs");
+                    AmqpTarget { addresses, ..AmqpTarget::single(text) }
+                }),
                 data_dir: PathBuf::from("unused"),
                 topology: broker.topology.clone(),
             },

@@ -128,3 +128,16 @@ async fn the_broker_url_can_come_from_a_file() {
     fails_naming(&["serve"], &[SECRET, AMQP, ("AMQP_URL_FILE", &file)], &["AMQP_URL", "not both"]).await;
     fails_naming(&["serve"], &[SECRET, ("AMQP_URL_FILE", "/nonexistent/amqp-url")], &["AMQP_URL_FILE"]).await;
 }
+
+#[tokio::test]
+async fn a_spool_without_a_broker_is_refused() {
+    let dir = crate::backend::TempDir::new();
+    let spool = dir.0.join("spool").display().to_string();
+    let env = [SECRET, ("RELAY_SPOOL_DIR", spool.as_str()), ("RELAY_DATA_DIR", &dir.0.display().to_string())];
+    fails_naming(&["serve"], &env, &["RELAY_SPOOL_DIR", "AMQP_URL"]).await;
+}
+
+#[tokio::test]
+async fn a_bad_spool_size_names_its_variable() {
+    fails_naming(&["serve"], &[SECRET, AMQP, ("RELAY_SPOOL_MAX", "lots")], &["RELAY_SPOOL_MAX", "lots"]).await;
+}

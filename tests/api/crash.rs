@@ -49,7 +49,7 @@ async fn stream_then_kill(relay: &mut RelayProcess, total: usize, kill_after: us
 }
 
 /// Collects enriched event ids until every one of `expected` has been seen.
-async fn wait_until_enriched(queue: &TestQueue, expected: &HashSet<String>) -> HashSet<String> {
+pub async fn wait_until_enriched(queue: &TestQueue, expected: &HashSet<String>) -> HashSet<String> {
     let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
     let mut seen = HashSet::new();
     loop {

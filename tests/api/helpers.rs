@@ -11,7 +11,7 @@ use polyai_relay::{
     app::{self, Components},
     config::{
         ApiSettings, AudioSettings, BaseUrl, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings,
-        WorkerSettings,
+        SpoolSettings, WorkerSettings,
     },
     queue,
     receiver::Readiness,
@@ -63,6 +63,8 @@ pub struct Options {
     pub audio: Option<AudioSettings>,
     /// Whether `spawn_app_with` waits for `/readyz` (not when the broker is meant to be unreachable).
     pub wait_ready: bool,
+    /// The receiver's spool (`RELAY_SPOOL_DIR`, `RELAY_SPOOL_MAX`).
+    pub spool: Option<SpoolSettings>,
 }
 
 impl Default for Options {
@@ -89,6 +91,7 @@ impl Default for Options {
             conversation_api: ConversationApi::V3,
             audio: None,
             wait_ready: true,
+            spool: None,
         }
     }
 }
@@ -157,6 +160,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         receiver,
         worker,
         listen,
+        spool: options.spool.clone(),
     };
     let shutdown = CancellationToken::new();
     // A recorder of its own: this app's /metrics shows only what this app did.

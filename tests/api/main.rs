@@ -1,6 +1,7 @@
 //! The integration suite: one binary, real RabbitMQ, a fake PolyAI on port 0, the real relay
 //! (in process through `spawn_app`, or as the built binary through `process`).
 
+mod addresses;
 mod audio;
 mod backend;
 mod backfill;
@@ -15,6 +16,7 @@ mod healthcheck;
 mod helpers;
 mod mock_api;
 mod outage;
+mod outage_logs;
 mod pipeline;
 mod poison;
 mod process;
@@ -24,4 +26,7 @@ mod receiver_amqp;
 mod secrets;
 mod send;
 mod shutdown;
+mod spool;
+mod spool_restart;
+mod topology;
 mod worker;

@@ -11,7 +11,7 @@ use crate::{
     proxy::Proxy,
 };
 
-async fn proxied_app(options: Options) -> (TestApp, Proxy) {
+pub async fn proxied_app(options: Options) -> (TestApp, Proxy) {
     let url = url::Url::parse(&amqp_url()).unwrap();
     let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5672));
     let target = tokio::net::lookup_host(target).await.unwrap().next().unwrap();
@@ -26,7 +26,7 @@ async fn post(app: &TestApp, i: usize) -> (String, u16) {
 }
 
 /// Conversation ids of enriched records, read until all of `expected` are in.
-async fn enriched_until(app: &TestApp, expected: &HashSet<String>) {
+pub async fn enriched_until(app: &TestApp, expected: &HashSet<String>) {
     let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
     let mut seen = HashSet::new();
     while !expected.is_subset(&seen) {

@@ -76,3 +76,35 @@ both_backends! {
         }
     }
 }
+
+/// `polyai-relay serve 2>&1 | head -1`: stderr is a closed pipe by the time the signal comes.
+#[tokio::test]
+async fn sigterm_stops_the_relay_even_when_its_stderr_is_a_closed_pipe() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let data_dir = std::env::temp_dir().join(format!("relay-closed-stderr-{}", uuid::Uuid::new_v4()));
+    let mut command = crate::process::relay_command(&["serve"]);
+    command
+        .env("POLYAI_WEBHOOK_SECRET", crate::helpers::SECRET)
+        .env("RELAY_LISTEN", "127.0.0.1:0")
+        .env("RELAY_DATA_DIR", &data_dir)
+        .env("RELAY_LOG_FORMAT", "json");
+    let mut child = command.spawn().expect("binary starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr piped")).lines();
+    while let Some(line) = lines.next_line().await.expect("stderr readable") {
+        if line.contains(r#""message":"listening""#) {
+            break;
+        }
+    }
+    // The reader goes away, as `head -1` does: every later write to stderr fails.
+    drop(lines);
+
+    let pid = child.id().expect("running").to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the relay stops on SIGTERM with its stderr closed")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_dir_all(data_dir);
+}

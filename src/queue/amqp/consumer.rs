@@ -1,5 +1,10 @@
 //! Consuming the worker's queue with manual acks on a connection of its own.
 
+use super::{connect::Connector, convert, describe};
+use crate::{
+    config::AmqpTarget,
+    queue::{Acker, ConsumeError, Consumer, Delivery, Holding, Source},
+};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::Acker as LapinAcker;
@@ -8,21 +13,17 @@ use lapin::{
     types::FieldTable,
     Channel, Connection,
 };
-use secrecy::SecretString;
-
-use super::{connect, convert, describe};
-use crate::queue::{Acker, ConsumeError, Consumer, Delivery, Holding, Source};
 
 /// [`Source`] for RabbitMQ: each `open` is a fresh connection, so closing a consumer (a paused
 /// worker, a shutdown) returns its unacknowledged messages to the queue at once.
 pub struct AmqpSource {
-    url: SecretString,
+    connector: Connector,
     queue: String,
 }
 
 impl AmqpSource {
-    pub fn new(url: SecretString, queue: String) -> Self {
-        Self { url, queue }
+    pub fn new(target: AmqpTarget, queue: String) -> Self {
+        Self { connector: Connector::new(&target), queue }
     }
 }
 
@@ -30,7 +31,8 @@ impl AmqpSource {
 impl Source for AmqpSource {
     async fn open(&self, prefetch: u16) -> Result<Box<dyn Consumer>, ConsumeError> {
         let unavailable = |e: lapin::Error| ConsumeError::Unavailable(describe(&e));
-        let connection = connect(&self.url, "consumer").await.map_err(ConsumeError::Unavailable)?;
+        let (connection, broker) = self.connector.connect("consumer").await.map_err(ConsumeError::Unavailable)?;
+        tracing::debug!(%broker, "consumer connected");
         let channel = connection.create_channel().await.map_err(unavailable)?;
         // The prefetch bounds what a worker holds unacknowledged: the rest stays in the queue
         // for other workers, and a crash redelivers at most this many.
@@ -49,7 +51,7 @@ impl Source for AmqpSource {
 
     async fn get(&self) -> Result<Option<Delivery>, ConsumeError> {
         let unavailable = |e: lapin::Error| ConsumeError::Unavailable(describe(&e));
-        let connection = connect(&self.url, "worker step").await.map_err(ConsumeError::Unavailable)?;
+        let (connection, _) = self.connector.connect("worker step").await.map_err(ConsumeError::Unavailable)?;
         let channel = connection.create_channel().await;
         let connection = Closing(Some(connection));
         let channel = channel.map_err(unavailable)?;

@@ -1,27 +1,21 @@
 //! RabbitMQ backend: confirmed publishing on one connection, consuming on another, so a broker
 //! that blocks publishers cannot stall consumption (design §5).
 
+mod connect;
 mod consumer;
 mod convert;
 mod publisher;
+mod tls;
 pub mod topology;
 
-use std::time::Duration;
-
-use lapin::{Connection, ConnectionProperties};
-use secrecy::{ExposeSecret, SecretString};
-
+pub use connect::reach_each;
 pub use consumer::AmqpSource;
 pub use publisher::AmqpPublisher;
 
-/// Opens a connection named for the management UI. Errors never include the URL: it holds a password.
-async fn connect(url: &SecretString, role: &str) -> Result<Connection, String> {
-    let properties = ConnectionProperties::default().with_connection_name(format!("polyai-relay {role}").into());
-    match tokio::time::timeout(Duration::from_secs(10), Connection::connect(url.expose_secret(), properties)).await {
-        Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(error)) => Err(describe(&error)),
-        Err(_) => Err("connection attempt timed out after 10s".to_owned()),
-    }
+/// One connection to the first of `target`'s addresses that answers, with its TLS settings, for
+/// commands that talk to the broker directly. Errors name hosts, never URLs.
+pub async fn connect(target: &crate::config::AmqpTarget, role: &str) -> Result<lapin::Connection, String> {
+    connect::Connector::new(target).connect(role).await.map(|(connection, _)| connection)
 }
 
 /// A lapin error as a log line; lapin's messages name hosts and AMQP codes, never credentials.

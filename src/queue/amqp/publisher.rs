@@ -20,14 +20,14 @@ use lapin::{
     types::FieldTable,
     Channel, Confirmation, Connection, Event,
 };
-use secrecy::SecretString;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{connect, convert, describe, topology};
+use super::{connect::Connector, convert, describe, topology};
 use crate::{
     backoff::RECONNECT,
-    config::Topology,
+    config::{AmqpTarget, Topology},
+    log_limit::LogLimit,
     queue::{retry_tier, Destination, Message, PublishError, Publisher},
     telemetry::{names, Metrics},
 };
@@ -40,6 +40,8 @@ const CHANNELS: usize = 4;
 
 struct Session {
     connection: Connection,
+    /// `host:port` of the node this session reached, for the logs.
+    broker: String,
     channels: Vec<Channel>,
     next: AtomicUsize,
 }
@@ -78,7 +80,7 @@ pub struct AmqpPublisher {
 
 impl AmqpPublisher {
     /// Starts the supervisor; the publisher becomes ready once the broker answers.
-    pub fn start(url: SecretString, topology: Topology, metrics: Metrics, shutdown: CancellationToken) -> Self {
+    pub fn start(target: AmqpTarget, topology: Topology, metrics: Metrics, shutdown: CancellationToken) -> Self {
         let shared = Arc::new(Shared {
             session: RwLock::new(None),
             connected: watch::Sender::new(false),
@@ -88,7 +90,7 @@ impl AmqpPublisher {
             topology,
             metrics,
         });
-        tokio::spawn(supervise(url, shared.clone(), shutdown));
+        tokio::spawn(supervise(Connector::new(&target), shared.clone(), shutdown));
         Self { shared }
     }
 
@@ -187,18 +189,18 @@ async fn report_backlog(connection: &Connection, topology: &Topology, meter: &Me
     let _ = channel.close(200, "backlog read".into()).await;
 }
 
-async fn open_session(url: &SecretString, topology: &Topology) -> Result<Session, String> {
-    let connection = connect(url, "publisher").await?;
+async fn open_session(connector: &Connector, topology: &Topology) -> Result<Session, String> {
+    let (connection, broker) = connector.connect("publisher").await?;
     let mut channels = Vec::with_capacity(CHANNELS);
     for _ in 0..CHANNELS {
         let channel = connection.create_channel().await.map_err(|e| describe(&e))?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| describe(&e))?;
         channels.push(channel);
     }
-    topology::declare(&channels[0], topology)
+    topology::declare(&connection, topology)
         .await
         .map_err(|e| format!("declaring the topology failed: {}", describe(&e)))?;
-    Ok(Session { connection, channels, next: AtomicUsize::new(0) })
+    Ok(Session { connection, broker, channels, next: AtomicUsize::new(0) })
 }
 
 /// Tells the watchers of readiness, only when it changed.
@@ -207,12 +209,14 @@ fn set_ready(shared: &Shared, ready: bool) {
 }
 
 /// Keeps one healthy session published in `shared`, forever or until shutdown.
-async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut failures = 0u32;
+    // An outage retries every few seconds for as long as it lasts: say so once, then now and then.
+    let unreachable = LogLimit::default();
     loop {
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return,
-            opened = open_session(&url, &shared.topology) => opened,
+            opened = open_session(&connector, &shared.topology) => opened,
         };
         match opened {
             Ok(session) => {
@@ -223,7 +227,7 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                 *shared.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
                 shared.connected.send_replace(true);
                 set_ready(&shared, session.ready());
-                tracing::info!("broker connected; publishing enabled");
+                tracing::info!(broker = %session.broker, "broker connected; publishing enabled");
                 let mut health = tokio::time::interval(Duration::from_millis(250));
                 let mut backlog = tokio::time::interval(BACKLOG_INTERVAL);
                 loop {
@@ -259,13 +263,15 @@ async fn supervise(url: SecretString, shared: Arc<Shared>, shutdown: Cancellatio
                 shared.connected.send_replace(false);
                 set_ready(&shared, false);
                 let _ = session.connection.close(200, "reconnecting".into()).await;
-                tracing::warn!("broker connection lost; publishes answer 503 until it is back");
+                tracing::warn!(broker = %session.broker, "broker connection lost; publishes answer 503 until it is back");
             }
             Err(error) => {
                 shared.failure.send_replace(Some(error.clone()));
                 failures = failures.saturating_add(1);
                 let delay = RECONNECT.delay(failures);
-                tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot reach the broker");
+                if let Some(unsaid) = unreachable.admit("unreachable") {
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, failures, unsaid, "cannot reach the broker");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}

@@ -6,7 +6,7 @@
 //! For one small deployment and for trying the relay; RabbitMQ is the production path.
 
 mod jsonl;
-mod store;
+pub(crate) mod store;
 
 use std::{
     collections::HashSet,

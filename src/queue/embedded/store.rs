@@ -25,6 +25,35 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (leased, available_at, seq);
 ";
 
+/// The bytes a message takes in the store: body, ids and headers as written. [`Store::stored_bytes`]
+/// sums the same over the table.
+pub fn stored_size(message: &Message) -> u64 {
+    (message.body.len() + message.message_id.len() + message.event_type.len() + headers_json(message).len()) as u64
+}
+
+fn headers_json(message: &Message) -> String {
+    serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into())
+}
+
+/// Columns 1 to 5 of a `SELECT seq, message_id, event_type, timestamp, headers, body …` row.
+fn read_message(row: &rusqlite::Row<'_>) -> StoreResult<Message> {
+    let headers: String = row.get(4)?;
+    let body: Vec<u8> = row.get(5)?;
+    Ok(Message {
+        body: Bytes::from(body),
+        message_id: row.get(1)?,
+        event_type: row.get(2)?,
+        timestamp: row.get::<_, i64>(3)?.max(0) as u64,
+        headers: serde_json::from_str::<BTreeMap<String, String>>(&headers).unwrap_or_default(),
+    })
+}
+
+/// A message read without leasing it, with its place in the queue.
+pub struct Stored {
+    pub seq: i64,
+    pub message: Message,
+}
+
 /// A message handed to a consumer, not yet settled.
 pub struct Leased {
     pub seq: i64,
@@ -67,7 +96,7 @@ impl Store {
     }
 
     pub fn insert(&self, message: &Message, available_at_ms: i64) -> StoreResult<()> {
-        let headers = serde_json::to_string(&message.headers).unwrap_or_else(|_| "{}".into());
+        let headers = headers_json(message);
         self.connection().execute(
             "INSERT INTO messages (message_id, event_type, timestamp, headers, body, available_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -93,19 +122,7 @@ impl Store {
                  WHERE leased = 0 AND available_at <= ?1 ORDER BY available_at, seq LIMIT 1",
                 [now_ms],
                 |row| {
-                    let headers: String = row.get(4)?;
-                    let body: Vec<u8> = row.get(5)?;
-                    Ok(Leased {
-                        seq: row.get(0)?,
-                        message: Message {
-                            body: Bytes::from(body),
-                            message_id: row.get(1)?,
-                            event_type: row.get(2)?,
-                            timestamp: row.get::<_, i64>(3)?.max(0) as u64,
-                            headers: serde_json::from_str::<BTreeMap<String, String>>(&headers).unwrap_or_default(),
-                        },
-                        deliveries: row.get::<_, u32>(6)? + 1,
-                    })
+                    Ok(Leased { seq: row.get(0)?, message: read_message(row)?, deliveries: row.get::<_, u32>(6)? + 1 })
                 },
             )
             .optional()?;
@@ -145,5 +162,52 @@ impl Store {
     /// Messages in the queue, leased or not.
     pub fn len(&self) -> StoreResult<u64> {
         self.connection().query_row("SELECT COUNT(*) FROM messages", [], |row| row.get::<_, i64>(0)).map(|n| n as u64)
+    }
+
+    /// The oldest messages, in the order they were inserted, without leasing them (for a single
+    /// reader that removes what it is done with, such as the spool's drainer): at most `limit`,
+    /// and no more once they hold `max_bytes` (always at least one).
+    pub fn oldest(&self, limit: usize, max_bytes: u64) -> StoreResult<Vec<Stored>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(
+            "SELECT seq, message_id, event_type, timestamp, headers, body FROM messages ORDER BY seq LIMIT ?1",
+        )?;
+        let rows =
+            statement.query_map([limit as i64], |row| Ok(Stored { seq: row.get(0)?, message: read_message(row)? }))?;
+        let (mut oldest, mut bytes) = (Vec::new(), 0);
+        for row in rows {
+            let stored = row?;
+            bytes += stored_size(&stored.message);
+            oldest.push(stored);
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(oldest)
+    }
+
+    /// Removes these messages in one transaction: one fsync for all of them.
+    pub fn remove_all(&self, seqs: &[i64]) -> StoreResult<()> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        {
+            let mut statement = transaction.prepare_cached("DELETE FROM messages WHERE seq = ?1")?;
+            for seq in seqs {
+                statement.execute([seq])?;
+            }
+        }
+        transaction.commit()
+    }
+
+    /// [`stored_size`] summed over every message in the queue.
+    pub fn stored_bytes(&self) -> StoreResult<u64> {
+        self.connection()
+            .query_row(
+                "SELECT COALESCE(SUM(length(body) + length(CAST(message_id AS BLOB))
+                     + length(CAST(event_type AS BLOB)) + length(CAST(headers AS BLOB))), 0) FROM messages",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
     }
 }

@@ -1,0 +1,238 @@
+//! The spool's acceptance run (bench/spool.sh): a broker outage of a fixed length with webhooks
+//! sent all through it, ending with every webhook answered 204 enriched.
+//!
+//! `spool_outage <relay binary> <amqp url> <outage seconds> <webhooks> <spool dir>`
+//!
+//! Runs the real binary (`run`: receiver, spool and worker) against the mock API (in process) and
+//! RabbitMQ through a TCP proxy of its own. Once the relay publishes straight to the broker, the
+//! proxy is cut (every connection dropped, new ones refused) for the outage, during which the
+//! webhooks are sent evenly, each with its own event id; then the proxy is restored, and the
+//! enriched records are read from `polyai.conversations` until every event answered 204 is there.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use lapin::{
+    options::{BasicAckOptions, BasicConsumeOptions},
+    types::FieldTable,
+    Connection, ConnectionProperties,
+};
+use polyai_relay::{
+    mock_api::{MockApi, MockConfig},
+    sender::{event_body, signed_post, SendScheme},
+};
+use secrecy::SecretString;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::AbortHandle,
+};
+use tokio_util::sync::CancellationToken;
+
+const SECRET: &str = "whsec_spool_outage";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [binary, amqp_url, outage, webhooks, spool_dir] = args.as_slice() else {
+        bail!("usage: spool_outage <relay binary> <amqp url> <outage seconds> <webhooks> <spool dir>");
+    };
+    let outage = Duration::from_secs(outage.parse()?);
+    let webhooks: usize = webhooks.parse()?;
+
+    let shutdown = CancellationToken::new();
+    let mock = MockApi::bind(MockConfig::default(), "127.0.0.1:0".parse()?, shutdown.clone()).await?;
+    let conversations: Vec<String> =
+        mock.conversations().iter().filter(|c| !c.in_progress).map(|c| c.id.clone()).collect();
+    let mut broker = url::Url::parse(amqp_url)?;
+    let target = tokio::net::lookup_host(format!(
+        "{}:{}",
+        broker.host_str().unwrap_or("127.0.0.1"),
+        broker.port().unwrap_or(5672)
+    ))
+    .await?
+    .next()
+    .context("broker address")?;
+    let proxy = Proxy::start(target).await?;
+    broker.set_host(Some("127.0.0.1"))?;
+    broker.set_port(Some(proxy.address.port())).map_err(|_| anyhow::anyhow!("port"))?;
+
+    // A free port for the relay (the relay logs its address, but as JSON among others).
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string();
+    let mut relay = tokio::process::Command::new(binary)
+        .arg("run")
+        .env_clear()
+        .envs([
+            ("AMQP_URL", broker.as_str()),
+            ("POLYAI_WEBHOOK_SECRET", SECRET),
+            ("POLYAI_API_KEY", "mock-api-key"),
+            ("POLYAI_BASE_URL", mock.base_url().as_str()),
+            ("POLYAI_ACCOUNT_ID", "ws-mock"),
+            ("POLYAI_PROJECT_ID", "PROJECT-MOCK"),
+            ("RELAY_LISTEN", listen.as_str()),
+            ("RELAY_SPOOL_DIR", spool_dir.as_str()),
+            ("RELAY_LOG_FORMAT", "json"),
+            ("RUST_LOG", "warn"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("the relay starts")?;
+
+    let http = reqwest::Client::new();
+    let url = format!("http://{listen}/polyai-events");
+    let secret = SecretString::from(SECRET);
+    let send = |i: usize, id: String| {
+        let body = event_body("conversation.completed", &conversations[i % conversations.len()], "live", None);
+        signed_post(&http, &url, &secret, SendScheme::Timestamped, &id, body).send()
+    };
+
+    // Warm-up: until a webhook goes straight to the broker (with a spool, /readyz is 200 before).
+    let mut accepted = HashSet::new();
+    let warm_until = Instant::now() + Duration::from_secs(30);
+    for i in 0.. {
+        let id = format!("warmup-{i}");
+        let straight = match send(i, id.clone()).await {
+            Ok(response) if response.status() == 204 => {
+                accepted.insert(id);
+                response.headers().get("x-relay-outcome").is_none()
+            }
+            _ => false,
+        };
+        if straight {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < warm_until, "the relay never published straight to the broker");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    proxy.cut();
+    let cut = Instant::now();
+    let interval = outage / webhooks.max(1) as u32;
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    let mut slowest = Duration::ZERO;
+    let mut pending = tokio::task::JoinSet::new();
+    for i in 0..webhooks {
+        tokio::time::sleep_until((cut + interval * i as u32).into()).await;
+        let request = send(i, format!("outage-{i}"));
+        pending.spawn(async move {
+            let started = Instant::now();
+            let response = request.await;
+            let answer = match &response {
+                Ok(r) => format!(
+                    "{} {}",
+                    r.status().as_u16(),
+                    r.headers().get("x-relay-outcome").and_then(|v| v.to_str().ok()).unwrap_or("")
+                ),
+                Err(_) => "no answer".to_owned(),
+            };
+            (format!("outage-{i}"), answer, started.elapsed())
+        });
+    }
+    while let Some(result) = pending.join_next().await {
+        let (id, answer, latency) = result?;
+        slowest = slowest.max(latency);
+        if answer.starts_with("204") {
+            accepted.insert(id);
+        }
+        *statuses.entry(answer.trim().to_owned()).or_default() += 1;
+    }
+    tokio::time::sleep_until((cut + outage).into()).await;
+    proxy.restore();
+    let restored = Instant::now();
+
+    let seen = read_until_enriched(amqp_url, &accepted, Duration::from_secs(600)).await?;
+    let enriched_after = restored.elapsed();
+    let _ = relay.start_kill();
+    let _ = relay.wait().await;
+    shutdown.cancel();
+
+    let missing = accepted.iter().filter(|id| !seen.contains_key(*id)).count();
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    println!("outage: {:.1} s with the broker cut off; {webhooks} webhooks sent during it", outage.as_secs_f64());
+    println!("answers during the outage: {statuses:?}; slowest {:.0} ms", slowest.as_secs_f64() * 1000.0);
+    println!("answered 204 (with the warm-up): {}", accepted.len());
+    println!("enriched: {} of them, {missing} missing, {duplicates} duplicate records", accepted.len() - missing);
+    println!("all enriched {:.1} s after the broker was back", enriched_after.as_secs_f64());
+    if missing > 0 {
+        bail!("{missing} events answered 204 were never enriched");
+    }
+    Ok(())
+}
+
+/// Reads `polyai.conversations` until every id of `expected` was seen; how often each id came.
+async fn read_until_enriched(
+    amqp_url: &str,
+    expected: &HashSet<String>,
+    limit: Duration,
+) -> anyhow::Result<BTreeMap<String, usize>> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    let mut consumer = channel
+        .basic_consume("polyai.conversations".into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !expected.iter().all(|id| seen.contains_key(id)) {
+        let delivery = match tokio::time::timeout_at(deadline, consumer.next()).await {
+            Ok(Some(delivery)) => delivery?,
+            Ok(None) => bail!("the consumer ended"),
+            Err(_) => break,
+        };
+        let id = delivery.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default();
+        *seen.entry(id).or_default() += 1;
+        delivery.ack(BasicAckOptions::default()).await?;
+    }
+    Ok(seen)
+}
+
+/// A TCP proxy to the broker that can be cut (every connection dropped, new ones refused) and restored.
+struct Proxy {
+    address: SocketAddr,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let open = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (accept_open, accept_connections) = (open.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accept_open.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut upstream) = TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+                accept_connections.lock().unwrap_or_else(|p| p.into_inner()).push(task.abort_handle());
+            }
+        });
+        Ok(Self { address, open, connections })
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,161 @@
+//! Where RabbitMQ is and how to reach it: one or several addresses, and TLS.
+//!
+//! Several addresses are several full URLs separated by commas (the nodes of one cluster, or
+//! the same cluster behind several load balancers); a connection tries them in turn. A URL is
+//! never printed: it holds a password.
+
+use std::{path::Path, str::FromStr};
+
+use lapin::uri::{AMQPScheme, AMQPUri};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+
+use super::ConfigError;
+
+/// RabbitMQ's addresses and TLS settings, validated.
+#[derive(Debug, Clone)]
+pub struct AmqpTarget {
+    /// Full `amqp://` or `amqps://` URLs, tried in turn; never empty.
+    pub addresses: Vec<SecretString>,
+    pub tls: TlsSettings,
+}
+
+/// TLS for `amqps://` addresses. With nothing set: the system's roots, hostname verified.
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// Extra trusted roots (PEM), on top of the system's.
+    pub ca_pem: Option<String>,
+    /// Client certificate chain (PEM) and its private key (PEM), for brokers that require one.
+    pub client: Option<(Vec<u8>, SecretSlice<u8>)>,
+    /// Off only by an explicit setting, with a warning: anyone on the path could then pose as the
+    /// broker with any certificate the roots vouch for.
+    pub verify_hostname: bool,
+}
+
+impl AmqpTarget {
+    /// One address, no TLS files: what tests and single-node set-ups use.
+    pub fn single(url: SecretString) -> Self {
+        Self { addresses: vec![url], tls: TlsSettings { verify_hostname: true, ..Default::default() } }
+    }
+
+    /// Whether any address asks for TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.addresses.iter().any(|url| url.expose_secret().trim_start().starts_with("amqps://"))
+    }
+}
+
+/// Splits and checks `text`, given in `variable` (`AMQP_URL` or `AMQP_URL_FILE`). Errors name the
+/// variable and the address's position, never its text.
+pub fn parse_addresses(variable: &'static str, text: &SecretString) -> Result<Vec<SecretString>, ConfigError> {
+    let mut addresses = Vec::new();
+    let mut vhost = None;
+    for (index, piece) in text.expose_secret().split(',').map(str::trim).enumerate() {
+        let position = index + 1;
+        if piece.is_empty() {
+            continue;
+        }
+        if !(piece.starts_with("amqp://") || piece.starts_with("amqps://")) {
+            let message = if index == 0 {
+                format!("{variable} must start with amqp:// or amqps://")
+            } else {
+                format!(
+                    "{variable}: address {position} is not a full URL. Several addresses are full URLs separated by \
+                     commas (amqp://user:pass@host1:5672/vhost,amqp://user:pass@host2:5672/vhost), not one URL with \
+                     several host:port; a comma in a password is written %2C"
+                )
+            };
+            return Err(ConfigError::new(variable, message));
+        }
+        // The parser's messages can quote the input, password included: only its position is said.
+        let uri = AMQPUri::from_str(piece).map_err(|_| {
+            ConfigError::new(
+                variable,
+                format!("{variable}: address {position} is not a valid AMQP URL (amqp[s]://user:pass@host:port/vhost, %2f for the vhost `/`)"),
+            )
+        })?;
+        if uri.authority.host.is_empty() {
+            return Err(ConfigError::new(variable, format!("{variable}: address {position} names no host")));
+        }
+        match &vhost {
+            None => vhost = Some(uri.vhost.clone()),
+            Some(first) if *first != uri.vhost => {
+                return Err(ConfigError::new(
+                    variable,
+                    format!("{variable}: address {position} names another vhost than the first; every address must reach the same vhost"),
+                ));
+            }
+            Some(_) => {}
+        }
+        debug_assert!(matches!(uri.scheme, AMQPScheme::AMQP | AMQPScheme::AMQPS));
+        addresses.push(SecretString::from(piece));
+    }
+    if addresses.is_empty() {
+        return Err(ConfigError::new(variable, format!("{variable} is empty")));
+    }
+    Ok(addresses)
+}
+
+/// What a PEM file must hold.
+#[derive(Clone, Copy)]
+pub enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+/// Reads a PEM file named by `variable` and checks it holds what it should, failing with one
+/// line that names the variable (never the key's content).
+pub fn read_pem(variable: &'static str, path: &Path, holds: Pem) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigError::new(variable, format!("{variable}: cannot read {}: {}", path.display(), e.kind())))?;
+    let usable = match holds {
+        Pem::Certificates => {
+            let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+            certificates.is_ok_and(|c| !c.is_empty())
+        }
+        Pem::PrivateKey => PrivateKeyDer::from_pem_slice(&bytes).is_ok(),
+    };
+    if !usable {
+        let what = match holds {
+            Pem::Certificates => "no certificate in PEM",
+            Pem::PrivateKey => "no private key in PEM (PKCS#8, PKCS#1 or SEC1)",
+        };
+        return Err(ConfigError::new(variable, format!("{variable}: {} holds {what}", path.display())));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<String>, String> {
+        parse_addresses("AMQP_URL", &SecretString::from(text))
+            .map(|a| a.iter().map(|s| s.expose_secret().to_owned()).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn several_full_urls_separated_by_commas_are_several_addresses() {
+        let urls = parse("amqp://u:p@a:5672/%2f, amqp://u:p@b:5673/%2f,").unwrap();
+        assert_eq!(urls, ["amqp://u:p@a:5672/%2f", "amqp://u:p@b:5673/%2f"]);
+        assert_eq!(parse("amqps://u:p@a/v").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn one_url_with_several_hosts_is_refused_without_showing_the_password() {
+        let error = parse("amqp://u:hunter2@a:5672,b:5672/%2f").unwrap_err();
+        assert!(error.contains("AMQP_URL") && error.contains("not a full URL"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn malformed_addresses_are_refused_naming_the_variable_never_the_password() {
+        for text in
+            ["http://u:hunter2@a", "amqp://u:hunter2@a:99999/%2f", "amqp://u:hunter2@a/v,amqp://u:hunter2@b/w", " , "]
+        {
+            let error = parse_addresses("AMQP_URL_FILE", &SecretString::from(text)).unwrap_err().to_string();
+            assert!(error.contains("AMQP_URL_FILE"), "{text}: {error}");
+            assert!(!error.contains("hunter2"), "{text}: {error}");
+        }
+    }
+}

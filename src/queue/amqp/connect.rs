@@ -1,0 +1,139 @@
+//! Opening a connection: each of the broker's addresses in turn, with TLS as configured.
+
+use std::{
+    str::FromStr,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use lapin::{
+    tcp::{AsyncTcpStream, OwnedTLSConfig, RustlsConnector},
+    uri::{AMQPScheme, AMQPUri},
+    Connection, ConnectionProperties,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{describe, tls};
+use crate::{config::AmqpTarget, telemetry::names};
+
+/// Longest one address may take to accept a connection before the next one is tried: a node
+/// cut off by the network never answers, and the others should not wait long for it.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the first address that answers, starting after the one used last.
+pub struct Connector {
+    addresses: Vec<SecretString>,
+    /// For `amqps://` addresses; an error (a file that does not parse) fails every TLS attempt.
+    tls: Result<RustlsConnector, String>,
+    /// The address tried first next time: the one after the last that worked, so a reconnect
+    /// after a node is lost tries another node first instead of waiting for that one.
+    next: AtomicUsize,
+}
+
+impl Connector {
+    pub fn new(target: &AmqpTarget) -> Self {
+        let tls = if target.uses_tls() { tls::connector(&target.tls) } else { Err("no amqps:// address".to_owned()) };
+        if target.uses_tls() && !target.tls.verify_hostname {
+            warn_once_about_hostnames();
+        }
+        Self { addresses: target.addresses.clone(), tls, next: AtomicUsize::new(0) }
+    }
+
+    /// Opens a connection named for the management UI; returns it with the `host:port` it
+    /// reached. Errors name hosts, never URLs: they hold a password.
+    pub async fn connect(&self, role: &str) -> Result<(Connection, String), String> {
+        let start = self.next.load(Ordering::Relaxed);
+        let mut errors = Vec::new();
+        for offset in 0..self.addresses.len() {
+            let index = (start + offset) % self.addresses.len();
+            let (uri, host) = match self.endpoint(index) {
+                Ok(endpoint) => endpoint,
+                Err(error) => {
+                    errors.push(error);
+                    continue;
+                }
+            };
+            match self.attempt(uri, role).await {
+                Ok(connection) => {
+                    self.next.store((index + 1) % self.addresses.len(), Ordering::Relaxed);
+                    return Ok((connection, host));
+                }
+                Err(error) => {
+                    metrics::counter!(names::BROKER_CONNECT_FAILURES, "role" => role.to_owned()).increment(1);
+                    errors.push(format!("{host}: {error}"));
+                }
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    /// The parsed URL of address `index`, with its `host:port` for the logs.
+    fn endpoint(&self, index: usize) -> Result<(AMQPUri, String), String> {
+        // Validated at start-up (config::amqp), so this fails only for a hand-built target; the
+        // parser's message could quote the password, so it is not passed on.
+        let uri = AMQPUri::from_str(self.addresses[index].expose_secret())
+            .map_err(|_| format!("address {} is not a valid AMQP URL", index + 1))?;
+        let host = format!("{}:{}", uri.authority.host, uri.authority.port);
+        Ok((uri, host))
+    }
+
+    async fn attempt(&self, uri: AMQPUri, role: &str) -> Result<Connection, String> {
+        let properties = ConnectionProperties::default().with_connection_name(format!("polyai-relay {role}").into());
+        let runtime = lapin::runtime::default_runtime().map_err(|e| describe(&e))?;
+        let connect = async {
+            match uri.scheme {
+                AMQPScheme::AMQP => {
+                    Connection::connect_uri_with_config(uri, properties, OwnedTLSConfig::default(), runtime).await
+                }
+                AMQPScheme::AMQPS => {
+                    let tls = self.tls.clone().map_err(|e| lapin::Error::from(std::io::Error::other(e)))?;
+                    // lapin's own TLS path cannot take a custom verifier: this is that path with ours.
+                    let open = async move |uri: AMQPUri, runtime| {
+                        let host = uri.authority.host.clone();
+                        let addresses: Vec<_> =
+                            tokio::net::lookup_host((host.as_str(), uri.authority.port)).await?.collect();
+                        let stream = AsyncTcpStream::connect(&runtime, addresses).await?;
+                        Ok(stream.into_rustls(&tls, &host).await?)
+                    };
+                    Connection::connector(uri, runtime, open, properties).await
+                }
+            }
+        };
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, connect).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(describe(&error)),
+            Err(_) => Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
+        }
+    }
+}
+
+/// Connects to every address once, for `check`: each `host:port` with what happened there.
+pub async fn reach_each(target: &AmqpTarget) -> Vec<(String, Result<(), String>)> {
+    let connector = Connector::new(target);
+    let mut results = Vec::new();
+    for index in 0..connector.addresses.len() {
+        let result = match connector.endpoint(index) {
+            Ok((uri, host)) => match connector.attempt(uri, "check").await {
+                Ok(connection) => {
+                    let _ = connection.close(200, "check done".into()).await;
+                    (host, Ok(()))
+                }
+                Err(error) => (host, Err(error)),
+            },
+            Err(error) => (format!("address {}", index + 1), Err(error)),
+        };
+        results.push(result);
+    }
+    results
+}
+
+/// Said once per process, however many connections are opened.
+fn warn_once_about_hostnames() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            "AMQP_TLS_VERIFY_HOSTNAME=false: the broker's certificate is not checked against the host of AMQP_URL; \
+             any certificate from a trusted root is accepted, so anyone holding one can pose as the broker"
+        );
+    });
+}

@@ -1,0 +1,222 @@
+//! The spool (design §11): where the receiver commits an event, fsync'd, when RabbitMQ is away,
+//! blocked or slow to confirm, so the webhook is still answered 204; and the drainer that
+//! forwards what it holds to the broker once it is back.
+//!
+//! It is the embedded queue's SQLite store (WAL, `synchronous=FULL`) in `RELAY_SPOOL_DIR`, used
+//! as a plain FIFO: one process owns the directory, events leave it only after the broker
+//! confirmed them. It knows nothing of HTTP; the receiver decides when to spool.
+
+mod drain;
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use anyhow::Context;
+use tokio::sync::Notify;
+
+pub use self::drain::Drainer;
+use crate::{
+    config::SpoolSettings,
+    owner_only,
+    queue::{
+        embedded::store::{stored_size, Store, Stored},
+        Message,
+    },
+    telemetry::names,
+};
+
+/// The files SQLite keeps for the store, made owner-only at open (SQLite gives the `-wal` and
+/// `-shm` files it creates the database file's permissions).
+const STORE_FILES: [&str; 3] = ["queue.sqlite3", "queue.sqlite3-wal", "queue.sqlite3-shm"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool is full (RELAY_SPOOL_MAX is {max} bytes)")]
+    Full { max: u64 },
+    #[error("the spool cannot be written: {0}")]
+    Storage(String),
+}
+
+struct Inner {
+    /// Held for the life of the spool: two drainers on one directory would each send every event.
+    _lock: File,
+    store: Store,
+    /// Events and their bytes (as [`stored_size`] counts them), kept here so the receiver can
+    /// check the cap without a query; read from the store at open.
+    events: AtomicU64,
+    bytes: AtomicU64,
+    max_bytes: u64,
+    /// False after a failed write, true again after a successful one (drives `/readyz`).
+    healthy: AtomicBool,
+    /// True once an event found no room, until the drainer frees some (drives `/readyz`).
+    full: AtomicBool,
+    /// Wakes the drainer when an event is spooled.
+    spooled: Notify,
+    dir: PathBuf,
+}
+
+/// The spool. Cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    inner: Arc<Inner>,
+}
+
+impl Spool {
+    /// Opens the spool in `settings.dir`, creating it owner-only; what a previous process left
+    /// there is drained like anything new.
+    pub fn open(settings: &SpoolSettings) -> anyhow::Result<Self> {
+        let dir = &settings.dir;
+        owner_only::create_dir(dir)
+            .with_context(|| format!("RELAY_SPOOL_DIR: cannot create {} owner-only", dir.display()))?;
+        let lock = owner_only::open_file(&dir.join("lock"))
+            .with_context(|| format!("RELAY_SPOOL_DIR: cannot write in {}", dir.display()))?;
+        if lock.try_lock().is_err() {
+            anyhow::bail!(
+                "RELAY_SPOOL_DIR: the spool in {} is in use by another process; give each receiver a directory of its own",
+                dir.display()
+            );
+        }
+        // Created owner-only before SQLite opens it, so the data never sits in a wider file.
+        owner_only::open_file(&dir.join(STORE_FILES[0]))
+            .with_context(|| format!("RELAY_SPOOL_DIR: cannot create the spool in {}", dir.display()))?;
+        for name in &STORE_FILES[1..] {
+            owner_only::restrict_if_present(&dir.join(name))
+                .with_context(|| format!("RELAY_SPOOL_DIR: cannot make {name} owner-only"))?;
+        }
+        let store =
+            Store::open(dir).with_context(|| format!("RELAY_SPOOL_DIR: cannot open the spool in {}", dir.display()))?;
+        let events = store.len().context("RELAY_SPOOL_DIR: cannot read the spool")?;
+        let bytes = store.stored_bytes().context("RELAY_SPOOL_DIR: cannot read the spool")?;
+        metrics::gauge!(names::SPOOL_MAX_BYTES).set(settings.max_bytes as f64);
+        let spool = Self {
+            inner: Arc::new(Inner {
+                _lock: lock,
+                store,
+                events: AtomicU64::new(events),
+                bytes: AtomicU64::new(bytes),
+                max_bytes: settings.max_bytes,
+                healthy: AtomicBool::new(true),
+                full: AtomicBool::new(false),
+                spooled: Notify::new(),
+                dir: dir.clone(),
+            }),
+        };
+        spool.inner.report();
+        if events > 0 {
+            tracing::info!(events, bytes, dir = %dir.display(), "the spool holds events from before the restart; they are forwarded once the broker confirms");
+        }
+        Ok(spool)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Commits `message` to disk (fsync'd) unless that would take the spool past its cap.
+    pub async fn put(&self, message: Message) -> Result<(), SpoolError> {
+        let size = stored_size(&message);
+        let inner = &self.inner;
+        // Reserved before the write, so concurrent webhooks cannot overshoot the cap together.
+        let before = inner.bytes.fetch_add(size, Ordering::SeqCst);
+        if before + size > inner.max_bytes {
+            inner.bytes.fetch_sub(size, Ordering::SeqCst);
+            inner.full.store(true, Ordering::SeqCst);
+            return Err(SpoolError::Full { max: inner.max_bytes });
+        }
+        let shared = self.inner.clone();
+        // The bookkeeping happens on the blocking thread with the write: a caller that stops
+        // waiting (the ack deadline) cannot leave a committed event uncounted.
+        let written = tokio::task::spawn_blocking(move || {
+            // `available_at` 0: every spooled event is due at once, so the store's order is insertion order.
+            let result = shared.store.insert(&message, 0);
+            shared.healthy.store(result.is_ok(), Ordering::Relaxed);
+            match &result {
+                Ok(()) => {
+                    shared.events.fetch_add(1, Ordering::SeqCst);
+                    metrics::counter!(names::SPOOLED).increment(1);
+                    shared.report();
+                    shared.spooled.notify_one();
+                }
+                Err(_) => {
+                    shared.bytes.fetch_sub(size, Ordering::SeqCst);
+                }
+            }
+            result
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(SpoolError::Storage(error.to_string())),
+            Err(join) => Err(SpoolError::Storage(join.to_string())),
+        }
+    }
+
+    /// Whether a webhook could be spooled now: the last write worked and the last event found room.
+    pub fn accepts(&self) -> bool {
+        let inner = &self.inner;
+        inner.healthy.load(Ordering::Relaxed)
+            && !inner.full.load(Ordering::SeqCst)
+            && inner.bytes.load(Ordering::SeqCst) < inner.max_bytes
+    }
+
+    /// Events waiting to be forwarded.
+    pub fn events(&self) -> u64 {
+        self.inner.events.load(Ordering::SeqCst)
+    }
+
+    /// The oldest events, oldest first: at most `limit`, and no more once they hold `max_bytes`.
+    async fn oldest(&self, limit: usize, max_bytes: u64) -> Result<Vec<Stored>, SpoolError> {
+        let shared = self.inner.clone();
+        match tokio::task::spawn_blocking(move || shared.store.oldest(limit, max_bytes)).await {
+            Ok(Ok(events)) => Ok(events),
+            Ok(Err(error)) => Err(SpoolError::Storage(error.to_string())),
+            Err(join) => Err(SpoolError::Storage(join.to_string())),
+        }
+    }
+
+    /// Removes events the broker confirmed, in one transaction.
+    async fn remove(&self, confirmed: Vec<(i64, u64)>) -> Result<(), SpoolError> {
+        if confirmed.is_empty() {
+            return Ok(());
+        }
+        let shared = self.inner.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let seqs: Vec<i64> = confirmed.iter().map(|(seq, _)| *seq).collect();
+            shared.store.remove_all(&seqs)?;
+            let bytes: u64 = confirmed.iter().map(|(_, size)| size).sum();
+            shared.bytes.fetch_sub(bytes, Ordering::SeqCst);
+            shared.events.fetch_sub(confirmed.len() as u64, Ordering::SeqCst);
+            shared.full.store(false, Ordering::SeqCst);
+            metrics::counter!(names::SPOOL_DRAINED).increment(confirmed.len() as u64);
+            shared.report();
+            Ok::<_, rusqlite::Error>(())
+        })
+        .await;
+        match removed {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(SpoolError::Storage(error.to_string())),
+            Err(join) => Err(SpoolError::Storage(join.to_string())),
+        }
+    }
+
+    /// Resolves when an event was spooled since the last call (or right away if one was).
+    async fn spooled(&self) {
+        self.inner.spooled.notified().await
+    }
+}
+
+impl Inner {
+    fn report(&self) {
+        metrics::gauge!(names::SPOOL_EVENTS).set(self.events.load(Ordering::SeqCst) as f64);
+        metrics::gauge!(names::SPOOL_BYTES).set(self.bytes.load(Ordering::SeqCst) as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::PermissionsExt,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::queue::{Destination, PublishError, Publisher};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!("relay-spool-{}", uuid::Uuid::new_v4().simple())))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn settings(dir: &TempDir, max_bytes: u64) -> SpoolSettings {
+    SpoolSettings { dir: dir.0.join("spool"), max_bytes }
+}
+
+fn message(id: &str) -> Message {
+    Message {
+        body: Bytes::from(format!(r#"{{"type":"conversation.completed","id":"{id}"}}"#)),
+        message_id: id.into(),
+        event_type: "conversation.completed".into(),
+        timestamp: 1_795_000_000,
+        headers: BTreeMap::from([("x-relay-signature-scheme".to_owned(), "timestamped".to_owned())]),
+    }
+}
+
+/// A broker that confirms, refuses, or is away, as the test says.
+#[derive(Default)]
+struct FakeBroker {
+    published: Mutex<Vec<Message>>,
+    away: AtomicBool,
+    nack_id: Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl Publisher for FakeBroker {
+    async fn publish(&self, to: Destination, message: Message) -> Result<(), PublishError> {
+        assert_eq!(to, Destination::Events);
+        if self.away.load(Ordering::SeqCst) {
+            return Err(PublishError::Unavailable);
+        }
+        if self.nack_id.lock().unwrap().as_deref() == Some(message.message_id.as_str()) {
+            return Err(PublishError::Nacked);
+        }
+        self.published.lock().unwrap().push(message);
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.away.load(Ordering::SeqCst)
+    }
+}
+
+impl FakeBroker {
+    fn ids(&self) -> Vec<String> {
+        self.published.lock().unwrap().iter().map(|m| m.message_id.clone()).collect()
+    }
+}
+
+async fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn spooled_events_come_back_whole_and_oldest_first_after_a_reopen() {
+    let dir = TempDir::new();
+    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    for i in 0..5 {
+        spool.put(message(&format!("evt-{i}"))).await.unwrap();
+    }
+    let bytes = spool.inner.bytes.load(Ordering::SeqCst);
+    drop(spool);
+
+    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    assert_eq!(spool.events(), 5);
+    assert_eq!(spool.inner.bytes.load(Ordering::SeqCst), bytes, "the byte count read back equals the one kept");
+    let oldest = spool.oldest(3, u64::MAX).await.unwrap();
+    let ids: Vec<_> = oldest.iter().map(|s| s.message.message_id.as_str()).collect();
+    assert_eq!(ids, ["evt-0", "evt-1", "evt-2"]);
+    assert_eq!(oldest[0].message, message("evt-0"), "body, id, type, timestamp and headers kept");
+    let one = stored_size(&message("evt-0"));
+    assert_eq!(spool.oldest(5, one + 1).await.unwrap().len(), 2, "a batch stops at its byte limit");
+    assert_eq!(spool.oldest(5, 1).await.unwrap().len(), 1, "and holds at least one event");
+}
+
+#[tokio::test]
+async fn a_full_spool_refuses_and_accepts_again_once_drained() {
+    let dir = TempDir::new();
+    let one = stored_size(&message("evt-0"));
+    let spool = Spool::open(&settings(&dir, one * 2)).unwrap();
+    spool.put(message("evt-0")).await.unwrap();
+    spool.put(message("evt-1")).await.unwrap();
+    assert!(!spool.accepts());
+    assert!(matches!(spool.put(message("evt-2")).await, Err(SpoolError::Full { .. })));
+    assert_eq!(spool.events(), 2);
+
+    let seq = spool.oldest(1, u64::MAX).await.unwrap()[0].seq;
+    spool.remove(vec![(seq, one)]).await.unwrap();
+    assert!(spool.accepts());
+    spool.put(message("evt-2")).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_spool_directory_and_its_files_are_owner_only() {
+    let dir = TempDir::new();
+    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    spool.put(message("evt-0")).await.unwrap();
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(spool.dir()), 0o700);
+    let files: Vec<_> = std::fs::read_dir(spool.dir()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(files.iter().any(|f| f.ends_with("queue.sqlite3-wal")), "{files:?}");
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}
+
+#[test]
+fn a_second_owner_of_the_same_spool_is_refused() {
+    let dir = TempDir::new();
+    let _first = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    let error = Spool::open(&settings(&dir, 1 << 20)).err().expect("refused").to_string();
+    assert!(error.contains("in use by another process"), "{error}");
+}
+
+#[tokio::test]
+async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties_the_spool() {
+    let dir = TempDir::new();
+    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    let broker = Arc::new(FakeBroker::default());
+    broker.away.store(true, Ordering::SeqCst);
+    let shutdown = CancellationToken::new();
+    let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
+
+    let ids: Vec<String> = (0..150).map(|i| format!("evt-{i:03}")).collect();
+    for id in &ids {
+        spool.put(message(id)).await.unwrap();
+    }
+    assert!(broker.ids().is_empty(), "nothing is sent while the broker is away");
+    assert_eq!(spool.events(), 150);
+
+    broker.away.store(false, Ordering::SeqCst);
+    wait_until("the spool is empty", || spool.events() == 0).await;
+    assert_eq!(broker.ids(), ids, "forwarded once each, oldest first");
+    assert_eq!(spool.oldest(1, u64::MAX).await.unwrap().len(), 0);
+
+    spool.put(message("evt-late")).await.unwrap();
+    wait_until("a new event is forwarded", || broker.ids().len() == 151).await;
+    shutdown.cancel();
+    drainer.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
+    let dir = TempDir::new();
+    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    let broker = Arc::new(FakeBroker::default());
+    *broker.nack_id.lock().unwrap() = Some("evt-1".into());
+    for i in 0..3 {
+        spool.put(message(&format!("evt-{i}"))).await.unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
+    wait_until("the others are forwarded", || spool.events() == 1).await;
+    assert_eq!(broker.ids(), ["evt-0", "evt-2"]);
+    assert_eq!(spool.oldest(5, u64::MAX).await.unwrap()[0].message.message_id, "evt-1");
+
+    *broker.nack_id.lock().unwrap() = None;
+    wait_until("the refused one goes once the broker takes it", || spool.events() == 0).await;
+    assert_eq!(broker.ids(), ["evt-0", "evt-2", "evt-1"]);
+    shutdown.cancel();
+    drainer.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_whose_caller_stopped_waiting_is_still_counted_and_drained() {
+    let dir = TempDir::new();
+    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    // The receiver's deadline runs out while the write is under way: the write still commits.
+    let _ = tokio::time::timeout(Duration::ZERO, spool.put(message("evt-late"))).await;
+    wait_until("the committed event is counted", || spool.events() == 1).await;
+
+    let broker = Arc::new(FakeBroker::default());
+    let shutdown = CancellationToken::new();
+    let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
+    wait_until("it is forwarded", || broker.ids() == ["evt-late"]).await;
+    shutdown.cancel();
+    drainer.await.unwrap();
+}
