@@ -139,5 +139,6 @@ async fn a_spool_without_a_broker_is_refused() {
 
 #[tokio::test]
 async fn a_bad_spool_size_names_its_variable() {
-    fails_naming(&["serve"], &[SECRET, AMQP, ("RELAY_SPOOL_MAX", "lots")], &["RELAY_SPOOL_MAX", "lots"]).await;
+    let env = [SECRET, AMQP, ("RELAY_SPOOL_MAX", "lots")];
+    refused(Refused::ByParser, &["serve"], &env, &["RELAY_SPOOL_MAX", "lots"]).await;
 }
