@@ -1,9 +1,12 @@
-//! Logs (tracing) and metrics (Prometheus text on `/metrics`).
+//! Logs (tracing), traces (OpenTelemetry, opt-in) and metrics (Prometheus text on `/metrics`).
+
+pub mod trace_context;
+pub mod traces;
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{fmt, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt, EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
@@ -60,15 +63,36 @@ pub fn init_logs(format: LogFormat) {
 
 /// Like [`init_logs`], with the level used when `RUST_LOG` is unset.
 pub fn init_logs_with(format: LogFormat, default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let _ = tracing_subscriber::registry().with(log_filter(default_level)).with(log_layer(format)).try_init();
+}
+
+/// Logs as [`init_logs_with`], plus traces when `with_traces` and the environment asks for them
+/// ([`traces::configured`]); keep what it returns and shut it down last, to send the last spans.
+pub fn init(format: LogFormat, default_level: &str, with_traces: bool) -> Option<traces::Traces> {
+    if with_traces && traces::configured() {
+        return traces::init(format, log_filter(default_level));
+    }
+    init_logs_with(format, default_level);
+    None
+}
+
+fn log_filter(default_level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level))
+}
+
+/// Log lines on stderr (stdout belongs to commands' output), in the chosen format.
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
     // A log line that cannot be written (stderr a closed pipe: `serve 2>&1 | head -1`) is dropped
     // quietly. By default the subscriber reports it with `eprintln!`, which panics on the same
     // closed pipe, inside whichever task logged: the signal task died that way and SIGTERM was lost.
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
+    let layer = fmt::layer().with_writer(std::io::stderr).log_internal_errors(false);
+    match format {
+        LogFormat::Json => layer.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
+        LogFormat::Pretty => layer.boxed(),
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

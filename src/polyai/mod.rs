@@ -111,6 +111,11 @@ impl PolyaiClient {
         })
     }
 
+    /// The project this client fetches from (a span attribute of the worker's traces).
+    pub fn project_id(&self) -> &str {
+        &self.project_id
+    }
+
     /// `{base}/v3/{account}/{project}/conversations`.
     fn conversations_url(&self) -> Url {
         let mut url = self.runtime.base.clone();

@@ -25,7 +25,7 @@ use crate::{
     event::Event,
     queue::{headers, Message},
     signature::UnverifiedEvent,
-    telemetry::names,
+    telemetry::{names, trace_context, traces::trace_span},
 };
 
 const SIGNATURE: &str = "x-polyai-signature";
@@ -41,7 +41,8 @@ enum Accepted {
 }
 
 pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
-    let span = tracing::info_span!("webhook", event_id = Empty, event_type = Empty, outcome = Empty);
+    let span =
+        tracing::info_span!("webhook", event_id = Empty, event_type = Empty, conversation_id = Empty, outcome = Empty);
     let started = Instant::now();
     let result = handle(&receiver, &headers, body, started).instrument(span.clone()).await;
     let _entered = span.enter();
@@ -100,7 +101,11 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
         signature: header_bytes(headers, SIGNATURE),
         timestamp: header_bytes(headers, TIMESTAMP),
     };
-    let verified = receiver.verifier.verify(unverified, unix_now() as i64).map_err(Rejection::Unauthorized)?;
+    let verified = {
+        let _verify = trace_span!("verify").entered();
+        receiver.verifier.verify(unverified, unix_now() as i64)
+    }
+    .map_err(Rejection::Unauthorized)?;
     metrics::counter!(names::VERIFIED, "scheme" => verified.scheme.as_str(), "secret" => verified.secret.as_str())
         .increment(1);
 
@@ -109,6 +114,9 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
+    if let Some(conversation_id) = &event.conversation_id {
+        span.record("conversation_id", conversation_id.as_str());
+    }
     tracing::debug!(
         scheme = event.verified.scheme.as_str(),
         secret = event.verified.secret.as_str(),
@@ -124,8 +132,18 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
         }
     }
 
-    let message = raw_event_message(event);
-    match enqueue(receiver, message, started).await? {
+    // The worker's span continues from this one: the raw event carries its `traceparent`.
+    let publish_span = trace_span!("publish", otel.kind = "producer", destination = "events", result = Empty);
+    let mut message = raw_event_message(event);
+    trace_context::inject(&publish_span, &mut message.headers);
+    let stored = enqueue(receiver, message, started).instrument(publish_span.clone()).await;
+    let result = match &stored {
+        Ok(Stored::Broker) => "ack",
+        Ok(Stored::Spooled) => "spooled",
+        Err(rejection) => rejection.outcome(),
+    };
+    publish_span.record("result", result);
+    match stored? {
         Stored::Broker => Ok(Accepted::Enqueued),
         Stored::Spooled => Ok(Accepted::Spooled),
     }
