@@ -24,10 +24,10 @@ struct Traced {
 
 impl Traced {
     async fn start(backend: Backend) -> Self {
-        Self::start_with(backend, true).await
+        Self::start_with(backend, true, &[]).await
     }
 
-    async fn start_with(backend: Backend, export: bool) -> Self {
+    async fn start_with(backend: Backend, export: bool, extra: &[(&str, &str)]) -> Self {
         let queue = TestQueue::new(backend, EventTypes::Only(vec!["conversation.completed".into()])).await;
         let polyai = FakePolyai::start().await;
         let collector = FakeCollector::start().await;
@@ -43,6 +43,7 @@ impl Traced {
         if export {
             env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector.endpoint.clone()));
         }
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let relay = RelayProcess::spawn(&["run"], &env).await;
         relay.wait_ready().await;
@@ -250,7 +251,7 @@ async fn the_trace_crosses_the_embedded_queue_too() {
 
 #[tokio::test]
 async fn with_traces_off_no_exporter_runs_and_no_trace_context_is_written() {
-    let app = Traced::start_with(Backend::Amqp, false).await;
+    let app = Traced::start_with(Backend::Amqp, false, &[]).await;
     app.post("evt-off").await;
     let record = app.queue.next_record().await;
     assert_eq!(header(record.delivery.as_ref().unwrap(), trace_context::TRACEPARENT), None);
@@ -260,6 +261,31 @@ async fn with_traces_off_no_exporter_runs_and_no_trace_context_is_written() {
     // The same relay with an endpoint runs the exporter's thread: the check above can fail.
     let on = Traced::start(Backend::Amqp).await;
     assert_eq!(exporter_threads(&on.relay), 1);
+}
+
+#[tokio::test]
+async fn log_lines_keep_the_event_span_when_traces_are_on() {
+    // Debug logs of the HTTP client are written inside the trace-only `fetch` span.
+    let app = Traced::start_with(Backend::Amqp, true, &[("RUST_LOG", "info,hyper_util=debug")]).await;
+    app.post("evt-logged").await;
+    app.queue.next_record().await;
+    app.trace_ending("enriched").await;
+    let lines: Vec<serde_json::Value> =
+        app.relay.logs().lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    let span_of = |line: &serde_json::Value| line["span"]["name"].as_str().map(str::to_owned);
+    let client_lines: Vec<_> = lines
+        .iter()
+        .filter(|line| line["target"].as_str().is_some_and(|t| t.starts_with("hyper_util")))
+        .filter(|line| line["span"]["event_id"] == "evt-logged")
+        .collect();
+    assert!(!client_lines.is_empty(), "the HTTP client logged inside the event's span: {}", app.relay.logs());
+    for line in &lines {
+        let span = span_of(line);
+        assert!(
+            span.is_none() || matches!(span.as_deref(), Some("webhook" | "event")),
+            "a log line shows a trace-only span: {line}"
+        );
+    }
 }
 
 /// Threads of the process named like the SDK's batch exporter (Linux truncates names to 15 bytes).
