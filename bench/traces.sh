@@ -5,6 +5,8 @@
 #   bash bench/traces.sh                            # 3 rounds, 10 s each way
 #   BENCH_SECONDS=5 BENCH_ROUNDS=2 bash bench/traces.sh
 #   BENCH_TRACES=1 bash bench/run.sh                # the whole benchmark, then this
+#   BENCH_BASELINE=../main/target/release/polyai-relay bash bench/traces.sh
+#                                                   # and a third run each round: an older build
 #
 # "on" exports every span over OTLP/HTTP to a sink on 127.0.0.1:18318 that reads and discards
 # them (a collector that keeps up). It runs in a vhost of its own on the local RabbitMQ (deleted
@@ -80,10 +82,11 @@ wait_ready "http://$SINK/" 10
 # One run: `serve` with traces $1 (off/on), flat out for SECONDS_PER_RUN; prints
 # "mode req/s p50 p99 relay-µs-per-request".
 run() {
-  local mode=$1 otel=()
+  local mode=$1 otel=() binary=$BIN
   [ "$mode" = on ] && otel=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$SINK")
+  [ "$mode" = baseline ] && binary=$BENCH_BASELINE
   env AMQP_URL="$AMQP" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:18080 RELAY_LOG_FORMAT=json \
-    RUST_LOG=warn "${otel[@]}" "$BIN" serve 2>"$WORK/serve-$mode.log" &
+    RUST_LOG="${RUST_LOG:-info}" "${otel[@]}" "$binary" serve 2>"$WORK/serve-$mode.log" &
   local serve=$!
   PIDS+=("$serve")
   wait_ready http://127.0.0.1:18080/readyz 30
@@ -103,6 +106,7 @@ run() {
 
 for round in $(seq 1 "$ROUNDS"); do
   echo "round $round of $ROUNDS..." >&2
+  if [ -n "${BENCH_BASELINE:-}" ]; then run baseline >>"$WORK/runs.txt"; fi
   run off >>"$WORK/runs.txt"
   run on >>"$WORK/runs.txt"
 done
@@ -113,10 +117,11 @@ import statistics, sys
 runs = [line.split() for line in open(sys.argv[1]) if line.strip()]
 exports, taken = map(int, sys.argv[2].split())
 secs, conc, size = sys.argv[3:]
-print(f"\n{len(runs) // 2} rounds of {secs} s each way, {conc} connections, {size}-byte events\n")
+modes = [m for m in ("baseline", "off", "on") if any(r[0] == m for r in runs)]
+print(f"\n{len(runs) // len(modes)} rounds of {secs} s each way, {conc} connections, {size}-byte events\n")
 print("| traces | req/s (each run) | median req/s | median p50 / p99 ms | median relay CPU per request |")
 print("|---|---|---|---|---|")
-for mode in ("off", "on"):
+for mode in modes:
     rows = [r for r in runs if r[0] == mode]
     rps = [float(r[1]) for r in rows]
     print(f"| {mode} | {', '.join(f'{x:,.0f}' for x in rps)} | {statistics.median(rps):,.0f} | "

@@ -6,7 +6,7 @@ pub mod traces;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::{fmt, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt, EnvFilter, Layer};
+use tracing_subscriber::{fmt, registry::LookupSpan, EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
@@ -63,7 +63,14 @@ pub fn init_logs(format: LogFormat) {
 
 /// Like [`init_logs`], with the level used when `RUST_LOG` is unset.
 pub fn init_logs_with(format: LogFormat, default_level: &str) {
-    let _ = tracing_subscriber::registry().with(log_filter(default_level)).with(log_layer(format)).try_init();
+    // The builder, not `log_layer`: without traces, logging stays exactly what it was, statically
+    // dispatched. The two must format alike, and both drop unwritable lines (see `log_layer`).
+    let builder =
+        fmt().with_env_filter(log_filter(default_level)).with_writer(std::io::stderr).log_internal_errors(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
 }
 
 /// Logs as [`init_logs_with`], plus traces when `with_traces` and the environment asks for them
@@ -80,7 +87,8 @@ fn log_filter(default_level: &str) -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level))
 }
 
-/// Log lines on stderr (stdout belongs to commands' output), in the chosen format.
+/// Log lines on stderr (stdout belongs to commands' output), in the chosen format: as
+/// [`init_logs_with`] writes them, as a layer that [`traces::init`] filters on its own.
 fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,

@@ -25,7 +25,10 @@ use crate::{
     event::Event,
     queue::{headers, Message},
     signature::UnverifiedEvent,
-    telemetry::{names, trace_context, traces::trace_span},
+    telemetry::{
+        names, trace_context,
+        traces::{self, trace_span},
+    },
 };
 
 const SIGNATURE: &str = "x-polyai-signature";
@@ -41,8 +44,7 @@ enum Accepted {
 }
 
 pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
-    let span =
-        tracing::info_span!("webhook", event_id = Empty, event_type = Empty, conversation_id = Empty, outcome = Empty);
+    let span = tracing::info_span!("webhook", event_id = Empty, event_type = Empty, outcome = Empty);
     let started = Instant::now();
     let result = handle(&receiver, &headers, body, started).instrument(span.clone()).await;
     let _entered = span.enter();
@@ -115,7 +117,7 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
     if let Some(conversation_id) = &event.conversation_id {
-        span.record("conversation_id", conversation_id.as_str());
+        traces::set_attribute(&span, "conversation_id", conversation_id);
     }
     tracing::debug!(
         scheme = event.verified.scheme.as_str(),

@@ -15,6 +15,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
 use tracing::{level_filters::LevelFilter, Metadata};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
     filter::{filter_fn, FilterExt, Targets},
     layer::SubscriberExt,
@@ -55,6 +56,14 @@ macro_rules! trace_span {
     };
 }
 pub(crate) use trace_span;
+
+/// Adds an attribute to `span`'s trace only, leaving the logs as they are; nothing when traces
+/// are off. For what a trace needs to be searched by (conversation, project) but a log line does not.
+pub fn set_attribute(span: &tracing::Span, key: &'static str, value: &str) {
+    if enabled() {
+        span.set_attribute(key, value.to_owned());
+    }
+}
 
 /// Whether the environment asks for traces: an OTLP endpoint is set and the SDK is not disabled.
 pub fn configured() -> bool {

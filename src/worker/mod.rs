@@ -27,7 +27,10 @@ use crate::{
     log_limit::LogLimit,
     polyai::{ApiError, PolyaiClient},
     queue::{reconnect_delay, Consumer, Delivery, Publisher, Source},
-    telemetry::{names, trace_context, traces::trace_span},
+    telemetry::{
+        names, trace_context,
+        traces::{self, trace_span},
+    },
 };
 
 /// The header a raw event names its project in, once the relay serves several (design §12).
@@ -200,8 +203,6 @@ impl Worker {
             "event",
             event_id = %message.message_id,
             event_type = %message.event_type,
-            conversation_id = Empty,
-            project = message.header(PROJECT_HEADER).unwrap_or(self.client.project_id()),
             attempts = message.attempts(),
             redelivered = delivery.redelivered,
             outcome = Empty,
@@ -209,6 +210,8 @@ impl Worker {
         // The same trace as the webhook (or as the attempt that scheduled this retry); an event
         // without `traceparent` (backfill, reconcile, replay) starts a trace of its own.
         trace_context::continue_from(&span, &message.headers);
+        let project = message.header(PROJECT_HEADER).unwrap_or(self.client.project_id());
+        traces::set_attribute(&span, "project", project);
         let settle = self.process(message).instrument(span.clone()).await;
         let ack = span.in_scope(|| trace_span!("ack", settle = settle.label()));
         let result = match settle {

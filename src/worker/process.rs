@@ -12,7 +12,10 @@ use crate::{
     event::Fields,
     polyai::ApiError,
     queue::{headers, Destination, Message},
-    telemetry::{names, trace_context, traces::trace_span},
+    telemetry::{
+        names, trace_context,
+        traces::{self, trace_span},
+    },
 };
 use tracing::{field::Empty, Instrument};
 
@@ -41,7 +44,7 @@ impl Worker {
             }
         };
         if let Some(id) = conversation_id {
-            tracing::Span::current().record("conversation_id", id);
+            traces::set_attribute(&tracing::Span::current(), "conversation_id", id);
         }
         let (conversation, audio) = match conversation_id {
             Some(id) => match self.fetch_with_audio(id, attempts + 1).await {
