@@ -4,6 +4,7 @@
 #
 #   bash bench/run.sh            # 20 s phases, 64 connections, 600-byte events
 #   BENCH_SECONDS=5 bash bench/run.sh
+#   BENCH_TRACES=1 bash bench/run.sh   # then traces off against on (bench/traces.sh)
 #
 # It runs in a vhost of its own on the local RabbitMQ (deleted at the end), on loopback ports
 # 18080/18081/18099. Every request loop is bounded in time and count.
@@ -156,3 +157,8 @@ print("| measure | result | note |\n|---|---|---|")
 for name, value, note in rows:
     print(f"| {name} | {value} | {note} |")
 PY
+
+# 6. With BENCH_TRACES=1: the receiver with traces off against on (bench/traces.sh).
+if [ "${BENCH_TRACES:-0}" = 1 ]; then
+  bash bench/traces.sh
+fi

@@ -24,10 +24,13 @@ def problem(where, text):
 
 
 def relay_variables():
-    """Every variable the relay reads: clap's `env = "..."` in src/, plus tracing's RUST_LOG."""
+    """Every variable the relay reads: clap's `env = "..."` in src/, tracing's RUST_LOG, and the
+    OpenTelemetry variables src/ names in quotes ("OTEL_...")."""
     names = {"RUST_LOG"}
     for path in (ROOT / "src").rglob("*.rs"):
-        names.update(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', path.read_text()))
+        text = path.read_text()
+        names.update(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', text))
+        names.update(re.findall(r'"(OTEL_[A-Z0-9_]+)"', text))
     return names
 
 

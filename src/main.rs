@@ -7,8 +7,12 @@ use polyai_relay::{cli::Cli, telemetry};
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let (format, default_level) = cli.log_defaults();
-    telemetry::init_logs_with(format, default_level);
-    match cli.execute().await {
+    let traces = telemetry::init(format, default_level, cli.exports_traces());
+    let result = cli.execute().await;
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line, for humans and log collectors alike; `{:#}` keeps the context chain.

@@ -1,10 +1,13 @@
-//! Logs (tracing) and metrics (Prometheus text on `/metrics`).
+//! Logs (tracing), traces (OpenTelemetry, opt-in) and metrics (Prometheus text on `/metrics`).
+
+pub mod trace_context;
+pub mod traces;
 
 use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{fmt, registry::LookupSpan, EnvFilter, Layer};
 
 use crate::config::LogFormat;
 
@@ -61,15 +64,44 @@ pub fn init_logs(format: LogFormat) {
 
 /// Like [`init_logs`], with the level used when `RUST_LOG` is unset.
 pub fn init_logs_with(format: LogFormat, default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    // A log line that cannot be written (stderr a closed pipe: `serve 2>&1 | head -1`) is dropped
-    // quietly. By default the subscriber reports it with `eprintln!`, which panics on the same
-    // closed pipe, inside whichever task logged: the signal task died that way and SIGTERM was lost.
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr).log_internal_errors(false);
+    // The builder, not `log_layer`: without traces, logging stays exactly what it was, statically
+    // dispatched. The two must format alike, and both drop unwritable lines (see `log_layer`).
+    let builder =
+        fmt().with_env_filter(log_filter(default_level)).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+}
+
+/// Logs as [`init_logs_with`], plus traces when `with_traces` and the environment asks for them
+/// ([`traces::configured`]); keep what it returns and shut it down last, to send the last spans.
+pub fn init(format: LogFormat, default_level: &str, with_traces: bool) -> Option<traces::Traces> {
+    if with_traces && traces::configured() {
+        return traces::init(format, log_filter(default_level));
+    }
+    init_logs_with(format, default_level);
+    None
+}
+
+fn log_filter(default_level: &str) -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level))
+}
+
+/// Log lines on stderr (stdout belongs to commands' output), in the chosen format: as
+/// [`init_logs_with`] writes them, as a layer that [`traces::init`] filters on its own.
+fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    // A log line that cannot be written (stderr a closed pipe: `serve 2>&1 | head -1`) is dropped
+    // quietly. By default the subscriber reports it with `eprintln!`, which panics on the same
+    // closed pipe, inside whichever task logged: the signal task died that way and SIGTERM was lost.
+    let layer = fmt::layer().with_writer(std::io::stderr).log_internal_errors(false);
+    match format {
+        LogFormat::Json => layer.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
+        LogFormat::Pretty => layer.boxed(),
+    }
 }
 
 /// Where a relay records its metrics, and what its `/metrics` renders.

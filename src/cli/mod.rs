@@ -61,6 +61,12 @@ impl Cli {
         }
     }
 
+    /// Whether this command exports traces when `OTEL_EXPORTER_OTLP_ENDPOINT` is set: only the
+    /// relay itself. A health check run every 10 s in the same container must not start an exporter.
+    pub fn exports_traces(&self) -> bool {
+        matches!(self.command, Command::Run(_) | Command::Serve(_) | Command::Work(_))
+    }
+
     pub async fn execute(self) -> anyhow::Result<()> {
         match self.command {
             Command::Run(args) => args.execute().await,

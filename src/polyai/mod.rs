@@ -111,6 +111,11 @@ impl PolyaiClient {
         })
     }
 
+    /// The project this client fetches from (a span attribute of the worker's traces).
+    pub fn project_id(&self) -> &str {
+        &self.project_id
+    }
+
     /// `{base}/v3/{account}/{project}/conversations`, then `tail`.
     fn conversations_url(&self, tail: &[&str]) -> Url {
         let path = [&["v3", self.account_id.as_str(), self.project_id.as_str(), "conversations"], tail].concat();

@@ -25,7 +25,11 @@ use crate::{
     event::Event,
     queue::{headers, Message},
     signature::UnverifiedEvent,
-    telemetry::{names, Metrics},
+    telemetry::{
+        names, trace_context,
+        traces::{self, trace_span},
+        Metrics,
+    },
 };
 
 const SIGNATURE: &str = "x-polyai-signature";
@@ -101,7 +105,11 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
         signature: header_bytes(headers, SIGNATURE),
         timestamp: header_bytes(headers, TIMESTAMP),
     };
-    let verified = receiver.verifier.verify(unverified, unix_now() as i64).map_err(Rejection::Unauthorized)?;
+    let verified = {
+        let _verify = trace_span!("verify").entered();
+        receiver.verifier.verify(unverified, unix_now() as i64)
+    }
+    .map_err(Rejection::Unauthorized)?;
     let (scheme, secret) = (verified.scheme().as_str(), verified.secret().as_str());
     receiver.metrics.record(|| metrics::counter!(names::VERIFIED, "scheme" => scheme, "secret" => secret).increment(1));
 
@@ -110,6 +118,9 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
     span.record("event_type", event.event_type.as_str());
+    if let Some(conversation_id) = &event.conversation_id {
+        traces::set_attribute(&span, "conversation_id", conversation_id);
+    }
     tracing::debug!(
         scheme = event.verified.scheme().as_str(),
         secret = event.verified.secret().as_str(),
@@ -125,8 +136,18 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
         }
     }
 
-    let message = raw_event_message(event);
-    match enqueue(receiver, message, started).await? {
+    // The worker's span continues from this one: the raw event carries its `traceparent`.
+    let publish_span = trace_span!("publish", otel.kind = "producer", destination = "events", result = Empty);
+    let mut message = raw_event_message(event);
+    trace_context::inject(&publish_span, &mut message.headers);
+    let stored = enqueue(receiver, message, started).instrument(publish_span.clone()).await;
+    let result = match &stored {
+        Ok(Stored::Broker) => "ack",
+        Ok(Stored::Spooled) => "spooled",
+        Err(rejection) => rejection.outcome(),
+    };
+    publish_span.record("result", result);
+    match stored? {
         Stored::Broker => Ok(Accepted::Enqueued),
         Stored::Spooled => Ok(Accepted::Spooled),
     }

@@ -28,8 +28,15 @@ use crate::{
     log_limit::LogLimit,
     polyai::{ApiError, PolyaiClient},
     queue::{ConsumeError, Consumer, Delivery, Publisher, Source},
-    telemetry::{names, Metrics},
+    telemetry::{
+        names, trace_context,
+        traces::{self, trace_span},
+        Metrics,
+    },
 };
+
+/// The header a raw event names its project in, once the relay serves several (design §12).
+const PROJECT_HEADER: &str = "x-relay-project";
 
 /// How long in-flight events get to finish at shutdown or pause; what is left then goes back
 /// to the queue when the consumer closes. Keeps the whole shutdown well inside 10 s.
@@ -44,6 +51,17 @@ pub enum Settle {
     Requeue,
     /// Leave it unacknowledged; closing the consumer returns it (the key was refused).
     Release,
+}
+
+impl Settle {
+    /// For the `ack` span of a trace.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ack => "ack",
+            Self::Requeue => "requeue",
+            Self::Release => "release",
+        }
+    }
 }
 
 /// What one step of the worker did.
@@ -210,10 +228,16 @@ impl Worker {
             redelivered = delivery.redelivered,
             outcome = Empty,
         );
+        // The same trace as the webhook (or as the attempt that scheduled this retry); an event
+        // without `traceparent` (backfill, reconcile, replay) starts a trace of its own.
+        trace_context::continue_from(&span, &message.headers);
+        let project = message.header(PROJECT_HEADER).unwrap_or(self.client.project_id());
+        traces::set_attribute(&span, "project", project);
         let settle = self.process(message).instrument(span.clone()).await;
+        let ack = span.in_scope(|| trace_span!("ack", settle = settle.label()));
         let result = match settle {
-            Settle::Ack => delivery.acker.ack().await,
-            Settle::Requeue => delivery.acker.requeue().await,
+            Settle::Ack => delivery.acker.ack().instrument(ack).await,
+            Settle::Requeue => delivery.acker.requeue().instrument(ack).await,
             Settle::Release => Ok(()),
         };
         if let Err(error) = result {

@@ -11,9 +11,13 @@ use super::{record, Settle, Worker};
 use crate::{
     event::Fields,
     polyai::ApiError,
-    queue::{headers, publish_until_confirmed, Destination, Message},
-    telemetry::names,
+    queue::{self, headers, Destination, Message},
+    telemetry::{
+        names, trace_context,
+        traces::{self, trace_span},
+    },
 };
+use tracing::{field::Empty, Instrument};
 
 /// The longest a 429 holds back every API call of the worker.
 const SHARED_PAUSE_CAP: Duration = Duration::from_secs(60);
@@ -39,8 +43,11 @@ impl Worker {
                     .await;
             }
         };
+        if let Some(id) = conversation_id {
+            traces::set_attribute(&tracing::Span::current(), "conversation_id", id);
+        }
         let (conversation, audio) = match conversation_id {
-            Some(id) => match self.fetch_with_audio(id).await {
+            Some(id) => match self.fetch_with_audio(id, attempts + 1).await {
                 Ok(found) => found,
                 Err(error) => return self.after_failure(message, attempts, error).await,
             },
@@ -49,27 +56,33 @@ impl Worker {
         self.publish_record(message, conversation.as_deref(), audio).await
     }
 
-    /// The conversation and, when audio download is on, its recording.
+    /// The conversation and, when audio download is on, its recording. `attempt` counts from 1.
     async fn fetch_with_audio(
         &self,
         conversation_id: &str,
+        attempt: u32,
     ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), ApiError> {
-        let conversation = self.fetch(conversation_id).await?;
+        let conversation = self.fetch(conversation_id, attempt).await?;
         let audio = match &self.audio {
-            Some(settings) => self.save_audio(settings, conversation_id, &conversation).await?,
+            Some(settings) => {
+                self.save_audio(settings, conversation_id, &conversation).instrument(trace_span!("audio")).await?
+            }
             None => None,
         };
         Ok((Some(conversation), audio))
     }
 
-    async fn fetch(&self, conversation_id: &str) -> Result<Box<RawValue>, ApiError> {
+    async fn fetch(&self, conversation_id: &str, attempt: u32) -> Result<Box<RawValue>, ApiError> {
         let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
         self.throttle.acquire().await;
-        let result = self.client.conversation(conversation_id).await;
+        // After the slot and the rate limit: the span times the API alone.
+        let span = trace_span!("fetch", otel.kind = "client", attempt, status = Empty);
+        let result = self.client.conversation(conversation_id).instrument(span.clone()).await;
         let status = match &result {
             Ok(_) => "200".to_owned(),
             Err(error) => error.status_label(),
         };
+        span.record("status", status.as_str());
         self.metrics.record(|| metrics::counter!(names::FETCHES, "status" => status).increment(1));
         let body = result?;
         serde_json::from_slice::<Box<RawValue>>(&body).map_err(|_| ApiError::Server {
@@ -195,10 +208,25 @@ impl Worker {
         settle
     }
 
+    /// Publishes `message` with [`Self::publish_until_confirmed`], in a span whose context the
+    /// message carries: a record's consumer, or the next attempt of a retry, continues from it.
+    /// A dead letter carries it as a reference only (see [`trace_context`]).
+    async fn publish_patiently(&self, to: Destination, mut message: Message) -> Settle {
+        let span = trace_span!("publish", otel.kind = "producer", destination = to.label(), result = Empty);
+        match to {
+            Destination::Dead => trace_context::for_dead_letter(&span, &mut message.headers),
+            _ => trace_context::inject(&span, &mut message.headers),
+        }
+        let settle = self.publish_until_confirmed(to, message).instrument(span.clone()).await;
+        span.record("result", if settle == Settle::Ack { "ack" } else { "requeue" });
+        settle
+    }
+
     /// Publishes through short broker outages; past [`PUBLISH_PATIENCE`], or at shutdown, the
     /// message goes back to the queue (requeue) rather than being held or dropped.
-    async fn publish_patiently(&self, to: Destination, message: Message) -> Settle {
-        match publish_until_confirmed(self.publisher.as_ref(), to, &message, PUBLISH_PATIENCE, &self.shutdown).await {
+    async fn publish_until_confirmed(&self, to: Destination, message: Message) -> Settle {
+        let publisher = self.publisher.as_ref();
+        match queue::publish_until_confirmed(publisher, to, &message, PUBLISH_PATIENCE, &self.shutdown).await {
             Ok(()) => Settle::Ack,
             Err(_) => Settle::Requeue,
         }

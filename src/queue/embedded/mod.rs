@@ -315,6 +315,8 @@ impl EmbeddedConsumer {
     /// The crash-loop backstop: a message delivered more than the limit goes to `dead.jsonl`.
     async fn give_up(&self, leased: store::Leased) {
         let mut message = leased.message;
+        // Like the worker's dead letters: the trace as a reference, so a replay starts afresh.
+        crate::telemetry::trace_context::for_dead_letter(&tracing::Span::none(), &mut message.headers);
         message.headers.insert(
             headers::ERROR.to_owned(),
             format!("delivered {} times without being settled", leased.deliveries - 1),

@@ -1,0 +1,150 @@
+//! Traces over OTLP/HTTP (design §13), opt-in: with `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, the spans the code already has are exported through
+//! `tracing-opentelemetry`. Unset, nothing is built: no exporter thread, no OpenTelemetry layer,
+//! and [`enabled`] is false so the hot path skips every trace-only span and header.
+//!
+//! The SDK reads the standard variables itself: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`, `…_TIMEOUT`, `OTEL_BSP_*`.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
+use tracing::{level_filters::LevelFilter, Metadata};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{
+    filter::{filter_fn, FilterExt, Targets},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+    EnvFilter, Layer,
+};
+
+use crate::config::LogFormat;
+
+/// Target of the spans that exist only for traces (verify, publish, fetch, audio, ack). They are
+/// hidden from the logs, so a log line keeps the `webhook` or `event` span with its event id.
+pub const TARGET: &str = "polyai_relay::trace";
+
+/// `service.name` when neither `OTEL_SERVICE_NAME` nor `OTEL_RESOURCE_ATTRIBUTES` names one.
+const SERVICE_NAME: &str = "polyai-relay";
+
+/// How long shutdown waits for the last spans to reach the collector.
+const FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported. False unless [`init`] found an endpoint: then trace-only spans
+/// are `Span::none()` and no `traceparent` is written.
+#[inline]
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// A span seen only by the trace exporter (target [`TARGET`], level INFO), or `Span::none()`
+/// when traces are off, which costs one atomic load.
+macro_rules! trace_span {
+    ($name:literal $(, $($fields:tt)*)?) => {
+        if $crate::telemetry::traces::enabled() {
+            tracing::info_span!(target: $crate::telemetry::traces::TARGET, $name $(, $($fields)*)?)
+        } else {
+            tracing::Span::none()
+        }
+    };
+}
+pub(crate) use trace_span;
+
+/// Adds an attribute to `span`'s trace only, leaving the logs as they are; nothing when traces
+/// are off. For what a trace needs to be searched by (conversation, project) but a log line does not.
+pub fn set_attribute(span: &tracing::Span, key: &'static str, value: &str) {
+    if enabled() {
+        span.set_attribute(key, value.to_owned());
+    }
+}
+
+/// Whether the environment asks for traces: an OTLP endpoint is set and the SDK is not disabled.
+pub fn configured() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let disabled = std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    !disabled && (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+}
+
+/// The exporter, kept so the last spans are sent before the process exits.
+pub struct Traces {
+    provider: SdkTracerProvider,
+}
+
+impl Traces {
+    /// Sends what is buffered and stops the exporter thread. Blocking work (the exporter waits
+    /// for the collector), so it runs off the async threads.
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        let stopped = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_LIMIT)).await;
+        if let Ok(Err(error)) = stopped {
+            tracing::warn!(%error, "the last spans could not be exported");
+        }
+    }
+}
+
+/// Installs the global subscriber with logs filtered by `logs` and spans exported over OTLP.
+/// Called only when [`configured`]; an exporter that cannot be built leaves logs only.
+pub fn init(format: LogFormat, logs: EnvFilter) -> Option<Traces> {
+    let provider = match provider() {
+        Ok(provider) => provider,
+        Err(error) => {
+            let _ = tracing_subscriber::registry().with(super::log_layer(format).with_filter(logs)).try_init();
+            tracing::error!(%error, "traces are off: the OTLP exporter could not be built");
+            return None;
+        }
+    };
+    let tracer = provider.tracer("polyai-relay");
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        // Thread names and ids, code locations, targets and idle/busy times say nothing about a webhook.
+        .with_threads(false)
+        .with_location(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_filter(exported());
+    // Trace-only spans stay out of the logs; everything else is as `RUST_LOG` says.
+    let logs = logs.and(filter_fn(|meta: &Metadata<'_>| !(meta.is_span() && meta.target() == TARGET)));
+    let installed =
+        tracing_subscriber::registry().with(super::log_layer(format).with_filter(logs)).with(spans).try_init();
+    if installed.is_err() {
+        // A subscriber was installed already (tests in one process): export nothing.
+        let _ = provider.shutdown();
+        return None;
+    }
+    ENABLED.store(true, Ordering::Relaxed);
+    tracing::info!("exporting traces over OTLP/HTTP");
+    Some(Traces { provider })
+}
+
+/// What is exported: the relay's own spans and events, whatever `RUST_LOG` says for the logs.
+/// Dependencies' spans (hyper, lapin) and the SDK's own logs are left out, so an export never
+/// produces spans about itself.
+fn exported() -> Targets {
+    Targets::new().with_target("polyai_relay", LevelFilter::INFO)
+}
+
+fn provider() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+    // The endpoint, headers, timeout and protocol come from the OTEL_EXPORTER_OTLP_* variables.
+    let exporter =
+        SpanExporter::builder().with_http().with_protocol(opentelemetry_otlp::Protocol::HttpBinary).build()?;
+    let mut resource = Resource::builder();
+    if !service_name_configured() {
+        resource = resource.with_service_name(SERVICE_NAME);
+    }
+    // The batch processor exports from a thread of its own, every OTEL_BSP_SCHEDULE_DELAY (5 s)
+    // or sooner when a batch fills; a full queue drops spans rather than slowing webhooks.
+    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+}
+
+fn service_name_configured() -> bool {
+    std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .is_ok_and(|v| v.split(',').any(|kv| kv.trim().starts_with("service.name=")))
+}
