@@ -8,7 +8,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{BrokerSettings, ReceiverSettings, SpoolSettings, WorkerSettings},
+    config::{BrokerSettings, ReceiverSettings, ServerSettings, SpoolSettings, WorkerSettings},
+    listener,
     queue::{
         amqp::{AmqpPublisher, AmqpSource},
         embedded::EmbeddedQueue,
@@ -31,8 +32,8 @@ pub struct Components {
     pub receiver: Option<ReceiverSettings>,
     /// `Some` to enrich events (`run`, `work`).
     pub worker: Option<WorkerSettings>,
-    /// Where `/healthz`, `/readyz` and `/metrics` are served (and webhooks, with a receiver).
-    pub listen: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, and the connection limits.
+    pub server: ServerSettings,
     /// `Some` to spool webhooks while the broker is away (a receiver on RabbitMQ only).
     pub spool: Option<SpoolSettings>,
 }
@@ -72,8 +73,11 @@ impl Backend {
 
 /// A started relay.
 pub struct Running {
-    /// The bound address (useful with port 0).
+    /// The webhook listener's bound address (useful with port 0); the admin listener's when
+    /// there is no receiver.
     pub local_addr: SocketAddr,
+    /// The admin listener's bound address.
+    pub admin_addr: SocketAddr,
     /// Resolves once everything has stopped after `shutdown` was cancelled.
     pub stopped: JoinHandle<anyhow::Result<()>>,
 }
@@ -111,33 +115,33 @@ pub async fn start(components: Components, shutdown: CancellationToken) -> anyho
         drainer_task = Some(tokio::spawn(drainer.run()));
     }
 
-    let router = match components.receiver {
-        Some(settings) => {
-            let mut receiver =
-                Receiver::new(settings, components.broker.topology.event_types.clone(), publisher.clone());
-            if let Some(spool) = spool {
-                receiver = receiver.with_spool(spool);
-            }
-            receiver::router(Arc::new(receiver), readiness, metrics)
+    let ops = receiver::ops_router(readiness, metrics);
+    let limits = components.server.limits.clone();
+    let admin = bind("RELAY_ADMIN_LISTEN", components.server.admin_listen).await?;
+    let admin_addr = admin.local_addr()?;
+    let mut servers = vec![tokio::spawn(listener::serve(admin, ops, limits.clone(), shutdown.clone()))];
+    let mut local_addr = admin_addr;
+    if let Some(settings) = components.receiver {
+        let webhooks = bind("RELAY_LISTEN", settings.listen).await?;
+        local_addr = webhooks.local_addr()?;
+        let mut receiver = Receiver::new(settings, components.broker.topology.event_types.clone(), publisher.clone());
+        if let Some(spool) = spool {
+            receiver = receiver.with_spool(spool);
         }
-        None => receiver::ops_router(readiness, metrics),
-    };
-    let listener = TcpListener::bind(components.listen)
-        .await
-        .with_context(|| format!("RELAY_LISTEN: cannot listen on {}", components.listen))?;
-    let local_addr = listener.local_addr()?;
-    tracing::info!(%local_addr, "listening");
-
-    let server_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(server_shutdown.cancelled_owned()).await
-    });
+        let router = receiver::router(Arc::new(receiver));
+        servers.push(tokio::spawn(listener::serve(webhooks, router, limits, shutdown.clone())));
+    }
+    tracing::info!(%local_addr, %admin_addr, "listening");
+    let server = futures_util::future::join_all(servers);
 
     let stopped = tokio::spawn(async move {
         shutdown.cancelled().await;
         match tokio::time::timeout(HTTP_DRAIN, server).await {
-            Ok(Ok(result)) => result.context("HTTP server failed")?,
-            Ok(Err(join)) => return Err(join).context("HTTP server panicked"),
+            Ok(joined) => {
+                for result in joined {
+                    result.context("HTTP server panicked")?;
+                }
+            }
             Err(_) => tracing::warn!("requests still open after the drain time; closing them"),
         }
         if let Some(task) = worker_task {
@@ -151,7 +155,11 @@ pub async fn start(components: Components, shutdown: CancellationToken) -> anyho
         tracing::info!("stopped");
         Ok(())
     });
-    Ok(Running { local_addr, stopped })
+    Ok(Running { local_addr, admin_addr, stopped })
+}
+
+async fn bind(variable: &str, address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| format!("{variable}: cannot listen on {address}"))
 }
 
 /// The spool, when one is configured for a receiver on RabbitMQ.

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::{
-    args::{duration, required_id},
+    args::{boolean, duration, required_id},
     hosts::{self, Region},
     secret::{self, secret_value},
     ApiSettings, AudioSettings, ConfigError, PlatformSettings,
@@ -163,7 +163,7 @@ impl ApiArgs {
 #[derive(Debug, Clone, Args)]
 pub struct AudioArgs {
     /// Save the WAV of each voice conversation.
-    #[arg(long, env = "RELAY_FETCH_AUDIO", default_value_t = false)]
+    #[arg(long, env = "RELAY_FETCH_AUDIO", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = boolean("RELAY_FETCH_AUDIO"))]
     pub fetch_audio: bool,
     /// Where recordings are written, as `{conversation_id}.wav`.
     #[arg(long, env = "RELAY_AUDIO_DIR", default_value = "./data/audio")]
@@ -172,7 +172,7 @@ pub struct AudioArgs {
     #[arg(long, env = "RELAY_AUDIO_DIRECTION", value_enum, default_value = "combined")]
     pub audio_direction: AudioDirection,
     /// Ask for the redacted recording (callers without PII access always get it).
-    #[arg(long, env = "RELAY_AUDIO_REDACTED", default_value_t = false)]
+    #[arg(long, env = "RELAY_AUDIO_REDACTED", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = boolean("RELAY_AUDIO_REDACTED"))]
     pub audio_redacted: bool,
 }
 

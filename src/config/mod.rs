@@ -8,6 +8,7 @@ mod api_args;
 mod args;
 pub mod hosts;
 pub mod secret;
+mod server_args;
 mod spool_args;
 mod values;
 
@@ -16,8 +17,9 @@ pub use api_args::{ApiArgs, AudioArgs, AudioDirection, ConversationApi, Platform
 pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};
 pub use hosts::Region;
 pub use secret::secret_value;
+pub use server_args::{ConnectionLimits, ServerArgs, ServerSettings};
 pub use spool_args::{SpoolArgs, SpoolSettings};
-pub use values::{parse_duration, parse_list, parse_size};
+pub use values::{parse_bool, parse_duration, parse_list, parse_size};
 
 use std::{net::SocketAddr, time::Duration};
 

@@ -1,7 +1,8 @@
-//! The HTTP side: the webhook endpoint (design §3) and the operational endpoints.
+//! The HTTP side: the webhook endpoint (design §3) and the operational endpoints (admin listener).
 
 mod enqueue;
 mod ops;
+mod recent;
 mod rejection;
 mod webhook;
 
@@ -29,13 +30,15 @@ pub struct Receiver {
     publisher: Arc<dyn Publisher>,
     event_types: EventTypes,
     settings: ReceiverSettings,
-    /// Bounds the requests handled at once; a request that finds no permit is shed with 503.
+    /// Bounds the signed requests being published at once; one that finds no permit is shed with 503.
     in_flight: Semaphore,
     /// Refusals are logged once per kind and interval: an outage answers thousands of 503s, which
     /// `relay_webhook_requests_total` counts; the log only needs to say it is happening.
     refusals: crate::log_limit::LogLimit,
     /// Where events go while the broker cannot take them; `None`: they are answered 503.
     spool: Option<Spool>,
+    /// Deliveries enqueued within the timestamp tolerance, to answer replays without enqueueing.
+    recent: recent::RecentDeliveries,
 }
 
 impl Receiver {
@@ -47,6 +50,7 @@ impl Receiver {
             event_types,
             in_flight: Semaphore::new(settings.max_in_flight),
             refusals: crate::log_limit::LogLimit::default(),
+            recent: recent::RecentDeliveries::new(signature.tolerance),
             settings,
             spool: None,
         }
@@ -69,8 +73,9 @@ pub fn ops_router(readiness: Readiness, metrics: PrometheusHandle) -> Router {
         .route("/metrics", get(ops::metrics).with_state(scrape))
 }
 
-/// The receiver's whole router: the webhook path plus the operational endpoints.
-pub fn router(receiver: Arc<Receiver>, readiness: Readiness, metrics: PrometheusHandle) -> Router {
+/// The webhook listener's router: `RELAY_PATH` and nothing else (the operational endpoints are
+/// on the admin listener, design §10).
+pub fn router(receiver: Arc<Receiver>) -> Router {
     let path = receiver.settings.path.clone();
     let max_body = receiver.settings.max_body;
     Router::new()
@@ -78,7 +83,6 @@ pub fn router(receiver: Arc<Receiver>, readiness: Readiness, metrics: Prometheus
         // Refuses a declared Content-Length over the limit before reading a byte of the body;
         // the handler's own limit covers bodies sent without one (chunked).
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
-        .merge(ops_router(readiness, metrics))
 }
 
 /// Readiness of a process that only receives: the broker must accept publishes.

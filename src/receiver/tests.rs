@@ -13,7 +13,6 @@ use crate::{
     config::SignatureSettings,
     queue::{Destination, Message, PublishError},
     signature::{sign, SecretSlot, SignatureScheme},
-    telemetry,
 };
 
 /// A broker that takes the message and never confirms it.
@@ -59,11 +58,16 @@ fn router_with(publisher: Arc<dyn Publisher>, ack_deadline: Duration) -> Router 
     };
     let types = EventTypes::Only(vec!["conversation.completed".into()]);
     let receiver = Arc::new(Receiver::new(settings, types, publisher.clone()));
-    router(receiver, publisher_readiness(publisher), telemetry::metrics())
+    router(receiver)
 }
 
 fn signed_request() -> Request<Body> {
-    let body = r#"{"type":"conversation.completed","data":{"conversation_id":"CA1"}}"#;
+    signed_request_about("CA1")
+}
+
+/// A signed event about `conversation`: another conversation is another delivery, not a duplicate.
+fn signed_request_about(conversation: &str) -> Request<Body> {
+    let body = format!(r#"{{"type":"conversation.completed","data":{{"conversation_id":"{conversation}"}}}}"#);
     Request::post("/polyai-events")
         .header("x-polyai-signature", sign(b"s", None, body.as_bytes()))
         .body(Body::from(body))
@@ -105,7 +109,7 @@ fn spooling_router(publisher: Arc<dyn Publisher>, ack_deadline: Duration, spool:
     };
     let types = EventTypes::Only(vec!["conversation.completed".into()]);
     let receiver = Arc::new(Receiver::new(settings, types, publisher.clone()).with_spool(spool.clone()));
-    router(receiver, publisher_readiness(publisher).with_spool(spool), telemetry::metrics())
+    router(receiver)
 }
 
 fn temp_spool(max_bytes: u64) -> (crate::spool::Spool, std::path::PathBuf) {
@@ -138,7 +142,7 @@ async fn a_nack_is_spooled_and_a_full_spool_answers_503() {
     assert_eq!(response.status(), 204);
     assert_eq!(response.headers()["x-relay-outcome"], "spooled");
 
-    let response = router.oneshot(signed_request()).await.unwrap();
+    let response = router.oneshot(signed_request_about("CA2")).await.unwrap();
     assert_eq!(response.status(), 503, "no room for a second event");
     assert_eq!(response.headers()["retry-after"], "5");
     assert_eq!(spool.events(), 1);

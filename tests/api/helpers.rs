@@ -9,8 +9,8 @@ use std::{
 use polyai_relay::{
     app::{self, Components},
     config::{
-        ApiSettings, AudioSettings, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings, SignatureSettings,
-        SpoolSettings, WorkerSettings,
+        ApiSettings, AudioSettings, ConnectionLimits, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings,
+        ServerSettings, SignatureSettings, SpoolSettings, WorkerSettings,
     },
     sender::{signed_post, SendScheme},
     signature::{sign, SecretSlot, SignatureScheme},
@@ -58,6 +58,8 @@ pub struct Options {
     pub wait_ready: bool,
     /// The receiver's spool (`RELAY_SPOOL_DIR`, `RELAY_SPOOL_MAX`).
     pub spool: Option<SpoolSettings>,
+    /// Connection limits of both listeners.
+    pub limits: ConnectionLimits,
 }
 
 impl Default for Options {
@@ -84,12 +86,16 @@ impl Default for Options {
             audio: None,
             wait_ready: true,
             spool: None,
+            limits: ConnectionLimits::default(),
         }
     }
 }
 
 pub struct TestApp {
+    /// The webhook listener.
     pub address: SocketAddr,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_address: SocketAddr,
     pub http: reqwest::Client,
     pub queue: TestQueue,
     pub polyai: FakePolyai,
@@ -149,13 +155,14 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         broker: queue.settings(options.event_types.clone(), options.amqp_url.clone()),
         receiver,
         worker,
-        listen,
+        server: ServerSettings { admin_listen: listen, limits: options.limits.clone() },
         spool: options.spool.clone(),
     };
     let shutdown = CancellationToken::new();
     let running = app::start(components, shutdown.clone()).await.expect("relay starts");
     let app = TestApp {
         address: running.local_addr,
+        admin_address: running.admin_addr,
         http: reqwest::Client::new(),
         queue,
         polyai,
@@ -214,7 +221,7 @@ impl TestApp {
     /// Polls `/readyz` until it answers `status`.
     pub async fn wait_for_readiness(&self, status: u16) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while self.get("/readyz").await.status() != status {
+        while self.admin_get("/readyz").await.status() != status {
             assert!(tokio::time::Instant::now() < deadline, "/readyz never answered {status}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -222,6 +229,20 @@ impl TestApp {
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request reaches the relay")
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_address, path)
+    }
+
+    /// GET on the admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.admin_url(path)).send().await.expect("request reaches the admin listener")
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.admin_get("/metrics").await.text().await.expect("metrics are text")
     }
 
     /// The next enriched record for downstream consumers.

@@ -26,6 +26,8 @@ pub fn relay_command(args: &[&str]) -> Command {
 pub struct RelayProcess {
     pub child: Child,
     pub address: SocketAddr,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_address: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     closed: Arc<Notify>,
 }
@@ -34,7 +36,10 @@ impl RelayProcess {
     /// Starts `polyai-relay {args}` and waits for its "listening" log line.
     pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = relay_command(args);
-        command.env("RELAY_LISTEN", "127.0.0.1:0").env("RELAY_LOG_FORMAT", "json");
+        command
+            .env("RELAY_LISTEN", "127.0.0.1:0")
+            .env("RELAY_ADMIN_LISTEN", "127.0.0.1:0")
+            .env("RELAY_LOG_FORMAT", "json");
         for (name, value) in env {
             command.env(name, value);
         }
@@ -50,9 +55,11 @@ impl RelayProcess {
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
                     if value["message"] == "listening" {
-                        let address = value["local_addr"].as_str().and_then(|a| a.parse().ok());
-                        if let (Some(tx), Some(address)) = (address_tx.take(), address) {
-                            let _ = tx.send(address);
+                        let address = |field: &str| value[field].as_str().and_then(|a| a.parse().ok());
+                        if let (Some(tx), Some(webhooks), Some(admin)) =
+                            (address_tx.take(), address("local_addr"), address("admin_addr"))
+                        {
+                            let _ = tx.send((webhooks, admin));
                         }
                     }
                 }
@@ -60,22 +67,26 @@ impl RelayProcess {
             }
             done.notify_one();
         });
-        let address = tokio::time::timeout(Duration::from_secs(20), address_rx)
+        let (address, admin_address) = tokio::time::timeout(Duration::from_secs(20), address_rx)
             .await
             .expect("the relay logs `listening` in time")
             .expect("the relay listens");
-        Self { child, address, logs, closed }
+        Self { child, address, admin_address, logs, closed }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.address, path)
     }
 
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_address, path)
+    }
+
     /// Polls `/readyz` until the broker is connected and the topology declared.
     pub async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while http.get(self.url("/readyz")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        while http.get(self.admin_url("/readyz")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
             assert!(tokio::time::Instant::now() < deadline, "never ready:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -66,7 +66,7 @@ async fn an_event_no_queue_is_bound_for_gets_503_not_204() {
         .unwrap();
     let response = app.post_signed(&completed("CA0009")).await;
     assert_eq!(response.status(), 503);
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"result="returned""#), "{metrics}");
 }
 
@@ -84,8 +84,8 @@ async fn with_the_broker_down_requests_get_503_with_retry_after_inside_the_deadl
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
     assert!(started.elapsed() < Duration::from_secs(3), "answered within the deadline, not after a hang");
-    assert_eq!(app.get("/readyz").await.status(), 503);
-    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.admin_get("/readyz").await.status(), 503);
+    assert_eq!(app.admin_get("/healthz").await.status(), 200);
 }
 
 #[tokio::test]
@@ -93,7 +93,7 @@ async fn the_backlog_of_the_workers_queue_is_reported() {
     let app = spawn_app_with(receiver_only()).await;
     let backlog = format!(r#"relay_queue_backlog{{queue="{}"}}"#, app.queue.broker().topology.enrich_queue);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !app.get("/metrics").await.text().await.unwrap().contains(&backlog) {
+    while !app.metrics().await.contains(&backlog) {
         assert!(tokio::time::Instant::now() < deadline, "{backlog} never reported");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -140,6 +140,6 @@ async fn a_publish_the_broker_nacks_gets_503() {
         assert!(tokio::time::Instant::now() < deadline, "never nacked: {}", response.status());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"result="nack""#), "{metrics}");
 }

@@ -20,7 +20,7 @@ both_backends! {
         let record = app.next_record().await;
         assert_eq!(record.json["conversation"]["id"], "CA5xx");
         assert_eq!(app.polyai.by_id_requests().len(), 3);
-        let metrics = app.get("/metrics").await.text().await.unwrap();
+        let metrics = app.metrics().await;
         assert!(metrics.contains(r#"relay_worker_retries_total{reason="transient"}"#), "{metrics}");
     }
 
