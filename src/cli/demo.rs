@@ -153,6 +153,7 @@ fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Res
                 timeout: Duration::from_secs(10),
                 conversation_api: Default::default(),
                 platform: None,
+                max_response: 16 << 20,
             },
             concurrency: 4,
             rate: None,

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::{
-    args::{boolean, duration, required_id},
+    args::{boolean, duration, required_id, size},
     hosts::{self, Region},
     secret::{self, secret_value},
     ApiSettings, AudioSettings, ConfigError, PlatformSettings,
@@ -118,6 +118,9 @@ pub struct ApiArgs {
     /// Which path fetches a conversation by id: `v3` or `agents`.
     #[arg(long, env = "RELAY_CONVERSATION_API", value_enum, default_value = "v3")]
     pub conversation_api: ConversationApi,
+    /// Bytes of one API answer at most; a larger one is a permanent error for its event.
+    #[arg(long, env = "RELAY_API_MAX_RESPONSE", default_value = "16MiB", value_parser = size("RELAY_API_MAX_RESPONSE"))]
+    pub api_max_response: usize,
 }
 
 impl ApiArgs {
@@ -151,6 +154,7 @@ impl ApiArgs {
             timeout: p.api_timeout,
             conversation_api: self.conversation_api,
             platform,
+            max_response: self.api_max_response,
         })
     }
 
@@ -174,6 +178,9 @@ pub struct AudioArgs {
     /// Ask for the redacted recording (callers without PII access always get it).
     #[arg(long, env = "RELAY_AUDIO_REDACTED", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = boolean("RELAY_AUDIO_REDACTED"))]
     pub audio_redacted: bool,
+    /// Bytes of one recording at most; a larger one is a permanent error for its event.
+    #[arg(long, env = "RELAY_AUDIO_MAX", default_value = "1GiB", value_parser = size("RELAY_AUDIO_MAX"))]
+    pub audio_max: usize,
 }
 
 impl AudioArgs {
@@ -182,6 +189,7 @@ impl AudioArgs {
             dir: self.audio_dir.clone(),
             direction: self.audio_direction,
             redacted: self.audio_redacted,
+            max_bytes: self.audio_max as u64,
         })
     }
 }

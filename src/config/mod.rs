@@ -133,6 +133,8 @@ pub struct ApiSettings {
     pub conversation_api: ConversationApi,
     /// The Webhooks/Agents host and key, when configured (needed by `agents`).
     pub platform: Option<PlatformSettings>,
+    /// Bytes of one API answer at most; more is a permanent error for the event.
+    pub max_response: usize,
 }
 
 /// The build/monitor host family (`api.{us,uk,eu}.poly.ai`) and its workspace-scoped key.
@@ -149,6 +151,8 @@ pub struct AudioSettings {
     pub dir: std::path::PathBuf,
     pub direction: AudioDirection,
     pub redacted: bool,
+    /// Bytes of one recording at most; more is a permanent error for the event.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]

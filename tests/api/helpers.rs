@@ -60,6 +60,8 @@ pub struct Options {
     pub spool: Option<SpoolSettings>,
     /// Connection limits of both listeners.
     pub limits: ConnectionLimits,
+    /// Bytes of one API answer at most.
+    pub api_max_response: usize,
 }
 
 impl Default for Options {
@@ -87,6 +89,7 @@ impl Default for Options {
             wait_ready: true,
             spool: None,
             limits: ConnectionLimits::default(),
+            api_max_response: 16 << 20,
         }
     }
 }
@@ -141,6 +144,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
                 api_key: SecretString::from(API_KEY),
                 timeout: options.api_timeout,
             }),
+            max_response: options.api_max_response,
         },
         concurrency: options.api_concurrency,
         rate: options.api_rate,

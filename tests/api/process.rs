@@ -35,7 +35,11 @@ pub struct RelayProcess {
 impl RelayProcess {
     /// Starts `polyai-relay {args}` and waits for its "listening" log line.
     pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = relay_command(args);
+        Self::spawn_command(relay_command(args), env).await
+    }
+
+    /// Like [`Self::spawn`], for a command built otherwise (through a shell that sets limits, say).
+    pub async fn spawn_command(mut command: Command, env: &[(&str, &str)]) -> Self {
         command
             .env("RELAY_LISTEN", "127.0.0.1:0")
             .env("RELAY_ADMIN_LISTEN", "127.0.0.1:0")
@@ -53,14 +57,9 @@ impl RelayProcess {
             let mut address_tx = Some(address_tx);
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if value["message"] == "listening" {
-                        let address = |field: &str| value[field].as_str().and_then(|a| a.parse().ok());
-                        if let (Some(tx), Some(webhooks), Some(admin)) =
-                            (address_tx.take(), address("local_addr"), address("admin_addr"))
-                        {
-                            let _ = tx.send((webhooks, admin));
-                        }
+                if let Some(addresses) = listening_addresses(&line) {
+                    if let Some(tx) = address_tx.take() {
+                        let _ = tx.send(addresses);
                     }
                 }
                 sink.lock().unwrap().push(line);
@@ -112,6 +111,23 @@ impl RelayProcess {
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
+}
+
+/// The webhook and admin addresses of a "listening" line, in the JSON or the pretty format.
+fn listening_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
+        if value["message"] != "listening" {
+            return None;
+        }
+        let address = |field: &str| value[field].as_str().and_then(|a| a.parse().ok());
+        return address("local_addr").zip(address("admin_addr"));
+    }
+    if !line.contains(" listening ") {
+        return None;
+    }
+    let address =
+        |field: &str| line.split_whitespace().find_map(|word| word.strip_prefix(field)).and_then(|a| a.parse().ok());
+    address("local_addr=").zip(address("admin_addr="))
 }
 
 /// Runs a command that should fail at start-up; returns its exit code and stderr.

@@ -61,8 +61,9 @@ impl EmbeddedQueue {
     /// Opens the queue in `dir`, creating the directory and files as needed.
     pub fn open(dir: &Path, delivery_limit: u32) -> anyhow::Result<Self> {
         use anyhow::Context;
-        std::fs::create_dir_all(dir).with_context(|| format!("RELAY_DATA_DIR: cannot create {}", dir.display()))?;
-        let lock = std::fs::File::create(dir.join("lock"))
+        crate::owner_only::create_dir(dir)
+            .with_context(|| format!("RELAY_DATA_DIR: cannot create {} owner-only", dir.display()))?;
+        let lock = crate::owner_only::open_file(&dir.join("lock"))
             .with_context(|| format!("RELAY_DATA_DIR: cannot write in {}", dir.display()))?;
         if lock.try_lock().is_err() {
             anyhow::bail!(
@@ -70,6 +71,7 @@ impl EmbeddedQueue {
                 dir.display()
             );
         }
+        store::prepare(dir).with_context(|| format!("RELAY_DATA_DIR: cannot create the queue in {}", dir.display()))?;
         let store =
             Store::open(dir).with_context(|| format!("RELAY_DATA_DIR: cannot open the queue in {}", dir.display()))?;
         let open = |name: &str| {
