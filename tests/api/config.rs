@@ -5,7 +5,7 @@ use crate::process::{run_to_exit, RelayProcess};
 const SECRET: (&str, &str) = ("POLYAI_WEBHOOK_SECRET", "whsec_config_test_value");
 const AMQP: (&str, &str) = ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
 
-async fn fails_naming(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
+pub async fn fails_naming(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
     let (code, stderr) = run_to_exit(args, env).await;
     assert_eq!(code, Some(if stderr.contains("invalid value") { 2 } else { 1 }), "{stderr}");
     let line = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();

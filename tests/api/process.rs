@@ -122,12 +122,27 @@ fn listening_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
         let address = |field: &str| value[field].as_str().and_then(|a| a.parse().ok());
         return address("local_addr").zip(address("admin_addr"));
     }
+    let line = without_colours(line);
     if !line.contains(" listening ") {
         return None;
     }
     let address =
         |field: &str| line.split_whitespace().find_map(|word| word.strip_prefix(field)).and_then(|a| a.parse().ok());
     address("local_addr=").zip(address("admin_addr="))
+}
+
+/// A pretty log line without its ANSI colour codes (`ESC [ … m`).
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 /// Runs a command that should fail at start-up; returns its exit code and stderr.
