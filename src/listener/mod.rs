@@ -102,11 +102,13 @@ struct Connection {
 impl Connection {
     async fn run(self, stream: TcpStream) {
         // A silent new connection falls under the header timeout too, and costs no buffers meanwhile.
+        // (`peek`, not `readable`: readiness may be reported before any byte is there.)
+        let mut first = [0u8; 1];
         let first_byte = tokio::select! {
             _ = self.shutdown.cancelled() => return,
-            ready = tokio::time::timeout(self.limits.header_timeout, stream.readable()) => ready,
+            peeked = tokio::time::timeout(self.limits.header_timeout, stream.peek(&mut first)) => peeked,
         };
-        if !matches!(first_byte, Ok(Ok(()))) {
+        if !matches!(first_byte, Ok(Ok(1..))) {
             return;
         }
         let activity = Activity::reading_head();
