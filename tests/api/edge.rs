@@ -85,6 +85,30 @@ both_backends! {
         assert!(idle_since.elapsed() >= idle_timeout, "closed after {:?}", idle_since.elapsed());
     }
 
+    async fn past_the_connection_cap_a_new_connection_waits_until_one_closes(backend: Backend) {
+        let limits = ConnectionLimits { max_connections: 2, header_timeout: Duration::from_secs(60), ..ConnectionLimits::default() };
+        let app = receiver_with(backend, limits).await;
+        // Two connections hold both places, each with an unfinished head.
+        let mut first = TcpStream::connect(app.address).await.unwrap();
+        first.write_all(b"GET /nope HTTP/1.1\r\n").await.unwrap();
+        let mut second = TcpStream::connect(app.address).await.unwrap();
+        second.write_all(b"GET /nope HTTP/1.1\r\n").await.unwrap();
+        // Both heads are being read (the second answers once completed, so it was accepted).
+        second.write_all(b"host: relay\r\n\r\n").await.unwrap();
+        let mut buffer = [0u8; 1024];
+        let read = tokio::time::timeout(BOUND, second.read(&mut buffer)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 404"));
+
+        let mut third = TcpStream::connect(app.address).await.unwrap();
+        third.write_all(b"GET /nope HTTP/1.1\r\nhost: relay\r\n\r\n").await.unwrap();
+        // A negative, so bounded by a short wait: the kernel holds it in the backlog, unanswered.
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buffer)).await;
+        assert!(early.is_err(), "a third connection was served past a cap of two");
+        drop(first);
+        let read = tokio::time::timeout(BOUND, third.read(&mut buffer)).await.expect("served once a place frees").unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 404"));
+    }
+
     async fn a_replayed_delivery_under_a_new_event_id_is_answered_duplicate_and_not_enqueued(backend: Backend) {
         let app = receiver_with(backend, ConnectionLimits::default()).await;
         let body = completed("CA0d0p");
