@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The connection-flood benchmark of BENCHMARKS.md ("The public edge under a connection flood"):
-# 10,000 sockets held against the webhook port while signed webhooks are posted through it; the
-# webhooks' statuses and latencies and the relay's RSS (from /proc) are reported.
+# 10,000 sockets held against the webhook port (examples/bench_flood.rs) while signed webhooks
+# are posted through it; the webhooks' statuses and latencies and the relay's RSS (from /proc).
 #
 #   bash bench/flood.sh                          # 10,000 sockets, 30 s per phase
 #   FLOOD_SOCKETS=2000 FLOOD_SECONDS=10 bash bench/flood.sh
@@ -9,7 +9,7 @@
 # Loopback only (127.0.0.1:18180, admin 127.0.0.1:18190), the embedded queue in a temporary
 # directory, bounded in sockets and time. The flood needs file descriptors: the relay gets
 # `ulimit -n` RELAY_MAX_CONNECTIONS + 4096 (fds to spare above the cap, as a deployment should
-# have), the flooder sockets + 1024; a hard limit (`ulimit -Hn`) under 20,480 needs raising as root.
+# have), the flooder sockets + 1024; a hard limit (`ulimit -Hn`) under 16,384 needs raising as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,13 +28,13 @@ cleanup() {
 trap cleanup EXIT
 
 echo "building (release)..." >&2
-cargo build --release --quiet --bin polyai-relay
+cargo build --release --quiet --bin polyai-relay --example bench_flood
 
 ms_now() { date +%s%3N; }
 wait_ready() {
   local deadline=$(( $(ms_now) + 30000 ))
   until curl -fs -o /dev/null http://127.0.0.1:18190/readyz; do
-    [ "$(ms_now)" -lt "$deadline" ] || { echo "the relay is not ready" >&2; exit 1; }
+    [ "$(ms_now)" -lt "$deadline" ] || { echo "the relay is not ready:" >&2; cat "$WORK"/relay-*.log >&2; exit 1; }
     sleep 0.01
   done
 }
@@ -54,8 +54,7 @@ phase() {
   echo "flood: $SOCKETS $mode sockets for ${SECONDS_PER_PHASE}s, RELAY_MAX_CONNECTIONS=$max_connections..." >&2
   (
     ulimit -n $(( SOCKETS + 1024 ))
-    python3 bench/flood.py --port 18180 --pid "$RELAY" --secret $SECRET --sockets "$SOCKETS" \
-      --seconds "$SECONDS_PER_PHASE" --mode "$mode"
+    target/release/examples/bench_flood 18180 "$RELAY" $SECRET "$SOCKETS" "$SECONDS_PER_PHASE" "$mode"
   ) | python3 -c "import json,sys; r=json.load(sys.stdin); r['max_connections']=$max_connections; print(json.dumps(r))" \
     >>"$WORK/results.jsonl"
   kill "$RELAY"; wait "$RELAY" 2>/dev/null || true
@@ -64,7 +63,7 @@ phase() {
 
 phase 4096 silent
 phase 4096 trickle
-phase 16384 silent
+phase 12288 silent
 
 python3 - "$WORK/results.jsonl" <<'PY'
 import json, sys
