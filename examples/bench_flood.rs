@@ -40,7 +40,8 @@ fn rss_kb(pid: u32, field: &str) -> u64 {
 async fn hold(port: u16, trickle: bool, deadline: Instant, flood: Arc<Flood>) {
     let head = b"POST /polyai-events HTTP/1.1\r\nhost: relay\r\nx-slow: ";
     while Instant::now() < deadline {
-        let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(("127.0.0.1", port))).await
+        let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(("127.0.0.1", port))).await
         else {
             flood.connect_failures.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -81,8 +82,7 @@ async fn main() -> anyhow::Result<()> {
     let trickle = mode == "trickle";
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let flood = Arc::new(Flood::default());
-    let attackers: Vec<_> =
-        (0..sockets).map(|_| tokio::spawn(hold(port, trickle, deadline, flood.clone()))).collect();
+    let attackers: Vec<_> = (0..sockets).map(|_| tokio::spawn(hold(port, trickle, deadline, flood.clone()))).collect();
     // Let the flood build before the first webhook.
     tokio::time::sleep(Duration::from_secs(seconds.min(20) / 4)).await;
 
