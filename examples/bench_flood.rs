@@ -61,9 +61,9 @@ async fn hold(port: u16, trickle: bool, deadline: Instant, flood: Arc<Flood>) {
                 }
             }
             // The relay closing the socket ends the read; otherwise go round once a second.
-            match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buffer)).await {
-                Ok(Ok(0) | Err(_)) => break,
-                _ => {}
+            let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buffer)).await;
+            if let Ok(Ok(0) | Err(_)) = read {
+                break;
             }
         }
         flood.open.fetch_sub(1, Ordering::Relaxed);
