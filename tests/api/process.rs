@@ -120,7 +120,9 @@ fn listening_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
             return None;
         }
         let address = |field: &str| value[field].as_str().and_then(|a| a.parse().ok());
-        return address("local_addr").zip(address("admin_addr"));
+        // Commands without an admin listener (mock-api) log only their one address.
+        let webhooks = address("local_addr")?;
+        return Some((webhooks, address("admin_addr").unwrap_or(webhooks)));
     }
     let line = without_colours(line);
     if !line.contains(" listening ") {
