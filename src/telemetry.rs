@@ -102,7 +102,7 @@ where
     let layer = fmt::layer().with_writer(std::io::stderr).log_internal_errors(false);
     match format {
         LogFormat::Json => layer.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
-        LogFormat::Pretty => layer.boxed(),
+        LogFormat::Pretty => layer.fmt_fields(crate::log_escape::EscapedFields::default()).boxed(),
     }
 }
 
