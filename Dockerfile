@@ -22,8 +22,10 @@ USER 65532:65532
 COPY --from=build --chown=65532:65532 /var/lib/polyai-relay /var/lib/polyai-relay
 # Writable by that user: the embedded queue's ./data when AMQP_URL is unset.
 WORKDIR /home/nonroot
-EXPOSE 8080
-# GET /readyz (no curl in the image). Set RELAY_HEALTHCHECK_URL when RELAY_LISTEN moves the port.
+# 8080: webhooks (RELAY_LISTEN); 9090: /healthz, /readyz, /metrics (RELAY_ADMIN_LISTEN), not for the internet.
+EXPOSE 8080 9090
+# GET /readyz on the admin port (no curl in the image). Set RELAY_HEALTHCHECK_URL when
+# RELAY_ADMIN_LISTEN moves the port.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 CMD ["polyai-relay", "healthcheck"]
 ENTRYPOINT ["polyai-relay"]
 CMD ["run"]

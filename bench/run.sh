@@ -7,7 +7,7 @@
 #   BENCH_TRACES=1 bash bench/run.sh   # then traces off against on (bench/traces.sh)
 #
 # It runs in a vhost of its own on the local RabbitMQ (deleted at the end), on loopback ports
-# 18080/18081/18099. Every request loop is bounded in time and count.
+# 18080/18081/18099 (admin listeners on 19080/19081). Every request loop is bounded in time and count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,9 +64,9 @@ export RELAY_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info}
 
 # 1. Start-up: process start to /readyz 200 (broker connected, topology declared).
 started=$(ms_now)
-AMQP_URL="$AMQP" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:18080 "$BIN" serve 2>"$WORK/serve.log" &
+AMQP_URL="$AMQP" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:18080 RELAY_ADMIN_LISTEN=127.0.0.1:19080 "$BIN" serve 2>"$WORK/serve.log" &
 SERVE=$!; PIDS+=("$SERVE")
-wait_ready http://127.0.0.1:18080/readyz 30
+wait_ready http://127.0.0.1:19080/readyz 30
 ready_ms=$(( $(ms_now) - started ))
 sleep 1
 idle_rss=$(rss_kb "$SERVE" VmRSS)
@@ -117,13 +117,13 @@ conversation=$(curl -fs -H 'x-api-key: mock-api-key' \
   --concurrency "$CONCURRENCY" --conversation-id "$conversation" >"$WORK/prefill.txt"
 kill "$SERVE"; wait "$SERVE" 2>/dev/null || true
 AMQP_URL="$AMQP" POLYAI_API_KEY=mock-api-key POLYAI_BASE_URL=http://127.0.0.1:18099 \
-  POLYAI_ACCOUNT_ID=ws-mock POLYAI_PROJECT_ID=PROJECT-MOCK RELAY_API_CONCURRENCY=64 RELAY_LISTEN=127.0.0.1:18081 \
+  POLYAI_ACCOUNT_ID=ws-mock POLYAI_PROJECT_ID=PROJECT-MOCK RELAY_API_CONCURRENCY=64 RELAY_ADMIN_LISTEN=127.0.0.1:19081 \
   "$BIN" work 2>"$WORK/work.log" &
 WORKER=$!; PIDS+=("$WORKER")
-wait_ready http://127.0.0.1:18081/readyz 30
+wait_ready http://127.0.0.1:19081/readyz 30
 worker_started=$(ms_now)
 deadline=$(( worker_started + 300000 ))
-until [ "$(curl -fs http://127.0.0.1:18081/metrics | awk '$1 == "relay_enriched_total" { print int($2) }')" -ge "$WORKER_EVENTS" ] 2>/dev/null; do
+until [ "$(curl -fs http://127.0.0.1:19081/metrics | awk '$1 == "relay_enriched_total" { print int($2) }')" -ge "$WORKER_EVENTS" ] 2>/dev/null; do
   [ "$(ms_now)" -lt "$deadline" ] || { echo "the worker did not finish in 300 s" >&2; exit 1; }
   sleep 0.05
 done

@@ -23,6 +23,8 @@ AWAY="amqp://guest:guest@127.0.0.1:1/$VHOST"
 SECRET=whsec_bench
 # A free port picked now (other benchmarks on this host use fixed ones), or BENCH_SPOOL_PORT.
 PORT=${BENCH_SPOOL_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+# The admin listener's (/readyz, /metrics), picked the same way, or BENCH_SPOOL_ADMIN_PORT.
+ADMIN_PORT=${BENCH_SPOOL_ADMIN_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 BIN=target/release/polyai-relay
 BROKER=target/release/examples/bench_broker
 WORK=$(mktemp -d)
@@ -53,13 +55,13 @@ wait_until() { # description, limit in seconds, command...
     sleep 0.01
   done
 }
-metric() { curl -fs http://127.0.0.1:${PORT}/metrics | awk -v name="$1" '$1 == name { print int($2) }'; }
+metric() { curl -fs http://127.0.0.1:${ADMIN_PORT}/metrics | awk -v name="$1" '$1 == name { print int($2) }'; }
 spool_is() { [ "$(metric relay_spool_events)" = "$1" ]; }
-ready() { kill -0 "$SERVE" || { echo "the relay exited; see its log" >&2; exit 1; }; curl -fs -o /dev/null http://127.0.0.1:${PORT}/readyz; }
+ready() { kill -0 "$SERVE" || { echo "the relay exited; see its log" >&2; exit 1; }; curl -fs -o /dev/null http://127.0.0.1:${ADMIN_PORT}/readyz; }
 field() { python3 -c "import re,sys; m=re.search(sys.argv[1], open(sys.argv[2]).read()); print(m.group(1) if m else 'n/a')" "$1" "$2"; }
 serve() { # amqp url, spool dir (empty: none), log
   AMQP_URL="$1" RELAY_SPOOL_DIR="$2" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:${PORT} \
-    RELAY_LOG_FORMAT=json RUST_LOG=warn "$BIN" serve 2>"$3" &
+    RELAY_ADMIN_LISTEN=127.0.0.1:${ADMIN_PORT} RELAY_LOG_FORMAT=json RUST_LOG=warn "$BIN" serve 2>"$3" &
   SERVE=$!; PIDS+=("$SERVE")
 }
 stop() { kill "$1"; wait "$1" 2>/dev/null || true; }

@@ -10,7 +10,7 @@
 #
 # "on" exports every span over OTLP/HTTP to a sink on 127.0.0.1:18318 that reads and discards
 # them (a collector that keeps up). It runs in a vhost of its own on the local RabbitMQ (deleted
-# at the end), on loopback ports 18080 and 18318; every loop is bounded in time.
+# at the end), on loopback ports 18080 (admin 19082) and 18318; every loop is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -85,11 +85,11 @@ run() {
   local mode=$1 otel=() binary=$BIN
   [ "$mode" = on ] && otel=(OTEL_EXPORTER_OTLP_ENDPOINT="http://$SINK")
   [ "$mode" = baseline ] && binary=$BENCH_BASELINE
-  env AMQP_URL="$AMQP" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:18080 RELAY_LOG_FORMAT=json \
+  env AMQP_URL="$AMQP" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:18080 RELAY_ADMIN_LISTEN=127.0.0.1:19082 RELAY_LOG_FORMAT=json \
     RUST_LOG="${RUST_LOG:-info}" "${otel[@]}" "$binary" serve 2>"$WORK/serve-$mode.log" &
   local serve=$!
   PIDS+=("$serve")
-  wait_ready http://127.0.0.1:18080/readyz 30
+  wait_ready http://127.0.0.1:19082/readyz 30
   local cpu0
   cpu0=$(cpu_ticks "$serve")
   "$BIN" send --url http://127.0.0.1:18080/polyai-events --secret $SECRET --duration "${SECONDS_PER_RUN}s" \

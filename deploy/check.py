@@ -134,6 +134,10 @@ def kubernetes_documents(kustomize_output):
     return documents
 
 
+# RELAY_ADMIN_LISTEN's port: /healthz, /readyz and /metrics live there, not on the webhook port.
+ADMIN_PORT = 9090
+
+
 def matches(selector, labels):
     return all(labels.get(k) == v for k, v in (selector or {}).items())
 
@@ -155,9 +159,21 @@ def check_deployment(where, deployment, secret_keys):
         at = f"{where} container {container['name']}"
         if not container.get("image"):
             problem(at, "no image")
+        # The health endpoints are served on the admin listener only (RELAY_ADMIN_LISTEN, 9090).
+        ports = {p.get("name"): p.get("containerPort") for p in container.get("ports", [])}
+        if ports.get("admin") != ADMIN_PORT:
+            problem(at, f"needs a container port `admin` on {ADMIN_PORT} (RELAY_ADMIN_LISTEN)")
         for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
-            if container.get(probe, {}).get("httpGet", {}).get("path") != path:
+            get = container.get(probe, {}).get("httpGet", {})
+            if get.get("path") != path:
                 problem(at, f"{probe} must GET {path}")
+            if get.get("port") not in ("admin", ADMIN_PORT):
+                problem(at, f"{probe} must use the admin port: the webhook listener serves only RELAY_PATH")
+    annotations = spec["template"]["metadata"].get("annotations", {})
+    if annotations.get("prometheus.io/scrape") == "true" and annotations.get("prometheus.io/port") != str(ADMIN_PORT):
+        problem(where, f"prometheus.io/port must be the admin port {ADMIN_PORT}: /metrics is served there only")
+    for container in pod["containers"]:
+        at = f"{where} container {container['name']}"
         resources = container.get("resources", {})
         if not resources.get("requests") or not resources.get("limits"):
             problem(at, "resources need requests and limits")
@@ -218,6 +234,10 @@ def check_kubernetes(kustomize_output):
         if hpa["spec"].get("minReplicas", 1) < 2:
             problem(f"HorizontalPodAutoscaler {name}", "minReplicas must be at least 2")
     services = by_kind.get("Service", {})
+    for name, service in services.items():
+        for port in service["spec"].get("ports", []):
+            if port.get("targetPort") in ("admin", ADMIN_PORT):
+                problem(f"Service {name}", "exposes the admin port; /metrics and the probes are not for the ingress")
     for name, ingress in by_kind.get("Ingress", {}).items():
         if not ingress["spec"].get("tls"):
             problem(f"Ingress {name}", "no TLS")

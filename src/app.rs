@@ -8,7 +8,8 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{BrokerSettings, ReceiverSettings, SpoolSettings, WorkerSettings},
+    config::{BrokerSettings, ReceiverSettings, ServerSettings, SpoolSettings, WorkerSettings},
+    listener,
     queue::Backend,
     receiver::{self, Receiver},
     spool::{Drainer, Spool},
@@ -27,16 +28,19 @@ pub struct Components {
     pub receiver: Option<ReceiverSettings>,
     /// `Some` to enrich events (`run`, `work`).
     pub worker: Option<WorkerSettings>,
-    /// Where `/healthz`, `/readyz` and `/metrics` are served (and webhooks, with a receiver).
-    pub listen: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served, and the connection limits.
+    pub server: ServerSettings,
     /// `Some` to spool webhooks while the broker is away (a receiver on RabbitMQ only).
     pub spool: Option<SpoolSettings>,
 }
 
 /// A started relay.
 pub struct Running {
-    /// The bound address (useful with port 0).
+    /// The webhook listener's bound address (useful with port 0); the admin listener's when
+    /// there is no receiver.
     pub local_addr: SocketAddr,
+    /// The admin listener's bound address.
+    pub admin_addr: SocketAddr,
     /// Resolves once everything has stopped after `shutdown` was cancelled.
     pub stopped: JoinHandle<anyhow::Result<()>>,
     /// What `/readyz` answers, to wait on.
@@ -57,7 +61,7 @@ pub async fn start_with(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
     // First: a spool that cannot be opened stops start-up before anything else runs.
-    let spool = open_spool(&components)?;
+    let spool = open_spool(&components, &metrics)?;
     // The broker outlives the HTTP server and the worker: it must confirm what they publish while draining.
     let broker_shutdown = CancellationToken::new();
     let backend = Arc::new(Backend::open(&components.broker, metrics.clone(), broker_shutdown.clone())?);
@@ -93,33 +97,34 @@ pub async fn start_with(
         drainer_task = Some(tokio::spawn(drainer.run()));
     }
 
-    let router = match components.receiver {
-        Some(settings) => {
-            let event_types = components.broker.topology.event_types.clone();
-            let mut receiver = Receiver::new(settings, event_types, publisher.clone(), metrics);
-            if let Some(spool) = spool {
-                receiver = receiver.with_spool(spool);
-            }
-            receiver::router(Arc::new(receiver), readiness.clone())
+    let ops = receiver::ops_router(readiness.clone(), metrics.clone());
+    let limits = components.server.limits.clone();
+    let admin = bind("RELAY_ADMIN_LISTEN", components.server.admin_listen).await?;
+    let admin_addr = admin.local_addr()?;
+    let mut servers = vec![tokio::spawn(listener::serve(admin, ops, limits.clone(), shutdown.clone()))];
+    let mut local_addr = admin_addr;
+    if let Some(settings) = components.receiver {
+        let webhooks = bind("RELAY_LISTEN", settings.listen).await?;
+        local_addr = webhooks.local_addr()?;
+        let event_types = components.broker.topology.event_types.clone();
+        let mut receiver = Receiver::new(settings, event_types, publisher.clone(), metrics);
+        if let Some(spool) = spool {
+            receiver = receiver.with_spool(spool);
         }
-        None => receiver::ops_router(readiness.clone(), metrics),
-    };
-    let listener = TcpListener::bind(components.listen)
-        .await
-        .with_context(|| format!("RELAY_LISTEN: cannot listen on {}", components.listen))?;
-    let local_addr = listener.local_addr()?;
-    tracing::info!(%local_addr, "listening");
-
-    let server_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(server_shutdown.cancelled_owned()).await
-    });
+        let router = receiver::router(Arc::new(receiver));
+        servers.push(tokio::spawn(listener::serve(webhooks, router, limits, shutdown.clone())));
+    }
+    tracing::info!(%local_addr, %admin_addr, "listening");
+    let server = futures_util::future::join_all(servers);
 
     let stopped = tokio::spawn(async move {
         shutdown.cancelled().await;
         match tokio::time::timeout(HTTP_DRAIN, server).await {
-            Ok(Ok(result)) => result.context("HTTP server failed")?,
-            Ok(Err(join)) => return Err(join).context("HTTP server panicked"),
+            Ok(joined) => {
+                for result in joined {
+                    result.context("HTTP server panicked")?;
+                }
+            }
             // Not closed here: their connections end with the process, which exits next.
             Err(_) => tracing::warn!("requests still open after the drain time; stopping without them"),
         }
@@ -134,11 +139,15 @@ pub async fn start_with(
         tracing::info!("stopped");
         Ok(())
     });
-    Ok(Running { local_addr, stopped, readiness, backend })
+    Ok(Running { local_addr, admin_addr, stopped, readiness, backend })
+}
+
+async fn bind(variable: &str, address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.with_context(|| format!("{variable}: cannot listen on {address}"))
 }
 
 /// The spool, when one is configured for a receiver on RabbitMQ.
-fn open_spool(components: &Components) -> anyhow::Result<Option<Spool>> {
+fn open_spool(components: &Components, metrics: &Metrics) -> anyhow::Result<Option<Spool>> {
     let Some(settings) = &components.spool else { return Ok(None) };
     if components.receiver.is_none() {
         return Ok(None);
@@ -148,7 +157,7 @@ fn open_spool(components: &Components) -> anyhow::Result<Option<Spool>> {
             "RELAY_SPOOL_DIR is set but AMQP_URL is not: the embedded queue is already on local disk; unset RELAY_SPOOL_DIR or set AMQP_URL"
         );
     }
-    let spool = Spool::open(settings)?;
+    let spool = Spool::open(settings, metrics.clone())?;
     tracing::info!(dir = %spool.dir().display(), max_bytes = settings.max_bytes, "spool on: webhooks the broker cannot take in time are committed here and answered 204");
     Ok(Some(spool))
 }

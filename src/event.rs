@@ -34,6 +34,33 @@ pub enum EventError {
     TypeTooLong,
 }
 
+/// Why an event cannot be fetched by its conversation id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ConversationIdError {
+    #[error("event has no data.conversation_id")]
+    Missing,
+    /// The reason never quotes the id: it goes into a message header and logs.
+    #[error("data.conversation_id is not a conversation id: {0}")]
+    NotAnId(&'static str),
+}
+
+/// The one check of a conversation id before anything (a URL, a file name) is built from it
+/// (design §10).
+pub fn check_conversation_id(id: &str) -> Result<(), ConversationIdError> {
+    let why = if id.is_empty() {
+        "it is empty"
+    } else if id == "." || id == ".." {
+        "it is a relative path (`.` or `..`)"
+    } else if id.contains(['/', '\\']) {
+        "it contains a path separator"
+    } else if id.chars().any(char::is_control) {
+        "it contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(ConversationIdError::NotAnId(why))
+}
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(rename = "type", borrow, default)]
@@ -55,6 +82,11 @@ struct Data<'a> {
 /// A JSON string's value, or `None` for any other JSON kind: a field of the wrong type counts as absent.
 fn string_of(raw: Option<&RawValue>) -> Option<String> {
     raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok()).filter(|s| !s.is_empty())
+}
+
+/// A JSON string's value, empty or not.
+fn any_string_of(raw: Option<&RawValue>) -> Option<String> {
+    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
 }
 
 fn is_object(raw: &[u8]) -> bool {
@@ -88,7 +120,8 @@ impl Fields {
             .filter(|d| is_object(d.get().as_bytes()))
             .and_then(|d| serde_json::from_str::<Data>(d.get()).ok());
         let (conversation_id, environment) = match data {
-            Some(data) => (string_of(data.conversation_id), string_of(data.environment)),
+            // An empty id is kept, to be refused as one rather than read as absent.
+            Some(data) => (any_string_of(data.conversation_id), string_of(data.environment)),
             None => (None, None),
         };
         Ok(Self { event_type, conversation_id, environment })
@@ -97,6 +130,16 @@ impl Fields {
     /// Events about a call must name it; others (alerts) are forwarded without a conversation.
     pub fn needs_conversation(&self) -> bool {
         self.event_type.starts_with("conversation.") || self.event_type.starts_with("handoff.")
+    }
+
+    /// The conversation to fetch: `None` for events about none, an error for an event that
+    /// needs one and has none, or names one with something that is not an id.
+    pub fn conversation(&self) -> Result<Option<&str>, ConversationIdError> {
+        match (&self.conversation_id, self.needs_conversation()) {
+            (Some(id), _) => check_conversation_id(id).map(|()| Some(id.as_str())),
+            (None, false) => Ok(None),
+            (None, true) => Err(ConversationIdError::Missing),
+        }
     }
 }
 
@@ -166,6 +209,23 @@ mod tests {
         }
         let long = format!(r#"{{"type":"{}"}}"#, "t".repeat(256));
         assert_eq!(Event::parse(verified(&long), None).unwrap_err(), EventError::TypeTooLong);
+    }
+
+    #[test]
+    fn ids_that_would_change_a_path_or_a_log_line_are_not_ids() {
+        for good in ["CA7f3e", "conv_01.x", "a..b", ".x"] {
+            assert_eq!(check_conversation_id(good), Ok(()), "{good}");
+        }
+        for bad in ["", ".", "..", "a/b", "/", "a\\b", "a\nb", "a\u{1b}[31m", "a\u{85}"] {
+            assert!(matches!(check_conversation_id(bad), Err(ConversationIdError::NotAnId(_))), "{bad:?}");
+        }
+        let fields = |body: &str| Fields::read(body.as_bytes()).unwrap();
+        let empty = fields(r#"{"type":"conversation.completed","data":{"conversation_id":""}}"#);
+        assert!(matches!(empty.conversation(), Err(ConversationIdError::NotAnId(_))));
+        let none = fields(r#"{"type":"conversation.completed","data":{}}"#);
+        assert_eq!(none.conversation(), Err(ConversationIdError::Missing));
+        let alert = fields(r#"{"event_type":"alerts.triggered"}"#);
+        assert_eq!(alert.conversation(), Ok(None));
     }
 
     #[test]

@@ -6,6 +6,8 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod listener;
+pub mod log_escape;
 pub mod log_limit;
 pub mod mock_api;
 pub mod owner_only;

@@ -30,6 +30,23 @@ pub fn open_file(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
+/// Options that create a file owner-only, for writers that need another mode of opening than
+/// [`open_file`] (appending, `create_new`); add the rest as needed.
+pub fn open_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    options.mode(0o600);
+    options
+}
+
+/// Async twin of [`open_options`].
+pub fn tokio_open_options() -> tokio::fs::OpenOptions {
+    let mut options = tokio::fs::OpenOptions::new();
+    #[cfg(unix)]
+    options.mode(0o600);
+    options
+}
+
 /// Makes an existing `path` owner-only; a missing one is left alone.
 pub fn restrict_if_present(path: &Path) -> io::Result<()> {
     match std::fs::metadata(path) {
@@ -79,6 +96,8 @@ mod tests {
         assert_eq!(std::fs::read(&file).unwrap(), b"kept", "never truncated");
         open_file(&dir.join("new")).unwrap();
         assert_eq!(mode(&dir.join("new")), 0o600);
+        open_options().create(true).append(true).open(dir.join("appended")).unwrap();
+        assert_eq!(mode(&dir.join("appended")), 0o600);
         std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -98,7 +98,9 @@ pub struct UnverifiedEvent {
 #[derive(Debug, Clone)]
 pub struct VerifiedEvent {
     body: Bytes,
-    /// The `X-PolyAI-Timestamp` value when one was sent (kept as text: it is forwarded as a header).
+    /// The `X-PolyAI-Timestamp` value when the signature covered it (kept as text: it is forwarded
+    /// as a header). Under the body scheme the header is unsigned, so it is `None`: anyone could
+    /// have written it, and forwarding it would present it as verified.
     timestamp: Option<String>,
     scheme: MatchedScheme,
     secret: SecretSlot,
@@ -183,7 +185,10 @@ impl Verifier {
         };
         Ok(VerifiedEvent {
             body: event.body,
-            timestamp: timestamp.and_then(|t| std::str::from_utf8(t).ok()).map(str::to_owned),
+            timestamp: timestamp
+                .filter(|_| scheme == MatchedScheme::Timestamped)
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .map(str::to_owned),
             scheme,
             secret,
         })

@@ -13,7 +13,7 @@ use crate::config::LogFormat;
 
 /// Metric names, in one place so dashboards, alerts and tests agree with the code.
 pub mod names {
-    /// Webhook requests by `outcome` (accepted, spooled, ignored, unauthorized, bad_request, too_large, timeout, overloaded, unavailable, spool_full).
+    /// Webhook requests by `outcome` (accepted, spooled, ignored, duplicate, unauthorized, bad_request, too_large, timeout, overloaded, unavailable, spool_full).
     pub const REQUESTS: &str = "relay_webhook_requests_total";
     /// Signature failures by `reason`.
     pub const VERIFY_FAILURES: &str = "relay_signature_failures_total";
@@ -55,6 +55,9 @@ pub mod names {
     pub const SPOOLED: &str = "relay_spooled_total";
     /// Spooled events the broker confirmed, removed from the spool.
     pub const SPOOL_DRAINED: &str = "relay_spool_drained_total";
+    /// Webhook requests whose body is still arriving: they hold a connection but no publishing
+    /// capacity (design §10).
+    pub const BODIES_READING: &str = "relay_webhook_bodies_reading";
 }
 
 /// Installs the global tracing subscriber. Logs go to stderr; stdout belongs to commands' output.
@@ -70,7 +73,7 @@ pub fn init_logs_with(format: LogFormat, default_level: &str) {
         fmt().with_env_filter(log_filter(default_level)).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
-        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Pretty => builder.fmt_fields(crate::log_escape::EscapedFields::default()).try_init(),
     };
 }
 
@@ -100,7 +103,7 @@ where
     let layer = fmt::layer().with_writer(std::io::stderr).log_internal_errors(false);
     match format {
         LogFormat::Json => layer.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
-        LogFormat::Pretty => layer.boxed(),
+        LogFormat::Pretty => layer.fmt_fields(crate::log_escape::EscapedFields::default()).boxed(),
     }
 }
 

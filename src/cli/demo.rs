@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::{self, Components},
-    config::{ApiSettings, BrokerSettings, ReceiverSettings, Topology, WorkerSettings},
+    config::{
+        ApiSettings, BrokerSettings, ConnectionLimits, ReceiverSettings, ServerSettings, Topology, WorkerSettings,
+    },
     mock_api::{emit::Emitter, Conversation, EmitConfig, EmitScheme, MockApi, MockConfig},
     queue::embedded::CONVERSATIONS_FILE,
     shutdown,
@@ -79,7 +81,7 @@ impl DemoArgs {
         }
         if self.keep_running && landed {
             println!("\nstill running: try `polyai-relay send --url {webhook_url} --secret {DEMO_SECRET}`;");
-            println!("metrics at http://{}/metrics. Ctrl-C to stop.", relay.local_addr);
+            println!("metrics at http://{}/metrics. Ctrl-C to stop.", relay.admin_addr);
             shutdown.cancelled().await;
         }
         shutdown.cancel();
@@ -123,7 +125,7 @@ fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Res
             auth_probe_interval: Duration::from_secs(5),
             ..WorkerSettings::new(api)
         }),
-        listen,
+        server: ServerSettings { admin_listen: listen, limits: ConnectionLimits::default() },
         spool: None,
     })
 }

@@ -10,8 +10,8 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Args)]
 pub struct HealthcheckArgs {
-    /// URL to GET; any 2xx answer is healthy. Set it when RELAY_LISTEN uses another port.
-    #[arg(long, env = "RELAY_HEALTHCHECK_URL", default_value = "http://127.0.0.1:8080/readyz")]
+    /// URL to GET; any 2xx answer is healthy. Set it when RELAY_ADMIN_LISTEN uses another port.
+    #[arg(long, env = "RELAY_HEALTHCHECK_URL", default_value = "http://127.0.0.1:9090/readyz")]
     url: String,
 }
 

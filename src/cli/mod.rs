@@ -26,6 +26,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up and moved straight into its command: the size of the largest
+// variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Receiver and worker in one process (the container's default).

@@ -1,12 +1,10 @@
 //! `run`, `serve` and `work`: the long-running commands, which differ only in what they start.
 
-use std::net::SocketAddr;
-
 use clap::Args;
 
 use crate::{
     app::{self, Components},
-    config::{defaults, BrokerArgs, ReceiverArgs, SpoolArgs, WorkerArgs},
+    config::{BrokerArgs, ReceiverArgs, ServerArgs, SpoolArgs, WorkerArgs},
     shutdown,
 };
 
@@ -20,6 +18,8 @@ pub struct RunArgs {
     worker: WorkerArgs,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -30,6 +30,8 @@ pub struct ServeArgs {
     spool: SpoolArgs,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -38,9 +40,8 @@ pub struct WorkArgs {
     worker: WorkerArgs,
     #[command(flatten)]
     broker: BrokerArgs,
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, env = "RELAY_LISTEN", default_value = defaults::LISTEN)]
-    listen: SocketAddr,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 impl RunArgs {
@@ -48,7 +49,7 @@ impl RunArgs {
         let receiver = self.receiver.settings()?;
         let components = Components {
             broker: self.broker.settings()?,
-            listen: receiver.listen,
+            server: self.server.settings()?,
             receiver: Some(receiver),
             worker: Some(self.worker.settings()?),
             spool: self.spool.settings(),
@@ -62,7 +63,7 @@ impl ServeArgs {
         let receiver = self.receiver.settings()?;
         let components = Components {
             broker: self.broker.settings()?,
-            listen: receiver.listen,
+            server: self.server.settings()?,
             receiver: Some(receiver),
             worker: None,
             spool: self.spool.settings(),
@@ -75,7 +76,7 @@ impl WorkArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
         let components = Components {
             broker: self.broker.settings()?,
-            listen: self.listen,
+            server: self.server.settings()?,
             receiver: None,
             worker: Some(self.worker.settings()?),
             spool: None,

@@ -6,7 +6,7 @@ use clap::{Args, ValueEnum};
 use secrecy::SecretString;
 
 use super::{
-    args::{duration, required_id},
+    args::{boolean, duration, required_id, size},
     defaults,
     hosts::{self, Region},
     secret::{self, secret_value},
@@ -118,6 +118,9 @@ pub struct ApiArgs {
     /// Which path fetches a conversation by id: `v3` or `agents`.
     #[arg(long, env = "RELAY_CONVERSATION_API", value_enum, default_value = "v3")]
     pub conversation_api: ConversationApi,
+    /// Bytes of one API answer at most; a larger one is a permanent error for its event.
+    #[arg(long, env = "RELAY_API_MAX_RESPONSE", default_value = defaults::API_MAX_RESPONSE, value_parser = size("RELAY_API_MAX_RESPONSE"))]
+    pub api_max_response: usize,
 }
 
 impl ApiArgs {
@@ -151,6 +154,7 @@ impl ApiArgs {
             timeout: p.api_timeout,
             conversation_api: self.conversation_api,
             platform,
+            max_response: self.api_max_response,
         })
     }
 }
@@ -158,7 +162,7 @@ impl ApiArgs {
 #[derive(Debug, Clone, Args)]
 pub struct AudioArgs {
     /// Save the WAV of each voice conversation.
-    #[arg(long, env = "RELAY_FETCH_AUDIO", default_value_t = false)]
+    #[arg(long, env = "RELAY_FETCH_AUDIO", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = boolean("RELAY_FETCH_AUDIO"))]
     pub fetch_audio: bool,
     /// Where recordings are written, as `{conversation_id}.wav`.
     #[arg(long, env = "RELAY_AUDIO_DIR", default_value = "./data/audio")]
@@ -167,8 +171,11 @@ pub struct AudioArgs {
     #[arg(long, env = "RELAY_AUDIO_DIRECTION", value_enum, default_value = "combined")]
     pub audio_direction: AudioDirection,
     /// Ask for the redacted recording (callers without PII access always get it).
-    #[arg(long, env = "RELAY_AUDIO_REDACTED", default_value_t = false)]
+    #[arg(long, env = "RELAY_AUDIO_REDACTED", default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = boolean("RELAY_AUDIO_REDACTED"))]
     pub audio_redacted: bool,
+    /// Bytes of one recording at most; a larger one is a permanent error for its event.
+    #[arg(long, env = "RELAY_AUDIO_MAX", default_value = "1GiB", value_parser = size("RELAY_AUDIO_MAX"))]
+    pub audio_max: usize,
 }
 
 impl AudioArgs {
@@ -177,6 +184,7 @@ impl AudioArgs {
             dir: self.audio_dir.clone(),
             direction: self.audio_direction,
             redacted: self.audio_redacted,
+            max_bytes: self.audio_max as u64,
         })
     }
 }

@@ -24,7 +24,12 @@ pub(super) fn duration(
     move |text| values::parse_duration(text).map_err(|e| format!("{variable}: {e}"))
 }
 
-fn size(variable: &'static str) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
+/// clap value parser for a yes/no setting (see [`values::parse_bool`]) that names its variable.
+pub(super) fn boolean(variable: &'static str) -> impl Fn(&str) -> Result<bool, String> + Clone + Send + Sync + 'static {
+    move |text| values::parse_bool(text).map_err(|e| format!("{variable}: {e}"))
+}
+
+pub(super) fn size(variable: &'static str) -> impl Fn(&str) -> Result<usize, String> + Clone + Send + Sync + 'static {
     move |text| values::parse_size(text).map_err(|e| format!("{variable}: {e}"))
 }
 

@@ -28,6 +28,7 @@ pub const REQUEST_TIMEOUT: &str = "10s";
 pub const MAX_IN_FLIGHT: usize = 1024;
 
 pub const API_TIMEOUT: &str = "10s";
+pub const API_MAX_RESPONSE: &str = "16MiB";
 pub const API_CONCURRENCY: usize = 16;
 pub const MAX_ATTEMPTS: u32 = 8;
 pub const RETRY_BASE_DELAY: &str = "2s";
@@ -94,6 +95,7 @@ impl ApiSettings {
             timeout: duration(API_TIMEOUT),
             conversation_api: ConversationApi::V3,
             platform: None,
+            max_response: values::parse_size(API_MAX_RESPONSE).expect("the default size parses"),
         }
     }
 }

@@ -10,6 +10,7 @@ mod base_url;
 pub mod defaults;
 pub mod hosts;
 pub mod secret;
+mod server_args;
 mod spool_args;
 mod values;
 
@@ -19,8 +20,9 @@ pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, Worke
 pub use base_url::BaseUrl;
 pub use hosts::Region;
 pub use secret::secret_value;
+pub use server_args::{ConnectionLimits, ServerArgs, ServerSettings};
 pub use spool_args::{SpoolArgs, SpoolSettings};
-pub use values::{parse_duration, parse_list, parse_size};
+pub use values::{parse_bool, parse_duration, parse_list, parse_size};
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -132,6 +134,8 @@ pub struct ApiSettings {
     pub conversation_api: ConversationApi,
     /// The Webhooks/Agents host and key, when configured (needed by `agents`).
     pub platform: Option<PlatformSettings>,
+    /// Bytes of one API answer at most; more is a permanent error for the event.
+    pub max_response: usize,
 }
 
 /// The build/monitor host family (`api.{us,uk,eu}.poly.ai`) and its workspace-scoped key.
@@ -148,6 +152,8 @@ pub struct AudioSettings {
     pub dir: std::path::PathBuf,
     pub direction: AudioDirection,
     pub redacted: bool,
+    /// Bytes of one recording at most; more is a permanent error for the event.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -35,6 +35,16 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     number.checked_mul(multiplier).filter(|n| *n > 0).ok_or_else(bad)
 }
 
+/// Parses a yes/no setting: `true/false`, `1/0`, `yes/no`, `on/off`, in any case. One parser for
+/// every boolean, so `RELAY_FETCH_AUDIO=1` means what a shell user expects.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("`{}` is not a yes/no value; write true/false, 1/0, yes/no or on/off", text.trim())),
+    }
+}
+
 /// Splits a comma-separated list, dropping blanks so `a, b,` means `[a, b]`.
 pub fn parse_list(text: &str) -> Vec<String> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
@@ -62,6 +72,19 @@ mod tests {
         assert!(parse_size("1 parsec").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn booleans_take_every_usual_spelling() {
+        for yes in ["true", "TRUE", "1", "yes", "Yes", "on", " ON "] {
+            assert_eq!(parse_bool(yes), Ok(true), "{yes}");
+        }
+        for no in ["false", "False", "0", "no", "NO", "off", "Off"] {
+            assert_eq!(parse_bool(no), Ok(false), "{no}");
+        }
+        for bad in ["", "2", "y", "enabled"] {
+            assert!(parse_bool(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

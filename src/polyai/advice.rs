@@ -18,5 +18,8 @@ pub fn advice(error: &ApiError) -> &'static str {
         ApiError::Server { .. } => "PolyAI answered with a server error: retry later; quote the correlation id to support",
         ApiError::Transport(_) => "the API could not be reached: check the host name, DNS, proxies and egress rules",
         ApiError::Rejected { .. } => "the request was refused as invalid: check the ids and options",
+        ApiError::Unusable { .. } => {
+            "the answer cannot be used: raise RELAY_API_MAX_RESPONSE or RELAY_AUDIO_MAX if it is legitimate"
+        }
     }
 }

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::{transport_detail, ApiError, PolyaiClient};
+use super::{ApiError, PolyaiClient};
 
 /// Filters and position of one list request. Keep the filters identical between pages.
 #[derive(Debug, Clone, Default)]
@@ -80,7 +80,7 @@ impl PolyaiClient {
             }
         }
         let response = self.get(&self.runtime, url, "application/json").await?;
-        let bytes = response.bytes().await.map_err(|e| ApiError::Transport(transport_detail(&e)))?;
+        let bytes = super::capped::read_capped(response, self.max_response).await?;
         let unreadable = |what: &str| ApiError::Server { status: 200, detail: format!("unreadable list page: {what}") };
         // The documented object, or the bare list some of the docs' samples read. (Not an
         // untagged enum: serde cannot buffer the raw conversations that one would need.)

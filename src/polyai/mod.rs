@@ -3,6 +3,7 @@
 
 mod advice;
 mod audio;
+mod capped;
 mod endpoints;
 mod errors;
 mod list;
@@ -38,6 +39,10 @@ pub enum ApiError {
     Rejected { status: u16, detail: String },
     #[error("request failed: {0}")]
     Transport(String),
+    /// An answer the relay will never be able to use (over a size cap, a file name the
+    /// filesystem refuses): a permanent error for the event, not a retry.
+    #[error("unusable answer: {detail}")]
+    Unusable { detail: String },
 }
 
 impl ApiError {
@@ -50,6 +55,7 @@ impl ApiError {
                 status.to_string()
             }
             Self::Transport(_) => "transport".into(),
+            Self::Unusable { .. } => "unusable".into(),
         }
     }
 }
@@ -87,6 +93,8 @@ pub struct PolyaiClient {
     account_id: String,
     project_id: String,
     conversation_api: ConversationApi,
+    /// Bytes of one answer at most (`RELAY_API_MAX_RESPONSE`).
+    max_response: usize,
 }
 
 impl std::fmt::Debug for PolyaiClient {
@@ -108,6 +116,7 @@ impl PolyaiClient {
             account_id: settings.account_id.clone(),
             project_id: settings.project_id.clone(),
             conversation_api: settings.conversation_api,
+            max_response: settings.max_response,
         })
     }
 
@@ -139,7 +148,7 @@ impl PolyaiClient {
     pub async fn conversation(&self, conversation_id: &str) -> Result<Bytes, ApiError> {
         let (host, url) = self.conversation_url(conversation_id, &[]);
         let response = self.get(host, url, "application/json").await?;
-        response.bytes().await.map_err(|e| ApiError::Transport(transport_detail(&e)))
+        capped::read_capped(response, self.max_response).await
     }
 
     /// A one-item list request: does the key work for this project?
@@ -147,7 +156,7 @@ impl PolyaiClient {
         let mut url = self.conversations_url(&[]);
         url.query_pairs_mut().append_pair("limit", "1");
         let response = self.get(&self.runtime, url, "application/json").await?;
-        response.bytes().await.map_err(|e| ApiError::Transport(transport_detail(&e)))
+        capped::read_capped(response, self.max_response).await
     }
 
     /// GET with the host's key; a non-2xx answer becomes an [`ApiError`].
@@ -177,7 +186,7 @@ pub(crate) async fn error_of(response: Response) -> ApiError {
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
     let correlation =
         response.headers().get("x-polyai-correlation-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let body = response.bytes().await.unwrap_or_default();
+    let body = capped::read_capped(response, capped::ERROR_BODY_LIMIT).await.unwrap_or_default();
     let mut detail = error_detail(&body);
     if let Some(id) = correlation {
         detail.push_str(&format!(" (correlation id {id})"));

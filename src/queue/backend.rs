@@ -48,8 +48,8 @@ impl Backend {
             Some(url) => {
                 let amqp = AmqpPublisher::start(url.clone(), topology.clone(), metrics.clone(), shutdown);
                 Ok(Self {
+                    source: Arc::new(AmqpSource::new(url.clone(), topology.enrich_queue.clone(), metrics.clone())),
                     publisher: Arc::new(Metered::new(Arc::new(amqp.clone()), metrics)),
-                    source: Arc::new(AmqpSource::new(url.clone(), topology.enrich_queue.clone())),
                     amqp: Some((amqp, broker_host(url))),
                 })
             }

@@ -1,7 +1,8 @@
-//! The HTTP side: the webhook endpoint (design §3) and the operational endpoints.
+//! The HTTP side: the webhook endpoint (design §3) and the operational endpoints (admin listener).
 
 mod enqueue;
 mod ops;
+mod recent;
 mod rejection;
 mod webhook;
 
@@ -29,7 +30,7 @@ pub struct Receiver {
     publisher: Arc<dyn Publisher>,
     event_types: EventTypes,
     settings: ReceiverSettings,
-    /// Bounds the requests handled at once; a request that finds no permit is shed with 503.
+    /// Bounds the signed requests being published at once; one that finds no permit is shed with 503.
     in_flight: Semaphore,
     /// Refusals are logged once per kind and interval: an outage answers thousands of 503s, which
     /// `relay_webhook_requests_total` counts; the log only needs to say it is happening.
@@ -38,6 +39,8 @@ pub struct Receiver {
     spool: Option<Spool>,
     /// This relay's recorder (its own in tests, the process's in production).
     metrics: Metrics,
+    /// Deliveries enqueued within the timestamp tolerance, to answer replays without enqueueing.
+    recent: recent::RecentDeliveries,
 }
 
 impl Receiver {
@@ -54,6 +57,7 @@ impl Receiver {
             event_types,
             in_flight: Semaphore::new(settings.max_in_flight),
             refusals: crate::log_limit::LogLimit::default(),
+            recent: recent::RecentDeliveries::new(signature.tolerance),
             settings,
             spool: None,
             metrics,
@@ -76,17 +80,16 @@ pub fn ops_router(readiness: Readiness, metrics: Metrics) -> Router {
         .with_state(ops::Ops { readiness, metrics })
 }
 
-/// The receiver's whole router: the webhook path plus the operational endpoints.
-pub fn router(receiver: Arc<Receiver>, readiness: Readiness) -> Router {
+/// The webhook listener's router: `RELAY_PATH` and nothing else (the operational endpoints are
+/// on the admin listener, design §10).
+pub fn router(receiver: Arc<Receiver>) -> Router {
     let path = receiver.settings.path.clone();
-    let metrics = receiver.metrics.clone();
     let max_body = receiver.settings.max_body;
     Router::new()
         .route(&path, post(webhook::receive).with_state(receiver))
         // Refuses a declared Content-Length over the limit before reading a byte of the body;
         // the handler's own limit covers bodies sent without one (chunked).
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
-        .merge(ops_router(readiness, metrics))
 }
 
 /// Readiness of a process that only receives: the broker must accept publishes.

@@ -50,12 +50,17 @@ fn router_metered(publisher: Arc<dyn Publisher>, ack_deadline: Duration, metrics
     settings.signature.scheme = SignatureScheme::Body;
     let settings = ReceiverSettings { ack_deadline, max_body: 1024, max_in_flight: 8, ..settings };
     let types = EventTypes::Only(vec!["conversation.completed".into()]);
-    let receiver = Arc::new(Receiver::new(settings, types, publisher.clone(), metrics));
-    router(receiver, publisher_readiness(publisher))
+    let receiver = Arc::new(Receiver::new(settings, types, publisher, metrics));
+    router(receiver)
 }
 
 fn signed_request() -> Request<Body> {
-    let body = r#"{"type":"conversation.completed","data":{"conversation_id":"CA1"}}"#;
+    signed_request_about("CA1")
+}
+
+/// A signed event about `conversation`: another conversation is another delivery, not a duplicate.
+fn signed_request_about(conversation: &str) -> Request<Body> {
+    let body = format!(r#"{{"type":"conversation.completed","data":{{"conversation_id":"{conversation}"}}}}"#);
     Request::post("/polyai-events")
         .header("x-polyai-signature", sign(b"s", None, body.as_bytes()))
         .body(Body::from(body))
@@ -89,14 +94,14 @@ fn spooling_router(publisher: Arc<dyn Publisher>, ack_deadline: Duration, spool:
     settings.signature.scheme = SignatureScheme::Body;
     let settings = ReceiverSettings { ack_deadline, max_body: 1024, max_in_flight: 8, ..settings };
     let types = EventTypes::Only(vec!["conversation.completed".into()]);
-    let receiver = Receiver::new(settings, types, publisher.clone(), Metrics::isolated()).with_spool(spool.clone());
-    router(Arc::new(receiver), publisher_readiness(publisher).with_spool(spool))
+    let receiver = Receiver::new(settings, types, publisher, Metrics::isolated()).with_spool(spool);
+    router(Arc::new(receiver))
 }
 
 fn temp_spool(max_bytes: u64) -> (crate::spool::Spool, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("relay-receiver-spool-{}", uuid::Uuid::new_v4().simple()));
     let settings = crate::config::SpoolSettings { dir: dir.clone(), max_bytes };
-    (crate::spool::Spool::open(&settings).unwrap(), dir)
+    (crate::spool::Spool::open(&settings, Metrics::isolated()).unwrap(), dir)
 }
 
 #[tokio::test]
@@ -123,7 +128,7 @@ async fn a_nack_is_spooled_and_a_full_spool_answers_503() {
     assert_eq!(response.status(), 204);
     assert_eq!(response.headers()["x-relay-outcome"], "spooled");
 
-    let response = router.oneshot(signed_request()).await.unwrap();
+    let response = router.oneshot(signed_request_about("CA2")).await.unwrap();
     assert_eq!(response.status(), 503, "no room for a second event");
     assert_eq!(response.headers()["retry-after"], "5");
     assert_eq!(spool.events(), 1);

@@ -18,6 +18,7 @@ use tracing::{field::Empty, Instrument};
 
 use super::{
     enqueue::{enqueue, Stored},
+    recent::DeliveryKey,
     rejection::Rejection,
     Receiver,
 };
@@ -42,6 +43,8 @@ enum Accepted {
     /// Committed to the local spool while the broker is away; forwarded once it is back.
     Spooled,
     Ignored(&'static str),
+    /// The same delivery was enqueued within the tolerance window: not enqueued again.
+    Duplicate,
 }
 
 pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
@@ -74,6 +77,13 @@ pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
             response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("ignored"));
             response
         }
+        Ok(Accepted::Duplicate) => {
+            finish(meter, &span, "duplicate");
+            tracing::info!("webhook is a copy of one enqueued moments ago; not enqueued again");
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("duplicate"));
+            response
+        }
         Err(rejection) => {
             finish(meter, &span, rejection.outcome());
             if let Rejection::Unauthorized(reason) = &rejection {
@@ -95,11 +105,7 @@ fn finish(meter: &Metrics, span: &tracing::Span, outcome: &'static str) {
 
 async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: Instant) -> Result<Accepted, Rejection> {
     let settings = &receiver.settings;
-    // Shed instead of queueing: a burst past the limit gets a fast 503 that PolyAI retries,
-    // rather than slow answers that blow its 5 s budget for everyone.
-    let _permit = receiver.in_flight.try_acquire().map_err(|_| Rejection::Overloaded)?;
-
-    let body = read_body(body, settings.max_body, settings.request_timeout).await?;
+    let body = read_body(&receiver.metrics, body, settings.max_body, settings.request_timeout).await?;
     let unverified = UnverifiedEvent {
         body,
         signature: header_bytes(headers, SIGNATURE),
@@ -112,6 +118,10 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
     .map_err(Rejection::Unauthorized)?;
     let (scheme, secret) = (verified.scheme().as_str(), verified.secret().as_str());
     receiver.metrics.record(|| metrics::counter!(names::VERIFIED, "scheme" => scheme, "secret" => secret).increment(1));
+    // Publishing capacity goes only to requests whose body is in and signed: slow or unsigned
+    // requests cannot take it (design §10). Shed instead of queueing: a burst past the limit
+    // gets a fast 503 that PolyAI retries, rather than slow answers that blow its 5 s budget.
+    let _permit = receiver.in_flight.try_acquire().map_err(|_| Rejection::Overloaded)?;
 
     let event_id_header = headers.get(EVENT_ID).and_then(|v| v.to_str().ok());
     let event = Event::parse(verified, event_id_header).map_err(Rejection::BadRequest)?;
@@ -136,6 +146,11 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
         }
     }
 
+    let delivery = DeliveryKey::of(&event.verified, headers, SIGNATURE);
+    if receiver.recent.contains(&delivery) {
+        return Ok(Accepted::Duplicate);
+    }
+
     // The worker's span continues from this one: the raw event carries its `traceparent`.
     let publish_span = trace_span!("publish", otel.kind = "producer", destination = "events", result = Empty);
     let mut message = raw_event_message(event);
@@ -147,14 +162,42 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
         Err(rejection) => rejection.outcome(),
     };
     publish_span.record("result", result);
-    match stored? {
+    let stored = stored?;
+    // Spooled or confirmed, it is answered 204 and will reach the queue: a replay is a duplicate.
+    receiver.recent.insert(delivery);
+    match stored {
         Stored::Broker => Ok(Accepted::Enqueued),
         Stored::Spooled => Ok(Accepted::Spooled),
     }
 }
 
+/// Counts a request in [`names::BODIES_READING`] for as long as it lives (dropped on any exit).
+struct ReadingBody(metrics::Gauge);
+
+impl ReadingBody {
+    fn start(meter: &Metrics) -> Self {
+        // The handle is taken from this relay's recorder once, so the decrement on drop lands
+        // there too, whichever recorder is current where the request ends.
+        let gauge = meter.record(|| metrics::gauge!(names::BODIES_READING));
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for ReadingBody {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 /// Reads at most `limit` bytes within `timeout`; never buffers more than the limit.
-async fn read_body(body: Body, limit: usize, timeout: std::time::Duration) -> Result<Bytes, Rejection> {
+async fn read_body(
+    meter: &Metrics,
+    body: Body,
+    limit: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, Rejection> {
+    let _reading = ReadingBody::start(meter);
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(Rejection::SlowBody),
         Ok(Ok(bytes)) => Ok(bytes),

@@ -28,7 +28,7 @@ use crate::{
         embedded::store::{stored_size, Store, Stored},
         Message,
     },
-    telemetry::names,
+    telemetry::{names, Metrics},
 };
 
 /// The files SQLite keeps for the store, made owner-only at open (SQLite gives the `-wal` and
@@ -59,6 +59,8 @@ struct Inner {
     /// Wakes the drainer when an event is spooled.
     spooled: Notify,
     dir: PathBuf,
+    /// This relay's recorder (its own in tests, the process's in production).
+    metrics: Metrics,
 }
 
 /// The spool. Cheap to clone.
@@ -70,7 +72,7 @@ pub struct Spool {
 impl Spool {
     /// Opens the spool in `settings.dir`, creating it owner-only; what a previous process left
     /// there is drained like anything new.
-    pub fn open(settings: &SpoolSettings) -> anyhow::Result<Self> {
+    pub fn open(settings: &SpoolSettings, metrics: Metrics) -> anyhow::Result<Self> {
         let dir = &settings.dir;
         owner_only::create_dir(dir)
             .with_context(|| format!("RELAY_SPOOL_DIR: cannot create {} owner-only", dir.display()))?;
@@ -93,7 +95,7 @@ impl Spool {
             Store::open(dir).with_context(|| format!("RELAY_SPOOL_DIR: cannot open the spool in {}", dir.display()))?;
         let events = store.len().context("RELAY_SPOOL_DIR: cannot read the spool")?;
         let bytes = store.stored_bytes().context("RELAY_SPOOL_DIR: cannot read the spool")?;
-        metrics::gauge!(names::SPOOL_MAX_BYTES).set(settings.max_bytes as f64);
+        metrics.record(|| metrics::gauge!(names::SPOOL_MAX_BYTES).set(settings.max_bytes as f64));
         let spool = Self {
             inner: Arc::new(Inner {
                 _lock: lock,
@@ -105,6 +107,7 @@ impl Spool {
                 full: AtomicBool::new(false),
                 spooled: Notify::new(),
                 dir: dir.clone(),
+                metrics,
             }),
         };
         spool.inner.report();
@@ -139,7 +142,7 @@ impl Spool {
             match &result {
                 Ok(()) => {
                     shared.events.fetch_add(1, Ordering::SeqCst);
-                    metrics::counter!(names::SPOOLED).increment(1);
+                    shared.metrics.record(|| metrics::counter!(names::SPOOLED).increment(1));
                     shared.report();
                     shared.spooled.notify_one();
                 }
@@ -193,7 +196,8 @@ impl Spool {
             shared.bytes.fetch_sub(bytes, Ordering::SeqCst);
             shared.events.fetch_sub(confirmed.len() as u64, Ordering::SeqCst);
             shared.full.store(false, Ordering::SeqCst);
-            metrics::counter!(names::SPOOL_DRAINED).increment(confirmed.len() as u64);
+            let drained = confirmed.len() as u64;
+            shared.metrics.record(|| metrics::counter!(names::SPOOL_DRAINED).increment(drained));
             shared.report();
             Ok::<_, rusqlite::Error>(())
         })
@@ -213,8 +217,11 @@ impl Spool {
 
 impl Inner {
     fn report(&self) {
-        metrics::gauge!(names::SPOOL_EVENTS).set(self.events.load(Ordering::SeqCst) as f64);
-        metrics::gauge!(names::SPOOL_BYTES).set(self.bytes.load(Ordering::SeqCst) as f64);
+        let (events, bytes) = (self.events.load(Ordering::SeqCst) as f64, self.bytes.load(Ordering::SeqCst) as f64);
+        self.metrics.record(|| {
+            metrics::gauge!(names::SPOOL_EVENTS).set(events);
+            metrics::gauge!(names::SPOOL_BYTES).set(bytes);
+        });
     }
 }
 

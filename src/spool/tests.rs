@@ -87,14 +87,14 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 #[tokio::test]
 async fn spooled_events_come_back_whole_and_oldest_first_after_a_reopen() {
     let dir = TempDir::new();
-    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     for i in 0..5 {
         spool.put(message(&format!("evt-{i}"))).await.unwrap();
     }
     let bytes = spool.inner.bytes.load(Ordering::SeqCst);
     drop(spool);
 
-    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     assert_eq!(spool.events(), 5);
     assert_eq!(spool.inner.bytes.load(Ordering::SeqCst), bytes, "the byte count read back equals the one kept");
     let oldest = spool.oldest(3, u64::MAX).await.unwrap();
@@ -110,7 +110,7 @@ async fn spooled_events_come_back_whole_and_oldest_first_after_a_reopen() {
 async fn a_full_spool_refuses_and_accepts_again_once_drained() {
     let dir = TempDir::new();
     let one = stored_size(&message("evt-0"));
-    let spool = Spool::open(&settings(&dir, one * 2)).unwrap();
+    let spool = Spool::open(&settings(&dir, one * 2), Metrics::isolated()).unwrap();
     spool.put(message("evt-0")).await.unwrap();
     spool.put(message("evt-1")).await.unwrap();
     assert!(!spool.accepts());
@@ -126,7 +126,7 @@ async fn a_full_spool_refuses_and_accepts_again_once_drained() {
 #[tokio::test]
 async fn the_spool_directory_and_its_files_are_owner_only() {
     let dir = TempDir::new();
-    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     spool.put(message("evt-0")).await.unwrap();
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(spool.dir()), 0o700);
@@ -140,15 +140,15 @@ async fn the_spool_directory_and_its_files_are_owner_only() {
 #[test]
 fn a_second_owner_of_the_same_spool_is_refused() {
     let dir = TempDir::new();
-    let _first = Spool::open(&settings(&dir, 1 << 20)).unwrap();
-    let error = Spool::open(&settings(&dir, 1 << 20)).err().expect("refused").to_string();
+    let _first = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
+    let error = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).err().expect("refused").to_string();
     assert!(error.contains("in use by another process"), "{error}");
 }
 
 #[tokio::test]
 async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties_the_spool() {
     let dir = TempDir::new();
-    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     let broker = Arc::new(FakeBroker::default());
     broker.away.store(true, Ordering::SeqCst);
     let shutdown = CancellationToken::new();
@@ -175,7 +175,7 @@ async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties
 #[tokio::test]
 async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
     let dir = TempDir::new();
-    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     let broker = Arc::new(FakeBroker::default());
     *broker.nack_id.lock().unwrap() = Some("evt-1".into());
     for i in 0..3 {
@@ -197,7 +197,7 @@ async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
 #[tokio::test]
 async fn an_event_whose_caller_stopped_waiting_is_still_counted_and_drained() {
     let dir = TempDir::new();
-    let spool = Spool::open(&settings(&dir, 1 << 20)).unwrap();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     // The receiver's deadline runs out while the write is under way: the write still commits.
     let _ = tokio::time::timeout(Duration::ZERO, spool.put(message("evt-late"))).await;
     wait_until("the committed event is counted", || spool.events() == 1).await;

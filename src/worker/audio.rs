@@ -58,7 +58,7 @@ impl Worker {
             Err(other) => return Err(other),
         };
         let path = settings.dir.join(&name);
-        let bytes = write_atomically(response, &settings.dir, &path).await?;
+        let bytes = write_atomically(response, &settings.dir, &path, settings.max_bytes).await?;
         Ok(Some(json!({
             "path": path.display().to_string(),
             "bytes": bytes,
@@ -68,20 +68,53 @@ impl Worker {
     }
 }
 
-/// Streams the body to a temporary file in `dir`, syncs it, and renames it to `path`.
-async fn write_atomically(mut response: reqwest::Response, dir: &Path, path: &Path) -> Result<u64, ApiError> {
+/// A recording over `RELAY_AUDIO_MAX`: asking again would bring the same bytes.
+fn too_large(limit: u64) -> ApiError {
+    ApiError::Unusable { detail: format!("the recording is larger than {limit} bytes (RELAY_AUDIO_MAX)") }
+}
+
+/// A name the filesystem refuses (too long, say) is refused every time: not worth a retry.
+fn refused_name(error: std::io::Error) -> ApiError {
+    use std::io::ErrorKind::{InvalidFilename, InvalidInput};
+    match error.kind() {
+        InvalidFilename | InvalidInput => {
+            ApiError::Unusable { detail: format!("the filesystem refuses the recording's file name: {error}") }
+        }
+        _ => ApiError::Transport(format!("cannot write the recording: {error}")),
+    }
+}
+
+/// Streams the body, up to `limit` bytes, to an owner-only temporary file in `dir`, syncs it,
+/// and renames it to `path`.
+async fn write_atomically(
+    mut response: reqwest::Response,
+    dir: &Path,
+    path: &Path,
+    limit: u64,
+) -> Result<u64, ApiError> {
     let io = |e: std::io::Error| ApiError::Transport(format!("cannot write the recording: {e}"));
-    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    if response.content_length().is_some_and(|length| length > limit) {
+        return Err(too_large(limit));
+    }
+    let owned_dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || crate::owner_only::create_dir(&owned_dir))
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .map_err(io)?;
     let temporary: PathBuf = dir.join(format!(".{}.part", uuid::Uuid::new_v4().simple()));
     let result = async {
-        let mut file = tokio::fs::File::create(&temporary).await.map_err(io)?;
+        let mut file =
+            crate::owner_only::tokio_open_options().create_new(true).write(true).open(&temporary).await.map_err(io)?;
         let mut written = 0u64;
         while let Some(chunk) = response.chunk().await.map_err(|e| ApiError::Transport(transport_detail(&e)))? {
-            file.write_all(&chunk).await.map_err(io)?;
             written += chunk.len() as u64;
+            if written > limit {
+                return Err(too_large(limit));
+            }
+            file.write_all(&chunk).await.map_err(io)?;
         }
         file.sync_all().await.map_err(io)?;
-        tokio::fs::rename(&temporary, path).await.map_err(io)?;
+        tokio::fs::rename(&temporary, path).await.map_err(refused_name)?;
         // The rename itself is durable only once the directory is synced.
         let dir = dir.to_owned();
         tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
@@ -107,5 +140,15 @@ mod tests {
         for bad in ["", "../etc/passwd", "a/b", ".hidden", "CA 1"] {
             assert_eq!(file_name(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_name_the_filesystem_refuses_is_not_retried() {
+        let dir = std::env::temp_dir();
+        let long = dir.join(format!("{}.wav", "a".repeat(300)));
+        let error = std::fs::write(&long, b"").unwrap_err();
+        assert!(matches!(refused_name(error), ApiError::Unusable { .. }));
+        let missing = std::fs::write(dir.join("no-such-dir/x.wav"), b"").unwrap_err();
+        assert!(matches!(refused_name(missing), ApiError::Transport(_)));
     }
 }

@@ -9,7 +9,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use super::{record, Settle, Worker};
 use crate::{
-    event::Fields,
+    event::{ConversationIdError, Fields},
     polyai::ApiError,
     queue::{self, headers, Destination, Message},
     telemetry::{
@@ -34,14 +34,13 @@ impl Worker {
             Ok(fields) => fields,
             Err(error) => return self.dead_letter(message, attempts, "unreadable", &error.to_string()).await,
         };
-        let conversation_id = match (&fields.conversation_id, fields.needs_conversation()) {
-            (Some(id), _) => Some(id.as_str()),
-            (None, false) => None,
-            (None, true) => {
-                return self
-                    .dead_letter(message, attempts, "no_conversation_id", "event has no data.conversation_id")
-                    .await;
+        let conversation_id = match fields.conversation() {
+            Ok(id) => id,
+            Err(error @ ConversationIdError::Missing) => {
+                return self.dead_letter(message, attempts, "no_conversation_id", &error.to_string()).await;
             }
+            // Never fetched: an id like `..` would change the request's path.
+            Err(error) => return self.dead_letter(message, attempts, "rejected", &error.to_string()).await,
         };
         if let Some(id) = conversation_id {
             traces::set_attribute(&tracing::Span::current(), "conversation_id", id);
@@ -128,6 +127,8 @@ impl Worker {
                 Settle::Release
             }
             ApiError::Rejected { .. } => self.dead_letter(message, attempts + 1, "rejected", &error.to_string()).await,
+            // Asking again would get the same answer: over a size cap, or a name no file can have.
+            ApiError::Unusable { .. } => self.dead_letter(message, attempts + 1, "unusable", &error.to_string()).await,
         }
     }
 

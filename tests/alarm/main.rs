@@ -121,7 +121,7 @@ async fn a_broker_blocking_publishers_is_answered_from_the_spool_which_drains_af
         assert!(started.elapsed() < deadline + Duration::from_millis(500), "answered after {:?}", started.elapsed());
         accepted.push(id);
     }
-    assert_eq!(app.get("/readyz").await.status(), 200, "ready while the spool accepts");
+    assert_eq!(app.admin_get("/readyz").await.status(), 200, "ready while the spool accepts");
     assert_eq!(spooled(), 5);
 
     drop(alarm);

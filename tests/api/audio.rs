@@ -49,7 +49,12 @@ async fn voice_recordings_are_saved_whole_chats_are_never_asked_and_a_missing_on
     // A call still in progress has no recording yet: the mock answers 404.
     let unrecorded = find(conversations, |c| c.channel == "VOICE-SIP" && c.in_progress);
     let dir = TempDir::new();
-    let audio = AudioSettings { dir: dir.0.join("audio"), direction: AudioDirection::Agent, redacted: true };
+    let audio = AudioSettings {
+        dir: dir.0.join("audio"),
+        direction: AudioDirection::Agent,
+        redacted: true,
+        max_bytes: 1 << 30,
+    };
     let options = Options {
         backend: Backend::Embedded,
         api_url: Some(mock.base_url()),
@@ -86,7 +91,12 @@ async fn with_the_agents_api_conversations_and_recordings_come_from_the_platform
     let (mock, _stop) = mock().await;
     let voice = find(mock.conversations(), |c| c.channel == "VOICE-SIP" && !c.in_progress);
     let dir = TempDir::new();
-    let audio = AudioSettings { dir: dir.0.join("audio"), direction: AudioDirection::Combined, redacted: false };
+    let audio = AudioSettings {
+        dir: dir.0.join("audio"),
+        direction: AudioDirection::Combined,
+        redacted: false,
+        max_bytes: 1 << 30,
+    };
     let options = Options {
         backend: Backend::Embedded,
         api_url: Some(mock.base_url()),

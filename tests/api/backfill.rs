@@ -30,6 +30,7 @@ fn client(base_url: &str) -> PolyaiClient {
         timeout: Duration::from_secs(5),
         conversation_api: Default::default(),
         platform: None,
+        max_response: 16 << 20,
     })
     .unwrap()
 }

@@ -13,7 +13,7 @@ enum Refused {
     AtStartUp = 1,
 }
 
-async fn fails_naming(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
+pub async fn fails_naming(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
     refused(Refused::AtStartUp, args, env, expected).await
 }
 

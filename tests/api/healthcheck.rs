@@ -16,7 +16,7 @@ const UNREACHABLE_BROKER: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
 #[tokio::test]
 async fn healthcheck_exits_0_with_one_line_when_the_relay_is_ready() {
     let app = spawn_app_with(Options::default()).await;
-    let url = app.url("/readyz");
+    let url = app.admin_url("/readyz");
     let (code, stdout, stderr) = run_to_exit_with_stdout(&["healthcheck", "--url", &url], &[]).await;
     assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
@@ -30,7 +30,7 @@ async fn healthcheck_exits_1_while_the_relay_cannot_reach_its_broker() {
     let app = spawn_app_with(options).await;
     app.wait_for_readiness(503).await;
     // The URL through the environment, as a container would set it.
-    let url = app.url("/readyz");
+    let url = app.admin_url("/readyz");
     let (code, stdout, stderr) = run_to_exit_with_stdout(&["healthcheck"], &[("RELAY_HEALTHCHECK_URL", &url)]).await;
     assert_eq!(code, Some(1), "stdout: {stdout}\nstderr: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -62,7 +62,7 @@ async fn healthcheck_gives_up_on_a_server_that_never_answers() {
 
 /// The gauge is read in a process of its own: tests in this binary share one metrics recorder.
 async fn relay_ready_gauge(relay: &RelayProcess) -> String {
-    let metrics = reqwest::get(relay.url("/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::get(relay.admin_url("/metrics")).await.unwrap().text().await.unwrap();
     metrics.lines().find(|line| line.starts_with("relay_ready ")).unwrap_or_default().to_owned()
 }
 
@@ -85,7 +85,7 @@ async fn relay_ready_is_0_on_metrics_while_readyz_answers_503() {
     let mut relay = RelayProcess::spawn(&["serve"], &env).await;
     // Nothing has probed /readyz yet: the scrape itself evaluates readiness.
     assert_eq!(relay_ready_gauge(&relay).await, "relay_ready 0", "{}", relay.logs());
-    assert_eq!(reqwest::get(relay.url("/readyz")).await.unwrap().status(), 503);
+    assert_eq!(reqwest::get(relay.admin_url("/readyz")).await.unwrap().status(), 503);
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
 }

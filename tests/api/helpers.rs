@@ -10,8 +10,8 @@ use std::{
 use polyai_relay::{
     app::{self, Components},
     config::{
-        ApiSettings, AudioSettings, BaseUrl, ConversationApi, EventTypes, PlatformSettings, ReceiverSettings,
-        SpoolSettings, WorkerSettings,
+        ApiSettings, AudioSettings, BaseUrl, ConnectionLimits, ConversationApi, EventTypes, PlatformSettings,
+        ReceiverSettings, ServerSettings, SpoolSettings, WorkerSettings,
     },
     queue,
     receiver::Readiness,
@@ -65,6 +65,10 @@ pub struct Options {
     pub wait_ready: bool,
     /// The receiver's spool (`RELAY_SPOOL_DIR`, `RELAY_SPOOL_MAX`).
     pub spool: Option<SpoolSettings>,
+    /// Connection limits of both listeners.
+    pub limits: ConnectionLimits,
+    /// Bytes of one API answer at most.
+    pub api_max_response: usize,
 }
 
 impl Default for Options {
@@ -92,12 +96,17 @@ impl Default for Options {
             audio: None,
             wait_ready: true,
             spool: None,
+            limits: ConnectionLimits::default(),
+            api_max_response: 16 << 20,
         }
     }
 }
 
 pub struct TestApp {
+    /// The webhook listener.
     pub address: SocketAddr,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_address: SocketAddr,
     pub http: reqwest::Client,
     pub queue: TestQueue,
     pub polyai: FakePolyai,
@@ -140,6 +149,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
                 api_key: SecretString::from(API_KEY),
                 timeout: options.api_timeout,
             }),
+            max_response: options.api_max_response,
             ..ApiSettings::new(api_url, SecretString::from(API_KEY), ACCOUNT, PROJECT)
         };
         WorkerSettings {
@@ -159,7 +169,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         broker: queue.settings(options.event_types.clone(), options.amqp_url.clone()),
         receiver,
         worker,
-        listen,
+        server: ServerSettings { admin_listen: listen, limits: options.limits.clone() },
         spool: options.spool.clone(),
     };
     let shutdown = CancellationToken::new();
@@ -173,6 +183,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     });
     let app = TestApp {
         address: running.local_addr,
+        admin_address: running.admin_addr,
         http: reqwest::Client::new(),
         queue,
         polyai,
@@ -237,18 +248,28 @@ impl TestApp {
         tokio::time::timeout(Duration::from_secs(15), self.readiness.wait_until(ready))
             .await
             .unwrap_or_else(|_| panic!("never {}", if ready { "ready" } else { "unready" }));
-        assert_eq!(self.get("/readyz").await.status(), status);
-    }
-
-    /// The value of one series on this app's own `/metrics` (`name{labels}` as Prometheus
-    /// renders it, labels in alphabetical order), 0 when it was never recorded.
-    pub async fn metric(&self, series: &str) -> f64 {
-        let text = self.get("/metrics").await.text().await.expect("metrics text");
-        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+        assert_eq!(self.admin_get("/readyz").await.status(), status);
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http.get(self.url(path)).send().await.expect("request reaches the relay")
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_address, path)
+    }
+
+    /// GET on the admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.admin_url(path)).send().await.expect("request reaches the admin listener")
+    }
+
+    /// The value of one series on this app's own `/metrics` on the admin listener
+    /// (`name{labels}` as Prometheus renders it, labels in alphabetical order), 0 when it was
+    /// never recorded.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.admin_get("/metrics").await.text().await.expect("metrics are text");
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
     }
 
     /// The next enriched record for downstream consumers.

@@ -56,6 +56,7 @@ impl TestMock {
             timeout: std::time::Duration::from_secs(5),
             conversation_api: Default::default(),
             platform: None,
+            max_response: 16 << 20,
         })
         .unwrap()
     }

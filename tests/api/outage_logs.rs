@@ -25,14 +25,14 @@ async fn a_stream_of_503s_logs_one_warning_and_counts_every_refusal() {
         let answers = join_all((0..10).map(|i| post_event(&http, &url, format!("evt-{batch}-{i}")))).await;
         assert!(answers.iter().all(|(_, status)| *status == Some(503)), "{answers:?}");
     }
-    let metrics = http.get(relay.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = http.get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
     let counted = format!(r#"relay_webhook_requests_total{{outcome="unavailable"}} {REQUESTS}"#);
     assert!(metrics.contains(&counted), "every refusal counted:\n{metrics}");
     // Several reconnect attempts, each counted, before the logs are read.
     let failures = r#"relay_broker_connect_failures_total{role="publisher"}"#;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let metrics = http.get(relay.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let metrics = http.get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
         let count = metrics.lines().find_map(|l| l.strip_prefix(failures)).map(|n| n.trim().parse::<u64>().unwrap());
         if count.is_some_and(|n| n >= 4) {
             break;

@@ -26,6 +26,8 @@ pub fn relay_command(args: &[&str]) -> Command {
 pub struct RelayProcess {
     pub child: Child,
     pub address: SocketAddr,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_address: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
     closed: Arc<Notify>,
 }
@@ -33,8 +35,15 @@ pub struct RelayProcess {
 impl RelayProcess {
     /// Starts `polyai-relay {args}` and waits for its "listening" log line.
     pub async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut command = relay_command(args);
-        command.env("RELAY_LISTEN", "127.0.0.1:0").env("RELAY_LOG_FORMAT", "json");
+        Self::spawn_command(relay_command(args), env).await
+    }
+
+    /// Like [`Self::spawn`], for a command built otherwise (through a shell that sets limits, say).
+    pub async fn spawn_command(mut command: Command, env: &[(&str, &str)]) -> Self {
+        command
+            .env("RELAY_LISTEN", "127.0.0.1:0")
+            .env("RELAY_ADMIN_LISTEN", "127.0.0.1:0")
+            .env("RELAY_LOG_FORMAT", "json");
         for (name, value) in env {
             command.env(name, value);
         }
@@ -48,34 +57,35 @@ impl RelayProcess {
             let mut address_tx = Some(address_tx);
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if value["message"] == "listening" {
-                        let address = value["local_addr"].as_str().and_then(|a| a.parse().ok());
-                        if let (Some(tx), Some(address)) = (address_tx.take(), address) {
-                            let _ = tx.send(address);
-                        }
+                if let Some(addresses) = listening_addresses(&line) {
+                    if let Some(tx) = address_tx.take() {
+                        let _ = tx.send(addresses);
                     }
                 }
                 sink.lock().unwrap().push(line);
             }
             done.notify_one();
         });
-        let address = tokio::time::timeout(Duration::from_secs(20), address_rx)
+        let (address, admin_address) = tokio::time::timeout(Duration::from_secs(20), address_rx)
             .await
             .expect("the relay logs `listening` in time")
             .expect("the relay listens");
-        Self { child, address, logs, closed }
+        Self { child, address, admin_address, logs, closed }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.address, path)
     }
 
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin_address, path)
+    }
+
     /// Polls `/readyz` until the broker is connected and the topology declared.
     pub async fn wait_ready(&self) {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while http.get(self.url("/readyz")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        while http.get(self.admin_url("/readyz")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
             assert!(tokio::time::Instant::now() < deadline, "never ready:\n{}", self.logs());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -101,6 +111,40 @@ impl RelayProcess {
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
+}
+
+/// The webhook and admin addresses of a "listening" line, in the JSON or the pretty format.
+fn listening_addresses(line: &str) -> Option<(SocketAddr, SocketAddr)> {
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(line) {
+        if value["message"] != "listening" {
+            return None;
+        }
+        let address = |field: &str| value[field].as_str().and_then(|a| a.parse().ok());
+        // Commands without an admin listener (mock-api) log only their one address.
+        let webhooks = address("local_addr")?;
+        return Some((webhooks, address("admin_addr").unwrap_or(webhooks)));
+    }
+    let line = without_colours(line);
+    if !line.contains(" listening ") {
+        return None;
+    }
+    let address =
+        |field: &str| line.split_whitespace().find_map(|word| word.strip_prefix(field)).and_then(|a| a.parse().ok());
+    address("local_addr=").zip(address("admin_addr="))
+}
+
+/// A pretty log line without its ANSI colour codes (`ESC [ … m`).
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 /// Runs a command that should fail at start-up; returns its exit code and stderr.

@@ -148,39 +148,24 @@ both_backends! {
         assert!(status.contains("431"), "one huge header: {status}");
     }
 
-    async fn requests_past_the_in_flight_limit_are_shed_with_503(backend: Backend) {
-        let app = spawn_app_with(Options { max_in_flight: 1, ..receiver_only(backend) }).await;
-        // One request holds the only slot by sending its body slowly.
-        let mut holder = tokio::net::TcpStream::connect(app.address).await.unwrap();
-        holder.write_all(b"POST /polyai-events HTTP/1.1\r\nhost: relay\r\ncontent-length: 100\r\n\r\n{").await.unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let response = app.post_signed(&completed("CA0007")).await;
-            if response.status() == 503 {
-                assert_eq!(response.headers()["retry-after"], "5");
-                break;
-            }
-            // The holder's request may not have reached the handler yet.
-            assert!(tokio::time::Instant::now() < deadline, "never shed: {}", response.status());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        drop(holder);
-    }
-
     async fn other_paths_get_404_and_other_methods_405(backend: Backend) {
         let app = spawn_app_with(receiver_only(backend)).await;
         assert_eq!(app.get("/nope").await.status(), 404);
         assert_eq!(app.get("/polyai-events").await.status(), 405);
         let put = app.http.put(app.url("/polyai-events")).body("{}").send().await.unwrap();
         assert_eq!(put.status(), 405);
+        // The operational endpoints live on the admin listener only (design §10).
+        for path in ["/metrics", "/healthz", "/readyz"] {
+            assert_eq!(app.get(path).await.status(), 404, "{path} on the webhook listener");
+        }
     }
 
     async fn health_readiness_and_metrics_answer(backend: Backend) {
         let app = spawn_app_with(Options { backend, ..Options::default() }).await;
-        assert_eq!(app.get("/healthz").await.status(), 200);
-        assert_eq!(app.get("/readyz").await.status(), 200);
+        assert_eq!(app.admin_get("/healthz").await.status(), 200);
+        assert_eq!(app.admin_get("/readyz").await.status(), 200);
         assert_eq!(app.post_signed(&completed("CA0010")).await.status(), 204);
-        let metrics = app.get("/metrics").await;
+        let metrics = app.admin_get("/metrics").await;
         assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
         let text = metrics.text().await.unwrap();
         assert!(text.contains("relay_ack_duration_seconds_bucket"), "{text}");

@@ -83,16 +83,18 @@ async fn with_the_broker_down_requests_get_503_with_retry_after_inside_the_deadl
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
     assert!(started.elapsed() < Duration::from_secs(3), "answered within the deadline, not after a hang");
-    assert_eq!(app.get("/readyz").await.status(), 503);
-    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.admin_get("/readyz").await.status(), 503);
+    assert_eq!(app.admin_get("/healthz").await.status(), 200);
 }
 
 #[tokio::test]
 async fn the_backlog_of_the_workers_queue_is_reported() {
     let app = spawn_app_with(receiver_only()).await;
     let backlog = format!(r#"relay_queue_backlog{{queue="{}"}}"#, app.queue.broker().topology.enrich_queue);
+    assert_eq!(app.post_signed(&completed("CA1")).await.status(), 204);
+    // No worker takes it: the queue holds it until the next depth reading says so.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !app.get("/metrics").await.text().await.unwrap().contains(&backlog) {
+    while app.metric(&backlog).await < 1.0 {
         assert!(tokio::time::Instant::now() < deadline, "{backlog} never reported");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

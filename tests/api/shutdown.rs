@@ -87,6 +87,7 @@ async fn sigterm_stops_the_relay_even_when_its_stderr_is_a_closed_pipe() {
     command
         .env("POLYAI_WEBHOOK_SECRET", crate::helpers::SECRET)
         .env("RELAY_LISTEN", "127.0.0.1:0")
+        .env("RELAY_ADMIN_LISTEN", "127.0.0.1:0")
         .env("RELAY_DATA_DIR", &data_dir)
         .env("RELAY_LOG_FORMAT", "json");
     let mut child = command.spawn().expect("binary starts");

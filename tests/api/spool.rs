@@ -93,7 +93,7 @@ async fn every_webhook_answered_during_a_broker_cut_is_spooled_and_enriched_once
         accepted.insert(id);
     }
     assert_eq!(spooled_count(&dir), before + 20);
-    assert_eq!(app.get("/readyz").await.status(), 200, "ready while the spool accepts");
+    assert_eq!(app.admin_get("/readyz").await.status(), 200, "ready while the spool accepts");
     let spool = dir.0.join("spool");
     assert_eq!(mode(&spool), 0o700);
     for file in std::fs::read_dir(&spool).unwrap() {

@@ -14,7 +14,10 @@ use lapin::{
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{describe, tls};
-use crate::{config::AmqpTarget, telemetry::names};
+use crate::{
+    config::AmqpTarget,
+    telemetry::{names, Metrics},
+};
 
 /// Longest one address may take to accept a connection before the next one is tried: a node
 /// cut off by the network never answers, and the others should not wait long for it.
@@ -28,15 +31,17 @@ pub struct Connector {
     /// The address tried first next time: the one after the last that worked, so a reconnect
     /// after a node is lost tries another node first instead of waiting for that one.
     next: AtomicUsize,
+    /// Where failed attempts are counted: this relay's recorder.
+    metrics: Metrics,
 }
 
 impl Connector {
-    pub fn new(target: &AmqpTarget) -> Self {
+    pub fn new(target: &AmqpTarget, metrics: Metrics) -> Self {
         let tls = if target.uses_tls() { tls::connector(&target.tls) } else { Err("no amqps:// address".to_owned()) };
         if target.uses_tls() && !target.tls.verify_hostname {
             warn_once_about_hostnames();
         }
-        Self { addresses: target.addresses.clone(), tls, next: AtomicUsize::new(0) }
+        Self { addresses: target.addresses.clone(), tls, next: AtomicUsize::new(0), metrics }
     }
 
     /// Opens a connection named for the management UI; returns it with the `host:port` it
@@ -59,7 +64,9 @@ impl Connector {
                     return Ok((connection, host));
                 }
                 Err(error) => {
-                    metrics::counter!(names::BROKER_CONNECT_FAILURES, "role" => role.to_owned()).increment(1);
+                    self.metrics.record(|| {
+                        metrics::counter!(names::BROKER_CONNECT_FAILURES, "role" => role.to_owned()).increment(1)
+                    });
                     errors.push(format!("{host}: {error}"));
                 }
             }
@@ -109,7 +116,8 @@ impl Connector {
 
 /// Connects to every address once, for `check`: each `host:port` with what happened there.
 pub async fn reach_each(target: &AmqpTarget) -> Vec<(String, Result<(), String>)> {
-    let connector = Connector::new(target);
+    // `check` serves no /metrics: its failures are reported line by line, not counted.
+    let connector = Connector::new(target, Metrics::isolated());
     let mut results = Vec::new();
     for index in 0..connector.addresses.len() {
         let result = match connector.endpoint(index) {

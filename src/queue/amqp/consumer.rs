@@ -4,6 +4,7 @@ use super::{connect::Connector, convert, describe};
 use crate::{
     config::AmqpTarget,
     queue::{Acker, ConsumeError, Consumer, Delivery, Holding, Source},
+    telemetry::Metrics,
 };
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -22,8 +23,8 @@ pub struct AmqpSource {
 }
 
 impl AmqpSource {
-    pub fn new(target: AmqpTarget, queue: String) -> Self {
-        Self { connector: Connector::new(&target), queue }
+    pub fn new(target: AmqpTarget, queue: String, metrics: Metrics) -> Self {
+        Self { connector: Connector::new(&target, metrics), queue }
     }
 }
 

@@ -15,7 +15,9 @@ pub use publisher::AmqpPublisher;
 /// One connection to the first of `target`'s addresses that answers, with its TLS settings, for
 /// commands that talk to the broker directly. Errors name hosts, never URLs.
 pub async fn connect(target: &crate::config::AmqpTarget, role: &str) -> Result<lapin::Connection, String> {
-    connect::Connector::new(target).connect(role).await.map(|(connection, _)| connection)
+    // A command has no relay of its own to meter: its failures count in the process's recorder.
+    let connector = connect::Connector::new(target, crate::telemetry::Metrics::global());
+    connector.connect(role).await.map(|(connection, _)| connection)
 }
 
 /// A lapin error as a log line; lapin's messages name hosts and AMQP codes, never credentials.

@@ -81,6 +81,7 @@ pub struct AmqpPublisher {
 impl AmqpPublisher {
     /// Starts the supervisor; the publisher becomes ready once the broker answers.
     pub fn start(target: AmqpTarget, topology: Topology, metrics: Metrics, shutdown: CancellationToken) -> Self {
+        let connector = Connector::new(&target, metrics.clone());
         let shared = Arc::new(Shared {
             session: RwLock::new(None),
             connected: watch::Sender::new(false),
@@ -90,7 +91,7 @@ impl AmqpPublisher {
             topology,
             metrics,
         });
-        tokio::spawn(supervise(Connector::new(&target), shared.clone(), shutdown));
+        tokio::spawn(supervise(connector, shared.clone(), shutdown));
         Self { shared }
     }
 

@@ -1,7 +1,7 @@
 //! Append-only JSON Lines files, fsync'd after every line: `conversations.jsonl`, `dead.jsonl`.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{Read, Seek, SeekFrom, Write},
     path::Path,
     sync::Mutex,
@@ -13,7 +13,8 @@ pub struct JsonLines {
 
 impl JsonLines {
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+        let mut file = crate::owner_only::open_options().create(true).read(true).append(true).open(path)?;
+        crate::owner_only::restrict_if_present(path)?;
         // A crash mid-write can leave a last line without its newline; end it, so the next
         // record starts on a line of its own and only the torn one is unreadable.
         let length = file.metadata()?.len();

@@ -105,11 +105,13 @@ impl EmbeddedQueue {
             dir: dir.to_owned(),
             what: format!("cannot {action}: {detail}"),
         };
-        std::fs::create_dir_all(dir).map_err(|e| unusable("create it", e.to_string()))?;
-        let lock = std::fs::File::create(dir.join("lock")).map_err(|e| unusable("write in it", e.to_string()))?;
+        crate::owner_only::create_dir(dir).map_err(|e| unusable("create it owner-only", e.to_string()))?;
+        let lock =
+            crate::owner_only::open_file(&dir.join("lock")).map_err(|e| unusable("write in it", e.to_string()))?;
         if lock.try_lock().is_err() {
             return Err(OpenError::InUse { dir: dir.to_owned() });
         }
+        store::prepare(dir).map_err(|e| unusable("create the queue", e.to_string()))?;
         let store = Store::open(dir).map_err(|e| unusable("open the queue", e.to_string()))?;
         let open =
             |name: &str| JsonLines::open(&dir.join(name)).map_err(|e| unusable(&format!("open {name}"), e.to_string()));

@@ -68,11 +68,23 @@ pub struct Store {
 
 type StoreResult<T> = Result<T, rusqlite::Error>;
 
+/// The database file in the data directory; SQLite adds `-wal` and `-shm` beside it.
+pub const FILE: &str = "queue.sqlite3";
+
+/// Makes the database owner-only before SQLite opens it: SQLite gives its `-wal` and `-shm`
+/// files the database file's mode, and one written by an older version is restricted too.
+pub fn prepare(dir: &Path) -> std::io::Result<()> {
+    for suffix in ["-wal", "-shm"] {
+        crate::owner_only::restrict_if_present(&dir.join(format!("{FILE}{suffix}")))?;
+    }
+    crate::owner_only::open_file(&dir.join(FILE)).map(drop)
+}
+
 impl Store {
     /// Opens (or creates) `queue.sqlite3` in `dir`. Leases left by a process that died are
     /// released: in one process, nothing else can hold them.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        let connection = Connection::open(dir.join("queue.sqlite3"))?;
+        let connection = Connection::open(dir.join(FILE))?;
         // WAL: readers never block the writer. FULL: the WAL is fsync'd at every commit, which
         // is what makes a 204 durable across a power cut, not only a process crash.
         connection.pragma_update(None, "journal_mode", "WAL")?;

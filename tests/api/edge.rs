@@ -1,0 +1,159 @@
+//! The public edge (design §10) through the real server on real sockets: connection timeouts,
+//! duplicate deliveries, the unsigned timestamp. Attacks that need a process of their own (file
+//! descriptors, memory, logs) are in `edge_process.rs`.
+
+use std::time::Duration;
+
+use polyai_relay::{config::ConnectionLimits, signature::sign};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::Instant,
+};
+
+use crate::{
+    backend::{both_backends, Backend},
+    helpers::{completed, header, now, spawn_app_with, Options, TestApp, SECRET},
+};
+
+/// Every test here is over well within this; an old relay never closes the connection at all.
+const BOUND: Duration = Duration::from_secs(10);
+
+fn limits(header_timeout: Duration, idle_timeout: Duration) -> ConnectionLimits {
+    ConnectionLimits { header_timeout, idle_timeout, ..ConnectionLimits::default() }
+}
+
+async fn receiver_with(backend: Backend, limits: ConnectionLimits) -> TestApp {
+    spawn_app_with(Options { backend, worker: false, limits, ..Options::default() }).await
+}
+
+/// Reads until the server closes the connection; what it sent before that.
+async fn until_closed(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&received).into_owned(),
+            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+}
+
+both_backends! {
+    async fn a_silent_new_connection_is_closed_at_the_header_timeout(backend: Backend) {
+        let timeout = Duration::from_millis(300);
+        let app = receiver_with(backend, limits(timeout, Duration::from_secs(60))).await;
+        let mut stream = TcpStream::connect(app.address).await.unwrap();
+        let started = Instant::now();
+        tokio::time::timeout(BOUND, until_closed(&mut stream)).await.expect("closed by the relay");
+        assert!(started.elapsed() >= timeout, "closed after {:?}", started.elapsed());
+    }
+
+    async fn trickled_headers_are_cut_at_the_header_timeout(backend: Backend) {
+        let app = receiver_with(backend, limits(Duration::from_millis(500), Duration::from_secs(60))).await;
+        let stream = TcpStream::connect(app.address).await.unwrap();
+        let (mut reader, mut writer) = stream.into_split();
+        // One header byte every 50 ms: each byte is progress, none completes the head.
+        let trickle = tokio::spawn(async move {
+            writer.write_all(b"POST /polyai-events HTTP/1.1\r\nhost: relay\r\nx-slow: ").await?;
+            loop {
+                writer.write_all(b"a").await?;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), std::io::Error>(())
+        });
+        let mut buffer = [0u8; 1024];
+        let closed = tokio::time::timeout(BOUND, async {
+            while !matches!(reader.read(&mut buffer).await, Ok(0) | Err(_)) {}
+        })
+        .await;
+        trickle.abort();
+        assert!(closed.is_ok(), "a trickled head was still open after {BOUND:?}");
+    }
+
+    async fn an_idle_keep_alive_connection_closes_at_the_idle_timeout_not_the_header_timeout(backend: Backend) {
+        let (header_timeout, idle_timeout) = (Duration::from_millis(200), Duration::from_millis(1500));
+        let app = receiver_with(backend, limits(header_timeout, idle_timeout)).await;
+        let mut stream = TcpStream::connect(app.address).await.unwrap();
+        stream.write_all(b"GET /nope HTTP/1.1\r\nhost: relay\r\n\r\n").await.unwrap();
+        let mut buffer = [0u8; 1024];
+        let read = stream.read(&mut buffer).await.unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 404"));
+        let idle_since = Instant::now();
+        tokio::time::timeout(BOUND, until_closed(&mut stream)).await.expect("an idle connection is closed");
+        assert!(idle_since.elapsed() >= idle_timeout, "closed after {:?}", idle_since.elapsed());
+    }
+
+    async fn past_the_connection_cap_a_new_connection_waits_until_one_closes(backend: Backend) {
+        let limits = ConnectionLimits { max_connections: 2, header_timeout: Duration::from_secs(60), ..ConnectionLimits::default() };
+        let app = receiver_with(backend, limits).await;
+        // Two connections hold both places, each with an unfinished head.
+        let mut first = TcpStream::connect(app.address).await.unwrap();
+        first.write_all(b"GET /nope HTTP/1.1\r\n").await.unwrap();
+        let mut second = TcpStream::connect(app.address).await.unwrap();
+        second.write_all(b"GET /nope HTTP/1.1\r\n").await.unwrap();
+        // Both heads are being read (the second answers once completed, so it was accepted).
+        second.write_all(b"host: relay\r\n\r\n").await.unwrap();
+        let mut buffer = [0u8; 1024];
+        let read = tokio::time::timeout(BOUND, second.read(&mut buffer)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 404"));
+
+        let mut third = TcpStream::connect(app.address).await.unwrap();
+        third.write_all(b"GET /nope HTTP/1.1\r\nhost: relay\r\n\r\n").await.unwrap();
+        // A negative, so bounded by a short wait: the kernel holds it in the backlog, unanswered.
+        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buffer)).await;
+        assert!(early.is_err(), "a third connection was served past a cap of two");
+        drop(first);
+        let read = tokio::time::timeout(BOUND, third.read(&mut buffer)).await.expect("served once a place frees").unwrap();
+        assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 404"));
+    }
+
+    async fn a_replayed_delivery_under_a_new_event_id_is_answered_duplicate_and_not_enqueued(backend: Backend) {
+        let app = receiver_with(backend, ConnectionLimits::default()).await;
+        let body = completed("CA0d0p");
+        // A second ago, so that signing the same body now makes another delivery.
+        let ts = (now() - 1).to_string();
+        let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
+        let headers = |id| [("x-polyai-timestamp", ts.as_str()), ("x-polyai-signature", signature.as_str()), ("x-polyai-event-id", id)];
+        let first = app.post(&body, &headers("evt_original")).await;
+        assert_eq!(first.status(), 204);
+        assert!(first.headers().get("x-relay-outcome").is_none());
+        let replay = app.post(&body, &headers("evt_replayed")).await;
+        assert_eq!(replay.status(), 204);
+        assert_eq!(replay.headers()["x-relay-outcome"], "duplicate");
+        assert_eq!(app.metric(r#"relay_webhook_requests_total{outcome="duplicate"}"#).await, 1.0);
+        // The same event signed anew (another timestamp) is another delivery.
+        assert_eq!(app.post_signed(&body).await.status(), 204);
+        app.queue.wait_for_pending(2).await;
+        assert_eq!(app.queue.pending_ids().await.len(), 2, "{:?}", app.queue.pending_ids().await);
+    }
+
+    async fn under_the_body_scheme_the_same_body_is_a_duplicate_whatever_its_headers(backend: Backend) {
+        let app = receiver_with(backend, ConnectionLimits::default()).await;
+        let body = completed("CA0b0d");
+        let signature = sign(SECRET.as_bytes(), None, body.as_bytes());
+        let first = app.post(&body, &[("x-polyai-signature", &signature), ("x-polyai-event-id", "evt_a")]).await;
+        assert_eq!(first.status(), 204);
+        let copy = app
+            .post(&body, &[("x-polyai-signature", &signature.to_uppercase()), ("x-polyai-timestamp", "1"), ("x-polyai-event-id", "evt_b")])
+            .await;
+        assert_eq!(copy.status(), 204);
+        assert_eq!(copy.headers()["x-relay-outcome"], "duplicate");
+        app.queue.wait_for_pending(1).await;
+        assert_eq!(app.queue.pending_ids().await.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn an_unsigned_timestamp_is_not_forwarded_as_if_verified() {
+    let app = receiver_with(Backend::Amqp, ConnectionLimits::default()).await;
+    let body = completed("CA0ts0");
+    let signature = sign(SECRET.as_bytes(), None, body.as_bytes());
+    // The body scheme signs the body alone: this timestamp is anyone's.
+    let response = app.post(&body, &[("x-polyai-signature", &signature), ("x-polyai-timestamp", "1234567890")]).await;
+    assert_eq!(response.status(), 204);
+    let delivery = app.queue.broker().next_message(&app.queue.broker().topology.enrich_queue).await;
+    assert_eq!(header(&delivery, "x-relay-signature-scheme").as_deref(), Some("body"));
+    assert_eq!(header(&delivery, "x-polyai-timestamp"), None);
+}

@@ -1,0 +1,217 @@
+//! Attacks on the public edge (design §10) against the real binary, which has its own file
+//! descriptors, memory, metrics and logs to measure: a connection flood past the fd limit,
+//! oversized headers (RSS read from /proc), unsigned bodies that never arrive, forged log lines.
+//! Each is bounded in connections and time.
+
+use std::{os::unix::fs::PermissionsExt, process::Stdio, time::Duration};
+
+use futures_util::future::join_all;
+use polyai_relay::signature::sign;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    process::Command,
+};
+
+use crate::{
+    backend::{Backend, TempDir, TestQueue},
+    config::fails_naming,
+    fake_polyai::FakePolyai,
+    helpers::{now, post_event, SECRET},
+    process::{RelayProcess, BINARY},
+};
+
+/// `polyai-relay serve` on the embedded queue, with `env` on top.
+async fn serve(queue: &TestQueue, env: &[(&str, &str)]) -> RelayProcess {
+    serve_command(relay_in_shell(None), queue, env).await
+}
+
+/// The binary through `sh`, so that `ulimit -n` can lower its file-descriptor limit first.
+fn relay_in_shell(max_files: Option<u32>) -> Command {
+    let limit = max_files.map(|n| format!("ulimit -n {n} && ")).unwrap_or_default();
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", &format!("{limit}exec \"$0\" serve"), BINARY])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn serve_command(command: Command, queue: &TestQueue, env: &[(&str, &str)]) -> RelayProcess {
+    let mut all: Vec<(String, String)> = queue.env();
+    all.push(("POLYAI_WEBHOOK_SECRET".into(), SECRET.into()));
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let relay = RelayProcess::spawn_command(command, &pairs).await;
+    relay.wait_ready().await;
+    relay
+}
+
+/// A `/proc/{pid}/status` field in kB (VmRSS: resident now; VmHWM: the most it ever was).
+fn memory_kb(relay: &RelayProcess, field: &str) -> u64 {
+    let pid = relay.child.id().expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field}"));
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap()
+}
+
+async fn metrics(relay: &RelayProcess) -> String {
+    reqwest::get(relay.admin_url("/metrics")).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_connection_flood_past_the_fd_limit_leaves_signed_webhooks_answered() {
+    let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
+    let env = [("RELAY_MAX_CONNECTIONS", "64"), ("RELAY_HEADER_TIMEOUT", "1s")];
+    let relay = serve_command(relay_in_shell(Some(256)), &queue, &env).await;
+    // More silent connections than the process has file descriptors. A dropped SYN makes a
+    // connect wait for the kernel's retry: such a connect is given up, and the flood goes on.
+    let mut flood = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while flood.len() < 400 && tokio::time::Instant::now() < deadline {
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(relay.address)).await
+        {
+            flood.push(stream);
+        }
+    }
+    assert!(flood.len() > 256, "only {} connections", flood.len());
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let (_, status) = post_event(&http, &relay.url("/polyai-events"), "evt-flood".into()).await;
+    assert_eq!(status, Some(204), "{}", relay.logs());
+    let health = reqwest::get(relay.admin_url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    drop(flood);
+}
+
+#[tokio::test]
+async fn a_flood_of_oversized_headers_is_refused_within_a_memory_bound() {
+    let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
+    let relay = serve(&queue, &[]).await;
+    let baseline = memory_kb(&relay, "VmRSS:");
+    // 200 connections, each 300 KiB of a head that never ends (an old relay buffered ~400 KB each).
+    let attack = join_all((0..200).map(|_| async {
+        let mut stream = TcpStream::connect(relay.address).await.unwrap();
+        let head = format!("POST /polyai-events HTTP/1.1\r\nhost: relay\r\nx-filler: {}", "a".repeat(300 << 10));
+        // The relay answers 431 and closes after 64 KiB: the rest of the write may fail.
+        let _ = stream.write_all(head.as_bytes()).await;
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+        String::from_utf8_lossy(&answer).lines().next().unwrap_or_default().to_owned()
+    }));
+    let answers = tokio::time::timeout(Duration::from_secs(20), attack).await.expect("every connection is closed");
+    assert!(answers.iter().all(|a| a.contains("431")), "{:?}", &answers[..3]);
+    let peak = memory_kb(&relay, "VmHWM:");
+    assert!(peak < baseline + 32 * 1024, "RSS peaked at {peak} kB from {baseline} kB");
+}
+
+#[tokio::test]
+async fn unsigned_bodies_that_never_arrive_take_no_capacity_from_signed_webhooks() {
+    let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
+    let relay = serve(&queue, &[("RELAY_MAX_IN_FLIGHT", "2")]).await;
+    // Ten times the in-flight limit in requests that announce a body and never send it.
+    let mut holders = Vec::new();
+    for _ in 0..20 {
+        let mut holder = TcpStream::connect(relay.address).await.unwrap();
+        holder.write_all(b"POST /polyai-events HTTP/1.1\r\nhost: relay\r\ncontent-length: 100\r\n\r\n{").await.unwrap();
+        holders.push(holder);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !metrics(&relay).await.contains("relay_webhook_bodies_reading 20") {
+        assert!(tokio::time::Instant::now() < deadline, "{}", metrics(&relay).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let http = reqwest::Client::new();
+    for i in 0..5 {
+        let (_, status) = post_event(&http, &relay.url("/polyai-events"), format!("evt-signed-{i}")).await;
+        assert_eq!(status, Some(204), "signed webhook {i} while unsigned bodies hang");
+    }
+    drop(holders);
+}
+
+/// A signed event whose type carries a newline, a forged log line and a screen-clearing code.
+async fn post_forged_type(relay: &RelayProcess) {
+    let forged = "conversation.forged\n2026-01-01T00:00:00.000000Z ERROR forged: line\u{1b}[2J";
+    let body = serde_json::json!({"type": forged, "data": {"conversation_id": "CA1"}}).to_string();
+    let ts = now().to_string();
+    let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
+    let response = reqwest::Client::new()
+        .post(relay.url("/polyai-events"))
+        .header("x-polyai-timestamp", &ts)
+        .header("x-polyai-signature", &signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+}
+
+async fn wait_for_log(relay: &RelayProcess, text: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = relay.logs();
+        if logs.contains(text) {
+            return logs;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no `{text}` in:\n{logs}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn request_fields_cannot_forge_log_lines_in_either_format() {
+    for format in ["pretty", "json"] {
+        let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
+        let polyai = FakePolyai::start().await;
+        let env = queue.relay_env(&polyai.base_url, &[("RELAY_LOG_FORMAT", format), ("RELAY_EVENTS", "*")]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let relay = RelayProcess::spawn(&["run"], &env).await;
+        relay.wait_ready().await;
+        post_forged_type(&relay).await;
+        // The worker logs the event type of what it enriched.
+        let logs = wait_for_log(&relay, "event enriched").await;
+        for line in logs.lines() {
+            assert!(!line.starts_with("2026-01-01T00:00:00"), "{format}: a forged line: {line:?}");
+            assert!(!line.contains("\u{1b}[2J"), "{format}: a raw escape code: {line:?}");
+            if format == "json" {
+                assert!(serde_json::from_str::<serde_json::Value>(line).is_ok(), "not one JSON object: {line:?}");
+            }
+        }
+        let enriched = logs.lines().find(|l| l.contains("event enriched")).unwrap();
+        assert!(enriched.contains("conversation.forged\\n2026"), "{format}: escaped in place: {enriched}");
+    }
+}
+
+#[tokio::test]
+async fn yes_no_settings_take_1_0_yes_no_on_off() {
+    let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
+    let polyai = FakePolyai::start().await;
+    let env = queue.relay_env(&polyai.base_url, &[("RELAY_FETCH_AUDIO", "1"), ("RELAY_AUDIO_REDACTED", "Off")]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut relay = RelayProcess::spawn(&["run"], &env).await;
+    relay.wait_ready().await;
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
+    let mut bad = env.clone();
+    bad.push(("RELAY_FETCH_AUDIO", "maybe"));
+    fails_naming(&["run"], &bad, &["RELAY_FETCH_AUDIO", "maybe", "yes/no"]).await;
+}
+
+#[tokio::test]
+async fn a_data_directory_the_relay_creates_is_owner_only() {
+    let parent = TempDir::new();
+    let data = parent.0.join("relay/data");
+    let data_dir = data.display().to_string();
+    let env = [("POLYAI_WEBHOOK_SECRET", SECRET), ("RELAY_DATA_DIR", data_dir.as_str())];
+    let mut relay = RelayProcess::spawn(&["serve"], &env).await;
+    relay.wait_ready().await;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&parent.0.join("relay")), mode(&data)), (0o700, 0o700));
+    assert_eq!(mode(&data.join("queue.sqlite3")), 0o600);
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
+}
