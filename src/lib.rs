@@ -4,6 +4,7 @@ pub mod app;
 pub mod backfill;
 pub mod cli;
 pub mod config;
+pub mod dead;
 pub mod event;
 pub mod listener;
 pub mod log_escape;

@@ -2,6 +2,7 @@
 
 mod backfill;
 mod check;
+mod dead;
 mod demo;
 mod healthcheck;
 mod mock_api;
@@ -41,6 +42,8 @@ pub enum Command {
     Work(run::WorkArgs),
     /// Publish the finished conversations of a time window as enriched records (resumable).
     Backfill(backfill::BackfillArgs),
+    /// Dead letters: `list` them without removing any, `replay` them into the worker's queue.
+    Dead(dead::DeadArgs),
     /// Check the configuration, the broker and the API key; print what to fix.
     Check(check::CheckArgs),
     /// Register the webhook endpoint with PolyAI (prints the signing secret once); --list, --rotate ID.
@@ -78,6 +81,7 @@ impl Cli {
             Command::Send(args) => args.execute().await,
             Command::Backfill(args) => args.execute().await,
             Command::Check(args) => args.execute().await,
+            Command::Dead(args) => args.execute().await,
             Command::Register(args) => args.execute().await,
             Command::MockApi(args) => args.execute().await,
             Command::Demo(args) => args.execute().await,

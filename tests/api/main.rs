@@ -9,6 +9,7 @@ mod broker;
 mod commands;
 mod config;
 mod crash;
+mod dead;
 mod demo;
 mod deploy;
 mod edge;

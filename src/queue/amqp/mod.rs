@@ -3,7 +3,7 @@
 
 mod connect;
 mod consumer;
-mod convert;
+pub(crate) mod convert;
 mod publisher;
 mod tls;
 pub mod topology;
@@ -19,6 +19,6 @@ pub async fn connect(target: &crate::config::AmqpTarget, role: &str) -> Result<l
 }
 
 /// A lapin error as a log line; lapin's messages name hosts and AMQP codes, never credentials.
-fn describe(error: &lapin::Error) -> String {
+pub(crate) fn describe(error: &lapin::Error) -> String {
     error.to_string()
 }

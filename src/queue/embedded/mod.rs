@@ -5,6 +5,7 @@
 //! fsync'd before it is reported done, so a crash loses nothing that was answered 204.
 //! For one small deployment and for trying the relay; RabbitMQ is the production path.
 
+mod dead;
 mod jsonl;
 pub(crate) mod store;
 
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use serde_json::{json, value::RawValue};
 use tokio::sync::Notify;
 
+pub use self::dead::DeadLine;
 use self::{jsonl::JsonLines, store::Store};
 use super::{headers, Acker, ConsumeError, Consumer, Delivery, Destination, Message, PublishError, Publisher, Source};
 
@@ -139,6 +141,10 @@ fn dead_letter_line(message: &Message) -> Vec<u8> {
         "event_type": message.event_type,
         "error": message.header(headers::ERROR),
         "attempts": message.attempts(),
+        // When it died: the worker's own record of it, else now (the crash-loop backstop).
+        "dead_at": message.header(headers::DEAD_AT).map(str::to_owned).unwrap_or_else(|| {
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+        }),
         "headers": message.headers,
         "event": event,
         "event_text": if event.is_none() { Some(String::from_utf8_lossy(&message.body)) } else { None },
