@@ -14,6 +14,7 @@ pub mod owner_only;
 pub mod polyai;
 pub mod queue;
 pub mod receiver;
+pub mod reconcile;
 pub mod sender;
 pub mod shutdown;
 pub mod signature;

@@ -6,6 +6,7 @@ mod dead;
 mod demo;
 mod healthcheck;
 mod mock_api;
+mod reconcile;
 mod register;
 mod run;
 mod send;
@@ -44,6 +45,8 @@ pub enum Command {
     Backfill(backfill::BackfillArgs),
     /// Dead letters: `list` them without removing any, `replay` them into the worker's queue.
     Dead(dead::DeadArgs),
+    /// Put every finished call of a window that no webhook delivered into the worker's queue, once.
+    Reconcile(reconcile::ReconcileArgs),
     /// Check the configuration, the broker and the API key; print what to fix.
     Check(check::CheckArgs),
     /// Register the webhook endpoint with PolyAI (prints the signing secret once); --list, --rotate ID.
@@ -82,6 +85,7 @@ impl Cli {
             Command::Backfill(args) => args.execute().await,
             Command::Check(args) => args.execute().await,
             Command::Dead(args) => args.execute().await,
+            Command::Reconcile(args) => args.execute().await,
             Command::Register(args) => args.execute().await,
             Command::MockApi(args) => args.execute().await,
             Command::Demo(args) => args.execute().await,

@@ -4,6 +4,7 @@
 mod connect;
 mod consumer;
 pub(crate) mod convert;
+pub mod log;
 mod publisher;
 mod tls;
 pub mod topology;

@@ -25,7 +25,9 @@ use tokio::sync::Notify;
 
 pub use self::dead::DeadLine;
 use self::{jsonl::JsonLines, store::Store};
-use super::{headers, Acker, ConsumeError, Consumer, Delivery, Destination, Message, PublishError, Publisher, Source};
+use super::{
+    headers, ledger, Acker, ConsumeError, Consumer, Delivery, Destination, Message, PublishError, Publisher, Source,
+};
 
 /// The files the embedded queue writes, relative to `RELAY_DATA_DIR`.
 pub const CONVERSATIONS_FILE: &str = "conversations.jsonl";
@@ -103,6 +105,19 @@ impl EmbeddedQueue {
         Ok(tokio::task::spawn_blocking(move || shared.store.len()).await??)
     }
 
+    /// Conversations the relay knows (an event accepted or a record published) since `since`,
+    /// forgetting those not seen within `retention`.
+    pub async fn known_conversations(&self, since: SystemTime, retention: Duration) -> anyhow::Result<HashSet<String>> {
+        let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
+        let (since, horizon) = (millis(since), now_ms() - retention.as_millis() as i64);
+        let shared = self.shared.clone();
+        let known = tokio::task::spawn_blocking(move || {
+            shared.store.forget_known_before(horizon)?;
+            shared.store.known_since(since)
+        });
+        Ok(known.await??)
+    }
+
     /// Counts the messages in the queue in `dir` without taking it over (the queue may belong
     /// to a running relay).
     pub fn count_in(dir: &Path) -> anyhow::Result<u64> {
@@ -162,13 +177,30 @@ impl Publisher for EmbeddedQueue {
                     _ => Duration::ZERO,
                 };
                 let due = now_ms() + delay.as_millis() as i64;
-                self.blocking(move |shared| shared.store.insert(&message, due).map_err(io_error)).await?;
+                // A new event (not a retry) makes its conversation known to reconciliation.
+                let known = matches!(to, Destination::Events).then(|| ledger::conversation_of(&message.body)).flatten();
+                self.blocking(move |shared| {
+                    shared.store.insert(&message, due).map_err(io_error)?;
+                    match known {
+                        Some(id) => shared.store.note_known(&id, now_ms()).map_err(io_error),
+                        None => Ok(()),
+                    }
+                })
+                .await?;
                 self.shared.arrived.notify_waiters();
                 Ok(())
             }
             Destination::Conversations => {
                 // The record body is compact JSON: one line.
-                self.blocking(move |shared| shared.conversations.append(&message.body)).await
+                let known = ledger::conversation_of(&message.body);
+                self.blocking(move |shared| {
+                    shared.conversations.append(&message.body)?;
+                    match known {
+                        Some(id) => shared.store.note_known(&id, now_ms()).map_err(io_error),
+                        None => Ok(()),
+                    }
+                })
+                .await
             }
             Destination::Dead => self.blocking(move |shared| shared.dead.append(&dead_letter_line(&message))).await,
         }
