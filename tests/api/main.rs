@@ -28,6 +28,7 @@ mod process;
 mod proxy;
 mod receiver;
 mod receiver_amqp;
+mod reconcile;
 mod secrets;
 mod send;
 mod shutdown;
