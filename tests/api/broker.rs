@@ -71,6 +71,7 @@ impl TestBroker {
             ("RELAY_DEAD_EXCHANGE", t.dead_exchange.clone()),
             ("RELAY_DEAD_QUEUE", t.dead_queue.clone()),
             ("RELAY_CONVERSATIONS_LOG", t.conversations_log.clone().unwrap_or_default()),
+            ("RELAY_LOG_RETENTION", format!("{}s", t.log_retention.as_secs())),
         ]
     }
 

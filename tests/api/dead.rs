@@ -191,4 +191,30 @@ both_backends! {
         let all: HashSet<String> = ids.iter().cloned().collect();
         assert_eq!(everywhere, all, "every dead letter is in the worker's queue or still dead");
     }
+
+    async fn a_dry_run_replay_counts_and_moves_nothing(backend: Backend) {
+        let queue = TestQueue::new(backend, types()).await;
+        let ids: Vec<String> = (0..3).map(|i| format!("evt-dry{i}")).collect();
+        seed_dead_letters(&queue, &ids).await;
+        let stdout = dead(&queue, &["replay", "--id", "evt-dry1", "--dry-run"]).await;
+        assert!(stdout.contains("would replay 1, left 3"), "{stdout}");
+        assert_eq!(queue.dead_count().await, 3);
+        assert_eq!(queue.pending().await, 0);
+    }
+
+}
+
+#[tokio::test]
+async fn an_embedded_replay_refuses_while_the_relay_owns_the_queue() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, types()).await;
+    seed_dead_letters(&queue, &["evt-busy".to_owned()]).await;
+    let polyai = FakePolyai::start().await;
+    let env = queue.relay_env(&polyai.base_url, &[]);
+    let relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["dead", "replay", "--all"], &as_refs(&queue.env())).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    // Listing works beside it, and the dead letter is still there.
+    assert!(dead(&queue, &["list"]).await.contains("evt-busy"));
+    drop(relay);
 }

@@ -190,6 +190,19 @@ both_backends! {
         ids.sort();
         assert_eq!(ids, ["reconcile:CAloop1", "reconcile:CAloop2"], "each once");
     }
+
+    async fn a_dry_run_lists_the_missing_calls_and_puts_nothing_in_the_queue(backend: Backend) {
+        let queue = TestQueue::new(backend, types()).await;
+        let polyai = FakePolyai::start().await;
+        polyai.script_list([missing_calls()]);
+        let env = queue.relay_env(&polyai.base_url, &[]);
+        let (code, stdout, stderr) =
+            run_to_exit_with_stdout(&["reconcile", "--since", "24h", "--dry-run"], &as_refs(&env)).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.contains("would reconcile CAloop1") && stdout.contains("would reconcile 2,"), "{stdout}");
+        assert_eq!(queue.pending().await, 0);
+    }
+
 }
 
 #[tokio::test]
@@ -210,4 +223,30 @@ async fn two_workers_reconciling_publish_each_missing_call_once() {
     let mut ids: Vec<String> = records(&queue).await.into_iter().map(|(id, _)| id).collect();
     ids.sort();
     assert_eq!(ids, ["reconcile:CAloop1", "reconcile:CAloop2"], "each once");
+}
+
+#[tokio::test]
+async fn a_one_shot_reconcile_refuses_to_run_beside_a_reconciling_worker() {
+    let queue = TestQueue::new(crate::backend::Backend::Amqp, types()).await;
+    let polyai = FakePolyai::start().await;
+    polyai.probe_answers(page(vec![], None));
+    let env = queue.relay_env(&polyai.base_url, &[("RELAY_RECONCILE_EVERY", "100ms")]);
+    let worker = RelayProcess::spawn(&["work"], &as_refs(&env)).await;
+    // The worker has made a pass, so it holds the lock.
+    wait_for_lists(&polyai, 1).await;
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("another reconciler is running"), "{stderr}");
+    stop(worker).await;
+}
+
+#[tokio::test]
+async fn reconcile_needs_the_conversations_log() {
+    let queue = TestQueue::new(crate::backend::Backend::Amqp, types()).await;
+    let polyai = FakePolyai::start().await;
+    let env = queue.relay_env(&polyai.base_url, &[("RELAY_CONVERSATIONS_LOG", "off")]);
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("RELAY_CONVERSATIONS_LOG is off"), "{stderr}");
+    assert!(polyai.list_requests().is_empty());
 }
