@@ -20,20 +20,16 @@ pub struct ReconcileSettings {
     pub client_env: String,
 }
 
-/// `off` (or nothing) turns the loop off; otherwise a duration.
-fn every(text: &str) -> Result<Option<Duration>, String> {
-    match text.trim() {
-        "" | "off" | "false" | "0" => Ok(None),
-        other => duration("RELAY_RECONCILE_EVERY")(other).map(Some),
-    }
-}
-
 /// The wrapper clap needs so that `Option<Duration>` is one value that may say `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Every(pub Option<Duration>);
 
+/// `off` (or nothing) turns the loop off; otherwise a duration.
 fn every_value(text: &str) -> Result<Every, String> {
-    every(text).map(Every)
+    match text.trim() {
+        "" | "off" | "false" => Ok(Every(None)),
+        other => duration("RELAY_RECONCILE_EVERY")(other).map(|d| Every(Some(d))),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -67,5 +63,38 @@ impl ReconcileArgs {
             settle: self.reconcile_settle,
             client_env: self.reconcile_env.clone(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        reconcile: ReconcileArgs,
+    }
+
+    fn settings(args: &[&str]) -> Result<Option<ReconcileSettings>, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("relay").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        cli.reconcile.settings().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reconciliation_is_off_unless_an_interval_is_given() {
+        assert!(settings(&[]).unwrap().is_none());
+        assert!(settings(&["--reconcile-every", "off"]).unwrap().is_none());
+        let on = settings(&["--reconcile-every", "15m"]).unwrap().unwrap();
+        assert_eq!(
+            (on.every, on.window, on.settle),
+            (Duration::from_secs(900), Duration::from_secs(86_400), Duration::from_secs(600))
+        );
+        assert!(settings(&["--reconcile-every", "15"]).unwrap_err().contains("RELAY_RECONCILE_EVERY"));
+        let short = settings(&["--reconcile-every", "1m", "--reconcile-window", "5m"]).unwrap_err();
+        assert!(short.contains("RELAY_RECONCILE_WINDOW"), "{short}");
     }
 }

@@ -117,3 +117,25 @@ impl Pages {
         Ok(Some(page.conversations.into_iter().map(Call::from_summary).collect()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::value::RawValue;
+
+    use super::*;
+
+    fn call(json: &str) -> Call {
+        let raw = RawValue::from_string(json.to_owned()).unwrap();
+        Call::from_summary(Summary { id: "CA1".into(), in_progress: false, raw })
+    }
+
+    #[test]
+    fn a_call_is_finished_at_its_start_plus_its_total_duration() {
+        let c = call(r#"{"started_at":"2026-11-20T09:14:03Z","total_duration":74,"environment":"live"}"#);
+        let expected = OffsetDateTime::parse("2026-11-20T09:15:17Z", &Rfc3339).unwrap();
+        assert_eq!(c.finished_at(), Some(expected));
+        assert_eq!(c.environment.as_deref(), Some("live"));
+        assert_eq!(call(r#"{"total_duration":74}"#).finished_at(), None);
+        assert_eq!(call(r#"{"started_at":"yesterday","total_duration":74}"#).finished_at(), None);
+    }
+}

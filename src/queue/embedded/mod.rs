@@ -7,6 +7,7 @@
 
 mod dead;
 mod jsonl;
+mod known;
 pub(crate) mod store;
 
 use std::{
@@ -49,6 +50,16 @@ struct Shared {
     healthy: AtomicBool,
     delivery_limit: u32,
     dir: PathBuf,
+}
+
+impl Shared {
+    /// Records in the ledger that the relay knows this conversation (reconciliation reads it).
+    fn note_known(&self, conversation_id: Option<String>) -> std::io::Result<()> {
+        match conversation_id {
+            Some(id) => self.store.note_known(&id, now_ms()).map_err(io_error),
+            None => Ok(()),
+        }
+    }
 }
 
 /// [`Publisher`] and [`Source`] on local storage. Cheap to clone.
@@ -103,19 +114,6 @@ impl EmbeddedQueue {
     pub async fn pending(&self) -> anyhow::Result<u64> {
         let shared = self.shared.clone();
         Ok(tokio::task::spawn_blocking(move || shared.store.len()).await??)
-    }
-
-    /// Conversations the relay knows (an event accepted or a record published) since `since`,
-    /// forgetting those not seen within `retention`.
-    pub async fn known_conversations(&self, since: SystemTime, retention: Duration) -> anyhow::Result<HashSet<String>> {
-        let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default();
-        let (since, horizon) = (millis(since), now_ms() - retention.as_millis() as i64);
-        let shared = self.shared.clone();
-        let known = tokio::task::spawn_blocking(move || {
-            shared.store.forget_known_before(horizon)?;
-            shared.store.known_since(since)
-        });
-        Ok(known.await??)
     }
 
     /// Counts the messages in the queue in `dir` without taking it over (the queue may belong
@@ -181,10 +179,7 @@ impl Publisher for EmbeddedQueue {
                 let known = matches!(to, Destination::Events).then(|| ledger::conversation_of(&message.body)).flatten();
                 self.blocking(move |shared| {
                     shared.store.insert(&message, due).map_err(io_error)?;
-                    match known {
-                        Some(id) => shared.store.note_known(&id, now_ms()).map_err(io_error),
-                        None => Ok(()),
-                    }
+                    shared.note_known(known)
                 })
                 .await?;
                 self.shared.arrived.notify_waiters();
@@ -195,10 +190,7 @@ impl Publisher for EmbeddedQueue {
                 let known = ledger::conversation_of(&message.body);
                 self.blocking(move |shared| {
                     shared.conversations.append(&message.body)?;
-                    match known {
-                        Some(id) => shared.store.note_known(&id, now_ms()).map_err(io_error),
-                        None => Ok(()),
-                    }
+                    shared.note_known(known)
                 })
                 .await
             }
