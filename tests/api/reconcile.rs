@@ -178,6 +178,19 @@ both_backends! {
         let relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
         wait_for_lists(&polyai, 3).await;
         queue.wait_for_pending(0).await;
+
+        // A webhook arrives for another call, which the list then shows too: the passes that
+        // follow (reading only what the log gained since) know it.
+        let http = reqwest::Client::new();
+        assert_eq!(post_event(&http, &relay.url("/polyai-events"), "evt-hook".into()).await.1, Some(204));
+        polyai.wait_for_requests(polyai.requests().len() + 1).await;
+        let mut calls = vec![call("CAevt-hook", hours(1), 60, "live", false)];
+        if let Reply::Json(listed) = missing_calls() {
+            calls.extend(listed["conversations"].as_array().unwrap().iter().cloned());
+        }
+        polyai.probe_answers(page(calls, None));
+        wait_for_lists(&polyai, polyai.list_requests().len() + 3).await;
+        queue.wait_for_pending(0).await;
         stop(relay).await;
         let before = polyai.list_requests().len();
 
@@ -188,7 +201,7 @@ both_backends! {
         assert_eq!(queue.pending().await, 0);
         let mut ids: Vec<String> = records(&queue).await.into_iter().map(|(id, _)| id).collect();
         ids.sort();
-        assert_eq!(ids, ["reconcile:CAloop1", "reconcile:CAloop2"], "each once");
+        assert_eq!(ids, ["evt-hook", "reconcile:CAloop1", "reconcile:CAloop2"], "each once");
     }
 
     async fn a_dry_run_lists_the_missing_calls_and_puts_nothing_in_the_queue(backend: Backend) {
