@@ -1,7 +1,7 @@
 //! Reconciliation inside `work` and `run` (`RELAY_RECONCILE_EVERY`): a pass over the last
 //! `RELAY_RECONCILE_WINDOW`, leaving calls that finished within `RELAY_RECONCILE_SETTLE` to
-//! their webhook, then a wait. Nothing is kept in memory between passes: what was reconciled is
-//! in the ledger, so a restart publishes nothing twice.
+//! their webhook, then a wait. What was reconciled is in the ledger itself (memory only saves
+//! re-reading it), so a restart publishes nothing twice.
 
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
