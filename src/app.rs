@@ -65,6 +65,7 @@ impl Backend {
             }
             None => {
                 let queue = EmbeddedQueue::open(&broker.data_dir, topology.delivery_limit)?;
+                queue.set_ledger_retention(topology.log_retention);
                 tracing::info!(
                     data_dir = %broker.data_dir.display(),
                     "AMQP_URL is not set: using the embedded queue (one process, records in conversations.jsonl); set AMQP_URL for RabbitMQ in production"

@@ -11,12 +11,13 @@ use crate::queue::{embedded::EmbeddedQueue, Destination, Message, Publisher};
 
 pub struct EmbeddedLedger {
     queue: EmbeddedQueue,
-    retention: Duration,
 }
 
 impl EmbeddedLedger {
+    /// `retention`: how long the ledger remembers a conversation (`RELAY_LOG_RETENTION`).
     pub fn new(queue: EmbeddedQueue, retention: Duration) -> Self {
-        Self { queue, retention }
+        queue.set_ledger_retention(retention);
+        Self { queue }
     }
 }
 
@@ -24,10 +25,7 @@ impl EmbeddedLedger {
 impl Ledger for EmbeddedLedger {
     async fn known(&self, since: OffsetDateTime) -> Result<HashSet<String>, ReconcileError> {
         let since = std::time::SystemTime::from(since);
-        self.queue
-            .known_conversations(since, self.retention)
-            .await
-            .map_err(|e| ReconcileError::Ledger(format!("{e:#}")))
+        self.queue.known_conversations(since).await.map_err(|e| ReconcileError::Ledger(format!("{e:#}")))
     }
 
     async fn submit(&self, event: Message) -> Result<(), ReconcileError> {

@@ -34,6 +34,11 @@ use super::{
 pub const CONVERSATIONS_FILE: &str = "conversations.jsonl";
 pub const DEAD_FILE: &str = "dead.jsonl";
 
+/// How long the ledger remembers a conversation unless told otherwise (`RELAY_LOG_RETENTION`'s default).
+const DEFAULT_LEDGER_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// Ledger writes between two prunings of it.
+const LEDGER_PRUNE_EVERY: u64 = 1000;
+
 /// Longest a waiting consumer sleeps without looking: a safety net, not the wake-up path.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
@@ -50,15 +55,23 @@ struct Shared {
     healthy: AtomicBool,
     delivery_limit: u32,
     dir: PathBuf,
+    /// How long the ledger remembers a conversation (`RELAY_LOG_RETENTION`), in milliseconds.
+    ledger_retention_ms: std::sync::atomic::AtomicI64,
+    /// Ledger writes so far: every [`LEDGER_PRUNE_EVERY`]th also forgets what is past retention,
+    /// so the table stays bounded whether or not anything reconciles.
+    ledger_writes: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
     /// Records in the ledger that the relay knows this conversation (reconciliation reads it).
     fn note_known(&self, conversation_id: Option<String>) -> std::io::Result<()> {
-        match conversation_id {
-            Some(id) => self.store.note_known(&id, now_ms()).map_err(io_error),
-            None => Ok(()),
+        let Some(id) = conversation_id else { return Ok(()) };
+        self.store.note_known(&id, now_ms()).map_err(io_error)?;
+        if self.ledger_writes.fetch_add(1, Ordering::Relaxed) % LEDGER_PRUNE_EVERY == LEDGER_PRUNE_EVERY - 1 {
+            let horizon = now_ms() - self.ledger_retention_ms.load(Ordering::Relaxed);
+            self.store.forget_known_before(horizon).map_err(io_error)?;
         }
+        Ok(())
     }
 }
 
@@ -102,6 +115,8 @@ impl EmbeddedQueue {
                 healthy: AtomicBool::new(true),
                 delivery_limit: delivery_limit.max(1),
                 dir: dir.to_owned(),
+                ledger_retention_ms: std::sync::atomic::AtomicI64::new(DEFAULT_LEDGER_RETENTION.as_millis() as i64),
+                ledger_writes: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }

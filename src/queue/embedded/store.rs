@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS ledger (
     conversation_id TEXT    PRIMARY KEY,
     seen_at         INTEGER NOT NULL   -- Unix milliseconds, last seen; old entries are pruned
 );
+CREATE INDEX IF NOT EXISTS ledger_seen ON ledger (seen_at);
 ";
 
 /// The bytes a message takes in the store: body, ids and headers as written. [`Store::stored_bytes`]
