@@ -49,7 +49,7 @@ impl DeadArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
         let broker = self.broker.settings()?;
         let store: Box<dyn DeadLetters> = match &broker.amqp_url {
-            Some(url) => Box::new(AmqpDeadLetters::open(url, broker.topology.clone()).await.context("AMQP_URL")?),
+            Some(target) => Box::new(AmqpDeadLetters::open(target, broker.topology.clone()).await.context("AMQP_URL")?),
             None => Box::new(EmbeddedDeadLetters::new(broker.data_dir.clone(), broker.topology.delivery_limit)),
         };
         let result = self.command.run(store.as_ref()).await;

@@ -17,7 +17,7 @@
 
 use async_trait::async_trait;
 use lapin::{
-    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
     BasicProperties, Channel, Confirmation, Connection,
 };
@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::{replayed, DeadError, DeadLetter, DeadLetters, ReplayProgress, ReplayRequest, ReplaySummary};
 use crate::{
     config::{AmqpTarget, Topology},
-    queue::amqp::{connect, convert, describe, topology},
+    queue::amqp::{convert, describe, session},
 };
 
 /// `polyai.dead` and the worker's queue on a confirm-mode channel of their own.
@@ -51,11 +51,8 @@ enum Action {
 
 impl AmqpDeadLetters {
     pub async fn open(target: &AmqpTarget, topology: Topology) -> Result<Self, DeadError> {
-        let connection = connect(target, "dead letters").await.map_err(DeadError::Broker)?;
-        // Declared as the relay declares it, so a first run on a new broker finds the queues.
-        topology::declare(&connection, &topology).await.map_err(broker)?;
-        let channel = connection.create_channel().await.map_err(broker)?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(broker)?;
+        let (connection, channel) =
+            session::open_confirmed(target, &topology, "dead letters").await.map_err(DeadError::Broker)?;
         Ok(Self { connection, channel, topology })
     }
 

@@ -18,10 +18,7 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::{
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-        QueueDeclareOptions,
-    },
+    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
     Channel, Confirmation, Connection,
 };
@@ -32,7 +29,7 @@ use super::{Ledger, ReconcileError};
 use crate::{
     config::{AmqpTarget, Topology},
     queue::{
-        amqp::{connect, convert, describe, topology},
+        amqp::{convert, describe, session},
         ledger::conversation_of,
         Message,
     },
@@ -76,10 +73,8 @@ impl AmqpLedger {
                 "RELAY_CONVERSATIONS_LOG is off: reconciliation reads that stream to know which calls arrived".into(),
             ));
         };
-        let connection = connect(target, "reconciler").await.map_err(ReconcileError::Ledger)?;
-        topology::declare(&connection, &topology).await.map_err(broker)?;
-        let channel = connection.create_channel().await.map_err(broker)?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(broker)?;
+        let (connection, channel) =
+            session::open_confirmed(target, &topology, "reconciler").await.map_err(ReconcileError::Ledger)?;
         Ok(Self { connection, channel, lock: Mutex::new(None), seen: Mutex::new(None), topology, log })
     }
 

@@ -6,6 +6,7 @@ mod consumer;
 pub(crate) mod convert;
 pub mod log;
 mod publisher;
+pub mod session;
 mod tls;
 pub mod topology;
 
