@@ -218,3 +218,36 @@ async fn an_embedded_replay_refuses_while_the_relay_owns_the_queue() {
     assert!(dead(&queue, &["list"]).await.contains("evt-busy"));
     drop(relay);
 }
+
+#[tokio::test]
+async fn a_message_the_broker_dead_lettered_is_listed_with_the_brokers_reason_and_time() {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicNackOptions};
+
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options { worker: false, ..Default::default() }).await;
+    assert_eq!(app.post_signed(&completed("CAcrashloop")).await.status(), 204);
+    let broker = app.queue.broker();
+    // A worker that crashes on it every time, until the broker's delivery limit gives up on it.
+    let channel = broker.channel().await;
+    let queue = broker.topology.enrich_queue.as_str();
+    let mut consumer = channel
+        .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), lapin::types::FieldTable::default())
+        .await
+        .unwrap();
+    for _ in 0..=broker.topology.delivery_limit {
+        let delivery = consumer.next().await.expect("delivered").expect("no error");
+        delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+    }
+    let _ = channel.close(200, "done".into()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.queue.dead_count().await < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let listed = list_json(&app.queue).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["conversation_id"], "CAcrashloop");
+    assert!(listed[0]["error"].as_str().unwrap().contains("delivery_limit"), "{}", listed[0]);
+    assert!(listed[0]["dead_at"].is_string(), "{}", listed[0]);
+}
