@@ -16,6 +16,7 @@ use crate::{
         Publisher, Source,
     },
     receiver::{self, Receiver},
+    reconcile,
     spool::{Drainer, Spool},
     telemetry,
     worker::Worker,
@@ -44,6 +45,8 @@ struct Backend {
     source: Arc<dyn Source>,
     /// The RabbitMQ publisher, to wait for its first connection.
     amqp: Option<AmqpPublisher>,
+    /// The embedded queue, whose store keeps the reconciliation ledger.
+    embedded: Option<EmbeddedQueue>,
 }
 
 impl Backend {
@@ -57,15 +60,22 @@ impl Backend {
                     publisher: Arc::new(amqp.clone()),
                     source: Arc::new(AmqpSource::new(url.clone(), topology.enrich_queue.clone())),
                     amqp: Some(amqp),
+                    embedded: None,
                 })
             }
             None => {
                 let queue = EmbeddedQueue::open(&broker.data_dir, topology.delivery_limit)?;
+                queue.set_ledger_retention(topology.log_retention);
                 tracing::info!(
                     data_dir = %broker.data_dir.display(),
                     "AMQP_URL is not set: using the embedded queue (one process, records in conversations.jsonl); set AMQP_URL for RabbitMQ in production"
                 );
-                Ok(Self { publisher: Arc::new(queue.clone()), source: Arc::new(queue), amqp: None })
+                Ok(Self {
+                    publisher: Arc::new(queue.clone()),
+                    source: Arc::new(queue.clone()),
+                    amqp: None,
+                    embedded: Some(queue),
+                })
             }
         }
     }
@@ -88,11 +98,12 @@ pub async fn start(components: Components, shutdown: CancellationToken) -> anyho
     let spool = open_spool(&components)?;
     // The broker outlives the HTTP server and the worker: it must confirm what they publish while draining.
     let broker_shutdown = CancellationToken::new();
-    let Backend { publisher, source, amqp } = Backend::open(&components.broker, broker_shutdown.clone())?;
+    let Backend { publisher, source, amqp, embedded } = Backend::open(&components.broker, broker_shutdown.clone())?;
 
     let mut worker_task = None;
     let mut readiness = receiver::publisher_readiness(publisher.clone());
     if let Some(settings) = &components.worker {
+        reconcile::start(settings, &components.broker, embedded, shutdown.clone())?;
         let worker = Arc::new(Worker::new(settings, publisher.clone(), shutdown.clone())?);
         readiness = receiver::worker_readiness(publisher.clone(), worker.paused());
         let worker_shutdown = shutdown.clone();

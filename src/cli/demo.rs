@@ -128,6 +128,8 @@ fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Res
                 dead_queue: "polyai.dead".into(),
                 event_types: EventTypes::Only(vec!["conversation.completed".into(), "handoff.created".into()]),
                 delivery_limit: 20,
+                conversations_log: None,
+                log_retention: Duration::from_secs(7 * 86_400),
             },
         },
         receiver: Some(ReceiverSettings {
@@ -162,6 +164,7 @@ fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Res
             retry_max_delay: Duration::from_secs(5),
             auth_probe_interval: Duration::from_secs(5),
             audio: None,
+            reconcile: None,
         }),
         server: ServerSettings { admin_listen: listen, limits: ConnectionLimits::default() },
         spool: None,

@@ -49,6 +49,8 @@ impl TestBroker {
             dead_queue: format!("{prefix}.polyai.dead"),
             event_types,
             delivery_limit: 20,
+            conversations_log: Some(format!("{prefix}.polyai.conversations.log")),
+            log_retention: Duration::from_secs(3600),
         }
     }
 
@@ -68,6 +70,8 @@ impl TestBroker {
             ("RELAY_CONVERSATIONS_QUEUE", self.conversations_queue().to_owned()),
             ("RELAY_DEAD_EXCHANGE", t.dead_exchange.clone()),
             ("RELAY_DEAD_QUEUE", t.dead_queue.clone()),
+            ("RELAY_CONVERSATIONS_LOG", t.conversations_log.clone().unwrap_or_default()),
+            ("RELAY_LOG_RETENTION", format!("{}s", t.log_retention.as_secs())),
         ]
     }
 
@@ -125,6 +129,7 @@ impl TestBroker {
         let t = &self.topology;
         let mut queues = vec![t.enrich_queue.clone(), t.dead_queue.clone()];
         queues.extend(t.conversations_queue.clone());
+        queues.extend(t.conversations_log.clone());
         queues.extend(RETRY_TIERS.iter().map(|tier| t.retry_queue(*tier)));
         let exchanges = vec![t.events_exchange.clone(), t.conversations_exchange.clone(), t.dead_exchange.clone()];
         (queues, exchanges)

@@ -154,6 +154,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         retry_max_delay: Duration::from_millis(200),
         auth_probe_interval: options.auth_probe_interval,
         audio: options.audio.clone(),
+        reconcile: None,
     });
     let components = Components {
         broker: queue.settings(options.event_types.clone(), options.amqp_url.clone()),
