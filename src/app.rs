@@ -12,6 +12,7 @@ use crate::{
     listener,
     queue::Backend,
     receiver::{self, Receiver},
+    reconcile,
     spool::{Drainer, Spool},
     telemetry::Metrics,
     worker::Worker,
@@ -76,6 +77,7 @@ pub async fn start_with(
     let mut worker_task = None;
     let mut readiness = receiver::publisher_readiness(publisher.clone());
     if let Some(settings) = &components.worker {
+        reconcile::start(settings, &components.broker, backend.embedded.clone(), metrics.clone(), shutdown.clone())?;
         let worker = Arc::new(Worker::new(settings, publisher.clone(), metrics.clone(), shutdown.clone())?);
         readiness = receiver::worker_readiness(publisher.clone(), worker.paused());
         let worker_shutdown = shutdown.clone();

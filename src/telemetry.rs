@@ -35,6 +35,8 @@ pub mod names {
     pub const DEAD_LETTERS: &str = "relay_dead_letters_total";
     /// Enriched records published.
     pub const ENRICHED: &str = "relay_enriched_total";
+    /// Finished calls that no webhook delivered, put into the worker's queue by reconciliation.
+    pub const RECONCILED: &str = "relay_reconciled_total";
     /// Messages ready in a queue, by `queue` (the worker's input and the dead letters).
     pub const BACKLOG: &str = "relay_queue_backlog";
     /// 1 while the worker is paused because the API refused the key.

@@ -115,7 +115,11 @@ fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Res
     let listen = "127.0.0.1:0".parse()?;
     let api = ApiSettings::new(mock_url.parse()?, mock.api_key.clone(), &mock.account_id, &mock.project_id);
     Ok(Components {
-        broker: BrokerSettings { amqp_url: None, data_dir: data_dir.to_owned(), topology: Topology::default() },
+        broker: BrokerSettings {
+            amqp_url: None,
+            data_dir: data_dir.to_owned(),
+            topology: Topology { conversations_log: None, ..Topology::default() },
+        },
         receiver: Some(ReceiverSettings { listen, ..ReceiverSettings::new(SecretString::from(DEMO_SECRET)) }),
         // Quick retries and probes: the tour is short.
         worker: Some(WorkerSettings {

@@ -2,9 +2,11 @@
 
 mod backfill;
 mod check;
+mod dead;
 mod demo;
 mod healthcheck;
 mod mock_api;
+mod reconcile;
 mod register;
 mod run;
 mod send;
@@ -41,6 +43,10 @@ pub enum Command {
     Work(run::WorkArgs),
     /// Publish the finished conversations of a time window as enriched records (resumable).
     Backfill(backfill::BackfillArgs),
+    /// Dead letters: `list` them without removing any, `replay` them into the worker's queue.
+    Dead(dead::DeadArgs),
+    /// Put every finished call of a window that no webhook delivered into the worker's queue, once.
+    Reconcile(reconcile::ReconcileArgs),
     /// Check the configuration, the broker and the API key; print what to fix.
     Check(check::CheckArgs),
     /// Register the webhook endpoint with PolyAI (prints the signing secret once); --list, --rotate ID.
@@ -78,6 +84,8 @@ impl Cli {
             Command::Send(args) => args.execute().await,
             Command::Backfill(args) => args.execute().await,
             Command::Check(args) => args.execute().await,
+            Command::Dead(args) => args.execute().await,
+            Command::Reconcile(args) => args.execute().await,
             Command::Register(args) => args.execute().await,
             Command::MockApi(args) => args.execute().await,
             Command::Demo(args) => args.execute().await,

@@ -98,6 +98,12 @@ pub struct TopologyArgs {
     /// Deliveries of one message before the broker dead-letters it (crash-loop backstop).
     #[arg(long, env = "RELAY_DELIVERY_LIMIT", default_value_t = defaults::DELIVERY_LIMIT)]
     pub delivery_limit: u32,
+    /// Stream recording every raw event and record (reconciliation's ledger); `off` to skip it.
+    #[arg(long, env = "RELAY_CONVERSATIONS_LOG", default_value = defaults::CONVERSATIONS_LOG)]
+    pub conversations_log: String,
+    /// How long the stream keeps what it records.
+    #[arg(long, env = "RELAY_LOG_RETENTION", default_value = defaults::LOG_RETENTION, value_parser = duration("RELAY_LOG_RETENTION"))]
+    pub log_retention: Duration,
 }
 
 impl TopologyArgs {
@@ -123,6 +129,11 @@ impl TopologyArgs {
             dead_queue: self.dead_queue.clone(),
             event_types,
             delivery_limit: self.delivery_limit.max(1),
+            conversations_log: match self.conversations_log.trim() {
+                "" | "off" | "none" => None,
+                name => Some(name.to_owned()),
+            },
+            log_retention: self.log_retention,
         })
     }
 }
@@ -314,6 +325,8 @@ pub struct WorkerArgs {
     pub auth_probe_interval: Duration,
     #[command(flatten)]
     pub audio: AudioArgs,
+    #[command(flatten)]
+    pub reconcile: super::ReconcileArgs,
 }
 
 impl WorkerArgs {
@@ -334,6 +347,7 @@ impl WorkerArgs {
             retry_max_delay: self.retry_max_delay.max(self.retry_base_delay),
             auth_probe_interval: self.auth_probe_interval,
             audio: self.audio.settings(),
+            reconcile: self.reconcile.settings()?,
         })
     }
 }

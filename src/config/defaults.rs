@@ -18,6 +18,8 @@ pub const DEAD_EXCHANGE: &str = "polyai.dead";
 pub const DEAD_QUEUE: &str = "polyai.dead";
 pub const EVENTS: &str = "conversation.completed,handoff.created";
 pub const DELIVERY_LIMIT: u32 = 20;
+pub const CONVERSATIONS_LOG: &str = "polyai.conversations.log";
+pub const LOG_RETENTION: &str = "7d";
 
 pub const LISTEN: &str = "0.0.0.0:8080";
 pub const PATH: &str = "/polyai-events";
@@ -60,6 +62,8 @@ impl Topology {
             dead_queue: name(DEAD_QUEUE),
             event_types: EventTypes::Only(values::parse_list(EVENTS)),
             delivery_limit: DELIVERY_LIMIT,
+            conversations_log: Some(name(CONVERSATIONS_LOG)),
+            log_retention: duration(LOG_RETENTION),
         }
     }
 }
@@ -112,6 +116,7 @@ impl WorkerSettings {
             retry_max_delay: duration(RETRY_MAX_DELAY),
             auth_probe_interval: duration(AUTH_PROBE_INTERVAL),
             audio: None,
+            reconcile: None,
         }
     }
 }

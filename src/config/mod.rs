@@ -9,6 +9,7 @@ mod args;
 mod base_url;
 pub mod defaults;
 pub mod hosts;
+mod reconcile_args;
 pub mod secret;
 mod server_args;
 mod spool_args;
@@ -19,6 +20,7 @@ pub use api_args::{ApiArgs, AudioArgs, AudioDirection, ConversationApi, Platform
 pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};
 pub use base_url::BaseUrl;
 pub use hosts::Region;
+pub use reconcile_args::{ReconcileArgs, ReconcileSettings};
 pub use secret::secret_value;
 pub use server_args::{ConnectionLimits, ServerArgs, ServerSettings};
 pub use spool_args::{SpoolArgs, SpoolSettings};
@@ -83,6 +85,11 @@ pub struct Topology {
     pub event_types: EventTypes,
     /// Backstop against a crash loop on one message: the broker dead-letters after this many deliveries.
     pub delivery_limit: u32,
+    /// The stream that records every raw event and record (the ledger reconciliation reads);
+    /// `None` when turned off.
+    pub conversations_log: Option<String>,
+    /// How long the stream keeps what it records (`x-max-age`), and the embedded ledger too.
+    pub log_retention: Duration,
 }
 
 impl Topology {
@@ -169,4 +176,6 @@ pub struct WorkerSettings {
     pub auth_probe_interval: Duration,
     /// `Some` when recordings are saved.
     pub audio: Option<AudioSettings>,
+    /// `Some` when the worker reconciles continuously.
+    pub reconcile: Option<ReconcileSettings>,
 }

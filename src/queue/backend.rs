@@ -37,6 +37,8 @@ pub struct Backend {
     pub source: Arc<dyn Source>,
     /// The RabbitMQ publisher, to wait for its connection; `None` on the embedded queue.
     amqp: Option<(AmqpPublisher, String)>,
+    /// The embedded queue, whose store keeps the reconciliation ledger; `None` on RabbitMQ.
+    pub embedded: Option<EmbeddedQueue>,
 }
 
 impl Backend {
@@ -51,14 +53,17 @@ impl Backend {
                     source: Arc::new(AmqpSource::new(url.clone(), topology.enrich_queue.clone(), metrics.clone())),
                     publisher: Arc::new(Metered::new(Arc::new(amqp.clone()), metrics)),
                     amqp: Some((amqp, broker_host(url))),
+                    embedded: None,
                 })
             }
             None => {
                 let queue = EmbeddedQueue::open(&broker.data_dir, topology.delivery_limit)?;
+                queue.set_ledger_retention(topology.log_retention);
                 Ok(Self {
                     publisher: Arc::new(Metered::new(Arc::new(queue.clone()), metrics)),
-                    source: Arc::new(queue),
+                    source: Arc::new(queue.clone()),
                     amqp: None,
+                    embedded: Some(queue),
                 })
             }
         }

@@ -6,6 +6,7 @@ pub mod amqp;
 mod backend;
 mod confirmed;
 pub mod embedded;
+pub mod ledger;
 mod message;
 mod metered;
 

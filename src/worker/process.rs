@@ -156,6 +156,8 @@ impl Worker {
         let mut dead = message.clone();
         dead.headers.insert(headers::ATTEMPTS.to_owned(), attempts.to_string());
         dead.headers.insert(headers::ERROR.to_owned(), error.to_owned());
+        let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+        dead.headers.insert(headers::DEAD_AT.to_owned(), now);
         let settle = self.publish_patiently(Destination::Dead, dead).await;
         if settle == Settle::Ack {
             self.metrics.record(|| metrics::counter!(names::DEAD_LETTERS, "reason" => reason).increment(1));

@@ -229,6 +229,8 @@ impl TestQueue {
                     ("RELAY_CONVERSATIONS_QUEUE".into(), broker.conversations_queue().to_owned()),
                     ("RELAY_DEAD_EXCHANGE".into(), t.dead_exchange.clone()),
                     ("RELAY_DEAD_QUEUE".into(), t.dead_queue.clone()),
+                    ("RELAY_CONVERSATIONS_LOG".into(), t.conversations_log.clone().unwrap_or_default()),
+                    ("RELAY_LOG_RETENTION".into(), format!("{}s", t.log_retention.as_secs())),
                 ]
             }
             Self::Embedded { dir, .. } => vec![("RELAY_DATA_DIR".into(), dir.0.display().to_string())],

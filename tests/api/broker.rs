@@ -40,7 +40,8 @@ impl TestBroker {
 
     /// Names under `prefix`, so tests sharing a broker never meet.
     pub fn topology_for(prefix: &str, event_types: EventTypes) -> Topology {
-        Topology { event_types, ..Topology::named(prefix) }
+        // A short retention: the log stream of a test needs to outlive the test only.
+        Topology { event_types, log_retention: Duration::from_secs(3600), ..Topology::named(prefix) }
     }
 
     pub async fn channel(&self) -> Channel {
@@ -59,6 +60,8 @@ impl TestBroker {
             ("RELAY_CONVERSATIONS_QUEUE", self.conversations_queue().to_owned()),
             ("RELAY_DEAD_EXCHANGE", t.dead_exchange.clone()),
             ("RELAY_DEAD_QUEUE", t.dead_queue.clone()),
+            ("RELAY_CONVERSATIONS_LOG", t.conversations_log.clone().unwrap_or_default()),
+            ("RELAY_LOG_RETENTION", format!("{}s", t.log_retention.as_secs())),
         ]
     }
 
@@ -125,6 +128,7 @@ impl TestBroker {
         let t = &self.topology;
         let mut queues = vec![t.enrich_queue.clone(), t.dead_queue.clone()];
         queues.extend(t.conversations_queue.clone());
+        queues.extend(t.conversations_log.clone());
         queues.extend(RETRY_TIERS.iter().map(|tier| t.retry_queue(*tier)));
         let exchanges = vec![t.events_exchange.clone(), t.conversations_exchange.clone(), t.dead_exchange.clone()];
         (queues, exchanges)

@@ -56,6 +56,8 @@ struct Script {
     list_queue: Mutex<VecDeque<Reply>>,
     /// Reply to list requests (the worker's key probe).
     probe: Mutex<Option<Reply>>,
+    /// Added to every list answer (to make two readers list at the same time).
+    list_delay: Mutex<Duration>,
     seen: Mutex<Vec<Seen>>,
     arrived: Notify,
     in_flight: AtomicUsize,
@@ -94,6 +96,11 @@ impl FakePolyai {
     /// Answers the next list requests with `replies`, in order (pages of a backfill).
     pub fn script_list(&self, replies: impl IntoIterator<Item = Reply>) {
         self.script.list_queue.lock().unwrap().extend(replies);
+    }
+
+    /// Holds every list answer back by `delay`.
+    pub fn delay_lists(&self, delay: Duration) {
+        *self.script.list_delay.lock().unwrap() = delay;
     }
 
     /// List requests so far.
@@ -148,6 +155,8 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     record(&script, format!("/v3/{account}/{project}/conversations"), query, &headers);
+    let delay = *script.list_delay.lock().unwrap();
+    tokio::time::sleep(delay).await;
     let scripted = script.list_queue.lock().unwrap().pop_front();
     let reply = scripted.or_else(|| script.probe.lock().unwrap().clone());
     match reply {

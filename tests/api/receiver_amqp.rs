@@ -53,17 +53,22 @@ async fn a_body_signed_event_is_accepted_and_its_id_is_a_digest_of_the_body() {
 #[tokio::test]
 async fn an_event_no_queue_is_bound_for_gets_503_not_204() {
     let app = spawn_app_with(receiver_only()).await;
-    // Take the binding away under the relay: the broker returns the mandatory publish.
+    // Take the bindings away under the relay (the worker's queue, and the log stream that
+    // records every event): the broker returns the mandatory publish.
+    let topology = &app.queue.broker().topology;
     let channel = app.queue.broker().channel().await;
-    channel
-        .queue_unbind(
-            app.queue.broker().topology.enrich_queue.as_str().into(),
-            app.queue.broker().topology.events_exchange.as_str().into(),
-            "conversation.completed".into(),
-            lapin::types::FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let log = topology.conversations_log.as_deref().expect("tests keep the log");
+    for (queue, key) in [(topology.enrich_queue.as_str(), "conversation.completed"), (log, "#")] {
+        channel
+            .queue_unbind(
+                queue.into(),
+                topology.events_exchange.as_str().into(),
+                key.into(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
     let response = app.post_signed(&completed("CA0009")).await;
     assert_eq!(response.status(), 503);
     assert_eq!(app.metric(r#"relay_publish_confirms_total{destination="events",result="returned"}"#).await, 1.0);

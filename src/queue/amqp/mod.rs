@@ -3,8 +3,10 @@
 
 mod connect;
 mod consumer;
-mod convert;
+pub(crate) mod convert;
+pub mod log;
 mod publisher;
+pub mod session;
 mod tls;
 pub mod topology;
 
@@ -21,6 +23,6 @@ pub async fn connect(target: &crate::config::AmqpTarget, role: &str) -> Result<l
 }
 
 /// A lapin error as a log line; lapin's messages name hosts and AMQP codes, never credentials.
-fn describe(error: &lapin::Error) -> String {
+pub(crate) fn describe(error: &lapin::Error) -> String {
     error.to_string()
 }

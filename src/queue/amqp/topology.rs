@@ -55,7 +55,7 @@ async fn queue(channel: &Channel, name: &str, args: FieldTable) -> lapin::Result
     channel.queue_declare(ShortString::from(name), options, args).await.map(|_| ())
 }
 
-fn inequivalent(error: &lapin::Error) -> bool {
+pub(super) fn inequivalent(error: &lapin::Error) -> bool {
     matches!(error.kind(), lapin::ErrorKind::ProtocolError(e)
         if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
@@ -135,6 +135,8 @@ pub async fn declare(connection: &Connection, topology: &Topology) -> lapin::Res
         }
         None => channel,
     };
+    // The log that reconciliation reads, and consumers may replay.
+    let channel = super::log::declare(connection, channel, topology).await?;
     let _ = channel.close(200, "topology declared".into()).await;
     Ok(())
 }

@@ -9,6 +9,8 @@ use std::{
 
 pub struct JsonLines {
     file: Mutex<File>,
+    /// Kept to rewrite the file in place of the old one (dead letters leaving on a replay).
+    path: std::path::PathBuf,
 }
 
 impl JsonLines {
@@ -27,7 +29,7 @@ impl JsonLines {
                 file.sync_data()?;
             }
         }
-        Ok(Self { file: Mutex::new(file) })
+        Ok(Self { file: Mutex::new(file), path: path.to_owned() })
     }
 
     /// Appends `line` (which must hold no newline) and syncs it to disk before returning.
@@ -39,5 +41,27 @@ impl JsonLines {
         // One write of the whole line, so a crash cannot interleave half a line with another.
         file.write_all(&buffer)?;
         file.sync_data()
+    }
+
+    /// Replaces the file by `lines` (each without its newline): written to a temporary file (owner-only,
+    /// like the old one), synced, renamed over it, and the directory synced, so a crash
+    /// leaves either the old file or the new one. Appends wait meanwhile, and go to the new file.
+    pub fn rewrite<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> std::io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let temporary = self.path.with_extension("rewrite");
+        let mut new = crate::owner_only::open_options().create(true).write(true).truncate(true).open(&temporary)?;
+        let mut buffer = Vec::new();
+        for line in lines {
+            buffer.extend_from_slice(line);
+            buffer.push(b'\n');
+        }
+        new.write_all(&buffer)?;
+        new.sync_all()?;
+        std::fs::rename(&temporary, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        *file = crate::owner_only::open_options().read(true).append(true).open(&self.path)?;
+        Ok(())
     }
 }

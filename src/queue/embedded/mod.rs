@@ -5,13 +5,18 @@
 //! fsync'd before it is reported done, so a crash loses nothing that was answered 204.
 //! For one small deployment and for trying the relay; RabbitMQ is the production path.
 
+mod dead;
 mod jsonl;
+mod known;
 pub(crate) mod store;
 
 use std::{
     collections::HashSet,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -19,14 +24,21 @@ use async_trait::async_trait;
 use serde_json::{json, value::RawValue};
 use tokio::sync::{watch, Notify};
 
+pub use self::dead::DeadLine;
 use self::{jsonl::JsonLines, store::Store};
 use super::{
-    headers, Acker, ConsumeError, Consumer, Delivery, Destination, Holding, Message, PublishError, Publisher, Source,
+    headers, ledger, Acker, ConsumeError, Consumer, Delivery, Destination, Holding, Message, PublishError, Publisher,
+    Source,
 };
 
 /// The files the embedded queue writes, relative to `RELAY_DATA_DIR`.
 pub const CONVERSATIONS_FILE: &str = "conversations.jsonl";
 pub const DEAD_FILE: &str = "dead.jsonl";
+
+/// How long the ledger remembers a conversation unless told otherwise (`RELAY_LOG_RETENTION`'s default).
+const DEFAULT_LEDGER_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+/// Ledger writes between two prunings of it.
+const LEDGER_PRUNE_EVERY: u64 = 1000;
 
 /// Longest a waiting consumer sleeps without looking: a safety net, not the wake-up path.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -45,6 +57,25 @@ struct Shared {
     delivery_limit: u32,
     /// When retries fall due.
     clock: Clock,
+    dir: PathBuf,
+    /// How long the ledger remembers a conversation (`RELAY_LOG_RETENTION`), in milliseconds.
+    ledger_retention_ms: AtomicI64,
+    /// Ledger writes so far: every [`LEDGER_PRUNE_EVERY`]th also forgets what is past retention,
+    /// so the table stays bounded whether or not anything reconciles.
+    ledger_writes: AtomicU64,
+}
+
+impl Shared {
+    /// Records in the ledger that the relay knows this conversation (reconciliation reads it).
+    fn note_known(&self, conversation_id: Option<String>) -> std::io::Result<()> {
+        let Some(id) = conversation_id else { return Ok(()) };
+        self.store.note_known(&id, self.clock.now_ms()).map_err(io_error)?;
+        if self.ledger_writes.fetch_add(1, Ordering::Relaxed) % LEDGER_PRUNE_EVERY == LEDGER_PRUNE_EVERY - 1 {
+            let horizon = self.clock.now_ms() - self.ledger_retention_ms.load(Ordering::Relaxed);
+            self.store.forget_known_before(horizon).map_err(io_error)?;
+        }
+        Ok(())
+    }
 }
 
 /// Why the embedded queue cannot be opened.
@@ -125,6 +156,9 @@ impl EmbeddedQueue {
                 healthy: watch::Sender::new(true),
                 delivery_limit: delivery_limit.max(1),
                 clock,
+                dir: dir.to_owned(),
+                ledger_retention_ms: AtomicI64::new(DEFAULT_LEDGER_RETENTION.as_millis() as i64),
+                ledger_writes: AtomicU64::new(0),
             }),
         })
     }
@@ -173,6 +207,10 @@ fn dead_letter_line(message: &Message) -> Vec<u8> {
         "event_type": message.event_type,
         "error": message.header(headers::ERROR),
         "attempts": message.attempts(),
+        // When it died: the worker's own record of it, else now (the crash-loop backstop).
+        "dead_at": message.header(headers::DEAD_AT).map(str::to_owned).unwrap_or_else(|| {
+            time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+        }),
         "headers": message.headers,
         "event": event,
         "event_text": if event.is_none() { Some(String::from_utf8_lossy(&message.body)) } else { None },
@@ -190,13 +228,24 @@ impl Publisher for EmbeddedQueue {
                     _ => Duration::ZERO,
                 };
                 let due = self.shared.clock.now_ms() + delay.as_millis() as i64;
-                self.blocking(move |shared| shared.store.insert(&message, due).map_err(io_error)).await?;
+                // A new event (not a retry) makes its conversation known to reconciliation.
+                let known = matches!(to, Destination::Events).then(|| ledger::conversation_of(&message.body)).flatten();
+                self.blocking(move |shared| {
+                    shared.store.insert(&message, due).map_err(io_error)?;
+                    shared.note_known(known)
+                })
+                .await?;
                 self.shared.arrived.notify_waiters();
                 Ok(())
             }
             Destination::Conversations => {
                 // The record body is compact JSON: one line.
-                self.blocking(move |shared| shared.conversations.append(&message.body)).await
+                let known = ledger::conversation_of(&message.body);
+                self.blocking(move |shared| {
+                    shared.conversations.append(&message.body)?;
+                    shared.note_known(known)
+                })
+                .await
             }
             Destination::Dead => self.blocking(move |shared| shared.dead.append(&dead_letter_line(&message))).await,
         }

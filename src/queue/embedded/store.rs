@@ -23,6 +23,12 @@ CREATE TABLE IF NOT EXISTS messages (
     deliveries   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_ready ON messages (leased, available_at, seq);
+-- The conversations the relay knows: an event was accepted for each, or a record published.
+CREATE TABLE IF NOT EXISTS ledger (
+    conversation_id TEXT    PRIMARY KEY,
+    seen_at         INTEGER NOT NULL   -- Unix milliseconds, last seen; old entries are pruned
+);
+CREATE INDEX IF NOT EXISTS ledger_seen ON ledger (seen_at);
 ";
 
 /// The bytes a message takes in the store: body, ids and headers as written. [`Store::stored_bytes`]
@@ -122,6 +128,30 @@ impl Store {
             ],
         )?;
         Ok(())
+    }
+
+    /// Remembers that the relay knows `conversation_id`.
+    pub fn note_known(&self, conversation_id: &str, now_ms: i64) -> StoreResult<()> {
+        self.connection()
+            .execute(
+                "INSERT INTO ledger (conversation_id, seen_at) VALUES (?1, ?2)
+                 ON CONFLICT (conversation_id) DO UPDATE SET seen_at = excluded.seen_at",
+                params![conversation_id, now_ms],
+            )
+            .map(|_| ())
+    }
+
+    /// Conversations seen at or after `since_ms`.
+    pub fn known_since(&self, since_ms: i64) -> StoreResult<std::collections::HashSet<String>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare("SELECT conversation_id FROM ledger WHERE seen_at >= ?1")?;
+        let ids = statement.query_map([since_ms], |row| row.get(0))?.collect();
+        ids
+    }
+
+    /// Forgets conversations last seen before `before_ms` (the log's retention).
+    pub fn forget_known_before(&self, before_ms: i64) -> StoreResult<()> {
+        self.connection().execute("DELETE FROM ledger WHERE seen_at < ?1", [before_ms]).map(|_| ())
     }
 
     /// Leases the oldest message that is due, counting the delivery.

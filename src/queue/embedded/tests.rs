@@ -136,3 +136,38 @@ fn a_torn_last_line_is_ended_before_the_next_record() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().last().unwrap(), "{\"next\":2}");
 }
+
+#[tokio::test]
+async fn accepted_events_and_records_make_their_conversation_known_and_retries_do_not_add_any() {
+    let dir = Dir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let event = |conversation: &str| Message {
+        body: Bytes::from(format!(
+            r#"{{"type":"conversation.completed","data":{{"conversation_id":"{conversation}"}}}}"#
+        )),
+        ..message("evt")
+    };
+    queue.publish(Destination::Events, event("CAevent")).await.unwrap();
+    queue.publish(Destination::Retry { delay: Duration::from_secs(60) }, event("CAretry")).await.unwrap();
+    let record = Message {
+        body: Bytes::from_static(
+            br#"{"event":{"data":{"conversation_id":"CArecord"}},"conversation":{"id":"CArecord"}}"#,
+        ),
+        ..message("evt")
+    };
+    queue.publish(Destination::Conversations, record).await.unwrap();
+    let known = queue.known_conversations(UNIX_EPOCH).await.unwrap();
+    assert_eq!(known, HashSet::from(["CAevent".to_owned(), "CArecord".to_owned()]));
+}
+
+#[test]
+fn the_ledger_forgets_what_is_past_retention() {
+    let dir = Dir::new();
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let store = Store::open(&dir.0).unwrap();
+    store.note_known("CAold", 1_000).unwrap();
+    store.note_known("CAnew", 5_000).unwrap();
+    store.forget_known_before(2_000).unwrap();
+    assert_eq!(store.known_since(0).unwrap(), HashSet::from(["CAnew".to_owned()]));
+    assert!(store.known_since(6_000).unwrap().is_empty());
+}

@@ -1,0 +1,101 @@
+//! `reconcile`: one pass over a window, putting every finished call the relay does not know
+//! into the worker's queue.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use time::OffsetDateTime;
+
+use super::backfill::instant;
+use crate::{
+    config::{parse_duration, ApiArgs, BrokerArgs},
+    polyai::PolyaiClient,
+    queue::embedded::EmbeddedQueue,
+    reconcile::{self, AmqpLedger, EmbeddedLedger, Ledger, Pass},
+    shutdown,
+    telemetry::Metrics,
+};
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Start of the window (calls that started then or later): a duration ago (`24h`) or an RFC 3339 time.
+    #[arg(long)]
+    since: String,
+    /// End of the window, in the same forms; by default now minus the settle time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Which environment's calls.
+    #[arg(long, default_value = "live", value_parser = ["live", "sandbox", "pre-release"])]
+    client_env: String,
+    /// Calls that finished more recently than this are left for their webhook.
+    #[arg(long, env = "RELAY_RECONCILE_SETTLE", default_value = "10m", value_parser = settle)]
+    settle: Duration,
+    /// List what would be reconciled; put nothing into the queue.
+    #[arg(long)]
+    dry_run: bool,
+    /// Conversations per list request (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    page_size: u32,
+    #[command(flatten)]
+    api: ApiArgs,
+    #[command(flatten)]
+    broker: BrokerArgs,
+}
+
+fn settle(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| format!("RELAY_RECONCILE_SETTLE: {e}"))
+}
+
+impl ReconcileArgs {
+    pub async fn execute(self) -> anyhow::Result<()> {
+        let api = self.api.settings()?;
+        let broker = self.broker.settings()?;
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
+        let finished_before = now - self.settle;
+        let start = instant("--since", &self.since, now)?;
+        let end = self.until.as_deref().map(|u| instant("--until", u, now)).transpose()?.unwrap_or(finished_before);
+        anyhow::ensure!(start < end, "--since must be before --until (which is now minus the settle time by default)");
+        let pass = Pass {
+            start,
+            end,
+            finished_before,
+            client_env: self.client_env.clone(),
+            page_size: self.page_size,
+            dry_run: self.dry_run,
+        };
+        let client = PolyaiClient::new(&api)?;
+        let stop = shutdown::on_signal();
+        let summary = match &broker.amqp_url {
+            Some(target) => {
+                let ledger = AmqpLedger::open(target, broker.topology.clone()).await.context("AMQP_URL")?;
+                if !ledger.try_lock().await? {
+                    ledger.close().await;
+                    anyhow::bail!("another reconciler is running (a worker with RELAY_RECONCILE_EVERY, or another `reconcile`); it covers this already");
+                }
+                let result =
+                    reconcile::reconcile(&pass, &client, &ledger as &dyn Ledger, &stop, &Metrics::global()).await;
+                ledger.close().await;
+                result?
+            }
+            None => {
+                // The embedded queue belongs to one process: stop the relay first (its own loop,
+                // RELAY_RECONCILE_EVERY, does the same while it runs).
+                let queue = EmbeddedQueue::open(&broker.data_dir, broker.topology.delivery_limit)?;
+                let ledger = EmbeddedLedger::new(queue, broker.topology.log_retention);
+                reconcile::reconcile(&pass, &client, &ledger, &stop, &Metrics::global()).await?
+            }
+        };
+        let verb = if self.dry_run { "would reconcile" } else { "reconciled" };
+        if self.dry_run {
+            for id in &summary.ids {
+                println!("{verb} {id}");
+            }
+        }
+        println!(
+            "{} conversations listed: {verb} {}, {} already known, {} in progress, {} finished within the settle time, {} in other environments",
+            summary.listed, summary.reconciled, summary.known, summary.in_progress, summary.settling, summary.other_environment
+        );
+        Ok(())
+    }
+}

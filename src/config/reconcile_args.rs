@@ -1,0 +1,100 @@
+//! Settings of reconciliation (design §9): how often the worker looks for calls no webhook
+//! delivered, over which window, and how long a finished call's webhook is given to arrive.
+
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{args::duration, ConfigError};
+
+/// How a worker reconciles continuously.
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    /// Time between two passes.
+    pub every: Duration,
+    /// How far back each pass looks.
+    pub window: Duration,
+    /// Calls that finished less than this long ago are left out: their webhook may be on its way.
+    pub settle: Duration,
+    /// The `client_env` listed (`live`, `sandbox` or `pre-release`).
+    pub client_env: String,
+}
+
+/// The wrapper clap needs so that `Option<Duration>` is one value that may say `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Every(pub Option<Duration>);
+
+/// `off` (or nothing) turns the loop off; otherwise a duration.
+fn every_value(text: &str) -> Result<Every, String> {
+    match text.trim() {
+        "" | "off" | "false" => Ok(Every(None)),
+        other => duration("RELAY_RECONCILE_EVERY")(other).map(|d| Every(Some(d))),
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    /// Look for finished calls that no webhook delivered this often (`15m`); `off` by default.
+    #[arg(long, env = "RELAY_RECONCILE_EVERY", default_value = "off", value_parser = every_value)]
+    pub reconcile_every: Every,
+    /// How far back each pass looks.
+    #[arg(long, env = "RELAY_RECONCILE_WINDOW", default_value = "24h", value_parser = duration("RELAY_RECONCILE_WINDOW"))]
+    pub reconcile_window: Duration,
+    /// Calls that finished more recently than this are left for their webhook.
+    #[arg(long, env = "RELAY_RECONCILE_SETTLE", default_value = "10m", value_parser = duration("RELAY_RECONCILE_SETTLE"))]
+    pub reconcile_settle: Duration,
+    /// Which environment's calls are reconciled.
+    #[arg(long, env = "RELAY_RECONCILE_ENV", default_value = "live", value_parser = ["live", "sandbox", "pre-release"])]
+    pub reconcile_env: String,
+}
+
+impl ReconcileArgs {
+    pub fn settings(&self) -> Result<Option<ReconcileSettings>, ConfigError> {
+        let Some(every) = self.reconcile_every.0 else { return Ok(None) };
+        if self.reconcile_window <= self.reconcile_settle {
+            return Err(ConfigError::new(
+                "RELAY_RECONCILE_WINDOW",
+                "RELAY_RECONCILE_WINDOW must be longer than RELAY_RECONCILE_SETTLE",
+            ));
+        }
+        Ok(Some(ReconcileSettings {
+            every,
+            window: self.reconcile_window,
+            settle: self.reconcile_settle,
+            client_env: self.reconcile_env.clone(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        reconcile: ReconcileArgs,
+    }
+
+    fn settings(args: &[&str]) -> Result<Option<ReconcileSettings>, String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("relay").chain(args.iter().copied())).map_err(|e| e.to_string())?;
+        cli.reconcile.settings().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reconciliation_is_off_unless_an_interval_is_given() {
+        assert!(settings(&[]).unwrap().is_none());
+        assert!(settings(&["--reconcile-every", "off"]).unwrap().is_none());
+        let on = settings(&["--reconcile-every", "15m"]).unwrap().unwrap();
+        assert_eq!(
+            (on.every, on.window, on.settle),
+            (Duration::from_secs(900), Duration::from_secs(86_400), Duration::from_secs(600))
+        );
+        assert!(settings(&["--reconcile-every", "15"]).unwrap_err().contains("RELAY_RECONCILE_EVERY"));
+        let short = settings(&["--reconcile-every", "1m", "--reconcile-window", "5m"]).unwrap_err();
+        assert!(short.contains("RELAY_RECONCILE_WINDOW"), "{short}");
+    }
+}

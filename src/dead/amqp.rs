@@ -1,0 +1,201 @@
+//! Dead letters on RabbitMQ: `polyai.dead` read once around, never browsed.
+//!
+//! Why not get-and-requeue: a quorum queue counts every message handed back to it. RabbitMQ
+//! 4.0 gives every quorum queue a delivery limit of 20 by default, and `polyai.dead` has no
+//! dead-letter exchange, so a message returned 20 times is deleted. Up to 4.2 a message
+//! returned by closing the channel (or cancelling the consumer) counts as well (only 4.3 stopped
+//! counting those), so "basic.get, then close without acking" is no safer than a nack.
+//!
+//! So nothing is ever handed back. Each dead letter is taken (`basic.get`, manual ack), an
+//! identical copy (same body and properties, `x-death` included) is published straight to the
+//! tail of the same queue through the default exchange, and only once the broker confirmed the
+//! copy is the original acked. Exactly as many messages as the queue held are taken, so one pass
+//! goes once around: the set and the order are unchanged, every copy starts with no delivery
+//! count, and the same holds on 3.10 and every 4.x. A replayed letter's copy goes to the
+//! worker's queue instead. If the pass is killed between a confirm and its ack, the original
+//! comes back too: a duplicate dead letter (at-least-once), never a lost one.
+
+use async_trait::async_trait;
+use lapin::{
+    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel, Confirmation, Connection,
+};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use tokio_util::sync::CancellationToken;
+
+use super::{replayed, DeadError, DeadLetter, DeadLetters, ReplayProgress, ReplayRequest, ReplaySummary};
+use crate::{
+    config::{AmqpTarget, Topology},
+    queue::amqp::{convert, describe, session},
+};
+
+/// `polyai.dead` and the worker's queue on a confirm-mode channel of their own.
+pub struct AmqpDeadLetters {
+    connection: Connection,
+    channel: Channel,
+    topology: Topology,
+}
+
+fn broker(error: lapin::Error) -> DeadError {
+    DeadError::Broker(describe(&error))
+}
+
+/// What to do with one dead letter in a pass.
+enum Action {
+    /// Back to the tail of the dead letters.
+    Keep,
+    /// To the worker's queue, as this message.
+    Replay(crate::queue::Message),
+}
+
+impl AmqpDeadLetters {
+    pub async fn open(target: &AmqpTarget, topology: Topology) -> Result<Self, DeadError> {
+        let (connection, channel) =
+            session::open_confirmed(target, &topology, "dead letters").await.map_err(DeadError::Broker)?;
+        Ok(Self { connection, channel, topology })
+    }
+
+    async fn count(&self) -> Result<u64, DeadError> {
+        let options = QueueDeclareOptions { passive: true, ..Default::default() };
+        let declared = self
+            .channel
+            .queue_declare(self.topology.dead_queue.as_str().into(), options, FieldTable::default())
+            .await
+            .map_err(broker)?;
+        Ok(u64::from(declared.message_count()))
+    }
+
+    /// Publishes to `queue` through the default exchange and waits for the broker's confirm.
+    async fn put(&self, queue: &str, body: &[u8], properties: BasicProperties) -> Result<(), DeadError> {
+        // mandatory: a missing queue comes back as a return, not as a silent drop.
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let confirm = self
+            .channel
+            .basic_publish("".into(), queue.into(), options, body, properties)
+            .await
+            .map_err(broker)?
+            .await
+            .map_err(broker)?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(DeadError::NotConfirmed(format!("no queue `{queue}`"))),
+            Confirmation::Nack(_) => Err(DeadError::NotConfirmed("nack".into())),
+            Confirmation::NotRequested => Err(DeadError::NotConfirmed("confirms are off".into())),
+        }
+    }
+
+    /// Goes once around the dead letters (at most `limit` of them), letting `decide` keep or
+    /// replay each; returns how many it went through.
+    async fn pass(
+        &self,
+        limit: Option<usize>,
+        stop: &CancellationToken,
+        mut on_start: impl FnMut(u64),
+        mut decide: impl FnMut(DeadLetter, crate::queue::Message) -> Action,
+    ) -> Result<(u64, bool), DeadError> {
+        let mut total = self.count().await?;
+        if let Some(limit) = limit {
+            total = total.min(limit as u64);
+        }
+        on_start(total);
+        let queue = self.topology.dead_queue.as_str();
+        for done in 0..total {
+            if stop.is_cancelled() {
+                return Ok((done, true));
+            }
+            let got = self.channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.map_err(broker)?;
+            // Someone else took the rest (another pass, a consumer of their own).
+            let Some(got) = got else { return Ok((done, false)) };
+            let delivery = got.delivery;
+            let message = convert::message(delivery.data.clone(), &delivery.properties);
+            let (dead_at, error) = x_death(&delivery.properties);
+            let letter = DeadLetter::from_message(&message, dead_at, error);
+            match decide(letter, message) {
+                Action::Keep => self.put(queue, &delivery.data, delivery.properties.clone()).await?,
+                Action::Replay(message) => {
+                    let properties = convert::properties(&message, None);
+                    self.put(&self.topology.enrich_queue, &message.body, properties).await?
+                }
+            }
+            delivery.acker.ack(BasicAckOptions::default()).await.map_err(broker)?;
+        }
+        Ok((total, false))
+    }
+}
+
+/// When and why the broker itself dead-lettered a message (the delivery-limit backstop), from
+/// its first `x-death` entry.
+fn x_death(properties: &BasicProperties) -> (Option<String>, Option<String>) {
+    let first = properties.headers().as_ref().and_then(|h| match h.inner().get("x-death") {
+        Some(AMQPValue::FieldArray(entries)) => entries.as_slice().first().cloned(),
+        _ => None,
+    });
+    let Some(AMQPValue::FieldTable(entry)) = first else { return (None, None) };
+    let time = match entry.inner().get("time") {
+        Some(AMQPValue::Timestamp(seconds)) => {
+            OffsetDateTime::from_unix_timestamp(*seconds as i64).ok().and_then(|t| t.format(&Rfc3339).ok())
+        }
+        _ => None,
+    };
+    let reason = match entry.inner().get("reason") {
+        Some(AMQPValue::LongString(reason)) => Some(format!("dead-lettered by the broker: {reason}")),
+        _ => None,
+    };
+    (time, reason)
+}
+
+#[async_trait]
+impl DeadLetters for AmqpDeadLetters {
+    async fn list(&self, limit: Option<usize>) -> Result<Vec<DeadLetter>, DeadError> {
+        let mut letters = Vec::new();
+        let never = CancellationToken::new();
+        self.pass(
+            limit,
+            &never,
+            |_| {},
+            |letter, _| {
+                letters.push(letter);
+                Action::Keep
+            },
+        )
+        .await?;
+        Ok(letters)
+    }
+
+    async fn replay(
+        &self,
+        request: &ReplayRequest,
+        progress: &ReplayProgress,
+        stop: &CancellationToken,
+    ) -> Result<ReplaySummary, DeadError> {
+        let mut replayed_count = 0u64;
+        let now = OffsetDateTime::now_utc();
+        let (_, interrupted) = self
+            .pass(
+                None,
+                stop,
+                |total| progress.start(total),
+                |letter, message| {
+                    let action = if request.selection.takes(&letter.event_id) {
+                        replayed_count += 1;
+                        if request.dry_run {
+                            Action::Keep
+                        } else {
+                            Action::Replay(replayed(message, request.reason.as_deref(), now))
+                        }
+                    } else {
+                        Action::Keep
+                    };
+                    progress.step(replayed_count);
+                    action
+                },
+            )
+            .await?;
+        Ok(ReplaySummary { replayed: replayed_count, left: self.count().await?, interrupted })
+    }
+
+    async fn close(&self) {
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}

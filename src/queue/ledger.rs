@@ -1,0 +1,66 @@
+//! Which conversation a ledger entry is about: a raw event (`data.conversation_id`), or an
+//! enriched record (its `event`'s conversation, else `conversation.id`).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+#[derive(Deserialize)]
+struct Data {
+    #[serde(default)]
+    conversation_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Event {
+    #[serde(default)]
+    data: Option<Data>,
+}
+
+#[derive(Deserialize)]
+struct Conversation {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// Either shape, each part kept raw (a record's conversation is large and mostly irrelevant
+/// here); a part of another type counts as absent rather than failing the whole entry.
+#[derive(Deserialize)]
+struct Entry<'a> {
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    conversation: Option<&'a RawValue>,
+}
+
+fn read<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
+    raw.and_then(|raw| serde_json::from_str(raw.get()).ok())
+}
+
+/// The conversation id an event or a record names, if any.
+pub fn conversation_of(body: &[u8]) -> Option<String> {
+    let entry: Entry = serde_json::from_slice(body).ok()?;
+    let id = read::<Data>(entry.data)
+        .and_then(|d| d.conversation_id)
+        .or_else(|| read::<Event>(entry.event).and_then(|e| e.data).and_then(|d| d.conversation_id))
+        .or_else(|| read::<Conversation>(entry.conversation).and_then(|c| c.id));
+    id.filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_events_and_records_name_their_conversation() {
+        let raw = br#"{"type":"conversation.completed","data":{"conversation_id":"CA1"}}"#;
+        assert_eq!(conversation_of(raw).as_deref(), Some("CA1"));
+        let record = br#"{"schema":"polyai-relay.enriched/1","event":{"type":"x","data":{"conversation_id":"CA2"}},"conversation":{"id":"CA2"}}"#;
+        assert_eq!(conversation_of(record).as_deref(), Some("CA2"));
+        let alert_record = br#"{"event":{"event_type":"alerts.triggered"},"conversation":null}"#;
+        assert_eq!(conversation_of(alert_record), None);
+        assert_eq!(conversation_of(br#"{"data":{"conversation_id":7}}"#), None);
+        assert_eq!(conversation_of(b"not json"), None);
+    }
+}

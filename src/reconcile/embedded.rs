@@ -1,0 +1,36 @@
+//! The ledger on the embedded queue: a table in its SQLite store, written with every accepted
+//! event and every record (see `queue::embedded`).
+
+use std::{collections::HashSet, time::Duration};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{Ledger, ReconcileError};
+use crate::queue::{embedded::EmbeddedQueue, Destination, Message, Publisher};
+
+pub struct EmbeddedLedger {
+    queue: EmbeddedQueue,
+}
+
+impl EmbeddedLedger {
+    /// `retention`: how long the ledger remembers a conversation (`RELAY_LOG_RETENTION`).
+    pub fn new(queue: EmbeddedQueue, retention: Duration) -> Self {
+        queue.set_ledger_retention(retention);
+        Self { queue }
+    }
+}
+
+#[async_trait]
+impl Ledger for EmbeddedLedger {
+    async fn known(&self, since: OffsetDateTime) -> Result<HashSet<String>, ReconcileError> {
+        let since = std::time::SystemTime::from(since);
+        self.queue.known_conversations(since).await.map_err(|e| ReconcileError::Ledger(format!("{e:#}")))
+    }
+
+    async fn submit(&self, event: Message) -> Result<(), ReconcileError> {
+        // On the embedded queue the worker's input is the events table, and inserting there
+        // records the conversation in the ledger in the same step.
+        self.queue.publish(Destination::Events, event).await.map_err(|e| ReconcileError::Ledger(e.to_string()))
+    }
+}

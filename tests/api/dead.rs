@@ -1,0 +1,255 @@
+//! `dead list` and `dead replay`, through the real binary, on both backends: listing removes
+//! nothing and hands nothing back to the queue; a replay lands in the worker's queue and
+//! becomes a record with the event's own id; a replay killed halfway loses nothing.
+
+use std::{collections::HashSet, time::Duration};
+
+use lapin::options::BasicGetOptions;
+use polyai_relay::{
+    config::EventTypes,
+    queue::{amqp::AmqpPublisher, embedded::EmbeddedQueue, headers, Destination, Message, Publisher},
+    telemetry::Metrics,
+};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    backend::{both_backends, TestQueue},
+    fake_polyai::{FakePolyai, Reply},
+    helpers::{completed, post_event},
+    process::{relay_command, run_to_exit_with_stdout, RelayProcess},
+};
+
+fn types() -> EventTypes {
+    EventTypes::Only(vec!["conversation.completed".into()])
+}
+
+fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// Runs `polyai-relay dead {args}` on the test's queue; returns stdout (the command must succeed).
+async fn dead(queue: &TestQueue, args: &[&str]) -> String {
+    let env = queue.env();
+    let mut all = vec!["dead"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&all, &as_refs(&env)).await;
+    assert_eq!(code, Some(0), "dead {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+async fn list_json(queue: &TestQueue) -> Vec<Value> {
+    dead(queue, &["list", "--json"]).await.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect()
+}
+
+/// Starts `run`, posts one event per id (each answered 204), and waits until all are dead
+/// letters (the fake API answers 400: dead-lettered at once); then stops the relay.
+async fn dead_letters_through_the_relay(queue: &TestQueue, polyai: &FakePolyai, ids: &[&str]) {
+    polyai.script(ids.iter().map(|_| Reply::Status(400)));
+    let env = queue.relay_env(&polyai.base_url, &[]);
+    let mut relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+    relay.wait_ready().await;
+    let http = reqwest::Client::new();
+    for id in ids {
+        let (_, status) = post_event(&http, &relay.url("/polyai-events"), (*id).to_owned()).await;
+        assert_eq!(status, Some(204));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while queue.dead_count().await < ids.len() as u64 {
+        assert!(tokio::time::Instant::now() < deadline, "not all dead-lettered:\n{}", relay.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(15)).await, Some(0));
+}
+
+/// Writes dead letters the way the worker does, through the relay's own publisher.
+async fn seed_dead_letters(queue: &TestQueue, ids: &[String]) {
+    let settings = queue.settings(types(), None);
+    let message = |id: &String| Message {
+        body: completed(&format!("CA{id}")).into_bytes().into(),
+        message_id: id.clone(),
+        event_type: "conversation.completed".into(),
+        timestamp: 1,
+        headers: [(headers::ATTEMPTS.to_owned(), "8".to_owned()), (headers::ERROR.to_owned(), "gave up".to_owned())]
+            .into(),
+    };
+    match &settings.amqp_url {
+        Some(url) => {
+            let stop = CancellationToken::new();
+            let publisher =
+                AmqpPublisher::start(url.clone(), settings.topology.clone(), Metrics::isolated(), stop.clone());
+            publisher.wait_connected().await;
+            for id in ids {
+                publisher.publish(Destination::Dead, message(id)).await.expect("dead letter stored");
+            }
+            stop.cancel();
+        }
+        None => {
+            let store = EmbeddedQueue::open(&settings.data_dir, 20).expect("queue opens");
+            for id in ids {
+                store.publish(Destination::Dead, message(id)).await.expect("dead letter stored");
+            }
+        }
+    }
+}
+
+/// Event ids still among the dead letters, read without the relay (and taking them away).
+async fn remaining_dead_ids(queue: &TestQueue) -> Vec<String> {
+    match queue {
+        TestQueue::Amqp(broker) => broker.drain_ids(&broker.topology.dead_queue).await.into_iter().collect(),
+        TestQueue::Embedded { dir, .. } => EmbeddedQueue::dead_letters_in(&dir.0)
+            .expect("readable")
+            .into_iter()
+            .map(|line| line.message.message_id)
+            .collect(),
+    }
+}
+
+both_backends! {
+    async fn dead_list_shows_each_dead_letter_and_removes_none(backend: Backend) {
+        let queue = TestQueue::new(backend, types()).await;
+        let polyai = FakePolyai::start().await;
+        dead_letters_through_the_relay(&queue, &polyai, &["evt-d1", "evt-d2", "evt-d3"]).await;
+
+        let listed = list_json(&queue).await;
+        let mut ids: Vec<&str> = listed.iter().map(|l| l["event_id"].as_str().unwrap()).collect();
+        ids.sort();
+        assert_eq!(ids, ["evt-d1", "evt-d2", "evt-d3"]);
+        let first = listed.iter().find(|l| l["event_id"] == "evt-d1").unwrap();
+        assert_eq!(first["event_type"], "conversation.completed");
+        assert_eq!(first["conversation_id"], "CAevt-d1");
+        assert!(first["error"].as_str().unwrap().contains("400"), "{first}");
+        assert_eq!(first["attempts"], 1);
+        let dead_at = first["dead_at"].as_str().expect("dead_at");
+        time::OffsetDateTime::parse(dead_at, &time::format_description::well_known::Rfc3339).expect("RFC 3339");
+
+        // Looked at again and again: still all there, in the same order (the order they died).
+        for _ in 0..3 {
+            assert_eq!(list_json(&queue).await, listed);
+        }
+        assert_eq!(dead(&queue, &["list", "--limit", "2"]).await.lines().count(), 2);
+        assert_eq!(queue.dead_count().await, 3);
+        if let TestQueue::Amqp(broker) = &queue {
+            // Nothing was handed back to the queue: no message carries a delivery count, which
+            // is what RabbitMQ 4's default delivery limit of 20 would count against.
+            let channel = broker.channel().await;
+            while let Some(got) =
+                channel.basic_get(broker.topology.dead_queue.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap()
+            {
+                assert!(!got.delivery.redelivered);
+                let count = got.delivery.properties.headers().as_ref().and_then(|h| h.inner().get("x-delivery-count").cloned());
+                let counted = matches!(count, Some(lapin::types::AMQPValue::LongLongInt(n)) if n > 0);
+                assert!(!counted, "a listed dead letter was handed back to the queue: x-delivery-count {count:?}");
+            }
+        }
+    }
+
+    async fn a_replayed_dead_letter_whose_conversation_now_answers_becomes_its_record(backend: Backend) {
+        let queue = TestQueue::new(backend, types()).await;
+        let polyai = FakePolyai::start().await;
+        dead_letters_through_the_relay(&queue, &polyai, &["evt-r1", "evt-r2"]).await;
+
+        let stdout = dead(&queue, &["replay", "--id", "evt-r2", "--reason", "API fixed"]).await;
+        assert!(stdout.contains("replayed 1, left 1"), "{stdout}");
+        assert_eq!(queue.dead_count().await, 1, "the other dead letter stays");
+
+        // The API answers 200 now (the script ran out).
+        let env = queue.relay_env(&polyai.base_url, &[]);
+        let _relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+        let record = queue.next_record().await;
+        assert_eq!(record.json["event_id"], "evt-r2");
+        assert_eq!(record.json["conversation"]["id"], "CAevt-r2");
+        if let Some(delivery) = &record.delivery {
+            assert_eq!(delivery.properties.message_id().as_ref().map(|s| s.as_str()), Some("evt-r2"));
+            assert!(crate::helpers::header(delivery, "x-relay-replayed-at").is_some());
+            assert_eq!(crate::helpers::header(delivery, "x-relay-replay-reason").as_deref(), Some("API fixed"));
+        }
+        assert_eq!(remaining_dead_ids(&queue).await, ["evt-r1"]);
+    }
+
+    async fn a_replay_killed_halfway_loses_no_dead_letter(backend: Backend) {
+        let queue = TestQueue::new(backend, types()).await;
+        let ids: Vec<String> = (0..1500).map(|i| format!("evt-k{i}")).collect();
+        seed_dead_letters(&queue, &ids).await;
+
+        let env = queue.env();
+        let mut command = relay_command(&["dead", "replay", "--all"]);
+        command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut replay = command.spawn().expect("binary starts");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while queue.pending().await < 100 {
+            assert!(tokio::time::Instant::now() < deadline, "the replay never got going");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        replay.start_kill().expect("SIGKILL");
+        replay.wait().await.expect("reaped");
+
+        let left = queue.dead_count().await;
+        assert!(left > 0, "killed halfway, not after the end");
+        let pending = queue.pending_ids().await;
+        let dead: HashSet<String> = remaining_dead_ids(&queue).await.into_iter().collect();
+        let everywhere: HashSet<String> = pending.union(&dead).cloned().collect();
+        let all: HashSet<String> = ids.iter().cloned().collect();
+        assert_eq!(everywhere, all, "every dead letter is in the worker's queue or still dead");
+    }
+
+    async fn a_dry_run_replay_counts_and_moves_nothing(backend: Backend) {
+        let queue = TestQueue::new(backend, types()).await;
+        let ids: Vec<String> = (0..3).map(|i| format!("evt-dry{i}")).collect();
+        seed_dead_letters(&queue, &ids).await;
+        let stdout = dead(&queue, &["replay", "--id", "evt-dry1", "--dry-run"]).await;
+        assert!(stdout.contains("would replay 1, left 3"), "{stdout}");
+        assert_eq!(queue.dead_count().await, 3);
+        assert_eq!(queue.pending().await, 0);
+    }
+
+}
+
+#[tokio::test]
+async fn an_embedded_replay_refuses_while_the_relay_owns_the_queue() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, types()).await;
+    seed_dead_letters(&queue, &["evt-busy".to_owned()]).await;
+    let polyai = FakePolyai::start().await;
+    let env = queue.relay_env(&polyai.base_url, &[]);
+    let relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["dead", "replay", "--all"], &as_refs(&queue.env())).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+    // Listing works beside it, and the dead letter is still there.
+    assert!(dead(&queue, &["list"]).await.contains("evt-busy"));
+    drop(relay);
+}
+
+#[tokio::test]
+async fn a_message_the_broker_dead_lettered_is_listed_with_the_brokers_reason_and_time() {
+    use futures_util::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicNackOptions};
+
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options { worker: false, ..Default::default() }).await;
+    assert_eq!(app.post_signed(&completed("CAcrashloop")).await.status(), 204);
+    let broker = app.queue.broker();
+    // A worker that crashes on it every time, until the broker's delivery limit gives up on it.
+    let channel = broker.channel().await;
+    let queue = broker.topology.enrich_queue.as_str();
+    let mut consumer = channel
+        .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), lapin::types::FieldTable::default())
+        .await
+        .unwrap();
+    for _ in 0..=broker.topology.delivery_limit {
+        let delivery = consumer.next().await.expect("delivered").expect("no error");
+        delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+    }
+    let _ = channel.close(200, "done".into()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.queue.dead_count().await < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let listed = list_json(&app.queue).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["conversation_id"], "CAcrashloop");
+    assert!(listed[0]["error"].as_str().unwrap().contains("delivery_limit"), "{}", listed[0]);
+    assert!(listed[0]["dead_at"].is_string(), "{}", listed[0]);
+}

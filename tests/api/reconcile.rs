@@ -1,0 +1,265 @@
+//! Reconciliation through the real binary: exactly the finished calls no webhook delivered
+//! become records (`reconcile:{id}`), once, whether run by hand or by the worker's loop, across
+//! restarts and with two workers.
+
+use std::time::Duration;
+
+use lapin::options::BasicGetOptions;
+use polyai_relay::{config::EventTypes, queue::embedded::CONVERSATIONS_FILE};
+use serde_json::{json, Value};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+
+use crate::{
+    backend::{both_backends, TestQueue},
+    fake_polyai::{conversation, FakePolyai, Reply},
+    helpers::post_event,
+    process::{run_to_exit_with_stdout, RelayProcess},
+};
+
+fn types() -> EventTypes {
+    EventTypes::Only(vec!["conversation.completed".into()])
+}
+
+fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// A listed call that started `ago` before now and lasted `seconds`.
+fn call(id: &str, ago: Duration, seconds: u64, environment: &str, in_progress: bool) -> Value {
+    let mut value = conversation(id);
+    let started = OffsetDateTime::now_utc() - ago;
+    value["started_at"] = json!(started.format(&Rfc3339).unwrap());
+    value["total_duration"] = json!(seconds);
+    value["environment"] = json!(environment);
+    value["in_progress"] = json!(in_progress);
+    value
+}
+
+fn hours(n: u64) -> Duration {
+    Duration::from_secs(n * 3600)
+}
+
+fn page(calls: Vec<Value>, cursor: Option<&str>) -> Reply {
+    Reply::Json(json!({"conversations": calls, "cursor": cursor}))
+}
+
+/// Every record written so far as (event id, routing key where known), duplicates kept.
+async fn records(queue: &TestQueue) -> Vec<(String, Option<String>)> {
+    match queue {
+        TestQueue::Amqp(broker) => {
+            let channel = broker.channel().await;
+            let mut all = Vec::new();
+            while let Some(got) =
+                channel.basic_get(broker.conversations_queue().into(), BasicGetOptions { no_ack: true }).await.unwrap()
+            {
+                let record: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+                all.push((record["event_id"].as_str().unwrap().to_owned(), Some(got.delivery.routing_key.to_string())));
+            }
+            all
+        }
+        TestQueue::Embedded { dir, .. } => std::fs::read_to_string(dir.0.join(CONVERSATIONS_FILE))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| (serde_json::from_str::<Value>(l).unwrap()["event_id"].as_str().unwrap().to_owned(), None))
+            .collect(),
+    }
+}
+
+async fn stop(mut relay: RelayProcess) {
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(15)).await, Some(0), "{}", relay.logs());
+}
+
+/// Waits until the fake has answered `n` list requests in all.
+async fn wait_for_lists(polyai: &FakePolyai, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while polyai.list_requests().len() < n {
+        assert!(tokio::time::Instant::now() < deadline, "only {} list requests", polyai.list_requests().len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The calls of the loop tests: all finished hours ago, none delivered by a webhook.
+fn missing_calls() -> Reply {
+    page(vec![call("CAloop1", hours(2), 60, "live", false), call("CAloop2", hours(3), 90, "live", false)], None)
+}
+
+both_backends! {
+    async fn reconcile_publishes_exactly_the_finished_calls_no_webhook_delivered_and_nothing_on_a_second_run(backend: Backend) {
+        let queue = TestQueue::new(backend, types()).await;
+        let polyai = FakePolyai::start().await;
+        let env = queue.relay_env(&polyai.base_url, &[]);
+
+        // One call arrived by webhook and became a record; another was accepted and dead-lettered.
+        let relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+        relay.wait_ready().await;
+        let http = reqwest::Client::new();
+        assert_eq!(post_event(&http, &relay.url("/polyai-events"), "evt-a".into()).await.1, Some(204));
+        assert_eq!(queue.next_record().await.json["event_id"], "evt-a");
+        polyai.script([Reply::Status(400)]);
+        assert_eq!(post_event(&http, &relay.url("/polyai-events"), "evt-g".into()).await.1, Some(204));
+        queue.next_dead_letter().await;
+        stop(relay).await;
+
+        let listed = || {
+            [
+                page(
+                    vec![
+                        call("CAevt-a", hours(2), 60, "live", false),
+                        call("CAmissing1", hours(3), 120, "live", false),
+                        call("CAbusy", hours(1), 0, "live", true),
+                        call("CAsandbox", hours(2), 60, "sandbox", false),
+                    ],
+                    Some("page-2"),
+                ),
+                page(
+                    vec![
+                        call("CArecent", Duration::from_secs(300), 60, "live", false),
+                        call("CAevt-g", hours(2), 60, "live", false),
+                        call("CAmissing2", hours(5), 30, "live", false),
+                    ],
+                    None,
+                ),
+            ]
+        };
+        polyai.script_list(listed());
+        let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.contains("reconciled 2, 2 already known, 1 in progress, 1 finished within the settle time, 1 in other environments"), "{stdout}");
+        let lists = polyai.list_requests();
+        assert!(lists[0].query.contains("client_env=live"), "{}", lists[0].query);
+        assert!(lists[1].query.contains("cursor=page-2"), "{}", lists[1].query);
+
+        // Run again before the worker took them: they are known already.
+        polyai.script_list(listed());
+        let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.contains("reconciled 0, 4 already known"), "{stdout}");
+
+        let relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+        let mut reconciled = Vec::new();
+        for _ in 0..2 {
+            let record = queue.next_record().await;
+            assert_eq!(record.json["event_type"], "conversation.reconciled");
+            let id = record.json["conversation"]["id"].as_str().unwrap().to_owned();
+            assert_eq!(record.json["event_id"], format!("reconcile:{id}"));
+            assert_eq!(
+                record.json["event"],
+                json!({"type": "conversation.reconciled", "data": {"conversation_id": id, "environment": "live"}})
+            );
+            if let Some(delivery) = &record.delivery {
+                assert_eq!(delivery.routing_key.as_str(), "conversation.reconciled");
+                assert_eq!(delivery.properties.message_id().as_ref().unwrap().as_str(), format!("reconcile:{id}"));
+            }
+            reconciled.push(id);
+        }
+        reconciled.sort();
+        assert_eq!(reconciled, ["CAmissing1", "CAmissing2"]);
+        queue.wait_for_pending(0).await;
+        stop(relay).await;
+        assert_eq!(queue.pending().await, 0);
+        // Nothing beyond the webhook's record and the two reconciled ones.
+        let mut left: Vec<String> = records(&queue).await.into_iter().map(|(id, _)| id).collect();
+        left.sort();
+        match &queue {
+            TestQueue::Amqp(_) => assert!(left.is_empty(), "{left:?}"),
+            TestQueue::Embedded { .. } => {
+                assert_eq!(left, ["evt-a", "reconcile:CAmissing1", "reconcile:CAmissing2"])
+            }
+        }
+    }
+
+    async fn the_reconcile_loop_publishes_nothing_twice_across_a_worker_restart(backend: Backend) {
+        let queue = TestQueue::new(backend, types()).await;
+        let polyai = FakePolyai::start().await;
+        polyai.probe_answers(missing_calls());
+        let env = queue.relay_env(&polyai.base_url, &[("RELAY_RECONCILE_EVERY", "100ms")]);
+
+        let relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+        wait_for_lists(&polyai, 3).await;
+        queue.wait_for_pending(0).await;
+
+        // A webhook arrives for another call, which the list then shows too: the passes that
+        // follow (reading only what the log gained since) know it.
+        let http = reqwest::Client::new();
+        assert_eq!(post_event(&http, &relay.url("/polyai-events"), "evt-hook".into()).await.1, Some(204));
+        polyai.wait_for_requests(polyai.requests().len() + 1).await;
+        let mut calls = vec![call("CAevt-hook", hours(1), 60, "live", false)];
+        if let Reply::Json(listed) = missing_calls() {
+            calls.extend(listed["conversations"].as_array().unwrap().iter().cloned());
+        }
+        polyai.probe_answers(page(calls, None));
+        wait_for_lists(&polyai, polyai.list_requests().len() + 3).await;
+        queue.wait_for_pending(0).await;
+        stop(relay).await;
+        let before = polyai.list_requests().len();
+
+        let relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+        // Two whole passes after the restart.
+        wait_for_lists(&polyai, before + 3).await;
+        stop(relay).await;
+        assert_eq!(queue.pending().await, 0);
+        let mut ids: Vec<String> = records(&queue).await.into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        assert_eq!(ids, ["evt-hook", "reconcile:CAloop1", "reconcile:CAloop2"], "each once");
+    }
+
+    async fn a_dry_run_lists_the_missing_calls_and_puts_nothing_in_the_queue(backend: Backend) {
+        let queue = TestQueue::new(backend, types()).await;
+        let polyai = FakePolyai::start().await;
+        polyai.script_list([missing_calls()]);
+        let env = queue.relay_env(&polyai.base_url, &[]);
+        let (code, stdout, stderr) =
+            run_to_exit_with_stdout(&["reconcile", "--since", "24h", "--dry-run"], &as_refs(&env)).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.contains("would reconcile CAloop1") && stdout.contains("would reconcile 2,"), "{stdout}");
+        assert_eq!(queue.pending().await, 0);
+    }
+
+}
+
+#[tokio::test]
+async fn two_workers_reconciling_publish_each_missing_call_once() {
+    let queue = TestQueue::new(crate::backend::Backend::Amqp, types()).await;
+    let polyai = FakePolyai::start().await;
+    polyai.probe_answers(missing_calls());
+    // Slow lists: without a single reconciler, both would read the ledger before either wrote.
+    polyai.delay_lists(Duration::from_millis(300));
+    let env = queue.relay_env(&polyai.base_url, &[("RELAY_RECONCILE_EVERY", "100ms")]);
+
+    let first = RelayProcess::spawn(&["work"], &as_refs(&env)).await;
+    let second = RelayProcess::spawn(&["work"], &as_refs(&env)).await;
+    wait_for_lists(&polyai, 4).await;
+    queue.wait_for_pending(0).await;
+    stop(first).await;
+    stop(second).await;
+    let mut ids: Vec<String> = records(&queue).await.into_iter().map(|(id, _)| id).collect();
+    ids.sort();
+    assert_eq!(ids, ["reconcile:CAloop1", "reconcile:CAloop2"], "each once");
+}
+
+#[tokio::test]
+async fn a_one_shot_reconcile_refuses_to_run_beside_a_reconciling_worker() {
+    let queue = TestQueue::new(crate::backend::Backend::Amqp, types()).await;
+    let polyai = FakePolyai::start().await;
+    polyai.probe_answers(page(vec![], None));
+    let env = queue.relay_env(&polyai.base_url, &[("RELAY_RECONCILE_EVERY", "100ms")]);
+    let worker = RelayProcess::spawn(&["work"], &as_refs(&env)).await;
+    // The worker has made a pass, so it holds the lock.
+    wait_for_lists(&polyai, 1).await;
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("another reconciler is running"), "{stderr}");
+    stop(worker).await;
+}
+
+#[tokio::test]
+async fn reconcile_needs_the_conversations_log() {
+    let queue = TestQueue::new(crate::backend::Backend::Amqp, types()).await;
+    let polyai = FakePolyai::start().await;
+    let env = queue.relay_env(&polyai.base_url, &[("RELAY_CONVERSATIONS_LOG", "off")]);
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("RELAY_CONVERSATIONS_LOG is off"), "{stderr}");
+    assert!(polyai.list_requests().is_empty());
+}
