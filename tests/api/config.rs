@@ -8,16 +8,16 @@ const AMQP: (&str, &str) = ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 /// How a refused setting ends the process: clap's usage error for a value its parser refuses,
 /// the relay's own failure for a setting that parses but cannot work.
 #[derive(Clone, Copy)]
-enum Refused {
+pub enum Refused {
     ByParser = 2,
     AtStartUp = 1,
 }
 
-pub async fn fails_naming(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
+async fn fails_naming(args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
     refused(Refused::AtStartUp, args, env, expected).await
 }
 
-async fn refused(how: Refused, args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
+pub async fn refused(how: Refused, args: &[&str], env: &[(&str, &str)], expected: &[&str]) {
     let (code, stderr) = run_to_exit(args, env).await;
     assert_eq!(code, Some(how as i32), "{stderr}");
     let line = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();

@@ -15,7 +15,7 @@ use tokio::{
 
 use crate::{
     backend::{Backend, TempDir, TestQueue},
-    config::fails_naming,
+    config::{refused, Refused},
     fake_polyai::FakePolyai,
     helpers::{now, post_event, SECRET},
     process::{RelayProcess, BINARY},
@@ -198,7 +198,8 @@ async fn yes_no_settings_take_1_0_yes_no_on_off() {
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
     let mut bad = env.clone();
     bad.push(("RELAY_FETCH_AUDIO", "maybe"));
-    fails_naming(&["run"], &bad, &["RELAY_FETCH_AUDIO", "maybe", "yes/no"]).await;
+    // A value the parser refuses: clap's usage error (exit 2), naming the variable.
+    refused(Refused::ByParser, &["run"], &bad, &["RELAY_FETCH_AUDIO", "maybe", "yes/no"]).await;
 }
 
 #[tokio::test]
