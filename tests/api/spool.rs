@@ -93,6 +93,11 @@ async fn every_webhook_answered_during_a_broker_cut_is_spooled_and_enriched_once
         accepted.insert(id);
     }
     assert_eq!(spooled_count(&dir), before + 20);
+    // This relay's own /metrics says so: what was spooled, less what drained before the cut
+    // took hold, is what the spool holds.
+    assert_eq!(app.metric("relay_spool_events").await, (before + 20) as f64);
+    let (spooled, drained) = (app.metric("relay_spooled_total").await, app.metric("relay_spool_drained_total").await);
+    assert_eq!(spooled - drained, (before + 20) as f64);
     assert_eq!(app.admin_get("/readyz").await.status(), 200, "ready while the spool accepts");
     let spool = dir.0.join("spool");
     assert_eq!(mode(&spool), 0o700);
