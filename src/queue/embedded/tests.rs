@@ -84,8 +84,9 @@ async fn a_message_past_its_delivery_limit_goes_to_the_dead_letter_file() {
 async fn a_retry_is_not_delivered_before_its_delay() {
     let dir = Dir::new();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-    queue.publish(Destination::Retry { delay: Duration::from_millis(300) }, message("evt_later")).await.unwrap();
+    // Timed from before the publish: the delay runs from when the publish stored it.
     let started = std::time::Instant::now();
+    queue.publish(Destination::Retry { delay: Duration::from_millis(300) }, message("evt_later")).await.unwrap();
     let delivery = Source::open(&queue, 1).await.unwrap().next().await.unwrap();
     assert_eq!(delivery.message.message_id, "evt_later");
     assert!(started.elapsed() >= Duration::from_millis(290), "{:?}", started.elapsed());
