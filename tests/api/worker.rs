@@ -134,6 +134,9 @@ both_backends! {
         }
         let requests = app.polyai.by_id_requests();
         let span = requests.last().unwrap().at - requests.first().unwrap().at;
-        assert!(span >= Duration::from_millis(390), "5 calls at 10/s span at least 400 ms, took {span:?}");
+        // The throttle spaces the calls' starts 100 ms apart (400 ms for five); each reaches the
+        // fake a variable time after its start, so one interval is left as slack. Unthrottled,
+        // the five arrive within a few milliseconds.
+        assert!(span >= Duration::from_millis(300), "5 calls at 10/s span about 400 ms, took {span:?}");
     }
 }

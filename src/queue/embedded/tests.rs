@@ -96,8 +96,9 @@ async fn a_retry_falls_due_when_its_delay_has_passed_and_not_before() {
 async fn a_waiting_consumer_wakes_when_a_retry_falls_due() {
     let dir = Dir::new();
     let queue = EmbeddedQueue::open_with_clock(&dir.0, 20, Clock::tokio()).unwrap();
-    queue.publish(Destination::Retry { delay: Duration::from_secs(5) }, message("evt_later")).await.unwrap();
+    // Timed from before the publish: the delay runs from when the publish stored it.
     let started = tokio::time::Instant::now();
+    queue.publish(Destination::Retry { delay: Duration::from_secs(5) }, message("evt_later")).await.unwrap();
     // Paused time runs forward only while everything waits: the consumer's own sleep moves it.
     let delivery = Source::open(&queue, 1).await.unwrap().next().await.unwrap();
     assert_eq!(delivery.message.message_id, "evt_later");
