@@ -17,9 +17,9 @@
 
 use async_trait::async_trait;
 use lapin::{
-    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions},
+    options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
-    BasicProperties, Channel, Confirmation, Connection,
+    BasicProperties, Channel, Connection,
 };
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 use super::{replayed, DeadError, DeadLetter, DeadLetters, ReplayProgress, ReplayRequest, ReplaySummary};
 use crate::{
     config::{AmqpTarget, Topology},
-    queue::amqp::{convert, describe, session},
+    queue::{
+        amqp::{convert, describe, publish_confirmed, session},
+        PublishError,
+    },
 };
 
 /// `polyai.dead` and the worker's queue on a confirm-mode channel of their own.
@@ -68,21 +71,11 @@ impl AmqpDeadLetters {
 
     /// Publishes to `queue` through the default exchange and waits for the broker's confirm.
     async fn put(&self, queue: &str, body: &[u8], properties: BasicProperties) -> Result<(), DeadError> {
-        // mandatory: a missing queue comes back as a return, not as a silent drop.
-        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
-        let confirm = self
-            .channel
-            .basic_publish("".into(), queue.into(), options, body, properties)
-            .await
-            .map_err(broker)?
-            .await
-            .map_err(broker)?;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(DeadError::NotConfirmed(format!("no queue `{queue}`"))),
-            Confirmation::Nack(_) => Err(DeadError::NotConfirmed("nack".into())),
-            Confirmation::NotRequested => Err(DeadError::NotConfirmed("confirms are off".into())),
-        }
+        // The default exchange routes straight to the queue named by the key.
+        publish_confirmed(&self.channel, "", queue, body, properties).await.map_err(|error| match error {
+            PublishError::Failed(reason) => DeadError::Broker(reason),
+            other => DeadError::NotConfirmed(format!("`{queue}`: {other}")),
+        })
     }
 
     /// Goes once around the dead letters (at most `limit` of them), letting `decide` keep or

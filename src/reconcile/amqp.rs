@@ -18,9 +18,9 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions},
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
-    Channel, Confirmation, Connection,
+    Channel, Connection,
 };
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
@@ -29,7 +29,7 @@ use super::{Ledger, ReconcileError};
 use crate::{
     config::{AmqpTarget, Topology},
     queue::{
-        amqp::{convert, describe, session},
+        amqp::{convert, describe, publish_confirmed, session},
         ledger::conversation_of,
         Message,
     },
@@ -108,21 +108,11 @@ impl AmqpLedger {
 
     /// Publishes to `queue` through the default exchange and waits for the confirm.
     async fn put(&self, queue: &str, message: &Message) -> Result<(), ReconcileError> {
-        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        // The default exchange routes straight to the queue named by the key.
         let properties = convert::properties(message, None);
-        let confirm = self
-            .channel
-            .basic_publish("".into(), queue.into(), options, &message.body, properties)
+        publish_confirmed(&self.channel, "", queue, &message.body, properties)
             .await
-            .map_err(broker)?
-            .await
-            .map_err(broker)?;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(_)) => Err(ReconcileError::Ledger(format!("no queue `{queue}`"))),
-            Confirmation::Nack(_) => Err(ReconcileError::Ledger(format!("`{queue}` refused the message"))),
-            Confirmation::NotRequested => Err(ReconcileError::Ledger("confirms are off".into())),
-        }
+            .map_err(|error| ReconcileError::Ledger(format!("`{queue}`: {error}")))
     }
 }
 

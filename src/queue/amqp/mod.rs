@@ -1,6 +1,7 @@
 //! RabbitMQ backend: confirmed publishing on one connection, consuming on another, so a broker
 //! that blocks publishers cannot stall consumption (design §5).
 
+mod confirmed;
 mod connect;
 mod consumer;
 pub(crate) mod convert;
@@ -10,6 +11,7 @@ pub mod session;
 mod tls;
 pub mod topology;
 
+pub use confirmed::publish_confirmed;
 pub use connect::reach_each;
 pub use consumer::AmqpSource;
 pub use publisher::AmqpPublisher;

@@ -16,14 +16,14 @@ use std::{
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    options::{ConfirmSelectOptions, QueueDeclareOptions},
     types::FieldTable,
-    Channel, Confirmation, Connection, Event,
+    Channel, Connection, Event,
 };
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{connect::Connector, convert, describe, topology};
+use super::{confirmed::publish_confirmed, connect::Connector, convert, describe, topology};
 use crate::{
     backoff::RECONNECT,
     config::{AmqpTarget, Topology},
@@ -143,26 +143,13 @@ impl Publisher for AmqpPublisher {
         let index = session.next.fetch_add(1, Ordering::Relaxed) % session.channels.len();
         let channel = &session.channels[index];
         let (exchange, routing_key, expiration) = self.route(to, &message);
-        // mandatory: an unroutable message comes back as a return instead of vanishing.
-        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
         let properties = convert::properties(&message, expiration);
-        let sent = channel
-            .basic_publish(exchange.as_str().into(), routing_key.as_str().into(), options, &message.body, properties)
-            .await;
-        let confirm = match sent {
-            Ok(confirm) => confirm.await,
-            Err(error) => Err(error),
-        };
-        match confirm {
-            Ok(Confirmation::Ack(None)) => Ok(()),
-            Ok(Confirmation::Ack(Some(_returned))) => Err(PublishError::Unroutable(routing_key)),
-            Ok(Confirmation::Nack(_)) => Err(PublishError::Nacked),
-            Ok(Confirmation::NotRequested) => Err(PublishError::Failed("confirms are not enabled".into())),
-            Err(error) => {
-                self.shared.broken.notify_one();
-                Err(PublishError::Failed(describe(&error)))
-            }
+        let result = publish_confirmed(channel, &exchange, &routing_key, &message.body, properties).await;
+        if let Err(PublishError::Failed(_)) = &result {
+            // The channel or the connection failed: the supervisor looks at once.
+            self.shared.broken.notify_one();
         }
+        result
     }
 
     fn is_ready(&self) -> bool {
