@@ -272,6 +272,20 @@ impl TestApp {
         text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
     }
 
+    /// Waits until `series` reads `value` on this relay's `/metrics`: for counters the relay
+    /// records just after something a test can see (a record is visible on the queue a moment
+    /// before the worker's confirm arrives and is counted).
+    pub async fn wait_for_metric(&self, series: &str, value: f64) {
+        let reached = async {
+            while self.metric(series).await != value {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(10), reached).await.is_err() {
+            panic!("{series} did not reach {value}: {}", self.metric(series).await);
+        }
+    }
+
     /// The next enriched record for downstream consumers.
     pub async fn next_record(&self) -> Record {
         self.queue.next_record().await
