@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The benchmark of BENCHMARKS.md: broker ceiling, receiver throughput and latency, memory,
-# worker throughput against a 50 ms API, and start-up time, in one run on one machine.
+# The benchmark of BENCHMARKS.md, in one run on one machine, each figure beside its baseline:
+# the release build, the broker's ceiling (lapin alone), a bare HTTP+verify server, the receiver
+# flat out, its latency at a fixed rate (before and right after the flat-out phase), memory, the
+# worker against a 50 ms API, and start-up time. CPU per message for every process comes from
+# /proc/PID/stat (utime+stime) before and after each phase, or getrusage for the load generators.
 #
-#   bash bench/run.sh            # 20 s phases, 64 connections, 600-byte events
-#   BENCH_SECONDS=5 bash bench/run.sh
-#   BENCH_TRACES=1 bash bench/run.sh   # then traces off against on (bench/traces.sh)
+#   bash bench/run.sh                        # 20 s phases, 64 connections, 600-byte events
+#   BENCH_SECONDS=5 bash bench/run.sh        # a quicker look
+#   BENCH_CLEAN_BUILD=1 bash bench/run.sh    # also time a clean release build (fresh target dir)
 #
 # It runs in a vhost of its own on the local RabbitMQ (deleted at the end), on loopback ports
-# 18080/18081/18099 (admin listeners on 19080/19081). Every request loop is bounded in time and count.
+# 18080/18081/18082/18099. Every request loop is bounded in time and count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +23,8 @@ VHOST="relay-bench-$$"
 AMQP="amqp://guest:guest@127.0.0.1:5672/$VHOST"
 SECRET=whsec_bench
 BIN=target/release/polyai-relay
+BROKER=target/release/examples/bench_broker
+BARE=target/release/examples/bench_http
 WORK=$(mktemp -d)
 PIDS=()
 
@@ -39,12 +44,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
+ms_now() { date +%s%3N; }
+
+# 0. The build. A clean clone has no target/release: then this first build is the clean one.
+# BENCH_CLEAN_BUILD=1 times one into an empty target directory (the registry stays warm).
 echo "building (release)..." >&2
-cargo build --release --quiet --bin polyai-relay --example bench_broker
+if [ "${BENCH_CLEAN_BUILD:-0}" = 1 ]; then
+  started=$(ms_now)
+  CARGO_TARGET_DIR="$WORK/clean-target" cargo build --release --locked --quiet --bin polyai-relay
+  build="clean, fresh target dir: $(( ($(ms_now) - started) / 1000 )) s"
+  rm -rf "$WORK/clean-target"
+fi
+[ -d target/release ] && kind=incremental || kind=clean
+started=$(ms_now)
+cargo build --release --locked --quiet --bin polyai-relay
+build=${build:-"$kind: $(( ($(ms_now) - started) / 1000 )) s"}
+cargo build --release --locked --quiet --example bench_broker --example bench_http
+binary_mb=$(( $(stat -c %s "$BIN") / 1024 / 1024 ))
 rabbitmqctl add_vhost "$VHOST" >/dev/null
 rabbitmqctl set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
 
-ms_now() { date +%s%3N; }
 wait_ready() { # url, limit in seconds
   local deadline=$(( $(ms_now) + $2 * 1000 ))
   until curl -fs -o /dev/null "$1"; do
@@ -53,12 +72,28 @@ wait_ready() { # url, limit in seconds
   done
 }
 rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
-BROKER=target/release/examples/bench_broker
 queue_depth() { "$BROKER" depth "$AMQP" "$1"; }
 purge() { "$BROKER" purge "$AMQP" "$1"; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-broker_pid() { pgrep -f 'beam.smp' | head -n 1; }
-field() { python3 -c "import re,sys; m=re.search(sys.argv[1], open(sys.argv[2]).read()); print(m.group(1) if m else 'n/a')" "$1" "$2"; }
+TICK=$(getconf CLK_TCK)
+BEAM=$(pgrep -f 'beam.smp' | head -n 1)
+# Runs a command to completion; its CPU seconds (user+system, from getrusage) go to file $1.
+measured() {
+  local out=$1; shift
+  python3 -c 'import resource, subprocess, sys
+code = subprocess.run(sys.argv[2:]).returncode
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+open(sys.argv[1], "w").write(f"{r.ru_utime + r.ru_stime:.3f}")
+sys.exit(code)' "$out" "$@"
+}
+# CPU seconds of a running process since the mark.
+mark() { cpu_ticks "$1"; }
+since() { python3 -c "print(f'{($(cpu_ticks "$1") - $2) / $TICK:.3f}')"; }
+send() { # output file, then extra `send` arguments
+  local out=$1; shift
+  measured "$out.cpu" "$BIN" send --url "$URL" --secret $SECRET --concurrency "$CONCURRENCY" --body-size "$SIZE" "$@" >"$out"
+}
+field() { python3 -c "import re,sys; m=re.search(sys.argv[1], open(sys.argv[2]).read()); print(m.group(1) if m else '0')" "$1" "$2"; }
 
 export RELAY_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info}
 
@@ -70,50 +105,56 @@ wait_ready http://127.0.0.1:19080/readyz 30
 ready_ms=$(( $(ms_now) - started ))
 sleep 1
 idle_rss=$(rss_kb "$SERVE" VmRSS)
+URL=http://127.0.0.1:18080/polyai-events
 
-# 2. The broker's ceiling for the same work: confirmed persistent publishes, same size and concurrency.
-echo "broker ceiling..." >&2
-target/release/examples/bench_broker ceiling "$AMQP" polyai.events conversation.completed "$SIZE" "$CONCURRENCY" "$SECONDS_PER_PHASE" >"$WORK/ceiling.txt"
-ceiling=$(field '\(([0-9.]+) msg/s\)' "$WORK/ceiling.txt")
+# 2. Latency at a fixed rate on a fresh queue.
+echo "fixed ${RATE} req/s (before)..." >&2
+send "$WORK/fixed1.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$RATE" || true
 purge polyai.enrich
 
-# 3. The receiver flat out, with the CPU each party used (relay, broker, sender share 2 cores).
+# 3. The broker's ceiling for the same work: lapin alone, confirmed persistent mandatory
+# publishes of the same size and concurrency, to the same exchange and quorum queue.
+echo "broker ceiling..." >&2
+beam0=$(mark "$BEAM")
+measured "$WORK/ceiling.cpu" "$BROKER" ceiling "$AMQP" polyai.events conversation.completed "$SIZE" "$CONCURRENCY" "$SECONDS_PER_PHASE" >"$WORK/ceiling.txt"
+ceiling_beam=$(since "$BEAM" "$beam0")
+purge polyai.enrich
+
+# 4. The bare HTTP+verify baseline: the relay's verifier behind an axum handler answering 204.
+echo "bare HTTP+verify..." >&2
+"$BARE" 127.0.0.1:18082 $SECRET &
+BARE_PID=$!; PIDS+=("$BARE_PID")
+until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:18082/polyai-events)" = 401 ]; do sleep 0.05; done
+bare0=$(mark "$BARE_PID")
+URL=http://127.0.0.1:18082/polyai-events send "$WORK/bare.txt" --duration "${SECONDS_PER_PHASE}s"
+bare_cpu=$(since "$BARE_PID" "$bare0")
+kill "$BARE_PID"
+
+# 5. The receiver flat out, with the CPU each process used (relay, broker, sender share the cores).
 echo "receiver throughput..." >&2
-BEAM=$(broker_pid)
-relay_cpu0=$(cpu_ticks "$SERVE"); broker_cpu0=$(cpu_ticks "$BEAM")
-"$BIN" send --url http://127.0.0.1:18080/polyai-events --secret $SECRET --duration "${SECONDS_PER_PHASE}s" \
-  --concurrency "$CONCURRENCY" --body-size "$SIZE" >"$WORK/max.txt" &
-SENDER=$!
-sender_cpu=0
-while kill -0 "$SENDER" 2>/dev/null; do sender_cpu=$(cpu_ticks "$SENDER" 2>/dev/null || echo "$sender_cpu"); sleep 0.2; done
-wait "$SENDER" || true
-relay_cpu=$(( $(cpu_ticks "$SERVE") - relay_cpu0 )); broker_cpu=$(( $(cpu_ticks "$BEAM") - broker_cpu0 ))
-ticks=$(getconf CLK_TCK)
-rps=$(field 'requests: \d+ in [0-9.]+s \(([0-9.]+) req/s\)' "$WORK/max.txt")
-accepted=$(field '204: (\d+)' "$WORK/max.txt")
-total=$(field 'requests: (\d+)' "$WORK/max.txt")
-p50=$(field 'p50 ([0-9.]+)' "$WORK/max.txt"); p99=$(field 'p99 ([0-9.]+)' "$WORK/max.txt"); max=$(field 'max ([0-9.]+)' "$WORK/max.txt")
+relay0=$(mark "$SERVE"); beam0=$(mark "$BEAM")
+send "$WORK/max.txt" --duration "${SECONDS_PER_PHASE}s"
+relay_cpu=$(since "$SERVE" "$relay0"); relay_beam=$(since "$BEAM" "$beam0")
 queued=$(queue_depth polyai.enrich)
 peak_rss=$(rss_kb "$SERVE" VmHWM)
-purge polyai.enrich
 
-# 4. Latency at a fixed rate.
-echo "fixed ${RATE} req/s..." >&2
-"$BIN" send --url http://127.0.0.1:18080/polyai-events --secret $SECRET --duration "${SECONDS_PER_PHASE}s" \
-  --concurrency "$CONCURRENCY" --rate "$RATE" --body-size "$SIZE" >"$WORK/fixed.txt" || true
-fixed_rps=$(field '\(([0-9.]+) req/s\)' "$WORK/fixed.txt")
-fixed_p50=$(field 'p50 ([0-9.]+)' "$WORK/fixed.txt"); fixed_p99=$(field 'p99 ([0-9.]+)' "$WORK/fixed.txt")
+# 6. Latency at a fixed rate right after the flat-out phase (its messages still in the queue),
+# then again after a purge.
+echo "fixed ${RATE} req/s (after)..." >&2
+send "$WORK/fixed2.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$RATE" || true
+purge polyai.enrich
+send "$WORK/fixed3.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$RATE" || true
 peak_rss=$(rss_kb "$SERVE" VmHWM)
 purge polyai.enrich
 
-# 5. The worker against an API that takes 50 ms per call, at concurrency 64: ideal 64 / 0.05 s.
+# 7. The worker against an API that takes 50 ms per call, at concurrency 64: ideal 64 / 0.05 s.
 echo "worker..." >&2
 "$BIN" mock-api --listen 127.0.0.1:18099 --latency 50ms 2>"$WORK/mock.log" &
 PIDS+=("$!")
 wait_ready http://127.0.0.1:18099/healthz 30
 conversation=$(curl -fs -H 'x-api-key: mock-api-key' \
   'http://127.0.0.1:18099/v3/ws-mock/PROJECT-MOCK/conversations?limit=1' | python3 -c 'import json,sys; print(json.load(sys.stdin)["conversations"][0]["id"])')
-"$BIN" send --url http://127.0.0.1:18080/polyai-events --secret $SECRET --count "$WORKER_EVENTS" \
+"$BIN" send --url "$URL" --secret $SECRET --count "$WORKER_EVENTS" \
   --concurrency "$CONCURRENCY" --conversation-id "$conversation" >"$WORK/prefill.txt"
 kill "$SERVE"; wait "$SERVE" 2>/dev/null || true
 AMQP_URL="$AMQP" POLYAI_API_KEY=mock-api-key POLYAI_BASE_URL=http://127.0.0.1:18099 \
@@ -130,35 +171,6 @@ done
 worker_ms=$(( $(ms_now) - worker_started ))
 worker_rss=$(rss_kb "$WORKER" VmHWM)
 
-python3 - "$ceiling" "$rps" "$total" "$accepted" "$queued" "$p50" "$p99" "$max" "$fixed_rps" "$fixed_p50" "$fixed_p99" \
-  "$peak_rss" "$idle_rss" "$WORKER_EVENTS" "$worker_ms" "$ready_ms" "$worker_rss" "$SECONDS_PER_PHASE" "$CONCURRENCY" "$SIZE" \
-  "$relay_cpu" "$broker_cpu" "$sender_cpu" "$ticks" <<'PY'
-import sys
-(ceiling, rps, total, accepted, queued, p50, p99, mx, frps, fp50, fp99, peak, idle, events, wms, ready, wrss, secs, conc, size,
- relay_cpu, broker_cpu, sender_cpu, ticks) = sys.argv[1:]
-cpu = lambda t: int(t) / int(ticks)
-per_request = lambda t: cpu(t) / max(int(total), 1) * 1e6
-worker = int(events) / (int(wms) / 1000)
-ideal = 64 / 0.05
-rows = [
-    ("broker ceiling (confirmed publishes)", f"{float(ceiling):,.0f} msg/s", ""),
-    ("receiver throughput", f"{float(rps):,.0f} req/s", f"{float(rps) / float(ceiling):.0%} of the ceiling (target >= 70%)"),
-    ("CPU while flat out", f"relay {cpu(relay_cpu):.1f} s, broker {cpu(broker_cpu):.1f} s, sender {cpu(sender_cpu):.1f} s of {2 * int(secs)} s",
-     f"relay {per_request(relay_cpu):.0f} µs/request, broker {per_request(broker_cpu):.0f} µs/request"),
-    ("receiver latency, flat out", f"p50 {p50} ms, p99 {p99} ms, max {mx} ms", f"{int(total) - int(accepted)} of {total} not 204"),
-    ("queue holds every 204", f"{queued} queued / {accepted} accepted", "ok" if queued == accepted else "MISMATCH"),
-    ("latency at a fixed rate", f"{float(frps):,.0f} req/s: p50 {fp50} ms, p99 {fp99} ms", "target p99 <= 20 ms"),
-    ("receiver RSS", f"peak {int(peak) / 1024:.1f} MB, idle {int(idle) / 1024:.1f} MB", "targets 64 MB / 16 MB"),
-    ("worker, API at 50 ms, concurrency 64", f"{worker:,.0f} records/s", f"{worker / ideal:.0%} of the ideal {ideal:,.0f}/s (target >= 90%); peak RSS {int(wrss) / 1024:.1f} MB"),
-    ("start-up to /readyz", f"{ready} ms", "target <= 1 s after the broker answers"),
-]
-print(f"\n{secs} s phases, {conc} connections, {size}-byte events\n")
-print("| measure | result | note |\n|---|---|---|")
-for name, value, note in rows:
-    print(f"| {name} | {value} | {note} |")
-PY
-
-# 6. With BENCH_TRACES=1: the receiver with traces off against on (bench/traces.sh).
-if [ "${BENCH_TRACES:-0}" = 1 ]; then
-  bash bench/traces.sh
-fi
+export WORK SECONDS_PER_PHASE CONCURRENCY SIZE RATE WORKER_EVENTS build binary_mb ready_ms idle_rss peak_rss \
+  queued ceiling_beam bare_cpu relay_cpu relay_beam worker_ms worker_rss
+python3 bench/report.py

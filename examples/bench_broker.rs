@@ -2,7 +2,8 @@
 //!
 //! - `ceiling <amqp_url> <exchange> <routing_key> <size> <concurrency> <seconds>`: the broker's own
 //!   ceiling for the receiver's work: confirmed, persistent, mandatory publishes of a given size
-//!   from N concurrent publishers on 4 channels (the relay's layout), for a fixed time;
+//!   from N concurrent publishers on the relay's channel layout (`BENCH_CHANNELS` to compare
+//!   others), with the relay's properties and headers, for a fixed time;
 //! - `depth <amqp_url> <queue>`: the exact number of ready messages (a passive declare; the
 //!   management statistics of quorum queues lag by seconds);
 //! - `purge <amqp_url> <queue>`.
@@ -17,7 +18,7 @@ use std::{
 
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions},
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
     BasicProperties, Confirmation, Connection, ConnectionProperties,
 };
 
@@ -42,14 +43,40 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Publishing channels per connection, as the relay's publisher opens them.
+const CHANNELS: usize = 4;
+
+/// The properties the relay sets on a raw event (design §4), so the broker parses and stores
+/// the same message: persistent JSON, id, type, timestamp, app id and three headers.
+fn relay_properties() -> BasicProperties {
+    let mut headers = FieldTable::default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    for (name, value) in [
+        ("x-polyai-timestamp", now.to_string()),
+        ("x-relay-signature-scheme", "timestamped".to_owned()),
+        ("x-relay-received-at", "2026-11-29T06:00:00.123456789Z".to_owned()),
+    ] {
+        headers.insert(name.into(), AMQPValue::LongString(value.as_bytes().into()));
+    }
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(format!("evt_{}", uuid::Uuid::new_v4().simple()).into())
+        .with_type("conversation.completed".into())
+        .with_timestamp(now)
+        .with_app_id("polyai-relay".into())
+        .with_headers(headers)
+}
+
 async fn ceiling(args: &[String]) -> anyhow::Result<()> {
     let [url, exchange, key, size, concurrency, seconds] = args else {
         anyhow::bail!("usage: bench_broker ceiling <amqp_url> <exchange> <routing_key> <size> <concurrency> <seconds>");
     };
     let (size, concurrency, seconds): (usize, usize, u64) = (size.parse()?, concurrency.parse()?, seconds.parse()?);
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
+    let channel_count = std::env::var("BENCH_CHANNELS").ok().and_then(|n| n.parse().ok()).unwrap_or(CHANNELS);
     let mut channels = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..channel_count {
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         channels.push(channel);
@@ -64,10 +91,7 @@ async fn ceiling(args: &[String]) -> anyhow::Result<()> {
         let (exchange, key) = (exchange.clone(), key.clone());
         tasks.spawn(async move {
             while Instant::now() < deadline {
-                let properties = BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into())
-                    .with_message_id(uuid::Uuid::new_v4().to_string().into());
+                let properties = relay_properties();
                 let options = BasicPublishOptions { mandatory: true, ..Default::default() };
                 let confirm = channel
                     .basic_publish(exchange.as_str().into(), key.as_str().into(), options, &body, properties)

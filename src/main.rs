@@ -3,9 +3,15 @@ use std::{io::Write, process::ExitCode};
 use clap::Parser;
 use polyai_relay::{cli::Cli, telemetry};
 
+// mimalloc: glibc's malloc/free were a fifth of the relay's instructions per webhook (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // reqwest's clients take the process's TLS provider (Cargo.toml: `rustls-no-provider`).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (format, default_level) = cli.log_defaults();
     let traces = telemetry::init(format, default_level, cli.exports_traces());
     let result = cli.execute().await;

@@ -15,7 +15,7 @@ use crate::config::TlsSettings;
 
 /// Builds the connector every `amqps://` connection uses. Errors name the setting at fault.
 pub fn connector(settings: &TlsSettings) -> Result<RustlsConnector, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let extra_roots = match &settings.ca_pem {
         Some(pem) => certificates(pem.as_bytes()).map_err(|e| format!("AMQP_TLS_CA_FILE: {e}"))?,
         None => Vec::new(),

@@ -1,0 +1,93 @@
+"""The table of bench/run.sh: each figure, its baseline from the same run, and its target.
+
+Reads the phases' outputs from $WORK and the other figures from the environment.
+"""
+
+import os
+import re
+
+env = os.environ
+work = env["WORK"]
+
+
+def text(name):
+    with open(os.path.join(work, name)) as f:
+        return f.read()
+
+
+def number(pattern, name, default=0.0):
+    m = re.search(pattern, text(name))
+    return float(m.group(1)) if m else default
+
+
+def sent(name):
+    """A `polyai-relay send` summary: requests, req/s, 204s, p50/p99/max, the sender's CPU seconds."""
+    return {
+        "requests": number(r"requests: (\d+)", name),
+        "rps": number(r"\(([0-9.]+) req/s\)", name),
+        "ok": number(r"204: (\d+)", name),
+        "p50": number(r"p50 ([0-9.]+)", name),
+        "p99": number(r"p99 ([0-9.]+)", name),
+        "max": number(r"max ([0-9.]+)", name),
+        "cpu": float(text(name + ".cpu")),
+    }
+
+
+def us(seconds, count):
+    return seconds / max(count, 1) * 1e6
+
+
+def verdict(ok):
+    return "met" if ok else "**not met**"
+
+
+secs, conc, size, rate = env["SECONDS_PER_PHASE"], env["CONCURRENCY"], env["SIZE"], float(env["RATE"])
+ceiling_msgs = number(r"confirmed: (\d+)", "ceiling.txt")
+ceiling_rate = number(r"\(([0-9.]+) msg/s\)", "ceiling.txt")
+lapin_us = us(float(text("ceiling.cpu")), ceiling_msgs)
+ceiling_broker_us = us(float(env["ceiling_beam"]), ceiling_msgs)
+bare = sent("bare.txt")
+bare_us = us(float(env["bare_cpu"]), bare["requests"])
+relay = sent("max.txt")
+relay_us = us(float(env["relay_cpu"]), relay["requests"])
+relay_broker_us = us(float(env["relay_beam"]), relay["ok"])
+parts = bare_us + lapin_us
+fixed = [sent(f"fixed{i}.txt") for i in (1, 2, 3)]
+idle_mb, peak_mb = int(env["idle_rss"]) / 1024, int(env["peak_rss"]) / 1024
+worker = int(env["WORKER_EVENTS"]) / (int(env["worker_ms"]) / 1000)
+ideal = 64 / 0.05
+build_s = float(re.search(r"(\d+) s", env["build"]).group(1))
+queued = int(env["queued"])
+
+rows = [
+    ("broker ceiling: lapin alone, confirmed", f"{ceiling_rate:,.0f} msg/s",
+     f"client {lapin_us:.1f} µs/msg, broker {ceiling_broker_us:.1f} µs/msg", ""),
+    ("bare HTTP+verify (axum, no broker)", f"{bare['rps']:,.0f} req/s",
+     f"server {bare_us:.1f} µs/req, sender {us(bare['cpu'], bare['requests']):.1f} µs/req", ""),
+    ("receiver flat out", f"{relay['rps']:,.0f} req/s = {relay['rps'] / ceiling_rate:.0%} of the ceiling",
+     f"sender {us(relay['cpu'], relay['requests']):.1f} µs/req", f"≥ 85%: {verdict(relay['rps'] >= 0.85 * ceiling_rate)}"),
+    ("relay CPU per webhook", f"{relay_us:.1f} µs = {relay_us / parts:.2f} × (bare {bare_us:.1f} + lapin {lapin_us:.1f})",
+     "", f"≤ 1.3 ×: {verdict(relay_us <= 1.3 * parts)}"),
+    ("broker CPU per message, relay publishing", f"{relay_broker_us:.1f} µs = {relay_broker_us / ceiling_broker_us:.2f} × the ceiling's",
+     "", f"≤ 1.1 ×: {verdict(relay_broker_us <= 1.1 * ceiling_broker_us)}"),
+    ("receiver latency, flat out", f"p50 {relay['p50']:.1f} ms, p99 {relay['p99']:.1f} ms, max {relay['max']:.0f} ms",
+     f"{relay['requests'] - relay['ok']:.0f} of {relay['requests']:.0f} not 204", ""),
+    ("queue holds every 204", f"{queued} queued / {relay['ok']:.0f} accepted", "exact passive declare",
+     "ok" if queued == relay["ok"] else "**MISMATCH**"),
+]
+for label, run in zip(("fresh queue", "right after flat out", "after a purge"), fixed):
+    rows.append((f"p99 at {rate:,.0f} req/s, {label}", f"{run['p99']:.1f} ms (p50 {run['p50']:.1f}, max {run['max']:.0f})",
+                 f"{run['rps']:,.0f} req/s, {run['requests'] - run['ok']:.0f} not 204", f"≤ 10 ms: {verdict(run['p99'] <= 10)}"))
+rows += [
+    ("receiver RSS idle / peak", f"{idle_mb:.1f} / {peak_mb:.1f} MB", "",
+     f"≤ 12 / 32 MB: {verdict(idle_mb <= 12 and peak_mb <= 32)}"),
+    ("worker, API at 50 ms, concurrency 64", f"{worker:,.0f} records/s = {worker / ideal:.0%} of {ideal:,.0f}/s",
+     f"peak RSS {int(env['worker_rss']) / 1024:.1f} MB", f"≥ 95%: {verdict(worker >= 0.95 * ideal)}"),
+    ("release build", env["build"], f"binary {env['binary_mb']} MB",
+     f"≤ 150 s clean: {verdict(build_s <= 150)}" if "clean" in env["build"] else "clean build not timed"),
+    ("start-up to /readyz", f"{env['ready_ms']} ms", "", ""),
+]
+print(f"\n{secs} s phases, {conc} connections, {size}-byte events\n")
+print("| measure | result | baseline / note | target |\n|---|---|---|---|")
+for row in rows:
+    print("| " + " | ".join(row) + " |")
