@@ -53,7 +53,7 @@ profile() {
   local name=$1 port=$2; shift 2
   valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.%p.out" --dump-instr=no "$@" 2>"$OUT/$name.log" &
   local pid=$!; PIDS+=("$pid")
-  wait_ready "http://127.0.0.1:$port/readyz" 2>/dev/null || true
+  wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" 2>/dev/null || true
   send "http://127.0.0.1:$port/polyai-events" 200 >/dev/null # warm-up: connections, pools, lazy statics
   callgrind_control -z "$pid" >/dev/null
   local before; before=$(amqp_out)
@@ -90,8 +90,8 @@ bare_file=$(ls -t "$OUT/bare.$BARE.out".* | head -n 1)
 echo "bare HTTP+verify: $(awk -v n="$COUNT" '/^summary:/ { printf "%\047.0f", $2 / n }' "$bare_file") instructions per request; profile $bare_file"
 fi
 
-export AMQP_URL="$AMQP" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:18090 RELAY_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info}
-profile relay 18090 "$BIN" serve
+export AMQP_URL="$AMQP" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:18090 RELAY_ADMIN_LISTEN=127.0.0.1:19090 RELAY_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info}
+ADMIN_PORT=19090 profile relay 18090 "$BIN" serve
 
 # The lapin client alone doing the relay's broker work (examples/bench_broker.rs ceiling), into
 # the topology the relay declared: Ir per confirmed message, start-up included (a few 0.1%).
@@ -131,7 +131,7 @@ PY
 
   "$BIN" serve 2>"$OUT/relay.native.log" &
   RELAY=$!; PIDS+=("$RELAY")
-  wait_ready http://127.0.0.1:18090/readyz
+  wait_ready http://127.0.0.1:19090/readyz
   send http://127.0.0.1:18090/polyai-events 500 >/dev/null
   counted relay "$RELAY" "$BEAM"
   sleep 0.5

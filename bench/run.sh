@@ -8,9 +8,10 @@
 #   bash bench/run.sh                        # 20 s phases, 64 connections, 600-byte events
 #   BENCH_SECONDS=5 bash bench/run.sh        # a quicker look
 #   BENCH_CLEAN_BUILD=1 bash bench/run.sh    # also time a clean release build (fresh target dir)
+#   BENCH_TRACES=1 bash bench/run.sh         # then traces off against on (bench/traces.sh)
 #
 # It runs in a vhost of its own on the local RabbitMQ (deleted at the end), on loopback ports
-# 18080/18081/18082/18099. Every request loop is bounded in time and count.
+# 18080/18082/18099 (admin listeners on 19080/19081). Every request loop is bounded in time and count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -174,3 +175,8 @@ worker_rss=$(rss_kb "$WORKER" VmHWM)
 export WORK SECONDS_PER_PHASE CONCURRENCY SIZE RATE WORKER_EVENTS build binary_mb ready_ms idle_rss peak_rss \
   queued ceiling_beam bare_cpu relay_cpu relay_beam worker_ms worker_rss
 python3 bench/report.py
+
+# With BENCH_TRACES=1: the receiver with traces off against on (bench/traces.sh).
+if [ "${BENCH_TRACES:-0}" = 1 ]; then
+  bash bench/traces.sh
+fi
