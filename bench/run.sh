@@ -41,7 +41,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
+  [ "${BENCH_KEEP:-0}" = 1 ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -155,8 +155,7 @@ PIDS+=("$!")
 wait_ready http://127.0.0.1:18099/healthz 30
 conversation=$(curl -fs -H 'x-api-key: mock-api-key' \
   'http://127.0.0.1:18099/v3/ws-mock/PROJECT-MOCK/conversations?limit=1' | python3 -c 'import json,sys; print(json.load(sys.stdin)["conversations"][0]["id"])')
-"$BIN" send --url "$URL" --secret $SECRET --count "$WORKER_EVENTS" \
-  --concurrency "$CONCURRENCY" --conversation-id "$conversation" >"$WORK/prefill.txt"
+"$BROKER" fill "$AMQP" polyai.events conversation.completed "$WORKER_EVENTS" "$conversation"
 kill "$SERVE"; wait "$SERVE" 2>/dev/null || true
 AMQP_URL="$AMQP" POLYAI_API_KEY=mock-api-key POLYAI_BASE_URL=http://127.0.0.1:18099 \
   POLYAI_ACCOUNT_ID=ws-mock POLYAI_PROJECT_ID=PROJECT-MOCK RELAY_API_CONCURRENCY=64 RELAY_ADMIN_LISTEN=127.0.0.1:19081 \

@@ -6,7 +6,10 @@
 //!   others), with the relay's properties and headers, for a fixed time;
 //! - `depth <amqp_url> <queue>`: the exact number of ready messages (a passive declare; the
 //!   management statistics of quorum queues lag by seconds);
-//! - `purge <amqp_url> <queue>`.
+//! - `purge <amqp_url> <queue>`;
+//! - `fill <amqp_url> <exchange> <routing_key> <count> <conversation_id>`: `count` raw events for
+//!   one conversation, as the receiver publishes them, for the worker's phase (the receiver would
+//!   rightly take identical signed deliveries of the same second for one).
 
 use std::{
     sync::{
@@ -39,7 +42,32 @@ async fn main() -> anyhow::Result<()> {
             channel.queue_purge((*queue).into(), QueuePurgeOptions::default()).await?;
             Ok(())
         }
-        _ => anyhow::bail!("usage: bench_broker ceiling|depth|purge …"),
+        ["fill", url, exchange, key, count, conversation] => {
+            let channel = Connection::connect(url, ConnectionProperties::default()).await?.create_channel().await?;
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            let body = serde_json::json!({
+                "type": "conversation.completed",
+                "data": {"conversation_id": conversation, "environment": "live"},
+            })
+            .to_string();
+            let mut confirms = Vec::new();
+            for _ in 0..count.parse::<usize>()? {
+                let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+                let publish = channel.basic_publish(
+                    (*exchange).into(),
+                    (*key).into(),
+                    options,
+                    body.as_bytes(),
+                    relay_properties(),
+                );
+                confirms.push(publish.await?);
+            }
+            for confirm in confirms {
+                anyhow::ensure!(matches!(confirm.await?, Confirmation::Ack(None)), "a fill message was not confirmed");
+            }
+            Ok(())
+        }
+        _ => anyhow::bail!("usage: bench_broker ceiling|depth|purge|fill …"),
     }
 }
 
