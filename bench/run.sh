@@ -157,12 +157,14 @@ conversation=$(curl -fs -H 'x-api-key: mock-api-key' \
   'http://127.0.0.1:18099/v3/ws-mock/PROJECT-MOCK/conversations?limit=1' | python3 -c 'import json,sys; print(json.load(sys.stdin)["conversations"][0]["id"])')
 "$BROKER" fill "$AMQP" polyai.events conversation.completed "$WORKER_EVENTS" "$conversation"
 kill "$SERVE"; wait "$SERVE" 2>/dev/null || true
+# Timed from the worker's start: it consumes before /readyz answers, so a timer started after
+# that would miss the first events. The figure includes start-up (about 0.2 s; phase 1 above).
+worker_started=$(ms_now)
 AMQP_URL="$AMQP" POLYAI_API_KEY=mock-api-key POLYAI_BASE_URL=http://127.0.0.1:18099 \
   POLYAI_ACCOUNT_ID=ws-mock POLYAI_PROJECT_ID=PROJECT-MOCK RELAY_API_CONCURRENCY=64 RELAY_ADMIN_LISTEN=127.0.0.1:19081 \
   "$BIN" work 2>"$WORK/work.log" &
 WORKER=$!; PIDS+=("$WORKER")
 wait_ready http://127.0.0.1:19081/readyz 30
-worker_started=$(ms_now)
 deadline=$(( worker_started + 300000 ))
 until [ "$(curl -fs http://127.0.0.1:19081/metrics | awk '$1 == "relay_enriched_total" { print int($2) }')" -ge "$WORKER_EVENTS" ] 2>/dev/null; do
   [ "$(ms_now)" -lt "$deadline" ] || { echo "the worker did not finish in 300 s" >&2; exit 1; }
