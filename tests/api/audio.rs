@@ -16,7 +16,8 @@ use crate::{
     helpers::{completed, spawn_app_with, Options},
 };
 
-async fn mock() -> (polyai_relay::mock_api::RunningMock, CancellationToken) {
+/// The mock API on port 0, with the fake's key and ids, and what stops it.
+pub async fn mock() -> (polyai_relay::mock_api::RunningMock, CancellationToken) {
     let config = MockConfig {
         api_key: SecretString::from(API_KEY),
         account_id: ACCOUNT.into(),

@@ -3,17 +3,13 @@
 
 use std::{os::unix::fs::PermissionsExt, path::Path};
 
-use polyai_relay::{
-    config::{AudioDirection, AudioSettings},
-    mock_api::{MockApi, MockConfig},
-};
-use secrecy::SecretString;
+use polyai_relay::config::{AudioDirection, AudioSettings};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audio,
     backend::{both_backends, Backend, TempDir, TestQueue},
-    fake_polyai::{Reply, ACCOUNT, API_KEY, PROJECT},
+    fake_polyai::Reply,
     helpers::{completed, spawn_app_with, Options},
 };
 
@@ -51,15 +47,7 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn call_data_is_written_owner_only() {
-    let config = MockConfig {
-        api_key: SecretString::from(API_KEY),
-        account_id: ACCOUNT.into(),
-        project_id: PROJECT.into(),
-        ..MockConfig::default()
-    };
-    let stop = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mock = MockApi::start(config, listener, stop.clone()).await.unwrap();
+    let (mock, stop) = audio::mock().await;
     let voice = mock.conversations().iter().find(|c| c.channel == "VOICE-SIP" && !c.in_progress).unwrap().id.clone();
     let dir = TempDir::new();
     let audio_dir = dir.0.join("calls/audio");
