@@ -10,7 +10,7 @@ use super::{
     defaults,
     hosts::{self, Region},
     secret::{self, secret_value},
-    ApiSettings, AudioSettings, BaseUrl, ConfigError, PlatformSettings,
+    ApiSettings, AudioSettings, BaseUrl, ConfigError, PlatformSettings, ProjectName,
 };
 
 /// Which path fetches one conversation; PolyAI's docs disagree (design §7).
@@ -147,6 +147,7 @@ impl ApiArgs {
             ));
         }
         Ok(ApiSettings {
+            project: ProjectName::default(),
             base_url,
             api_key,
             account_id: required_id("POLYAI_ACCOUNT_ID", self.account_id.as_deref())?,

@@ -339,7 +339,7 @@ impl WorkerArgs {
             return Err(ConfigError::new("RELAY_MAX_ATTEMPTS", "RELAY_MAX_ATTEMPTS must be at least 1"));
         }
         Ok(WorkerSettings {
-            api,
+            projects: vec![api],
             concurrency: self.api_concurrency,
             rate: self.api_rate.0,
             max_attempts: self.max_attempts,

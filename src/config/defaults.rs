@@ -5,8 +5,8 @@
 use secrecy::SecretString;
 
 use super::{
-    values, ApiSettings, BaseUrl, ConversationApi, EventTypes, ReceiverSettings, SignatureSettings, Topology,
-    WorkerSettings,
+    values, ApiSettings, BaseUrl, ConversationApi, EventTypes, ProjectName, ReceiverSettings, SignatureSettings,
+    Topology, WorkerSettings,
 };
 use crate::signature::{SecretSlot, SignatureScheme};
 
@@ -92,6 +92,7 @@ impl ApiSettings {
     /// The v3 API at `base_url` with the default timeout and no platform host.
     pub fn new(base_url: BaseUrl, api_key: SecretString, account_id: &str, project_id: &str) -> Self {
         Self {
+            project: ProjectName::default(),
             base_url,
             api_key,
             account_id: account_id.to_owned(),
@@ -105,10 +106,10 @@ impl ApiSettings {
 }
 
 impl WorkerSettings {
-    /// A worker of `api` with the default settings.
+    /// A worker of the one project `api` with the default settings.
     pub fn new(api: ApiSettings) -> Self {
         Self {
-            api,
+            projects: vec![api],
             concurrency: API_CONCURRENCY,
             rate: None,
             max_attempts: MAX_ATTEMPTS,

@@ -9,6 +9,7 @@ mod args;
 mod base_url;
 pub mod defaults;
 pub mod hosts;
+mod project;
 mod reconcile_args;
 pub mod secret;
 mod server_args;
@@ -20,6 +21,7 @@ pub use api_args::{ApiArgs, AudioArgs, AudioDirection, ConversationApi, Platform
 pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};
 pub use base_url::BaseUrl;
 pub use hosts::Region;
+pub use project::{ProjectName, DEFAULT_PROJECT};
 pub use reconcile_args::{ReconcileArgs, ReconcileSettings};
 pub use secret::secret_value;
 pub use server_args::{ConnectionLimits, ServerArgs, ServerSettings};
@@ -132,6 +134,8 @@ pub struct ReceiverSettings {
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
+    /// Which of the relay's projects this key and these ids belong to (design §12).
+    pub project: ProjectName,
     pub base_url: BaseUrl,
     pub api_key: SecretString,
     pub account_id: String,
@@ -165,7 +169,9 @@ pub struct AudioSettings {
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    pub api: ApiSettings,
+    /// The projects the worker fetches for, each with its own key, ids and host (design §12).
+    /// Never empty; the first is the one an event without `x-relay-project` belongs to.
+    pub projects: Vec<ApiSettings>,
     pub concurrency: usize,
     /// Requests per second across all tasks; `None` for unlimited.
     pub rate: Option<f64>,

@@ -56,7 +56,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(settings) = worker.reconcile.clone() else { return Ok(()) };
-    let client = PolyaiClient::new(&worker.api)?;
+    let client = PolyaiClient::new(&worker.projects[0])?;
     let source = match (&broker.amqp_url, embedded) {
         (Some(target), _) => {
             LedgerSource::Amqp { target: Box::new(target.clone()), topology: Box::new(broker.topology.clone()) }

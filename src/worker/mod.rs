@@ -101,7 +101,7 @@ impl Worker {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            client: PolyaiClient::new(&settings.api)?,
+            client: PolyaiClient::new(&settings.projects[0])?,
             publisher,
             policy: RetryPolicy {
                 max_attempts: settings.max_attempts,

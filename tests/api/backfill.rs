@@ -22,17 +22,8 @@ use crate::{
 };
 
 fn client(base_url: &str) -> PolyaiClient {
-    PolyaiClient::new(&ApiSettings {
-        base_url: base_url.parse().unwrap(),
-        api_key: SecretString::from(API_KEY),
-        account_id: ACCOUNT.into(),
-        project_id: PROJECT.into(),
-        timeout: Duration::from_secs(5),
-        conversation_api: Default::default(),
-        platform: None,
-        max_response: 16 << 20,
-    })
-    .unwrap()
+    PolyaiClient::new(&ApiSettings::new(base_url.parse().unwrap(), SecretString::from(API_KEY), ACCOUNT, PROJECT))
+        .unwrap()
 }
 
 fn config(dir: &TempDir, start: OffsetDateTime, end: OffsetDateTime, page_size: u32) -> BackfillConfig {

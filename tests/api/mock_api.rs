@@ -48,16 +48,12 @@ pub async fn spawn_mock_with(config: MockConfig) -> TestMock {
 impl TestMock {
     /// The relay's own API client, pointed at this mock with its key.
     pub fn relay_client(&self) -> polyai_relay::polyai::PolyaiClient {
-        polyai_relay::polyai::PolyaiClient::new(&polyai_relay::config::ApiSettings {
-            base_url: self.running.base_url().parse().unwrap(),
-            api_key: SecretString::from(KEY),
-            account_id: DEFAULT_ACCOUNT_ID.into(),
-            project_id: DEFAULT_PROJECT_ID.into(),
-            timeout: std::time::Duration::from_secs(5),
-            conversation_api: Default::default(),
-            platform: None,
-            max_response: 16 << 20,
-        })
+        polyai_relay::polyai::PolyaiClient::new(&polyai_relay::config::ApiSettings::new(
+            self.running.base_url().parse().unwrap(),
+            SecretString::from(KEY),
+            DEFAULT_ACCOUNT_ID,
+            DEFAULT_PROJECT_ID,
+        ))
         .unwrap()
     }
 
