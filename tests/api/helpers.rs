@@ -264,12 +264,22 @@ impl TestApp {
         self.http.get(self.admin_url(path)).send().await.expect("request reaches the admin listener")
     }
 
-    /// The value of one series on this app's own `/metrics` on the admin listener
-    /// (`name{labels}` as Prometheus renders it, labels in alphabetical order), 0 when it was
-    /// never recorded.
+    /// The value of a series on this app's own `/metrics` on the admin listener, 0 when it was
+    /// never recorded. `series` is `name` or `name{label="value",…}`: the sum over every series of
+    /// that name whose labels include the given ones (so a label added later, such as `project`,
+    /// does not change what a test asks for).
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.admin_get("/metrics").await.text().await.expect("metrics are text");
-        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+        let (name, wanted) = split_series(series);
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (line_name, labels) = split_series(series);
+                (line_name == name && wanted.iter().all(|label| labels.contains(label)))
+                    .then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
     }
 
     /// Waits until `series` reads `value` on this relay's `/metrics`: for counters the relay
@@ -334,4 +344,12 @@ pub fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String>
         lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         _ => None,
     })
+}
+
+/// `name{a="x",b="y"}` → (`name`, [`a="x"`, `b="y"`]). Label values here never hold commas.
+fn split_series(series: &str) -> (&str, Vec<&str>) {
+    match series.split_once('{') {
+        Some((name, labels)) => (name, labels.trim_end_matches('}').split(',').filter(|l| !l.is_empty()).collect()),
+        None => (series, Vec::new()),
+    }
 }
