@@ -108,8 +108,7 @@ pub async fn start_with(
     if let Some(settings) = components.receiver {
         let webhooks = bind("RELAY_LISTEN", settings.listen).await?;
         local_addr = webhooks.local_addr()?;
-        let event_types = components.broker.topology.event_types.clone();
-        let mut receiver = Receiver::new(settings, event_types, publisher.clone(), metrics);
+        let mut receiver = Receiver::new(settings, publisher.clone(), metrics);
         if let Some(spool) = spool {
             receiver = receiver.with_spool(spool);
         }

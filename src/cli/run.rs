@@ -4,12 +4,14 @@ use clap::Args;
 
 use crate::{
     app::{self, Components},
-    config::{BrokerArgs, ReceiverArgs, ServerArgs, SpoolArgs, WorkerArgs},
+    config::{BrokerArgs, BrokerSettings, ProjectsArgs, ProjectsFile, ReceiverArgs, ServerArgs, SpoolArgs, WorkerArgs},
     shutdown,
 };
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    projects: ProjectsArgs,
     #[command(flatten)]
     receiver: ReceiverArgs,
     #[command(flatten)]
@@ -25,6 +27,8 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
+    projects: ProjectsArgs,
+    #[command(flatten)]
     receiver: ReceiverArgs,
     #[command(flatten)]
     spool: SpoolArgs,
@@ -37,6 +41,8 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 pub struct WorkArgs {
     #[command(flatten)]
+    projects: ProjectsArgs,
+    #[command(flatten)]
     worker: WorkerArgs,
     #[command(flatten)]
     broker: BrokerArgs,
@@ -46,12 +52,14 @@ pub struct WorkArgs {
 
 impl RunArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
-        let receiver = self.receiver.settings()?;
+        let projects = self.projects.load()?;
+        let broker = self.broker.settings()?;
+        let receiver = self.receiver.settings(projects.as_ref(), &broker.topology.event_types)?;
         let components = Components {
-            broker: self.broker.settings()?,
+            broker: bind_projects(broker, projects.as_ref()),
             server: self.server.settings()?,
             receiver: Some(receiver),
-            worker: Some(self.worker.settings()?),
+            worker: Some(self.worker.settings(projects.as_ref())?),
             spool: self.spool.settings(),
         };
         run_until_signal(components).await
@@ -60,9 +68,11 @@ impl RunArgs {
 
 impl ServeArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
-        let receiver = self.receiver.settings()?;
+        let projects = self.projects.load()?;
+        let broker = self.broker.settings()?;
+        let receiver = self.receiver.settings(projects.as_ref(), &broker.topology.event_types)?;
         let components = Components {
-            broker: self.broker.settings()?,
+            broker: bind_projects(broker, projects.as_ref()),
             server: self.server.settings()?,
             receiver: Some(receiver),
             worker: None,
@@ -74,15 +84,25 @@ impl ServeArgs {
 
 impl WorkArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
+        let projects = self.projects.load()?;
         let components = Components {
-            broker: self.broker.settings()?,
+            broker: bind_projects(self.broker.settings()?, projects.as_ref()),
             server: self.server.settings()?,
             receiver: None,
-            worker: Some(self.worker.settings()?),
+            worker: Some(self.worker.settings(projects.as_ref())?),
             spool: None,
         };
         run_until_signal(components).await
     }
+}
+
+/// The worker's queue is bound to every type some project forwards (`RELAY_EVENTS` is the
+/// default of a project that names no `events`).
+fn bind_projects(mut broker: BrokerSettings, projects: Option<&ProjectsFile>) -> BrokerSettings {
+    if let Some(file) = projects {
+        broker.topology.event_types = file.event_types(&broker.topology.event_types);
+    }
+    broker
 }
 
 async fn run_until_signal(components: Components) -> anyhow::Result<()> {

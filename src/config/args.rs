@@ -1,11 +1,8 @@
 //! The flags and environment variables of design §2, as clap parses them.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
-use clap::{
-    builder::{PossibleValuesParser, TypedValueParser},
-    Args, ValueEnum,
-};
+use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::amqp::{self, AmqpTarget, Pem, TlsSettings};
@@ -13,9 +10,8 @@ use super::api_args::{ApiArgs, AudioArgs};
 use super::defaults;
 use super::{
     secret::{self, secret_value},
-    values, BrokerSettings, ConfigError, EventTypes, ReceiverSettings, SignatureSettings, Topology, WorkerSettings,
+    values, BrokerSettings, ConfigError, EventTypes, ProjectsFile, Topology, WorkerSettings,
 };
-use crate::signature::{SecretSlot, SignatureScheme};
 
 /// clap value parser for a duration that names its variable in the error.
 pub(super) fn duration(
@@ -34,14 +30,6 @@ pub(super) fn size(variable: &'static str) -> impl Fn(&str) -> Result<usize, Str
 }
 
 /// `RELAY_SIGNATURE_SCHEME`'s values: verification itself knows nothing of flags.
-fn signature_scheme() -> impl TypedValueParser<Value = SignatureScheme> {
-    PossibleValuesParser::new(["auto", "timestamped", "body"]).map(|name| match name.as_str() {
-        "timestamped" => SignatureScheme::Timestamped,
-        "body" => SignatureScheme::Body,
-        _ => SignatureScheme::Auto,
-    })
-}
-
 /// Requests per second, or `None` for unlimited. A newtype because clap reads a bare
 /// `Option<f64>` field as "optional f64", not as a value that may say "unlimited".
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -217,91 +205,6 @@ impl BrokerArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ReceiverArgs {
-    /// Signing secret of the webhook endpoint.
-    #[arg(long, env = "POLYAI_WEBHOOK_SECRET", value_parser = secret_value, hide_env_values = true)]
-    pub webhook_secret: Option<SecretString>,
-    #[arg(long, env = "POLYAI_WEBHOOK_SECRET_FILE")]
-    pub webhook_secret_file: Option<PathBuf>,
-    /// A second secret accepted too, so a rotation needs no downtime.
-    #[arg(long, env = "POLYAI_WEBHOOK_SECRET_PREVIOUS", value_parser = secret_value, hide_env_values = true)]
-    pub webhook_secret_previous: Option<SecretString>,
-    #[arg(long, env = "POLYAI_WEBHOOK_SECRET_PREVIOUS_FILE")]
-    pub webhook_secret_previous_file: Option<PathBuf>,
-    /// Address the receiver listens on (port 0 picks a free port).
-    #[arg(long, env = "RELAY_LISTEN", default_value = defaults::LISTEN)]
-    pub listen: SocketAddr,
-    /// Path PolyAI posts to.
-    #[arg(long, env = "RELAY_PATH", default_value = defaults::PATH)]
-    pub path: String,
-    /// Which signed message to check: `auto` accepts both forms the docs describe, `timestamped`
-    /// checks `{timestamp}.{body}` and its freshness, `body` the body alone.
-    #[arg(long, env = "RELAY_SIGNATURE_SCHEME", default_value = "auto", value_parser = signature_scheme())]
-    pub signature_scheme: SignatureScheme,
-    /// How far X-PolyAI-Timestamp may be from now, either way.
-    #[arg(long, env = "RELAY_TIMESTAMP_TOLERANCE", default_value = defaults::TIMESTAMP_TOLERANCE, value_parser = duration("RELAY_TIMESTAMP_TOLERANCE"))]
-    pub timestamp_tolerance: Duration,
-    /// Environments forwarded (comma-separated), or `all`.
-    #[arg(long, env = "RELAY_ENVIRONMENTS", default_value = "all")]
-    pub environments: String,
-    /// Longest a request waits for a durable enqueue before answering 503.
-    #[arg(long, env = "RELAY_ACK_DEADLINE", default_value = defaults::ACK_DEADLINE, value_parser = duration("RELAY_ACK_DEADLINE"))]
-    pub ack_deadline: Duration,
-    /// Larger bodies get 413 without being buffered.
-    #[arg(long, env = "RELAY_MAX_BODY", default_value = defaults::MAX_BODY, value_parser = size("RELAY_MAX_BODY"))]
-    pub max_body: usize,
-    /// Longest a client may take to send a request (guards against slow senders holding connections).
-    #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT, value_parser = duration("RELAY_REQUEST_TIMEOUT"))]
-    pub request_timeout: Duration,
-    /// Requests handled at once; past this the receiver answers 503 at once.
-    #[arg(long, env = "RELAY_MAX_IN_FLIGHT", default_value_t = defaults::MAX_IN_FLIGHT)]
-    pub max_in_flight: usize,
-}
-
-impl ReceiverArgs {
-    pub fn settings(&self) -> Result<ReceiverSettings, ConfigError> {
-        let current = secret::require(
-            "POLYAI_WEBHOOK_SECRET",
-            self.webhook_secret.as_ref(),
-            self.webhook_secret_file.as_deref(),
-            "to verify webhooks",
-        )?;
-        let mut secrets = vec![(SecretSlot::Current, current)];
-        if let Some(previous) = secret::resolve(
-            "POLYAI_WEBHOOK_SECRET_PREVIOUS",
-            self.webhook_secret_previous.as_ref(),
-            self.webhook_secret_previous_file.as_deref(),
-        )? {
-            secrets.push((SecretSlot::Previous, previous));
-        }
-        if !self.path.starts_with('/') {
-            return Err(ConfigError::new("RELAY_PATH", format!("RELAY_PATH `{}` must start with `/`", self.path)));
-        }
-        let environments = match self.environments.trim() {
-            "" | "all" | "*" => None,
-            list => Some(values::parse_list(list)),
-        };
-        if self.ack_deadline.is_zero() {
-            return Err(ConfigError::new("RELAY_ACK_DEADLINE", "RELAY_ACK_DEADLINE must be above zero"));
-        }
-        Ok(ReceiverSettings {
-            listen: self.listen,
-            path: self.path.clone(),
-            signature: SignatureSettings {
-                secrets,
-                scheme: self.signature_scheme,
-                tolerance: self.timestamp_tolerance,
-            },
-            environments,
-            ack_deadline: self.ack_deadline,
-            max_body: self.max_body,
-            request_timeout: self.request_timeout,
-            max_in_flight: self.max_in_flight.max(1),
-        })
-    }
-}
-
-#[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
     #[command(flatten)]
     pub api: ApiArgs,
@@ -330,8 +233,9 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    pub fn settings(&self) -> Result<WorkerSettings, ConfigError> {
-        let api = self.api.settings()?;
+    /// `file`: `RELAY_PROJECTS_FILE`, when the relay serves the projects it lists.
+    pub fn settings(&self, file: Option<&ProjectsFile>) -> Result<WorkerSettings, ConfigError> {
+        let projects = self.api.projects(file)?;
         if self.api_concurrency == 0 {
             return Err(ConfigError::new("RELAY_API_CONCURRENCY", "RELAY_API_CONCURRENCY must be at least 1"));
         }
@@ -339,7 +243,7 @@ impl WorkerArgs {
             return Err(ConfigError::new("RELAY_MAX_ATTEMPTS", "RELAY_MAX_ATTEMPTS must be at least 1"));
         }
         Ok(WorkerSettings {
-            projects: vec![api],
+            projects,
             concurrency: self.api_concurrency,
             rate: self.api_rate.0,
             max_attempts: self.max_attempts,
@@ -353,7 +257,7 @@ impl WorkerArgs {
 }
 
 /// Path segments go into URLs: refuse what would change the path rather than escape it silently.
-pub(super) fn required_id(variable: &'static str, value: Option<&str>) -> Result<String, ConfigError> {
+pub(super) fn required_id(variable: &str, value: Option<&str>) -> Result<String, ConfigError> {
     let value = value.map(str::trim).unwrap_or_default();
     if value.is_empty() {
         return Err(ConfigError::new(variable, format!("{variable} is required")));

@@ -13,7 +13,7 @@ pub struct BaseUrl(Url);
 
 impl BaseUrl {
     /// Parses an http(s) URL given for `variable`.
-    pub fn parse(variable: &'static str, text: &str) -> Result<Self, ConfigError> {
+    pub fn parse(variable: &str, text: &str) -> Result<Self, ConfigError> {
         let url = Url::parse(text.trim())
             .map_err(|e| ConfigError::new(variable, format!("{variable} is not a URL ({e})")))?;
         Self::try_from(url)

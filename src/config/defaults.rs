@@ -5,8 +5,8 @@
 use secrecy::SecretString;
 
 use super::{
-    values, ApiSettings, BaseUrl, ConversationApi, EventTypes, ProjectName, ReceiverSettings, SignatureSettings,
-    Topology, WorkerSettings,
+    values, ApiSettings, BaseUrl, ConversationApi, EventTypes, ProjectName, ReceiverProject, ReceiverSettings,
+    SignatureSettings, Topology, WorkerSettings,
 };
 use crate::signature::{SecretSlot, SignatureScheme};
 
@@ -69,17 +69,21 @@ impl Topology {
 }
 
 impl ReceiverSettings {
-    /// A receiver with the default settings, verifying with `secret` alone.
+    /// A receiver of one project with the default settings, verifying with `secret` alone.
     pub fn new(secret: SecretString) -> Self {
         Self {
             listen: LISTEN.parse().expect("the default address parses"),
-            path: PATH.to_owned(),
-            signature: SignatureSettings {
-                secrets: vec![(SecretSlot::Current, secret)],
-                scheme: SignatureScheme::Auto,
-                tolerance: duration(TIMESTAMP_TOLERANCE),
-            },
-            environments: None,
+            projects: vec![ReceiverProject {
+                name: ProjectName::default(),
+                path: PATH.to_owned(),
+                signature: SignatureSettings {
+                    secrets: vec![(SecretSlot::Current, secret)],
+                    scheme: SignatureScheme::Auto,
+                    tolerance: duration(TIMESTAMP_TOLERANCE),
+                },
+                event_types: EventTypes::Only(values::parse_list(EVENTS)),
+                environments: None,
+            }],
             ack_deadline: duration(ACK_DEADLINE),
             max_body: values::parse_size(MAX_BODY).expect("the default size parses"),
             request_timeout: duration(REQUEST_TIMEOUT),

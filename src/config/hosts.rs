@@ -12,14 +12,15 @@ pub enum Region {
 }
 
 impl Region {
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+    /// `label` names where the text came from in the error (`POLYAI_REGION`, a projects file's field).
+    pub fn parse(label: &str, text: &str) -> Result<Self, ConfigError> {
         match text.trim().to_ascii_lowercase().as_str() {
             "us" => Ok(Self::Us),
             "uk" => Ok(Self::Uk),
             "euw" | "eu" => Ok(Self::Euw),
             other => Err(ConfigError::new(
                 "POLYAI_REGION",
-                format!("POLYAI_REGION `{other}` is not a PolyAI region; use `us`, `uk` or `euw`"),
+                format!("{label} `{other}` is not a PolyAI region; use `us`, `uk` or `euw`"),
             )),
         }
     }
@@ -54,8 +55,9 @@ fn is_runtime_family(host: &str) -> bool {
     host.ends_with(".platform.polyai.app")
 }
 
-/// Refuses a `POLYAI_BASE_URL` on the build host family: the v3 API is not served there.
-pub fn check_runtime_url(url: &BaseUrl) -> Result<(), ConfigError> {
+/// Refuses a runtime URL (`POLYAI_BASE_URL`, named by `label`) on the build host family: the v3
+/// API is not served there.
+pub fn check_runtime_url(label: &str, url: &BaseUrl) -> Result<(), ConfigError> {
     let host = url.host();
     if is_build_family(host) {
         let region = host.trim_start_matches("api.").trim_end_matches(".poly.ai");
@@ -67,21 +69,20 @@ pub fn check_runtime_url(url: &BaseUrl) -> Result<(), ConfigError> {
         };
         return Err(ConfigError::new(
             "POLYAI_BASE_URL",
-            format!(
-                "POLYAI_BASE_URL points at {host}, the Agents/Webhooks host; the Conversations v3 API is on {hint}"
-            ),
+            format!("{label} points at {host}, the Agents/Webhooks host; the Conversations v3 API is on {hint}"),
         ));
     }
     Ok(())
 }
 
-/// Refuses a `POLYAI_PLATFORM_URL` on the runtime host family: the Webhooks API is not served there.
-pub fn check_platform_url(url: &BaseUrl) -> Result<(), ConfigError> {
+/// Refuses a platform URL (`POLYAI_PLATFORM_URL`, named by `label`) on the runtime host family:
+/// the Webhooks API is not served there.
+pub fn check_platform_url(label: &str, url: &BaseUrl) -> Result<(), ConfigError> {
     let host = url.host();
     if is_runtime_family(host) {
         return Err(ConfigError::new(
             "POLYAI_PLATFORM_URL",
-            format!("POLYAI_PLATFORM_URL points at {host}, the runtime host; the Webhooks and Agents APIs are on api.{{us,uk,eu}}.poly.ai"),
+            format!("{label} points at {host}, the runtime host; the Webhooks and Agents APIs are on api.{{us,uk,eu}}.poly.ai"),
         ));
     }
     Ok(())
@@ -93,24 +94,30 @@ mod tests {
 
     #[test]
     fn regions_pick_both_host_families() {
-        assert_eq!(Region::parse("us").unwrap().runtime_url().as_str(), "https://api.us-1.platform.polyai.app/");
-        assert_eq!(Region::parse("EUW").unwrap().platform_url().as_str(), "https://api.eu.poly.ai/");
-        let err = Region::parse("mars").unwrap_err().to_string();
+        assert_eq!(
+            Region::parse("POLYAI_REGION", "us").unwrap().runtime_url().as_str(),
+            "https://api.us-1.platform.polyai.app/"
+        );
+        assert_eq!(Region::parse("POLYAI_REGION", "EUW").unwrap().platform_url().as_str(), "https://api.eu.poly.ai/");
+        let err = Region::parse("POLYAI_REGION", "mars").unwrap_err().to_string();
         assert!(err.contains("POLYAI_REGION") && err.contains("mars"));
     }
 
     #[test]
     fn a_runtime_url_on_the_build_host_family_is_refused_with_the_right_host() {
         let url = |text: &str| text.parse::<BaseUrl>().unwrap();
-        let err = check_runtime_url(&url("https://api.us.poly.ai")).unwrap_err().to_string();
+        let err = check_runtime_url("POLYAI_BASE_URL", &url("https://api.us.poly.ai")).unwrap_err().to_string();
         assert!(err.contains("POLYAI_BASE_URL") && err.contains("api.us-1.platform.polyai.app"), "{err}");
-        assert!(check_runtime_url(&url("https://api.uk-1.platform.polyai.app")).is_ok());
-        assert!(check_runtime_url(&url("http://127.0.0.1:9999")).is_ok());
+        assert!(check_runtime_url("POLYAI_BASE_URL", &url("https://api.uk-1.platform.polyai.app")).is_ok());
+        assert!(check_runtime_url("POLYAI_BASE_URL", &url("http://127.0.0.1:9999")).is_ok());
     }
 
     #[test]
     fn a_platform_url_on_the_runtime_family_is_refused() {
         let url: BaseUrl = "https://api.us-1.platform.polyai.app".parse().unwrap();
-        assert!(check_platform_url(&url).unwrap_err().to_string().contains("POLYAI_PLATFORM_URL"));
+        assert!(check_platform_url("POLYAI_PLATFORM_URL", &url)
+            .unwrap_err()
+            .to_string()
+            .contains("POLYAI_PLATFORM_URL"));
     }
 }

@@ -10,6 +10,8 @@ mod base_url;
 pub mod defaults;
 pub mod hosts;
 mod project;
+mod projects_file;
+mod receiver_args;
 mod reconcile_args;
 pub mod secret;
 mod server_args;
@@ -18,10 +20,12 @@ mod values;
 
 pub use amqp::{AmqpTarget, TlsSettings};
 pub use api_args::{ApiArgs, AudioArgs, AudioDirection, ConversationApi, PlatformArgs};
-pub use args::{BrokerArgs, LogArgs, LogFormat, ReceiverArgs, TopologyArgs, WorkerArgs};
+pub use args::{BrokerArgs, LogArgs, LogFormat, TopologyArgs, WorkerArgs};
 pub use base_url::BaseUrl;
 pub use hosts::Region;
 pub use project::{ProjectName, DEFAULT_PROJECT};
+pub use projects_file::{ProjectEntry, ProjectsArgs, ProjectsFile};
+pub use receiver_args::ReceiverArgs;
 pub use reconcile_args::{ReconcileArgs, ReconcileSettings};
 pub use secret::secret_value;
 pub use server_args::{ConnectionLimits, ServerArgs, ServerSettings};
@@ -43,7 +47,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// `variable` is the one at fault; messages name it, so constructors take it to keep that so.
-    pub fn new(_variable: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(_variable: &str, message: impl Into<String>) -> Self {
         Self { message: message.into() }
     }
 }
@@ -117,13 +121,25 @@ pub struct SignatureSettings {
     pub tolerance: Duration,
 }
 
+/// What the receiver knows of one project (design §12): where PolyAI posts its events, how they
+/// are signed, and which of them travel on.
+#[derive(Debug, Clone)]
+pub struct ReceiverProject {
+    pub name: ProjectName,
+    /// The webhook path; one per project, so the path alone picks the secrets to verify with.
+    pub path: String,
+    pub signature: SignatureSettings,
+    /// Types forwarded; others are answered 204 and dropped.
+    pub event_types: EventTypes,
+    /// `None` forwards every environment.
+    pub environments: Option<Vec<String>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ReceiverSettings {
     pub listen: SocketAddr,
-    pub path: String,
-    pub signature: SignatureSettings,
-    /// `None` forwards every environment.
-    pub environments: Option<Vec<String>>,
+    /// Never empty; paths are unique.
+    pub projects: Vec<ReceiverProject>,
     pub ack_deadline: Duration,
     pub max_body: usize,
     /// Longest a client may take to send a whole request (slowloris guard).

@@ -33,6 +33,11 @@ impl ProjectName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The `project` label of a metric: shares the name, allocates nothing per sample.
+    pub fn label(&self) -> metrics::SharedString {
+        self.0.clone().into()
+    }
 }
 
 impl Default for ProjectName {

@@ -25,19 +25,26 @@ pub fn resolve(
             return Err(ConfigError::new(variable, format!("set {variable} or {variable}_FILE, not both")));
         }
         (Some(secret), None) => secret.clone(),
-        (None, Some(path)) => {
-            let content = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::new(variable, format!("{variable}_FILE: cannot read {}: {}", path.display(), e.kind()))
-            })?;
-            // Files written by `echo` or editors end in a newline that is not part of the secret.
-            SecretString::from(content.trim_end_matches(['\r', '\n']))
-        }
+        (None, Some(path)) => read_file(&format!("{variable}_FILE"), path)?,
         (None, None) => return Ok(None),
     };
     if secret.expose_secret().trim().is_empty() {
         return Err(ConfigError::new(variable, format!("{variable} is empty")));
     }
     Ok(Some(secret))
+}
+
+/// Reads a secret from a file; `label` names the setting that gave the path in the error, which
+/// never holds the file's content. An empty secret is refused.
+pub fn read_file(label: &str, path: &Path) -> Result<SecretString, ConfigError> {
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", format!("{label}: cannot read {}: {}", path.display(), e.kind())))?;
+    // Files written by `echo` or editors end in a newline that is not part of the secret.
+    let secret = SecretString::from(content.trim_end_matches(['\r', '\n']));
+    if secret.expose_secret().trim().is_empty() {
+        return Err(ConfigError::new("", format!("{label}: {} is empty", path.display())));
+    }
+    Ok(secret)
 }
 
 /// Like [`resolve`], for a secret the command cannot run without.

@@ -1,5 +1,6 @@
 //! The HTTP side: the webhook endpoint (design §3) and the operational endpoints (admin listener).
 
+mod endpoint;
 mod enqueue;
 mod ops;
 mod recent;
@@ -14,21 +15,15 @@ use axum::{
 };
 use tokio::sync::{watch, Semaphore};
 
-use crate::{
-    config::{EventTypes, ReceiverSettings},
-    queue::Publisher,
-    signature::Verifier,
-    spool::Spool,
-    telemetry::Metrics,
-};
+use crate::{config::ReceiverSettings, queue::Publisher, spool::Spool, telemetry::Metrics};
 
 pub use ops::Readiness;
 
 /// Everything the webhook handler needs, shared by all requests.
 pub struct Receiver {
-    verifier: Verifier,
+    /// One per project, in the settings' order; each route's state holds its index.
+    endpoints: Vec<endpoint::Endpoint>,
     publisher: Arc<dyn Publisher>,
-    event_types: EventTypes,
     settings: ReceiverSettings,
     /// Bounds the signed requests being published at once; one that finds no permit is shed with 503.
     in_flight: Semaphore,
@@ -44,20 +39,15 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    pub fn new(
-        settings: ReceiverSettings,
-        event_types: EventTypes,
-        publisher: Arc<dyn Publisher>,
-        metrics: Metrics,
-    ) -> Self {
-        let signature = &settings.signature;
+    pub fn new(settings: ReceiverSettings, publisher: Arc<dyn Publisher>, metrics: Metrics) -> Self {
+        // The widest tolerance: a replay is recognised for as long as any project would verify it.
+        let tolerance = settings.projects.iter().map(|p| p.signature.tolerance).max().unwrap_or_default();
         Self {
-            verifier: Verifier::new(&signature.secrets, signature.scheme, signature.tolerance),
+            endpoints: settings.projects.iter().map(endpoint::Endpoint::new).collect(),
             publisher,
-            event_types,
             in_flight: Semaphore::new(settings.max_in_flight),
             refusals: crate::log_limit::LogLimit::default(),
-            recent: recent::RecentDeliveries::new(signature.tolerance),
+            recent: recent::RecentDeliveries::new(tolerance),
             settings,
             spool: None,
             metrics,
@@ -80,13 +70,16 @@ pub fn ops_router(readiness: Readiness, metrics: Metrics) -> Router {
         .with_state(ops::Ops { readiness, metrics })
 }
 
-/// The webhook listener's router: `RELAY_PATH` and nothing else (the operational endpoints are
-/// on the admin listener, design §10).
+/// The webhook listener's router: each project's path and nothing else (the operational
+/// endpoints are on the admin listener, design §10).
 pub fn router(receiver: Arc<Receiver>) -> Router {
-    let path = receiver.settings.path.clone();
     let max_body = receiver.settings.max_body;
-    Router::new()
-        .route(&path, post(webhook::receive).with_state(receiver))
+    let mut router = Router::new();
+    for (project, settings) in receiver.settings.projects.iter().enumerate() {
+        let route = endpoint::Route { receiver: receiver.clone(), project };
+        router = router.route(&settings.path, post(webhook::receive).with_state(route));
+    }
+    router
         // Refuses a declared Content-Length over the limit before reading a byte of the body;
         // the handler's own limit covers bodies sent without one (chunked).
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))

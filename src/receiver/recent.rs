@@ -25,8 +25,11 @@ const CAPACITY: usize = 1 << 16;
 pub struct DeliveryKey([u8; 32]);
 
 impl DeliveryKey {
-    pub fn of(event: &VerifiedEvent, headers: &HeaderMap, signature_header: &str) -> Self {
+    /// `project`: the same body sent to two projects' paths is two deliveries.
+    pub fn of(project: &str, event: &VerifiedEvent, headers: &HeaderMap, signature_header: &str) -> Self {
         let mut digest = Sha256::new();
+        digest.update(project.as_bytes());
+        digest.update(b"\0");
         match event.scheme() {
             MatchedScheme::Timestamped => {
                 digest.update(b"timestamped\0");

@@ -10,6 +10,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::{
+    config::EventTypes,
     queue::{Destination, Message, Metered, PublishError},
     signature::{sign, SignatureScheme},
     telemetry::Metrics,
@@ -45,13 +46,17 @@ fn router_with(publisher: Arc<dyn Publisher>, ack_deadline: Duration) -> Router 
     router_metered(publisher, ack_deadline, Metrics::isolated())
 }
 
-fn router_metered(publisher: Arc<dyn Publisher>, ack_deadline: Duration, metrics: Metrics) -> Router {
+/// One project on `/polyai-events`, body-signed with `s`, forwarding `conversation.completed`.
+fn settings(ack_deadline: Duration) -> ReceiverSettings {
     let mut settings = ReceiverSettings::new(SecretString::from("s"));
-    settings.signature.scheme = SignatureScheme::Body;
-    let settings = ReceiverSettings { ack_deadline, max_body: 1024, max_in_flight: 8, ..settings };
-    let types = EventTypes::Only(vec!["conversation.completed".into()]);
-    let receiver = Arc::new(Receiver::new(settings, types, publisher, metrics));
-    router(receiver)
+    let project = &mut settings.projects[0];
+    project.signature.scheme = SignatureScheme::Body;
+    project.event_types = EventTypes::Only(vec!["conversation.completed".into()]);
+    ReceiverSettings { ack_deadline, max_body: 1024, max_in_flight: 8, ..settings }
+}
+
+fn router_metered(publisher: Arc<dyn Publisher>, ack_deadline: Duration, metrics: Metrics) -> Router {
+    router(Arc::new(Receiver::new(settings(ack_deadline), publisher, metrics)))
 }
 
 fn signed_request() -> Request<Body> {
@@ -90,11 +95,7 @@ async fn a_nack_gives_503() {
 }
 
 fn spooling_router(publisher: Arc<dyn Publisher>, ack_deadline: Duration, spool: crate::spool::Spool) -> Router {
-    let mut settings = ReceiverSettings::new(SecretString::from("s"));
-    settings.signature.scheme = SignatureScheme::Body;
-    let settings = ReceiverSettings { ack_deadline, max_body: 1024, max_in_flight: 8, ..settings };
-    let types = EventTypes::Only(vec!["conversation.completed".into()]);
-    let receiver = Receiver::new(settings, types, publisher, Metrics::isolated()).with_spool(spool);
+    let receiver = Receiver::new(settings(ack_deadline), publisher, Metrics::isolated()).with_spool(spool);
     router(Arc::new(receiver))
 }
 

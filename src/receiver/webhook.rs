@@ -2,7 +2,6 @@
 
 use std::{
     collections::BTreeMap,
-    sync::Arc,
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -17,6 +16,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tracing::{field::Empty, Instrument};
 
 use super::{
+    endpoint::{Endpoint, Route},
     enqueue::{enqueue, Stored},
     recent::DeliveryKey,
     rejection::Rejection,
@@ -47,47 +47,52 @@ enum Accepted {
     Duplicate,
 }
 
-pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, body: Body) -> Response {
-    let span = tracing::info_span!("webhook", event_id = Empty, event_type = Empty, outcome = Empty);
+pub async fn receive(State(route): State<Route>, headers: HeaderMap, body: Body) -> Response {
+    let (receiver, endpoint) = (&route.receiver, route.endpoint());
+    let project = endpoint.name.as_str();
+    let span = tracing::info_span!("webhook", project, event_id = Empty, event_type = Empty, outcome = Empty);
     let started = Instant::now();
-    let result = handle(&receiver, &headers, body, started).instrument(span.clone()).await;
+    let result = handle(receiver, endpoint, &headers, body, started).instrument(span.clone()).await;
     let _entered = span.enter();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let meter = &receiver.metrics;
+    let project = endpoint.name.label();
     match result {
         Ok(Accepted::Enqueued) => {
             meter.record(|| metrics::histogram!(names::ACK_SECONDS).record(started.elapsed().as_secs_f64()));
-            finish(meter, &span, "accepted");
+            finish(meter, &span, "accepted", &project);
             tracing::info!(elapsed_ms, "webhook enqueued");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Accepted::Spooled) => {
             meter.record(|| metrics::histogram!(names::ACK_SECONDS).record(started.elapsed().as_secs_f64()));
-            finish(meter, &span, "spooled");
+            finish(meter, &span, "spooled", &project);
             tracing::info!(elapsed_ms, "webhook spooled");
             let mut response = StatusCode::NO_CONTENT.into_response();
             response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("spooled"));
             response
         }
         Ok(Accepted::Ignored(reason)) => {
-            meter.record(|| metrics::counter!(names::IGNORED, "reason" => reason).increment(1));
-            finish(meter, &span, "ignored");
+            meter.record(|| {
+                metrics::counter!(names::IGNORED, "reason" => reason, "project" => project.clone()).increment(1)
+            });
+            finish(meter, &span, "ignored", &project);
             tracing::info!(reason, "webhook ignored");
             let mut response = StatusCode::NO_CONTENT.into_response();
             response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("ignored"));
             response
         }
         Ok(Accepted::Duplicate) => {
-            finish(meter, &span, "duplicate");
+            finish(meter, &span, "duplicate", &project);
             tracing::info!("webhook is a copy of one enqueued moments ago; not enqueued again");
             let mut response = StatusCode::NO_CONTENT.into_response();
             response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("duplicate"));
             response
         }
         Err(rejection) => {
-            finish(meter, &span, rejection.outcome());
+            finish(meter, &span, rejection.outcome(), &project);
             if let Rejection::Unauthorized(reason) = &rejection {
-                meter.record(|| metrics::counter!(names::VERIFY_FAILURES, "reason" => reason.reason()).increment(1));
+                meter.record(|| metrics::counter!(names::VERIFY_FAILURES, "reason" => reason.reason(), "project" => project.clone()).increment(1));
             }
             if let Some(unsaid) = receiver.refusals.admit(rejection.outcome()) {
                 // `unsaid`: refusals of this kind since the last such line, not logged one by one.
@@ -98,12 +103,19 @@ pub async fn receive(State(receiver): State<Arc<Receiver>>, headers: HeaderMap, 
     }
 }
 
-fn finish(meter: &Metrics, span: &tracing::Span, outcome: &'static str) {
+fn finish(meter: &Metrics, span: &tracing::Span, outcome: &'static str, project: &metrics::SharedString) {
     span.record("outcome", outcome);
-    meter.record(|| metrics::counter!(names::REQUESTS, "outcome" => outcome).increment(1));
+    meter
+        .record(|| metrics::counter!(names::REQUESTS, "outcome" => outcome, "project" => project.clone()).increment(1));
 }
 
-async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: Instant) -> Result<Accepted, Rejection> {
+async fn handle(
+    receiver: &Receiver,
+    endpoint: &Endpoint,
+    headers: &HeaderMap,
+    body: Body,
+    started: Instant,
+) -> Result<Accepted, Rejection> {
     let settings = &receiver.settings;
     let body = read_body(&receiver.metrics, body, settings.max_body, settings.request_timeout).await?;
     let unverified = UnverifiedEvent {
@@ -113,11 +125,11 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
     };
     let verified = {
         let _verify = trace_span!("verify").entered();
-        receiver.verifier.verify(unverified, unix_now() as i64)
+        endpoint.verifier.verify(unverified, unix_now() as i64)
     }
     .map_err(Rejection::Unauthorized)?;
     let (scheme, secret) = (verified.scheme().as_str(), verified.secret().as_str());
-    receiver.metrics.record(|| metrics::counter!(names::VERIFIED, "scheme" => scheme, "secret" => secret).increment(1));
+    receiver.metrics.record(|| metrics::counter!(names::VERIFIED, "scheme" => scheme, "secret" => secret, "project" => endpoint.name.label()).increment(1));
     // Publishing capacity goes only to requests whose body is in and signed: slow or unsigned
     // requests cannot take it (design §10). Shed instead of queueing: a burst past the limit
     // gets a fast 503 that PolyAI retries, rather than slow answers that blow its 5 s budget.
@@ -137,23 +149,18 @@ async fn handle(receiver: &Receiver, headers: &HeaderMap, body: Body, started: I
         "signature verified"
     );
 
-    if !receiver.event_types.forwards(&event.event_type) {
-        return Ok(Accepted::Ignored("type"));
-    }
-    if let (Some(allowed), Some(environment)) = (&settings.environments, &event.environment) {
-        if !allowed.iter().any(|e| e == environment) {
-            return Ok(Accepted::Ignored("environment"));
-        }
+    if let Some(reason) = endpoint.ignores(&event.event_type, event.environment.as_deref()) {
+        return Ok(Accepted::Ignored(reason));
     }
 
-    let delivery = DeliveryKey::of(&event.verified, headers, SIGNATURE);
+    let delivery = DeliveryKey::of(endpoint.name.as_str(), &event.verified, headers, SIGNATURE);
     if receiver.recent.contains(&delivery) {
         return Ok(Accepted::Duplicate);
     }
 
     // The worker's span continues from this one: the raw event carries its `traceparent`.
     let publish_span = trace_span!("publish", otel.kind = "producer", destination = "events", result = Empty);
-    let mut message = raw_event_message(event);
+    let mut message = raw_event_message(event, endpoint);
     trace_context::inject(&publish_span, &mut message.headers);
     let stored = enqueue(receiver, message, started).instrument(publish_span.clone()).await;
     let result = match &stored {
@@ -223,9 +230,10 @@ fn unix_now() -> u64 {
 }
 
 /// The raw event message of design §4: the body exactly as received, with the relay's headers.
-fn raw_event_message(event: Event) -> Message {
+fn raw_event_message(event: Event, endpoint: &Endpoint) -> Message {
     let now = OffsetDateTime::now_utc();
     let mut headers = BTreeMap::new();
+    headers.insert(headers::PROJECT.to_owned(), endpoint.name.as_str().to_owned());
     if let Some(ts) = event.verified.timestamp() {
         headers.insert(headers::POLYAI_TIMESTAMP.to_owned(), ts.to_owned());
     }

@@ -11,7 +11,7 @@ use polyai_relay::{
     app::{self, Components},
     config::{
         ApiSettings, AudioSettings, BaseUrl, ConnectionLimits, ConversationApi, EventTypes, PlatformSettings,
-        ReceiverSettings, ServerSettings, SpoolSettings, WorkerSettings,
+        ReceiverProject, ReceiverSettings, ServerSettings, SpoolSettings, WorkerSettings,
     },
     queue,
     receiver::Readiness,
@@ -69,6 +69,9 @@ pub struct Options {
     pub limits: ConnectionLimits,
     /// Bytes of one API answer at most.
     pub api_max_response: usize,
+    /// The receiver's projects (design §12); `None`: one project on `/polyai-events`, verified
+    /// with [`SECRET`] and [`PREVIOUS_SECRET`].
+    pub receiver_projects: Option<Vec<ReceiverProject>>,
 }
 
 impl Default for Options {
@@ -98,6 +101,7 @@ impl Default for Options {
             spool: None,
             limits: ConnectionLimits::default(),
             api_max_response: 16 << 20,
+            receiver_projects: None,
         }
     }
 }
@@ -115,6 +119,8 @@ pub struct TestApp {
     readiness: Readiness,
     /// The worker the test drives, and the queue it takes events from.
     driven: Option<(Arc<Worker>, Arc<queue::Backend>)>,
+    /// The relay's own queue, to read what the receiver enqueued.
+    backend: Arc<queue::Backend>,
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
@@ -127,11 +133,18 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let receiver = options.receiver.then(|| {
         let mut settings = ReceiverSettings::new(SecretString::from(SECRET));
-        settings.signature.secrets.push((SecretSlot::Previous, SecretString::from(PREVIOUS_SECRET)));
-        settings.signature.scheme = options.scheme;
+        let project = &mut settings.projects[0];
+        project.signature.secrets.push((SecretSlot::Previous, SecretString::from(PREVIOUS_SECRET)));
+        project.event_types = options.event_types.clone();
+        project.environments = options.environments.clone();
+        if let Some(projects) = &options.receiver_projects {
+            settings.projects = projects.clone();
+        }
+        for project in &mut settings.projects {
+            project.signature.scheme = options.scheme;
+        }
         ReceiverSettings {
             listen,
-            environments: options.environments.clone(),
             ack_deadline: options.ack_deadline,
             max_body: options.max_body,
             request_timeout: options.request_timeout,
@@ -191,6 +204,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         stopped: Some(running.stopped),
         readiness: running.readiness,
         driven,
+        backend: running.backend.clone(),
     };
     if options.wait_ready {
         app.wait_until_ready().await;
@@ -316,6 +330,16 @@ impl TestApp {
                 Step::Empty => return settled,
             }
         }
+    }
+
+    /// Takes every raw event waiting for the worker (a relay spawned without one), acking each.
+    pub async fn take_raw_events(&self) -> Vec<queue::Message> {
+        let mut events = Vec::new();
+        while let Some(delivery) = self.backend.source.get().await.expect("the queue answers") {
+            delivery.acker.ack().await.expect("ack");
+            events.push(delivery.message);
+        }
+        events
     }
 
     /// Starts the shutdown a signal would.

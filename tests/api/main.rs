@@ -25,6 +25,8 @@ mod outage_logs;
 mod pipeline;
 mod poison;
 mod process;
+mod projects_config;
+mod projects_receiver;
 mod proxy;
 mod receiver;
 mod receiver_amqp;

@@ -1,0 +1,58 @@
+//! One project's webhook endpoint (design §12): the secrets its path is verified with, and the
+//! filters its events pass. The receiver has one per project; a route's state names which.
+
+use std::sync::Arc;
+
+use crate::{
+    config::{EventTypes, ProjectName, ReceiverProject},
+    signature::Verifier,
+};
+
+use super::Receiver;
+
+pub struct Endpoint {
+    /// Names the project in the raw event's `x-relay-project` header and in metric labels.
+    pub name: ProjectName,
+    /// Only this project's secrets: a webhook on its path signed with another project's secret
+    /// is refused, so one project's leaked secret cannot inject events into another.
+    pub verifier: Verifier,
+    pub event_types: EventTypes,
+    /// `None` forwards every environment.
+    pub environments: Option<Vec<String>>,
+}
+
+impl Endpoint {
+    pub fn new(project: &ReceiverProject) -> Self {
+        let signature = &project.signature;
+        Self {
+            name: project.name.clone(),
+            verifier: Verifier::new(&signature.secrets, signature.scheme, signature.tolerance),
+            event_types: project.event_types.clone(),
+            environments: project.environments.clone(),
+        }
+    }
+
+    /// Why a verified event is dropped rather than forwarded, if it is.
+    pub fn ignores(&self, event_type: &str, environment: Option<&str>) -> Option<&'static str> {
+        if !self.event_types.forwards(event_type) {
+            return Some("type");
+        }
+        match (&self.environments, environment) {
+            (Some(allowed), Some(environment)) if !allowed.iter().any(|e| e == environment) => Some("environment"),
+            _ => None,
+        }
+    }
+}
+
+/// The state of one project's route: the shared receiver, and which of its endpoints this is.
+#[derive(Clone)]
+pub struct Route {
+    pub receiver: Arc<Receiver>,
+    pub project: usize,
+}
+
+impl Route {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.receiver.endpoints[self.project]
+    }
+}
