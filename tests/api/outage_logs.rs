@@ -26,7 +26,7 @@ async fn a_stream_of_503s_logs_one_warning_and_counts_every_refusal() {
         assert!(answers.iter().all(|(_, status)| *status == Some(503)), "{answers:?}");
     }
     let metrics = http.get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let counted = format!(r#"relay_webhook_requests_total{{outcome="unavailable"}} {REQUESTS}"#);
+    let counted = format!(r#"relay_webhook_requests_total{{outcome="unavailable",project="default"}} {REQUESTS}"#);
     assert!(metrics.contains(&counted), "every refusal counted:\n{metrics}");
     // Several reconnect attempts, each counted, before the logs are read.
     let failures = r#"relay_broker_connect_failures_total{role="publisher"}"#;
