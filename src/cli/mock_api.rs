@@ -154,6 +154,7 @@ impl MockApiArgs {
                 not_found_until: self.not_found_until,
             },
             emit,
+            tenants: Vec::new(),
         };
         config.validate()?;
         Ok(config)
