@@ -23,6 +23,7 @@ mod prng;
 mod script;
 mod state;
 mod tenant;
+mod tenant_spec;
 mod tenant_state;
 mod wav;
 mod webhook_endpoints;
@@ -50,6 +51,7 @@ pub use control::{ControlError, MockControl, TenantStatus};
 pub use emit::EmitSummary;
 pub use generate::{Conversation, Turn};
 pub use tenant::Tenant;
+pub use tenant_spec::{parse_tenants, EmitPace};
 
 use crate::config::ConfigError;
 use endpoints::Endpoints;
