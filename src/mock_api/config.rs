@@ -17,8 +17,9 @@ pub const DEFAULT_PROJECT_ID: &str = "PROJECT-MOCK";
 /// A fixed default seed, so two runs without flags serve the same conversations.
 pub const DEFAULT_SEED: u64 = 42;
 /// The name of the tenant that the top-level `MockConfig` fields describe, for `MockControl`
-/// and the `/_mock/tenants/{name}` routes.
-pub const PRIMARY_TENANT: &str = "default";
+/// and the `/_mock/tenants/{name}` routes: the relay's name for its one project, so the two
+/// sides of a demo agree.
+pub const PRIMARY_TENANT: &str = crate::config::DEFAULT_PROJECT;
 
 #[derive(Debug, Clone)]
 pub struct MockConfig {

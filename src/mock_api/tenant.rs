@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::config::{EmitConfig, Faults, MockConfig};
-use crate::config::ConfigError;
+use crate::config::{ConfigError, ProjectName};
 
 /// One more account and project the mock serves beside the primary one (design §12).
 #[derive(Debug, Clone)]
@@ -51,10 +51,9 @@ impl Tenant {
 const VARIABLE: &str = "MOCK_API_TENANTS";
 
 /// True for a tenant name: the relay's project-name rule, so one name fits both sides of a demo.
+/// Its error is dropped: it quotes the text, which in a `--tenant` spec may be a mistyped key.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    ProjectName::parse("tenant", name).is_ok()
 }
 
 /// Checks the extra tenants against each other and the primary one. Errors name tenants,
