@@ -15,7 +15,8 @@ use crate::{
         ConfigError,
     },
     mock_api::{
-        EmitConfig, EmitScheme, Faults, MockApi, MockConfig, DEFAULT_ACCOUNT_ID, DEFAULT_API_KEY, DEFAULT_PROJECT_ID,
+        parse_tenants, EmitConfig, EmitPace, EmitScheme, Faults, MockApi, MockConfig, DEFAULT_ACCOUNT_ID,
+        DEFAULT_API_KEY, DEFAULT_PROJECT_ID,
     },
     shutdown,
 };
@@ -61,12 +62,29 @@ pub struct MockApiArgs {
     platform_api_key: Option<SecretString>,
     #[arg(long, env = "MOCK_API_PLATFORM_KEY_FILE")]
     platform_api_key_file: Option<PathBuf>,
-    /// The account (workspace) id served; other ids answer 404.
+    /// The account (workspace) id served; ids no tenant has answer 404.
     #[arg(long, env = "MOCK_API_ACCOUNT_ID", default_value = DEFAULT_ACCOUNT_ID)]
     account_id: String,
-    /// The project (agent) id served; other ids answer 404.
+    /// The project (agent) id served; ids no tenant has answer 404.
     #[arg(long, env = "MOCK_API_PROJECT_ID", default_value = DEFAULT_PROJECT_ID)]
     project_id: String,
+    /// Another account and project to serve beside the one above (the tenant named `default`),
+    /// with its own keys and conversations; a key is accepted on its own tenant's paths only.
+    /// Repeat the flag, or separate tenants with `;` in the variable. Comma-separated fields:
+    /// name=NAME,account=ACCOUNT_ID,project=PROJECT_ID,key=KEY (or key-file=PATH); optional
+    /// platform-key=KEY (or platform-key-file=PATH) and emit-to=URL with emit-secret=SECRET (or
+    /// emit-secret-file=PATH), sent at --emit-rate. While serving, POST
+    /// /_mock/tenants/NAME/revoke or /restore, or PUT /_mock/tenants/NAME/faults, switch one
+    /// tenant's key or faults.
+    #[arg(
+        long = "tenant",
+        env = "MOCK_API_TENANTS",
+        value_name = "FIELDS",
+        value_delimiter = ';',
+        value_parser = secret_value,
+        hide_env_values = true
+    )]
+    tenants: Vec<SecretString>,
     /// Seed of the generated conversations: the same seed serves the same data.
     #[arg(long, env = "MOCK_API_SEED", default_value_t = crate::mock_api::config::DEFAULT_SEED)]
     seed: u64,
@@ -97,7 +115,7 @@ pub struct MockApiArgs {
     /// POST signed webhooks about the generated conversations to this URL.
     #[arg(long, env = "MOCK_API_EMIT_TO")]
     emit_to: Option<Url>,
-    /// Webhooks per second.
+    /// Webhooks per second (of each emitting tenant).
     #[arg(long, env = "MOCK_API_EMIT_RATE", default_value_t = 5.0)]
     emit_rate: f64,
     /// Webhooks in all [default: one per finished conversation, plus one per handoff].
@@ -137,6 +155,8 @@ impl MockApiArgs {
             }),
             None => None,
         };
+        let pace = EmitPace { rate: self.emit_rate, count: self.emit_count, scheme: self.emit_scheme };
+        let tenants = parse_tenants(&self.tenants, pace)?;
         let config = MockConfig {
             api_key,
             platform_api_key,
@@ -154,6 +174,7 @@ impl MockApiArgs {
                 not_found_until: self.not_found_until,
             },
             emit,
+            tenants,
         };
         config.validate()?;
         Ok(config)

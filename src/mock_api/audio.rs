@@ -4,44 +4,44 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{Path, RawQuery, State},
+    extract::{Path, RawQuery},
     http::{header, HeaderValue},
     response::{IntoResponse, Response},
+    Extension,
 };
 
 use super::{
     error::Failure,
     list_query::{pairs, parse_bool},
-    state::MockState,
+    tenant_state::TenantState,
     wav::{self, Direction},
 };
 
 pub async fn v3(
-    State(state): State<Arc<MockState>>,
-    Path((account, project, id)): Path<(String, String, String)>,
+    Extension(tenant): Extension<Arc<TenantState>>,
+    Path((_, _, id)): Path<(String, String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Failure> {
-    state.check_project(Some(&account), &project)?;
-    recording(&state, &id, raw.as_deref())
+    recording(&tenant, &id, raw.as_deref())
 }
 
 pub async fn agents(
-    State(state): State<Arc<MockState>>,
-    Path((agent, id)): Path<(String, String)>,
+    Extension(tenant): Extension<Arc<TenantState>>,
+    Path((_, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Failure> {
-    state.check_project(None, &agent)?;
-    recording(&state, &id, raw.as_deref())
+    recording(&tenant, &id, raw.as_deref())
 }
 
-fn recording(state: &MockState, id: &str, raw: Option<&str>) -> Result<Response, Failure> {
+/// The tenant is the path's, checked by `auth` against the key before this runs.
+fn recording(tenant: &TenantState, id: &str, raw: Option<&str>) -> Result<Response, Failure> {
     let (direction, redacted) = options(raw)?;
     // Chat channels never have a recording, and a call has none until it ends.
-    let conversation = state
+    let conversation = tenant
         .conversation(id)
         .filter(|c| c.has_recording())
         .ok_or_else(|| Failure::RecordingNotFound(id.to_owned()))?;
-    if state.not_ingested_yet(id) {
+    if tenant.not_ingested_yet(id) {
         return Err(Failure::RecordingNotFound(id.to_owned()));
     }
     let body = wav::recording(conversation.total_duration, direction, redacted);

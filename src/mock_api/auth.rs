@@ -1,39 +1,85 @@
-//! `x-api-key` checks: the v3 key on `/v3/...`, the workspace key on `/v1/...` (design §2).
+//! Which tenant a request is for, decided by its `x-api-key` and path (design §2, §12): a v3 key
+//! opens its own project's `/v3/...` paths only, a platform key its own account's `/v1/...`
+//! routes. Then the tenant's latency and injected faults; a refusal comes first, so a refused
+//! key is never masked by a 429.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use axum::{
-    extract::{Request, State},
-    http::HeaderMap,
+    extract::{Path, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use secrecy::{ExposeSecret, SecretString};
 
-use super::{error::Failure, state::MockState};
+use super::{error::Failure, faults, state::MockState, tenant_state::TenantState};
 
-pub async fn api_key(State(state): State<Arc<MockState>>, request: Request, next: Next) -> Response {
-    check(&state.config.api_key, request, next).await
+/// `/v3/{account}/{project}/...`: the v3 key of that very project.
+pub async fn v3(
+    State(state): State<Arc<MockState>>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let param = |name: &str| params.get(name).map(String::as_str).unwrap_or_default();
+    let resolved = state.v3_tenant(api_key(&request), param("account"), param("project")).cloned();
+    admit(&state, resolved, request, next).await
 }
 
-pub async fn platform_key(State(state): State<Arc<MockState>>, request: Request, next: Next) -> Response {
-    check(state.config.platform_key(), request, next).await
+/// `/v1/agents/{agent}/...`: the platform key of the agent's account.
+pub async fn agents(
+    State(state): State<Arc<MockState>>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let agent = params.get("agent").map(String::as_str).unwrap_or_default();
+    let resolved = state.agent_tenant(api_key(&request), agent).cloned();
+    admit(&state, resolved, request, next).await
 }
 
-async fn check(expected: &SecretString, request: Request, next: Next) -> Response {
-    if accepted(expected, request.headers()) {
-        next.run(request).await
-    } else {
-        tracing::debug!(path = request.uri().path(), "x-api-key missing or wrong");
-        Failure::Unauthorised.into_response()
-    }
-}
-
-/// Compares without stopping at the first difference, as a real key check must; cheap here too.
-fn accepted(expected: &SecretString, headers: &HeaderMap) -> bool {
-    let Some(given) = headers.get("x-api-key") else {
-        return false;
+/// Account-wide `/v1/...` routes (webhook endpoints): any platform key, which names the account.
+/// No tenant is known here, so the mock-wide latency applies and no faults are injected.
+pub async fn account(State(state): State<Arc<MockState>>, mut request: Request, next: Next) -> Response {
+    faults::delay(state.config.faults.latency).await;
+    let account = match state.platform_account(api_key(&request)) {
+        Ok(account) => account,
+        Err(failure) => return refuse(failure, &request),
     };
-    let (given, expected) = (given.as_bytes(), expected.expose_secret().as_bytes());
-    given.len() == expected.len() && given.iter().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+    request.extensions_mut().insert(account);
+    next.run(request).await
+}
+
+fn api_key(request: &Request) -> Option<&[u8]> {
+    request.headers().get("x-api-key").map(|value| value.as_bytes())
+}
+
+/// Runs the handler for the resolved tenant, after its latency and faults; a refusal waits the
+/// mock-wide latency, as no tenant's applies.
+async fn admit(
+    state: &MockState,
+    resolved: Result<Arc<TenantState>, Failure>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let tenant = match resolved {
+        Ok(tenant) => tenant,
+        Err(failure) => {
+            faults::delay(state.config.faults.latency).await;
+            return refuse(failure, &request);
+        }
+    };
+    let faults = tenant.switches().faults;
+    faults::delay(faults.latency).await;
+    if let Some(failure) = faults::injected(&faults) {
+        tracing::debug!(tenant = tenant.name, path = request.uri().path(), code = failure.code(), "injected");
+        return failure.into_response();
+    }
+    request.extensions_mut().insert(tenant);
+    next.run(request).await
+}
+
+fn refuse(failure: Failure, request: &Request) -> Response {
+    // The path and the code only: never the key that was sent.
+    tracing::debug!(path = request.uri().path(), code = failure.code(), "x-api-key refused");
+    failure.into_response()
 }

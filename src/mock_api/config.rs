@@ -7,6 +7,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 use url::Url;
 
+use super::tenant::Tenant;
 use crate::config::ConfigError;
 
 /// The key the mock accepts when none is configured; printed in `--help`, so never a real one.
@@ -15,29 +16,39 @@ pub const DEFAULT_ACCOUNT_ID: &str = "ws-mock";
 pub const DEFAULT_PROJECT_ID: &str = "PROJECT-MOCK";
 /// A fixed default seed, so two runs without flags serve the same conversations.
 pub const DEFAULT_SEED: u64 = 42;
+/// The name of the tenant that the top-level `MockConfig` fields describe, for `MockControl`
+/// and the `/_mock/tenants/{name}` routes: the relay's name for its one project, so the two
+/// sides of a demo agree.
+pub const PRIMARY_TENANT: &str = crate::config::DEFAULT_PROJECT;
 
 #[derive(Debug, Clone)]
 pub struct MockConfig {
-    /// `x-api-key` of the Conversations v3 routes (`/v3/...`).
+    /// `x-api-key` of the primary tenant's Conversations v3 routes (`/v3/...`).
     pub api_key: SecretString,
     /// `x-api-key` of the `/v1/...` routes (webhook endpoints, agents); PolyAI issues this
     /// workspace-scoped key apart from the v3 key. `None`: the same key as `api_key`.
     pub platform_api_key: Option<SecretString>,
-    /// The only account (`ws-…`) the v3 routes know; others answer 404 `PROJECT_NOT_FOUND`.
+    /// The primary tenant's account (`ws-…`); an account no tenant has answers 404 `PROJECT_NOT_FOUND`.
     pub account_id: String,
-    /// The only project (= agent id of `/v1/agents/{agentId}`) the mock knows.
+    /// The primary tenant's project (= agent id of `/v1/agents/{agentId}`).
     pub project_id: String,
     /// Same seed, same conversations (ids, channels, turns, times relative to `window_end`).
+    /// Other tenants mix their account and project into it, so no two tenants share an id.
     pub seed: u64,
-    /// How many conversations to generate.
+    /// How many conversations to generate, per tenant.
     pub conversations: usize,
     /// Conversations start within this long before `window_end`.
     pub window: Duration,
     /// End of the generated window; `None`: start-up time. Fix it for byte-identical data across runs.
     pub window_end: Option<OffsetDateTime>,
+    /// The primary tenant's faults at start, and every other tenant's unless it has its own.
+    /// Its latency also delays refusals made before a tenant is known (an unknown key).
     pub faults: Faults,
-    /// `Some`: POST signed webhooks about the generated conversations once listening.
+    /// `Some`: POST signed webhooks about the primary tenant's conversations once listening.
     pub emit: Option<EmitConfig>,
+    /// More accounts and projects served beside the one above, each with its own keys,
+    /// conversations and faults: one mock for a relay that serves several projects.
+    pub tenants: Vec<Tenant>,
 }
 
 impl Default for MockConfig {
@@ -53,6 +64,7 @@ impl Default for MockConfig {
             window_end: None,
             faults: Faults::default(),
             emit: None,
+            tenants: Vec::new(),
         }
     }
 }
@@ -109,20 +121,38 @@ impl MockConfig {
         self.platform_api_key.as_ref().unwrap_or(&self.api_key)
     }
 
+    /// The tenant the top-level fields describe, named [`PRIMARY_TENANT`].
+    pub fn primary_tenant(&self) -> Tenant {
+        Tenant {
+            name: PRIMARY_TENANT.to_owned(),
+            account_id: self.account_id.clone(),
+            project_id: self.project_id.clone(),
+            api_key: self.api_key.clone(),
+            platform_api_key: self.platform_api_key.clone(),
+            faults: Some(self.faults.clone()),
+            emit: self.emit.clone(),
+        }
+    }
+
+    /// Every tenant served, the primary one first.
+    pub fn all_tenants(&self) -> Vec<Tenant> {
+        std::iter::once(self.primary_tenant()).chain(self.tenants.iter().cloned()).collect()
+    }
+
     /// Refuses settings the mock cannot honour; errors name the variable of the `mock-api` command.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        for (variable, rate) in
-            [("MOCK_API_RATE_429", self.faults.rate_429), ("MOCK_API_RATE_5XX", self.faults.rate_5xx)]
-        {
-            if !(0.0..=1.0).contains(&rate) {
-                return Err(ConfigError::new(variable, format!("{variable} must be a fraction from 0 to 1")));
-            }
+        if let Err(field) = self.faults.check() {
+            let variable = match field {
+                "rate_429" => "MOCK_API_RATE_429",
+                _ => "MOCK_API_RATE_5XX",
+            };
+            return Err(ConfigError::new(variable, format!("{variable} must be a fraction from 0 to 1")));
         }
         if self.window.as_secs() == 0 {
             return Err(ConfigError::new("MOCK_API_WINDOW", "MOCK_API_WINDOW must be at least 1s"));
         }
         for (variable, id) in [("POLYAI_ACCOUNT_ID", &self.account_id), ("POLYAI_PROJECT_ID", &self.project_id)] {
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+            if !super::tenant::valid_id(id) {
                 return Err(ConfigError::new(
                     variable,
                     format!("{variable} may hold only letters, digits, `-`, `_` and `.`"),
@@ -130,15 +160,34 @@ impl MockConfig {
             }
         }
         if let Some(emit) = &self.emit {
-            if !emit.rate.is_finite() || emit.rate <= 0.0 {
-                return Err(ConfigError::new("MOCK_API_EMIT_RATE", "MOCK_API_EMIT_RATE must be above zero"));
+            emit.validate()?;
+        }
+        super::tenant::validate(self)
+    }
+}
+
+impl Faults {
+    /// `Err(field)` names the rate that is not a fraction from 0 to 1.
+    pub fn check(&self) -> Result<(), &'static str> {
+        for (field, rate) in [("rate_429", self.rate_429), ("rate_5xx", self.rate_5xx)] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(field);
             }
-            if emit.count == Some(0) {
-                return Err(ConfigError::new("MOCK_API_EMIT_COUNT", "MOCK_API_EMIT_COUNT must be at least 1"));
-            }
-            if !matches!(emit.url.scheme(), "http" | "https") {
-                return Err(ConfigError::new("MOCK_API_EMIT_TO", "MOCK_API_EMIT_TO must be an http(s) URL"));
-            }
+        }
+        Ok(())
+    }
+}
+
+impl EmitConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.rate.is_finite() || self.rate <= 0.0 {
+            return Err(ConfigError::new("MOCK_API_EMIT_RATE", "MOCK_API_EMIT_RATE must be above zero"));
+        }
+        if self.count == Some(0) {
+            return Err(ConfigError::new("MOCK_API_EMIT_COUNT", "MOCK_API_EMIT_COUNT must be at least 1"));
+        }
+        if !matches!(self.url.scheme(), "http" | "https") {
+            return Err(ConfigError::new("MOCK_API_EMIT_TO", "MOCK_API_EMIT_TO must be an http(s) URL"));
         }
         Ok(())
     }

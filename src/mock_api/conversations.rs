@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{Path, RawQuery, State},
+    extract::{Path, RawQuery},
     http::{header, HeaderMap},
-    Json,
+    Extension, Json,
 };
 use serde_json::{json, Value};
 
@@ -14,18 +14,17 @@ use super::{
     error::Failure,
     generate::{format_time, Conversation},
     list_query::{ListQuery, Page},
-    state::MockState,
+    tenant_state::TenantState,
 };
 
+/// The tenant is the path's, checked by `auth` against the key before this runs.
 pub async fn list(
-    State(state): State<Arc<MockState>>,
-    Path((account, project)): Path<(String, String)>,
+    Extension(tenant): Extension<Arc<TenantState>>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, Failure> {
-    state.check_project(Some(&account), &project)?;
     let query = ListQuery::parse(raw.as_deref())?;
     let fingerprint = query.filters.fingerprint();
-    let matching: Vec<&Conversation> = state.conversations.iter().filter(|c| query.filters.matches(c)).collect();
+    let matching: Vec<&Conversation> = tenant.conversations.iter().filter(|c| query.filters.matches(c)).collect();
     let start = match &query.page {
         Page::First => 0,
         Page::Offset(offset) => (*offset).min(matching.len()),
@@ -62,21 +61,19 @@ fn comes_after(c: &Conversation, cursor: &Cursor) -> bool {
 }
 
 pub async fn by_id(
-    State(state): State<Arc<MockState>>,
-    Path((account, project, id)): Path<(String, String, String)>,
+    Extension(tenant): Extension<Arc<TenantState>>,
+    Path((_, _, id)): Path<(String, String, String)>,
 ) -> Result<Json<Conversation>, Failure> {
-    state.check_project(Some(&account), &project)?;
-    Ok(Json(find(&state, &id)?.clone()))
+    Ok(Json(find(&tenant, &id)?.clone()))
 }
 
 /// `GET /v1/agents/{agentId}/conversations/{id}`: the reference spec's ConversationDetailResponse.
 pub async fn detail(
-    State(state): State<Arc<MockState>>,
+    Extension(tenant): Extension<Arc<TenantState>>,
     Path((agent, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, Failure> {
-    state.check_project(None, &agent)?;
-    let conversation = find(&state, &id)?;
+    let conversation = find(&tenant, &id)?;
     // Absolute, like PolyAI's: built from the Host the client used, so it works through any port.
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let audio_url = host
@@ -85,10 +82,10 @@ pub async fn detail(
     Ok(Json(camel_case(conversation, audio_url)))
 }
 
-/// A conversation the by-id routes may show: known, and past `--not-found-until`.
-fn find<'a>(state: &'a MockState, id: &str) -> Result<&'a Conversation, Failure> {
-    let conversation = state.conversation(id).ok_or_else(|| Failure::ConversationNotFound(id.to_owned()))?;
-    if state.not_ingested_yet(id) {
+/// A conversation of the tenant's the by-id routes may show: known, and past `--not-found-until`.
+fn find<'a>(tenant: &'a TenantState, id: &str) -> Result<&'a Conversation, Failure> {
+    let conversation = tenant.conversation(id).ok_or_else(|| Failure::ConversationNotFound(id.to_owned()))?;
+    if tenant.not_ingested_yet(id) {
         tracing::debug!(conversation_id = id, "answering 404 until ingested");
         return Err(Failure::ConversationNotFound(id.to_owned()));
     }

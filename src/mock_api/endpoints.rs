@@ -52,7 +52,7 @@ pub struct UpdateEndpoint {
     pub enabled: Option<bool>,
 }
 
-/// The endpoints of the mock's one account, in creation order. The signing secrets are handed
+/// The endpoints of one account, in creation order. The signing secrets are handed
 /// out and not kept: nothing here delivers to registered endpoints, so nothing needs them.
 #[derive(Debug, Default)]
 pub struct Endpoints {

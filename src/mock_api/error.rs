@@ -17,6 +17,9 @@ pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-polyai-correla
 pub enum Failure {
     #[error("The API key is missing or not valid for this resource.")]
     Unauthorised,
+    /// A valid key on another project's path: v3 keys are project-scoped, platform keys account-scoped.
+    #[error("The API key has no access to project {0}.")]
+    Forbidden(String),
     #[error("{0}")]
     Validation(String),
     #[error("{0}")]
@@ -33,6 +36,9 @@ pub enum Failure {
     ProjectNotFound(String),
     #[error("Webhook endpoint {0} not found.")]
     EndpointNotFound(String),
+    /// The mock's own control routes (`/_mock/tenants/{name}`), not PolyAI's.
+    #[error("No tenant named {0}.")]
+    TenantNotFound(String),
     #[error("The account already has {0} webhook endpoints, the most it may have.")]
     EndpointLimit(usize),
     #[error("Rate limit exceeded. Retry after the period indicated in the response headers.")]
@@ -51,12 +57,14 @@ impl Failure {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorised => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Validation(_) | Self::FilterParse(_) | Self::Schema(_) => StatusCode::BAD_REQUEST,
             Self::InvalidId(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ConversationNotFound(_)
             | Self::RecordingNotFound(_)
             | Self::ProjectNotFound(_)
             | Self::EndpointNotFound(_)
+            | Self::TenantNotFound(_)
             | Self::RouteNotFound => StatusCode::NOT_FOUND,
             Self::EndpointLimit(_) => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -70,6 +78,7 @@ impl Failure {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorised => "AUTH_USER_UNAUTHORISED",
+            Self::Forbidden(_) => "USER_ACCESS_FORBIDDEN",
             Self::Validation(_) => "CONVERSATIONS_VALIDATION_FAILED",
             Self::FilterParse(_) => "GET_CONVERSATIONS_FILTER_PARSE_ERROR",
             Self::Schema(_) => "SCHEMA_VALIDATION_FAILED",
@@ -78,6 +87,7 @@ impl Failure {
             Self::RecordingNotFound(_) => "CONVERSATIONS_RECORDING_NOT_FOUND",
             Self::ProjectNotFound(_) => "PROJECT_NOT_FOUND",
             Self::EndpointNotFound(_) => "WEBHOOK_ENDPOINT_NOT_FOUND",
+            Self::TenantNotFound(_) => "TENANT_NOT_FOUND",
             Self::EndpointLimit(_) => "WEBHOOK_ENDPOINT_LIMIT_REACHED",
             Self::RateLimited { .. } => "RATE_LIMIT_EXCEEDED",
             Self::Unavailable => "SERVICE_UNAVAILABLE",

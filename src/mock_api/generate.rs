@@ -7,7 +7,7 @@ use serde::{Serialize, Serializer};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use super::{
-    prng::SplitMix,
+    prng::{fnv1a, SplitMix},
     script::{Line, GREETING, HANDOFFS, TOPICS, VARIANTS},
 };
 
@@ -108,6 +108,13 @@ pub struct Plan<'a> {
     pub window_end: OffsetDateTime,
     pub account_id: &'a str,
     pub project_id: &'a str,
+}
+
+/// The seed of a tenant other than the primary one: the mock's seed mixed with its account and
+/// project, so each project's conversations (and their 128-bit ids) are its own, and the same
+/// settings still serve the same data.
+pub fn tenant_seed(seed: u64, account_id: &str, project_id: &str) -> u64 {
+    seed ^ fnv1a(format!("{account_id}/{project_id}").as_bytes())
 }
 
 /// All conversations, newest first (ties by id): the order the list endpoint pages through.

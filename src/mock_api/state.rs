@@ -1,71 +1,85 @@
-//! What every handler shares: the settings, the generated conversations, and the little that changes.
+//! What every handler shares: the settings, the tenants, and each account's webhook endpoints;
+//! and which tenant a request's key and path name, decided the way a scoped key would be.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::{
+    config::MockConfig,
+    endpoints::Endpoints,
+    error::Failure,
+    tenant_state::{lock, TenantState},
 };
 
-use super::{config::MockConfig, endpoints::Endpoints, error::Failure, generate::Conversation};
-
 pub struct MockState {
+    /// As started; the tenants' runtime switches live in `tenants`.
     pub config: MockConfig,
-    /// Newest first: the list order.
-    pub conversations: Arc<[Conversation]>,
-    /// Id → position in `conversations`, for the by-id routes.
-    index: HashMap<String, usize>,
-    /// By-id requests seen per conversation, for `not_found_until`.
-    fetches: Mutex<HashMap<String, u32>>,
-    pub endpoints: Mutex<Endpoints>,
+    /// The primary tenant first, then `config.tenants` in order.
+    pub tenants: Vec<Arc<TenantState>>,
 }
 
 impl MockState {
-    pub fn new(config: MockConfig, conversations: Vec<Conversation>) -> Self {
-        let index = conversations.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
-        Self {
-            config,
-            conversations: conversations.into(),
-            index,
-            fetches: Mutex::default(),
-            endpoints: Mutex::default(),
+    /// `tenants` must be non-empty, the primary one first.
+    pub fn new(config: MockConfig, tenants: Vec<Arc<TenantState>>) -> Self {
+        Self { config, tenants }
+    }
+
+    pub fn primary(&self) -> &Arc<TenantState> {
+        &self.tenants[0]
+    }
+
+    pub fn tenant(&self, name: &str) -> Option<&Arc<TenantState>> {
+        self.tenants.iter().find(|t| t.name == name)
+    }
+
+    /// The tenant `/v3/{account}/{project}/...` with `key` may see: the key's own, and only on its own path.
+    pub fn v3_tenant(&self, key: Option<&[u8]>, account: &str, project: &str) -> Result<&Arc<TenantState>, Failure> {
+        let caller = key.and_then(|key| self.tenants.iter().find(|t| t.accepts_v3_key(key)));
+        let caller = caller.ok_or(Failure::Unauthorised)?;
+        let target = self
+            .tenants
+            .iter()
+            .find(|t| t.account_id == account && t.project_id == project)
+            .ok_or_else(|| self.project_not_found(&format!("{account}/{project}")))?;
+        if !Arc::ptr_eq(caller, target) {
+            return Err(Failure::Forbidden(format!("{account}/{project}")));
         }
+        Ok(target)
     }
 
-    /// The path's account and project (agent) must be the mock's, as a project-scoped key would insist.
-    pub fn check_project(&self, account: Option<&str>, project: &str) -> Result<(), Failure> {
-        let account_ok = account.is_none_or(|a| a == self.config.account_id);
-        if account_ok && project == self.config.project_id {
-            return Ok(());
+    /// The account whose workspace-scoped platform key `key` is.
+    pub fn platform_account(&self, key: Option<&[u8]>) -> Result<Account, Failure> {
+        let holder = key.and_then(|key| self.tenants.iter().find(|t| t.accepts_platform_key(key)));
+        let holder = holder.ok_or(Failure::Unauthorised)?;
+        Ok(Account { id: holder.account_id.clone(), endpoints: holder.endpoints.clone() })
+    }
+
+    /// The tenant `/v1/agents/{agent}/...` with `key` may see: any project of the key's account.
+    pub fn agent_tenant(&self, key: Option<&[u8]>, agent: &str) -> Result<&Arc<TenantState>, Failure> {
+        let account = self.platform_account(key)?.id;
+        let mut same_project = self.tenants.iter().filter(|t| t.project_id == agent).peekable();
+        if same_project.peek().is_none() {
+            return Err(self.project_not_found(agent));
         }
-        Err(Failure::ProjectNotFound(format!(
-            "{}{project} (the mock serves {}/{})",
-            account.map(|a| format!("{a}/")).unwrap_or_default(),
-            self.config.account_id,
-            self.config.project_id
-        )))
+        same_project.find(|t| t.account_id == account).ok_or_else(|| Failure::Forbidden(agent.to_owned()))
     }
 
-    pub fn conversation(&self, id: &str) -> Option<&Conversation> {
-        self.index.get(id).map(|i| &self.conversations[*i])
-    }
-
-    /// Counts a by-id request; true while the conversation should still look "not ingested yet".
-    pub fn not_ingested_yet(&self, id: &str) -> bool {
-        let limit = self.config.faults.not_found_until;
-        if limit == 0 {
-            return false;
-        }
-        let mut fetches = lock(&self.fetches);
-        let seen = fetches.entry(id.to_owned()).or_insert(0);
-        *seen = seen.saturating_add(1);
-        *seen <= limit
-    }
-
-    pub fn endpoints(&self) -> MutexGuard<'_, Endpoints> {
-        lock(&self.endpoints)
+    fn project_not_found(&self, asked: &str) -> Failure {
+        let served: Vec<String> = self.tenants.iter().map(|t| format!("{}/{}", t.account_id, t.project_id)).collect();
+        Failure::ProjectNotFound(format!("{asked} (the mock serves {})", served.join(", ")))
     }
 }
 
-/// A panic while holding one of these locks leaves plain data behind, still fine to use.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+/// The account a platform key named, for the account-wide `/v1/...` handlers.
+#[derive(Clone)]
+pub struct Account {
+    /// For logs.
+    pub id: String,
+    /// The account's webhook endpoints, shared with its tenants.
+    endpoints: Arc<Mutex<Endpoints>>,
+}
+
+impl Account {
+    pub fn endpoints(&self) -> MutexGuard<'_, Endpoints> {
+        lock(&self.endpoints)
+    }
 }

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use axum::{
-    extract::{Path, RawQuery, State},
+    extract::{Path, RawQuery},
     http::StatusCode,
     routing::{get, post},
-    Json, Router,
+    Extension, Json, Router,
 };
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize};
@@ -16,7 +16,7 @@ use super::{
     endpoints::{check_event_types, CreateEndpoint, UpdateEndpoint, EVENT_TYPES},
     error::Failure,
     list_query::{pairs, parse_bool},
-    state::MockState,
+    state::{Account, MockState},
 };
 
 pub fn router() -> Router<Arc<MockState>> {
@@ -32,7 +32,7 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, Failure> {
     serde_json::from_slice(body).map_err(|e| Failure::Schema(e.to_string()))
 }
 
-async fn list(State(state): State<Arc<MockState>>, RawQuery(raw): RawQuery) -> Result<Json<Value>, Failure> {
+async fn list(Extension(account): Extension<Account>, RawQuery(raw): RawQuery) -> Result<Json<Value>, Failure> {
     let (mut enabled, mut event_type) = (None, None);
     for (key, value) in pairs(raw.as_deref()) {
         match key.as_str() {
@@ -43,37 +43,37 @@ async fn list(State(state): State<Arc<MockState>>, RawQuery(raw): RawQuery) -> R
         }
     }
     // No pagination: an account holds ten endpoints at most.
-    Ok(Json(json!({"data": state.endpoints().list(enabled, event_type.as_deref())})))
+    Ok(Json(json!({"data": account.endpoints().list(enabled, event_type.as_deref())})))
 }
 
-async fn create(State(state): State<Arc<MockState>>, body: Bytes) -> Result<(StatusCode, Json<Value>), Failure> {
-    let (endpoint, secret) = state.endpoints().create(parse(&body)?)?;
-    tracing::debug!(id = endpoint.id, "webhook endpoint created");
+async fn create(Extension(account): Extension<Account>, body: Bytes) -> Result<(StatusCode, Json<Value>), Failure> {
+    let (endpoint, secret) = account.endpoints().create(parse(&body)?)?;
+    tracing::debug!(id = endpoint.id, account = account.id, "webhook endpoint created");
     let mut body = json!(endpoint);
     body["signing_secret"] = json!(secret);
     Ok((StatusCode::CREATED, Json(body)))
 }
 
-async fn show(State(state): State<Arc<MockState>>, Path(id): Path<String>) -> Result<Json<Value>, Failure> {
-    Ok(Json(json!(state.endpoints().get(&id)?)))
+async fn show(Extension(account): Extension<Account>, Path(id): Path<String>) -> Result<Json<Value>, Failure> {
+    Ok(Json(json!(account.endpoints().get(&id)?)))
 }
 
 async fn update(
-    State(state): State<Arc<MockState>>,
+    Extension(account): Extension<Account>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, Failure> {
     let request: UpdateEndpoint = parse(&body)?;
-    Ok(Json(json!(state.endpoints().update(&id, request)?)))
+    Ok(Json(json!(account.endpoints().update(&id, request)?)))
 }
 
-async fn delete(State(state): State<Arc<MockState>>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
-    state.endpoints().delete(&id)?;
+async fn delete(Extension(account): Extension<Account>, Path(id): Path<String>) -> Result<StatusCode, Failure> {
+    account.endpoints().delete(&id)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn rotate(State(state): State<Arc<MockState>>, Path(id): Path<String>) -> Result<Json<Value>, Failure> {
-    Ok(Json(json!({"signing_secret": state.endpoints().rotate(&id)?})))
+async fn rotate(Extension(account): Extension<Account>, Path(id): Path<String>) -> Result<Json<Value>, Failure> {
+    Ok(Json(json!({"signing_secret": account.endpoints().rotate(&id)?})))
 }
 
 /// The quickstart's body: `description` and `events` where the reference says `name` and `event_types`.
@@ -87,7 +87,7 @@ struct QuickstartEndpoint {
 }
 
 async fn create_quickstart(
-    State(state): State<Arc<MockState>>,
+    Extension(account): Extension<Account>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), Failure> {
     let request: QuickstartEndpoint = parse(&body)?;
@@ -101,7 +101,7 @@ async fn create_quickstart(
         timeout_ms: None,
         enabled: None,
     };
-    let (endpoint, secret) = state.endpoints().create(create)?;
+    let (endpoint, secret) = account.endpoints().create(create)?;
     let body = json!({
         "id": endpoint.id,
         "url": endpoint.url,

@@ -7,6 +7,8 @@ mod command;
 mod conversations;
 mod emit;
 mod faults;
+mod tenant_control;
+mod tenants;
 mod webhook_endpoints;
 
 use polyai_relay::mock_api::{MockApi, MockConfig, RunningMock, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID};
@@ -48,11 +50,16 @@ pub async fn spawn_mock_with(config: MockConfig) -> TestMock {
 impl TestMock {
     /// The relay's own API client, pointed at this mock with its key.
     pub fn relay_client(&self) -> polyai_relay::polyai::PolyaiClient {
+        self.relay_client_for(KEY, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID)
+    }
+
+    /// The relay's own API client for one project, with `key`.
+    pub fn relay_client_for(&self, key: &str, account: &str, project: &str) -> polyai_relay::polyai::PolyaiClient {
         polyai_relay::polyai::PolyaiClient::new(&polyai_relay::config::ApiSettings::new(
             self.running.base_url().parse().unwrap(),
-            SecretString::from(KEY),
-            DEFAULT_ACCOUNT_ID,
-            DEFAULT_PROJECT_ID,
+            SecretString::from(key),
+            account,
+            project,
         ))
         .unwrap()
     }
@@ -73,7 +80,12 @@ impl TestMock {
 
     /// GET with the right key.
     pub async fn get(&self, url: &str) -> Response {
-        self.http.get(url).header("x-api-key", KEY).send().await.expect("the mock answers")
+        self.get_with(url, KEY).await
+    }
+
+    /// GET with `key`.
+    pub async fn get_with(&self, url: &str, key: &str) -> Response {
+        self.http.get(url).header("x-api-key", key).send().await.expect("the mock answers")
     }
 
     /// `/v3/.../conversations` with `query`, encoded.

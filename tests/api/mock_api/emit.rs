@@ -9,13 +9,17 @@ use std::{
 use axum::{extract::State, http::HeaderMap, http::StatusCode, routing::post, Router};
 use bytes::Bytes;
 use polyai_relay::{
-    mock_api::{EmitConfig, EmitScheme, EmitSummary, MockConfig},
+    mock_api::{EmitConfig, EmitScheme, EmitSummary, MockConfig, Tenant},
     signature::{SecretSlot, SignatureScheme, UnverifiedEvent, Verifier},
 };
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::{config, spawn_mock_with, TestMock};
+use super::{
+    config, spawn_mock_with,
+    tenants::{ACCOUNT_B, KEY_B, PROJECT_B},
+    TestMock,
+};
 
 const SECRET: &str = "whsec_emit_test_0b7e";
 
@@ -52,7 +56,11 @@ async fn emitted(mock: &mut TestMock) -> EmitSummary {
 }
 
 fn verifier(scheme: SignatureScheme) -> Verifier {
-    Verifier::new(&[(SecretSlot::Current, SecretString::from(SECRET))], scheme, Duration::from_secs(300))
+    verifier_with(SECRET, scheme)
+}
+
+fn verifier_with(secret: &str, scheme: SignatureScheme) -> Verifier {
+    Verifier::new(&[(SecretSlot::Current, SecretString::from(secret))], scheme, Duration::from_secs(300))
 }
 
 fn unverified(headers: &HeaderMap, body: &Bytes) -> UnverifiedEvent {
@@ -141,4 +149,37 @@ async fn a_refusing_receiver_is_counted_not_retried() {
     assert_eq!((summary.sent, summary.accepted), (4, 0));
     assert_eq!(summary.statuses.get(&401), Some(&4));
     assert_eq!(receiver.received.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn each_tenant_emits_about_its_own_conversations_signed_with_its_own_secret() {
+    const SECRET_B: &str = "whsec_tenant_b_51aa";
+    let (url_a, receiver_a) = start_receiver(StatusCode::NO_CONTENT).await;
+    let (url_b, receiver_b) = start_receiver(StatusCode::NO_CONTENT).await;
+    let mut config = emitting(&url_a, Some(4), EmitScheme::Timestamped);
+    let emit_b = EmitConfig {
+        url: url_b.parse().unwrap(),
+        secret: SecretString::from(SECRET_B),
+        ..config.emit.clone().unwrap()
+    };
+    config.tenants = vec![Tenant { emit: Some(emit_b), ..Tenant::new("b", ACCOUNT_B, PROJECT_B, KEY_B) }];
+    let mut mock = spawn_mock_with(config).await;
+    let handle_b = mock.running.emitted_by_tenant.remove("b").expect("b emits");
+    assert_eq!(emitted(&mut mock).await.accepted, 4);
+    let summary_b = tokio::time::timeout(Duration::from_secs(20), handle_b).await.unwrap().unwrap();
+    assert_eq!(summary_b.accepted, 4);
+
+    assert_deliveries(&mock, &receiver_a.received.lock().unwrap().clone(), SignatureScheme::Timestamped);
+    let known_b: HashSet<&str> = mock.running.conversations_of("b").unwrap().iter().map(|c| c.id.as_str()).collect();
+    let received_b = receiver_b.received.lock().unwrap().clone();
+    assert_eq!(received_b.len(), 4);
+    for (headers, body) in &received_b {
+        let own = verifier_with(SECRET_B, SignatureScheme::Timestamped).verify(unverified(headers, body), now());
+        assert!(own.is_ok(), "signed with b's secret");
+        let other = verifier(SignatureScheme::Timestamped).verify(unverified(headers, body), now());
+        assert!(other.is_err(), "not with the other secret");
+        let event: Value = serde_json::from_slice(body).unwrap();
+        assert_eq!(event["data"]["project_id"], PROJECT_B);
+        assert!(known_b.contains(event["data"]["conversation_id"].as_str().unwrap()), "one of b's conversations");
+    }
 }
