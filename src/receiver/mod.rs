@@ -23,7 +23,9 @@ pub use ops::Readiness;
 pub struct Receiver {
     /// One per project, in the settings' order; each route's state holds its index.
     endpoints: Vec<endpoint::Endpoint>,
+    /// Where verified events go: answered 204 only once this confirmed them.
     publisher: Arc<dyn Publisher>,
+    /// Limits every request is held to: body size, read timeout, ack deadline.
     settings: ReceiverSettings,
     /// Bounds the signed requests being published at once; one that finds no permit is shed with 503.
     in_flight: Semaphore,

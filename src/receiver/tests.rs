@@ -169,3 +169,44 @@ async fn with_events_still_spooled_a_new_webhook_goes_straight_to_the_broker() {
     assert_eq!(spool.events(), 1);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Design §3's status codes, on the router alone: no broker, no socket.
+#[tokio::test]
+async fn every_request_gets_the_status_code_of_design_section_3() {
+    let signed = |body: &str| {
+        Request::post("/polyai-events")
+            .header("x-polyai-signature", sign(b"s", None, body.as_bytes()))
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let unsigned = |signature: &str| {
+        Request::post("/polyai-events").header("x-polyai-signature", signature).body(Body::from("{}")).unwrap()
+    };
+    let cases: Vec<(&str, Request<Body>, u16, Option<&str>)> = vec![
+        ("a signed event", signed_request(), 204, None),
+        ("a type not forwarded", signed(r#"{"type":"handoff.created"}"#), 204, Some("ignored")),
+        ("no signature", Request::post("/polyai-events").body(Body::from("{}")).unwrap(), 401, None),
+        ("another secret's signature", unsigned(&sign(b"other", None, b"{}")), 401, None),
+        ("a signature that is not hex", unsigned("zz"), 401, None),
+        ("a signed body that is not JSON", signed("not json"), 400, None),
+        ("a signed object without a type", signed(r#"{"data":{}}"#), 400, None),
+        (
+            "a declared body over the limit",
+            Request::post("/polyai-events")
+                .header("content-length", "2048")
+                .body(Body::from(vec![b'x'; 2048]))
+                .unwrap(),
+            413,
+            None,
+        ),
+        ("another method", Request::get("/polyai-events").body(Body::empty()).unwrap(), 405, None),
+        ("another path", Request::post("/other").body(Body::from("{}")).unwrap(), 404, None),
+    ];
+    for (case, request, status, outcome) in cases {
+        let router = router_with(Arc::new(Confirms), Duration::from_secs(3));
+        let response = router.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), status, "{case}");
+        let said = response.headers().get("x-relay-outcome").map(|v| v.to_str().unwrap());
+        assert_eq!(said, outcome, "{case}");
+    }
+}

@@ -38,11 +38,15 @@ const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
 /// Channels per connection: enough to spread confirms across the broker's channel processes.
 const CHANNELS: usize = 4;
 
+/// One connection to the broker and its confirm channels; replaced whole when either breaks.
 struct Session {
+    /// Kept to read whether it is still up and whether a resource alarm blocks it.
     connection: Connection,
     /// `host:port` of the node this session reached, for the logs.
     broker: String,
+    /// Confirm-mode channels, [`CHANNELS`] of them, so one slow confirm does not hold every publish.
     channels: Vec<Channel>,
+    /// Round-robin cursor over `channels`: publishes spread without a lock.
     next: AtomicUsize,
 }
 
@@ -57,7 +61,10 @@ impl Session {
     }
 }
 
+/// What publishers and the supervisor that reconnects share.
 struct Shared {
+    /// The current session; `None` while the broker is unreachable. Publishes clone the `Arc`
+    /// and release the lock at once, so a reconnect never waits behind a publish.
     session: RwLock<Option<Arc<Session>>>,
     /// Whether a session is up, for callers that wait for the first connection.
     connected: watch::Sender<bool>,
@@ -67,6 +74,7 @@ struct Shared {
     failure: watch::Sender<Option<String>>,
     /// Wakes the supervisor when a publish saw a dead channel.
     broken: Notify,
+    /// Declared on every new session, so a broker that lost its definitions gets them back.
     topology: Topology,
     /// Where the backlog gauge goes.
     metrics: Metrics,
