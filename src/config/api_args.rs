@@ -205,8 +205,7 @@ impl ApiArgs {
         })
     }
 
-    /// With a projects file, each project names its own key, ids and hosts: the one-project
-    /// variables would be silently ignored, so they are refused instead.
+    /// See [`super::projects_file::refuse_beside_file`].
     fn refuse_env_project(&self) -> Result<(), ConfigError> {
         let p = &self.platform;
         let set = [
@@ -220,13 +219,7 @@ impl ApiArgs {
             ("POLYAI_ACCOUNT_ID", self.account_id.is_some()),
             ("POLYAI_PROJECT_ID", self.project_id.is_some()),
         ];
-        match set.iter().find(|(_, set)| *set) {
-            Some((variable, _)) => Err(ConfigError::new(
-                variable,
-                format!("{variable} is set, but RELAY_PROJECTS_FILE gives each project its own; unset {variable}"),
-            )),
-            None => Ok(()),
-        }
+        super::projects_file::refuse_beside_file(&set)
     }
 }
 

@@ -32,6 +32,19 @@ impl ProjectsArgs {
     }
 }
 
+/// With a projects file, each project names its own secrets, key, ids, hosts and path: a
+/// one-project variable set beside it would be silently ignored, so it is refused instead.
+/// `set` pairs each such variable with whether it is set.
+pub fn refuse_beside_file(set: &[(&str, bool)]) -> Result<(), ConfigError> {
+    match set.iter().find(|(_, set)| *set) {
+        Some((variable, _)) => Err(ConfigError::new(
+            variable,
+            format!("{variable} is set, but RELAY_PROJECTS_FILE gives each project its own; unset {variable}"),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The file as written; `deny_unknown_fields` turns a misspelt field into an error, not a default.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

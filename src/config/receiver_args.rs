@@ -157,8 +157,7 @@ impl ReceiverArgs {
         })
     }
 
-    /// With a projects file, each project names its own secrets and path: the one-project
-    /// variables would be silently ignored, so they are refused instead.
+    /// See [`super::projects_file::refuse_beside_file`].
     fn refuse_env_project(&self) -> Result<(), ConfigError> {
         let set = [
             ("POLYAI_WEBHOOK_SECRET", self.webhook_secret.is_some()),
@@ -167,12 +166,6 @@ impl ReceiverArgs {
             ("POLYAI_WEBHOOK_SECRET_PREVIOUS_FILE", self.webhook_secret_previous_file.is_some()),
             ("RELAY_PATH", self.path.is_some()),
         ];
-        match set.iter().find(|(_, set)| *set) {
-            Some((variable, _)) => Err(ConfigError::new(
-                variable,
-                format!("{variable} is set, but RELAY_PROJECTS_FILE gives each project its own; unset {variable}"),
-            )),
-            None => Ok(()),
-        }
+        super::projects_file::refuse_beside_file(&set)
     }
 }
