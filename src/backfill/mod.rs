@@ -17,6 +17,7 @@ pub use self::{
 };
 use crate::{
     backoff::Backoff,
+    config::ProjectName,
     polyai::{advice, ApiError, ListPage, ListRequest, PolyaiClient, Summary, RETRY_AFTER_CAP},
     queue::{headers, publish_until_confirmed, Destination, Message, Publisher},
     worker::record::{transcript_visible, EnrichedRecord, SCHEMA},
@@ -123,7 +124,7 @@ pub async fn run(
                 continue;
             }
             if let Some(publisher) = publisher {
-                publish(publisher, conversation, shutdown).await?;
+                publish(publisher, client.project(), conversation, shutdown).await?;
             }
             state.published += 1;
         }
@@ -200,6 +201,7 @@ async fn list_page(
 
 async fn publish(
     publisher: &dyn Publisher,
+    project: &ProjectName,
     conversation: &Summary,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -211,6 +213,7 @@ async fn publish(
         schema: SCHEMA,
         event_id: &id,
         event_type: EVENT_TYPE,
+        project: project.as_str(),
         received_at: None,
         fetched_at: text(now),
         event: &event,
@@ -223,7 +226,8 @@ async fn publish(
         message_id: id.clone(),
         event_type: EVENT_TYPE.to_owned(),
         timestamp: now.unix_timestamp().max(0) as u64,
-        headers: [(headers::RECEIVED_AT.to_owned(), text(now))].into(),
+        headers: [(headers::RECEIVED_AT.to_owned(), text(now)), (headers::PROJECT.to_owned(), project.to_string())]
+            .into(),
     };
     publish_until_confirmed(publisher, Destination::Conversations, &message, PUBLISH_PATIENCE, shutdown)
         .await

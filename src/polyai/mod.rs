@@ -22,7 +22,7 @@ pub use self::{
     errors::{error_detail, parse_retry_after, RETRY_AFTER_CAP},
     list::{ListPage, ListRequest, Summary},
 };
-use crate::config::{ApiSettings, BaseUrl, ConversationApi};
+use crate::config::{ApiSettings, BaseUrl, ConversationApi, ProjectName};
 
 /// Why a call failed, sorted by what the caller does about it (design §5).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +86,8 @@ struct Host {
 /// The conversations client. Cheap to clone.
 #[derive(Clone)]
 pub struct PolyaiClient {
+    /// The relay project these settings belong to (design §12), for what is published with them.
+    project: ProjectName,
     http: reqwest::Client,
     runtime: Host,
     /// The Agents API host, when configured.
@@ -110,6 +112,7 @@ impl PolyaiClient {
             None => None,
         };
         Ok(Self {
+            project: settings.project.clone(),
             http: http_client(settings.timeout)?,
             runtime: Host { base: settings.base_url.clone(), key: key_header("POLYAI_API_KEY", &settings.api_key)? },
             platform,
@@ -120,7 +123,12 @@ impl PolyaiClient {
         })
     }
 
-    /// The project this client fetches from (a span attribute of the worker's traces).
+    /// The relay project whose key and ids this client uses.
+    pub fn project(&self) -> &ProjectName {
+        &self.project
+    }
+
+    /// The PolyAI project this client fetches from (a span attribute of the worker's traces).
     pub fn project_id(&self) -> &str {
         &self.project_id
     }

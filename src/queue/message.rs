@@ -13,7 +13,8 @@ pub mod headers {
     /// When the receiver took the webhook, RFC 3339.
     pub const RECEIVED_AT: &str = "x-relay-received-at";
     /// The project (design §12) the event belongs to: the receiver sets it from the webhook's
-    /// path, the worker fetches with that project's key, and records carry it on.
+    /// path, the worker fetches with that project's key, and stamps it on everything it
+    /// publishes for the event. A raw event without it belongs to the first project.
     pub const PROJECT: &str = "x-relay-project";
     /// Attempts the worker made so far; travels with the message so it survives restarts.
     pub const ATTEMPTS: &str = "x-relay-attempts";

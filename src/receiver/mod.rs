@@ -15,7 +15,7 @@ use axum::{
 };
 use tokio::sync::{watch, Semaphore};
 
-use crate::{config::ReceiverSettings, queue::Publisher, spool::Spool, telemetry::Metrics};
+use crate::{config::ReceiverSettings, queue::Publisher, spool::Spool, telemetry::Metrics, worker::PausedProjects};
 
 pub use ops::Readiness;
 
@@ -92,8 +92,8 @@ pub fn publisher_readiness(publisher: Arc<dyn Publisher>) -> Readiness {
     Readiness::new(Some(publisher), None)
 }
 
-/// Readiness that also reflects a worker paused by a refused API key.
-pub fn worker_readiness(publisher: Arc<dyn Publisher>, paused: watch::Receiver<bool>) -> Readiness {
+/// Readiness that also reflects the worker's projects paused by a refused API key.
+pub fn worker_readiness(publisher: Arc<dyn Publisher>, paused: watch::Receiver<PausedProjects>) -> Readiness {
     Readiness::new(Some(publisher), Some(paused))
 }
 

@@ -9,19 +9,22 @@ use crate::{
     queue::Publisher,
     spool::Spool,
     telemetry::{names, Metrics},
+    worker::PausedProjects,
 };
 
-/// What `/readyz` asks: can the queue take a publish, and is the worker not paused?
+/// What `/readyz` asks: can the queue take a publish, and can the worker's events flow (not
+/// every project paused by a refused key)?
 #[derive(Clone)]
 pub struct Readiness {
     publisher: Option<Arc<dyn Publisher>>,
-    worker_paused: Option<watch::Receiver<bool>>,
+    /// The worker's paused projects, when this process runs a worker.
+    worker_paused: Option<watch::Receiver<PausedProjects>>,
     /// A spool that accepts webhooks keeps the receiver ready while the broker is away.
     spool: Option<Spool>,
 }
 
 impl Readiness {
-    pub fn new(publisher: Option<Arc<dyn Publisher>>, worker_paused: Option<watch::Receiver<bool>>) -> Self {
+    pub fn new(publisher: Option<Arc<dyn Publisher>>, worker_paused: Option<watch::Receiver<PausedProjects>>) -> Self {
         Self { publisher, worker_paused, spool: None }
     }
 
@@ -34,8 +37,14 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         let spool_accepts = self.spool.as_ref().is_some_and(Spool::accepts);
         let queue_ready = spool_accepts || self.publisher.as_ref().is_none_or(|p| p.is_ready());
-        let worker_running = self.worker_paused.as_ref().is_none_or(|paused| !*paused.borrow());
-        queue_ready && worker_running
+        let worker_flows = self.worker_paused.as_ref().is_none_or(|paused| !paused.borrow().all());
+        queue_ready && worker_flows
+    }
+
+    /// The projects whose key the API refuses, `acme-uk, acme-us`; `None` when none is.
+    pub fn paused_projects(&self) -> Option<String> {
+        let paused = self.worker_paused.as_ref()?.borrow();
+        (!paused.names.is_empty()).then(|| paused.list())
     }
 
     /// Resolves once [`Self::is_ready`] answers `ready` (for tests and callers that wait on it).
@@ -60,7 +69,7 @@ impl Readiness {
 }
 
 /// The next change of an optional watch; never, for none (or one whose sender is gone).
-async fn changed(watch: &mut Option<watch::Receiver<bool>>) {
+async fn changed<T>(watch: &mut Option<watch::Receiver<T>>) {
     let changed = match watch {
         Some(watch) => watch.changed().await.is_ok(),
         None => false,
@@ -93,11 +102,14 @@ pub async fn healthz() -> StatusCode {
     StatusCode::OK
 }
 
+/// `ready` or `not ready`, naming the paused projects either way: an operator sees which one is
+/// stuck, also while the others keep the relay ready.
 pub async fn readyz(State(ops): State<Ops>) -> impl IntoResponse {
-    if ops.check() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    let (status, verdict) =
+        if ops.check() { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") };
+    match ops.readiness.paused_projects() {
+        Some(paused) => (status, format!("{verdict}; paused projects: {paused}\n")),
+        None => (status, format!("{verdict}\n")),
     }
 }
 

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::Worker;
+use super::{projects::Project, Worker};
 use crate::{
     config::AudioSettings,
     polyai::{transport_detail, ApiError, AudioRequest},
@@ -36,6 +36,7 @@ impl Worker {
     pub(super) async fn save_audio(
         &self,
         settings: &AudioSettings,
+        project: &Project,
         conversation_id: &str,
         conversation: &RawValue,
     ) -> Result<Option<Value>, ApiError> {
@@ -47,9 +48,10 @@ impl Worker {
             return Ok(Some(json!({"error": "the conversation id cannot be a file name"})));
         };
         let request = AudioRequest { direction: settings.direction, redacted: settings.redacted };
+        // As for a conversation: the project's turn first, then a call slot.
+        project.throttle.acquire().await;
         let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
-        self.throttle.acquire().await;
-        let response = match self.client.audio(conversation_id, request).await {
+        let response = match project.client.audio(conversation_id, request).await {
             Ok(response) => response,
             // Recorded, not retried: a call can have no recording (or none kept).
             Err(ApiError::NotFound { detail }) => {

@@ -2,15 +2,15 @@
 //! records, ack only after the broker confirmed what replaces the input.
 
 mod audio;
+mod outcome;
+mod pause;
 mod policy;
 mod process;
+mod projects;
 pub mod record;
 mod throttle;
 
-use std::{
-    sync::{atomic::AtomicBool, Arc},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use tokio::{
     sync::{watch, Semaphore},
@@ -19,24 +19,19 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{field::Empty, Instrument};
 
+pub use pause::PausedProjects;
 pub use policy::RetryPolicy;
 pub use throttle::Throttle;
+
+use self::{pause::Pauses, projects::Projects};
 
 use crate::{
     backoff::RECONNECT,
     config::WorkerSettings,
     log_limit::LogLimit,
-    polyai::{ApiError, PolyaiClient},
     queue::{ConsumeError, Consumer, Delivery, Publisher, Source},
-    telemetry::{
-        names, trace_context,
-        traces::{self, trace_span},
-        Metrics,
-    },
+    telemetry::{names, trace_context, traces::trace_span, Metrics},
 };
-
-/// The header a raw event names its project in, once the relay serves several (design §12).
-const PROJECT_HEADER: &str = "x-relay-project";
 
 /// How long in-flight events get to finish at shutdown or pause; what is left then goes back
 /// to the queue when the consumer closes. Keeps the whole shutdown well inside 10 s.
@@ -45,12 +40,10 @@ const DRAIN: Duration = Duration::from_secs(5);
 /// How to settle a delivery once it has been processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settle {
-    /// Done: its record, retry or dead letter is confirmed.
+    /// Done: its record, retry, dead letter or hold in a delay queue is confirmed.
     Ack,
     /// Could not publish its outcome: give it back to the queue.
     Requeue,
-    /// Leave it unacknowledged; closing the consumer returns it (the key was refused).
-    Release,
 }
 
 impl Settle {
@@ -59,7 +52,6 @@ impl Settle {
         match self {
             Self::Ack => "ack",
             Self::Requeue => "requeue",
-            Self::Release => "release",
         }
     }
 }
@@ -74,17 +66,19 @@ pub enum Step {
 }
 
 pub struct Worker {
-    client: PolyaiClient,
+    /// The projects it fetches for, each with its own client and pace (design §12).
+    projects: Projects,
     publisher: Arc<dyn Publisher>,
     policy: RetryPolicy,
-    throttle: Throttle,
-    /// True while the API refuses the key: nothing is consumed and `/readyz` answers 503.
-    paused: watch::Sender<bool>,
-    transcript_hint_logged: AtomicBool,
+    /// The projects whose key the API refuses: their events are held back; with all of them
+    /// paused nothing is consumed and `/readyz` answers 503.
+    pauses: Pauses,
     concurrency: usize,
-    /// API calls in flight at most (`RELAY_API_CONCURRENCY`). Held only around a call, so an
-    /// event publishing its record or acking does not keep a call slot idle.
+    /// API calls in flight at most (`RELAY_API_CONCURRENCY`), across every project. Held only
+    /// around a call, so an event publishing its record, acking, or waiting for its project's
+    /// turn does not keep a call slot idle.
     api_slots: Semaphore,
+    /// How often a paused project's key is probed, and how long its events wait between looks.
     auth_probe_interval: Duration,
     /// `Some` when recordings are saved.
     audio: Option<crate::config::AudioSettings>,
@@ -100,17 +94,22 @@ impl Worker {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
+        // RELAY_API_RATE caps each project's calls: each has its own key, so its own quota.
+        let projects = Projects::new(&settings.projects, settings.rate)?;
+        // Every project's gauge from the start, so an alert on it sees each project, paused or not.
+        for project in projects.iter() {
+            let label = project.label();
+            metrics.record(|| metrics::gauge!(names::WORKER_PAUSED, "project" => label).set(0.0));
+        }
         Ok(Self {
-            client: PolyaiClient::new(&settings.projects[0])?,
+            pauses: Pauses::new(projects.len()),
+            projects,
             publisher,
             policy: RetryPolicy {
                 max_attempts: settings.max_attempts,
                 base_delay: settings.retry_base_delay,
                 max_delay: settings.retry_max_delay,
             },
-            throttle: Throttle::new(settings.rate),
-            paused: watch::Sender::new(false),
-            transcript_hint_logged: AtomicBool::new(false),
             concurrency: settings.concurrency,
             api_slots: Semaphore::new(settings.concurrency),
             auth_probe_interval: settings.auth_probe_interval,
@@ -124,9 +123,9 @@ impl Worker {
         self.concurrency * 4
     }
 
-    /// Watches the pause flag (for `/readyz`).
-    pub fn paused(&self) -> watch::Receiver<bool> {
-        self.paused.subscribe()
+    /// Watches which projects are paused (for `/readyz`).
+    pub fn paused(&self) -> watch::Receiver<PausedProjects> {
+        self.pauses.subscribe()
     }
 
     /// Consumes until shutdown, reopening the consumer after broker failures and pauses.
@@ -138,8 +137,8 @@ impl Worker {
         let mut failures = 0u32;
         let unreachable = LogLimit::default();
         while !self.shutdown.is_cancelled() {
-            if *self.paused.borrow() {
-                self.wait_for_key().await;
+            if self.pauses.every_project() {
+                self.wait_while_every_project_is_paused().await;
                 continue;
             }
             match source.open(prefetch).await {
@@ -168,12 +167,12 @@ impl Worker {
     async fn consume(self: &Arc<Self>, consumer: &mut dyn Consumer) {
         let slots = Arc::new(Semaphore::new(self.events_in_progress()));
         let mut tasks = JoinSet::new();
-        let mut paused = self.paused.subscribe();
+        let mut paused = self.pauses.subscribe();
         'consuming: loop {
             // Take a slot before a delivery, so events wait in the queue, not in memory.
             let slot = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                _ = paused.wait_for(|p| *p) => break,
+                _ = paused.wait_for(PausedProjects::all) => break,
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             };
             // Nor take one while its outcome cannot be published (broker down or blocking
@@ -189,7 +188,7 @@ impl Worker {
             }
             let delivery = tokio::select! {
                 _ = self.shutdown.cancelled() => break,
-                _ = paused.wait_for(|p| *p) => break,
+                _ = paused.wait_for(PausedProjects::all) => break,
                 delivery = consumer.next() => match delivery {
                     Some(delivery) => delivery,
                     None => break,
@@ -226,19 +225,17 @@ impl Worker {
             event_type = %message.event_type,
             attempts = message.attempts(),
             redelivered = delivery.redelivered,
+            project = Empty,
             outcome = Empty,
         );
         // The same trace as the webhook (or as the attempt that scheduled this retry); an event
         // without `traceparent` (backfill, reconcile, replay) starts a trace of its own.
         trace_context::continue_from(&span, &message.headers);
-        let project = message.header(PROJECT_HEADER).unwrap_or(self.client.project_id());
-        traces::set_attribute(&span, "project", project);
         let settle = self.process(message).instrument(span.clone()).await;
         let ack = span.in_scope(|| trace_span!("ack", settle = settle.label()));
         let result = match settle {
             Settle::Ack => delivery.acker.ack().instrument(ack).await,
             Settle::Requeue => delivery.acker.requeue().instrument(ack).await,
-            Settle::Release => Ok(()),
         };
         if let Err(error) = result {
             // The broker will redeliver it: at-least-once, consumers dedupe on message_id.
@@ -247,23 +244,15 @@ impl Worker {
         settle
     }
 
-    /// While paused, asks the API every probe interval whether the key works again.
-    async fn wait_for_key(&self) {
-        self.metrics.record(|| metrics::gauge!(names::WORKER_PAUSED).set(1.0));
-        loop {
-            tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.auth_probe_interval) => {}
-            }
-            match self.client.probe().await {
-                Err(ApiError::Unauthorized { status, .. }) => {
-                    tracing::warn!(status, "the API still refuses the key; the worker stays paused");
-                }
-                _ => break,
-            }
+    /// While every project's key is refused, nothing can flow: events wait in the queue, not
+    /// bouncing through delay queues, until a project's probe finds its key accepted again.
+    async fn wait_while_every_project_is_paused(&self) {
+        let mut paused = self.pauses.subscribe();
+        let names = paused.borrow().list();
+        tracing::warn!(projects = %names, "the API refuses every project's key; the worker takes no events until one is accepted again");
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            _ = paused.wait_for(|p| !p.all()) => tracing::info!("a project's key is accepted again; the worker resumes"),
         }
-        tracing::info!("the API accepts the key again; resuming");
-        self.metrics.record(|| metrics::gauge!(names::WORKER_PAUSED).set(0.0));
-        self.paused.send_replace(false);
     }
 }

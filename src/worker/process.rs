@@ -1,88 +1,137 @@
-//! One event through the worker: fetch the conversation, then publish the enriched record, a
-//! retry or a dead letter, and say how to settle the delivery. Nothing is acked before the
+//! One event through the worker: pick its project, fetch the conversation with that project's
+//! client, and choose the outcome ([`super::outcome`] publishes it). Nothing is acked before the
 //! broker confirmed whatever replaces it.
 
-use std::{sync::atomic::Ordering, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use serde_json::value::RawValue;
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
-use super::{record, Settle, Worker};
+use super::{
+    projects::{Project, UNKNOWN_LABEL},
+    Settle, Worker,
+};
 use crate::{
     event::{ConversationIdError, Fields},
     polyai::ApiError,
-    queue::{self, headers, Destination, Message},
+    queue::{headers, Message, RETRY_TIERS},
     telemetry::{
-        names, trace_context,
+        names,
         traces::{self, trace_span},
     },
 };
 use tracing::{field::Empty, Instrument};
 
-/// The longest a 429 holds back every API call of the worker.
-const SHARED_PAUSE_CAP: Duration = Duration::from_secs(60);
+/// The longest a 429 holds back every API call of its project.
+const PROJECT_PAUSE_CAP: Duration = Duration::from_secs(60);
 
-/// How long a worker keeps trying to publish through a broker outage before it gives the
-/// message back to the queue instead.
-const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
+/// What is left of a project's 429 pause is waited out in memory when it is this short: a delay
+/// queue would hold the event at least as long (its shortest tier) and cost a round trip.
+const WAIT_IN_MEMORY: Duration = RETRY_TIERS[0];
 
 impl Worker {
     /// Processes one message and says how to settle it.
     pub async fn process(&self, message: &Message) -> Settle {
         let attempts = message.attempts();
+        let project = match self.projects.of(message) {
+            Ok(project) => project.clone(),
+            // It can never be fetched: no key of this relay belongs to it.
+            Err(unknown) => {
+                return self
+                    .dead_letter(message, UNKNOWN_LABEL, attempts, "unknown_project", &unknown.to_string())
+                    .await
+            }
+        };
+        let span = tracing::Span::current();
+        // On every log line of the event and in its trace; a configured name, never a header's.
+        span.record("project", project.name.as_str());
+        traces::set_attribute(&span, "polyai.project_id", project.client.project_id());
+        // Whatever the worker publishes for the event names its project, also when the raw event
+        // did not (it belonged to the first project).
+        let mut stamped = message.clone();
+        stamped.headers.insert(headers::PROJECT.to_owned(), project.name.to_string());
+        let message = &stamped;
+        let label = project.name.as_str();
+
         let fields = match Fields::read(&message.body) {
             Ok(fields) => fields,
-            Err(error) => return self.dead_letter(message, attempts, "unreadable", &error.to_string()).await,
+            Err(error) => return self.dead_letter(message, label, attempts, "unreadable", &error.to_string()).await,
         };
         let conversation_id = match fields.conversation() {
             Ok(id) => id,
             Err(error @ ConversationIdError::Missing) => {
-                return self.dead_letter(message, attempts, "no_conversation_id", &error.to_string()).await;
+                return self.dead_letter(message, label, attempts, "no_conversation_id", &error.to_string()).await;
             }
             // Never fetched: an id like `..` would change the request's path.
-            Err(error) => return self.dead_letter(message, attempts, "rejected", &error.to_string()).await,
+            Err(error) => return self.dead_letter(message, label, attempts, "rejected", &error.to_string()).await,
         };
-        if let Some(id) = conversation_id {
-            traces::set_attribute(&tracing::Span::current(), "conversation_id", id);
-        }
         let (conversation, audio) = match conversation_id {
-            Some(id) => match self.fetch_with_audio(id, attempts + 1).await {
-                Ok(found) => found,
-                Err(error) => return self.after_failure(message, attempts, error).await,
-            },
+            Some(id) => {
+                traces::set_attribute(&span, "conversation_id", id);
+                if let Some(settle) = self.hold_back_if_stuck(message, &project).await {
+                    return settle;
+                }
+                match self.fetch_with_audio(&project, id, attempts + 1).await {
+                    Ok(found) => found,
+                    Err(error) => return self.after_failure(message, &project, attempts, error).await,
+                }
+            }
             None => (None, None),
         };
-        self.publish_record(message, conversation.as_deref(), audio).await
+        self.publish_record(message, &project, conversation.as_deref(), audio).await
+    }
+
+    /// Holds back an event its project cannot fetch now: the key is refused, or a 429 paused the
+    /// project's calls for longer than [`WAIT_IN_MEMORY`]. It waits in a delay queue, attempts
+    /// untouched; waiting in memory, it would hold a slot another project's events could use.
+    async fn hold_back_if_stuck(&self, message: &Message, project: &Project) -> Option<Settle> {
+        let label = project.name.as_str();
+        if self.pauses.is_paused(&project.name) {
+            let why = format!("held back: the API refuses the key of project {label}");
+            return Some(self.hold(message, label, self.auth_probe_interval, "key_refused", &why).await);
+        }
+        match project.throttle.held_back() {
+            Some(left) if left > WAIT_IN_MEMORY => {
+                let why = format!("held back: a 429 paused the API calls of project {label}");
+                Some(self.hold(message, label, left, "rate_limited", &why).await)
+            }
+            _ => None,
+        }
     }
 
     /// The conversation and, when audio download is on, its recording. `attempt` counts from 1.
     async fn fetch_with_audio(
         &self,
+        project: &Project,
         conversation_id: &str,
         attempt: u32,
     ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), ApiError> {
-        let conversation = self.fetch(conversation_id, attempt).await?;
+        let conversation = self.fetch(project, conversation_id, attempt).await?;
         let audio = match &self.audio {
             Some(settings) => {
-                self.save_audio(settings, conversation_id, &conversation).instrument(trace_span!("audio")).await?
+                self.save_audio(settings, project, conversation_id, &conversation)
+                    .instrument(trace_span!("audio"))
+                    .await?
             }
             None => None,
         };
         Ok((Some(conversation), audio))
     }
 
-    async fn fetch(&self, conversation_id: &str, attempt: u32) -> Result<Box<RawValue>, ApiError> {
+    async fn fetch(&self, project: &Project, conversation_id: &str, attempt: u32) -> Result<Box<RawValue>, ApiError> {
+        // The project's turn first, then a call slot: a project waiting for its pace holds no
+        // slot another project's call could use.
+        project.throttle.acquire().await;
         let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
-        self.throttle.acquire().await;
-        // After the slot and the rate limit: the span times the API alone.
+        // After the rate limit and the slot: the span times the API alone.
         let span = trace_span!("fetch", otel.kind = "client", attempt, status = Empty);
-        let result = self.client.conversation(conversation_id).instrument(span.clone()).await;
+        let result = project.client.conversation(conversation_id).instrument(span.clone()).await;
         let status = match &result {
             Ok(_) => "200".to_owned(),
             Err(error) => error.status_label(),
         };
         span.record("status", status.as_str());
-        self.metrics.record(|| metrics::counter!(names::FETCHES, "status" => status).increment(1));
+        let label = project.label();
+        self.metrics.record(|| metrics::counter!(names::FETCHES, "project" => label, "status" => status).increment(1));
         let body = result?;
         serde_json::from_slice::<Box<RawValue>>(&body).map_err(|_| ApiError::Server {
             status: 200,
@@ -90,148 +139,49 @@ impl Worker {
         })
     }
 
-    async fn after_failure(&self, message: &Message, attempts: u32, error: ApiError) -> Settle {
+    async fn after_failure(&self, message: &Message, project: &Arc<Project>, attempts: u32, error: ApiError) -> Settle {
         let policy = &self.policy;
+        let label = project.name.as_str();
         match &error {
             ApiError::RateLimited { retry_after } => {
-                // Not the event's fault: the attempt does not count, and every caller slows down.
-                self.metrics.record(|| metrics::counter!(names::RATE_LIMITED).increment(1));
+                // Not the event's fault: the attempt does not count, and the project's calls slow down.
+                let project_label = project.label();
+                self.metrics.record(|| metrics::counter!(names::RATE_LIMITED, "project" => project_label).increment(1));
                 let delay = policy.rate_limited(*retry_after);
-                // Everyone slows down, but for a minute at most: deliveries held unacked longer
-                // than the broker's consumer_timeout (30 min by default) would be taken back. This
-                // event itself waits its whole Retry-After in a delay queue.
-                self.throttle.pause(delay.min(SHARED_PAUSE_CAP));
-                self.retry(message, attempts, delay, "rate_limited", &error).await
+                // The project's calls wait, but for a minute at most: its events arriving
+                // meanwhile wait in a delay queue (see `hold_back_if_stuck`). This event itself
+                // waits its whole Retry-After in a delay queue.
+                project.throttle.pause(delay.min(PROJECT_PAUSE_CAP));
+                self.retry(message, label, attempts, delay, "rate_limited", &error).await
             }
             ApiError::Server { .. } | ApiError::Transport(_) => {
                 let attempts = attempts + 1;
                 if policy.gives_up(attempts) {
-                    return self.dead_letter(message, attempts, "attempts_exhausted", &error.to_string()).await;
+                    return self.dead_letter(message, label, attempts, "attempts_exhausted", &error.to_string()).await;
                 }
-                self.retry(message, attempts, policy.backoff(attempts), "transient", &error).await
+                self.retry(message, label, attempts, policy.backoff(attempts), "transient", &error).await
             }
             ApiError::NotFound { .. } => {
                 let attempts = attempts + 1;
                 if policy.gives_up_on_not_found(attempts) {
-                    return self.dead_letter(message, attempts, "not_found", &error.to_string()).await;
+                    return self.dead_letter(message, label, attempts, "not_found", &error.to_string()).await;
                 }
-                self.retry(message, attempts, policy.not_found_backoff(attempts), "not_found", &error).await
+                self.retry(message, label, attempts, policy.not_found_backoff(attempts), "not_found", &error).await
             }
             ApiError::Unauthorized { .. } => {
-                // A key problem, not an event problem: stop taking events, keep this one queued.
-                if !self.paused.send_replace(true) {
-                    self.metrics.record(|| metrics::gauge!(names::WORKER_PAUSED).set(1.0));
-                    tracing::error!(%error, "the API refused the key; pausing the worker until it is accepted again (check POLYAI_API_KEY and its project scope)");
-                }
-                tracing::Span::current().record("outcome", "paused");
-                Settle::Release
+                // A key problem, not an event problem: the project pauses, the event waits for
+                // its key without counting an attempt, and the other projects flow on.
+                self.pause_project(project, &error);
+                let why = format!("held back: {error}");
+                self.hold(message, label, self.auth_probe_interval, "key_refused", &why).await
             }
-            ApiError::Rejected { .. } => self.dead_letter(message, attempts + 1, "rejected", &error.to_string()).await,
+            ApiError::Rejected { .. } => {
+                self.dead_letter(message, label, attempts + 1, "rejected", &error.to_string()).await
+            }
             // Asking again would get the same answer: over a size cap, or a name no file can have.
-            ApiError::Unusable { .. } => self.dead_letter(message, attempts + 1, "unusable", &error.to_string()).await,
-        }
-    }
-
-    async fn retry(
-        &self,
-        message: &Message,
-        attempts: u32,
-        delay: Duration,
-        reason: &'static str,
-        error: &ApiError,
-    ) -> Settle {
-        let mut retry = message.clone();
-        retry.headers.insert(headers::ATTEMPTS.to_owned(), attempts.to_string());
-        retry.headers.insert(headers::ERROR.to_owned(), error.to_string());
-        let settle = self.publish_patiently(Destination::Retry { delay }, retry).await;
-        if settle == Settle::Ack {
-            self.metrics.record(|| metrics::counter!(names::RETRIES, "reason" => reason).increment(1));
-            tracing::Span::current().record("outcome", "retried");
-            tracing::info!(%error, attempts, delay_ms = delay.as_millis() as u64, "event will be retried");
-        }
-        settle
-    }
-
-    async fn dead_letter(&self, message: &Message, attempts: u32, reason: &'static str, error: &str) -> Settle {
-        let mut dead = message.clone();
-        dead.headers.insert(headers::ATTEMPTS.to_owned(), attempts.to_string());
-        dead.headers.insert(headers::ERROR.to_owned(), error.to_owned());
-        let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
-        dead.headers.insert(headers::DEAD_AT.to_owned(), now);
-        let settle = self.publish_patiently(Destination::Dead, dead).await;
-        if settle == Settle::Ack {
-            self.metrics.record(|| metrics::counter!(names::DEAD_LETTERS, "reason" => reason).increment(1));
-            tracing::Span::current().record("outcome", "dead_lettered");
-            tracing::warn!(error, attempts, reason, "event dead-lettered");
-        }
-        settle
-    }
-
-    async fn publish_record(
-        &self,
-        message: &Message,
-        conversation: Option<&RawValue>,
-        audio: Option<serde_json::Value>,
-    ) -> Settle {
-        let event: &RawValue = match serde_json::from_slice(&message.body) {
-            Ok(event) => event,
-            Err(error) => return self.dead_letter(message, message.attempts(), "unreadable", &error.to_string()).await,
-        };
-        let transcript_visible = conversation.is_none_or(record::transcript_visible);
-        if !transcript_visible && !self.transcript_hint_logged.swap(true, Ordering::Relaxed) {
-            tracing::warn!("conversations report turns but carry no transcript: turn on the project's \"Conversation transcript\" setting (show_transcripts) in Agent Studio");
-        }
-        let record = record::EnrichedRecord {
-            schema: record::SCHEMA,
-            event_id: &message.message_id,
-            event_type: &message.event_type,
-            received_at: message.header(headers::RECEIVED_AT),
-            fetched_at: OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
-            event,
-            conversation,
-            transcript_visible,
-            audio,
-        };
-        let body = match serde_json::to_vec(&record) {
-            Ok(body) => body,
-            Err(error) => {
-                return self.dead_letter(message, message.attempts(), "unserialisable", &error.to_string()).await
+            ApiError::Unusable { .. } => {
+                self.dead_letter(message, label, attempts + 1, "unusable", &error.to_string()).await
             }
-        };
-        let mut enriched = message.clone();
-        enriched.body = body.into();
-        enriched.headers.remove(headers::ATTEMPTS);
-        enriched.headers.remove(headers::ERROR);
-        let settle = self.publish_patiently(Destination::Conversations, enriched).await;
-        if settle == Settle::Ack {
-            self.metrics.record(|| metrics::counter!(names::ENRICHED).increment(1));
-            tracing::Span::current().record("outcome", "enriched");
-            tracing::info!(transcript_visible, "event enriched");
-        }
-        settle
-    }
-
-    /// Publishes `message` with [`Self::publish_until_confirmed`], in a span whose context the
-    /// message carries: a record's consumer, or the next attempt of a retry, continues from it.
-    /// A dead letter carries it as a reference only (see [`trace_context`]).
-    async fn publish_patiently(&self, to: Destination, mut message: Message) -> Settle {
-        let span = trace_span!("publish", otel.kind = "producer", destination = to.label(), result = Empty);
-        match to {
-            Destination::Dead => trace_context::for_dead_letter(&span, &mut message.headers),
-            _ => trace_context::inject(&span, &mut message.headers),
-        }
-        let settle = self.publish_until_confirmed(to, message).instrument(span.clone()).await;
-        span.record("result", if settle == Settle::Ack { "ack" } else { "requeue" });
-        settle
-    }
-
-    /// Publishes through short broker outages; past [`PUBLISH_PATIENCE`], or at shutdown, the
-    /// message goes back to the queue (requeue) rather than being held or dropped.
-    async fn publish_until_confirmed(&self, to: Destination, message: Message) -> Settle {
-        let publisher = self.publisher.as_ref();
-        match queue::publish_until_confirmed(publisher, to, &message, PUBLISH_PATIENCE, &self.shutdown).await {
-            Ok(()) => Settle::Ack,
-            Err(_) => Settle::Requeue,
         }
     }
 }

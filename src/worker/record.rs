@@ -11,6 +11,9 @@ pub struct EnrichedRecord<'a> {
     pub schema: &'static str,
     pub event_id: &'a str,
     pub event_type: &'a str,
+    /// The relay project the event belongs to (design §12): a consumer of several projects'
+    /// records tells them apart without reading headers.
+    pub project: &'a str,
     pub received_at: Option<&'a str>,
     pub fetched_at: String,
     pub event: &'a RawValue,

@@ -1,5 +1,7 @@
-//! The worker's shared pace of API calls: a fixed rate (`RELAY_API_RATE`) and a pause that any
-//! 429 extends for everyone, so one rate-limited call slows all of them, not just itself.
+//! One project's pace of API calls: a fixed rate (`RELAY_API_RATE`) and a pause that any 429
+//! extends for every call of the project, so one rate-limited call slows all of them, not just
+//! itself. Each project has its own (its key has its own quota): one project's 429s never slow
+//! another's calls.
 
 use std::{sync::Mutex, time::Duration};
 
@@ -47,6 +49,14 @@ impl Throttle {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.paused_until = state.paused_until.max(Instant::now() + delay);
     }
+
+    /// What is left of a pause, if one is running: an event that would wait that long waits in a
+    /// delay queue instead, not in memory where it would hold a slot other projects could use.
+    pub fn held_back(&self) -> Option<Duration> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let left = state.paused_until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
 }
 
 #[cfg(test)]
@@ -72,5 +82,16 @@ mod tests {
         let start = tokio::time::Instant::now();
         throttle.acquire().await;
         assert!(start.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn held_back_says_what_is_left_of_a_pause() {
+        let throttle = Throttle::new(Some(1.0));
+        assert_eq!(throttle.held_back(), None, "the rate alone holds nothing back");
+        throttle.pause(Duration::from_secs(3));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(throttle.held_back(), Some(Duration::from_secs(2)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert_eq!(throttle.held_back(), None);
     }
 }

@@ -119,6 +119,7 @@ async fn a_signed_webhook_is_one_trace_from_the_receiver_to_the_record() {
     assert_eq!(event.parent_span_id, enqueue.span_id);
     assert_eq!(event.attribute("conversation_id"), Some("CAevt-trace"));
     assert_eq!(event.attribute("project"), Some("default"), "the project the webhook came to");
+    assert_eq!(event.attribute("polyai.project_id"), Some(crate::fake_polyai::PROJECT));
     let fetch = one(&spans, "fetch");
     assert_eq!((fetch.attribute("attempt"), fetch.attribute("status")), (Some("1"), Some("200")));
     assert_eq!(fetch.parent_span_id, event.span_id);

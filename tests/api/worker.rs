@@ -20,8 +20,8 @@ both_backends! {
         let record = app.next_record().await;
         assert_eq!(record.json["conversation"]["id"], "CA5xx");
         assert_eq!(app.polyai.by_id_requests().len(), 3);
-        assert_eq!(app.metric(r#"relay_worker_retries_total{reason="transient"}"#).await, 2.0);
-        app.wait_for_metric("relay_enriched_total", 1.0).await;
+        assert_eq!(app.metric(r#"relay_worker_retries_total{project="default",reason="transient"}"#).await, 2.0);
+        app.wait_for_metric(r#"relay_enriched_total{project="default"}"#, 1.0).await;
     }
 
     async fn a_timeout_is_retried(backend: Backend) {
