@@ -122,9 +122,9 @@ impl Probe {
             }
         }
         tracing::info!(project = %project.name, "the API accepts the project's key again; its events flow again");
+        self.pauses.resume(&project.name);
         let label = project.label();
         self.metrics.record(|| metrics::gauge!(names::WORKER_PAUSED, "project" => label).set(0.0));
-        self.pauses.resume(&project.name);
     }
 }
 

@@ -1,7 +1,8 @@
-//! A fake of PolyAI's Conversations API v3 on port 0, scripted per test.
+//! A fake of PolyAI's Conversations API v3 on port 0, scripted per test. It knows two projects,
+//! each under its own account with its own key: a request with another key is refused.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -22,6 +23,18 @@ use tokio::sync::Notify;
 pub const API_KEY: &str = "test-api-key-5f1d0c9e";
 pub const ACCOUNT: &str = "ws-test";
 pub const PROJECT: &str = "PROJECT-TEST";
+/// The second project the fake knows, under an account of its own.
+pub const API_KEY_B: &str = "test-api-key-b-2a7c41d8";
+pub const ACCOUNT_B: &str = "ws-test-b";
+pub const PROJECT_B: &str = "PROJECT-TEST-B";
+
+/// The key each known project takes; any other project's paths take [`API_KEY`].
+fn key_for(account: &str, project: &str) -> &'static str {
+    match (account, project) {
+        (ACCOUNT_B, PROJECT_B) => API_KEY_B,
+        _ => API_KEY,
+    }
+}
 
 /// What the fake answers to one request.
 #[derive(Debug, Clone)]
@@ -58,6 +71,12 @@ struct Script {
     probe: Mutex<Option<Reply>>,
     /// Added to every list answer (to make two readers list at the same time).
     list_delay: Mutex<Duration>,
+    /// Projects whose key is revoked: every request on their paths is refused.
+    revoked: Mutex<HashSet<String>>,
+    /// By-id replies for one project (by project id), before any other script.
+    project_fallback: Mutex<HashMap<String, Reply>>,
+    /// Replies to one conversation's requests, in order, before any other script.
+    conversation_queue: Mutex<HashMap<String, VecDeque<Reply>>>,
     seen: Mutex<Vec<Seen>>,
     arrived: Notify,
     in_flight: AtomicUsize,
@@ -93,6 +112,27 @@ impl FakePolyai {
         *self.script.fallback.lock().unwrap() = Some(reply);
     }
 
+    /// Answers every by-id request of project `project_id` with `reply`.
+    pub fn always_for_project(&self, project_id: &str, reply: Reply) {
+        self.script.project_fallback.lock().unwrap().insert(project_id.to_owned(), reply);
+    }
+
+    /// Answers the next requests for `conversation_id` with `replies`, in order.
+    pub fn script_conversation(&self, conversation_id: &str, replies: impl IntoIterator<Item = Reply>) {
+        let mut queues = self.script.conversation_queue.lock().unwrap();
+        queues.entry(conversation_id.to_owned()).or_default().extend(replies);
+    }
+
+    /// Refuses project `project_id`'s key (401) on its by-id and list paths, probes included.
+    pub fn revoke(&self, project_id: &str) {
+        self.script.revoked.lock().unwrap().insert(project_id.to_owned());
+    }
+
+    /// Accepts project `project_id`'s key again.
+    pub fn restore(&self, project_id: &str) {
+        self.script.revoked.lock().unwrap().remove(project_id);
+    }
+
     /// Answers the next list requests with `replies`, in order (pages of a backfill).
     pub fn script_list(&self, replies: impl IntoIterator<Item = Reply>) {
         self.script.list_queue.lock().unwrap().extend(replies);
@@ -119,6 +159,18 @@ impl FakePolyai {
 
     pub fn by_id_requests(&self) -> Vec<Seen> {
         self.requests().into_iter().filter(|s| !s.path.ends_with("/conversations")).collect()
+    }
+
+    /// By-id requests on one project's paths.
+    pub fn by_id_requests_of(&self, project_id: &str) -> Vec<Seen> {
+        let prefix = format!("/{project_id}/conversations/");
+        self.by_id_requests().into_iter().filter(|s| s.path.contains(&prefix)).collect()
+    }
+
+    /// List requests (key probes among them) on one project's paths.
+    pub fn list_requests_of(&self, project_id: &str) -> Vec<Seen> {
+        let suffix = format!("/{project_id}/conversations");
+        self.list_requests().into_iter().filter(|s| s.path.ends_with(&suffix)).collect()
     }
 
     pub fn max_in_flight(&self) -> usize {
@@ -155,6 +207,9 @@ async fn list(
     headers: HeaderMap,
 ) -> Response {
     record(&script, format!("/v3/{account}/{project}/conversations"), query, &headers);
+    if refused(&script, &account, &project, &headers, false) {
+        return error(401, "AUTH_USER_UNAUTHORISED");
+    }
     let delay = *script.list_delay.lock().unwrap();
     tokio::time::sleep(delay).await;
     let scripted = script.list_queue.lock().unwrap().pop_front();
@@ -171,16 +226,34 @@ async fn by_id(
     headers: HeaderMap,
 ) -> Response {
     record(&script, format!("/v3/{account}/{project}/conversations/{id}"), None, &headers);
-    if headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
+    if refused(&script, &account, &project, &headers, true) {
         return error(401, "AUTH_USER_UNAUTHORISED");
     }
     let now = script.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     script.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    let scripted = script.queue.lock().unwrap().pop_front();
-    let reply = scripted.or_else(|| script.fallback.lock().unwrap().clone()).unwrap_or(Reply::Conversation);
+    let for_conversation = script.conversation_queue.lock().unwrap().get_mut(&id).and_then(VecDeque::pop_front);
+    let for_project = || script.project_fallback.lock().unwrap().get(&project).cloned();
+    let scripted = || script.queue.lock().unwrap().pop_front();
+    let reply = for_conversation
+        .or_else(for_project)
+        .or_else(scripted)
+        .or_else(|| script.fallback.lock().unwrap().clone())
+        .unwrap_or(Reply::Conversation);
     let response = answer(reply, &id).await;
     script.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
+}
+
+/// Whether the key is refused: the project's key is revoked, or the request carries another key
+/// than the project's. Lists of a project the fake does not know take any key (`check` tests
+/// point other ids at it).
+fn refused(script: &Script, account: &str, project: &str, headers: &HeaderMap, by_id: bool) -> bool {
+    if script.revoked.lock().unwrap().contains(project) {
+        return true;
+    }
+    let known = key_for(account, project) != API_KEY || (account, project) == (ACCOUNT, PROJECT);
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    (by_id || known) && key != Some(key_for(account, project))
 }
 
 pub fn conversation(id: &str) -> Value {

@@ -27,8 +27,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::{Backend, DeadLetter, Record, TestQueue},
-    fake_polyai::{FakePolyai, ACCOUNT, API_KEY, PROJECT},
+    fake_polyai::{FakePolyai, ACCOUNT, ACCOUNT_B, API_KEY, API_KEY_B, PROJECT, PROJECT_B},
 };
+
+/// The relay's names of the fake's two projects, when a test runs the worker with both
+/// ([`Options::two_projects`]): the first is the fake's `PROJECT`, the second its `PROJECT_B`.
+pub const FIRST_PROJECT: &str = "acme-uk";
+pub const SECOND_PROJECT: &str = "acme-us";
 
 pub const SECRET: &str = "whsec_test_current_6c1e";
 pub const PREVIOUS_SECRET: &str = "whsec_test_previous_93ab";
@@ -72,6 +77,8 @@ pub struct Options {
     /// The receiver's projects (design §12); `None`: one project on `/polyai-events`, verified
     /// with [`SECRET`] and [`PREVIOUS_SECRET`].
     pub receiver_projects: Option<Vec<ReceiverProject>>,
+    /// The worker serves the fake's two projects, as [`FIRST_PROJECT`] and [`SECOND_PROJECT`].
+    pub two_projects: bool,
 }
 
 impl Default for Options {
@@ -102,6 +109,7 @@ impl Default for Options {
             limits: ConnectionLimits::default(),
             api_max_response: 16 << 20,
             receiver_projects: None,
+            two_projects: false,
         }
     }
 }
@@ -119,7 +127,7 @@ pub struct TestApp {
     readiness: Readiness,
     /// The worker the test drives, and the queue it takes events from.
     driven: Option<(Arc<Worker>, Arc<queue::Backend>)>,
-    /// The relay's own queue, to read what the receiver enqueued.
+    /// The relay's own queue: to read what the receiver enqueued, or publish raw events to it.
     backend: Arc<queue::Backend>,
 }
 
@@ -165,7 +173,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
             max_response: options.api_max_response,
             ..ApiSettings::new(api_url, SecretString::from(API_KEY), ACCOUNT, PROJECT)
         };
+        let projects = match options.two_projects {
+            false => vec![api.clone()],
+            true => two_projects(&api),
+        };
         WorkerSettings {
+            projects,
             concurrency: options.api_concurrency,
             rate: options.api_rate,
             max_attempts: options.max_attempts,
@@ -210,6 +223,20 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         app.wait_until_ready().await;
     }
     app
+}
+
+/// The fake's two projects under the relay's names, with `api`'s other settings.
+fn two_projects(api: &ApiSettings) -> Vec<ApiSettings> {
+    let name = |name| polyai_relay::config::ProjectName::parse("test", name).unwrap();
+    let second = ApiSettings {
+        project: name(SECOND_PROJECT),
+        api_key: SecretString::from(API_KEY_B),
+        account_id: ACCOUNT_B.to_owned(),
+        project_id: PROJECT_B.to_owned(),
+        platform: api.platform.clone().map(|p| PlatformSettings { api_key: SecretString::from(API_KEY_B), ..p }),
+        ..api.clone()
+    };
+    vec![ApiSettings { project: name(FIRST_PROJECT), ..api.clone() }, second]
 }
 
 pub fn now() -> i64 {
@@ -340,6 +367,12 @@ impl TestApp {
             events.push(delivery.message);
         }
         events
+    }
+
+    /// The relay's own publisher: raw events published with it reach the worker as the
+    /// receiver's do, on either backend (the embedded queue belongs to the relay's process).
+    pub fn publisher(&self) -> Arc<dyn queue::Publisher> {
+        self.backend.publisher.clone()
     }
 
     /// Starts the shutdown a signal would.

@@ -39,3 +39,4 @@ mod spool_restart;
 mod topology;
 mod traces;
 mod worker;
+mod worker_projects;

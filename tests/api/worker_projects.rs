@@ -1,0 +1,182 @@
+//! The worker with two projects (design §12), on both backends: each is fetched with its own key
+//! and path, and one project's refused key or 429s hold back only its own events.
+
+use std::{collections::HashSet, time::SystemTime};
+
+use polyai_relay::{
+    queue::{headers, Destination, Message},
+    worker::Settle,
+};
+
+use crate::{
+    backend::{both_backends, Backend},
+    fake_polyai::{Reply, ACCOUNT, ACCOUNT_B, API_KEY, API_KEY_B, PROJECT, PROJECT_B},
+    helpers::{completed, header, spawn_app_with, Options, TestApp, FIRST_PROJECT, SECOND_PROJECT},
+};
+
+fn two(backend: Backend) -> Options {
+    Options { backend, two_projects: true, ..Options::default() }
+}
+
+fn driven(backend: Backend) -> Options {
+    Options { drive_worker: true, ..two(backend) }
+}
+
+/// Publishes a raw event about `conversation_id` straight to the worker's queue, as the receiver
+/// would for a webhook on `project`'s path (`None`: without the header, as before projects).
+async fn publish(app: &TestApp, project: Option<&str>, conversation_id: &str) {
+    let mut message = Message {
+        body: completed(conversation_id).into(),
+        message_id: format!("evt-{conversation_id}"),
+        event_type: "conversation.completed".into(),
+        timestamp: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+        headers: Default::default(),
+    };
+    if let Some(project) = project {
+        message.headers.insert(headers::PROJECT.to_owned(), project.to_owned());
+    }
+    app.publisher().publish(Destination::Events, message).await.expect("the queue takes the event");
+}
+
+/// The next `n` records: their conversation ids, each checked to belong to `project`.
+async fn records_of(app: &TestApp, project: &str, n: usize) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    for _ in 0..n {
+        let record = app.next_record().await;
+        assert_eq!(record.json["project"], project, "{}", record.json);
+        ids.insert(record.json["conversation"]["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+async fn readyz(app: &TestApp) -> (u16, String) {
+    let response = app.admin_get("/readyz").await;
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+fn ids(prefix: &str) -> Vec<String> {
+    (0..3).map(|i| format!("{prefix}{i}")).collect()
+}
+
+both_backends! {
+    async fn each_project_is_fetched_with_its_own_key_and_path(backend: Backend) {
+        let app = spawn_app_with(driven(backend)).await;
+        publish(&app, Some(FIRST_PROJECT), "CAuk").await;
+        publish(&app, Some(SECOND_PROJECT), "CAus").await;
+        publish(&app, None, "CAplain").await;
+        assert_eq!(app.drain_worker().await, [Settle::Ack; 3]);
+
+        // One at a time, in the queue's order.
+        let seen: Vec<_> = app.polyai.by_id_requests().into_iter().map(|s| (s.path, s.api_key.unwrap())).collect();
+        let path = |account: &str, project: &str, id: &str| format!("/v3/{account}/{project}/conversations/{id}");
+        assert_eq!(seen, [
+            (path(ACCOUNT, PROJECT, "CAuk"), API_KEY.to_owned()),
+            (path(ACCOUNT_B, PROJECT_B, "CAus"), API_KEY_B.to_owned()),
+            (path(ACCOUNT, PROJECT, "CAplain"), API_KEY.to_owned()),
+        ], "an event without the header belongs to the first project");
+
+        for (conversation, project) in [("CAuk", FIRST_PROJECT), ("CAus", SECOND_PROJECT), ("CAplain", FIRST_PROJECT)] {
+            let record = app.next_record().await;
+            assert_eq!(record.json["conversation"]["id"], conversation);
+            assert_eq!(record.json["project"], project, "the record names its project");
+            if let Some(delivery) = &record.delivery {
+                assert_eq!(header(delivery, headers::PROJECT).as_deref(), Some(project), "and so does its message");
+            }
+        }
+        assert_eq!(app.metric(r#"relay_enriched_total{project="acme-uk"}"#).await, 2.0);
+        assert_eq!(app.metric(r#"relay_enriched_total{project="acme-us"}"#).await, 1.0);
+        assert_eq!(app.metric(r#"relay_api_fetches_total{project="acme-us",status="200"}"#).await, 1.0);
+    }
+
+    async fn a_refused_key_holds_back_only_its_project_and_loses_nothing(backend: Backend) {
+        // Two attempts at most: an event whose wait for its key counted one would be
+        // dead-lettered by the single 500 it meets once the key works again.
+        let app = spawn_app_with(Options { max_attempts: 2, ..two(backend) }).await;
+        app.polyai.revoke(PROJECT);
+        let (uk, us) = (ids("CAuk"), ids("CAus"));
+        for (a, b) in uk.iter().zip(&us) {
+            publish(&app, Some(FIRST_PROJECT), a).await;
+            publish(&app, Some(SECOND_PROJECT), b).await;
+        }
+
+        // The other project flows on, and the relay stays ready, naming the stuck project.
+        assert_eq!(records_of(&app, SECOND_PROJECT, 3).await, us.iter().cloned().collect());
+        app.wait_for_metric(r#"relay_worker_paused{project="acme-uk"}"#, 1.0).await;
+        assert_eq!(app.metric(r#"relay_worker_paused{project="acme-us"}"#).await, 0.0);
+        assert_eq!(readyz(&app).await, (200, "ready; paused projects: acme-uk\n".to_owned()));
+
+        // Probe after probe, the held-back events are not fetched (nor dead-lettered).
+        let seen = app.polyai.requests().len();
+        app.polyai.wait_for_requests(seen + 1).await;
+        let asked = app.polyai.by_id_requests_of(PROJECT).len();
+        let probes = app.polyai.list_requests_of(PROJECT).len();
+        app.polyai.wait_for_requests(app.polyai.requests().len() + 2).await;
+        assert_eq!(app.polyai.list_requests_of(PROJECT).len(), probes + 2, "only the key is probed");
+        assert_eq!(app.polyai.by_id_requests_of(PROJECT).len(), asked, "no held-back event is fetched");
+        assert_eq!(app.queue.dead_count().await, 0);
+
+        // The key works again: every held-back event is enriched, each surviving one 500.
+        for id in &uk {
+            app.polyai.script_conversation(id, [Reply::Status(500)]);
+        }
+        app.polyai.restore(PROJECT);
+        assert_eq!(records_of(&app, FIRST_PROJECT, 3).await, uk.iter().cloned().collect());
+        assert_eq!(app.queue.dead_count().await, 0, "no attempt was counted while the key was refused");
+        app.wait_for_metric(r#"relay_worker_paused{project="acme-uk"}"#, 0.0).await;
+        assert_eq!(readyz(&app).await, (200, "ready\n".to_owned()));
+    }
+
+    async fn readyz_fails_only_when_every_project_is_paused_and_names_them(backend: Backend) {
+        let app = spawn_app_with(two(backend)).await;
+        app.polyai.revoke(PROJECT);
+        app.polyai.revoke(PROJECT_B);
+        publish(&app, Some(FIRST_PROJECT), "CAuk").await;
+        publish(&app, Some(SECOND_PROJECT), "CAus").await;
+        app.wait_for_readiness(503).await;
+        assert_eq!(readyz(&app).await.1, "not ready; paused projects: acme-uk, acme-us\n");
+
+        app.polyai.restore(PROJECT_B);
+        app.wait_for_readiness(200).await;
+        assert_eq!(readyz(&app).await.1, "ready; paused projects: acme-uk\n");
+        assert_eq!(records_of(&app, SECOND_PROJECT, 1).await, HashSet::from(["CAus".to_owned()]));
+
+        app.polyai.restore(PROJECT);
+        assert_eq!(records_of(&app, FIRST_PROJECT, 1).await, HashSet::from(["CAuk".to_owned()]));
+        app.wait_for_metric(r#"relay_worker_paused{project="acme-uk"}"#, 0.0).await;
+        assert_eq!(readyz(&app).await, (200, "ready\n".to_owned()));
+    }
+
+    async fn a_429_storm_on_one_project_does_not_hold_back_the_other(backend: Backend) {
+        let app = spawn_app_with(driven(backend)).await;
+        app.polyai.always_for_project(PROJECT, Reply::RateLimited("3600"));
+        let (uk, us) = (ids("CAuk"), ids("CAus"));
+        for (a, b) in uk.iter().zip(&us) {
+            publish(&app, Some(FIRST_PROJECT), a).await;
+            publish(&app, Some(SECOND_PROJECT), b).await;
+        }
+        // Every event is settled at once: none waits in memory for the rate-limited project.
+        assert_eq!(app.drain_worker().await, [Settle::Ack; 6]);
+        assert_eq!(records_of(&app, SECOND_PROJECT, 3).await, us.iter().cloned().collect());
+        assert_eq!(app.polyai.by_id_requests_of(PROJECT_B).len(), 3);
+        // The first 429 paused the project's calls: its other events wait in a delay queue
+        // without asking again.
+        assert_eq!(app.polyai.by_id_requests_of(PROJECT).len(), 1);
+        assert_eq!(app.metric(r#"relay_api_rate_limited_total{project="acme-uk"}"#).await, 1.0);
+        assert_eq!(app.metric(r#"relay_api_rate_limited_total{project="acme-us"}"#).await, 0.0);
+        assert_eq!(app.metric(r#"relay_worker_retries_total{project="acme-uk",reason="rate_limited"}"#).await, 3.0);
+        assert_eq!(app.queue.dead_count().await, 0);
+    }
+
+    async fn an_event_naming_a_project_not_served_is_dead_lettered_at_once(backend: Backend) {
+        let app = spawn_app_with(driven(backend)).await;
+        publish(&app, Some("acme-fr"), "CAfr").await;
+        assert_eq!(app.drain_worker().await, [Settle::Ack]);
+        let dead = app.next_dead_letter().await;
+        let error = dead.error.unwrap();
+        assert!(error.contains("`acme-fr`") && error.contains("does not serve"), "{error}");
+        assert_eq!(dead.attempts.as_deref(), Some("0"), "never fetched");
+        assert!(app.polyai.requests().is_empty());
+        // The label is a fixed word: a header's value never becomes one.
+        assert_eq!(app.metric(r#"relay_dead_letters_total{project="unknown",reason="unknown_project"}"#).await, 1.0);
+    }
+}
