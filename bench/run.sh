@@ -166,7 +166,7 @@ AMQP_URL="$AMQP" POLYAI_API_KEY=mock-api-key POLYAI_BASE_URL=http://127.0.0.1:18
 WORKER=$!; PIDS+=("$WORKER")
 wait_ready http://127.0.0.1:19081/readyz 30
 deadline=$(( worker_started + 300000 ))
-until [ "$(curl -fs http://127.0.0.1:19081/metrics | awk '$1 == "relay_enriched_total" { print int($2) }')" -ge "$WORKER_EVENTS" ] 2>/dev/null; do
+until [ "$(curl -fs http://127.0.0.1:19081/metrics | awk '$1 ~ /^relay_enriched_total($|[{])/ { n += $2 } END { print int(n) }')" -ge "$WORKER_EVENTS" ] 2>/dev/null; do
   [ "$(ms_now)" -lt "$deadline" ] || { echo "the worker did not finish in 300 s" >&2; exit 1; }
   sleep 0.05
 done

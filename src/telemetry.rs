@@ -25,21 +25,23 @@ pub mod names {
     pub const ACK_SECONDS: &str = "relay_ack_duration_seconds";
     /// Publisher confirms by `destination` and `result` (ack, nack, returned, unavailable, timeout, error).
     pub const CONFIRMS: &str = "relay_publish_confirms_total";
-    /// API fetches by `status` (200, 404, 429, 5xx codes, transport).
+    /// API fetches by `project` and `status` (200, 404, 429, 5xx codes, transport). Every worker
+    /// metric's `project` is a configured project's name, or `unknown`: never a header's value.
     pub const FETCHES: &str = "relay_api_fetches_total";
-    /// API 429 answers.
+    /// API 429 answers, by `project`.
     pub const RATE_LIMITED: &str = "relay_api_rate_limited_total";
-    /// Events sent to a retry queue, by `reason`.
+    /// Events sent to a delay queue, by `project` and `reason` (rate_limited, transient,
+    /// not_found, and key_refused for a paused project's events, which count no attempt).
     pub const RETRIES: &str = "relay_worker_retries_total";
-    /// Events dead-lettered by the worker, by `reason`.
+    /// Events dead-lettered by the worker, by `project` and `reason`.
     pub const DEAD_LETTERS: &str = "relay_dead_letters_total";
-    /// Enriched records published.
+    /// Enriched records published, by `project`.
     pub const ENRICHED: &str = "relay_enriched_total";
     /// Finished calls that no webhook delivered, put into the worker's queue by reconciliation.
     pub const RECONCILED: &str = "relay_reconciled_total";
     /// Messages ready in a queue, by `queue` (the worker's input and the dead letters).
     pub const BACKLOG: &str = "relay_queue_backlog";
-    /// 1 while the worker is paused because the API refused the key.
+    /// 1 while a `project` is paused because the API refuses its key, else 0 (every project has one).
     pub const WORKER_PAUSED: &str = "relay_worker_paused";
     /// Failed attempts to connect to the broker, by `role` (publisher, consumer): the volume of an
     /// outage, which the log only mentions now and then.

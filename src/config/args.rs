@@ -211,7 +211,7 @@ pub struct WorkerArgs {
     /// Parallel API calls at most.
     #[arg(long, env = "RELAY_API_CONCURRENCY", default_value_t = defaults::API_CONCURRENCY)]
     pub api_concurrency: usize,
-    /// API calls per second at most, or `unlimited`.
+    /// API calls per second at most, per project, or `unlimited`.
     #[arg(long, env = "RELAY_API_RATE", default_value = "unlimited", value_parser = rate)]
     pub api_rate: Rate,
     /// Attempts per event before it is dead-lettered.
@@ -223,7 +223,7 @@ pub struct WorkerArgs {
     /// Longest retry delay of the backoff.
     #[arg(long, env = "RELAY_RETRY_MAX_DELAY", default_value = defaults::RETRY_MAX_DELAY, value_parser = duration("RELAY_RETRY_MAX_DELAY"))]
     pub retry_max_delay: Duration,
-    /// How often a worker paused by a rejected key checks whether the key works again.
+    /// How often a project paused by a rejected key checks whether the key works again.
     #[arg(long, env = "RELAY_AUTH_PROBE_INTERVAL", default_value = defaults::AUTH_PROBE_INTERVAL, value_parser = duration("RELAY_AUTH_PROBE_INTERVAL"))]
     pub auth_probe_interval: Duration,
     #[command(flatten)]

@@ -189,12 +189,13 @@ pub struct WorkerSettings {
     /// Never empty; the first is the one an event without `x-relay-project` belongs to.
     pub projects: Vec<ApiSettings>,
     pub concurrency: usize,
-    /// Requests per second across all tasks; `None` for unlimited.
+    /// Requests per second of each project (its key has its own quota); `None` for unlimited.
     pub rate: Option<f64>,
     pub max_attempts: u32,
     pub retry_base_delay: Duration,
     pub retry_max_delay: Duration,
-    /// How often a worker paused by a 401/403 asks the API whether the key works again.
+    /// How often a project paused by a 401/403 asks the API whether its key works again, and how
+    /// long its events wait in a delay queue between two looks.
     pub auth_probe_interval: Duration,
     /// `Some` when recordings are saved.
     pub audio: Option<AudioSettings>,
