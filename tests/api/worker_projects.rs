@@ -4,14 +4,17 @@
 use std::{collections::HashSet, time::SystemTime};
 
 use polyai_relay::{
+    config::{ProjectName, ReceiverProject, ReceiverSettings},
     queue::{headers, Destination, Message},
+    signature::sign,
     worker::Settle,
 };
+use secrecy::SecretString;
 
 use crate::{
     backend::{both_backends, Backend},
     fake_polyai::{Reply, ACCOUNT, ACCOUNT_B, API_KEY, API_KEY_B, PROJECT, PROJECT_B},
-    helpers::{completed, header, spawn_app_with, Options, TestApp, FIRST_PROJECT, SECOND_PROJECT},
+    helpers::{completed, header, now, spawn_app_with, Options, TestApp, FIRST_PROJECT, SECOND_PROJECT},
 };
 
 fn two(backend: Backend) -> Options {
@@ -24,6 +27,8 @@ fn driven(backend: Backend) -> Options {
 
 /// Publishes a raw event about `conversation_id` straight to the worker's queue, as the receiver
 /// would for a webhook on `project`'s path (`None`: without the header, as before projects).
+/// A driven test waits for the queue to count its events before draining: the drain stops at the
+/// first empty look, and under load a look just after the confirm has come back empty.
 async fn publish(app: &TestApp, project: Option<&str>, conversation_id: &str) {
     let mut message = Message {
         body: completed(conversation_id).into(),
@@ -54,16 +59,47 @@ async fn readyz(app: &TestApp) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// The receiver's side of the two projects: each on `/polyai-events/{name}` with its own secret.
+fn receiver_project(name: &str, secret: &str) -> ReceiverProject {
+    let mut project = ReceiverSettings::new(SecretString::from(secret)).projects.remove(0);
+    project.name = ProjectName::parse("test", name).unwrap();
+    project.path = format!("/polyai-events/{name}");
+    project
+}
+
 fn ids(prefix: &str) -> Vec<String> {
     (0..3).map(|i| format!("{prefix}{i}")).collect()
 }
 
 both_backends! {
+    async fn a_webhook_on_a_projects_path_becomes_that_projects_record(backend: Backend) {
+        let (uk_secret, us_secret) = ("whsec_uk_7e21", "whsec_us_3b90");
+        let receiver_projects =
+            vec![receiver_project(FIRST_PROJECT, uk_secret), receiver_project(SECOND_PROJECT, us_secret)];
+        let app = spawn_app_with(Options { receiver_projects: Some(receiver_projects), ..two(backend) }).await;
+        for (project, secret, conversation) in [(SECOND_PROJECT, us_secret, "CAus"), (FIRST_PROJECT, uk_secret, "CAuk")] {
+            let body = completed(conversation);
+            let ts = now().to_string();
+            let signature = sign(secret.as_bytes(), Some(&ts), body.as_bytes());
+            let response = app.http.post(app.url(&format!("/polyai-events/{project}")))
+                .header("x-polyai-timestamp", &ts).header("x-polyai-signature", signature)
+                .body(body).send().await.unwrap();
+            assert_eq!(response.status(), 204);
+            assert_eq!(records_of(&app, project, 1).await, HashSet::from([conversation.to_owned()]));
+        }
+        let keys: Vec<_> = app.polyai.by_id_requests().into_iter().map(|s| (s.path, s.api_key.unwrap())).collect();
+        assert_eq!(keys, [
+            (format!("/v3/{ACCOUNT_B}/{PROJECT_B}/conversations/CAus"), API_KEY_B.to_owned()),
+            (format!("/v3/{ACCOUNT}/{PROJECT}/conversations/CAuk"), API_KEY.to_owned()),
+        ]);
+    }
+
     async fn each_project_is_fetched_with_its_own_key_and_path(backend: Backend) {
         let app = spawn_app_with(driven(backend)).await;
         publish(&app, Some(FIRST_PROJECT), "CAuk").await;
         publish(&app, Some(SECOND_PROJECT), "CAus").await;
         publish(&app, None, "CAplain").await;
+        app.queue.wait_for_pending(3).await;
         assert_eq!(app.drain_worker().await, [Settle::Ack; 3]);
 
         // One at a time, in the queue's order.
@@ -155,6 +191,7 @@ both_backends! {
             publish(&app, Some(SECOND_PROJECT), b).await;
         }
         // Every event is settled at once: none waits in memory for the rate-limited project.
+        app.queue.wait_for_pending(6).await;
         assert_eq!(app.drain_worker().await, [Settle::Ack; 6]);
         assert_eq!(records_of(&app, SECOND_PROJECT, 3).await, us.iter().cloned().collect());
         assert_eq!(app.polyai.by_id_requests_of(PROJECT_B).len(), 3);
@@ -170,6 +207,7 @@ both_backends! {
     async fn an_event_naming_a_project_not_served_is_dead_lettered_at_once(backend: Backend) {
         let app = spawn_app_with(driven(backend)).await;
         publish(&app, Some("acme-fr"), "CAfr").await;
+        app.queue.wait_for_pending(1).await;
         assert_eq!(app.drain_worker().await, [Settle::Ack]);
         let dead = app.next_dead_letter().await;
         let error = dead.error.unwrap();
