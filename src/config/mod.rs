@@ -23,7 +23,7 @@ pub use api_args::{ApiArgs, AudioArgs, AudioDirection, ConversationApi, Platform
 pub use args::{BrokerArgs, LogArgs, LogFormat, TopologyArgs, WorkerArgs};
 pub use base_url::BaseUrl;
 pub use hosts::Region;
-pub use project::{ProjectName, DEFAULT_PROJECT};
+pub use project::{ProjectName, DEFAULT_PROJECT, UNKNOWN_PROJECT};
 pub use projects_file::{ProjectEntry, ProjectsArgs, ProjectsFile};
 pub use receiver_args::ReceiverArgs;
 pub use reconcile_args::{ReconcileArgs, ReconcileSettings};

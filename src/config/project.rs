@@ -8,6 +8,10 @@ use super::ConfigError;
 /// The name of the one project a relay without `RELAY_PROJECTS_FILE` serves.
 pub const DEFAULT_PROJECT: &str = "default";
 
+/// The metric label of events that name no configured project (see the worker): no project
+/// may be called so, or its numbers would mix with theirs.
+pub const UNKNOWN_PROJECT: &str = "unknown";
+
 /// Longest name: it goes into metric labels, headers and queue-friendly strings.
 const MAX_LEN: usize = 63;
 
@@ -25,6 +29,12 @@ impl ProjectName {
             return Err(ConfigError::new(
                 "RELAY_PROJECTS_FILE",
                 format!("{context}: name `{value}` must be 1 to {MAX_LEN} of a-z, 0-9 and `-`"),
+            ));
+        }
+        if value == UNKNOWN_PROJECT {
+            return Err(ConfigError::new(
+                "RELAY_PROJECTS_FILE",
+                format!("{context}: name `{UNKNOWN_PROJECT}` is reserved for events of no configured project"),
             ));
         }
         Ok(Self(value.into()))
@@ -59,7 +69,7 @@ mod tests {
     #[test]
     fn names_are_lowercase_letters_digits_and_dashes() {
         assert_eq!(ProjectName::parse("p", "acme-uk-2").unwrap().as_str(), "acme-uk-2");
-        for bad in ["", "Acme", "acme_uk", "acme uk", "a/b", "ü", &"a".repeat(64)] {
+        for bad in ["", "unknown", "Acme", "acme_uk", "acme uk", "a/b", "ü", &"a".repeat(64)] {
             let error = ProjectName::parse("project #1", bad).unwrap_err().to_string();
             assert!(error.starts_with("project #1: name"), "{bad:?}: {error}");
         }

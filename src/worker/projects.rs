@@ -13,7 +13,7 @@ use crate::{
 
 /// The metric label of an event naming a project the worker does not serve: a fixed word, so a
 /// header's value never becomes a label and labels stay bounded by the configured projects.
-pub const UNKNOWN_LABEL: &str = "unknown";
+pub const UNKNOWN_LABEL: &str = crate::config::UNKNOWN_PROJECT;
 
 /// Longest part of an unknown project's name quoted in an error: the header could hold anything.
 const QUOTED_NAME_MAX: usize = 64;
