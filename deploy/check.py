@@ -1,8 +1,10 @@
 """Consistency checks of the deploy files that no schema covers; deploy/check.sh runs it.
 
 Usage: check.py [KUSTOMIZE_OUTPUT]. Without the output of `kubectl kustomize`, the resources the
-kustomization lists are read as written. Prints one line per problem; exits 1 if there is any.
-PromQL is parsed when promql_parser (PyPI) is installed; everything else needs only PyYAML.
+kustomization lists are read as written. The overlays' outputs come in SPOOL_OVERLAY_OUTPUT and
+PROJECTS_OVERLAY_OUTPUT. Prints one line per problem; exits 1 if there is any. PromQL is parsed
+when promql_parser (PyPI) is installed; everything else needs only PyYAML. The several-projects
+files have checks of their own in check_projects.py.
 """
 
 import json
@@ -13,10 +15,14 @@ from pathlib import Path
 
 import yaml
 
+import check_projects
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 problems = []
+# What could not be checked here, said after the problems.
+notes = []
 
 
 def problem(where, text):
@@ -66,10 +72,24 @@ def check_dockerfile():
 
 # --- compose ------------------------------------------------------------------------------------
 def check_compose():
-    where = "deploy/compose.yaml"
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    check_compose_model("deploy/compose.yaml", yaml.safe_load((DEPLOY / "compose.yaml").read_text()))
+    merged = check_projects.merged_compose()
+    where = "deploy/compose.yaml + compose.projects.yaml"
+    check_compose_model(where, merged)
+    check_projects.check_compose(where, merged, problem)
+    services = merged.get("services") or {}
+    caddyfile = (DEPLOY / "Caddyfile").read_text()
+    for upstream in re.findall(r"reverse_proxy\s+([\w.-]+):\d+", caddyfile):
+        if upstream not in services:
+            problem("deploy/Caddyfile", f"reverse_proxy to `{upstream}`, which is not a compose service")
+
+
+def check_compose_model(where, compose):
     services = compose.get("services") or {}
     secrets = compose.get("secrets") or {}
+    for name, config in (compose.get("configs") or {}).items():
+        if not (DEPLOY / config.get("file", "")).is_file():
+            problem(where, f"config `{name}`: file {config.get('file')} does not exist")
     for name in ("rabbitmq", "serve", "work", "mock-api", "caddy"):
         if name not in services:
             problem(where, f"no service `{name}`")
@@ -94,6 +114,10 @@ def check_compose():
         for dependency in service.get("depends_on") or {}:
             if dependency not in services:
                 problem(at, f"depends on unknown service `{dependency}`")
+        for entry in service.get("configs") or []:
+            source = entry if isinstance(entry, str) else entry.get("source")
+            if source not in (compose.get("configs") or {}):
+                problem(at, f"uses undeclared config `{source}`")
         mounted = []
         for entry in service.get("secrets") or []:
             source = entry if isinstance(entry, str) else entry.get("source")
@@ -111,10 +135,6 @@ def check_compose():
             if key.endswith("_FILE") and str(value).startswith("/run/secrets/"):
                 if str(value).removeprefix("/run/secrets/") not in mounted:
                     problem(at, f"{key} points at {value}, a secret the service does not mount")
-    caddyfile = (DEPLOY / "Caddyfile").read_text()
-    for upstream in re.findall(r"reverse_proxy\s+([\w.-]+):\d+", caddyfile):
-        if upstream not in services:
-            problem("deploy/Caddyfile", f"reverse_proxy to `{upstream}`, which is not a compose service")
 
 
 # --- Kubernetes ---------------------------------------------------------------------------------
@@ -142,7 +162,8 @@ def matches(selector, labels):
     return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
-def check_deployment(where, deployment, secret_keys):
+def check_deployment(where, deployment, secrets, example="secret.example.yaml"):
+    """`secrets`: the keys of each Secret of `example`, by name."""
     spec = deployment["spec"]
     pod = spec["template"]["spec"]
     labels = spec["template"]["metadata"].get("labels", {})
@@ -150,11 +171,15 @@ def check_deployment(where, deployment, secret_keys):
         problem(where, "selector does not match the pod template's labels")
     if not pod.get("securityContext", {}).get("runAsNonRoot"):
         problem(where, "pods must set runAsNonRoot")
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    for volume in volumes.values():
-        for item in volume.get("secret", {}).get("items", []):
-            if item["key"] not in secret_keys:
-                problem(where, f"mounts secret key `{item['key']}`, absent from secret.example.yaml")
+    # An optional item may be absent from its Secret (a previous secret, only during a
+    # rotation), but its key must be one the example shows somewhere: a typo is caught.
+    every_key = set().union(*secrets.values())
+    for volume in pod.get("volumes", []):
+        for source in check_projects.secret_sources(volume):
+            for item in source.get("items", []):
+                keys = every_key if source.get("optional") else secrets.get(source.get("name"), set())
+                if item["key"] not in keys:
+                    problem(where, f"mounts key `{item['key']}` of Secret {source.get('name')}, absent from {example}")
     for container in pod["containers"]:
         at = f"{where} container {container['name']}"
         if not container.get("image"):
@@ -184,9 +209,9 @@ def check_deployment(where, deployment, secret_keys):
             value = entry.get("value", "")
             if name.endswith("_FILE") and not any(value.startswith(m + "/") for m in mounts):
                 problem(at, f"{name}={value} is outside every volume mount")
-            key = entry.get("valueFrom", {}).get("secretKeyRef", {}).get("key")
-            if key and key not in secret_keys:
-                problem(at, f"{name} reads secret key `{key}`, absent from secret.example.yaml")
+            reference = entry.get("valueFrom", {}).get("secretKeyRef", {})
+            if reference and reference.get("key") not in secrets.get(reference.get("name"), set()):
+                problem(at, f"{name} reads key `{reference.get('key')}` of Secret {reference.get('name')}, absent from {example}")
     # The relay exits within 10 s of SIGTERM; the grace period also covers the preStop sleep.
     pre_stop = max((c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
                     for c in pod["containers"]), default=0)
@@ -197,8 +222,7 @@ def check_deployment(where, deployment, secret_keys):
 
 def check_kubernetes(kustomize_output):
     documents = kubernetes_documents(kustomize_output)
-    secret = yaml.safe_load((K8S / "secret.example.yaml").read_text())
-    secret_keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+    secrets = check_projects.secrets_of(K8S / "secret.example.yaml")
     by_kind = {}
     for document in documents:
         for field in ("apiVersion", "kind"):
@@ -214,7 +238,7 @@ def check_kubernetes(kustomize_output):
             problem("deploy/kubernetes", f"no {kind}")
     pods = {}
     for name, deployment in by_kind.get("Deployment", {}).items():
-        pods[name] = check_deployment(f"Deployment {name}", deployment, secret_keys)
+        pods[name] = check_deployment(f"Deployment {name}", deployment, secrets)
     receiver = by_kind.get("Deployment", {}).get("polyai-relay-receiver")
     if not receiver:
         problem("deploy/kubernetes", "no Deployment polyai-relay-receiver")
@@ -269,8 +293,7 @@ def check_spool_overlay(kustomize_output, base_output):
     if not receiver:
         problem(where, "no StatefulSet polyai-relay-receiver")
         return
-    secret = yaml.safe_load((K8S / "secret.example.yaml").read_text())
-    check_deployment(f"{where} StatefulSet", receiver, set(secret.get("stringData", {})) | set(secret.get("data", {})))
+    check_deployment(f"{where} StatefulSet", receiver, check_projects.secrets_of(K8S / "secret.example.yaml"))
     if kustomize_output:
         if "polyai-relay-receiver" in by_kind.get("Deployment", {}):
             problem(where, "the base's receiver Deployment is still there beside the StatefulSet")
@@ -294,6 +317,43 @@ def check_spool_overlay(kustomize_output, base_output):
         for key in sorted(set(theirs) | set(ours)):
             if theirs.get(key) != ours.get(key):
                 problem(where, f"the receiver's `{key}` differs from deploy/kubernetes/receiver.yaml; keep them in step")
+
+
+# --- kubernetes-projects/ -------------------------------------------------------------------------
+def base_settings():
+    """The literals of the base's ConfigMap polyai-relay-config."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    for generator in kustomization.get("configMapGenerator", []):
+        if generator["name"] == "polyai-relay-config":
+            return dict(line.split("=", 1) for line in generator.get("literals", []))
+    return {}
+
+
+def check_projects_overlay(kustomize_output, base_output):
+    """The base with a projects file: the Deployments' checks, then check_projects.py's."""
+    where = "deploy/kubernetes-projects"
+    overlay = check_projects.OVERLAY
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    for generator in kustomization.get("configMapGenerator", []):
+        literals = dict(line.split("=", 1) for line in generator.get("literals", []))
+        check_variables(f"{where} configMapGenerator {generator['name']}", literals)
+        for file in generator.get("files", []):
+            if not (overlay / file).is_file():
+                problem(where, f"configMapGenerator {generator['name']}: file {file} does not exist")
+    for patch in kustomization.get("patches", []):
+        if "path" in patch and not (overlay / patch["path"]).is_file():
+            problem(where, f"patch {patch['path']} does not exist")
+    if not kustomize_output:
+        notes.append(f"{where} not checked past its files: that needs `kubectl kustomize`")
+        return
+    documents = [d for d in yaml.safe_load_all(Path(kustomize_output).read_text()) if d]
+    secrets = check_projects.secrets_of(overlay / "secret.example.yaml")
+    for document in documents:
+        if document.get("kind") == "Deployment":
+            name = document["metadata"]["name"]
+            check_deployment(f"{where} Deployment {name}", document, secrets, "kubernetes-projects/secret.example.yaml")
+    check_projects.check_kubernetes(documents, base_settings(), problem)
+    check_projects.check_against_base(documents, kubernetes_documents(base_output), problem)
 
 
 # --- dashboard and alerts -----------------------------------------------------------------------
@@ -360,12 +420,15 @@ def main():
     check_compose()
     check_kubernetes(sys.argv[1] if len(sys.argv) > 1 else None)
     check_spool_overlay(os.environ.get("SPOOL_OVERLAY_OUTPUT") or None, sys.argv[1] if len(sys.argv) > 1 else None)
+    check_projects_overlay(os.environ.get("PROJECTS_OVERLAY_OUTPUT") or None, sys.argv[1] if len(sys.argv) > 1 else None)
     check_dashboard()
     check_alerts()
     for line in problems:
         print(f"  {line}")
     if promql_parser is None:
-        print("  (PromQL not parsed: promql_parser is not installed)")
+        notes.append("PromQL not parsed: promql_parser is not installed")
+    for line in notes:
+        print(f"  ({line})")
     return 1 if problems else 0
 
 

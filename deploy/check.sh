@@ -2,12 +2,16 @@
 # Validates the deploy files as far as a machine without a container engine or a cluster can:
 #   Dockerfile      hadolint; every COPY source exists
 #   compose.yaml    `docker compose config` where the compose plugin runs, else the Compose
-#                   Specification's JSON schema; referenced files, secrets, services, variables
+#                   Specification's JSON schema; referenced files, secrets, services, variables;
+#                   the same of compose.yaml merged with compose.projects.yaml (several projects)
 #   Caddyfile       `caddy adapt --validate` (Debian's caddy, installed if missing and possible)
 #   kubernetes/     `kubectl kustomize`, then Kubernetes' schemas (strict: unknown fields fail);
 #   kubernetes-spool/   the same for the overlay with the receiver's spool (a StatefulSet), and
 #                   that its pod stays the base's apart from the spool's volume and settings
 #                   probes, resources, secret keys, selectors, grace period, variables
+#   kubernetes-projects/   the same for the overlay with a projects file, that its pods stay the
+#                   base's apart from the projects, and that every secret file a project names
+#                   is mounted
 #   grafana/, prometheus/   JSON and YAML structure; every PromQL expression parses
 # The metric names in the dashboard and the alerts are checked by `cargo test` (tests/api/deploy.rs).
 #
@@ -62,9 +66,19 @@ fi
 step "compose"
 if docker compose version >/dev/null 2>&1; then
   docker compose -f deploy/compose.yaml config -q || fail "docker compose config"
+  docker compose -f deploy/compose.yaml -f deploy/compose.projects.yaml config -q ||
+    fail "docker compose config with compose.projects.yaml"
 elif [[ -n "$TOOLS" ]]; then
-  # No compose plugin here (only the docker client): the specification's schema instead.
+  # No compose plugin here (only the docker client): the specification's schema instead, of
+  # compose.yaml and of its merge with the override (which the schema validator cannot read alone:
+  # it does not know Compose's !reset and !override tags).
   "$TOOLS/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml || fail "compose schema"
+  if "$PYTHON" deploy/check_projects.py merge-compose >"$WORK/compose-projects.yaml"; then
+    "$TOOLS/check-jsonschema" --builtin-schema vendor.compose-spec "$WORK/compose-projects.yaml" ||
+      fail "compose schema of compose.yaml with compose.projects.yaml"
+  else
+    fail "merging compose.projects.yaml into compose.yaml"
+  fi
 else
   echo "deploy check: no compose plugin and no schema validator; compose checked by structure only" >&2
 fi
@@ -120,8 +134,24 @@ if [[ -n "$TOOLS" && -n "$spool_built" ]]; then
     fail "Kubernetes schemas of the spool overlay (version $KUBERNETES_VERSION)"
 fi
 
+step "kubernetes projects overlay"
+projects_built=""
+if command -v kubectl >/dev/null 2>&1; then
+  if kubectl kustomize deploy/kubernetes-projects >"$WORK/kubernetes-projects.yaml"; then
+    projects_built="$WORK/kubernetes-projects.yaml"
+  else
+    fail "kubectl kustomize deploy/kubernetes-projects"
+  fi
+fi
+if [[ -n "$TOOLS" && -n "$projects_built" ]]; then
+  "$TOOLS/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$projects_built" \
+    deploy/kubernetes-projects/secret.example.yaml ||
+    fail "Kubernetes schemas of the projects overlay (version $KUBERNETES_VERSION)"
+fi
+
 step "consistency of all the files, dashboard and alerts"
-SPOOL_OVERLAY_OUTPUT="$spool_built" "$PYTHON" deploy/check.py ${built:+"$built"} || fail "deploy/check.py"
+SPOOL_OVERLAY_OUTPUT="$spool_built" PROJECTS_OVERLAY_OUTPUT="$projects_built" \
+  "$PYTHON" deploy/check.py ${built:+"$built"} || fail "deploy/check.py"
 
 if [[ $failed -ne 0 ]]; then
   echo "deploy check: failed" >&2

@@ -12,6 +12,7 @@ mod crash;
 mod dead;
 mod demo;
 mod deploy;
+mod deploy_projects;
 mod edge;
 mod edge_process;
 mod edge_worker;
