@@ -146,8 +146,8 @@ fn unknown(exprs: &[String], exported: &BTreeSet<String>) -> BTreeSet<String> {
     exprs.iter().flat_map(|e| metric_names(e)).filter(|name| !known(name)).collect()
 }
 
-/// Every PromQL expression of the dashboard: panel targets, and the template variables' queries.
-fn dashboard_exprs() -> Vec<String> {
+/// The PromQL expressions of the dashboard's panels.
+fn panel_exprs() -> Vec<String> {
     fn walk(value: &serde_json::Value, out: &mut Vec<String>) {
         match value {
             serde_json::Value::Object(map) => {
@@ -165,6 +165,13 @@ fn dashboard_exprs() -> Vec<String> {
     let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
     let mut exprs = Vec::new();
     walk(&dashboard["panels"], &mut exprs);
+    exprs
+}
+
+/// Every PromQL expression of the dashboard: panel targets, and the template variables' queries.
+fn dashboard_exprs() -> Vec<String> {
+    let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+    let mut exprs = panel_exprs();
     for variable in dashboard["templating"]["list"].as_array().into_iter().flatten() {
         let query = variable["query"].get("query").unwrap_or(&variable["query"]);
         // `label_values(selector, label)`: the selector is PromQL, the label is not.
@@ -238,4 +245,27 @@ fn the_dashboard_shows_every_metric_the_relay_exports() {
         .collect();
     let missing: Vec<_> = exported().into_iter().filter(|name| !shown.contains(name)).collect();
     assert!(missing.is_empty(), "add these to deploy/grafana/polyai-relay.json: {missing:?}");
+}
+
+/// The receiver's metrics that carry a `project` label (design §12).
+const PROJECT_LABELLED: [&str; 4] = [names::REQUESTS, names::VERIFY_FAILURES, names::VERIFIED, names::IGNORED];
+
+#[test]
+fn the_dashboard_picks_projects_and_every_receiver_panel_follows_the_pick() {
+    let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+    let variables = dashboard["templating"]["list"].as_array().expect("template variables");
+    let project = variables.iter().find(|v| v["name"] == "project").expect("a `project` variable");
+    let query = project["query"]["query"].as_str().unwrap_or_default();
+    assert!(query.starts_with("label_values(") && query.ends_with(", project)"), "{query}");
+    assert!(PROJECT_LABELLED.iter().any(|name| query.contains(name)), "{query} lists no project-labelled metric");
+    assert_eq!(project["includeAll"], true, "`All` must be a choice");
+
+    let receiver: Vec<String> = panel_exprs()
+        .into_iter()
+        .filter(|expr| metric_names(expr).iter().any(|name| PROJECT_LABELLED.contains(&name.as_str())))
+        .collect();
+    assert!(receiver.len() >= 5, "{receiver:#?}");
+    for expr in receiver {
+        assert!(expr.contains(r#"project=~"$project""#), "a receiver panel ignores the project pick: {expr}");
+    }
 }
