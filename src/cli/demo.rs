@@ -1,5 +1,6 @@
-//! `demo`: the one-command tour. A mock PolyAI API, the relay on the embedded queue, and
-//! signed webhooks, all on loopback; each enriched record is printed as it lands.
+//! `demo`: the one-command tour. A mock PolyAI API serving two projects, the relay on the
+//! embedded queue serving both (design §12), and signed webhooks into each project's path, all on
+//! loopback; each enriched record is printed as it lands, with its project.
 
 use std::{
     path::{Path, PathBuf},
@@ -10,29 +11,62 @@ use std::{
 use anyhow::Context;
 use clap::Args;
 use secrecy::SecretString;
-use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
+use super::demo_output::{self, Owners};
 use crate::{
     app::{self, Components},
     config::{
-        ApiSettings, BrokerSettings, ConnectionLimits, ReceiverSettings, ServerSettings, Topology, WorkerSettings,
+        ApiSettings, BrokerSettings, ConnectionLimits, ProjectName, ReceiverProject, ReceiverSettings, ServerSettings,
+        Topology, WorkerSettings,
     },
-    mock_api::{emit::Emitter, Conversation, EmitConfig, EmitScheme, MockApi, MockConfig},
+    mock_api::{emit::Emitter, Conversation, EmitConfig, EmitScheme, MockApi, MockConfig, Tenant},
     queue::embedded::CONVERSATIONS_FILE,
     shutdown,
 };
 
-/// The demo's signing secret: shared by the sender and the receiver, nowhere else.
-const DEMO_SECRET: &str = "whsec_demo_only";
+/// One project of the tour: a tenant of the mock and a project of the relay, under one name.
+struct DemoProject {
+    name: &'static str,
+    account_id: &'static str,
+    project_id: &'static str,
+    /// The tenant's v3 key: the relay fetches this project's conversations with it, and only it.
+    api_key: &'static str,
+    /// The signing secret of this project's webhooks: the sender's and the receiver's, nowhere else.
+    secret: &'static str,
+}
+
+impl DemoProject {
+    /// Its webhook path: the default of a projects file.
+    fn path(&self) -> String {
+        format!("/polyai-events/{}", self.name)
+    }
+}
+
+/// Two projects in two accounts, as a company with a PolyAI agent per region has.
+const PROJECTS: [DemoProject; 2] = [
+    DemoProject {
+        name: "acme-uk",
+        account_id: "ws-acme-uk",
+        project_id: "PROJECT-ACME-UK",
+        api_key: "demo-acme-uk-key",
+        secret: "whsec_demo_acme_uk_only",
+    },
+    DemoProject {
+        name: "acme-us",
+        account_id: "ws-acme-us",
+        project_id: "PROJECT-ACME-US",
+        api_key: "demo-acme-us-key",
+        secret: "whsec_demo_acme_us_only",
+    },
+];
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the demo keeps its embedded queue and output; emptied at start (it is the demo's own).
     #[arg(long, default_value = "./data/demo")]
     data_dir: PathBuf,
-    /// Conversations to send webhooks about (handoffs send two events).
+    /// Conversations of each project to send webhooks about (handoffs send two events).
     #[arg(long, default_value_t = 5)]
     conversations: usize,
     /// Keep running after the tour, until Ctrl-C, so you can send your own events.
@@ -44,43 +78,67 @@ impl DemoArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
         let shutdown = shutdown::on_signal();
         prepare(&self.data_dir)?;
-        let mock = MockApi::new(MockConfig::default())?;
-        let chosen = pick(mock.conversations(), self.conversations);
-        let mock_config = MockConfig::default();
-        let mock_listener = TcpListener::bind("127.0.0.1:0").await?;
-        let mock = mock.serve(mock_listener, shutdown.clone())?;
-        println!("mock PolyAI API    {}", mock.base_url());
+        let records_file = self.data_dir.join(CONVERSATIONS_FILE);
+        let mock = MockApi::new(mock_config())?;
+        let mut chosen = Vec::new();
+        let mut owners = Owners::new();
+        for project in &PROJECTS {
+            let conversations = mock.conversations_of(project.name).context("the mock serves every demo project")?;
+            let picked = pick(conversations, self.conversations);
+            owners.extend(picked.iter().map(|c| (c.id.clone(), project.name.to_owned())));
+            chosen.push(picked);
+        }
+        let mock = mock.serve(TcpListener::bind("127.0.0.1:0").await?, shutdown.clone())?;
+        println!("mock PolyAI API    {}  (accounts ws-acme-uk and ws-acme-us, a key each)", mock.base_url());
 
-        let relay = app::start(components(&self.data_dir, &mock.base_url(), &mock_config)?, shutdown.clone()).await?;
-        let webhook_url = format!("http://{}/polyai-events", relay.local_addr);
-        println!("relay (embedded)   {webhook_url}");
-        println!("records            {}\n", self.data_dir.join(CONVERSATIONS_FILE).display());
+        let relay = app::start(components(&self.data_dir, &mock.base_url())?, shutdown.clone()).await?;
+        let urls: Vec<String> = PROJECTS.iter().map(|p| format!("http://{}{}", relay.local_addr, p.path())).collect();
+        for (project, url) in PROJECTS.iter().zip(&urls) {
+            println!("relay {:<12} {url}", project.name);
+        }
+        println!("records            {}\n", records_file.display());
 
-        let emitter = Emitter::new(EmitConfig {
-            url: webhook_url.parse()?,
-            rate: 4.0,
-            count: None,
-            secret: SecretString::from(DEMO_SECRET),
-            scheme: EmitScheme::Timestamped,
-        })?;
-        let sending = tokio::spawn(emitter.run(Arc::from(chosen), shutdown.clone()));
-        let printed = tokio::spawn(print_records(self.data_dir.join(CONVERSATIONS_FILE), shutdown.clone()));
+        let mut sending = Vec::new();
+        for ((project, url), conversations) in PROJECTS.iter().zip(&urls).zip(chosen) {
+            let emitter = Emitter::new(EmitConfig {
+                url: url.parse()?,
+                rate: 4.0,
+                count: None,
+                secret: SecretString::from(project.secret),
+                scheme: EmitScheme::Timestamped,
+            })?;
+            sending.push(tokio::spawn(emitter.run(Arc::from(conversations), shutdown.clone())));
+        }
+        let printed = tokio::spawn(demo_output::print(self.data_dir.clone(), owners.clone(), shutdown.clone()));
 
-        let summary = tokio::select! {
-            summary = sending => summary?,
-            _ = shutdown.cancelled() => return stop(relay, printed).await,
-        };
-        let landed = wait_for_records(&self.data_dir.join(CONVERSATIONS_FILE), summary.accepted, &shutdown).await;
-        println!("\nsent {} signed webhooks, {} accepted with 204", summary.sent, summary.accepted);
-        if landed {
-            println!(
-                "all {} enriched records landed in {}",
-                summary.accepted,
-                self.data_dir.join(CONVERSATIONS_FILE).display()
+        let (mut sent, mut accepted) = (0, 0);
+        for emitter in sending {
+            let summary = tokio::select! {
+                summary = emitter => summary?,
+                _ = shutdown.cancelled() => return stop(relay, printed).await,
+            };
+            (sent, accepted) = (sent + summary.sent, accepted + summary.accepted);
+        }
+        let landed = demo_output::wait_for(&self.data_dir, accepted, &owners, &shutdown).await;
+        println!("\nsent {sent} signed webhooks, {accepted} accepted with 204");
+        let Some(tally) = landed else { return stop(relay, printed).await };
+        let records = tally.total() - tally.dead;
+        if tally.dead == 0 {
+            println!("all {records} enriched records landed in {} ({})", records_file.display(), tally.by_project());
+        } else {
+            shutdown.cancel();
+            stop(relay, printed).await?;
+            anyhow::bail!(
+                "{} of {accepted} events were dead-lettered (see `RELAY_DATA_DIR={} polyai-relay dead list`)",
+                tally.dead,
+                self.data_dir.display()
             );
         }
-        if self.keep_running && landed {
-            println!("\nstill running: try `polyai-relay send --url {webhook_url} --secret {DEMO_SECRET}`;");
+        if self.keep_running {
+            println!("\nstill running: try");
+            for (project, url) in PROJECTS.iter().zip(&urls) {
+                println!("  polyai-relay send --url {url} --secret {}", project.secret);
+            }
             println!("metrics at http://{}/metrics. Ctrl-C to stop.", relay.admin_addr);
             shutdown.cancelled().await;
         }
@@ -111,84 +169,51 @@ fn pick(conversations: &[Conversation], count: usize) -> Vec<Conversation> {
     handoffs.chain(others).cloned().collect()
 }
 
-fn components(data_dir: &Path, mock_url: &str, mock: &MockConfig) -> anyhow::Result<Components> {
+/// The mock with a tenant per demo project (beside its own `default` one, which stays idle).
+fn mock_config() -> MockConfig {
+    let tenants = PROJECTS.iter().map(|p| Tenant::new(p.name, p.account_id, p.project_id, p.api_key)).collect();
+    MockConfig { tenants, ..MockConfig::default() }
+}
+
+/// The relay as a projects file with the demo's projects would make it: each path verified with
+/// its project's secret, each project fetched with its own key and ids.
+fn components(data_dir: &Path, mock_url: &str) -> anyhow::Result<Components> {
     let listen = "127.0.0.1:0".parse()?;
-    let api = ApiSettings::new(mock_url.parse()?, mock.api_key.clone(), &mock.account_id, &mock.project_id);
+    let mut receiver_projects = Vec::new();
+    let mut api_projects = Vec::new();
+    for project in &PROJECTS {
+        let name = ProjectName::parse("demo project", project.name)?;
+        let secret = SecretString::from(project.secret);
+        receiver_projects.push(ReceiverProject {
+            name: name.clone(),
+            path: project.path(),
+            ..ReceiverSettings::new(secret).projects.remove(0)
+        });
+        let key = SecretString::from(project.api_key);
+        let api = ApiSettings::new(mock_url.parse()?, key, project.account_id, project.project_id);
+        api_projects.push(ApiSettings { project: name, ..api });
+    }
+    // The other settings are the defaults; `new` makes a project of its own, replaced here.
+    let defaults = ReceiverSettings::new(SecretString::from(PROJECTS[0].secret));
+    let receiver = ReceiverSettings { listen, projects: receiver_projects, ..defaults };
+    let mut worker = WorkerSettings::new(api_projects[0].clone());
+    worker.projects = api_projects;
     Ok(Components {
         broker: BrokerSettings {
             amqp_url: None,
             data_dir: data_dir.to_owned(),
             topology: Topology { conversations_log: None, ..Topology::default() },
         },
-        receiver: Some(ReceiverSettings { listen, ..ReceiverSettings::new(SecretString::from(DEMO_SECRET)) }),
+        receiver: Some(receiver),
         // Quick retries and probes: the tour is short.
         worker: Some(WorkerSettings {
             concurrency: 4,
             retry_base_delay: Duration::from_millis(200),
             retry_max_delay: Duration::from_secs(5),
             auth_probe_interval: Duration::from_secs(5),
-            ..WorkerSettings::new(api)
+            ..worker
         }),
         server: ServerSettings { admin_listen: listen, limits: ConnectionLimits::default() },
         spool: None,
     })
-}
-
-/// Prints each new line of the records file as one human-readable line.
-async fn print_records(path: PathBuf, shutdown: CancellationToken) {
-    let mut shown = 0;
-    while !shutdown.is_cancelled() {
-        let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-        for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')).skip(shown) {
-            shown += 1;
-            match serde_json::from_str::<Value>(line) {
-                Ok(record) => println!("{}", describe(&record)),
-                Err(_) => println!("(unreadable line {shown})"),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until `expected` records are in the file (or Ctrl-C); true when they all landed.
-async fn wait_for_records(path: &Path, expected: usize, shutdown: &CancellationToken) -> bool {
-    loop {
-        let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
-        if text.lines().count() >= expected {
-            // Let the printer show the last one before the summary.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return true;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return false,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    }
-}
-
-/// One line about an enriched record: what happened on the call, in a glance.
-pub fn describe(record: &Value) -> String {
-    let conversation = &record["conversation"];
-    let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
-    let id = text(&conversation["id"]);
-    let short_id: String = id.chars().take(12).collect();
-    let channel = text(&conversation["channel"]);
-    let seconds = conversation["total_duration"].as_u64().unwrap_or(0);
-    let turns = conversation["num_turns"].as_u64().unwrap_or(0);
-    match record["event_type"].as_str() {
-        Some("handoff.created") => format!(
-            "handoff    {short_id}…  {channel:<9} to {}: {}",
-            text(&conversation["handoff_destination"]),
-            text(&conversation["handoff_reason"]),
-        ),
-        _ => {
-            let first_words = conversation["turns"]
-                .as_array()
-                .and_then(|turns| turns.iter().find_map(|t| t["user_input"].as_str().filter(|s| !s.is_empty())))
-                .map(|s| format!("  \"{}\"", s.chars().take(48).collect::<String>()))
-                .unwrap_or_default();
-            let transcript = if record["transcript_visible"] == false { "  (transcript off)" } else { "" };
-            format!("completed  {short_id}…  {channel:<9} {seconds:>4}s  {turns:>2} turns{first_words}{transcript}")
-        }
-    }
 }

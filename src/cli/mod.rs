@@ -4,6 +4,7 @@ mod backfill;
 mod check;
 mod dead;
 mod demo;
+mod demo_output;
 mod healthcheck;
 mod mock_api;
 mod reconcile;
