@@ -10,7 +10,7 @@ use super::{
     defaults,
     hosts::{self, Region},
     secret::{self, secret_value},
-    ApiSettings, AudioSettings, BaseUrl, ConfigError, PlatformSettings, ProjectEntry, ProjectName, ProjectsFile,
+    ApiSettings, AudioSettings, BaseUrl, ConfigError, PlatformSettings, ProjectName,
 };
 
 /// Which path fetches one conversation; PolyAI's docs disagree (design §7).
@@ -157,69 +157,6 @@ impl ApiArgs {
             platform,
             max_response: self.api_max_response,
         })
-    }
-}
-
-impl ApiArgs {
-    /// The API settings of every project the relay serves: the file's, in its order, or the one
-    /// the environment describes.
-    pub fn projects(&self, file: Option<&ProjectsFile>) -> Result<Vec<ApiSettings>, ConfigError> {
-        match file {
-            None => Ok(vec![self.settings()?]),
-            Some(file) => {
-                self.refuse_env_project()?;
-                file.projects.iter().map(|entry| self.project(entry)).collect()
-            }
-        }
-    }
-
-    /// The API settings of one project of the file: its key, ids and hosts, with the relay's
-    /// timeout, answer cap and conversation path.
-    pub fn project(&self, entry: &ProjectEntry) -> Result<ApiSettings, ConfigError> {
-        let why = "to fetch conversations";
-        let api_key = entry.require_secret("api_key_file", entry.api_key_file.as_deref(), why)?;
-        let base_url = entry.require("region", entry.runtime_url.as_ref(), "(or base_url) to fetch conversations")?;
-        let platform = match &entry.platform_url {
-            Some(url) => {
-                let key = match &entry.platform_api_key_file {
-                    Some(path) => entry.require_secret("platform_api_key_file", Some(path), why)?,
-                    None => api_key.clone(),
-                };
-                Some(PlatformSettings { url: url.clone(), api_key: key, timeout: self.platform.api_timeout })
-            }
-            None => None,
-        };
-        if self.conversation_api == ConversationApi::Agents && platform.is_none() {
-            return Err(entry.error("platform_url", "(or region) is required by RELAY_CONVERSATION_API=agents"));
-        }
-        Ok(ApiSettings {
-            project: entry.name.clone(),
-            base_url: base_url.clone(),
-            api_key,
-            account_id: entry.require("account_id", entry.account_id.as_ref(), why)?.clone(),
-            project_id: entry.require("project_id", entry.project_id.as_ref(), why)?.clone(),
-            timeout: self.platform.api_timeout,
-            conversation_api: self.conversation_api,
-            platform,
-            max_response: self.api_max_response,
-        })
-    }
-
-    /// See [`super::projects_file::refuse_beside_file`].
-    fn refuse_env_project(&self) -> Result<(), ConfigError> {
-        let p = &self.platform;
-        let set = [
-            ("POLYAI_API_KEY", p.api_key.is_some()),
-            ("POLYAI_API_KEY_FILE", p.api_key_file.is_some()),
-            ("POLYAI_PLATFORM_API_KEY", p.platform_api_key.is_some()),
-            ("POLYAI_PLATFORM_API_KEY_FILE", p.platform_api_key_file.is_some()),
-            ("POLYAI_REGION", p.region.is_some()),
-            ("POLYAI_PLATFORM_URL", p.platform_url.is_some()),
-            ("POLYAI_BASE_URL", self.base_url.is_some()),
-            ("POLYAI_ACCOUNT_ID", self.account_id.is_some()),
-            ("POLYAI_PROJECT_ID", self.project_id.is_some()),
-        ];
-        super::projects_file::refuse_beside_file(&set)
     }
 }
 

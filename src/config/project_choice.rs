@@ -1,0 +1,73 @@
+//! `--project NAME` of the one-off commands (`backfill`, `reconcile`, `check`, `register`):
+//! which of `RELAY_PROJECTS_FILE`'s projects a command works on.
+
+use clap::Args;
+
+use super::{ConfigError, ProjectEntry, ProjectsArgs, DEFAULT_PROJECT};
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProjectChoice {
+    #[command(flatten)]
+    pub file: ProjectsArgs,
+    /// The project of RELAY_PROJECTS_FILE to work on; every project, in the file's order, when
+    /// unset. Without the file there is one project, `default`.
+    #[arg(long, env = "RELAY_PROJECT")]
+    pub project: Option<String>,
+}
+
+/// The projects a command works on.
+#[derive(Debug, Clone)]
+pub enum Chosen {
+    /// No projects file: the one project the POLYAI_* variables describe.
+    Environment,
+    /// From the file: the one `--project` named, or every project in the file's order. Never empty.
+    File(Vec<ProjectEntry>),
+}
+
+impl ProjectChoice {
+    /// Reads and checks the file, and picks the projects; an unknown name is an error listing
+    /// the known ones.
+    pub fn choose(&self) -> Result<Chosen, ConfigError> {
+        let name = self.project.as_deref().map(str::trim).filter(|name| !name.is_empty());
+        match (self.file.load()?, name) {
+            (None, None | Some(DEFAULT_PROJECT)) => Ok(Chosen::Environment),
+            (None, Some(name)) => Err(ConfigError::new(
+                "RELAY_PROJECTS_FILE",
+                format!(
+                    "--project `{name}` needs RELAY_PROJECTS_FILE: without it the POLYAI_* variables describe one project, `{DEFAULT_PROJECT}`"
+                ),
+            )),
+            (Some(file), Some(name)) => Ok(Chosen::File(vec![file.project(name)?.clone()])),
+            (Some(file), None) => Ok(Chosen::File(file.projects)),
+        }
+    }
+}
+
+impl Chosen {
+    /// The file's projects, or `None` for the environment's one.
+    pub fn entries(&self) -> Option<&[ProjectEntry]> {
+        match self {
+            Self::Environment => None,
+            Self::File(entries) => Some(entries),
+        }
+    }
+
+    /// The one project of a command that works on one: the environment's, the one `--project`
+    /// named, or the file's only one. Several: an error asking for `--project`.
+    pub fn one(&self, command: &str) -> Result<Option<&ProjectEntry>, ConfigError> {
+        match self.entries() {
+            None => Ok(None),
+            Some([entry]) => Ok(Some(entry)),
+            Some(entries) => {
+                let names: Vec<&str> = entries.iter().map(|p| p.name.as_str()).collect();
+                Err(ConfigError::new(
+                    "--project",
+                    format!(
+                        "RELAY_PROJECTS_FILE lists several projects and `{command}` works on one: name it with --project ({})",
+                        names.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+}
