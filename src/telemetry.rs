@@ -37,8 +37,12 @@ pub mod names {
     pub const DEAD_LETTERS: &str = "relay_dead_letters_total";
     /// Enriched records published, by `project`.
     pub const ENRICHED: &str = "relay_enriched_total";
-    /// Finished calls that no webhook delivered, put into the worker's queue by reconciliation.
+    /// Finished calls that no webhook delivered, put into the worker's queue by reconciliation,
+    /// by `project`.
     pub const RECONCILED: &str = "relay_reconciled_total";
+    /// Reconciliation passes of the worker's loop that failed for one project (its key refused,
+    /// its list failing), by `project`; the other projects' passes go on.
+    pub const RECONCILE_FAILURES: &str = "relay_reconcile_failures_total";
     /// Messages ready in a queue, by `queue` (the worker's input and the dead letters).
     pub const BACKLOG: &str = "relay_queue_backlog";
     /// 1 while a `project` is paused because the API refuses its key, else 0 (every project has one).

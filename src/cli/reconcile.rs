@@ -1,5 +1,6 @@
 //! `reconcile`: one pass over a window, putting every finished call the relay does not know
-//! into the worker's queue.
+//! into the worker's queue; with `RELAY_PROJECTS_FILE`, one pass per project, in the file's
+//! order, each listing with its project's key (or only `--project NAME`'s).
 
 use std::time::Duration;
 
@@ -9,10 +10,10 @@ use time::OffsetDateTime;
 
 use super::backfill::instant;
 use crate::{
-    config::{parse_duration, ApiArgs, BrokerArgs},
+    config::{parse_duration, ApiArgs, BrokerArgs, ProjectChoice},
     polyai::PolyaiClient,
     queue::embedded::EmbeddedQueue,
-    reconcile::{self, AmqpLedger, EmbeddedLedger, Ledger, Pass},
+    reconcile::{self, AmqpLedger, EmbeddedLedger, Ledger, Pass, PassSummary, ProjectLister, ReconcileError},
     shutdown,
     telemetry::Metrics,
 };
@@ -38,6 +39,8 @@ pub struct ReconcileArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     page_size: u32,
     #[command(flatten)]
+    choice: ProjectChoice,
+    #[command(flatten)]
     api: ApiArgs,
     #[command(flatten)]
     broker: BrokerArgs,
@@ -49,53 +52,101 @@ fn settle(text: &str) -> Result<Duration, String> {
 
 impl ReconcileArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
-        let api = self.api.settings()?;
+        let chosen = self.choice.choose()?;
+        let projects = self
+            .api
+            .chosen(chosen.entries())?
+            .iter()
+            .map(|api| Ok(ProjectLister { name: api.project.clone(), client: PolyaiClient::new(api)? }))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Lines name their project only when there is a file to name projects.
+        let named = chosen.entries().is_some();
         let broker = self.broker.settings()?;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
         let finished_before = now - self.settle;
         let start = instant("--since", &self.since, now)?;
         let end = self.until.as_deref().map(|u| instant("--until", u, now)).transpose()?.unwrap_or(finished_before);
         anyhow::ensure!(start < end, "--since must be before --until (which is now minus the settle time by default)");
-        let pass = Pass {
-            start,
-            end,
-            finished_before,
-            client_env: self.client_env.clone(),
-            page_size: self.page_size,
-            dry_run: self.dry_run,
-        };
-        let client = PolyaiClient::new(&api)?;
+        let window = Window { start, end, finished_before };
         let stop = shutdown::on_signal();
-        let summary = match &broker.amqp_url {
+        match &broker.amqp_url {
             Some(target) => {
                 let ledger = AmqpLedger::open(target, broker.topology.clone()).await.context("AMQP_URL")?;
                 if !ledger.try_lock().await? {
                     ledger.close().await;
                     anyhow::bail!("another reconciler is running (a worker with RELAY_RECONCILE_EVERY, or another `reconcile`); it covers this already");
                 }
-                let result =
-                    reconcile::reconcile(&pass, &client, &ledger as &dyn Ledger, &stop, &Metrics::global()).await;
+                let result = self.each_project(&window, &projects, named, &ledger, &stop).await;
                 ledger.close().await;
-                result?
+                result
             }
             None => {
                 // The embedded queue belongs to one process: stop the relay first (its own loop,
                 // RELAY_RECONCILE_EVERY, does the same while it runs).
                 let queue = EmbeddedQueue::open(&broker.data_dir, broker.topology.delivery_limit)?;
                 let ledger = EmbeddedLedger::new(queue, broker.topology.log_retention);
-                reconcile::reconcile(&pass, &client, &ledger, &stop, &Metrics::global()).await?
-            }
-        };
-        let verb = if self.dry_run { "would reconcile" } else { "reconciled" };
-        if self.dry_run {
-            for id in &summary.ids {
-                println!("{verb} {id}");
+                self.each_project(&window, &projects, named, &ledger, &stop).await
             }
         }
-        println!(
-            "{} conversations listed: {verb} {}, {} already known, {} in progress, {} finished within the settle time, {} in other environments",
-            summary.listed, summary.reconciled, summary.known, summary.in_progress, summary.settling, summary.other_environment
+    }
+
+    /// One pass per project, in order, through the one ledger. With several projects, one whose
+    /// list fails (its key refused, say) is reported and the others go on; the run fails at the
+    /// end. A failing ledger fails the run at once: it is every project's.
+    async fn each_project(
+        &self,
+        window: &Window,
+        projects: &[ProjectLister],
+        named: bool,
+        ledger: &dyn Ledger,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut failed = Vec::new();
+        for project in projects {
+            let prefix = if named { format!("project `{}`: ", project.name) } else { String::new() };
+            let pass = Pass {
+                project: project.name.clone(),
+                start: window.start,
+                end: window.end,
+                finished_before: window.finished_before,
+                client_env: self.client_env.clone(),
+                page_size: self.page_size,
+                dry_run: self.dry_run,
+            };
+            match reconcile::reconcile(&pass, &project.client, ledger, stop, &Metrics::global()).await {
+                Ok(summary) => self.print(&prefix, &summary),
+                Err(error @ ReconcileError::List(_)) if projects.len() > 1 => {
+                    eprintln!("{prefix}{error}");
+                    failed.push(project.name.to_string());
+                }
+                Err(error) => return Err(anyhow::anyhow!("{prefix}{error}")),
+            }
+        }
+        anyhow::ensure!(
+            failed.is_empty(),
+            "reconciling project(s) {} failed (the others are done); run it again with --project NAME once fixed",
+            failed.join(", ")
         );
         Ok(())
     }
+
+    fn print(&self, prefix: &str, summary: &PassSummary) {
+        let verb = if self.dry_run { "would reconcile" } else { "reconciled" };
+        if self.dry_run {
+            for id in &summary.ids {
+                println!("{prefix}{verb} {id}");
+            }
+        }
+        println!(
+            "{prefix}{} conversations listed: {verb} {}, {} already known, {} in progress, {} finished within the settle time, {} in other environments",
+            summary.listed, summary.reconciled, summary.known, summary.in_progress, summary.settling, summary.other_environment
+        );
+    }
+}
+
+/// The window of a run: the same for every project.
+struct Window {
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    finished_before: OffsetDateTime,
 }

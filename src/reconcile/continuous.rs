@@ -1,17 +1,22 @@
-//! Reconciliation inside `work` and `run` (`RELAY_RECONCILE_EVERY`): a pass over the last
-//! `RELAY_RECONCILE_WINDOW`, leaving calls that finished within `RELAY_RECONCILE_SETTLE` to
-//! their webhook, then a wait. What was reconciled is in the ledger itself (memory only saves
-//! re-reading it), so a restart publishes nothing twice.
+//! Reconciliation inside `work` and `run` (`RELAY_RECONCILE_EVERY`): a round of passes, one per
+//! project, over the last `RELAY_RECONCILE_WINDOW`, leaving calls that finished within
+//! `RELAY_RECONCILE_SETTLE` to their webhook, then a wait. What was reconciled is in the ledger
+//! itself (memory only saves re-reading it), so a restart publishes nothing twice.
+//!
+//! Each project lists its calls with its own key (design §12): one project's refused key or
+//! failing list is logged and counted under its name, and the other projects' passes go on.
+
+use std::ops::ControlFlow;
 
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::{reconcile, AmqpLedger, EmbeddedLedger, Ledger, Pass, PassSummary, ReconcileError};
 use crate::{
-    config::{AmqpTarget, BrokerSettings, ReconcileSettings, Topology, WorkerSettings},
+    config::{AmqpTarget, BrokerSettings, ProjectName, ReconcileSettings, Topology, WorkerSettings},
     polyai::PolyaiClient,
     queue::embedded::EmbeddedQueue,
-    telemetry::Metrics,
+    telemetry::{names, Metrics},
 };
 
 /// Conversations per list request.
@@ -33,11 +38,20 @@ impl LedgerSource {
     }
 }
 
-/// The pass that runs now.
-pub fn pass_now(settings: &ReconcileSettings, dry_run: bool) -> Pass {
+/// One project a round reconciles.
+pub struct ProjectLister {
+    /// Named on the events its passes make, and on its metrics and logs.
+    pub name: ProjectName,
+    /// Lists the project's calls with its own key, ids and host.
+    pub client: PolyaiClient,
+}
+
+/// The pass of `project` that runs now.
+pub fn pass_now(settings: &ReconcileSettings, project: ProjectName, dry_run: bool) -> Pass {
     let now = OffsetDateTime::now_utc();
     let finished_before = now - settings.settle;
     Pass {
+        project,
         start: now - settings.window,
         end: finished_before,
         finished_before,
@@ -47,7 +61,8 @@ pub fn pass_now(settings: &ReconcileSettings, dry_run: bool) -> Pass {
     }
 }
 
-/// Starts the loop when the worker's settings turn it on.
+/// Starts the loop when the worker's settings turn it on: every project of the worker, each
+/// with a client of its own.
 pub fn start(
     worker: &WorkerSettings,
     broker: &BrokerSettings,
@@ -56,7 +71,11 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(settings) = worker.reconcile.clone() else { return Ok(()) };
-    let client = PolyaiClient::new(&worker.projects[0])?;
+    let projects = worker
+        .projects
+        .iter()
+        .map(|api| Ok(ProjectLister { name: api.project.clone(), client: PolyaiClient::new(api)? }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let source = match (&broker.amqp_url, embedded) {
         (Some(target), _) => {
             LedgerSource::Amqp { target: Box::new(target.clone()), topology: Box::new(broker.topology.clone()) }
@@ -64,14 +83,14 @@ pub fn start(
         (None, Some(queue)) => LedgerSource::embedded(queue, &broker.topology),
         (None, None) => anyhow::bail!("reconciliation needs the embedded queue or AMQP_URL"),
     };
-    tokio::spawn(run_continuously(settings, client, source, metrics, shutdown));
+    tokio::spawn(run_continuously(settings, projects, source, metrics, shutdown));
     Ok(())
 }
 
-/// Runs passes every `settings.every` until shutdown.
+/// Runs a round every `settings.every` until shutdown.
 pub async fn run_continuously(
     settings: ReconcileSettings,
-    client: PolyaiClient,
+    projects: Vec<ProjectLister>,
     source: LedgerSource,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -80,14 +99,14 @@ pub async fn run_continuously(
         every_s = settings.every.as_secs(),
         window_s = settings.window.as_secs(),
         settle_s = settings.settle.as_secs(),
+        projects = projects.len(),
         "reconciliation on"
     );
-    // Kept across passes: on RabbitMQ its connection holds the reconciler lock.
+    // Kept across rounds: on RabbitMQ its connection holds the reconciler lock.
     let mut amqp: Option<AmqpLedger> = None;
     loop {
-        let pass = pass_now(&settings, false);
-        let outcome = match &source {
-            LedgerSource::Embedded(ledger) => reconcile(&pass, &client, ledger, &shutdown, &metrics).await.map(Some),
+        let ledger: Option<&dyn Ledger> = match &source {
+            LedgerSource::Embedded(ledger) => Some(ledger),
             LedgerSource::Amqp { target, topology } => {
                 if amqp.as_ref().is_some_and(|l| !l.is_connected()) {
                     amqp = None;
@@ -96,21 +115,20 @@ pub async fn run_continuously(
                     match AmqpLedger::open(target, Topology::clone(topology)).await {
                         Ok(ledger) => amqp = Some(ledger),
                         Err(error) => {
-                            tracing::warn!(%error, "reconciliation cannot reach the broker; next pass retries")
+                            tracing::warn!(%error, "reconciliation cannot reach the broker; the next round retries")
                         }
                     }
                 }
                 match &amqp {
-                    Some(ledger) => locked_pass(ledger, &pass, &client, &shutdown, &metrics).await,
-                    None => Ok(None),
+                    Some(ledger) => locked(ledger).await,
+                    None => None,
                 }
             }
         };
-        match outcome {
-            Ok(Some(summary)) => log(&summary),
-            Ok(None) => {}
-            Err(ReconcileError::Interrupted) => break,
-            Err(error) => tracing::warn!(%error, "reconciliation pass failed; the next one retries"),
+        if let Some(ledger) = ledger {
+            if round(&settings, &projects, ledger, &metrics, &shutdown).await.is_break() {
+                break;
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -122,26 +140,54 @@ pub async fn run_continuously(
     }
 }
 
-/// A pass, if this replica holds the lock; `None` when another one reconciles.
-async fn locked_pass(
-    ledger: &AmqpLedger,
-    pass: &Pass,
-    client: &PolyaiClient,
-    shutdown: &CancellationToken,
-    metrics: &Metrics,
-) -> Result<Option<PassSummary>, ReconcileError> {
-    if !ledger.try_lock().await? {
-        tracing::debug!("another replica reconciles; this one stands by");
-        return Ok(None);
+/// The ledger, if this replica holds the lock; `None` when another one reconciles.
+async fn locked(ledger: &AmqpLedger) -> Option<&dyn Ledger> {
+    match ledger.try_lock().await {
+        Ok(true) => Some(ledger),
+        Ok(false) => {
+            tracing::debug!("another replica reconciles; this one stands by");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, "reconciliation cannot take its lock; the next round retries");
+            None
+        }
     }
-    reconcile(pass, client, ledger as &dyn Ledger, shutdown, metrics).await.map(Some)
 }
 
-fn log(summary: &PassSummary) {
+/// One pass per project, in order. A project whose pass fails is logged and counted, and the
+/// next one goes on; a failing ledger (every project's) ends the round. `Break` at shutdown.
+async fn round(
+    settings: &ReconcileSettings,
+    projects: &[ProjectLister],
+    ledger: &dyn Ledger,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> ControlFlow<()> {
+    for project in projects {
+        let pass = pass_now(settings, project.name.clone(), false);
+        match reconcile(&pass, &project.client, ledger, shutdown, metrics).await {
+            Ok(summary) => log(&project.name, &summary),
+            Err(ReconcileError::Interrupted) => return ControlFlow::Break(()),
+            Err(error @ ReconcileError::Ledger(_)) => {
+                tracing::warn!(%error, "reconciliation round failed; the next one retries");
+                return ControlFlow::Continue(());
+            }
+            Err(error @ ReconcileError::List(_)) => {
+                tracing::warn!(project = %project.name, %error, "reconciling this project failed; the other projects go on, and the next round retries it");
+                let label = project.name.label();
+                metrics.record(|| metrics::counter!(names::RECONCILE_FAILURES, "project" => label).increment(1));
+            }
+        }
+    }
+    ControlFlow::Continue(())
+}
+
+fn log(project: &ProjectName, summary: &PassSummary) {
     let (listed, reconciled, known) = (summary.listed, summary.reconciled, summary.known);
     if reconciled > 0 {
-        tracing::warn!(listed, reconciled, known, "calls finished without a webhook were reconciled: check the webhook registration, its secret and PolyAI's deliveries");
+        tracing::warn!(%project, listed, reconciled, known, "calls finished without a webhook were reconciled: check the webhook registration, its secret and PolyAI's deliveries");
     } else {
-        tracing::debug!(listed, known, "reconciliation pass: every finished call is known");
+        tracing::debug!(%project, listed, known, "reconciliation pass: every finished call is known");
     }
 }

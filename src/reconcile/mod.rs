@@ -20,11 +20,12 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::{
     amqp::AmqpLedger,
-    continuous::{pass_now, run_continuously, start, LedgerSource},
+    continuous::{pass_now, run_continuously, start, LedgerSource, ProjectLister},
     embedded::EmbeddedLedger,
     listing::Call,
 };
 use crate::{
+    config::ProjectName,
     polyai::PolyaiClient,
     queue::{headers, Message},
     telemetry::{names, Metrics},
@@ -63,9 +64,12 @@ pub trait Ledger: Send + Sync {
     async fn submit(&self, event: Message) -> Result<(), ReconcileError>;
 }
 
-/// One pass.
+/// One pass over one project's calls.
 #[derive(Debug, Clone)]
 pub struct Pass {
+    /// The relay project whose calls are listed: named by the `x-relay-project` header of each
+    /// event the pass makes, so the worker fetches it with that project's key (design §12).
+    pub project: ProjectName,
     /// Calls that started in `[start, end)`.
     pub start: OffsetDateTime,
     pub end: OffsetDateTime,
@@ -91,17 +95,21 @@ pub struct PassSummary {
     pub ids: Vec<String>,
 }
 
-/// The event the relay makes for a call no webhook delivered: shaped like a webhook, so the
-/// worker fetches and enriches it as one.
-pub fn event(call: &Call, client_env: &str, now: OffsetDateTime) -> Message {
-    let environment = call.environment.as_deref().unwrap_or(client_env);
+/// The event the relay makes for a call no webhook delivered: shaped like a webhook, and named
+/// by its project as the receiver names a webhook, so the worker fetches and enriches it as one.
+pub fn event(call: &Call, pass: &Pass, now: OffsetDateTime) -> Message {
+    let environment = call.environment.as_deref().unwrap_or(&pass.client_env);
     let body = json!({"type": EVENT_TYPE, "data": {"conversation_id": call.id, "environment": environment}});
     Message {
         body: body.to_string().into_bytes().into(),
         message_id: event_id(&call.id),
         event_type: EVENT_TYPE.to_owned(),
         timestamp: now.unix_timestamp().max(0) as u64,
-        headers: [(headers::RECEIVED_AT.to_owned(), now.format(&Rfc3339).unwrap_or_default())].into(),
+        headers: [
+            (headers::RECEIVED_AT.to_owned(), now.format(&Rfc3339).unwrap_or_default()),
+            (headers::PROJECT.to_owned(), pass.project.to_string()),
+        ]
+        .into(),
     }
 }
 
@@ -133,9 +141,11 @@ pub async fn reconcile(
                     if stop.is_cancelled() {
                         return Err(ReconcileError::Interrupted);
                     }
-                    ledger.submit(event(&call, &pass.client_env, OffsetDateTime::now_utc())).await?;
-                    metrics.record(|| metrics::counter!(names::RECONCILED).increment(1));
+                    ledger.submit(event(&call, pass, OffsetDateTime::now_utc())).await?;
+                    let project = pass.project.label();
+                    metrics.record(|| metrics::counter!(names::RECONCILED, "project" => project).increment(1));
                     tracing::info!(
+                        project = %pass.project,
                         conversation_id = %call.id,
                         started_at = call.started_at_text.as_deref().unwrap_or("unknown"),
                         "reconciled a finished call that no webhook delivered"
