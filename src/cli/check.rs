@@ -1,5 +1,6 @@
 //! `check`: is this configuration going to work? One line per check, with the fix for each
-//! failure; a non-zero exit if any check failed.
+//! failure; a non-zero exit if any check failed. With `RELAY_PROJECTS_FILE`, every project is
+//! checked (or only `--project NAME`), each line naming its project.
 
 use std::time::Duration;
 
@@ -9,14 +10,16 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    config::{ApiArgs, BrokerArgs, BrokerSettings},
-    polyai::{advice, ListRequest, PolyaiClient},
+    config::{refuse_beside_file, secret, ApiArgs, BrokerArgs, BrokerSettings, Chosen, ProjectChoice, ProjectEntry},
+    polyai::{advice_for, ListRequest, PolyaiClient, SettingNames},
     queue::{embedded, Backend, OpenError},
     telemetry::Metrics,
 };
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    #[command(flatten)]
+    choice: ProjectChoice,
     #[command(flatten)]
     api: ApiArgs,
     #[command(flatten)]
@@ -43,24 +46,50 @@ impl Line {
             Self::Fail(text) => println!("✗ {text}"),
         }
     }
+
+    /// The same check, its text after `prefix` (which names the project).
+    fn prefixed(self, prefix: &str) -> Self {
+        match self {
+            Self::Pass(text) => Self::Pass(format!("{prefix}{text}")),
+            Self::Warn(text) => Self::Warn(format!("{prefix}{text}")),
+            Self::Fail(text) => Self::Fail(format!("{prefix}{text}")),
+        }
+    }
 }
 
 impl CheckArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
-        let mut lines = vec![self.webhook_secret()];
+        let chosen = self.choice.choose();
+        let mut lines = match &chosen {
+            Ok(Chosen::Environment) => vec![self.webhook_secret()],
+            Ok(Chosen::File(entries)) => {
+                let names: Vec<&str> = entries.iter().map(|p| p.name.as_str()).collect();
+                vec![Line::Pass(format!("RELAY_PROJECTS_FILE: checking project(s) {}", names.join(", ")))]
+            }
+            Err(error) => vec![Line::Fail(error.to_string())],
+        };
         match self.broker.settings() {
             Ok(broker) => lines.extend(reach_broker(&broker).await),
             Err(error) => lines.push(Line::Fail(error.to_string())),
         }
-        match self.api.settings() {
-            Ok(api) => {
-                lines.push(Line::Pass(format!(
-                    "API settings: {} (account {}, project {})",
-                    api.base_url, api.account_id, api.project_id
-                )));
-                lines.push(probe(&PolyaiClient::new(&api)?).await);
+        match &chosen {
+            Ok(Chosen::Environment) => match self.api.settings() {
+                Ok(api) => {
+                    lines.push(Line::Pass(format!(
+                        "API settings: {} (account {}, project {})",
+                        api.base_url, api.account_id, api.project_id
+                    )));
+                    lines.push(probe(&PolyaiClient::new(&api)?, SettingNames::Variables).await);
+                }
+                Err(error) => lines.push(Line::Fail(error.to_string())),
+            },
+            Ok(Chosen::File(entries)) => {
+                lines.extend(self.refusals());
+                for entry in entries {
+                    lines.extend(self.project(entry).await?);
+                }
             }
-            Err(error) => lines.push(Line::Fail(error.to_string())),
+            Err(_) => {}
         }
         for line in &lines {
             line.print();
@@ -78,6 +107,55 @@ impl CheckArgs {
         } else {
             Line::Warn("POLYAI_WEBHOOK_SECRET is not set: `run` and `serve` need it (`register` prints one)".into())
         }
+    }
+
+    /// One-project variables set beside the file, which the relay would refuse at start-up.
+    fn refusals(&self) -> Vec<Line> {
+        let webhook = refuse_beside_file(&[
+            ("POLYAI_WEBHOOK_SECRET", self.webhook_secret.is_some()),
+            ("POLYAI_WEBHOOK_SECRET_FILE", self.webhook_secret_file.is_some()),
+        ]);
+        [webhook, self.api.refuse_env_project()]
+            .into_iter()
+            .filter_map(|r| r.err())
+            .map(|e| Line::Fail(e.to_string()))
+            .collect()
+    }
+
+    /// The checks of one project of the file: its secret files, its API settings, its key.
+    async fn project(&self, entry: &ProjectEntry) -> anyhow::Result<Vec<Line>> {
+        let prefix = format!("project `{}`: ", entry.name);
+        let mut lines = Vec::new();
+        if entry.webhook_secret_file.is_none() {
+            lines.push(Line::Warn(format!(
+                "{prefix}webhook_secret_file is not set: `run` and `serve` need it (`register --project {}` prints one)",
+                entry.name
+            )));
+        }
+        let files = [
+            ("webhook_secret_file", &entry.webhook_secret_file),
+            ("webhook_secret_previous_file", &entry.webhook_secret_previous_file),
+            ("platform_api_key_file", &entry.platform_api_key_file),
+        ];
+        for (field, path) in files {
+            let Some(path) = path else { continue };
+            // The error names the project and the field, never the content.
+            lines.push(match secret::read_file(&entry.label(field), path) {
+                Ok(_) => Line::Pass(format!("{prefix}{field} is readable")),
+                Err(error) => Line::Fail(error.to_string()),
+            });
+        }
+        match self.api.project(entry) {
+            Ok(api) => {
+                lines.push(Line::Pass(format!(
+                    "{prefix}API settings: {} (account {}, project {})",
+                    api.base_url, api.account_id, api.project_id
+                )));
+                lines.push(probe(&PolyaiClient::new(&api)?, SettingNames::ProjectFields).await.prefixed(&prefix));
+            }
+            Err(error) => lines.push(Line::Fail(error.to_string())),
+        }
+        Ok(lines)
     }
 }
 
@@ -108,7 +186,7 @@ async fn reach_broker(broker: &BrokerSettings) -> Vec<Line> {
 }
 
 /// One `limit=1` list request over the last day, the quickstart's smoke test.
-async fn probe(client: &PolyaiClient) -> Line {
+async fn probe(client: &PolyaiClient, names: SettingNames) -> Line {
     let now = OffsetDateTime::now_utc();
     let request = ListRequest {
         start_time: Some(now - Duration::from_secs(86_400)),
@@ -123,6 +201,6 @@ async fn probe(client: &PolyaiClient) -> Line {
                 .into(),
         ),
         Ok(_) => Line::Pass("the API key works: conversations listed".into()),
-        Err(error) => Line::Fail(format!("API: {error}; {}", advice(&error))),
+        Err(error) => Line::Fail(format!("API: {error}; {}", advice_for(&error, names))),
     }
 }

@@ -27,7 +27,7 @@ pub use base_url::BaseUrl;
 pub use hosts::Region;
 pub use project::{ProjectName, DEFAULT_PROJECT, UNKNOWN_PROJECT};
 pub use project_choice::{Chosen, ProjectChoice};
-pub use projects_file::{ProjectEntry, ProjectsArgs, ProjectsFile};
+pub use projects_file::{refuse_beside_file, ProjectEntry, ProjectsArgs, ProjectsFile};
 pub use receiver_args::ReceiverArgs;
 pub use reconcile_args::{ReconcileArgs, ReconcileSettings};
 pub use secret::secret_value;

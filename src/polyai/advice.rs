@@ -2,6 +2,35 @@
 
 use super::ApiError;
 
+/// How the settings the advice points at are named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SettingNames {
+    /// The one project's `POLYAI_*` variables.
+    #[default]
+    Variables,
+    /// A project's fields in `RELAY_PROJECTS_FILE` (design §12).
+    ProjectFields,
+}
+
+/// One sentence telling the operator how to fix `error`, naming the settings as `names` does.
+pub fn advice_for(error: &ApiError, names: SettingNames) -> &'static str {
+    if names == SettingNames::Variables {
+        return advice(error);
+    }
+    match error {
+        ApiError::Unauthorized { status: 401, .. } => {
+            "the key was refused: check the project's api_key_file; v3 keys are project- and region-scoped, so a key of another region or project answers 401"
+        }
+        ApiError::Unauthorized { .. } => {
+            "the key lacks permission for this project: ask your PolyAI representative for Conversations API access on its project_id"
+        }
+        ApiError::NotFound { .. } => {
+            "wrong host family or ids: the project's region (or base_url) must name https://api.{us-1,uk-1,euw-1}.platform.polyai.app, and its account_id / project_id the workspace and agent ids"
+        }
+        _ => advice(error),
+    }
+}
+
 /// One sentence telling the operator how to fix `error`.
 pub fn advice(error: &ApiError) -> &'static str {
     match error {

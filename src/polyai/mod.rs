@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 pub use self::{
-    advice::advice,
+    advice::{advice, advice_for, SettingNames},
     audio::AudioRequest,
     endpoints::{EndpointClient, NewEndpoint, RegisteredEndpoint},
     errors::{error_detail, parse_retry_after, RETRY_AFTER_CAP},
