@@ -1,18 +1,21 @@
 //! `register`: create the webhook endpoint with PolyAI's Webhooks API and print its signing
-//! secret once; `--list` and `--rotate ID` for the endpoints that exist.
+//! secret once; `--list` and `--rotate ID` for the endpoints that exist. With
+//! `RELAY_PROJECTS_FILE`, it works on one project (`--project NAME`, or the file's only one),
+//! with that project's platform host and key, and registers that project's webhook path.
 
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    config::{parse_list, PlatformArgs},
+    config::{parse_list, PlatformArgs, ProjectChoice, ProjectEntry},
     polyai::{advice, ApiError, EndpointClient, NewEndpoint},
 };
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("action").required(true).args(["url", "list", "rotate"]))]
 pub struct RegisterArgs {
-    /// The relay's public webhook URL (https only).
+    /// The relay's public webhook URL (https only). With RELAY_PROJECTS_FILE, the public base
+    /// (`https://relay.example.com`) is enough: the project's path is added.
     #[arg(long)]
     url: Option<String>,
     /// Event types to subscribe to (comma-separated).
@@ -28,16 +31,60 @@ pub struct RegisterArgs {
     #[arg(long, value_name = "ID")]
     rotate: Option<String>,
     #[command(flatten)]
+    choice: ProjectChoice,
+    #[command(flatten)]
     platform: PlatformArgs,
 }
 
-fn explain(error: ApiError) -> anyhow::Error {
+/// What is needed "to register webhooks": the end of a missing setting's error.
+const WHY: &str = "to register webhooks";
+
+/// How the messages name the settings to change: the variables, or the project's fields.
+struct Names {
+    /// `None`: the one project of the POLYAI_* variables.
+    project: Option<ProjectEntry>,
+}
+
+impl Names {
+    fn platform_key(&self) -> String {
+        match &self.project {
+            None => "set POLYAI_PLATFORM_API_KEY".into(),
+            Some(entry) => format!("give project `{}` a platform_api_key_file", entry.name),
+        }
+    }
+
+    fn secret(&self) -> String {
+        match &self.project {
+            None => "POLYAI_WEBHOOK_SECRET".into(),
+            Some(entry) => format!("project `{}`'s webhook_secret_file", entry.name),
+        }
+    }
+
+    fn previous_secret(&self) -> String {
+        match &self.project {
+            None => "POLYAI_WEBHOOK_SECRET_PREVIOUS".into(),
+            Some(_) => "its webhook_secret_previous_file".into(),
+        }
+    }
+
+    /// `register`, with the `--project` a later command needs to reach the same project.
+    fn command(&self) -> String {
+        match &self.project {
+            None => "polyai-relay register".into(),
+            Some(entry) => format!("polyai-relay register --project {}", entry.name),
+        }
+    }
+}
+
+fn explain(error: ApiError, names: &Names) -> anyhow::Error {
     match &error {
         ApiError::Rejected { status: 409, .. } => anyhow::anyhow!(
-            "{error}\nPolyAI allows 10 webhook endpoints per account and this one has them all: `polyai-relay register --list` shows them; delete one you no longer use, or reuse it"
+            "{error}\nPolyAI allows 10 webhook endpoints per account and this one has them all: `{} --list` shows them; delete one you no longer use, or reuse it",
+            names.command()
         ),
         ApiError::Unauthorized { .. } => anyhow::anyhow!(
-            "{error}\nthe Webhooks API takes the workspace-scoped key: set POLYAI_PLATFORM_API_KEY (a v3 Conversations key is not enough)"
+            "{error}\nthe Webhooks API takes the workspace-scoped key: {} (a v3 Conversations key is not enough)",
+            names.platform_key()
         ),
         _ => anyhow::anyhow!("{error}\n{}", advice(&error)),
     }
@@ -47,19 +94,40 @@ fn print_secret(secret: &SecretString) {
     println!("signing secret: {}", secret.expose_secret());
 }
 
+/// The URL to register: https only (PolyAI delivers only over TLS), and for a project of the
+/// file, its path: added to a bare base, and a warning when another path is given (only a proxy
+/// that rewrites paths would bring PolyAI's posts to the project's path then).
+fn endpoint_url(url: &str, project: Option<&ProjectEntry>) -> anyhow::Result<String> {
+    let mut parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--url `{url}` is not a URL ({e})"))?;
+    anyhow::ensure!(
+        parsed.scheme() == "https",
+        "--url must be an https:// URL: PolyAI delivers webhooks only over TLS"
+    );
+    let Some(entry) = project else { return Ok(url.to_owned()) };
+    if parsed.path() == "/" {
+        parsed.set_path(&entry.path);
+    } else if !parsed.path().trim_end_matches('/').ends_with(&entry.path) {
+        eprintln!(
+            "! --url's path `{}` is not project `{}`'s path `{}`: the relay verifies this project's webhooks on that path only; give the public base (https://host) and `register` adds it",
+            parsed.path(),
+            entry.name,
+            entry.path
+        );
+    }
+    println!("project `{}` receives its webhooks on {}: registering {parsed}", entry.name, entry.path);
+    Ok(parsed.to_string())
+}
+
 impl RegisterArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
-        if let Some(url) = &self.url {
-            // Refused here, before anything is sent: PolyAI delivers only to https.
-            let parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--url `{url}` is not a URL ({e})"))?;
-            anyhow::ensure!(
-                parsed.scheme() == "https",
-                "--url must be an https:// URL: PolyAI delivers webhooks only over TLS"
-            );
-        }
-        let client = EndpointClient::new(&self.platform.require_platform()?)?;
+        let chosen = self.choice.choose()?;
+        let names = Names { project: chosen.one("register")?.cloned() };
+        let project = names.project.as_ref();
+        // Checked before anything is sent.
+        let url = self.url.as_deref().map(|url| endpoint_url(url, project)).transpose()?;
+        let client = EndpointClient::new(&self.platform.chosen(project, WHY)?)?;
         if self.list {
-            let endpoints = client.list().await.map_err(explain)?;
+            let endpoints = client.list().await.map_err(|e| explain(e, &names))?;
             if endpoints.is_empty() {
                 println!("no webhook endpoints");
             }
@@ -75,24 +143,37 @@ impl RegisterArgs {
             return Ok(());
         }
         if let Some(id) = &self.rotate {
-            let secret = client.rotate(id).await.map_err(explain)?;
+            let secret = client.rotate(id).await.map_err(|e| explain(e, &names))?;
             println!("rotated the signing secret of {id}");
             print_secret(&secret);
-            println!("PolyAI stops using the old secret now: set POLYAI_WEBHOOK_SECRET to this one, and keep the old one as POLYAI_WEBHOOK_SECRET_PREVIOUS until every relay has it.");
+            println!(
+                "PolyAI stops using the old secret now: set {} to this one, and keep the old one as {} until every relay has it.",
+                names.secret(),
+                names.previous_secret()
+            );
             return Ok(());
         }
-        let url = self.url.clone().unwrap_or_default();
-        let endpoint = NewEndpoint { name: self.name.clone(), url, event_types: parse_list(&self.events) };
+        let endpoint = NewEndpoint {
+            name: self.name.clone(),
+            url: url.unwrap_or_default(),
+            event_types: parse_list(&self.events),
+        };
         anyhow::ensure!(!endpoint.event_types.is_empty(), "--events is empty");
-        let registered = client.create(&endpoint).await.map_err(explain)?;
+        let registered = client.create(&endpoint).await.map_err(|e| explain(e, &names))?;
         println!("registered endpoint {} (via {})", registered.id, registered.path);
         match &registered.signing_secret {
             Some(secret) => {
                 print_secret(secret);
-                println!("Store it now, as POLYAI_WEBHOOK_SECRET: PolyAI shows it only once. Lost it? `polyai-relay register --rotate {}`.", registered.id);
+                println!(
+                    "Store it now, as {}: PolyAI shows it only once. Lost it? `{} --rotate {}`.",
+                    names.secret(),
+                    names.command(),
+                    registered.id
+                );
             }
             None => println!(
-                "PolyAI returned no signing secret; rotate one with `polyai-relay register --rotate {}`",
+                "PolyAI returned no signing secret; rotate one with `{} --rotate {}`",
+                names.command(),
                 registered.id
             ),
         }
