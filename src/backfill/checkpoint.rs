@@ -27,6 +27,10 @@ pub struct Checkpoint {
     pub pages: u64,
     pub published: u64,
     pub skipped_in_progress: u64,
+    /// The run got to the end. Kept only by a run over several projects, so that running it
+    /// again after another project failed does not redo this one; absent in older files.
+    #[serde(default)]
+    pub finished: bool,
 }
 
 pub struct CheckpointFile {

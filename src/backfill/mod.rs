@@ -18,7 +18,7 @@ pub use self::{
 use crate::{
     backoff::Backoff,
     config::ProjectName,
-    polyai::{advice, ApiError, ListPage, ListRequest, PolyaiClient, Summary, RETRY_AFTER_CAP},
+    polyai::{advice_for, ApiError, ListPage, ListRequest, PolyaiClient, SettingNames, Summary, RETRY_AFTER_CAP},
     queue::{headers, publish_until_confirmed, Destination, Message, Publisher},
     worker::record::{transcript_visible, EnrichedRecord, SCHEMA},
 };
@@ -42,6 +42,11 @@ pub struct BackfillConfig {
     /// First wait after a transient list failure; doubles each time.
     pub retry_base_delay: Duration,
     pub checkpoint: PathBuf,
+    /// At the end, keep the checkpoint marked finished instead of removing it: one project of a
+    /// run over several, whose checkpoints go only once every project is done.
+    pub keep_finished: bool,
+    /// How a failure's advice names the settings: the variables, or the project's fields.
+    pub setting_names: SettingNames,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -53,6 +58,8 @@ pub struct BackfillSummary {
     /// Listed twice in this run (pages shifting under new calls): published once.
     pub duplicates: u64,
     pub resumed: bool,
+    /// An earlier run finished this backfill already (its checkpoint was kept): nothing was listed.
+    pub finished_earlier: bool,
 }
 
 /// The event id of a backfilled conversation: stable, so a re-run dedupes downstream.
@@ -77,25 +84,31 @@ pub async fn run(
     // A dry run neither resumes nor touches a real run's checkpoint.
     let saved = if config.dry_run { None } else { file.load()? };
     let mut state = match saved {
+        Some(saved) if saved.key == config.key && saved.finished => {
+            if !config.keep_finished {
+                file.remove()?;
+            }
+            return Ok(BackfillSummary {
+                pages: saved.pages,
+                published: saved.published,
+                skipped_in_progress: saved.skipped_in_progress,
+                resumed: true,
+                finished_earlier: true,
+                ..BackfillSummary::default()
+            });
+        }
         Some(saved) if saved.key == config.key => {
             summary.resumed = true;
             progress.note(&format!("resuming from {} (page {})", file.path().display(), saved.pages + 1));
             saved
         }
+        // A finished backfill of other arguments has nothing left to resume.
+        Some(saved) if saved.finished => new_checkpoint(config),
         Some(_) => anyhow::bail!(
             "{} belongs to a backfill with other arguments: finish that one (same --since/--until/--client-env) or delete the file",
             file.path().display()
         ),
-        None => Checkpoint {
-            key: config.key.clone(),
-            start_time: text(config.start_time),
-            end_time: text(config.end_time),
-            cursor: None,
-            offset: None,
-            pages: 0,
-            published: 0,
-            skipped_in_progress: 0,
-        },
+        None => new_checkpoint(config),
     };
     let start = OffsetDateTime::parse(&state.start_time, &Rfc3339)?;
     let end = OffsetDateTime::parse(&state.end_time, &Rfc3339)?;
@@ -112,7 +125,7 @@ pub async fn run(
             cursor: state.cursor.clone(),
             offset: state.offset,
         };
-        let page = list_page(client, &request, config.retry_base_delay, progress, shutdown).await?;
+        let page = list_page(client, &request, config, progress, shutdown).await?;
         for conversation in &page.conversations {
             summary.seen += 1;
             if conversation.in_progress {
@@ -141,13 +154,33 @@ pub async fn run(
             file.save(&state)?;
         }
     }
-    if !config.dry_run {
-        file.remove()?;
+    match (config.dry_run, config.keep_finished) {
+        (true, _) => {}
+        (false, true) => {
+            state.finished = true;
+            file.save(&state)?;
+        }
+        (false, false) => file.remove()?,
     }
     summary.pages = state.pages;
     summary.published = state.published;
     summary.skipped_in_progress = state.skipped_in_progress;
     Ok(summary)
+}
+
+/// The checkpoint of a backfill that has not listed anything yet.
+fn new_checkpoint(config: &BackfillConfig) -> Checkpoint {
+    Checkpoint {
+        key: config.key.clone(),
+        start_time: text(config.start_time),
+        end_time: text(config.end_time),
+        cursor: None,
+        offset: None,
+        pages: 0,
+        published: 0,
+        skipped_in_progress: 0,
+        finished: false,
+    }
 }
 
 /// Where the next page starts: the cursor, else `next_offset`; neither on the last page.
@@ -172,7 +205,7 @@ fn next_position(page: &ListPage, state: &Checkpoint) -> (Option<String>, Option
 async fn list_page(
     client: &PolyaiClient,
     request: &ListRequest,
-    retry_base_delay: Duration,
+    config: &BackfillConfig,
     progress: &Progress,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<ListPage> {
@@ -188,9 +221,11 @@ async fn list_page(
             Err(error @ (ApiError::Server { .. } | ApiError::Transport(_))) if failures + 1 < LIST_ATTEMPTS => {
                 failures += 1;
                 progress.note(&format!("{error}; retrying"));
-                Backoff::new(retry_base_delay, LIST_RETRY_MAX).delay(failures)
+                Backoff::new(config.retry_base_delay, LIST_RETRY_MAX).delay(failures)
             }
-            Err(error) => anyhow::bail!("listing conversations failed: {error}\n{}", advice(&error)),
+            Err(error) => {
+                anyhow::bail!("listing conversations failed: {error}\n{}", advice_for(&error, config.setting_names))
+            }
         };
         tokio::select! {
             _ = shutdown.cancelled() => anyhow::bail!("interrupted while waiting to retry"),

@@ -1,4 +1,6 @@
-//! `backfill`: publish the conversations of a time window as enriched records.
+//! `backfill`: publish the conversations of a time window as enriched records. With
+//! `RELAY_PROJECTS_FILE`, every project in turn (or only `--project NAME`), each with its own
+//! key and its own checkpoint, so a run resumes project by project.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -6,9 +8,9 @@ use clap::Args;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use crate::{
-    backfill::{self, BackfillConfig, BackfillKey, Progress},
-    config::{parse_duration, ApiArgs, BrokerArgs},
-    polyai::PolyaiClient,
+    backfill::{self, BackfillConfig, BackfillKey, BackfillSummary, CheckpointFile, Progress},
+    config::{parse_duration, ApiArgs, ApiSettings, BrokerArgs, BrokerSettings, ProjectChoice},
+    polyai::{PolyaiClient, SettingNames},
     queue::{Backend, Publisher},
     shutdown,
     telemetry::Metrics,
@@ -34,9 +36,12 @@ pub struct BackfillArgs {
     /// Conversations per list request (1 to 1000).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     page_size: u32,
-    /// Checkpoint file; RELAY_DATA_DIR/backfill-checkpoint.json by default.
+    /// Checkpoint file; RELAY_DATA_DIR/backfill-checkpoint.json by default, and
+    /// RELAY_DATA_DIR/backfill-checkpoint.{project}.json for each project of RELAY_PROJECTS_FILE.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
+    #[command(flatten)]
+    choice: ProjectChoice,
     #[command(flatten)]
     api: ApiArgs,
     #[command(flatten)]
@@ -54,28 +59,40 @@ pub(super) fn instant(flag: &str, text: &str, now: OffsetDateTime) -> anyhow::Re
 
 impl BackfillArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
-        let api = self.api.settings()?;
+        let chosen = self.choice.choose()?;
+        let projects = self.api.chosen(chosen.entries())?;
+        let from_file = chosen.entries().is_some();
+        let several = projects.len() > 1;
+        anyhow::ensure!(
+            self.checkpoint.is_none() || !several,
+            "--checkpoint names one file, and this run backfills {} projects: pick one with --project, or leave --checkpoint out (each project keeps RELAY_DATA_DIR/backfill-checkpoint.{{project}}.json)",
+            projects.len()
+        );
         let broker = self.broker.settings()?;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
         let start_time = instant("--since", &self.since, now)?;
         let end_time = self.until.as_deref().map(|u| instant("--until", u, now)).transpose()?.unwrap_or(now);
         anyhow::ensure!(start_time < end_time, "--since must be before --until");
-        let config = BackfillConfig {
-            key: BackfillKey {
-                since: self.since.clone(),
-                until: self.until.clone(),
-                client_env: self.client_env.clone(),
-                account_id: api.account_id.clone(),
-                project_id: api.project_id.clone(),
-            },
-            start_time,
-            end_time,
-            page_size: self.page_size,
-            dry_run: self.dry_run,
-            retry_base_delay: Duration::from_secs(1),
-            checkpoint: self.checkpoint.clone().unwrap_or_else(|| broker.data_dir.join("backfill-checkpoint.json")),
-        };
-        let client = PolyaiClient::new(&api)?;
+        let configs: Vec<BackfillConfig> = projects
+            .iter()
+            .map(|api| BackfillConfig {
+                key: BackfillKey {
+                    since: self.since.clone(),
+                    until: self.until.clone(),
+                    client_env: self.client_env.clone(),
+                    account_id: api.account_id.clone(),
+                    project_id: api.project_id.clone(),
+                },
+                start_time,
+                end_time,
+                page_size: self.page_size,
+                dry_run: self.dry_run,
+                retry_base_delay: Duration::from_secs(1),
+                checkpoint: self.checkpoint_of(api, &broker, from_file),
+                keep_finished: several,
+                setting_names: if from_file { SettingNames::ProjectFields } else { SettingNames::Variables },
+            })
+            .collect();
         let shutdown = shutdown::on_signal();
         let broker_shutdown = tokio_util::sync::CancellationToken::new();
         let publisher: Option<Arc<dyn Publisher>> = if self.dry_run {
@@ -86,20 +103,66 @@ impl BackfillArgs {
             Some(backend.publisher)
         };
         let progress = Progress::for_stderr();
-        let result = backfill::run(&config, &client, publisher.as_deref(), &progress, &shutdown).await;
+        let mut failed = Vec::new();
+        let mut outcome = Ok(());
+        for (api, config) in projects.iter().zip(&configs) {
+            let prefix = if from_file { format!("project `{}`: ", api.project) } else { String::new() };
+            let client = PolyaiClient::new(api)?;
+            match backfill::run(config, &client, publisher.as_deref(), &progress, &shutdown).await {
+                Ok(summary) => self.print(&prefix, &summary),
+                // One project's failure (its key refused, say) leaves the others to run; an
+                // interruption stops the whole run.
+                Err(error) if several && !shutdown.is_cancelled() => {
+                    progress.note(&format!("{prefix}{error:#}"));
+                    failed.push(api.project.to_string());
+                }
+                Err(error) => {
+                    outcome = Err(if from_file { error.context(format!("project `{}`", api.project)) } else { error });
+                    break;
+                }
+            }
+        }
         progress.finish();
         broker_shutdown.cancel();
-        let summary = result?;
+        outcome?;
+        anyhow::ensure!(
+            failed.is_empty(),
+            "backfilling project(s) {} failed; run the same command again: the finished projects are not redone, the others resume from their checkpoints",
+            failed.join(", ")
+        );
+        if several && !self.dry_run {
+            // Every project is done: their kept checkpoints have nothing left to resume.
+            for config in &configs {
+                CheckpointFile::new(config.checkpoint.clone()).remove()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `--checkpoint`, else one file per project in the data directory (today's name without
+    /// a projects file).
+    fn checkpoint_of(&self, api: &ApiSettings, broker: &BrokerSettings, from_file: bool) -> PathBuf {
+        match (&self.checkpoint, from_file) {
+            (Some(path), _) => path.clone(),
+            (None, false) => broker.data_dir.join("backfill-checkpoint.json"),
+            (None, true) => broker.data_dir.join(format!("backfill-checkpoint.{}.json", api.project)),
+        }
+    }
+
+    fn print(&self, prefix: &str, summary: &BackfillSummary) {
         let verb = if self.dry_run { "would publish" } else { "published" };
+        let how = match (summary.finished_earlier, summary.resumed) {
+            (true, _) => " (finished by an earlier run)",
+            (false, true) => " (resumed)",
+            (false, false) => "",
+        };
         println!(
-            "{} pages, {} conversations listed, {verb} {}, skipped {} in progress{}{}",
+            "{prefix}{} pages, {} conversations listed, {verb} {}, skipped {} in progress{}{how}",
             summary.pages,
             summary.seen,
             summary.published,
             summary.skipped_in_progress,
             if summary.duplicates > 0 { format!(", {} listed twice", summary.duplicates) } else { String::new() },
-            if summary.resumed { " (resumed)" } else { "" },
         );
-        Ok(())
     }
 }

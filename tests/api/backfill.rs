@@ -7,7 +7,7 @@ use polyai_relay::{
     backfill::{self, BackfillConfig, BackfillKey, Progress},
     config::ApiSettings,
     mock_api::{MockApi, MockConfig},
-    polyai::PolyaiClient,
+    polyai::{PolyaiClient, SettingNames},
     queue::embedded::{EmbeddedQueue, CONVERSATIONS_FILE},
 };
 use secrecy::SecretString;
@@ -41,6 +41,8 @@ fn config(dir: &TempDir, start: OffsetDateTime, end: OffsetDateTime, page_size: 
         dry_run: false,
         retry_base_delay: Duration::from_millis(10),
         checkpoint: dir.0.join("checkpoint.json"),
+        keep_finished: false,
+        setting_names: SettingNames::Variables,
     }
 }
 
