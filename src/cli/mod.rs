@@ -42,15 +42,19 @@ pub enum Command {
     Serve(run::ServeArgs),
     /// Worker only: enrich queued events.
     Work(run::WorkArgs),
-    /// Publish the finished conversations of a time window as enriched records (resumable).
+    /// Publish the finished conversations of a time window as enriched records (resumable); every
+    /// project of RELAY_PROJECTS_FILE in turn, each with its own checkpoint, or --project NAME.
     Backfill(backfill::BackfillArgs),
     /// Dead letters: `list` them without removing any, `replay` them into the worker's queue.
     Dead(dead::DeadArgs),
-    /// Put every finished call of a window that no webhook delivered into the worker's queue, once.
+    /// Put every finished call of a window that no webhook delivered into the worker's queue, once;
+    /// every project of RELAY_PROJECTS_FILE in turn, or --project NAME.
     Reconcile(reconcile::ReconcileArgs),
-    /// Check the configuration, the broker and the API key; print what to fix.
+    /// Check the configuration, the broker and the API key; print what to fix. Every project of
+    /// RELAY_PROJECTS_FILE, or --project NAME.
     Check(check::CheckArgs),
     /// Register the webhook endpoint with PolyAI (prints the signing secret once); --list, --rotate ID.
+    /// With RELAY_PROJECTS_FILE: one project's (--project NAME), its path and platform key.
     Register(register::RegisterArgs),
     /// Sign and POST events the way PolyAI does; a load generator with --count and --concurrency.
     Send(send::SendArgs),

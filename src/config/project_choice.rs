@@ -9,8 +9,9 @@ use super::{ConfigError, ProjectEntry, ProjectsArgs, DEFAULT_PROJECT};
 pub struct ProjectChoice {
     #[command(flatten)]
     pub file: ProjectsArgs,
-    /// The project of RELAY_PROJECTS_FILE to work on; every project, in the file's order, when
-    /// unset. Without the file there is one project, `default`.
+    /// The project of RELAY_PROJECTS_FILE to work on. Unset: every project, in the file's order
+    /// (`register`, which works on one, takes the file's only project). Without the file there is
+    /// one project, `default`.
     #[arg(long, env = "RELAY_PROJECT")]
     pub project: Option<String>,
 }
