@@ -26,6 +26,7 @@ mod outage_logs;
 mod pipeline;
 mod poison;
 mod process;
+mod projects_backfill;
 mod projects_commands;
 mod projects_config;
 mod projects_receiver;

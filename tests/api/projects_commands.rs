@@ -157,7 +157,10 @@ async fn register_refuses_without_one_project_and_explains_a_refused_platform_ke
     projects.write(|text| text.replace("platform_url", "# platform_url"));
     let (code, _, stderr) = run(&projects, &["register", "--project", US, "--list"], &[]).await;
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("project `acme-us`: platform_url (or region) is required to register webhooks"), "{stderr}");
+    assert!(
+        stderr.contains("project `acme-us`: platform_url (or region) is required to register webhooks"),
+        "{stderr}"
+    );
 
     projects.write(|text| text);
     let (code, _, stderr) =

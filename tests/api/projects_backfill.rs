@@ -1,0 +1,120 @@
+//! `backfill` with `RELAY_PROJECTS_FILE` (design §12), as the built binary against a mock that
+//! serves both projects: each project's conversations are listed with its own key, published
+//! under its name, and checkpointed apart, so a run resumes project by project.
+
+use std::collections::{HashMap, HashSet};
+
+use lapin::options::BasicGetOptions;
+use polyai_relay::{config::EventTypes, queue::embedded::CONVERSATIONS_FILE};
+use serde_json::Value;
+
+use crate::{
+    backend::{Backend, TempDir, TestQueue},
+    helpers::header,
+    process::run_to_exit_with_stdout,
+    two_projects::{TwoProjects, UK, US},
+};
+
+async fn backfill(env: &[(String, String)], args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["backfill", "--since", "24h", "--page-size", "10"];
+    all.extend_from_slice(args);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    run_to_exit_with_stdout(&all, &env).await
+}
+
+/// The conversation id of each record of the embedded queue, in order.
+fn embedded_records(dir: &TempDir) -> Vec<String> {
+    std::fs::read_to_string(dir.0.join(CONVERSATIONS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["conversation"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn checkpoints(dir: &TempDir) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("backfill-checkpoint"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn backfill_project_publishes_that_projects_conversations_with_its_key_and_name() {
+    let projects = TwoProjects::start().await;
+    let queue = TestQueue::new(Backend::Amqp, EventTypes::All).await;
+    let data = TempDir::new();
+    let mut env = queue.env();
+    env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
+    env.push(("RELAY_DATA_DIR".into(), data.0.display().to_string()));
+    let (code, stdout, stderr) = backfill(&env, &["--project", US]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let expected = projects.finished_calls(US);
+    assert!(stdout.contains(&format!("project `acme-us`: ")), "{stdout}");
+    assert!(stdout.contains(&format!("published {}", expected.len())), "{stdout}");
+    assert!(!stdout.contains("acme-uk"), "{stdout}");
+
+    let broker = queue.broker();
+    let channel = broker.channel().await;
+    let mut published: HashMap<String, Option<String>> = HashMap::new();
+    while let Some(got) =
+        channel.basic_get(broker.conversations_queue().into(), BasicGetOptions { no_ack: true }).await.unwrap()
+    {
+        let record: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+        let id = record["conversation"]["id"].as_str().unwrap().to_owned();
+        published.insert(id, header(&got.delivery, "x-relay-project"));
+    }
+    assert_eq!(published.keys().cloned().collect::<HashSet<_>>(), expected, "acme-us's calls, none of acme-uk's");
+    assert!(published.values().all(|p| p.as_deref() == Some(US)), "{published:?}");
+    assert!(checkpoints(&data).is_empty(), "a finished run leaves no checkpoint");
+}
+
+#[tokio::test]
+async fn a_backfill_of_every_project_resumes_only_the_project_that_failed() {
+    let projects = TwoProjects::start().await;
+    let queue = TestQueue::new(Backend::Embedded, EventTypes::All).await;
+    let TestQueue::Embedded { dir, .. } = &queue else { unreachable!() };
+    let mut env = queue.env();
+    env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
+    let (uk, us) = (projects.finished_calls(UK), projects.finished_calls(US));
+
+    // acme-us's key is refused: acme-uk is backfilled all the same, and its checkpoint kept.
+    projects.control().revoke(TwoProjects::tenant(US)).unwrap();
+    let (code, stdout, stderr) = backfill(&env, &[]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("published {}", uk.len())) && stdout.contains("project `acme-uk`: "), "{stdout}");
+    assert!(stderr.contains("project `acme-us`: listing conversations failed: 401"), "{stderr}");
+    assert!(stderr.contains("check the project's api_key_file"), "{stderr}");
+    assert!(stderr.contains("backfilling project(s) acme-us failed"), "{stderr}");
+    assert_eq!(checkpoints(dir), ["backfill-checkpoint.acme-uk.json"]);
+    assert_eq!(embedded_records(dir).into_iter().collect::<HashSet<_>>(), uk);
+
+    // Run again: acme-uk is not redone, acme-us is backfilled, and no checkpoint is left.
+    projects.control().restore(TwoProjects::tenant(US)).unwrap();
+    let (code, stdout, stderr) = backfill(&env, &[]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("(finished by an earlier run)"), "{stdout}");
+    assert!(stdout.contains(&format!("project `acme-us`: ")), "{stdout}");
+    let records = embedded_records(dir);
+    assert_eq!(records.len(), uk.len() + us.len(), "each once");
+    assert_eq!(records.into_iter().collect::<HashSet<_>>(), uk.union(&us).cloned().collect());
+    assert!(checkpoints(dir).is_empty(), "{:?}", checkpoints(dir));
+}
+
+#[tokio::test]
+async fn one_checkpoint_file_cannot_serve_several_projects() {
+    let projects = TwoProjects::start().await;
+    let dir = TempDir::new();
+    let checkpoint = dir.0.join("mine.json").display().to_string();
+    let env = vec![
+        ("RELAY_PROJECTS_FILE".to_owned(), projects.file.clone()),
+        ("RELAY_DATA_DIR".to_owned(), dir.0.display().to_string()),
+    ];
+    let (code, _, stderr) = backfill(&env, &["--checkpoint", &checkpoint]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--checkpoint names one file, and this run backfills 2 projects"), "{stderr}");
+    let (code, stdout, stderr) = backfill(&env, &["--checkpoint", &checkpoint, "--project", UK]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+}
