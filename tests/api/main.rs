@@ -30,6 +30,7 @@ mod projects_backfill;
 mod projects_commands;
 mod projects_config;
 mod projects_receiver;
+mod projects_reconcile;
 mod proxy;
 mod receiver;
 mod receiver_amqp;

@@ -1,0 +1,164 @@
+//! Reconciliation with `RELAY_PROJECTS_FILE` (design §12): every project's calls are listed with
+//! its own key, and each event it makes names its project, so the worker fetches it with that
+//! project's key. One project's refused key holds back only that project's reconciliation, in
+//! the one-shot command and in the worker's loop.
+
+use std::{collections::HashMap, time::Duration};
+
+use polyai_relay::{
+    config::{ApiSettings, EventTypes, ProjectName, ReconcileSettings},
+    polyai::PolyaiClient,
+    queue::{embedded::EmbeddedQueue, Backend as QueueBackend, Message, Source},
+    reconcile::{run_continuously, LedgerSource, ProjectLister},
+    telemetry::Metrics,
+};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    backend::{both_backends, TempDir, TestQueue},
+    process::run_to_exit_with_stdout,
+    two_projects::{TwoProjects, KEY_UK, KEY_US, UK, US},
+};
+
+async fn reconcile(queue: &TestQueue, projects: &TwoProjects, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut env = queue.env();
+    env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut all = vec!["reconcile", "--since", "24h"];
+    all.extend_from_slice(args);
+    run_to_exit_with_stdout(&all, &env).await
+}
+
+/// Takes every event waiting for the worker: event id → its `x-relay-project`.
+async fn take_events(queue: &TestQueue) -> HashMap<String, Option<String>> {
+    let stop = CancellationToken::new();
+    let backend =
+        QueueBackend::open(&queue.settings(EventTypes::All, None), Metrics::isolated(), stop.clone()).unwrap();
+    backend.first_connection(Duration::from_secs(10)).await.unwrap();
+    let events = drain(backend.source.as_ref()).await;
+    stop.cancel();
+    events
+}
+
+async fn drain(source: &dyn Source) -> HashMap<String, Option<String>> {
+    let mut events = HashMap::new();
+    while let Some(delivery) = source.get().await.unwrap() {
+        delivery.acker.ack().await.unwrap();
+        let Message { message_id, headers, .. } = delivery.message;
+        events.insert(message_id, headers.get("x-relay-project").cloned());
+    }
+    events
+}
+
+/// What a pass over every project should have put into the queue: each project's finished
+/// calls, named by their project.
+fn expected(projects: &TwoProjects, names: &[&str]) -> HashMap<String, Option<String>> {
+    names
+        .iter()
+        .flat_map(|name| {
+            projects.finished_calls(name).into_iter().map(|id| (format!("reconcile:{id}"), Some(name.to_string())))
+        })
+        .collect()
+}
+
+both_backends! {
+    async fn reconcile_finds_each_projects_missing_calls_with_its_own_key(backend: Backend) {
+        let queue = TestQueue::new(backend, EventTypes::All).await;
+        let projects = TwoProjects::start().await;
+        let (code, stdout, stderr) = reconcile(&queue, &projects, &[]).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        for name in [UK, US] {
+            let line = format!("project `{name}`: ");
+            let count = format!("reconciled {},", projects.finished_calls(name).len());
+            assert!(stdout.lines().any(|l| l.starts_with(&line) && l.contains(&count)), "{name} {count}: {stdout}");
+        }
+        assert_eq!(take_events(&queue).await, expected(&projects, &[UK, US]));
+    }
+
+    async fn a_refused_key_holds_back_only_its_projects_reconciliation(backend: Backend) {
+        let queue = TestQueue::new(backend, EventTypes::All).await;
+        let projects = TwoProjects::start().await;
+        // The first project of the file fails; the second is reconciled all the same.
+        projects.control().revoke(TwoProjects::tenant(UK)).unwrap();
+        let (code, stdout, stderr) = reconcile(&queue, &projects, &[]).await;
+        assert_eq!(code, Some(1), "{stdout}{stderr}");
+        assert!(stderr.contains("project `acme-uk`: listing conversations failed: 401"), "{stderr}");
+        assert!(stderr.contains("reconciling project(s) acme-uk failed"), "{stderr}");
+        assert!(stdout.contains(&format!("project `acme-us`: ")) && !stdout.contains("project `acme-uk`"), "{stdout}");
+        assert_eq!(take_events(&queue).await, expected(&projects, &[US]));
+
+        // Once the key works again, --project reconciles that project alone.
+        projects.control().restore(TwoProjects::tenant(UK)).unwrap();
+        let (code, stdout, stderr) = reconcile(&queue, &projects, &["--project", UK, "--dry-run"]).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.contains("project `acme-uk`: would reconcile CA") && !stdout.contains("acme-us"), "{stdout}");
+        let (code, stdout, stderr) = reconcile(&queue, &projects, &["--project", UK]).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert_eq!(take_events(&queue).await, expected(&projects, &[UK]));
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_project_is_refused_before_anything_is_listed() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, EventTypes::All).await;
+    let projects = TwoProjects::start().await;
+    let (code, _, stderr) = reconcile(&queue, &projects, &["--project", "acme-fr"]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--project `acme-fr` is not in RELAY_PROJECTS_FILE (acme-uk, acme-us)"), "{stderr}");
+}
+
+fn lister(projects: &TwoProjects, name: &str, key: &str, account: &str, project: &str) -> ProjectLister {
+    let settings = ApiSettings {
+        project: ProjectName::parse("test", name).unwrap(),
+        ..ApiSettings::new(projects.mock.base_url().parse().unwrap(), SecretString::from(key), account, project)
+    };
+    ProjectLister { name: settings.project.clone(), client: PolyaiClient::new(&settings).unwrap() }
+}
+
+/// The worker's loop, in process on the embedded queue: a round lists every project with its own
+/// key; the first project's refused key is logged and counted, and the second is reconciled.
+#[tokio::test]
+async fn the_reconcile_loop_goes_on_past_a_project_whose_key_is_refused() {
+    let projects = TwoProjects::start().await;
+    projects.control().revoke(TwoProjects::tenant(UK)).unwrap();
+    let dir = TempDir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let settings = ReconcileSettings {
+        // One round: the test ends it.
+        every: Duration::from_secs(3600),
+        window: Duration::from_secs(24 * 3600),
+        settle: Duration::from_secs(600),
+        client_env: "live".into(),
+    };
+    let listers = vec![
+        lister(
+            &projects,
+            UK,
+            KEY_UK,
+            polyai_relay::mock_api::DEFAULT_ACCOUNT_ID,
+            polyai_relay::mock_api::DEFAULT_PROJECT_ID,
+        ),
+        lister(&projects, US, KEY_US, "ws-us", "PROJECT-US"),
+    ];
+    let topology = crate::broker::TestBroker::topology_for("embedded", EventTypes::All);
+    let metrics = Metrics::isolated();
+    let stop = CancellationToken::new();
+    let source = LedgerSource::embedded(queue.clone(), &topology);
+    let running = tokio::spawn(run_continuously(settings, listers, source, metrics.clone(), stop.clone()));
+
+    let wanted = projects.finished_calls(US).len() as u64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while queue.pending().await.unwrap() < wanted {
+        assert!(tokio::time::Instant::now() < deadline, "{} of {wanted} reconciled", queue.pending().await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    running.await.unwrap();
+
+    assert_eq!(drain(&queue).await, expected(&projects, &[US]));
+    let text = metrics.render();
+    assert!(text.contains("relay_reconcile_failures_total{project=\"acme-uk\"} 1"), "{text}");
+    assert!(text.contains(&format!("relay_reconciled_total{{project=\"acme-us\"}} {wanted}")), "{text}");
+    assert!(!text.contains("relay_reconcile_failures_total{project=\"acme-us\"}"), "{text}");
+}
