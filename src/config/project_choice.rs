@@ -72,3 +72,62 @@ impl Chosen {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    /// A projects file listing `acme-uk` and `acme-us`, removed with the test.
+    struct TwoProjects(PathBuf);
+
+    impl TwoProjects {
+        fn new() -> Self {
+            let path = std::env::temp_dir().join(format!("relay-projects-{}.toml", uuid::Uuid::new_v4().simple()));
+            std::fs::write(&path, "[[project]]\nname = \"acme-uk\"\n[[project]]\nname = \"acme-us\"\n").unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TwoProjects {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn choose(file: Option<&Path>, project: Option<&str>) -> Result<Chosen, ConfigError> {
+        let file = ProjectsArgs { projects_file: file.map(Path::to_path_buf) };
+        ProjectChoice { file, project: project.map(str::to_owned) }.choose()
+    }
+
+    fn names(chosen: &Chosen) -> Vec<&str> {
+        chosen.entries().unwrap().iter().map(|p| p.name.as_str()).collect()
+    }
+
+    #[test]
+    fn without_a_file_only_the_default_project_is_named() {
+        for project in [None, Some("default"), Some(" ")] {
+            assert!(matches!(choose(None, project).unwrap(), Chosen::Environment), "{project:?}");
+        }
+        let error = choose(None, Some("acme-uk")).unwrap_err().to_string();
+        assert!(error.contains("--project `acme-uk` needs RELAY_PROJECTS_FILE"), "{error}");
+        assert!(Chosen::Environment.one("register").unwrap().is_none());
+    }
+
+    #[test]
+    fn with_a_file_the_named_project_or_every_one() {
+        let file = TwoProjects::new();
+        let chosen = choose(Some(&file.0), None).unwrap();
+        assert_eq!(names(&chosen), ["acme-uk", "acme-us"]);
+        let several = chosen.one("register").unwrap_err().to_string();
+        assert!(several.contains("`register` works on one: name it with --project (acme-uk, acme-us)"), "{several}");
+
+        let chosen = choose(Some(&file.0), Some("acme-us")).unwrap();
+        assert_eq!(names(&chosen), ["acme-us"]);
+        assert_eq!(chosen.one("register").unwrap().unwrap().name.as_str(), "acme-us");
+
+        let unknown = choose(Some(&file.0), Some("acme-fr")).unwrap_err().to_string();
+        assert!(unknown.contains("--project `acme-fr` is not in RELAY_PROJECTS_FILE (acme-uk, acme-us)"), "{unknown}");
+    }
+}
