@@ -22,13 +22,22 @@ async fn backfill(env: &[(String, String)], args: &[&str]) -> (Option<i32>, Stri
     run_to_exit_with_stdout(&all, &env).await
 }
 
-/// The conversation id of each record of the embedded queue, in order.
-fn embedded_records(dir: &TempDir) -> Vec<String> {
+/// The project and conversation id of each record of the embedded queue, in order.
+fn embedded_records(dir: &TempDir) -> Vec<(String, String)> {
     std::fs::read_to_string(dir.0.join(CONVERSATIONS_FILE))
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["conversation"]["id"].as_str().unwrap().to_owned())
+        .map(|line| {
+            let record: Value = serde_json::from_str(line).unwrap();
+            let text = |value: &Value| value.as_str().unwrap().to_owned();
+            (text(&record["project"]), text(&record["conversation"]["id"]))
+        })
         .collect()
+}
+
+/// `ids` as records of `project`.
+fn of(project: &str, ids: &HashSet<String>) -> HashSet<(String, String)> {
+    ids.iter().map(|id| (project.to_owned(), id.clone())).collect()
 }
 
 /// Whether a summary line of `project` says `words`.
@@ -67,6 +76,7 @@ async fn backfill_project_publishes_that_projects_conversations_with_its_key_and
         channel.basic_get(broker.conversations_queue().into(), BasicGetOptions { no_ack: true }).await.unwrap()
     {
         let record: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+        assert_eq!(record["project"], US, "the record names its project as the worker's do");
         let id = record["conversation"]["id"].as_str().unwrap().to_owned();
         published.insert(id, header(&got.delivery, "x-relay-project"));
     }
@@ -93,7 +103,7 @@ async fn a_backfill_of_every_project_resumes_only_the_project_that_failed() {
     assert!(stderr.contains("check the project's api_key_file"), "{stderr}");
     assert!(stderr.contains("backfilling project(s) acme-us failed"), "{stderr}");
     assert_eq!(checkpoints(dir), ["backfill-checkpoint.acme-uk.json"]);
-    assert_eq!(embedded_records(dir).into_iter().collect::<HashSet<_>>(), uk);
+    assert_eq!(embedded_records(dir).into_iter().collect::<HashSet<_>>(), of(UK, &uk));
 
     // Run again: acme-uk is not redone, acme-us is backfilled, and no checkpoint is left.
     projects.control().restore(TwoProjects::tenant(US)).unwrap();
@@ -103,7 +113,7 @@ async fn a_backfill_of_every_project_resumes_only_the_project_that_failed() {
     assert!(has_line(&stdout, US, &format!("published {},", us.len())), "{stdout}");
     let records = embedded_records(dir);
     assert_eq!(records.len(), uk.len() + us.len(), "each once");
-    assert_eq!(records.into_iter().collect::<HashSet<_>>(), uk.union(&us).cloned().collect());
+    assert_eq!(records.into_iter().collect::<HashSet<_>>(), &of(UK, &uk) | &of(US, &us));
     assert!(checkpoints(dir).is_empty(), "{:?}", checkpoints(dir));
 }
 
