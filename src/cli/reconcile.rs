@@ -13,7 +13,7 @@ use crate::{
     config::{parse_duration, ApiArgs, BrokerArgs, ProjectChoice},
     polyai::PolyaiClient,
     queue::embedded::EmbeddedQueue,
-    reconcile::{self, AmqpLedger, EmbeddedLedger, Ledger, Pass, PassSummary, ProjectLister, ReconcileError},
+    reconcile::{self, AmqpLedger, EmbeddedLedger, Ledger, Pass, PassSummary, ReconcileError},
     shutdown,
     telemetry::Metrics,
 };
@@ -53,12 +53,8 @@ fn settle(text: &str) -> Result<Duration, String> {
 impl ReconcileArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
         let chosen = self.choice.choose()?;
-        let projects = self
-            .api
-            .chosen(chosen.entries())?
-            .iter()
-            .map(|api| Ok(ProjectLister { name: api.project.clone(), client: PolyaiClient::new(api)? }))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let projects =
+            self.api.chosen(chosen.entries())?.iter().map(PolyaiClient::new).collect::<Result<Vec<_>, _>>()?;
         // Lines name their project only when there is a file to name projects.
         let named = chosen.entries().is_some();
         let broker = self.broker.settings()?;
@@ -67,7 +63,14 @@ impl ReconcileArgs {
         let start = instant("--since", &self.since, now)?;
         let end = self.until.as_deref().map(|u| instant("--until", u, now)).transpose()?.unwrap_or(finished_before);
         anyhow::ensure!(start < end, "--since must be before --until (which is now minus the settle time by default)");
-        let window = Window { start, end, finished_before };
+        let pass = Pass {
+            start,
+            end,
+            finished_before,
+            client_env: self.client_env.clone(),
+            page_size: self.page_size,
+            dry_run: self.dry_run,
+        };
         let stop = shutdown::on_signal();
         match &broker.amqp_url {
             Some(target) => {
@@ -76,7 +79,7 @@ impl ReconcileArgs {
                     ledger.close().await;
                     anyhow::bail!("another reconciler is running (a worker with RELAY_RECONCILE_EVERY, or another `reconcile`); it covers this already");
                 }
-                let result = self.each_project(&window, &projects, named, &ledger, &stop).await;
+                let result = self.each_project(&pass, &projects, named, &ledger, &stop).await;
                 ledger.close().await;
                 result
             }
@@ -85,7 +88,7 @@ impl ReconcileArgs {
                 // RELAY_RECONCILE_EVERY, does the same while it runs).
                 let queue = EmbeddedQueue::open(&broker.data_dir, broker.topology.delivery_limit)?;
                 let ledger = EmbeddedLedger::new(queue, broker.topology.log_retention);
-                self.each_project(&window, &projects, named, &ledger, &stop).await
+                self.each_project(&pass, &projects, named, &ledger, &stop).await
             }
         }
     }
@@ -95,29 +98,20 @@ impl ReconcileArgs {
     /// end. A failing ledger fails the run at once: it is every project's.
     async fn each_project(
         &self,
-        window: &Window,
-        projects: &[ProjectLister],
+        pass: &Pass,
+        projects: &[PolyaiClient],
         named: bool,
         ledger: &dyn Ledger,
         stop: &tokio_util::sync::CancellationToken,
     ) -> anyhow::Result<()> {
         let mut failed = Vec::new();
-        for project in projects {
-            let prefix = if named { format!("project `{}`: ", project.name) } else { String::new() };
-            let pass = Pass {
-                project: project.name.clone(),
-                start: window.start,
-                end: window.end,
-                finished_before: window.finished_before,
-                client_env: self.client_env.clone(),
-                page_size: self.page_size,
-                dry_run: self.dry_run,
-            };
-            match reconcile::reconcile(&pass, &project.client, ledger, stop, &Metrics::global()).await {
+        for client in projects {
+            let prefix = if named { format!("project `{}`: ", client.project()) } else { String::new() };
+            match reconcile::reconcile(pass, client, ledger, stop, &Metrics::global()).await {
                 Ok(summary) => self.print(&prefix, &summary),
                 Err(error @ ReconcileError::List(_)) if projects.len() > 1 => {
                     eprintln!("{prefix}{error}");
-                    failed.push(project.name.to_string());
+                    failed.push(client.project().to_string());
                 }
                 Err(error) => return Err(anyhow::anyhow!("{prefix}{error}")),
             }
@@ -142,11 +136,4 @@ impl ReconcileArgs {
             summary.listed, summary.reconciled, summary.known, summary.in_progress, summary.settling, summary.other_environment
         );
     }
-}
-
-/// The window of a run: the same for every project.
-struct Window {
-    start: OffsetDateTime,
-    end: OffsetDateTime,
-    finished_before: OffsetDateTime,
 }

@@ -38,20 +38,11 @@ impl LedgerSource {
     }
 }
 
-/// One project a round reconciles.
-pub struct ProjectLister {
-    /// Named on the events its passes make, and on its metrics and logs.
-    pub name: ProjectName,
-    /// Lists the project's calls with its own key, ids and host.
-    pub client: PolyaiClient,
-}
-
-/// The pass of `project` that runs now.
-pub fn pass_now(settings: &ReconcileSettings, project: ProjectName, dry_run: bool) -> Pass {
+/// The pass that runs now.
+pub fn pass_now(settings: &ReconcileSettings, dry_run: bool) -> Pass {
     let now = OffsetDateTime::now_utc();
     let finished_before = now - settings.settle;
     Pass {
-        project,
         start: now - settings.window,
         end: finished_before,
         finished_before,
@@ -62,7 +53,7 @@ pub fn pass_now(settings: &ReconcileSettings, project: ProjectName, dry_run: boo
 }
 
 /// Starts the loop when the worker's settings turn it on: every project of the worker, each
-/// with a client of its own.
+/// listed by a client of its own (its key, ids and host).
 pub fn start(
     worker: &WorkerSettings,
     broker: &BrokerSettings,
@@ -71,11 +62,7 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(settings) = worker.reconcile.clone() else { return Ok(()) };
-    let projects = worker
-        .projects
-        .iter()
-        .map(|api| Ok(ProjectLister { name: api.project.clone(), client: PolyaiClient::new(api)? }))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let projects = worker.projects.iter().map(PolyaiClient::new).collect::<Result<Vec<_>, _>>()?;
     let source = match (&broker.amqp_url, embedded) {
         (Some(target), _) => {
             LedgerSource::Amqp { target: Box::new(target.clone()), topology: Box::new(broker.topology.clone()) }
@@ -87,10 +74,11 @@ pub fn start(
     Ok(())
 }
 
-/// Runs a round every `settings.every` until shutdown.
+/// Runs a round every `settings.every` until shutdown: a pass per project, each listing with
+/// its client.
 pub async fn run_continuously(
     settings: ReconcileSettings,
-    projects: Vec<ProjectLister>,
+    projects: Vec<PolyaiClient>,
     source: LedgerSource,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -159,23 +147,23 @@ async fn locked(ledger: &AmqpLedger) -> Option<&dyn Ledger> {
 /// next one goes on; a failing ledger (every project's) ends the round. `Break` at shutdown.
 async fn round(
     settings: &ReconcileSettings,
-    projects: &[ProjectLister],
+    projects: &[PolyaiClient],
     ledger: &dyn Ledger,
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> ControlFlow<()> {
-    for project in projects {
-        let pass = pass_now(settings, project.name.clone(), false);
-        match reconcile(&pass, &project.client, ledger, shutdown, metrics).await {
-            Ok(summary) => log(&project.name, &summary),
+    for client in projects {
+        let project = client.project();
+        match reconcile(&pass_now(settings, false), client, ledger, shutdown, metrics).await {
+            Ok(summary) => log(project, &summary),
             Err(ReconcileError::Interrupted) => return ControlFlow::Break(()),
             Err(error @ ReconcileError::Ledger(_)) => {
                 tracing::warn!(%error, "reconciliation round failed; the next one retries");
                 return ControlFlow::Continue(());
             }
             Err(error @ ReconcileError::List(_)) => {
-                tracing::warn!(project = %project.name, %error, "reconciling this project failed; the other projects go on, and the next round retries it");
-                let label = project.name.label();
+                tracing::warn!(%project, %error, "reconciling this project failed; the other projects go on, and the next round retries it");
+                let label = project.label();
                 metrics.record(|| metrics::counter!(names::RECONCILE_FAILURES, "project" => label).increment(1));
             }
         }

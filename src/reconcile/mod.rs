@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::{
     amqp::AmqpLedger,
-    continuous::{pass_now, run_continuously, start, LedgerSource, ProjectLister},
+    continuous::{pass_now, run_continuously, start, LedgerSource},
     embedded::EmbeddedLedger,
     listing::Call,
 };
@@ -64,12 +64,9 @@ pub trait Ledger: Send + Sync {
     async fn submit(&self, event: Message) -> Result<(), ReconcileError>;
 }
 
-/// One pass over one project's calls.
+/// One pass over one project's calls (the project of the client that lists them).
 #[derive(Debug, Clone)]
 pub struct Pass {
-    /// The relay project whose calls are listed: named by the `x-relay-project` header of each
-    /// event the pass makes, so the worker fetches it with that project's key (design §12).
-    pub project: ProjectName,
     /// Calls that started in `[start, end)`.
     pub start: OffsetDateTime,
     pub end: OffsetDateTime,
@@ -95,10 +92,11 @@ pub struct PassSummary {
     pub ids: Vec<String>,
 }
 
-/// The event the relay makes for a call no webhook delivered: shaped like a webhook, and named
-/// by its project as the receiver names a webhook, so the worker fetches and enriches it as one.
-pub fn event(call: &Call, pass: &Pass, now: OffsetDateTime) -> Message {
-    let environment = call.environment.as_deref().unwrap_or(&pass.client_env);
+/// The event the relay makes for a call of `project` that no webhook delivered: shaped like a
+/// webhook, and named by its project as the receiver names a webhook, so the worker fetches it
+/// with that project's key and enriches it as one (design §12).
+pub fn event(call: &Call, client_env: &str, project: &ProjectName, now: OffsetDateTime) -> Message {
+    let environment = call.environment.as_deref().unwrap_or(client_env);
     let body = json!({"type": EVENT_TYPE, "data": {"conversation_id": call.id, "environment": environment}});
     Message {
         body: body.to_string().into_bytes().into(),
@@ -107,13 +105,14 @@ pub fn event(call: &Call, pass: &Pass, now: OffsetDateTime) -> Message {
         timestamp: now.unix_timestamp().max(0) as u64,
         headers: [
             (headers::RECEIVED_AT.to_owned(), now.format(&Rfc3339).unwrap_or_default()),
-            (headers::PROJECT.to_owned(), pass.project.to_string()),
+            (headers::PROJECT.to_owned(), project.to_string()),
         ]
         .into(),
     }
 }
 
-/// Runs one pass: reads what the ledger knows, pages the list, and submits the rest.
+/// Runs one pass over the calls of `client`'s project: reads what the ledger knows, pages the
+/// list with the project's key, and submits the rest.
 pub async fn reconcile(
     pass: &Pass,
     client: &PolyaiClient,
@@ -141,11 +140,12 @@ pub async fn reconcile(
                     if stop.is_cancelled() {
                         return Err(ReconcileError::Interrupted);
                     }
-                    ledger.submit(event(&call, pass, OffsetDateTime::now_utc())).await?;
-                    let project = pass.project.label();
-                    metrics.record(|| metrics::counter!(names::RECONCILED, "project" => project).increment(1));
+                    let project = client.project();
+                    ledger.submit(event(&call, &pass.client_env, project, OffsetDateTime::now_utc())).await?;
+                    let label = project.label();
+                    metrics.record(|| metrics::counter!(names::RECONCILED, "project" => label).increment(1));
                     tracing::info!(
-                        project = %pass.project,
+                        %project,
                         conversation_id = %call.id,
                         started_at = call.started_at_text.as_deref().unwrap_or("unknown"),
                         "reconciled a finished call that no webhook delivered"

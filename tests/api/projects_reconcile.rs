@@ -9,7 +9,7 @@ use polyai_relay::{
     config::{ApiSettings, EventTypes, ProjectName, ReconcileSettings},
     polyai::PolyaiClient,
     queue::{embedded::EmbeddedQueue, Backend as QueueBackend, Message, Source},
-    reconcile::{run_continuously, LedgerSource, ProjectLister},
+    reconcile::{run_continuously, LedgerSource},
     telemetry::Metrics,
 };
 use secrecy::SecretString;
@@ -110,12 +110,13 @@ async fn an_unknown_project_is_refused_before_anything_is_listed() {
     assert!(stderr.contains("--project `acme-fr` is not in RELAY_PROJECTS_FILE (acme-uk, acme-us)"), "{stderr}");
 }
 
-fn lister(projects: &TwoProjects, name: &str, key: &str, account: &str, project: &str) -> ProjectLister {
+/// The client of relay project `name`, with its key and ids.
+fn client(projects: &TwoProjects, name: &str, key: &str, account: &str, project: &str) -> PolyaiClient {
     let settings = ApiSettings {
         project: ProjectName::parse("test", name).unwrap(),
         ..ApiSettings::new(projects.mock.base_url().parse().unwrap(), SecretString::from(key), account, project)
     };
-    ProjectLister { name: settings.project.clone(), client: PolyaiClient::new(&settings).unwrap() }
+    PolyaiClient::new(&settings).unwrap()
 }
 
 /// The worker's loop, in process on the embedded queue: a round lists every project with its own
@@ -133,21 +134,21 @@ async fn the_reconcile_loop_goes_on_past_a_project_whose_key_is_refused() {
         settle: Duration::from_secs(600),
         client_env: "live".into(),
     };
-    let listers = vec![
-        lister(
+    let clients = vec![
+        client(
             &projects,
             UK,
             KEY_UK,
             polyai_relay::mock_api::DEFAULT_ACCOUNT_ID,
             polyai_relay::mock_api::DEFAULT_PROJECT_ID,
         ),
-        lister(&projects, US, KEY_US, "ws-us", "PROJECT-US"),
+        client(&projects, US, KEY_US, "ws-us", "PROJECT-US"),
     ];
     let topology = crate::broker::TestBroker::topology_for("embedded", EventTypes::All);
     let metrics = Metrics::isolated();
     let stop = CancellationToken::new();
     let source = LedgerSource::embedded(queue.clone(), &topology);
-    let running = tokio::spawn(run_continuously(settings, listers, source, metrics.clone(), stop.clone()));
+    let running = tokio::spawn(run_continuously(settings, clients, source, metrics.clone(), stop.clone()));
 
     let wanted = projects.finished_calls(US).len() as u64;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
