@@ -38,6 +38,24 @@ async fn a_signed_event_is_answered_204_and_enqueued_with_every_property() {
 }
 
 #[tokio::test]
+async fn a_webhook_larger_than_many_frames_is_enqueued_whole() {
+    // The relay asks the broker for small frames (a smaller buffer per connection): a body near
+    // the size limit travels as dozens of body frames and must arrive byte for byte.
+    let app = spawn_app_with(receiver_only()).await;
+    let padding = "x".repeat(900 * 1024);
+    let body = serde_json::json!({
+        "type": "conversation.completed",
+        "data": {"conversation_id": "CA0003", "environment": "live", "padding": padding},
+    })
+    .to_string();
+    assert_eq!(app.post_signed(&body).await.status(), 204);
+
+    let delivery = app.queue.broker().next_message(&app.queue.broker().topology.enrich_queue).await;
+    assert_eq!(delivery.data.len(), body.len());
+    assert!(delivery.data == body.as_bytes(), "the body is forwarded byte for byte");
+}
+
+#[tokio::test]
 async fn a_body_signed_event_is_accepted_and_its_id_is_a_digest_of_the_body() {
     let app = spawn_app_with(receiver_only()).await;
     let body = completed("CA0002");

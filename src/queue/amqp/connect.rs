@@ -23,6 +23,12 @@ use crate::{
 /// cut off by the network never answers, and the others should not wait long for it.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The largest frame asked of the broker unless the URL sets `frame_max`. lapin keeps a receive
+/// and a send buffer of 32 frames each, zero-filled: at RabbitMQ's default of 128 KiB that is
+/// 8 MiB resident per connection, most of an idle relay's heap (BENCHMARKS.md). At 16 KiB it is
+/// 1 MiB; a larger message travels as several body frames, which AMQP is made for.
+const FRAME_MAX: u32 = 16 * 1024;
+
 /// Connects to the first address that answers, starting after the one used last.
 pub struct Connector {
     addresses: Vec<SecretString>,
@@ -78,8 +84,9 @@ impl Connector {
     fn endpoint(&self, index: usize) -> Result<(AMQPUri, String), String> {
         // Validated at start-up (config::amqp), so this fails only for a hand-built target; the
         // parser's message could quote the password, so it is not passed on.
-        let uri = AMQPUri::from_str(self.addresses[index].expose_secret())
+        let mut uri = AMQPUri::from_str(self.addresses[index].expose_secret())
             .map_err(|_| format!("address {} is not a valid AMQP URL", index + 1))?;
+        uri.query.frame_max.get_or_insert(FRAME_MAX);
         let host = format!("{}:{}", uri.authority.host, uri.authority.port);
         Ok((uri, host))
     }
@@ -144,4 +151,25 @@ fn warn_once_about_hostnames() {
              any certificate from a trusted root is accepted, so anyone holding one can pose as the broker"
         );
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::config::TlsSettings;
+
+    fn connector(url: &str) -> Connector {
+        let target = AmqpTarget { addresses: vec![SecretString::from(url)], tls: TlsSettings::default() };
+        Connector::new(&target, Metrics::isolated())
+    }
+
+    #[test]
+    fn small_frames_are_asked_for_unless_the_url_names_a_size() {
+        let (uri, _) = connector("amqp://guest:guest@127.0.0.1:5672/%2f").endpoint(0).unwrap();
+        assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
+        let (uri, _) = connector("amqp://guest:guest@127.0.0.1:5672/%2f?frame_max=131072").endpoint(0).unwrap();
+        assert_eq!(uri.query.frame_max, Some(131_072));
+    }
 }
