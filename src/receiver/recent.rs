@@ -16,13 +16,17 @@ use tokio::time::Instant;
 
 use crate::signature::{MatchedScheme, VerifiedEvent};
 
-/// Entries at most: 64 Ki × (32-byte key + bookkeeping) is a few MB.
+/// Entries at most: 64 Ki × 20 bytes in each of the map and the queue, about 4 MB when full.
 const CAPACITY: usize = 1 << 16;
 
 /// What makes two deliveries the same: for the timestamped scheme, the signature and the
 /// timestamp it covers; for the body scheme, the body's digest (its signature adds nothing).
+///
+/// The first 128 bits of a SHA-256: two different deliveries share them with a chance of about
+/// 2^-97 among a full table, and a sender would need a second preimage of SHA-256 to make one on
+/// purpose. Half the digest halves the table (the peak RSS of a busy receiver, BENCHMARKS.md).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct DeliveryKey([u8; 32]);
+pub struct DeliveryKey([u8; 16]);
 
 impl DeliveryKey {
     /// `project`: the same body sent to two projects' paths is two deliveries.
@@ -44,32 +48,58 @@ impl DeliveryKey {
                 digest.update(event.body());
             }
         }
-        Self(digest.finalize().into())
+        let digest = digest.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Self(key)
     }
 }
 
 /// Keys of the deliveries enqueued within the last `window`.
 pub struct RecentDeliveries {
     window: Duration,
+    /// Expiries are whole seconds since this instant: 4 bytes an entry instead of an `Instant`'s 16.
+    epoch: Instant,
     state: Mutex<State>,
 }
 
-#[derive(Default)]
+/// Seconds since [`RecentDeliveries::epoch`]; `u32` lasts 136 years.
+type Second = u32;
+
 struct State {
-    expiry: HashMap<DeliveryKey, Instant>,
+    /// Each remembered key and the second it expires at.
+    expiry: HashMap<DeliveryKey, Second>,
     /// Insertion order, to expire and evict the oldest first.
-    order: VecDeque<(Instant, DeliveryKey)>,
+    order: VecDeque<(Second, DeliveryKey)>,
 }
 
 impl RecentDeliveries {
     pub fn new(window: Duration) -> Self {
-        Self { window, state: Mutex::new(State::default()) }
+        // Allocated whole at start-up: the peak a full table reaches, and never the moment when a
+        // growing map holds its old and new buckets at once. Untouched pages cost no memory
+        // until entries land in them.
+        let state = State { expiry: HashMap::with_capacity(CAPACITY), order: VecDeque::with_capacity(CAPACITY) };
+        Self { window, epoch: Instant::now(), state: Mutex::new(state) }
+    }
+
+    /// Whole seconds since the epoch, rounded down: a key is forgotten only once its expiry has
+    /// fully passed.
+    fn now(&self) -> Second {
+        Second::try_from(self.epoch.elapsed().as_secs()).unwrap_or(Second::MAX)
+    }
+
+    /// When a key inserted now expires, rounded up: a delivery is remembered for the whole
+    /// window, at most a second longer.
+    fn expiry(&self) -> Second {
+        let expires = self.epoch.elapsed() + self.window;
+        let seconds = expires.as_secs() + u64::from(expires.subsec_nanos() > 0);
+        Second::try_from(seconds).unwrap_or(Second::MAX)
     }
 
     /// Whether `key` was enqueued within the window.
     pub fn contains(&self, key: &DeliveryKey) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
+        let now = self.now();
         state.forget_expired(now);
         state.expiry.get(key).is_some_and(|expires| *expires > now)
     }
@@ -77,19 +107,18 @@ impl RecentDeliveries {
     /// Records a delivery that was just enqueued.
     pub fn insert(&self, key: DeliveryKey) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        state.forget_expired(now);
+        state.forget_expired(self.now());
         while state.order.len() >= CAPACITY {
             state.forget_oldest();
         }
-        let expires = now + self.window;
+        let expires = self.expiry();
         state.expiry.insert(key, expires);
         state.order.push_back((expires, key));
     }
 }
 
 impl State {
-    fn forget_expired(&mut self, now: Instant) {
+    fn forget_expired(&mut self, now: Second) {
         while self.order.front().is_some_and(|(expires, _)| *expires <= now) {
             self.forget_oldest();
         }
@@ -110,16 +139,20 @@ mod tests {
     use super::*;
 
     fn key(n: u8) -> DeliveryKey {
-        DeliveryKey([n; 32])
+        DeliveryKey([n; 16])
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_key_is_remembered_for_the_window_only() {
         let recent = RecentDeliveries::new(Duration::from_secs(300));
+        tokio::time::advance(Duration::from_millis(500)).await;
         recent.insert(key(1));
         assert!(recent.contains(&key(1)));
         assert!(!recent.contains(&key(2)));
-        tokio::time::advance(Duration::from_secs(301)).await;
+        // Whole seconds, rounded towards remembering: still there at the window's last instant.
+        tokio::time::advance(Duration::from_millis(299_999)).await;
+        assert!(recent.contains(&key(1)));
+        tokio::time::advance(Duration::from_secs(2)).await;
         assert!(!recent.contains(&key(1)));
         assert!(recent.state.lock().unwrap().order.is_empty());
     }
@@ -128,7 +161,7 @@ mod tests {
     async fn memory_stays_bounded_by_forgetting_the_oldest() {
         let recent = RecentDeliveries::new(Duration::from_secs(300));
         for n in 0..(CAPACITY + 10) {
-            let mut bytes = [0u8; 32];
+            let mut bytes = [0u8; 16];
             bytes[..8].copy_from_slice(&(n as u64).to_le_bytes());
             recent.insert(DeliveryKey(bytes));
         }
