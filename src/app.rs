@@ -73,6 +73,7 @@ pub async fn start_with(
         );
     }
     let publisher = backend.publisher.clone();
+    tokio::spawn(metrics.clone().keep_up(shutdown.clone()));
 
     let mut worker_task = None;
     let mut readiness = receiver::publisher_readiness(publisher.clone());
