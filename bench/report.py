@@ -54,7 +54,12 @@ relay_broker_us = us(float(env["relay_beam"]), relay["ok"])
 parts = bare_us + lapin_us
 fixed = [sent(f"fixed{i}.txt") for i in (1, 2, 3)]
 idle_mb, peak_mb = int(env["idle_rss"]) / 1024, int(env["peak_rss"]) / 1024
-worker = int(env["WORKER_EVENTS"]) / (int(env["worker_ms"]) / 1000)
+worker_records = number(r"records: (\d+)", "worker.txt")
+worker_fetches = number(r"fetches: (\d+)", "worker.txt")
+worker_first_s = number(r"first_record_s: ([0-9.]+)", "worker.txt")
+worker_last_s = number(r"last_record_s: ([0-9.]+)", "worker.txt")
+# From the first record to the last: the API's pace, not start-up (timed on its own below).
+worker = (worker_records - number(r"records_at_first: (\d+)", "worker.txt")) / max(worker_last_s - worker_first_s, 1e-3)
 ideal = 64 / 0.05
 build_s = float(re.search(r"(\d+) s", env["build"]).group(1))
 queued = int(env["queued"])
@@ -82,7 +87,9 @@ rows += [
     ("receiver RSS idle / peak", f"{idle_mb:.1f} / {peak_mb:.1f} MB", "",
      f"≤ 12 / 32 MB: {verdict(idle_mb <= 12 and peak_mb <= 32)}"),
     ("worker, API at 50 ms, concurrency 64", f"{worker:,.0f} records/s = {worker / ideal:.0%} of {ideal:,.0f}/s",
-     f"peak RSS {int(env['worker_rss']) / 1024:.1f} MB", f"≥ 95%: {verdict(worker >= 0.95 * ideal)}"),
+     f"{worker_records:,.0f} records, {worker_fetches:,.0f} API fetches; first record {worker_first_s:.2f} s, "
+     f"last {worker_last_s:.2f} s after start; peak RSS {int(env['worker_rss']) / 1024:.1f} MB",
+     f"≥ 95%: {verdict(worker >= 0.95 * ideal)}" if worker_fetches >= worker_records else "**invalid**: fewer fetches than records"),
     ("release build", env["build"], f"binary {env['binary_mb']} MB",
      f"≤ 150 s clean: {verdict(build_s <= 150)}" if "clean" in env["build"] else "clean build not timed"),
     ("start-up to /readyz", f"{env['ready_ms']} ms", "", ""),

@@ -7,9 +7,10 @@
 //! - `depth <amqp_url> <queue>`: the exact number of ready messages (a passive declare; the
 //!   management statistics of quorum queues lag by seconds);
 //! - `purge <amqp_url> <queue>`;
-//! - `fill <amqp_url> <exchange> <routing_key> <count> <conversation_id>`: `count` raw events for
-//!   one conversation, as the receiver publishes them, for the worker's phase (the receiver would
-//!   rightly take identical signed deliveries of the same second for one).
+//! - `fill <amqp_url> <exchange> <routing_key> <ids_file>`: one raw event, as the receiver
+//!   publishes it, for each conversation id in the file (one a line), for the worker's phase:
+//!   each event makes the worker fetch a conversation of its own, as distinct webhooks would (the
+//!   receiver would rightly take identical signed deliveries of the same second for one).
 
 use std::{
     sync::{
@@ -42,16 +43,19 @@ async fn main() -> anyhow::Result<()> {
             channel.queue_purge((*queue).into(), QueuePurgeOptions::default()).await?;
             Ok(())
         }
-        ["fill", url, exchange, key, count, conversation] => {
+        ["fill", url, exchange, key, ids_file] => {
+            let ids = std::fs::read_to_string(ids_file)?;
+            let ids: Vec<&str> = ids.lines().map(str::trim).filter(|id| !id.is_empty()).collect();
+            anyhow::ensure!(!ids.is_empty(), "no conversation id in {ids_file}");
             let channel = Connection::connect(url, ConnectionProperties::default()).await?.create_channel().await?;
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
-            let body = serde_json::json!({
-                "type": "conversation.completed",
-                "data": {"conversation_id": conversation, "environment": "live"},
-            })
-            .to_string();
             let mut confirms = Vec::new();
-            for _ in 0..count.parse::<usize>()? {
+            for id in ids {
+                let body = serde_json::json!({
+                    "type": "conversation.completed",
+                    "data": {"conversation_id": id, "environment": "live"},
+                })
+                .to_string();
                 let options = BasicPublishOptions { mandatory: true, ..Default::default() };
                 let publish = channel.basic_publish(
                     (*exchange).into(),
