@@ -78,9 +78,9 @@ pub async fn serve(
         };
         tokio::spawn(connection.run(stream));
         if evicted {
-            // Under a flood every accept evicts: let every connection run once before the next,
-            // so that a new one is read (and a delivery verified) long before `max_connections`
-            // further accepts make it the oldest, however loaded the machine.
+            // Under a flood every accept evicts: give the connections' tasks a turn before the
+            // next, so that a new one is read (and a delivery verified) long before
+            // `max_connections` further accepts make it the oldest, however loaded the machine.
             tokio::task::yield_now().await;
         }
     }
