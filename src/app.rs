@@ -104,17 +104,18 @@ pub async fn start_with(
     let limits = components.server.limits.clone();
     let admin = bind("RELAY_ADMIN_LISTEN", components.server.admin_listen).await?;
     let admin_addr = admin.local_addr()?;
-    let mut servers = vec![tokio::spawn(listener::serve(admin, ops, limits.clone(), shutdown.clone()))];
+    let admin_server = listener::serve(admin, "admin", ops, limits.clone(), metrics.clone(), shutdown.clone());
+    let mut servers = vec![tokio::spawn(admin_server)];
     let mut local_addr = admin_addr;
     if let Some(settings) = components.receiver {
         let webhooks = bind("RELAY_LISTEN", settings.listen).await?;
         local_addr = webhooks.local_addr()?;
-        let mut receiver = Receiver::new(settings, publisher.clone(), metrics);
+        let mut receiver = Receiver::new(settings, publisher.clone(), metrics.clone());
         if let Some(spool) = spool {
             receiver = receiver.with_spool(spool);
         }
         let router = receiver::router(Arc::new(receiver));
-        servers.push(tokio::spawn(listener::serve(webhooks, router, limits, shutdown.clone())));
+        servers.push(tokio::spawn(listener::serve(webhooks, "webhooks", router, limits, metrics, shutdown.clone())));
     }
     tracing::info!(%local_addr, %admin_addr, "listening");
     let server = futures_util::future::join_all(servers);

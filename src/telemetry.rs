@@ -13,7 +13,7 @@ use crate::config::LogFormat;
 
 /// Metric names, in one place so dashboards, alerts and tests agree with the code.
 pub mod names {
-    /// Webhook requests by `outcome` (accepted, spooled, ignored, duplicate, unauthorized, bad_request, too_large, timeout, overloaded, unavailable, spool_full).
+    /// Webhook requests by `outcome` (accepted, spooled, ignored, duplicate, unauthorized, bad_request, too_large, timeout, overloaded, evicted, unavailable, spool_full).
     pub const REQUESTS: &str = "relay_webhook_requests_total";
     /// Signature failures by `reason`.
     pub const VERIFY_FAILURES: &str = "relay_signature_failures_total";
@@ -66,6 +66,9 @@ pub mod names {
     /// Webhook requests whose body is still arriving: they hold a connection but no publishing
     /// capacity (design §10).
     pub const BODIES_READING: &str = "relay_webhook_bodies_reading";
+    /// Connections closed at the connection cap to make room for a new one, by `listener`
+    /// (webhooks, admin) and the `phase` they were in (head, request, idle): a flood's volume.
+    pub const CONNECTIONS_EVICTED: &str = "relay_connections_evicted_total";
 }
 
 /// Installs the global tracing subscriber. Logs go to stderr; stdout belongs to commands' output.

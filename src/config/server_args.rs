@@ -17,9 +17,11 @@ pub struct ConnectionLimits {
     pub header_timeout: Duration,
     /// A keep-alive connection with no request in flight closes after this long.
     pub idle_timeout: Duration,
-    /// Bytes of a request line plus headers; more is answered `431`.
+    /// Bytes of a request line plus headers; more is answered `431`. Also hyper's read buffer
+    /// cap, so with `max_connections` it bounds the memory a flood can take.
     pub max_header_bytes: usize,
-    /// Open connections at most; more wait in the kernel's backlog.
+    /// Open connections at most; at the cap a new one takes the place of the oldest with no
+    /// verified request in flight.
     pub max_connections: usize,
 }
 
@@ -28,8 +30,10 @@ impl Default for ConnectionLimits {
         Self {
             header_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
-            max_header_bytes: 64 << 10,
-            max_connections: 4096,
+            // Measured under a flood of 10,000 sockets in BENCHMARKS.md: these two keep the
+            // relay under 64 MB whatever each socket sends.
+            max_header_bytes: 16 << 10,
+            max_connections: 1024,
         }
     }
 }
@@ -54,10 +58,11 @@ pub struct ServerArgs {
     #[arg(long, env = "RELAY_IDLE_TIMEOUT", default_value = "60s", value_parser = duration("RELAY_IDLE_TIMEOUT"))]
     pub idle_timeout: Duration,
     /// Request line and headers at most; more is answered 431.
-    #[arg(long, env = "RELAY_MAX_HEADER_BYTES", default_value = "64KiB", value_parser = size("RELAY_MAX_HEADER_BYTES"))]
+    #[arg(long, env = "RELAY_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = size("RELAY_MAX_HEADER_BYTES"))]
     pub max_header_bytes: usize,
-    /// Open connections at most, per listener; more wait in the backlog.
-    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 4096)]
+    /// Open connections at most, per listener; at the cap a new one takes the place of the
+    /// oldest with no verified request in flight.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 }
 

@@ -1,54 +1,58 @@
 //! The HTTP listeners (webhooks, admin): hyper's HTTP/1 server with the connection-level limits
 //! of design §10, so that a client without the secret cannot hold capacity a signed delivery
-//! needs. It knows routers and sockets, not routes, signatures or queues.
+//! needs. It knows routers and sockets, not routes, signatures or queues: the webhook handler
+//! says which requests are verified through [`ConnectionGuard`].
 //!
-//! - At most `max_connections` open connections: beyond, new ones wait in the kernel's backlog,
-//!   and the process keeps file descriptors for the broker, the API and its store.
+//! - At most `max_connections` open connections. At the cap, a new connection takes the place of
+//!   the oldest one not handling a verified request (those that never carried one go first),
+//!   which is closed: a flood churns its own connections while PolyAI's get through, and the
+//!   process keeps file descriptors and memory for the broker, the API and its store.
 //! - A new connection's first byte is due within the header timeout; until it comes no HTTP
 //!   state (buffers) exists for it.
-//! - Headers are due within the header timeout of their first byte and capped in bytes (`431`).
+//! - Headers are due within the header timeout of their first byte and capped in bytes (`431`);
+//!   hyper's read buffer is capped alike, which bounds what each connection costs.
 //! - A keep-alive connection with no request in flight closes after the idle timeout.
 
+mod connection;
+mod places;
 mod watchdog;
+mod watched;
 
-use std::{convert::Infallible, sync::Arc};
-
-use axum::{extract::Request, Router};
-use hyper::{body::Incoming, server::conn::http1};
-use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::{GracefulShutdown, Watcher},
-};
-use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore},
-};
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::{rt::TokioTimer, server::graceful::GracefulShutdown};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 
-use self::watchdog::{Activity, Watched};
-use crate::config::ConnectionLimits;
+pub use self::connection::ConnectionGuard;
+use self::{connection::Connection, places::Places};
+use crate::{config::ConnectionLimits, telemetry::Metrics};
 
 /// hyper refuses a read buffer smaller than this.
 const MIN_READ_BUFFER: usize = 8192;
 
-/// Serves `router` on `listener` until `shutdown`, then lets open connections finish their
-/// requests (idle ones close at once) and returns when the last one has closed.
-pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimits, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+/// Serves `router` on `listener` (named `name` in metrics and logs) until `shutdown`, then lets
+/// open connections finish their requests (idle ones close at once) and returns when the last
+/// one has closed.
+pub async fn serve(
+    listener: TcpListener,
+    name: &'static str,
+    router: Router,
+    limits: ConnectionLimits,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+) {
+    let places = Places::new(name, limits.max_connections, metrics);
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         // The watchdog times headers and idle connections; hyper's timer would treat both alike.
         .header_read_timeout(None)
         .max_header_size(limits.max_header_bytes)
-        // Never buffer more than the header cap while a head is incomplete (hyper's default is ~400 KB).
+        // Never buffer more than the header cap while a head is incomplete (hyper's default is
+        // ~400 KB): with `max_connections` this bounds what a flood can hold (BENCHMARKS.md).
         .max_buf_size(limits.max_header_bytes.max(MIN_READ_BUFFER));
     loop {
-        let slot = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
-        };
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -59,6 +63,10 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
                 }
             },
         };
+        let (place, evicted) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            admitted = places.admit() => admitted,
+        };
         let _ = stream.set_nodelay(true);
         let connection = Connection {
             http: http.clone(),
@@ -66,9 +74,15 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ConnectionLimi
             limits: limits.clone(),
             watcher: graceful.watcher(),
             shutdown: shutdown.clone(),
-            _slot: slot,
+            place,
         };
         tokio::spawn(connection.run(stream));
+        if evicted {
+            // Under a flood every accept evicts: give the connections' tasks a turn before the
+            // next, so that a new one is read (and a delivery verified) long before
+            // `max_connections` further accepts make it the oldest, however loaded the machine.
+            tokio::task::yield_now().await;
+        }
     }
     drop(listener);
     graceful.shutdown().await;
@@ -85,54 +99,5 @@ async fn accept_failed(error: std::io::Error, shutdown: &CancellationToken) {
     tokio::select! {
         _ = shutdown.cancelled() => {}
         _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-    }
-}
-
-/// One accepted connection and what it holds.
-struct Connection {
-    http: http1::Builder,
-    router: Router,
-    limits: ConnectionLimits,
-    watcher: Watcher,
-    shutdown: CancellationToken,
-    /// Frees a place under `max_connections` when the connection ends.
-    _slot: OwnedSemaphorePermit,
-}
-
-impl Connection {
-    async fn run(self, stream: TcpStream) {
-        // A silent new connection falls under the header timeout too, and costs no buffers meanwhile.
-        // (`peek`, not `readable`: readiness may be reported before any byte is there.)
-        let mut first = [0u8; 1];
-        let first_byte = tokio::select! {
-            _ = self.shutdown.cancelled() => return,
-            peeked = tokio::time::timeout(self.limits.header_timeout, stream.peek(&mut first)) => peeked,
-        };
-        if !matches!(first_byte, Ok(Ok(1..))) {
-            return;
-        }
-        let activity = Activity::reading_head();
-        let io = TokioIo::new(Watched::new(stream, activity.clone()));
-        let service = {
-            let (router, activity) = (self.router, activity.clone());
-            hyper::service::service_fn(move |request: Request<Incoming>| {
-                let (router, activity) = (router.clone(), activity.clone());
-                activity.request_started();
-                async move {
-                    let response = router.oneshot(request).await;
-                    activity.request_finished();
-                    Ok::<_, Infallible>(match response {
-                        Ok(response) => response,
-                        Err(never) => match never {},
-                    })
-                }
-            })
-        };
-        let connection = self.watcher.watch(self.http.serve_connection(io, service));
-        // Dropping the connection closes the socket; a request in flight is never cut (it is busy).
-        tokio::select! {
-            _ = connection => {}
-            _ = activity.expired(self.limits.header_timeout, self.limits.idle_timeout) => {}
-        }
     }
 }

@@ -1,89 +1,167 @@
-//! Per-connection timeouts hyper has no setting for: headers due within the header timeout of
-//! their first byte (or of the accept), and an idle keep-alive connection closed after the idle
-//! timeout. hyper's own `header_read_timeout` starts again as soon as a connection goes idle, so
-//! it would close every keep-alive connection after the (short) header timeout.
+//! What each connection is doing, for the limits hyper has no setting for: headers due within the
+//! header timeout of their first byte (or of the accept), an idle keep-alive connection closed
+//! after the idle timeout, and which connections may be evicted at the connection cap. hyper's
+//! own `header_read_timeout` starts again as soon as a connection goes idle, so it would close
+//! every keep-alive connection after the (short) header timeout.
 
 use std::{
-    io,
-    pin::Pin,
     sync::{
-        atomic::{AtomicU64, AtomicU8, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    sync::Notify,
-    time::Instant,
-};
+use tokio::{sync::Notify, time::Instant};
 
-const HEAD: u8 = 0;
-const BUSY: u8 = 1;
-const IDLE: u8 = 2;
+/// A connection's phase. Only [`Phase::Busy`] protects it from eviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for a request's head (or, new, for its first byte): the header timeout runs.
+    Head,
+    /// A head is in and the request is being handled, not verified yet (its body may still be
+    /// arriving; the handler bounds that): no connection timeout, evictable.
+    Request,
+    /// A request verified as PolyAI's is being handled: never timed out nor evicted.
+    Busy,
+    /// The answer is out; waiting for the next request: the idle timeout runs.
+    Idle,
+    /// Evicted: the connection closes, and no request on it starts any more.
+    Cut,
+}
 
-/// What a connection is doing, and since when: written by the socket wrapper and the service,
-/// read by [`Activity::expired`].
+impl Phase {
+    const ALL: [Phase; 5] = [Phase::Head, Phase::Request, Phase::Busy, Phase::Idle, Phase::Cut];
+
+    /// The `phase` label of the evictions metric.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Head => "head",
+            Phase::Request => "request",
+            Phase::Busy => "busy",
+            Phase::Idle => "idle",
+            Phase::Cut => "cut",
+        }
+    }
+}
+
+/// Bits of the state word that hold the phase; the rest holds when it started.
+const PHASE_BITS: u32 = 3;
+
+/// What a connection is doing, and since when: written by the socket wrapper, the service and
+/// the evicting accept loop, read by [`Activity::closing`].
 pub struct Activity {
+    /// Phase start times are kept as milliseconds from here (tokio's clock, for paused tests).
     origin: Instant,
-    phase: AtomicU8,
-    /// Milliseconds from `origin` to the start of the phase.
-    since_ms: AtomicU64,
+    /// The phase and the milliseconds from `origin` to its start, in one word so that a phase
+    /// and its start always change together, and an eviction cannot race a request's start.
+    state: AtomicU64,
+    /// Set once a request on this connection was verified: such a connection (PolyAI's) is
+    /// evicted only after every connection that never carried one.
+    vouched: AtomicBool,
+    /// Wakes [`Activity::closing`] when the state changes.
     changed: Notify,
+    /// Shared by a listener's connections: wakes its accept loop, waiting for a place because
+    /// every connection was busy, when one stops being busy (it may be evicted now).
+    not_busy: Arc<Notify>,
 }
 
 impl Activity {
-    /// A connection whose headers are being read from now (it was accepted, or its first byte came).
-    pub fn reading_head() -> Arc<Self> {
+    /// A connection accepted just now, waiting for its first request's head.
+    pub fn accepted(not_busy: Arc<Notify>) -> Arc<Self> {
         Arc::new(Self {
             origin: Instant::now(),
-            phase: AtomicU8::new(HEAD),
-            since_ms: AtomicU64::new(0),
+            state: AtomicU64::new(Phase::Head as u64),
+            vouched: AtomicBool::new(false),
             changed: Notify::new(),
+            not_busy,
         })
     }
 
-    fn enter(&self, phase: u8) {
-        self.since_ms.store(self.origin.elapsed().as_millis() as u64, Ordering::Release);
-        self.phase.store(phase, Ordering::Release);
-        self.changed.notify_one();
+    fn load(&self) -> (Phase, Duration) {
+        let state = self.state.load(Ordering::Acquire);
+        let phase = Phase::ALL[(state & ((1 << PHASE_BITS) - 1)) as usize];
+        (phase, Duration::from_millis(state >> PHASE_BITS))
     }
 
-    /// A request's headers are complete and it is being handled: no connection timeout applies
-    /// (the handler bounds the body and the answer).
-    pub fn request_started(&self) {
-        self.enter(BUSY);
-    }
-
-    /// The answer is out: the connection is idle until the next request's first byte.
-    pub fn request_finished(&self) {
-        self.enter(IDLE);
-    }
-
-    /// Bytes arrived: on an idle connection they start the next request's headers.
-    fn bytes_arrived(&self) {
-        if self.phase.load(Ordering::Acquire) == IDLE {
-            self.enter(HEAD);
+    /// Moves to `to`, starting now, if the current phase is one of `from`; the phase it was in.
+    fn enter(&self, from: &[Phase], to: Phase) -> Result<Phase, Phase> {
+        let now_ms = self.origin.elapsed().as_millis() as u64;
+        let mut previous = Phase::Cut;
+        let result = self.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+            previous = Phase::ALL[(state & ((1 << PHASE_BITS) - 1)) as usize];
+            from.contains(&previous).then_some(now_ms << PHASE_BITS | to as u64)
+        });
+        match result {
+            Ok(_) => {
+                self.changed.notify_one();
+                Ok(previous)
+            }
+            Err(_) => Err(previous),
         }
     }
 
-    /// Resolves once the connection has outstayed the limit of its phase.
-    pub async fn expired(&self, header_timeout: Duration, idle_timeout: Duration) {
+    /// The first byte of a new connection came: its head is due within the header timeout of it.
+    pub fn first_byte(&self) {
+        let _ = self.enter(&[Phase::Head], Phase::Head);
+    }
+
+    /// Bytes arrived: on an idle connection they start the next request's head.
+    pub fn bytes_arrived(&self) {
+        if self.load().0 == Phase::Idle {
+            let _ = self.enter(&[Phase::Idle], Phase::Head);
+        }
+    }
+
+    /// A request's head is complete and it goes to the handler (from `Idle` too: a pipelined
+    /// request is parsed from what was already read). False if the connection was evicted.
+    pub fn request_started(&self) -> bool {
+        self.enter(&[Phase::Head, Phase::Idle], Phase::Request).is_ok()
+    }
+
+    /// The request was verified (it is PolyAI's): from now until its answer is ready the
+    /// connection is never evicted. False if it was evicted before: its answer would reach no one.
+    pub fn protect(&self) -> bool {
+        self.vouched.store(true, Ordering::Release);
+        matches!(self.enter(&[Phase::Request], Phase::Busy), Ok(_) | Err(Phase::Busy))
+    }
+
+    /// The handler has answered; hyper writes the answer in the same poll of the connection, so
+    /// it is in the socket before an eviction can drop it. Idle until the next request's first byte.
+    pub fn request_finished(&self) {
+        if let Ok(Phase::Busy) = self.enter(&[Phase::Request, Phase::Busy], Phase::Idle) {
+            self.not_busy.notify_one();
+        }
+    }
+
+    /// Evicts the connection unless it is busy with a verified request (or already cut); the
+    /// phase it was in, if it was evicted.
+    pub fn cut(&self) -> Option<Phase> {
+        self.enter(&[Phase::Head, Phase::Request, Phase::Idle], Phase::Cut).ok()
+    }
+
+    /// Whether a request on this connection was ever verified.
+    pub fn vouched(&self) -> bool {
+        self.vouched.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the connection has outstayed the limit of its phase, or was evicted.
+    pub async fn closing(&self, header_timeout: Duration, idle_timeout: Duration) {
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let limit = match self.phase.load(Ordering::Acquire) {
-                HEAD => header_timeout,
-                IDLE => idle_timeout,
-                _ => {
+            let (phase, since) = self.load();
+            let limit = match phase {
+                Phase::Head => header_timeout,
+                Phase::Idle => idle_timeout,
+                Phase::Cut => return,
+                Phase::Request | Phase::Busy => {
                     changed.await;
                     continue;
                 }
             };
-            let deadline = self.origin + Duration::from_millis(self.since_ms.load(Ordering::Acquire)) + limit;
+            let deadline = self.origin + since + limit;
             if Instant::now() >= deadline {
                 return;
             }
@@ -95,78 +173,47 @@ impl Activity {
     }
 }
 
-/// A socket that reports arriving bytes to its connection's [`Activity`].
-pub struct Watched<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S> Watched<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.bytes_arrived();
-        }
-        result
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
+    fn accepted() -> Arc<Activity> {
+        Activity::accepted(Arc::new(Notify::new()))
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn headers_idle_and_busy_each_have_their_own_limit() {
+    async fn headers_idle_and_requests_each_have_their_own_limit() {
         let (header, idle) = (Duration::from_secs(5), Duration::from_secs(60));
-        let activity = Activity::reading_head();
+        let activity = accepted();
         let started = Instant::now();
-        activity.expired(header, idle).await;
+        activity.closing(header, idle).await;
         assert_eq!(started.elapsed(), header);
 
+        // The first byte restarts the header timeout.
+        let activity = accepted();
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        activity.first_byte();
+        let started = Instant::now();
+        activity.closing(header, idle).await;
+        assert_eq!(started.elapsed(), header);
+
+        assert!(activity.request_started());
         activity.request_finished();
         let started = Instant::now();
-        activity.expired(header, idle).await;
+        activity.closing(header, idle).await;
         assert_eq!(started.elapsed(), idle);
 
-        // Busy never expires on its own; the next idle phase starts when the answer is out.
-        activity.request_started();
+        // A request being handled, verified or not, never expires on its own; the idle phase
+        // starts when the answer is out.
+        assert!(activity.request_started());
         let watch = {
             let activity = activity.clone();
-            tokio::spawn(async move { activity.expired(header, idle).await })
+            tokio::spawn(async move { activity.closing(header, idle).await })
         };
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(activity.protect());
         tokio::time::sleep(Duration::from_secs(600)).await;
         assert!(!watch.is_finished());
         activity.request_finished();
@@ -176,5 +223,67 @@ mod tests {
         let started = Instant::now();
         watch.await.unwrap();
         assert_eq!(started.elapsed(), header);
+    }
+
+    #[test]
+    fn only_a_verified_request_in_flight_protects_a_connection_from_eviction() {
+        let activity = accepted();
+        assert!(activity.request_started());
+        assert!(activity.protect());
+        assert!(activity.vouched());
+        assert_eq!(activity.cut(), None, "a busy connection was cut");
+        activity.request_finished();
+        assert_eq!(activity.cut(), Some(Phase::Idle));
+        assert_eq!(activity.cut(), None, "cut twice");
+
+        let unverified = accepted();
+        assert!(unverified.request_started());
+        assert_eq!(unverified.cut(), Some(Phase::Request));
+        assert!(!accepted().vouched());
+        assert_eq!(accepted().cut(), Some(Phase::Head));
+    }
+
+    #[test]
+    fn once_cut_no_request_starts_nor_is_protected() {
+        let activity = accepted();
+        activity.cut();
+        assert!(!activity.request_started());
+        assert!(!activity.protect());
+        activity.bytes_arrived();
+        activity.request_finished();
+        assert_eq!(activity.load().0, Phase::Cut);
+
+        let mid_request = accepted();
+        assert!(mid_request.request_started());
+        mid_request.cut();
+        assert!(!mid_request.protect(), "a request on an evicted connection was protected");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_evicted_connection_closes_at_once_whatever_its_phase() {
+        let activity = accepted();
+        let watch = {
+            let activity = activity.clone();
+            tokio::spawn(async move { activity.closing(Duration::from_secs(5), Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        let started = Instant::now();
+        activity.cut();
+        watch.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_becoming_idle_wakes_the_accept_loop() {
+        let not_busy = Arc::new(Notify::new());
+        let activity = Activity::accepted(not_busy.clone());
+        assert!(activity.request_started());
+        // An unverified request ending makes nothing evictable that was not already.
+        activity.request_finished();
+        assert!(not_busy.notified().now_or_never().is_none());
+        assert!(activity.request_started());
+        assert!(activity.protect());
+        activity.request_finished();
+        tokio::time::timeout(Duration::from_secs(5), not_busy.notified()).await.expect("woken");
     }
 }

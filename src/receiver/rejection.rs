@@ -26,6 +26,10 @@ pub enum Rejection {
     SlowBody,
     #[error("too many requests in flight")]
     Overloaded,
+    /// Its connection was evicted at the connection cap while the body was read: no one would
+    /// read an answer.
+    #[error("the connection was closed to make room for another")]
+    Evicted,
     #[error("not durably enqueued: {0}")]
     Unavailable(PublishError),
     #[error("not durably enqueued before the deadline")]
@@ -45,6 +49,7 @@ impl Rejection {
             Self::TooLarge => "too_large",
             Self::SlowBody => "timeout",
             Self::Overloaded => "overloaded",
+            Self::Evicted => "evicted",
             Self::Unavailable(_) | Self::DeadlineExceeded | Self::SpoolFailed(_) => "unavailable",
             Self::SpoolFull => "spool_full",
         }
@@ -58,6 +63,7 @@ impl Rejection {
             // 408 is retried by PolyAI, like the 503s below.
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded
+            | Self::Evicted
             | Self::Unavailable(_)
             | Self::DeadlineExceeded
             | Self::SpoolFull

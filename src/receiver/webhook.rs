@@ -7,7 +7,7 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::State,
+    extract::{Extension, State},
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -24,6 +24,7 @@ use super::{
 };
 use crate::{
     event::Event,
+    listener::ConnectionGuard,
     queue::{headers, Message},
     signature::UnverifiedEvent,
     telemetry::{
@@ -47,12 +48,19 @@ enum Accepted {
     Duplicate,
 }
 
-pub async fn receive(State(route): State<Route>, headers: HeaderMap, body: Body) -> Response {
+pub async fn receive(
+    State(route): State<Route>,
+    connection: Option<Extension<ConnectionGuard>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let (receiver, endpoint) = (&route.receiver, route.endpoint());
     let project = endpoint.name.as_str();
     let span = tracing::info_span!("webhook", project, event_id = Empty, event_type = Empty, outcome = Empty);
     let started = Instant::now();
-    let result = handle(receiver, endpoint, &headers, body, started).instrument(span.clone()).await;
+    let connection = connection.map(|Extension(guard)| guard);
+    let result =
+        handle(receiver, endpoint, connection.as_ref(), &headers, body, started).instrument(span.clone()).await;
     let _entered = span.enter();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let meter = &receiver.metrics;
@@ -112,6 +120,7 @@ fn finish(meter: &Metrics, span: &tracing::Span, outcome: &'static str, project:
 async fn handle(
     receiver: &Receiver,
     endpoint: &Endpoint,
+    connection: Option<&ConnectionGuard>,
     headers: &HeaderMap,
     body: Body,
     started: Instant,
@@ -128,6 +137,11 @@ async fn handle(
         endpoint.verifier.verify(unverified, unix_now() as i64)
     }
     .map_err(Rejection::Unauthorized)?;
+    // PolyAI's from here: its connection is not evicted to make room for another (design §10).
+    // Without a guard the request did not come through the listener (a router driven directly).
+    if connection.is_some_and(|connection| !connection.protect()) {
+        return Err(Rejection::Evicted);
+    }
     let (scheme, secret) = (verified.scheme().as_str(), verified.secret().as_str());
     receiver.metrics.record(|| metrics::counter!(names::VERIFIED, "scheme" => scheme, "secret" => secret, "project" => endpoint.name.label()).increment(1));
     // Publishing capacity goes only to requests whose body is in and signed: slow or unsigned

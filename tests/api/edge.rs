@@ -14,6 +14,7 @@ use tokio::{
 use crate::{
     backend::{both_backends, Backend},
     helpers::{completed, header, now, spawn_app_with, Options, TestApp, SECRET},
+    outage::proxied_app,
 };
 
 /// Every test here is over well within this; an old relay never closes the connection at all.
@@ -23,8 +24,32 @@ fn limits(header_timeout: Duration, idle_timeout: Duration) -> ConnectionLimits 
     ConnectionLimits { header_timeout, idle_timeout, ..ConnectionLimits::default() }
 }
 
+/// At most `max_connections`; heads have all the time the tests need.
+fn capped(max_connections: usize) -> ConnectionLimits {
+    ConnectionLimits { max_connections, header_timeout: Duration::from_secs(60), ..ConnectionLimits::default() }
+}
+
 async fn receiver_with(backend: Backend, limits: ConnectionLimits) -> TestApp {
     spawn_app_with(Options { backend, worker: false, limits, ..Options::default() }).await
+}
+
+/// A complete signed delivery about `conversation_id`, as PolyAI sends it on a kept-alive connection.
+fn signed_request(conversation_id: &str) -> String {
+    let body = completed(conversation_id);
+    let ts = now().to_string();
+    let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
+    format!(
+        "POST /polyai-events HTTP/1.1\r\nhost: relay\r\ncontent-type: application/json\r\n\
+         x-polyai-timestamp: {ts}\r\nx-polyai-signature: {signature}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The start of the relay's answer on `stream` (its status line and headers fit in one read).
+async fn answer(stream: &mut TcpStream) -> String {
+    let mut buffer = [0u8; 1024];
+    let read = tokio::time::timeout(BOUND, stream.read(&mut buffer)).await.expect("answered").unwrap();
+    String::from_utf8_lossy(&buffer[..read]).into_owned()
 }
 
 /// Reads until the server closes the connection; what it sent before that.
@@ -77,38 +102,45 @@ both_backends! {
         let app = receiver_with(backend, limits(header_timeout, idle_timeout)).await;
         let mut stream = TcpStream::connect(app.address).await.unwrap();
         stream.write_all(b"GET /nope HTTP/1.1\r\nhost: relay\r\n\r\n").await.unwrap();
-        let mut buffer = [0u8; 1024];
-        let read = stream.read(&mut buffer).await.unwrap();
-        assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 404"));
+        assert!(answer(&mut stream).await.starts_with("HTTP/1.1 404"));
         let idle_since = Instant::now();
         tokio::time::timeout(BOUND, until_closed(&mut stream)).await.expect("an idle connection is closed");
         assert!(idle_since.elapsed() >= idle_timeout, "closed after {:?}", idle_since.elapsed());
     }
 
-    async fn past_the_connection_cap_a_new_connection_waits_until_one_closes(backend: Backend) {
-        let limits = ConnectionLimits { max_connections: 2, header_timeout: Duration::from_secs(60), ..ConnectionLimits::default() };
-        let app = receiver_with(backend, limits).await;
-        // Two connections hold both places, each with an unfinished head.
-        let mut first = TcpStream::connect(app.address).await.unwrap();
-        first.write_all(b"GET /nope HTTP/1.1\r\n").await.unwrap();
-        let mut second = TcpStream::connect(app.address).await.unwrap();
-        second.write_all(b"GET /nope HTTP/1.1\r\n").await.unwrap();
-        // Both heads are being read (the second answers once completed, so it was accepted).
-        second.write_all(b"host: relay\r\n\r\n").await.unwrap();
-        let mut buffer = [0u8; 1024];
-        let read = tokio::time::timeout(BOUND, second.read(&mut buffer)).await.unwrap().unwrap();
-        assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 404"));
+    async fn at_the_connection_cap_a_signed_webhook_takes_the_place_of_the_oldest_half_open_connection(backend: Backend) {
+        let app = receiver_with(backend, capped(2)).await;
+        // Two connections hold both places, each with an unfinished head; the first is the older
+        // (the relay accepts in the order the kernel completed the handshakes).
+        let mut oldest = TcpStream::connect(app.address).await.unwrap();
+        oldest.write_all(b"GET /nope HTTP/1.1\r\n").await.unwrap();
+        let mut newer = TcpStream::connect(app.address).await.unwrap();
+        newer.write_all(b"GET /nope HTTP/1.1\r\n").await.unwrap();
 
-        let mut third = TcpStream::connect(app.address).await.unwrap();
-        third.write_all(b"GET /nope HTTP/1.1\r\nhost: relay\r\n\r\n").await.unwrap();
-        // A negative, so bounded by a short wait: the kernel holds it in the backlog, unanswered.
-        let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buffer)).await;
-        assert!(early.is_err(), "a third connection was served past a cap of two");
-        drop(first);
-        let read = tokio::time::timeout(BOUND, third.read(&mut buffer)).await.expect("served once a place frees").unwrap();
-        assert!(String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 404"));
+        let delivery = tokio::time::timeout(BOUND, app.post_signed(&completed("CA0cap0"))).await;
+        assert_eq!(delivery.expect("answered while half-open connections hold every place").status(), 204);
+        tokio::time::timeout(BOUND, until_closed(&mut oldest)).await.expect("the oldest half-open connection is closed");
+        // The newer one kept its place: its head, completed, is answered.
+        newer.write_all(b"host: relay\r\n\r\n").await.unwrap();
+        assert!(answer(&mut newer).await.starts_with("HTTP/1.1 404"));
+        assert_eq!(app.metric(r#"relay_connections_evicted_total{listener="webhooks",phase="head"}"#).await, 1.0);
     }
 
+    async fn polyai_keep_alive_connection_is_evicted_only_after_those_that_never_carried_a_signed_request(backend: Backend) {
+        let app = receiver_with(backend, capped(2)).await;
+        // PolyAI's connection, kept alive after a delivery: the oldest.
+        let mut polyai = TcpStream::connect(app.address).await.unwrap();
+        polyai.write_all(signed_request("CA0kee0").as_bytes()).await.unwrap();
+        assert!(answer(&mut polyai).await.starts_with("HTTP/1.1 204"));
+        let mut attacker = TcpStream::connect(app.address).await.unwrap();
+        attacker.write_all(b"GET /nope HTTP/1.1\r\n").await.unwrap();
+
+        let delivery = tokio::time::timeout(BOUND, app.post_signed(&completed("CA0kee1"))).await;
+        assert_eq!(delivery.expect("answered at the cap").status(), 204);
+        tokio::time::timeout(BOUND, until_closed(&mut attacker)).await.expect("the attacker's connection is closed");
+        polyai.write_all(signed_request("CA0kee2").as_bytes()).await.unwrap();
+        assert!(answer(&mut polyai).await.starts_with("HTTP/1.1 204"), "PolyAI's connection was evicted");
+    }
     async fn a_replayed_delivery_under_a_new_event_id_is_answered_duplicate_and_not_enqueued(backend: Backend) {
         let app = receiver_with(backend, ConnectionLimits::default()).await;
         let body = completed("CA0d0p");
@@ -143,6 +175,33 @@ both_backends! {
         app.queue.wait_for_pending(1).await;
         assert_eq!(app.queue.pending_ids().await.len(), 1);
     }
+}
+
+#[tokio::test]
+async fn a_connection_whose_verified_request_is_in_flight_is_never_evicted() {
+    // The broker goes silent: a verified delivery stays in flight (busy) until it confirms.
+    let options =
+        Options { worker: false, limits: capped(1), ack_deadline: Duration::from_secs(20), ..Options::default() };
+    let (app, proxy) = proxied_app(options).await;
+    proxy.stall();
+    let mut polyai = TcpStream::connect(app.address).await.unwrap();
+    polyai.write_all(signed_request("CA0bsy0").as_bytes()).await.unwrap();
+    app.wait_for_metric(r#"relay_signature_verified_total{scheme="timestamped",secret="current"}"#, 1.0).await;
+
+    // At a cap of one, a newcomer finds no connection it may take the place of: it waits.
+    let mut newcomer = TcpStream::connect(app.address).await.unwrap();
+    newcomer.write_all(b"GET /nope HTTP/1.1\r\nhost: relay\r\n\r\n").await.unwrap();
+    // A negative, so bounded by a short wait.
+    let mut buffer = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), newcomer.read(&mut buffer)).await;
+    assert!(early.is_err(), "a newcomer was served while the only place was busy with a verified request");
+
+    proxy.resume();
+    assert!(answer(&mut polyai).await.starts_with("HTTP/1.1 204"), "the busy connection was cut");
+    // Answered, PolyAI's connection is idle: the newcomer takes its place.
+    assert!(answer(&mut newcomer).await.starts_with("HTTP/1.1 404"));
+    assert_eq!(app.metric(r#"relay_connections_evicted_total{listener="webhooks",phase="idle"}"#).await, 1.0);
+    assert_eq!(app.metric(r#"relay_connections_evicted_total{listener="webhooks",phase="request"}"#).await, 0.0);
 }
 
 #[tokio::test]

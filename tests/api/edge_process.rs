@@ -97,7 +97,7 @@ async fn a_flood_of_oversized_headers_is_refused_within_a_memory_bound() {
     let attack = join_all((0..200).map(|_| async {
         let mut stream = TcpStream::connect(relay.address).await.unwrap();
         let head = format!("POST /polyai-events HTTP/1.1\r\nhost: relay\r\nx-filler: {}", "a".repeat(300 << 10));
-        // The relay answers 431 and closes after 64 KiB: the rest of the write may fail.
+        // The relay answers 431 and closes after RELAY_MAX_HEADER_BYTES: the rest of the write may fail.
         let _ = stream.write_all(head.as_bytes()).await;
         let mut answer = Vec::new();
         let _ = stream.read_to_end(&mut answer).await;

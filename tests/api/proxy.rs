@@ -1,5 +1,6 @@
 //! A TCP proxy between the relay and RabbitMQ that a test can cut and restore, as a network
-//! failure would: every open connection dropped at once, new ones refused until restored.
+//! failure would: every open connection dropped at once, new ones refused until restored. Or
+//! stall: connections stay open but nothing goes through (the broker goes silent) until resumed.
 
 use std::{
     net::SocketAddr,
@@ -10,13 +11,17 @@ use std::{
 };
 
 use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::watch,
     task::AbortHandle,
 };
 
 struct State {
     open: AtomicBool,
     connections: Mutex<Vec<AbortHandle>>,
+    /// False while stalled: bytes are held, in both directions, until it is true again.
+    flowing: watch::Sender<bool>,
 }
 
 pub struct Proxy {
@@ -29,17 +34,29 @@ impl Proxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("addr");
-        let state = Arc::new(State { open: AtomicBool::new(true), connections: Mutex::new(Vec::new()) });
+        let state = Arc::new(State {
+            open: AtomicBool::new(true),
+            connections: Mutex::new(Vec::new()),
+            flowing: watch::Sender::new(true),
+        });
         let accept_state = state.clone();
         let accept = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !accept_state.open.load(Ordering::SeqCst) {
                     drop(client);
                     continue;
                 }
+                let flowing = accept_state.flowing.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut upstream) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    if let Ok(upstream) = TcpStream::connect(target).await {
+                        let (client_read, client_write) = client.into_split();
+                        let (upstream_read, upstream_write) = upstream.into_split();
+                        tokio::select! {
+                            _ = forward(client_read, upstream_write, flowing.subscribe()) => {}
+                            _ = forward(upstream_read, client_write, flowing.subscribe()) => {}
+                        }
+                    } else {
+                        drop(client);
                     }
                 });
                 accept_state.connections.lock().unwrap().push(task.abort_handle());
@@ -64,6 +81,31 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.state.open.store(true, Ordering::SeqCst);
+    }
+
+    /// Holds every byte in both directions, connections left open: the broker goes silent.
+    pub fn stall(&self) {
+        self.state.flowing.send_replace(false);
+    }
+
+    /// Passes on what was held, and what comes next.
+    pub fn resume(&self) {
+        self.state.flowing.send_replace(true);
+    }
+}
+
+/// Copies `from` to `to`, holding what it read while the proxy is stalled.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut flowing: watch::Receiver<bool>,
+) {
+    let mut buffer = vec![0u8; 16 << 10];
+    loop {
+        let Ok(read @ 1..) = from.read(&mut buffer).await else { return };
+        if flowing.wait_for(|flowing| *flowing).await.is_err() || to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
     }
 }
 
