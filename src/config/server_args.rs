@@ -32,7 +32,7 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(60),
             // Measured under a flood of 10,000 sockets in BENCHMARKS.md: these two keep the
             // relay under 64 MB whatever each socket sends.
-            max_header_bytes: 16 << 10,
+            max_header_bytes: 8 << 10,
             max_connections: 1024,
         }
     }
@@ -58,7 +58,7 @@ pub struct ServerArgs {
     #[arg(long, env = "RELAY_IDLE_TIMEOUT", default_value = "60s", value_parser = duration("RELAY_IDLE_TIMEOUT"))]
     pub idle_timeout: Duration,
     /// Request line and headers at most; more is answered 431.
-    #[arg(long, env = "RELAY_MAX_HEADER_BYTES", default_value = "16KiB", value_parser = size("RELAY_MAX_HEADER_BYTES"))]
+    #[arg(long, env = "RELAY_MAX_HEADER_BYTES", default_value = "8KiB", value_parser = size("RELAY_MAX_HEADER_BYTES"))]
     pub max_header_bytes: usize,
     /// Open connections at most, per listener; at the cap a new one takes the place of the
     /// oldest with no verified request in flight.
