@@ -8,7 +8,7 @@
 #    is posted every 200 ms on a fresh connection (examples/bench_flood.rs); the webhooks'
 #    statuses and latencies, the relay's RSS peak, and the connections it evicted.
 #
-#   bash bench/flood.sh                          # 10,000 sockets, 30 s per flood phase (about 4 minutes)
+#   bash bench/flood.sh                          # 10,000 sockets, 30 s per flood phase (about 6 minutes)
 #   FLOOD_SOCKETS=2000 FLOOD_SECONDS=10 bash bench/flood.sh
 #   # other relay settings on top, some kinds only, no cost part:
 #   FLOOD_ENV="RELAY_MAX_CONNECTIONS=4096 RELAY_MAX_HEADER_BYTES=64KiB" FLOOD_MODES="trickle full-head" \
