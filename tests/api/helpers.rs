@@ -362,7 +362,7 @@ impl TestApp {
     /// Takes every raw event waiting for the worker (a relay spawned without one), acking each.
     pub async fn take_raw_events(&self) -> Vec<queue::Message> {
         let mut events = Vec::new();
-        while let Some(delivery) = self.backend.source.get().await.expect("the queue answers") {
+        while let Some(delivery) = get_retrying(self.backend.source.as_ref()).await {
             delivery.acker.ack().await.expect("ack");
             events.push(delivery.message);
         }
@@ -408,5 +408,22 @@ fn split_series(series: &str) -> (&str, Vec<&str>) {
     match series.split_once('{') {
         Some((name, labels)) => (name, labels.trim_end_matches('}').split(',').filter(|l| !l.is_empty()).collect()),
         None => (series, Vec::new()),
+    }
+}
+
+/// One step's `get`, tried again when the broker does not answer in time: each `get` opens a
+/// connection of its own, which a loaded machine can be slow to grant. A failed `get` takes
+/// nothing from the queue, so trying again is what the worker itself does.
+pub async fn get_retrying(source: &dyn queue::Source) -> Option<queue::Delivery> {
+    let mut tries = 0;
+    loop {
+        match source.get().await {
+            Ok(delivery) => return delivery,
+            Err(error) if tries < 3 => {
+                tries += 1;
+                eprintln!("get failed ({error}); trying again");
+            }
+            Err(error) => panic!("the queue does not answer: {error}"),
+        }
     }
 }

@@ -43,7 +43,7 @@ async fn take_events(queue: &TestQueue) -> HashMap<String, Option<String>> {
 
 async fn drain(source: &dyn Source) -> HashMap<String, Option<String>> {
     let mut events = HashMap::new();
-    while let Some(delivery) = source.get().await.unwrap() {
+    while let Some(delivery) = crate::helpers::get_retrying(source).await {
         delivery.acker.ack().await.unwrap();
         let Message { message_id, headers, .. } = delivery.message;
         events.insert(message_id, headers.get("x-relay-project").cloned());
