@@ -48,6 +48,8 @@ pub struct Running {
     pub readiness: receiver::Readiness,
     /// The queue, for a worker driven step by step (tests).
     pub backend: Arc<Backend>,
+    /// The receiver's spool, when it has one: what it holds can be waited on (tests).
+    pub spool: Option<Spool>,
 }
 
 /// Starts a relay recording into the process-wide metrics recorder.
@@ -111,8 +113,8 @@ pub async fn start_with(
         let webhooks = bind("RELAY_LISTEN", settings.listen).await?;
         local_addr = webhooks.local_addr()?;
         let mut receiver = Receiver::new(settings, publisher.clone(), metrics.clone());
-        if let Some(spool) = spool {
-            receiver = receiver.with_spool(spool);
+        if let Some(spool) = &spool {
+            receiver = receiver.with_spool(spool.clone());
         }
         let router = receiver::router(Arc::new(receiver));
         servers.push(tokio::spawn(listener::serve(webhooks, "webhooks", router, limits, metrics, shutdown.clone())));
@@ -142,7 +144,7 @@ pub async fn start_with(
         tracing::info!("stopped");
         Ok(())
     });
-    Ok(Running { local_addr, admin_addr, stopped, readiness, backend })
+    Ok(Running { local_addr, admin_addr, stopped, readiness, backend, spool })
 }
 
 async fn bind(variable: &str, address: SocketAddr) -> anyhow::Result<TcpListener> {

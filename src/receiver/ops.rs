@@ -51,18 +51,12 @@ impl Readiness {
     pub async fn wait_until(&self, ready: bool) {
         let mut queue = self.publisher.as_ref().map(|p| p.readiness());
         let mut paused = self.worker_paused.clone();
+        let mut spool = self.spool.as_ref().map(Spool::level);
         while self.is_ready() != ready {
-            // The spool has no watch of its own: with one, look again now and then too.
-            let spool_check = async {
-                match &self.spool {
-                    Some(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = changed(&mut queue) => {}
                 _ = changed(&mut paused) => {}
-                _ = spool_check => {}
+                _ = changed(&mut spool) => {}
             }
         }
     }

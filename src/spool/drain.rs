@@ -25,15 +25,9 @@ const BATCH_BYTES: u64 = 4 << 20;
 /// sent again; if the broker confirms the first copy after all, that is a duplicate, not a loss.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often the drainer looks whether the broker takes publishes again, while it does not.
-const BROKER_POLL: Duration = Duration::from_millis(100);
-
 /// The pause after a batch the broker did not wholly confirm (a nack, a timeout, a lost
 /// connection), so a broker in trouble is not hammered.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-
-/// The safety net of the wake-up on each spooled event.
-const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 pub struct Drainer {
     spool: Spool,
@@ -50,19 +44,32 @@ impl Drainer {
     /// spool and go out after the restart.
     pub async fn run(self) {
         let mut draining = false;
+        let mut level = self.spool.level();
+        let mut ready = self.publisher.readiness();
         loop {
             if self.spool.events() == 0 {
                 if draining {
                     tracing::info!("spool drained: every spooled event is in the broker");
                     draining = false;
                 }
-                if !self.pause(self.spool.spooled(), IDLE_CHECK).await {
+                // The spool's own watch: woken by the next event spooled, whenever it comes.
+                if !self.until(level.wait_for(|level| level.events > 0)).await {
                     return;
                 }
                 continue;
             }
+            // Marked seen before asking, so a change between the question and the wait still wakes it.
+            ready.borrow_and_update();
             if !self.publisher.is_ready() {
-                if !self.pause(std::future::pending::<()>(), BROKER_POLL).await {
+                // Woken when the broker's readiness changes (its supervisor reports every
+                // connection, loss and block), then asked again.
+                let changed = async {
+                    if ready.changed().await.is_err() {
+                        // A publisher whose readiness never changes: nothing to wake on.
+                        std::future::pending::<()>().await;
+                    }
+                };
+                if !self.until(changed).await {
                     return;
                 }
                 continue;
@@ -75,18 +82,17 @@ impl Drainer {
                 _ = self.shutdown.cancelled() => return,
                 complete = self.forward_batch() => complete,
             };
-            if !complete && !self.pause(std::future::pending::<()>(), RETRY_PAUSE).await {
+            if !complete && !self.until(tokio::time::sleep(RETRY_PAUSE)).await {
                 return;
             }
         }
     }
 
-    /// Waits for `wake` or `limit`; false on shutdown.
-    async fn pause(&self, wake: impl std::future::Future<Output = ()>, limit: Duration) -> bool {
+    /// Waits for `wake`; false on shutdown.
+    async fn until<T>(&self, wake: impl std::future::Future<Output = T>) -> bool {
         tokio::select! {
             _ = self.shutdown.cancelled() => false,
             _ = wake => true,
-            _ = tokio::time::sleep(limit) => true,
         }
     }
 

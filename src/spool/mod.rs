@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::Context;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 pub use self::drain::Drainer;
 use crate::{
@@ -43,21 +43,30 @@ pub enum SpoolError {
     Storage(String),
 }
 
+/// What the spool holds and whether it takes more, as those who wait on it see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    /// Events waiting to be forwarded: the drainer wakes when there are some.
+    pub events: u64,
+    /// Whether a webhook could be spooled now ([`Spool::accepts`]): `/readyz` follows it.
+    pub accepts: bool,
+}
+
 struct Inner {
     /// Held for the life of the spool: two drainers on one directory would each send every event.
     _lock: File,
     store: Store,
-    /// Events and their bytes (as [`stored_size`] counts them), kept here so the receiver can
-    /// check the cap without a query; read from the store at open.
-    events: AtomicU64,
+    /// Bytes of the events (as [`stored_size`] counts them), kept here so the receiver can check
+    /// the cap without a query; read from the store at open.
     bytes: AtomicU64,
     max_bytes: u64,
     /// False after a failed write, true again after a successful one (drives `/readyz`).
     healthy: AtomicBool,
     /// True once an event found no room, until the drainer frees some (drives `/readyz`).
     full: AtomicBool,
-    /// Wakes the drainer when an event is spooled.
-    spooled: Notify,
+    /// The event count (read from the store at open) and whether the spool accepts, sent on every
+    /// change: the drainer, `/readyz` and tests wait on it instead of looking now and then.
+    level: watch::Sender<Level>,
     dir: PathBuf,
     /// This relay's recorder (its own in tests, the process's in production).
     metrics: Metrics,
@@ -100,17 +109,16 @@ impl Spool {
             inner: Arc::new(Inner {
                 _lock: lock,
                 store,
-                events: AtomicU64::new(events),
                 bytes: AtomicU64::new(bytes),
                 max_bytes: settings.max_bytes,
                 healthy: AtomicBool::new(true),
                 full: AtomicBool::new(false),
-                spooled: Notify::new(),
+                level: watch::Sender::new(Level { events, accepts: true }),
                 dir: dir.clone(),
                 metrics,
             }),
         };
-        spool.inner.report();
+        spool.inner.update(|_| {});
         if events > 0 {
             tracing::info!(events, bytes, dir = %dir.display(), "the spool holds events from before the restart; they are forwarded once the broker confirms");
         }
@@ -130,6 +138,7 @@ impl Spool {
         if before + size > inner.max_bytes {
             inner.bytes.fetch_sub(size, Ordering::SeqCst);
             inner.full.store(true, Ordering::SeqCst);
+            inner.update(|_| {});
             return Err(SpoolError::Full { max: inner.max_bytes });
         }
         let shared = self.inner.clone();
@@ -141,13 +150,12 @@ impl Spool {
             shared.healthy.store(result.is_ok(), Ordering::Relaxed);
             match &result {
                 Ok(()) => {
-                    shared.events.fetch_add(1, Ordering::SeqCst);
                     shared.metrics.record(|| metrics::counter!(names::SPOOLED).increment(1));
-                    shared.report();
-                    shared.spooled.notify_one();
+                    shared.update(|events| *events += 1);
                 }
                 Err(_) => {
                     shared.bytes.fetch_sub(size, Ordering::SeqCst);
+                    shared.update(|_| {});
                 }
             }
             result
@@ -162,15 +170,17 @@ impl Spool {
 
     /// Whether a webhook could be spooled now: the last write worked and the last event found room.
     pub fn accepts(&self) -> bool {
-        let inner = &self.inner;
-        inner.healthy.load(Ordering::Relaxed)
-            && !inner.full.load(Ordering::SeqCst)
-            && inner.bytes.load(Ordering::SeqCst) < inner.max_bytes
+        self.inner.accepts()
     }
 
     /// Events waiting to be forwarded.
     pub fn events(&self) -> u64 {
-        self.inner.events.load(Ordering::SeqCst)
+        self.inner.level.borrow().events
+    }
+
+    /// [`Level`] as it changes, for waiting on it.
+    pub fn level(&self) -> watch::Receiver<Level> {
+        self.inner.level.subscribe()
     }
 
     /// The oldest events, oldest first: at most `limit`, and no more once they hold `max_bytes`.
@@ -194,11 +204,10 @@ impl Spool {
             shared.store.remove_all(&seqs)?;
             let bytes: u64 = confirmed.iter().map(|(_, size)| size).sum();
             shared.bytes.fetch_sub(bytes, Ordering::SeqCst);
-            shared.events.fetch_sub(confirmed.len() as u64, Ordering::SeqCst);
             shared.full.store(false, Ordering::SeqCst);
             let drained = confirmed.len() as u64;
             shared.metrics.record(|| metrics::counter!(names::SPOOL_DRAINED).increment(drained));
-            shared.report();
+            shared.update(|events| *events -= drained);
             Ok::<_, rusqlite::Error>(())
         })
         .await;
@@ -208,16 +217,26 @@ impl Spool {
             Err(join) => Err(SpoolError::Storage(join.to_string())),
         }
     }
-
-    /// Resolves when an event was spooled since the last call (or right away if one was).
-    async fn spooled(&self) {
-        self.inner.spooled.notified().await
-    }
 }
 
 impl Inner {
-    fn report(&self) {
-        let (events, bytes) = (self.events.load(Ordering::SeqCst) as f64, self.bytes.load(Ordering::SeqCst) as f64);
+    fn accepts(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+            && !self.full.load(Ordering::SeqCst)
+            && self.bytes.load(Ordering::SeqCst) < self.max_bytes
+    }
+
+    /// Applies `change` to the event count after a write, a refusal or a removal, and tells the
+    /// watchers of [`Level`] and the gauges what the spool holds now.
+    fn update(&self, change: impl FnOnce(&mut u64)) {
+        let accepts = self.accepts();
+        self.level.send_if_modified(|level| {
+            let before = *level;
+            change(&mut level.events);
+            level.accepts = accepts;
+            *level != before
+        });
+        let (events, bytes) = (self.level.borrow().events as f64, self.bytes.load(Ordering::SeqCst) as f64);
         self.metrics.record(|| {
             metrics::gauge!(names::SPOOL_EVENTS).set(events);
             metrics::gauge!(names::SPOOL_BYTES).set(bytes);

@@ -1,12 +1,4 @@
-use std::{
-    collections::BTreeMap,
-    os::unix::fs::PermissionsExt,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Mutex,
-    },
-    time::Duration,
-};
+use std::{collections::BTreeMap, os::unix::fs::PermissionsExt, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -44,18 +36,24 @@ fn message(id: &str) -> Message {
 }
 
 /// A broker that confirms, refuses, or is away, as the test says.
-#[derive(Default)]
 struct FakeBroker {
     published: Mutex<Vec<Message>>,
-    away: AtomicBool,
+    /// False while the broker is away; the drainer waits on it as on a real broker's readiness.
+    ready: watch::Sender<bool>,
     nack_id: Mutex<Option<String>>,
+}
+
+impl Default for FakeBroker {
+    fn default() -> Self {
+        Self { published: Mutex::default(), ready: watch::Sender::new(true), nack_id: Mutex::default() }
+    }
 }
 
 #[async_trait]
 impl Publisher for FakeBroker {
     async fn publish(&self, to: Destination, message: Message) -> Result<(), PublishError> {
         assert_eq!(to, Destination::Events);
-        if self.away.load(Ordering::SeqCst) {
+        if !*self.ready.borrow() {
             return Err(PublishError::Unavailable);
         }
         if self.nack_id.lock().unwrap().as_deref() == Some(message.message_id.as_str()) {
@@ -66,7 +64,11 @@ impl Publisher for FakeBroker {
     }
 
     fn is_ready(&self) -> bool {
-        !self.away.load(Ordering::SeqCst)
+        *self.ready.borrow()
+    }
+
+    fn readiness(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
     }
 }
 
@@ -76,12 +78,11 @@ impl FakeBroker {
     }
 }
 
-async fn wait_until(what: &str, condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// Waits until the spool holds `events`, as its drainer and `/readyz` are told.
+async fn wait_for_events(spool: &Spool, events: u64) {
+    let mut level = spool.level();
+    let reached = tokio::time::timeout(Duration::from_secs(10), level.wait_for(|l| l.events == events)).await.is_ok();
+    assert!(reached, "the spool holds {}, never {events}", spool.events());
 }
 
 #[tokio::test]
@@ -150,7 +151,7 @@ async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties
     let dir = TempDir::new();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     let broker = Arc::new(FakeBroker::default());
-    broker.away.store(true, Ordering::SeqCst);
+    broker.ready.send_replace(false);
     let shutdown = CancellationToken::new();
     let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
 
@@ -161,13 +162,14 @@ async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties
     assert!(broker.ids().is_empty(), "nothing is sent while the broker is away");
     assert_eq!(spool.events(), 150);
 
-    broker.away.store(false, Ordering::SeqCst);
-    wait_until("the spool is empty", || spool.events() == 0).await;
+    broker.ready.send_replace(true);
+    wait_for_events(&spool, 0).await;
     assert_eq!(broker.ids(), ids, "forwarded once each, oldest first");
     assert_eq!(spool.oldest(1, u64::MAX).await.unwrap().len(), 0);
 
     spool.put(message("evt-late")).await.unwrap();
-    wait_until("a new event is forwarded", || broker.ids().len() == 151).await;
+    wait_for_events(&spool, 0).await;
+    assert_eq!(broker.ids().len(), 151, "a new event is forwarded");
     shutdown.cancel();
     drainer.await.unwrap();
 }
@@ -183,12 +185,12 @@ async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
     }
     let shutdown = CancellationToken::new();
     let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
-    wait_until("the others are forwarded", || spool.events() == 1).await;
+    wait_for_events(&spool, 1).await;
     assert_eq!(broker.ids(), ["evt-0", "evt-2"]);
     assert_eq!(spool.oldest(5, u64::MAX).await.unwrap()[0].message.message_id, "evt-1");
 
     *broker.nack_id.lock().unwrap() = None;
-    wait_until("the refused one goes once the broker takes it", || spool.events() == 0).await;
+    wait_for_events(&spool, 0).await;
     assert_eq!(broker.ids(), ["evt-0", "evt-2", "evt-1"]);
     shutdown.cancel();
     drainer.await.unwrap();
@@ -200,12 +202,13 @@ async fn an_event_whose_caller_stopped_waiting_is_still_counted_and_drained() {
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     // The receiver's deadline runs out while the write is under way: the write still commits.
     let _ = tokio::time::timeout(Duration::ZERO, spool.put(message("evt-late"))).await;
-    wait_until("the committed event is counted", || spool.events() == 1).await;
+    wait_for_events(&spool, 1).await;
 
     let broker = Arc::new(FakeBroker::default());
     let shutdown = CancellationToken::new();
     let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
-    wait_until("it is forwarded", || broker.ids() == ["evt-late"]).await;
+    wait_for_events(&spool, 0).await;
+    assert_eq!(broker.ids(), ["evt-late"]);
     shutdown.cancel();
     drainer.await.unwrap();
 }
