@@ -7,14 +7,20 @@ use std::{
     sync::Mutex,
 };
 
+use tokio::sync::watch;
+
 pub struct JsonLines {
     file: Mutex<File>,
     /// Kept to rewrite the file in place of the old one (dead letters leaving on a replay).
     path: std::path::PathBuf,
+    /// Counts the writes to the queue's files (shared by its records and its dead letters), sent
+    /// once each is on disk: a reader in the process (the demo's printer) reads the files when
+    /// they changed rather than on a timer.
+    written: watch::Sender<u64>,
 }
 
 impl JsonLines {
-    pub fn open(path: &Path) -> std::io::Result<Self> {
+    pub fn open(path: &Path, written: watch::Sender<u64>) -> std::io::Result<Self> {
         let mut file = crate::owner_only::open_options().create(true).read(true).append(true).open(path)?;
         crate::owner_only::restrict_if_present(path)?;
         // A crash mid-write can leave a last line without its newline; end it, so the next
@@ -29,7 +35,7 @@ impl JsonLines {
                 file.sync_data()?;
             }
         }
-        Ok(Self { file: Mutex::new(file), path: path.to_owned() })
+        Ok(Self { file: Mutex::new(file), path: path.to_owned(), written })
     }
 
     /// Appends `line` (which must hold no newline) and syncs it to disk before returning.
@@ -40,7 +46,9 @@ impl JsonLines {
         buffer.push(b'\n');
         // One write of the whole line, so a crash cannot interleave half a line with another.
         file.write_all(&buffer)?;
-        file.sync_data()
+        file.sync_data()?;
+        self.written.send_modify(|writes| *writes += 1);
+        Ok(())
     }
 
     /// Replaces the file by `lines` (each without its newline): written to a temporary file (owner-only,
@@ -62,6 +70,7 @@ impl JsonLines {
             File::open(dir)?.sync_all()?;
         }
         *file = crate::owner_only::open_options().read(true).append(true).open(&self.path)?;
+        self.written.send_modify(|writes| *writes += 1);
         Ok(())
     }
 }

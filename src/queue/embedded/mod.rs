@@ -40,8 +40,9 @@ const DEFAULT_LEDGER_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 /// Ledger writes between two prunings of it.
 const LEDGER_PRUNE_EVERY: u64 = 1000;
 
-/// Longest a waiting consumer sleeps without looking: a safety net, not the wake-up path.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Longest a consumer waits for a retry's due time before looking again: due times are read
+/// from the system clock and slept on tokio's, which part ways when the system clock is set.
+const DUE_CHECK: Duration = Duration::from_secs(1);
 
 struct Shared {
     /// Held for the life of the queue: a second process on the same directory would reset this
@@ -50,6 +51,8 @@ struct Shared {
     store: Store,
     conversations: JsonLines,
     dead: JsonLines,
+    /// Counts the writes to `conversations.jsonl` and `dead.jsonl` (see [`EmbeddedQueue::written`]).
+    written: watch::Sender<u64>,
     /// Wakes consumers when a message is inserted or released.
     arrived: Notify,
     /// False after a failed write, true again after a successful one (drives `/readyz`).
@@ -144,14 +147,18 @@ impl EmbeddedQueue {
         }
         store::prepare(dir).map_err(|e| unusable("create the queue", e.to_string()))?;
         let store = Store::open(dir).map_err(|e| unusable("open the queue", e.to_string()))?;
-        let open =
-            |name: &str| JsonLines::open(&dir.join(name)).map_err(|e| unusable(&format!("open {name}"), e.to_string()));
+        let written = watch::Sender::new(0);
+        let open = |name: &str| {
+            JsonLines::open(&dir.join(name), written.clone())
+                .map_err(|e| unusable(&format!("open {name}"), e.to_string()))
+        };
         Ok(Self {
             shared: Arc::new(Shared {
                 _lock: lock,
                 store,
                 conversations: open(CONVERSATIONS_FILE)?,
                 dead: open(DEAD_FILE)?,
+                written,
                 arrived: Notify::new(),
                 healthy: watch::Sender::new(true),
                 delivery_limit: delivery_limit.max(1),
@@ -161,6 +168,13 @@ impl EmbeddedQueue {
                 ledger_writes: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Changes each time a record or a dead letter is on disk in `conversations.jsonl` or
+    /// `dead.jsonl`, or the dead letters were rewritten: a reader in this process (the demo's
+    /// printer) waits on it, then reads the files.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.shared.written.subscribe()
     }
 
     /// Messages waiting for the worker (including retries not yet due and leased ones).
@@ -309,13 +323,20 @@ impl Consumer for EmbeddedConsumer {
                 Look::Unreadable => return None,
                 Look::NothingDue(next_due) => next_due,
             };
-            let now = shared.clock.now_ms();
-            let wait = next_due
-                .map(|due| Duration::from_millis((due - now).max(0) as u64).min(IDLE_CHECK))
-                .unwrap_or(IDLE_CHECK);
+            // A message that falls due later is looked for then (or after DUE_CHECK). With none,
+            // only an insert or a release can bring one, and each wakes `arrived`: no look until then.
+            let due_check = async {
+                match next_due {
+                    Some(due) => {
+                        let wait = Duration::from_millis((due - shared.clock.now_ms()).max(0) as u64);
+                        tokio::time::sleep(wait.min(DUE_CHECK)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut arrived => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = due_check => {}
             }
         }
     }

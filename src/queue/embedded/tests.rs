@@ -133,9 +133,27 @@ fn a_torn_last_line_is_ended_before_the_next_record() {
     std::fs::create_dir_all(&dir.0).unwrap();
     let path = dir.0.join(CONVERSATIONS_FILE);
     std::fs::write(&path, "{\"whole\":1}\n{\"torn\":").unwrap();
-    JsonLines::open(&path).unwrap().append(b"{\"next\":2}").unwrap();
+    JsonLines::open(&path, watch::Sender::new(0)).unwrap().append(b"{\"next\":2}").unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(text.lines().last().unwrap(), "{\"next\":2}");
+}
+
+#[tokio::test]
+async fn each_record_and_dead_letter_is_announced_once_it_is_on_disk() {
+    let dir = Dir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let mut written = queue.written();
+    let lines = |name: &str| std::fs::read_to_string(dir.0.join(name)).unwrap().lines().count();
+    queue.publish(Destination::Events, message("evt_1")).await.unwrap();
+    assert!(!written.has_changed().unwrap(), "a raw event is not an output line");
+    queue
+        .publish(Destination::Conversations, Message { body: Bytes::from_static(b"{}"), ..message("evt_1") })
+        .await
+        .unwrap();
+    assert!(written.has_changed().unwrap());
+    assert_eq!((*written.borrow_and_update(), lines(CONVERSATIONS_FILE)), (1, 1), "announced when it can be read");
+    queue.publish(Destination::Dead, message("evt_2")).await.unwrap();
+    assert_eq!((*written.borrow_and_update(), lines(DEAD_FILE)), (2, 1));
 }
 
 #[tokio::test]
