@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context;
 use clap::Args;
 use secrecy::SecretString;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::watch};
 
 use super::demo_output::{self, Owners};
 use crate::{
@@ -109,7 +109,10 @@ impl DemoArgs {
             })?;
             sending.push(tokio::spawn(emitter.run(Arc::from(conversations), shutdown.clone())));
         }
-        let printed = tokio::spawn(demo_output::print(self.data_dir.clone(), owners.clone(), shutdown.clone()));
+        let written = relay.backend.embedded.as_ref().context("the demo runs on the embedded queue")?.written();
+        let (shown, landed) = watch::channel(0);
+        let printer = demo_output::print(self.data_dir.clone(), written, owners.clone(), shown, shutdown.clone());
+        let printed = tokio::spawn(printer);
 
         let (mut sent, mut accepted) = (0, 0);
         for emitter in sending {
@@ -119,7 +122,7 @@ impl DemoArgs {
             };
             (sent, accepted) = (sent + summary.sent, accepted + summary.accepted);
         }
-        let landed = demo_output::wait_for(&self.data_dir, accepted, &owners, &shutdown).await;
+        let landed = demo_output::wait_for(&self.data_dir, landed, accepted, &owners, &shutdown).await;
         println!("\nsent {sent} signed webhooks, {accepted} accepted with 204");
         let Some(tally) = landed else { return stop(relay, printed).await };
         let records = tally.total() - tally.dead;

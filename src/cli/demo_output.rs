@@ -4,19 +4,16 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::{Path, PathBuf},
-    time::Duration,
 };
 
 use serde_json::Value;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{
     embedded::{EmbeddedQueue, CONVERSATIONS_FILE},
     headers,
 };
-
-/// How often the files are looked at: often enough to feel live, rarely enough to cost nothing.
-const POLL: Duration = Duration::from_millis(100);
 
 /// Which demo project each conversation belongs to, by conversation id: the project of a record
 /// that does not say (records name their project in a top-level `project` field).
@@ -68,10 +65,20 @@ fn read(dir: &Path) -> (Vec<Value>, Vec<String>) {
     (records, dead)
 }
 
-/// Prints each new record and dead letter in `dir` as one line, until `shutdown`.
-pub async fn print(dir: PathBuf, owners: Owners, shutdown: CancellationToken) {
+/// Prints each new record and dead letter in `dir` as one line, until `shutdown`: the files are
+/// read each time the embedded queue has `written` to them. How many lines it has printed goes
+/// to `shown`.
+pub async fn print(
+    dir: PathBuf,
+    mut written: watch::Receiver<u64>,
+    owners: Owners,
+    shown: watch::Sender<usize>,
+    shutdown: CancellationToken,
+) {
     let (mut records_shown, mut dead_shown) = (0, 0);
-    while !shutdown.is_cancelled() {
+    loop {
+        // Marked seen before the files are read, so a write during the read wakes the next wait.
+        written.borrow_and_update();
         let (records, dead) = read(&dir);
         for record in records.iter().skip(records_shown) {
             println!("{:<8} {}", project_of(record, &owners), describe(record));
@@ -80,28 +87,44 @@ pub async fn print(dir: PathBuf, owners: Owners, shutdown: CancellationToken) {
             println!("{line}");
         }
         (records_shown, dead_shown) = (records.len(), dead.len());
-        tokio::time::sleep(POLL).await;
+        shown.send_replace(records_shown + dead_shown);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = written.changed() => if changed.is_err() { return },
+        }
     }
 }
 
-/// Waits until `expected` events have landed, as records or dead letters (or Ctrl-C: `None`).
-pub async fn wait_for(dir: &Path, expected: usize, owners: &Owners, shutdown: &CancellationToken) -> Option<Tally> {
-    loop {
-        let (records, dead) = read(dir);
-        let mut tally = Tally { dead: dead.len(), ..Tally::default() };
-        for record in &records {
-            *tally.records.entry(project_of(record, owners).to_owned()).or_default() += 1;
-        }
-        if tally.total() >= expected {
-            // Let the printer show the last one before the summary.
-            tokio::time::sleep(2 * POLL).await;
-            return Some(tally);
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            _ = tokio::time::sleep(POLL) => {}
-        }
+/// Waits until the printer has `shown` `expected` events, as records or dead letters, so the
+/// summary comes after the last of them; then tallies them (Ctrl-C, or a printer gone: `None`).
+pub async fn wait_for(
+    dir: &Path,
+    mut shown: watch::Receiver<usize>,
+    expected: usize,
+    owners: &Owners,
+    shutdown: &CancellationToken,
+) -> Option<Tally> {
+    tokio::select! {
+        _ = shutdown.cancelled() => None,
+        landed = shown.wait_for(|shown| *shown >= expected) => match landed {
+            // Let go of the watch before the files are read: the printer may write to it meanwhile.
+            Ok(shown) => {
+                drop(shown);
+                Some(tally(dir, owners))
+            }
+            Err(_) => None,
+        },
     }
+}
+
+/// What has landed in `dir`, by project.
+fn tally(dir: &Path, owners: &Owners) -> Tally {
+    let (records, dead) = read(dir);
+    let mut tally = Tally { dead: dead.len(), ..Tally::default() };
+    for record in &records {
+        *tally.records.entry(project_of(record, owners).to_owned()).or_default() += 1;
+    }
+    tally
 }
 
 /// One line about an enriched record: what happened on the call, in a glance.
@@ -147,8 +170,8 @@ mod tests {
         assert_eq!(project_of(&json!({"conversation": {"id": "CA9"}}), &owners), "?");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn dead_letters_count_as_landed_and_name_their_project() {
+    #[test]
+    fn dead_letters_count_as_landed_and_name_their_project() {
         let dir = std::env::temp_dir().join(format!("relay-demo-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let record =
@@ -158,7 +181,8 @@ mod tests {
             "headers": {"x-relay-project": "acme-us", "x-relay-error": "404 not found"}});
         std::fs::write(dir.join(crate::queue::embedded::DEAD_FILE), format!("{dead}\n")).unwrap();
 
-        let tally = wait_for(&dir, 2, &Owners::new(), &CancellationToken::new()).await.unwrap();
+        let tally = tally(&dir, &Owners::new());
+        assert_eq!(tally.total(), 2);
         assert_eq!(tally, Tally { records: BTreeMap::from([("acme-uk".to_owned(), 1)]), dead: 1 });
         assert_eq!(tally.by_project(), "acme-uk 1");
         let (records, dead) = read(&dir);
