@@ -127,6 +127,10 @@ where
 #[derive(Clone)]
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
+    /// Woken after each recording, on a relay's own recorder only: a test waits with
+    /// [`Metrics::wait_until`] for what the relay records instead of reading `/metrics` again and
+    /// again. `None` on the process-wide recorder, so production pays nothing for it.
+    recorded: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The process-wide recorder as `metrics` installs it: a second owner of the same storage.
@@ -171,19 +175,40 @@ impl Metrics {
                 let recorder = Arc::new(build_recorder());
                 metrics::set_global_recorder(Shared(recorder.clone()))
                     .expect("the metrics recorder is installed once per process");
-                Self { recorder }
+                Self { recorder, recorded: None }
             })
             .clone()
     }
 
     /// A recorder of this relay's own (for tests: many relays in one process).
     pub fn isolated() -> Self {
-        Self { recorder: Arc::new(build_recorder()) }
+        Self { recorder: Arc::new(build_recorder()), recorded: Some(Arc::default()) }
     }
 
     /// Runs `record` (a `metrics::counter!(…).increment(…)` and the like) against this recorder.
     pub fn record<T>(&self, record: impl FnOnce() -> T) -> T {
-        metrics::with_local_recorder(self.recorder.as_ref(), record)
+        let recorded = metrics::with_local_recorder(self.recorder.as_ref(), record);
+        if let Some(waiters) = &self.recorded {
+            waiters.notify_waiters();
+        }
+        recorded
+    }
+
+    /// Resolves once `reached` holds for the Prometheus text of what was recorded, looking again
+    /// after each recording. Only a relay's own recorder ([`Metrics::isolated`]) tells of its
+    /// recordings; on the process-wide one this resolves only if `reached` holds at once.
+    pub async fn wait_until(&self, reached: impl Fn(&str) -> bool) {
+        loop {
+            // Created before the look: a recording during it still wakes the wait.
+            let next = self.recorded.as_ref().map(|waiters| waiters.notified());
+            if reached(&self.render()) {
+                return;
+            }
+            match next {
+                Some(next) => next.await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// The Prometheus text of everything recorded so far.

@@ -217,7 +217,9 @@ impl Worker {
         })
     }
 
-    async fn settle(&self, delivery: Delivery) -> Settle {
+    /// Processes `delivery` and settles it (ack or requeue) as the outcome says: what the
+    /// consuming loop does with each delivery, and a test with each one it takes from a consumer.
+    pub async fn settle(&self, delivery: Delivery) -> Settle {
         let message = &delivery.message;
         let span = tracing::info_span!(
             "event",
