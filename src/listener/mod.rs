@@ -88,8 +88,8 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// Out of file descriptors or memory: wait a moment instead of spinning; a single connection
-/// that failed during the handshake is simply gone.
+/// Out of file descriptors or memory: wait a moment instead of spinning (nothing tells when a
+/// descriptor is free again); a single connection that failed during the handshake is simply gone.
 async fn accept_failed(error: std::io::Error, shutdown: &CancellationToken) {
     use std::io::ErrorKind::*;
     if matches!(error.kind(), ConnectionAborted | ConnectionReset | ConnectionRefused | Interrupted) {
