@@ -13,6 +13,8 @@ mod broker;
 mod fake_polyai;
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[path = "../api/poll.rs"]
+mod poll;
 
 use std::time::{Duration, Instant};
 
@@ -103,13 +105,9 @@ async fn a_broker_blocking_publishers_is_answered_from_the_spool_which_drains_af
     let app = spawn_app_with(Options { ack_deadline: deadline, spool: Some(spool), ..Options::default() }).await;
     // With a spool /readyz is 200 at once; wait for the broker itself, and for the spool to
     // forward what came before it.
-    let mut accepted = post_until_straight(&app).await;
+    let mut accepted = app.post_until_straight("CAbefore").await;
+    app.wait_for_spool(0).await;
     let spooled = || polyai_relay::queue::embedded::EmbeddedQueue::count_in(&dir.0.join("spool")).unwrap();
-    let drained_by = Instant::now() + Duration::from_secs(15);
-    while spooled() != 0 {
-        assert!(Instant::now() < drained_by, "the spool never drained");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     let alarm = MemoryAlarm::raise().await;
     for i in 0..5 {
@@ -130,22 +128,4 @@ async fn a_broker_blocking_publishers_is_answered_from_the_spool_which_drains_af
         let record = app.next_record().await;
         enriched.insert(record.json["conversation"]["id"].as_str().unwrap().to_owned());
     }
-}
-
-/// Posts until a webhook goes straight to the broker; returns the conversation ids posted.
-async fn post_until_straight(app: &helpers::TestApp) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut posted = Vec::new();
-    for i in 0.. {
-        let id = format!("CAbefore{i}");
-        let response = app.post_signed(&completed(&id)).await;
-        assert_eq!(response.status(), 204);
-        posted.push(id);
-        if response.headers().get("x-relay-outcome").is_none() {
-            return posted;
-        }
-        assert!(Instant::now() < deadline, "never straight to the broker");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    unreachable!("the loop returns or fails")
 }

@@ -1,7 +1,11 @@
 //! The queue a test runs on: real RabbitMQ, or the embedded queue in a temporary directory.
 //! Behaviour tests run on both through [`both_backends!`].
 
-use std::{collections::HashSet, path::PathBuf, sync::Mutex, time::Duration};
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::{Mutex, OnceLock},
+};
 
 use polyai_relay::{
     config::{AmqpTarget, BrokerSettings, EventTypes},
@@ -10,8 +14,12 @@ use polyai_relay::{
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{value::RawValue, Value};
+use tokio::sync::watch;
 
-use crate::broker::{TestBroker, MESSAGE_WAIT};
+use crate::{
+    broker::{TestBroker, MESSAGE_WAIT},
+    poll::poll_until,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -69,16 +77,34 @@ impl Drop for TempDir {
 
 pub enum TestQueue {
     Amqp(Box<TestBroker>),
-    Embedded { dir: TempDir, records_read: Mutex<usize>, dead_read: Mutex<usize> },
+    Embedded {
+        dir: TempDir,
+        records_read: Mutex<usize>,
+        dead_read: Mutex<usize>,
+        /// What a relay running in this process on `dir` says of its writes to the files
+        /// ([`EmbeddedQueue::written`]); unset while none does (a relay binary writes them).
+        written: OnceLock<watch::Receiver<u64>>,
+    },
 }
 
 impl TestQueue {
     pub async fn new(backend: Backend, event_types: EventTypes) -> Self {
         match backend {
             Backend::Amqp => Self::Amqp(Box::new(TestBroker::new(event_types).await)),
-            Backend::Embedded => {
-                Self::Embedded { dir: TempDir::new(), records_read: Mutex::new(0), dead_read: Mutex::new(0) }
-            }
+            Backend::Embedded => Self::Embedded {
+                dir: TempDir::new(),
+                records_read: Mutex::new(0),
+                dead_read: Mutex::new(0),
+                written: OnceLock::new(),
+            },
+        }
+    }
+
+    /// Records and dead letters are read when `relay`, running in this process on this queue,
+    /// says it wrote them, rather than looked for every so often.
+    pub fn written_by(&self, relay: &polyai_relay::queue::Backend) {
+        if let (Self::Embedded { written, .. }, Some(queue)) = (self, &relay.embedded) {
+            let _ = written.set(queue.written());
         }
     }
 
@@ -120,8 +146,8 @@ impl TestQueue {
                     delivery: Some(delivery),
                 }
             }
-            Self::Embedded { dir, records_read, .. } => {
-                let line = next_line(&dir.0.join(CONVERSATIONS_FILE), records_read).await;
+            Self::Embedded { dir, records_read, written, .. } => {
+                let line = next_line(&dir.0.join(CONVERSATIONS_FILE), records_read, written.get()).await;
                 Record { json: serde_json::from_str(&line).expect("record is JSON"), delivery: None }
             }
         }
@@ -138,7 +164,7 @@ impl TestQueue {
                     event: delivery.data,
                 }
             }
-            Self::Embedded { dir, dead_read, .. } => {
+            Self::Embedded { dir, dead_read, written, .. } => {
                 #[derive(Deserialize)]
                 struct Line {
                     event_id: String,
@@ -146,7 +172,7 @@ impl TestQueue {
                     attempts: u32,
                     event: Box<RawValue>,
                 }
-                let line = next_line(&dir.0.join(DEAD_FILE), dead_read).await;
+                let line = next_line(&dir.0.join(DEAD_FILE), dead_read, written.get()).await;
                 let line: Line = serde_json::from_str(&line).expect("dead letter line");
                 DeadLetter {
                     event_id: line.event_id,
@@ -240,20 +266,19 @@ impl TestQueue {
     /// Once the relay has stopped: nothing is left in the worker's queue, not even a delivery that
     /// was never acked. RabbitMQ counts unacked deliveries nowhere a client can read, but it puts
     /// them back in the queue when it drops their consumer (in the same step, on a quorum queue),
-    /// so this waits for the consumers to be gone and then counts.
+    /// so this waits for the consumers to be gone and then counts. The broker drops a closed
+    /// connection's consumers on its own time and tells no one: its count is looked at until then.
     pub async fn assert_nothing_left(&self) {
         match self {
             Self::Amqp(broker) => {
-                let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
-                loop {
-                    let (ready, consumers) = broker.counts(&broker.topology.enrich_queue).await;
-                    if consumers == 0 {
-                        assert_eq!(ready, 0, "events left in the queue (acked never, or not at all)");
-                        return;
+                let ready = poll_until(MESSAGE_WAIT, || async {
+                    match broker.counts(&broker.topology.enrich_queue).await {
+                        (ready, 0) => Ok(ready),
+                        (_, consumers) => Err(format!("the relay's {consumers} consumer(s) never went away")),
                     }
-                    assert!(tokio::time::Instant::now() < deadline, "the relay's consumer never went away");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                })
+                .await;
+                assert_eq!(ready, 0, "events left in the queue (acked never, or not at all)");
             }
             Self::Embedded { dir, .. } => {
                 // Every row not yet acked, leased or not.
@@ -262,34 +287,48 @@ impl TestQueue {
         }
     }
 
-    /// Polls [`Self::pending`] until it equals `expected`; panics after [`MESSAGE_WAIT`].
+    /// Waits until [`Self::pending`] equals `expected`, for counts that change where nothing tells
+    /// the test: in a relay binary, or on the broker's own time (a delay queue's TTL hands a
+    /// held event back). The count is looked at until then; panics after [`MESSAGE_WAIT`].
     pub async fn wait_for_pending(&self, expected: u64) {
-        let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
-        loop {
-            let count = self.pending().await;
-            if count == expected {
-                return;
+        poll_until(MESSAGE_WAIT, || async {
+            match self.pending().await {
+                count if count == expected => Ok(()),
+                count => Err(format!("{count} events pending, expected {expected}")),
             }
-            assert!(tokio::time::Instant::now() < deadline, "{count} events pending, expected {expected}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 }
 
-/// Waits for line number `*read` of a JSON Lines file and moves the cursor past it.
-async fn next_line(path: &std::path::Path, read: &Mutex<usize>) -> String {
-    let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
-    loop {
+/// Waits for line number `*read` of a JSON Lines file and moves the cursor past it. A relay in
+/// this process says when it has `written` to its files: the file is read then. A relay binary
+/// says nothing to the test: the file is looked at until the line is there.
+async fn next_line(path: &std::path::Path, read: &Mutex<usize>, written: Option<&watch::Receiver<u64>>) -> String {
+    let take = || {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        {
-            let mut index = read.lock().unwrap();
-            // Only complete lines: the writer may be mid-append.
-            if let Some(line) = text.split_inclusive('\n').filter(|l| l.ends_with('\n')).nth(*index) {
-                *index += 1;
-                return line.trim_end().to_owned();
+        let mut index = read.lock().unwrap();
+        // Only complete lines: the writer may be mid-append.
+        let line = text.split_inclusive('\n').filter(|l| l.ends_with('\n')).nth(*index)?;
+        *index += 1;
+        Some(line.trim_end().to_owned())
+    };
+    let missing = || format!("no new line in {} within {MESSAGE_WAIT:?}", path.display());
+    let Some(written) = written else {
+        return poll_until(MESSAGE_WAIT, || async { take().ok_or_else(missing) }).await;
+    };
+    let mut written = written.clone();
+    let arrived = async {
+        loop {
+            // Marked seen before the read, so a write during it wakes the wait below.
+            written.borrow_and_update();
+            if let Some(line) = take() {
+                return line;
+            }
+            if written.changed().await.is_err() {
+                panic!("the relay stopped: {}", missing());
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no new line in {} within {MESSAGE_WAIT:?}", path.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
+    tokio::time::timeout(MESSAGE_WAIT, arrived).await.unwrap_or_else(|_| panic!("{}", missing()))
 }

@@ -179,18 +179,30 @@ impl FakePolyai {
 
     /// Waits until at least `n` requests arrived.
     pub async fn wait_for_requests(&self, n: usize) {
+        self.wait_until(Duration::from_secs(30), || self.requests().len() >= n)
+            .await
+            .unwrap_or_else(|_| panic!("fewer than {n} API requests arrived: {:?}", self.requests()));
+    }
+
+    /// Waits until at least `n` list requests arrived (key probes and reconciliation passes).
+    pub async fn wait_for_list_requests(&self, n: usize, limit: Duration) {
+        self.wait_until(limit, || self.list_requests().len() >= n)
+            .await
+            .unwrap_or_else(|_| panic!("only {} list requests", self.list_requests().len()));
+    }
+
+    /// Looks at `reached` each time a request arrives, until it holds or `limit` has passed.
+    async fn wait_until(&self, limit: Duration, reached: impl Fn() -> bool) -> Result<(), tokio::time::error::Elapsed> {
         let wait = async {
             loop {
                 let notified = self.script.arrived.notified();
-                if self.requests().len() >= n {
+                if reached() {
                     return;
                 }
                 notified.await;
             }
         };
-        tokio::time::timeout(Duration::from_secs(30), wait)
-            .await
-            .unwrap_or_else(|_| panic!("fewer than {n} API requests arrived: {:?}", self.requests()));
+        tokio::time::timeout(limit, wait).await
     }
 }
 

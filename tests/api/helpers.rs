@@ -17,16 +17,18 @@ use polyai_relay::{
     receiver::Readiness,
     sender::{signed_post, SendScheme},
     signature::{sign, SecretSlot, SignatureScheme},
+    spool,
     telemetry::Metrics,
     worker::{Settle, Step, Worker},
 };
 use secrecy::SecretString;
 use serde_json::json;
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::{Backend, DeadLetter, Record, TestQueue},
+    broker::MESSAGE_WAIT,
     fake_polyai::{FakePolyai, ACCOUNT, ACCOUNT_B, API_KEY, API_KEY_B, PROJECT, PROJECT_B},
 };
 
@@ -129,6 +131,10 @@ pub struct TestApp {
     driven: Option<(Arc<Worker>, Arc<queue::Backend>)>,
     /// The relay's own queue: to read what the receiver enqueued, or publish raw events to it.
     backend: Arc<queue::Backend>,
+    /// The relay's recorder: what `/metrics` renders, and what it records can be waited on.
+    metrics: Metrics,
+    /// What the receiver's spool holds, when it has one.
+    spool: Option<watch::Receiver<spool::Level>>,
 }
 
 pub async fn spawn_app_with(options: Options) -> TestApp {
@@ -202,9 +208,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     // A recorder of its own: this app's /metrics shows only what this app did.
     let metrics = Metrics::isolated();
     let running = app::start_with(components, metrics.clone(), shutdown.clone()).await.expect("relay starts");
+    queue.written_by(&running.backend);
     let driven = driven_settings.map(|settings| {
         let publisher = running.backend.publisher.clone();
-        let worker = Worker::new(&settings, publisher, metrics, shutdown.clone()).expect("worker builds");
+        let worker = Worker::new(&settings, publisher, metrics.clone(), shutdown.clone()).expect("worker builds");
         (Arc::new(worker), running.backend.clone())
     });
     let app = TestApp {
@@ -218,6 +225,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         readiness: running.readiness,
         driven,
         backend: running.backend.clone(),
+        metrics,
+        spool: running.spool.as_ref().map(spool::Spool::level),
     };
     if options.wait_ready {
         app.wait_until_ready().await;
@@ -310,31 +319,50 @@ impl TestApp {
     /// that name whose labels include the given ones (so a label added later, such as `project`,
     /// does not change what a test asks for).
     pub async fn metric(&self, series: &str) -> f64 {
-        let text = self.admin_get("/metrics").await.text().await.expect("metrics are text");
-        let (name, wanted) = split_series(series);
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| {
-                let (series, value) = line.rsplit_once(' ')?;
-                let (line_name, labels) = split_series(series);
-                (line_name == name && wanted.iter().all(|label| labels.contains(label)))
-                    .then(|| value.parse::<f64>().ok())?
-            })
-            .sum()
+        series_value(&self.admin_get("/metrics").await.text().await.expect("metrics are text"), series)
     }
 
-    /// Waits until `series` reads `value` on this relay's `/metrics`: for counters the relay
-    /// records just after something a test can see (a record is visible on the queue a moment
-    /// before the worker's confirm arrives and is counted).
+    /// Waits until `series` reads `value` in what this relay has recorded (what `/metrics`
+    /// renders), looking again after each recording: for what the relay records just after
+    /// something a test can see (a record is visible on the queue a moment before the worker's
+    /// confirm arrives and is counted), or records with nothing else to show for it.
     pub async fn wait_for_metric(&self, series: &str, value: f64) {
-        let reached = async {
-            while self.metric(series).await != value {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        let reached = self.metrics.wait_until(|text| series_value(text, series) == value);
+        if tokio::time::timeout(MESSAGE_WAIT, reached).await.is_err() {
+            panic!("{series} did not reach {value}: {}", series_value(&self.metrics.render(), series));
+        }
+    }
+
+    /// Waits until the receiver's spool holds `events`, as its drainer and `/readyz` are told.
+    pub async fn wait_for_spool(&self, events: u64) {
+        let mut level = self.spool.clone().expect("spawned with a spool");
+        let reached = tokio::time::timeout(MESSAGE_WAIT, level.wait_for(|level| level.events == events)).await.is_ok();
+        assert!(reached, "the spool holds {}, never {events}", level.borrow().events);
+    }
+
+    /// Posts events (`{prefix}0`, `{prefix}1`, …) until one goes straight to the broker rather than
+    /// to the spool; returns their conversation ids. With a spool, `/readyz` is 200 before the
+    /// broker is connected: each post waits for the publisher to be ready, and one may still be
+    /// spooled if its confirm is slower than the ack deadline allows.
+    pub async fn post_until_straight(&self, prefix: &str) -> Vec<String> {
+        let mut ready = self.backend.publisher.readiness();
+        let mut posted = Vec::new();
+        let straight = async {
+            loop {
+                ready.wait_for(|ready| *ready).await.expect("the publisher lives as long as the relay");
+                let id = format!("{prefix}{}", posted.len());
+                let response = self.post_signed(&completed(&id)).await;
+                assert_eq!(response.status(), 204, "{id}");
+                posted.push(id);
+                if response.headers().get("x-relay-outcome").is_none() {
+                    return;
+                }
             }
         };
-        if tokio::time::timeout(Duration::from_secs(10), reached).await.is_err() {
-            panic!("{series} did not reach {value}: {}", self.metric(series).await);
+        if tokio::time::timeout(MESSAGE_WAIT, straight).await.is_err() {
+            panic!("never straight to the broker: {posted:?}");
         }
+        posted
     }
 
     /// The next enriched record for downstream consumers.
@@ -345,6 +373,23 @@ impl TestApp {
     /// The next dead letter.
     pub async fn next_dead_letter(&self) -> DeadLetter {
         self.queue.next_dead_letter().await
+    }
+
+    /// Takes the next `n` events as the queue hands them to a consumer, waiting for each, and
+    /// processes and settles each with the driven worker; what each step did. For events just
+    /// published: a look at the queue ([`Self::drain_worker`]) right after a confirm may still
+    /// come back empty on RabbitMQ, a consumer is handed each as soon as it is there.
+    pub async fn process_next(&self, n: usize) -> Vec<Settle> {
+        let (worker, backend) = self.driven.as_ref().expect("spawned with drive_worker");
+        // One at a time: the queue hands out no event before the one before it is settled.
+        let mut consumer = backend.source.open(1).await.expect("the queue takes a consumer");
+        let mut settled = Vec::new();
+        for _ in 0..n {
+            let next = tokio::time::timeout(MESSAGE_WAIT, consumer.next()).await;
+            let delivery = next.unwrap_or_else(|_| panic!("{} of {n} events came", settled.len())).expect("consuming");
+            settled.push(worker.settle(delivery).await);
+        }
+        settled
     }
 
     /// Runs the driven worker's step until the queue has nothing ready; what each step did.
@@ -401,6 +446,20 @@ pub fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String>
         lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         _ => None,
     })
+}
+
+/// The value of `series` in Prometheus `text` (see [`TestApp::metric`]), 0 when it is not there.
+fn series_value(text: &str, series: &str) -> f64 {
+    let (name, wanted) = split_series(series);
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (line_name, labels) = split_series(series);
+            (line_name == name && wanted.iter().all(|label| labels.contains(label)))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
 }
 
 /// `name{a="x",b="y"}` → (`name`, [`a="x"`, `b="y"`]). Label values here never hold commas.

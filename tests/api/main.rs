@@ -25,6 +25,7 @@ mod outage;
 mod outage_logs;
 mod pipeline;
 mod poison;
+mod poll;
 mod process;
 mod projects_backfill;
 mod projects_commands;

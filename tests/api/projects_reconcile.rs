@@ -8,7 +8,7 @@ use std::{collections::HashMap, time::Duration};
 use polyai_relay::{
     config::{ApiSettings, EventTypes, ProjectName, ReconcileSettings},
     polyai::PolyaiClient,
-    queue::{embedded::EmbeddedQueue, Backend as QueueBackend, Message, Source},
+    queue::{embedded::EmbeddedQueue, Backend as QueueBackend, Delivery, Message, Source},
     reconcile::{run_continuously, LedgerSource},
     telemetry::Metrics,
 };
@@ -44,11 +44,17 @@ async fn take_events(queue: &TestQueue) -> HashMap<String, Option<String>> {
 async fn drain(source: &dyn Source) -> HashMap<String, Option<String>> {
     let mut events = HashMap::new();
     while let Some(delivery) = crate::helpers::get_retrying(source).await {
-        delivery.acker.ack().await.unwrap();
-        let Message { message_id, headers, .. } = delivery.message;
-        events.insert(message_id, headers.get("x-relay-project").cloned());
+        let (id, project) = take(delivery).await;
+        events.insert(id, project);
     }
     events
+}
+
+/// Acks an event: its id and its `x-relay-project`.
+async fn take(delivery: Delivery) -> (String, Option<String>) {
+    delivery.acker.ack().await.unwrap();
+    let Message { message_id, headers, .. } = delivery.message;
+    (message_id, headers.get("x-relay-project").cloned())
 }
 
 /// What a pass over every project should have put into the queue: each project's finished
@@ -150,16 +156,22 @@ async fn the_reconcile_loop_goes_on_past_a_project_whose_key_is_refused() {
     let source = LedgerSource::embedded(queue.clone(), &topology);
     let running = tokio::spawn(run_continuously(settings, clients, source, metrics.clone(), stop.clone()));
 
-    let wanted = projects.finished_calls(US).len() as u64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while queue.pending().await.unwrap() < wanted {
-        assert!(tokio::time::Instant::now() < deadline, "{} of {wanted} reconciled", queue.pending().await.unwrap());
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // The round's events, taken as the queue hands them to a consumer, then whatever else it holds.
+    let wanted = projects.finished_calls(US).len();
+    let mut consumer = Source::open(&queue, 1).await.unwrap();
+    let mut events = HashMap::new();
+    for _ in 0..wanted {
+        let next = tokio::time::timeout(crate::broker::MESSAGE_WAIT, consumer.next()).await;
+        let delivery = next.unwrap_or_else(|_| panic!("{} of {wanted} reconciled", events.len())).unwrap();
+        let (id, project) = take(delivery).await;
+        events.insert(id, project);
     }
+    drop(consumer);
     stop.cancel();
     running.await.unwrap();
 
-    assert_eq!(drain(&queue).await, expected(&projects, &[US]));
+    events.extend(drain(&queue).await);
+    assert_eq!(events, expected(&projects, &[US]));
     let text = metrics.render();
     assert!(text.contains("relay_reconcile_failures_total{project=\"acme-uk\"} 1"), "{text}");
     assert!(text.contains(&format!("relay_reconciled_total{{project=\"acme-us\"}} {wanted}")), "{text}");

@@ -33,7 +33,7 @@ both_backends! {
         let body = completed("CA0002");
         let signature = sign(SECRET.as_bytes(), None, body.as_bytes());
         assert_eq!(app.post(&body, &[("x-polyai-signature", &signature)]).await.status(), 204, "body scheme");
-        app.queue.wait_for_pending(2).await;
+        assert_eq!(app.queue.pending().await, 2, "queued before the 204");
     }
 
     async fn the_previous_secret_is_still_accepted(backend: Backend) {
@@ -43,7 +43,7 @@ both_backends! {
         let signature = sign(PREVIOUS_SECRET.as_bytes(), Some(&ts), body.as_bytes());
         let response = app.post(&body, &[("x-polyai-timestamp", &ts), ("x-polyai-signature", &signature)]).await;
         assert_eq!(response.status(), 204);
-        app.queue.wait_for_pending(1).await;
+        assert_eq!(app.queue.pending().await, 1, "queued before the 204");
     }
 
     async fn unsigned_badly_signed_and_stale_requests_get_401_and_enqueue_nothing(backend: Backend) {
@@ -97,7 +97,7 @@ both_backends! {
         let live = app.post_signed(&completed("CA0006")).await;
         assert_eq!(live.status(), 204);
         assert!(live.headers().get("x-relay-outcome").is_none());
-        app.queue.wait_for_pending(1).await;
+        assert_eq!(app.queue.pending().await, 1, "queued before the 204");
     }
 
     async fn every_type_is_forwarded_with_a_star(backend: Backend) {
@@ -106,7 +106,7 @@ both_backends! {
         let response = app.post_signed(alert).await;
         assert_eq!(response.status(), 204);
         assert!(response.headers().get("x-relay-outcome").is_none());
-        app.queue.wait_for_pending(1).await;
+        assert_eq!(app.queue.pending().await, 1, "queued before the 204");
     }
 
     async fn a_declared_oversize_body_gets_413_before_it_is_sent(backend: Backend) {

@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use polyai_relay::signature::sign;
 
-use crate::helpers::{completed, header, now, spawn_app_with, Options, SECRET};
+use crate::{
+    helpers::{completed, header, now, spawn_app_with, Options, SECRET},
+    poll::poll_until,
+};
 
 fn receiver_only() -> Options {
     Options { worker: false, ..Options::default() }
@@ -115,12 +118,9 @@ async fn the_backlog_of_the_workers_queue_is_reported() {
     let app = spawn_app_with(receiver_only()).await;
     let backlog = format!(r#"relay_queue_backlog{{queue="{}"}}"#, app.queue.broker().topology.enrich_queue);
     assert_eq!(app.post_signed(&completed("CA1")).await.status(), 204);
-    // No worker takes it: the queue holds it until the next depth reading says so.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while app.metric(&backlog).await < 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "{backlog} never reported");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // No worker takes it: the queue holds it until the next depth reading (every 15 s) says so.
+    app.wait_for_metric(&backlog, 1.0).await;
+    assert_eq!(app.metric(&backlog).await, 1.0, "and /metrics shows it");
 }
 
 /// A RabbitMQ policy for the length of a test (the way an operator would set a limit).
@@ -154,15 +154,14 @@ async fn a_publish_the_broker_nacks_gets_503() {
     let app = spawn_app_with(receiver_only()).await;
     // A full queue with reject-publish overflow makes the broker nack new messages.
     let _policy = Policy::set(&app.queue.broker().topology.enrich_queue, r#"{"max-length":0}"#).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let response = app.post_signed(&completed("CA0011")).await;
-        if response.status() == 503 {
-            break;
+    // Policies reach the queue a moment after rabbitmqctl returns, and the broker says when to
+    // no one: posted until a publish meets it.
+    poll_until(Duration::from_secs(15), || async {
+        match app.post_signed(&completed("CA0011")).await.status().as_u16() {
+            503 => Ok(()),
+            status => Err(format!("never nacked: {status}")),
         }
-        // Policies reach the queue a moment after rabbitmqctl returns.
-        assert!(tokio::time::Instant::now() < deadline, "never nacked: {}", response.status());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert!(app.metric(r#"relay_publish_confirms_total{destination="events",result="nack"}"#).await >= 1.0);
 }

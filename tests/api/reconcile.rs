@@ -70,13 +70,9 @@ async fn stop(mut relay: RelayProcess) {
     assert_eq!(relay.wait_for_exit(Duration::from_secs(15)).await, Some(0), "{}", relay.logs());
 }
 
-/// Waits until the fake has answered `n` list requests in all.
+/// Waits until the fake has had `n` list requests in all.
 async fn wait_for_lists(polyai: &FakePolyai, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while polyai.list_requests().len() < n {
-        assert!(tokio::time::Instant::now() < deadline, "only {} list requests", polyai.list_requests().len());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    polyai.wait_for_list_requests(n, Duration::from_secs(60)).await;
 }
 
 /// The calls of the loop tests: all finished hours ago, none delivered by a webhook.

@@ -7,7 +7,6 @@ use polyai_relay::{config::SpoolSettings, queue::embedded::EmbeddedQueue};
 
 use crate::{
     backend::TempDir,
-    broker::MESSAGE_WAIT,
     helpers::{completed, Options, TestApp},
     outage::{enriched_until, proxied_app},
 };
@@ -43,33 +42,8 @@ async fn post_until_spooled(app: &TestApp, prefix: &str, accepted: &mut HashSet<
     panic!("nothing was spooled after the cut");
 }
 
-/// Posts until one goes straight to the broker: with a spool, `/readyz` is 200 before the broker
-/// is connected, and what comes before is spooled.
-async fn post_until_straight(app: &TestApp, prefix: &str, accepted: &mut HashSet<String>) {
-    let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
-    for i in 0.. {
-        let id = format!("{prefix}{i}");
-        let (status, outcome) = post(app, &id).await;
-        assert_eq!(status, 204, "{id}");
-        accepted.insert(id);
-        if outcome.is_none() {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never straight to the broker");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn spooled_count(dir: &TempDir) -> u64 {
     EmbeddedQueue::count_in(&dir.0.join("spool")).expect("spool readable")
-}
-
-async fn wait_for_spool(dir: &TempDir, events: u64) {
-    let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
-    while spooled_count(dir) != events {
-        assert!(tokio::time::Instant::now() < deadline, "the spool holds {}, expected {events}", spooled_count(dir));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn mode(path: &Path) -> u32 {
@@ -80,9 +54,8 @@ fn mode(path: &Path) -> u32 {
 async fn every_webhook_answered_during_a_broker_cut_is_spooled_and_enriched_once_it_is_back() {
     let dir = TempDir::new();
     let (app, proxy) = proxied_app(spooling(&dir, 1 << 30)).await;
-    let mut accepted = HashSet::new();
-    post_until_straight(&app, "CAbefore", &mut accepted).await;
-    wait_for_spool(&dir, 0).await;
+    let mut accepted: HashSet<String> = app.post_until_straight("CAbefore").await.into_iter().collect();
+    app.wait_for_spool(0).await;
 
     proxy.cut();
     post_until_spooled(&app, "CAcut", &mut accepted).await;
@@ -107,8 +80,8 @@ async fn every_webhook_answered_during_a_broker_cut_is_spooled_and_enriched_once
     }
 
     proxy.restore();
-    wait_for_spool(&dir, 0).await;
-    post_until_straight(&app, "CAafter", &mut accepted).await;
+    app.wait_for_spool(0).await;
+    accepted.extend(app.post_until_straight("CAafter").await);
     enriched_until(&app, &accepted).await;
 }
 
@@ -138,7 +111,7 @@ async fn a_full_spool_answers_503_with_retry_after_and_the_receiver_turns_unread
 
     proxy.restore();
     app.wait_for_readiness(200).await;
-    wait_for_spool(&dir, 0).await;
+    app.wait_for_spool(0).await;
     enriched_until(&app, &accepted).await;
 }
 
@@ -156,7 +129,7 @@ async fn the_spool_drains_oldest_first_with_message_ids_and_headers_kept() {
     assert_eq!(spooled_count(&dir), before + total as u64);
 
     proxy.restore();
-    wait_for_spool(&dir, 0).await;
+    app.wait_for_spool(0).await;
     // The raw events, in the order the broker queued them.
     let broker = app.queue.broker();
     let channel = broker.channel().await;

@@ -27,8 +27,8 @@ fn driven(backend: Backend) -> Options {
 
 /// Publishes a raw event about `conversation_id` straight to the worker's queue, as the receiver
 /// would for a webhook on `project`'s path (`None`: without the header, as before projects).
-/// A driven test waits for the queue to count its events before draining: the drain stops at the
-/// first empty look, and under load a look just after the confirm has come back empty.
+/// A driven test takes its events with [`TestApp::process_next`]: under load a look at the queue
+/// just after the confirm has come back empty.
 async fn publish(app: &TestApp, project: Option<&str>, conversation_id: &str) {
     let mut message = Message {
         body: completed(conversation_id).into(),
@@ -99,8 +99,7 @@ both_backends! {
         publish(&app, Some(FIRST_PROJECT), "CAuk").await;
         publish(&app, Some(SECOND_PROJECT), "CAus").await;
         publish(&app, None, "CAplain").await;
-        app.queue.wait_for_pending(3).await;
-        assert_eq!(app.drain_worker().await, [Settle::Ack; 3]);
+        assert_eq!(app.process_next(3).await, [Settle::Ack; 3]);
 
         // One at a time, in the queue's order.
         let seen: Vec<_> = app.polyai.by_id_requests().into_iter().map(|s| (s.path, s.api_key.unwrap())).collect();
@@ -191,8 +190,7 @@ both_backends! {
             publish(&app, Some(SECOND_PROJECT), b).await;
         }
         // Every event is settled at once: none waits in memory for the rate-limited project.
-        app.queue.wait_for_pending(6).await;
-        assert_eq!(app.drain_worker().await, [Settle::Ack; 6]);
+        assert_eq!(app.process_next(6).await, [Settle::Ack; 6]);
         assert_eq!(records_of(&app, SECOND_PROJECT, 3).await, us.iter().cloned().collect());
         assert_eq!(app.polyai.by_id_requests_of(PROJECT_B).len(), 3);
         // The first 429 paused the project's calls: its other events wait in a delay queue
@@ -207,8 +205,7 @@ both_backends! {
     async fn an_event_naming_a_project_not_served_is_dead_lettered_at_once(backend: Backend) {
         let app = spawn_app_with(driven(backend)).await;
         publish(&app, Some("acme-fr"), "CAfr").await;
-        app.queue.wait_for_pending(1).await;
-        assert_eq!(app.drain_worker().await, [Settle::Ack]);
+        assert_eq!(app.process_next(1).await, [Settle::Ack]);
         let dead = app.next_dead_letter().await;
         let error = dead.error.unwrap();
         assert!(error.contains("`acme-fr`") && error.contains("does not serve"), "{error}");

@@ -16,6 +16,8 @@ mod fake_polyai;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod node;
+#[path = "../api/poll.rs"]
+mod poll;
 #[path = "../api/process.rs"]
 mod process;
 #[path = "../api/proxy.rs"]
