@@ -17,6 +17,7 @@ use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{FakePolyai, Reply},
     helpers::{completed, post_event},
+    poll::poll_until,
     process::{relay_command, run_to_exit_with_stdout, RelayProcess},
 };
 
@@ -54,11 +55,15 @@ async fn dead_letters_through_the_relay(queue: &TestQueue, polyai: &FakePolyai, 
         let (_, status) = post_event(&http, &relay.url("/polyai-events"), (*id).to_owned()).await;
         assert_eq!(status, Some(204));
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while queue.dead_count().await < ids.len() as u64 {
-        assert!(tokio::time::Instant::now() < deadline, "not all dead-lettered:\n{}", relay.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The relay binary writes them where only a count shows them (taking them would leave nothing
+    // for `dead list`): counted until they are all there.
+    poll_until(Duration::from_secs(30), || async {
+        match queue.dead_count().await {
+            count if count >= ids.len() as u64 => Ok(()),
+            count => Err(format!("{count} of {} dead-lettered:\n{}", ids.len(), relay.logs())),
+        }
+    })
+    .await;
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(15)).await, Some(0));
 }
@@ -177,11 +182,15 @@ both_backends! {
         let mut command = relay_command(&["dead", "replay", "--all"]);
         command.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut replay = command.spawn().expect("binary starts");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while queue.pending().await < 100 {
-            assert!(tokio::time::Instant::now() < deadline, "the replay never got going");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        // The replay is another process, seen only in the queue it fills: counted, often, so the
+        // kill lands mid-way.
+        poll_until(Duration::from_secs(30), || async {
+            match queue.pending().await {
+                count if count >= 100 => Ok(()),
+                count => Err(format!("the replay never got going: {count} replayed")),
+            }
+        })
+        .await;
         replay.start_kill().expect("SIGKILL");
         replay.wait().await.expect("reaped");
 
@@ -241,11 +250,15 @@ async fn a_message_the_broker_dead_lettered_is_listed_with_the_brokers_reason_an
         delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
     }
     let _ = channel.close(200, "done".into()).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while app.queue.dead_count().await < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "never dead-lettered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The broker dead-letters it on its own and tells no client: its count is looked at until then
+    // (taking the letter would leave nothing for `dead list`).
+    poll_until(Duration::from_secs(30), || async {
+        match app.queue.dead_count().await {
+            0 => Err("never dead-lettered".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await;
 
     let listed = list_json(&app.queue).await;
     assert_eq!(listed.len(), 1);

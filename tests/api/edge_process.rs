@@ -18,6 +18,7 @@ use crate::{
     config::{refused, Refused},
     fake_polyai::FakePolyai,
     helpers::{now, post_event, SECRET},
+    poll::poll_until,
     process::{RelayProcess, BINARY},
 };
 
@@ -120,11 +121,16 @@ async fn unsigned_bodies_that_never_arrive_take_no_capacity_from_signed_webhooks
         holder.write_all(b"POST /polyai-events HTTP/1.1\r\nhost: relay\r\ncontent-length: 100\r\n\r\n{").await.unwrap();
         holders.push(holder);
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !metrics(&relay).await.contains("relay_webhook_bodies_reading 20") {
-        assert!(tokio::time::Instant::now() < deadline, "{}", metrics(&relay).await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The relay binary says it is reading them only on its /metrics: asked until it does.
+    poll_until(Duration::from_secs(10), || async {
+        let metrics = metrics(&relay).await;
+        if metrics.contains("relay_webhook_bodies_reading 20") {
+            Ok(())
+        } else {
+            Err(metrics)
+        }
+    })
+    .await;
     let http = reqwest::Client::new();
     for i in 0..5 {
         let (_, status) = post_event(&http, &relay.url("/polyai-events"), format!("evt-signed-{i}")).await;
@@ -150,18 +156,6 @@ async fn post_forged_type(relay: &RelayProcess) {
     assert_eq!(response.status(), 204);
 }
 
-async fn wait_for_log(relay: &RelayProcess, text: &str) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let logs = relay.logs();
-        if logs.contains(text) {
-            return logs;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no `{text}` in:\n{logs}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn request_fields_cannot_forge_log_lines_in_either_format() {
     for format in ["pretty", "json"] {
@@ -173,7 +167,7 @@ async fn request_fields_cannot_forge_log_lines_in_either_format() {
         relay.wait_ready().await;
         post_forged_type(&relay).await;
         // The worker logs the event type of what it enriched.
-        let logs = wait_for_log(&relay, "event enriched").await;
+        let logs = relay.wait_for_log("event enriched", Duration::from_secs(10)).await;
         for line in logs.lines() {
             assert!(!line.starts_with("2026-01-01T00:00:00"), "{format}: a forged line: {line:?}");
             assert!(!line.contains("\u{1b}[2J"), "{format}: a raw escape code: {line:?}");

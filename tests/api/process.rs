@@ -10,8 +10,10 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, Command},
-    sync::Notify,
+    sync::{watch, Notify},
 };
+
+use crate::poll::poll_until;
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_polyai-relay");
 
@@ -29,6 +31,8 @@ pub struct RelayProcess {
     /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
     pub admin_address: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    /// Lines logged so far, sent as each one comes: waiting for a line needs no timer.
+    logged: watch::Receiver<usize>,
     closed: Arc<Notify>,
 }
 
@@ -50,6 +54,7 @@ impl RelayProcess {
         let mut child = command.spawn().expect("binary starts");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let closed = Arc::new(Notify::new());
+        let (line_logged, logged) = watch::channel(0);
         let (address_tx, address_rx) = tokio::sync::oneshot::channel();
         let stderr = child.stderr.take().expect("stderr piped");
         let (sink, done) = (logs.clone(), closed.clone());
@@ -63,6 +68,7 @@ impl RelayProcess {
                     }
                 }
                 sink.lock().unwrap().push(line);
+                line_logged.send_modify(|lines| *lines += 1);
             }
             done.notify_one();
         });
@@ -70,7 +76,7 @@ impl RelayProcess {
             .await
             .expect("the relay logs `listening` in time")
             .expect("the relay listens");
-        Self { child, address, admin_address, logs, closed }
+        Self { child, address, admin_address, logs, logged, closed }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -81,14 +87,37 @@ impl RelayProcess {
         format!("http://{}{}", self.admin_address, path)
     }
 
-    /// Polls `/readyz` until the broker is connected and the topology declared.
+    /// Waits until `/readyz` answers 200: the broker is connected and the topology declared. Another
+    /// process's readiness is only what its `/readyz` answers, so that is asked until then.
     pub async fn wait_ready(&self) {
         let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while http.get(self.admin_url("/readyz")).send().await.map(|r| r.status().as_u16()).ok() != Some(200) {
-            assert!(tokio::time::Instant::now() < deadline, "never ready:\n{}", self.logs());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        poll_until(Duration::from_secs(15), || async {
+            match http.get(self.admin_url("/readyz")).send().await {
+                Ok(answer) if answer.status() == 200 => Ok(()),
+                _ => Err(format!("never ready:\n{}", self.logs())),
+            }
+        })
+        .await
+    }
+
+    /// Waits until a line of the logs contains `text`, looking at each line as it comes; the logs
+    /// so far. Fails after `limit`, or when the logs end without it.
+    pub async fn wait_for_log(&self, text: &str, limit: Duration) -> String {
+        let mut logged = self.logged.clone();
+        let found = async {
+            loop {
+                // Marked seen before the look, so a line logged during it wakes the wait below.
+                logged.borrow_and_update();
+                let logs = self.logs();
+                if logs.contains(text) {
+                    return logs;
+                }
+                if logged.changed().await.is_err() {
+                    panic!("the logs ended without `{text}`:\n{}", self.logs());
+                }
+            }
+        };
+        tokio::time::timeout(limit, found).await.unwrap_or_else(|_| panic!("no `{text}` in:\n{}", self.logs()))
     }
 
     /// Sends SIGTERM, as a container runtime would.

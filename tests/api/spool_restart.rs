@@ -16,6 +16,7 @@ use crate::{
     crash::wait_until_enriched,
     fake_polyai::FakePolyai,
     helpers::{completed, SECRET},
+    poll::poll_until,
     process::RelayProcess,
     proxy::Proxy,
 };
@@ -42,20 +43,21 @@ async fn post(relay: &RelayProcess, id: &str) -> (u16, Option<String>) {
     (response.status().as_u16(), outcome)
 }
 
-/// Posts until an event is answered with `outcome`; every answer must be a 204.
+/// Posts until an event is answered with `outcome`; every answer must be a 204. Each post waits
+/// for the relay's answer: one goes out as soon as the last is answered.
 async fn post_until(relay: &RelayProcess, prefix: &str, outcome: Option<&str>, accepted: &mut HashSet<String>) {
-    let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
-    for i in 0.. {
-        let id = format!("{prefix}{i}");
-        let (status, answered) = post(relay, &id).await;
-        assert_eq!(status, 204, "{id}");
-        accepted.insert(id);
-        if answered.as_deref() == outcome {
-            return;
+    let answered = async {
+        for i in 0.. {
+            let id = format!("{prefix}{i}");
+            let (status, answered) = post(relay, &id).await;
+            assert_eq!(status, 204, "{id}");
+            accepted.insert(id);
+            if answered.as_deref() == outcome {
+                return;
+            }
         }
-        assert!(tokio::time::Instant::now() < deadline, "never answered {outcome:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    tokio::time::timeout(MESSAGE_WAIT, answered).await.unwrap_or_else(|_| panic!("never answered {outcome:?}"));
 }
 
 async fn stopped_with_a_non_empty_spool_then_restarted_loses_nothing(stop: Stop) {
@@ -73,6 +75,8 @@ async fn stopped_with_a_non_empty_spool_then_restarted_loses_nothing(stop: Stop)
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
 
     let mut relay = RelayProcess::spawn(&["run"], &env).await;
+    // Until it has reached the broker, the relay spools every webhook: posts start once it says so.
+    relay.wait_for_log("broker connected", MESSAGE_WAIT).await;
     let mut accepted = HashSet::new();
     post_until(&relay, "evt-before-", None, &mut accepted).await;
     // What was spooled before the broker connected is forwarded first.
@@ -105,12 +109,16 @@ async fn stopped_with_a_non_empty_spool_then_restarted_loses_nothing(stop: Stop)
     wait_for_empty_spool(&spool.0.join("spool")).await;
 }
 
+/// Waits until the spool in `dir` is empty. Its drainer runs in the relay binary, which says
+/// nothing to the test: the spool is counted until then.
 async fn wait_for_empty_spool(dir: &std::path::Path) {
-    let deadline = tokio::time::Instant::now() + MESSAGE_WAIT;
-    while EmbeddedQueue::count_in(dir).unwrap() != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the spool never emptied");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    poll_until(MESSAGE_WAIT, || async {
+        match EmbeddedQueue::count_in(dir).unwrap() {
+            0 => Ok(()),
+            left => Err(format!("the spool never emptied: {left} left")),
+        }
+    })
+    .await
 }
 
 #[tokio::test]

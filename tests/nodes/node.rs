@@ -176,6 +176,7 @@ const DIAGNOSTICS: &str = "/usr/lib/rabbitmq/bin/rabbitmq-diagnostics";
 impl Node {
     /// Waits until stopping this node would leave every quorum queue a majority (the nodes that
     /// were away have rejoined and caught up), as an operator checks before a rolling restart.
+    /// The node tells this only when asked, so it is asked until it says so.
     pub fn await_not_quorum_critical(&self) {
         let deadline = std::time::Instant::now() + BOOT;
         loop {
