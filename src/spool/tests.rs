@@ -125,6 +125,25 @@ async fn a_full_spool_refuses_and_accepts_again_once_drained() {
 }
 
 #[tokio::test]
+async fn what_waits_on_the_spool_hears_when_an_event_finds_no_room_and_when_room_is_made() {
+    let dir = TempDir::new();
+    let one = stored_size(&message("evt-0"));
+    // Room for two events and a little: a third does not fit, though the spool is below its cap.
+    let spool = Spool::open(&settings(&dir, one * 2 + 1), Metrics::isolated()).unwrap();
+    spool.put(message("evt-0")).await.unwrap();
+    spool.put(message("evt-1")).await.unwrap();
+    let mut level = spool.level();
+    assert_eq!(*level.borrow_and_update(), Level { events: 2, accepts: true });
+    assert!(matches!(spool.put(message("evt-2")).await, Err(SpoolError::Full { .. })));
+    assert!(level.has_changed().unwrap(), "woken: `/readyz` turns unready");
+    assert_eq!(*level.borrow_and_update(), Level { events: 2, accepts: false });
+
+    let seq = spool.oldest(1, u64::MAX).await.unwrap()[0].seq;
+    spool.remove(vec![(seq, one)]).await.unwrap();
+    assert_eq!(*level.borrow_and_update(), Level { events: 1, accepts: true });
+}
+
+#[tokio::test]
 async fn the_spool_directory_and_its_files_are_owner_only() {
     let dir = TempDir::new();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
