@@ -98,14 +98,17 @@ both_backends! {
     }
 
     async fn an_idle_keep_alive_connection_closes_at_the_idle_timeout_not_the_header_timeout(backend: Backend) {
-        let (header_timeout, idle_timeout) = (Duration::from_millis(200), Duration::from_millis(1500));
+        // Far apart, so that telling them apart needs no precise clock: the relay's idle clock
+        // starts when its answer is out, and on a loaded machine this test may read the answer
+        // hundreds of milliseconds later (the watchdog's unit tests time the phases exactly).
+        let (header_timeout, idle_timeout) = (Duration::from_millis(200), Duration::from_secs(3));
         let app = receiver_with(backend, limits(header_timeout, idle_timeout)).await;
         let mut stream = TcpStream::connect(app.address).await.unwrap();
         stream.write_all(b"GET /nope HTTP/1.1\r\nhost: relay\r\n\r\n").await.unwrap();
         assert!(answer(&mut stream).await.starts_with("HTTP/1.1 404"));
         let idle_since = Instant::now();
         tokio::time::timeout(BOUND, until_closed(&mut stream)).await.expect("an idle connection is closed");
-        assert!(idle_since.elapsed() >= idle_timeout, "closed after {:?}", idle_since.elapsed());
+        assert!(idle_since.elapsed() >= idle_timeout / 2, "closed after {:?}", idle_since.elapsed());
     }
 
     async fn at_the_connection_cap_a_signed_webhook_takes_the_place_of_the_oldest_half_open_connection(backend: Backend) {
