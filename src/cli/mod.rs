@@ -83,9 +83,9 @@ impl Cli {
 
     pub async fn execute(self) -> anyhow::Result<()> {
         match self.command {
-            Command::Run(args) => args.execute().await,
-            Command::Serve(args) => args.execute().await,
-            Command::Work(args) => args.execute().await,
+            Command::Run(args) => run::until_signal(args.as_ref()).await,
+            Command::Serve(args) => run::until_signal(&args).await,
+            Command::Work(args) => run::until_signal(&args).await,
             Command::Send(args) => args.execute().await,
             Command::Backfill(args) => args.execute().await,
             Command::Check(args) => args.execute().await,

@@ -8,16 +8,18 @@ use crate::{
     shutdown,
 };
 
+/// The flags of a command that receives webhooks (`run`, `serve`): the spool belongs to the receiver.
 #[derive(Debug, Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    projects: ProjectsArgs,
+struct ReceivingArgs {
     #[command(flatten)]
     receiver: ReceiverArgs,
     #[command(flatten)]
     spool: SpoolArgs,
-    #[command(flatten)]
-    worker: WorkerArgs,
+}
+
+/// The flags every long-running command ends with: the queue (or broker) and the admin listener.
+#[derive(Debug, Args)]
+struct QueueAndAdminArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     #[command(flatten)]
@@ -25,17 +27,25 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    projects: ProjectsArgs,
+    #[command(flatten)]
+    receiving: ReceivingArgs,
+    #[command(flatten)]
+    worker: WorkerArgs,
+    #[command(flatten)]
+    queue_and_admin: QueueAndAdminArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     projects: ProjectsArgs,
     #[command(flatten)]
-    receiver: ReceiverArgs,
+    receiving: ReceivingArgs,
     #[command(flatten)]
-    spool: SpoolArgs,
-    #[command(flatten)]
-    broker: BrokerArgs,
-    #[command(flatten)]
-    server: ServerArgs,
+    queue_and_admin: QueueAndAdminArgs,
 }
 
 #[derive(Debug, Args)]
@@ -45,55 +55,62 @@ pub struct WorkArgs {
     #[command(flatten)]
     worker: WorkerArgs,
     #[command(flatten)]
-    broker: BrokerArgs,
-    #[command(flatten)]
-    server: ServerArgs,
+    queue_and_admin: QueueAndAdminArgs,
 }
 
-impl RunArgs {
-    pub async fn execute(self) -> anyhow::Result<()> {
-        let projects = self.projects.load()?;
-        let broker = self.broker.settings()?;
-        let receiver = self.receiver.settings(projects.as_ref(), &broker.topology.event_types)?;
-        let components = Components {
-            broker: bind_projects(broker, projects.as_ref()),
-            server: self.server.settings()?,
-            receiver: Some(receiver),
-            worker: Some(self.worker.settings(projects.as_ref())?),
-            spool: self.spool.settings(),
-        };
-        run_until_signal(components).await
+/// A long-running command: what it starts, read from its flags.
+pub trait Starts {
+    fn components(&self) -> anyhow::Result<Components>;
+}
+
+impl Starts for RunArgs {
+    fn components(&self) -> anyhow::Result<Components> {
+        components(&self.projects, &self.queue_and_admin, Some(&self.receiving), Some(&self.worker))
     }
 }
 
-impl ServeArgs {
-    pub async fn execute(self) -> anyhow::Result<()> {
-        let projects = self.projects.load()?;
-        let broker = self.broker.settings()?;
-        let receiver = self.receiver.settings(projects.as_ref(), &broker.topology.event_types)?;
-        let components = Components {
-            broker: bind_projects(broker, projects.as_ref()),
-            server: self.server.settings()?,
-            receiver: Some(receiver),
-            worker: None,
-            spool: self.spool.settings(),
-        };
-        run_until_signal(components).await
+impl Starts for ServeArgs {
+    fn components(&self) -> anyhow::Result<Components> {
+        components(&self.projects, &self.queue_and_admin, Some(&self.receiving), None)
     }
 }
 
-impl WorkArgs {
-    pub async fn execute(self) -> anyhow::Result<()> {
-        let projects = self.projects.load()?;
-        let components = Components {
-            broker: bind_projects(self.broker.settings()?, projects.as_ref()),
-            server: self.server.settings()?,
-            receiver: None,
-            worker: Some(self.worker.settings(projects.as_ref())?),
-            spool: None,
-        };
-        run_until_signal(components).await
+impl Starts for WorkArgs {
+    fn components(&self) -> anyhow::Result<Components> {
+        components(&self.projects, &self.queue_and_admin, None, Some(&self.worker))
     }
+}
+
+/// Starts what `command` starts, and runs it until SIGTERM or Ctrl-C.
+pub async fn until_signal(command: &impl Starts) -> anyhow::Result<()> {
+    let components = command.components()?;
+    let shutdown = shutdown::on_signal();
+    let running = app::start(components, shutdown).await?;
+    running.stopped.await?
+}
+
+/// The settings of what a command starts, checked in one order whichever the command (projects,
+/// broker, receiver, server, worker), so that the first error is the same in each.
+fn components(
+    projects: &ProjectsArgs,
+    QueueAndAdminArgs { broker, server }: &QueueAndAdminArgs,
+    receiving: Option<&ReceivingArgs>,
+    worker: Option<&WorkerArgs>,
+) -> anyhow::Result<Components> {
+    let projects = projects.load()?;
+    let broker = broker.settings()?;
+    // Before `bind_projects`: a project that names no `events` forwards RELAY_EVENTS itself.
+    let receiver = match receiving {
+        Some(r) => Some(r.receiver.settings(projects.as_ref(), &broker.topology.event_types)?),
+        None => None,
+    };
+    Ok(Components {
+        broker: bind_projects(broker, projects.as_ref()),
+        server: server.settings()?,
+        receiver,
+        worker: worker.map(|w| w.settings(projects.as_ref())).transpose()?,
+        spool: receiving.and_then(|r| r.spool.settings()),
+    })
 }
 
 /// The worker's queue is bound to every type some project forwards (`RELAY_EVENTS` is the
@@ -105,8 +122,53 @@ fn bind_projects(mut broker: BrokerSettings, projects: Option<&ProjectsFile>) ->
     broker
 }
 
-async fn run_until_signal(components: Components) -> anyhow::Result<()> {
-    let shutdown = shutdown::on_signal();
-    let running = app::start(components, shutdown).await?;
-    running.stopped.await?
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    enum Command {
+        // Boxed as in the real command line: `run` holds every other command's settings.
+        Run(Box<RunArgs>),
+        Serve(ServeArgs),
+        Work(WorkArgs),
+    }
+
+    const SECRET: [&str; 2] = ["--webhook-secret", "whsec-test"];
+    const SPOOL: [&str; 2] = ["--spool-dir", "/tmp/relay-spool-test"];
+    const API: [&str; 8] =
+        ["--api-key", "k", "--base-url", "http://127.0.0.1:9999", "--account-id", "ws-a", "--project-id", "P"];
+
+    fn components(command: &str, flags: &[&[&str]]) -> anyhow::Result<Components> {
+        let args = ["relay", command].into_iter().chain(flags.iter().flat_map(|f| f.iter().copied()));
+        match Command::try_parse_from(args)? {
+            Command::Run(args) => args.components(),
+            Command::Serve(args) => args.components(),
+            Command::Work(args) => args.components(),
+        }
+    }
+
+    /// (receiver, spool, worker) started.
+    fn started(components: &Components) -> (bool, bool, bool) {
+        (components.receiver.is_some(), components.spool.is_some(), components.worker.is_some())
+    }
+
+    #[test]
+    fn each_command_starts_its_own_parts() {
+        assert_eq!(started(&components("run", &[&SECRET, &SPOOL, &API]).unwrap()), (true, true, true));
+        assert_eq!(started(&components("serve", &[&SECRET, &SPOOL]).unwrap()), (true, true, false));
+        assert_eq!(started(&components("serve", &[&SECRET]).unwrap()), (true, false, false));
+        assert_eq!(started(&components("work", &[&API]).unwrap()), (false, false, true));
+    }
+
+    #[test]
+    fn the_receiver_is_checked_before_the_worker() {
+        let error = |result: anyhow::Result<Components>| result.err().expect("refused").to_string();
+        assert!(error(components("run", &[])).contains("POLYAI_WEBHOOK_SECRET"));
+        assert!(error(components("run", &[&SECRET])).contains("POLYAI_API_KEY"));
+        assert!(error(components("serve", &[])).contains("POLYAI_WEBHOOK_SECRET"));
+        assert!(error(components("work", &[])).contains("POLYAI_API_KEY"));
+    }
 }
