@@ -5,11 +5,12 @@
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use clap::Args;
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use time::OffsetDateTime;
 
+use super::window::WindowArgs;
 use crate::{
     backfill::{self, BackfillConfig, BackfillKey, BackfillSummary, CheckpointFile, Progress},
-    config::{parse_duration, ApiArgs, ApiSettings, BrokerArgs, BrokerSettings, ProjectChoice},
+    config::{ApiArgs, ApiSettings, BrokerArgs, BrokerSettings, ProjectChoice},
     polyai::{PolyaiClient, SettingNames},
     queue::{Backend, Publisher},
     shutdown,
@@ -21,15 +22,8 @@ const BROKER_PATIENCE: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Args)]
 pub struct BackfillArgs {
-    /// Start of the window: a duration ago (`24h`, `7d`) or an RFC 3339 time.
-    #[arg(long)]
-    since: String,
-    /// End of the window, in the same forms; now when omitted.
-    #[arg(long)]
-    until: Option<String>,
-    /// Which environment's conversations.
-    #[arg(long, default_value = "live", value_parser = ["live", "sandbox", "pre-release"])]
-    client_env: String,
+    #[command(flatten)]
+    window: WindowArgs,
     /// List and count without publishing.
     #[arg(long)]
     dry_run: bool,
@@ -48,15 +42,6 @@ pub struct BackfillArgs {
     broker: BrokerArgs,
 }
 
-/// `24h` means 24 hours before `now`; otherwise an RFC 3339 time.
-pub(super) fn instant(flag: &str, text: &str, now: OffsetDateTime) -> anyhow::Result<OffsetDateTime> {
-    if let Ok(time) = OffsetDateTime::parse(text, &Rfc3339) {
-        return Ok(time);
-    }
-    let ago = parse_duration(text).map_err(|e| anyhow::anyhow!("{flag}: {e}, or an RFC 3339 time"))?;
-    Ok(now - ago)
-}
-
 impl BackfillArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
         let chosen = self.choice.choose()?;
@@ -70,16 +55,15 @@ impl BackfillArgs {
         );
         let broker = self.broker.settings()?;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
-        let start_time = instant("--since", &self.since, now)?;
-        let end_time = self.until.as_deref().map(|u| instant("--until", u, now)).transpose()?.unwrap_or(now);
+        let (start_time, end_time) = self.window.bounds(now, now)?;
         anyhow::ensure!(start_time < end_time, "--since must be before --until");
         let configs: Vec<BackfillConfig> = projects
             .iter()
             .map(|api| BackfillConfig {
                 key: BackfillKey {
-                    since: self.since.clone(),
-                    until: self.until.clone(),
-                    client_env: self.client_env.clone(),
+                    since: self.window.since.clone(),
+                    until: self.window.until.clone(),
+                    client_env: self.window.client_env.clone(),
                     account_id: api.account_id.clone(),
                     project_id: api.project_id.clone(),
                 },

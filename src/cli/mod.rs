@@ -11,6 +11,7 @@ mod reconcile;
 mod register;
 mod run;
 mod send;
+mod window;
 
 use clap::{Parser, Subcommand};
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use time::OffsetDateTime;
 
-use super::backfill::instant;
+use super::window::WindowArgs;
 use crate::{
     config::{parse_duration, ApiArgs, BrokerArgs, ProjectChoice},
     polyai::PolyaiClient,
@@ -19,16 +19,15 @@ use crate::{
 };
 
 #[derive(Debug, Args)]
+// The window's help in reconcile's words: it lists calls, and its `--until` has its own default.
+#[command(
+    mut_arg("since", |a| a.help("Start of the window (calls that started then or later): a duration ago (`24h`) or an RFC 3339 time")),
+    mut_arg("until", |a| a.help("End of the window, in the same forms; by default now minus the settle time")),
+    mut_arg("client_env", |a| a.help("Which environment's calls")),
+)]
 pub struct ReconcileArgs {
-    /// Start of the window (calls that started then or later): a duration ago (`24h`) or an RFC 3339 time.
-    #[arg(long)]
-    since: String,
-    /// End of the window, in the same forms; by default now minus the settle time.
-    #[arg(long)]
-    until: Option<String>,
-    /// Which environment's calls.
-    #[arg(long, default_value = "live", value_parser = ["live", "sandbox", "pre-release"])]
-    client_env: String,
+    #[command(flatten)]
+    window: WindowArgs,
     /// Calls that finished more recently than this are left for their webhook.
     #[arg(long, env = "RELAY_RECONCILE_SETTLE", default_value = "10m", value_parser = settle)]
     settle: Duration,
@@ -60,14 +59,13 @@ impl ReconcileArgs {
         let broker = self.broker.settings()?;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
         let finished_before = now - self.settle;
-        let start = instant("--since", &self.since, now)?;
-        let end = self.until.as_deref().map(|u| instant("--until", u, now)).transpose()?.unwrap_or(finished_before);
+        let (start, end) = self.window.bounds(now, finished_before)?;
         anyhow::ensure!(start < end, "--since must be before --until (which is now minus the settle time by default)");
         let pass = Pass {
             start,
             end,
             finished_before,
-            client_env: self.client_env.clone(),
+            client_env: self.window.client_env.clone(),
             page_size: self.page_size,
             dry_run: self.dry_run,
         };
@@ -135,5 +133,29 @@ impl ReconcileArgs {
             "{prefix}{} conversations listed: {verb} {}, {} already known, {} in progress, {} finished within the settle time, {} in other environments",
             summary.listed, summary.reconciled, summary.known, summary.in_progress, summary.settling, summary.other_environment
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{Args, Command};
+
+    use super::*;
+
+    fn help(command: &Command, flag: &str) -> String {
+        command.get_arguments().find(|a| a.get_id() == flag).and_then(|a| a.get_help()).unwrap().to_string()
+    }
+
+    #[test]
+    fn the_window_is_worded_for_calls_and_the_settle_time() {
+        let reconcile = ReconcileArgs::augment_args(Command::new("reconcile"));
+        assert_eq!(
+            help(&reconcile, "until"),
+            "End of the window, in the same forms; by default now minus the settle time"
+        );
+        assert_eq!(help(&reconcile, "client_env"), "Which environment's calls");
+        assert!(help(&reconcile, "since").starts_with("Start of the window (calls that started then or later)"));
+        let backfill = WindowArgs::augment_args(Command::new("backfill"));
+        assert_eq!(help(&backfill, "until"), "End of the window, in the same forms; now when omitted");
     }
 }
