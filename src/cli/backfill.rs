@@ -7,10 +7,13 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use clap::Args;
 use time::OffsetDateTime;
 
-use super::window::WindowArgs;
+use super::{
+    target::{ChosenApis, ProjectsTarget},
+    window::WindowArgs,
+};
 use crate::{
     backfill::{self, BackfillConfig, BackfillKey, BackfillSummary, CheckpointFile, Progress},
-    config::{ApiArgs, ApiSettings, BrokerArgs, BrokerSettings, ProjectChoice},
+    config::{ApiSettings, BrokerSettings},
     polyai::{PolyaiClient, SettingNames},
     queue::{Backend, Publisher},
     shutdown,
@@ -35,25 +38,19 @@ pub struct BackfillArgs {
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     #[command(flatten)]
-    choice: ProjectChoice,
-    #[command(flatten)]
-    api: ApiArgs,
-    #[command(flatten)]
-    broker: BrokerArgs,
+    target: ProjectsTarget,
 }
 
 impl BackfillArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
-        let chosen = self.choice.choose()?;
-        let projects = self.api.chosen(chosen.entries())?;
-        let from_file = chosen.entries().is_some();
+        let ChosenApis { projects, from_file } = self.target.apis()?;
         let several = projects.len() > 1;
         anyhow::ensure!(
             self.checkpoint.is_none() || !several,
             "--checkpoint names one file, and this run backfills {} projects: pick one with --project, or leave --checkpoint out (each project keeps RELAY_DATA_DIR/backfill-checkpoint.{{project}}.json)",
             projects.len()
         );
-        let broker = self.broker.settings()?;
+        let broker = self.target.broker.settings()?;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
         let (start_time, end_time) = self.window.bounds(now, now)?;
         anyhow::ensure!(start_time < end_time, "--since must be before --until");

@@ -9,8 +9,9 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use super::target::ProjectsTarget;
 use crate::{
-    config::{refuse_beside_file, secret, ApiArgs, BrokerArgs, BrokerSettings, Chosen, ProjectChoice, ProjectEntry},
+    config::{refuse_beside_file, secret, BrokerSettings, Chosen, ProjectEntry},
     polyai::{advice_for, ListRequest, PolyaiClient, SettingNames},
     queue::{embedded, Backend, OpenError},
     telemetry::Metrics,
@@ -19,11 +20,7 @@ use crate::{
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     #[command(flatten)]
-    choice: ProjectChoice,
-    #[command(flatten)]
-    api: ApiArgs,
-    #[command(flatten)]
-    broker: BrokerArgs,
+    target: ProjectsTarget,
     /// Checked for presence only (the receiver needs it).
     #[arg(long, env = "POLYAI_WEBHOOK_SECRET", value_parser = crate::config::secret_value, hide_env_values = true)]
     webhook_secret: Option<SecretString>,
@@ -59,7 +56,7 @@ impl Line {
 
 impl CheckArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
-        let chosen = self.choice.choose();
+        let chosen = self.target.choice.choose();
         let mut lines = match &chosen {
             Ok(Chosen::Environment) => vec![self.webhook_secret()],
             Ok(Chosen::File(entries)) => {
@@ -68,12 +65,12 @@ impl CheckArgs {
             }
             Err(error) => vec![Line::Fail(error.to_string())],
         };
-        match self.broker.settings() {
+        match self.target.broker.settings() {
             Ok(broker) => lines.extend(reach_broker(&broker).await),
             Err(error) => lines.push(Line::Fail(error.to_string())),
         }
         match &chosen {
-            Ok(Chosen::Environment) => match self.api.settings() {
+            Ok(Chosen::Environment) => match self.target.api.settings() {
                 Ok(api) => {
                     lines.push(Line::Pass(format!(
                         "API settings: {} (account {}, project {})",
@@ -115,7 +112,7 @@ impl CheckArgs {
             ("POLYAI_WEBHOOK_SECRET", self.webhook_secret.is_some()),
             ("POLYAI_WEBHOOK_SECRET_FILE", self.webhook_secret_file.is_some()),
         ]);
-        [webhook, self.api.refuse_env_project()]
+        [webhook, self.target.api.refuse_env_project()]
             .into_iter()
             .filter_map(|r| r.err())
             .map(|e| Line::Fail(e.to_string()))
@@ -145,7 +142,7 @@ impl CheckArgs {
                 Err(error) => Line::Fail(error.to_string()),
             });
         }
-        match self.api.project(entry) {
+        match self.target.api.project(entry) {
             Ok(api) => {
                 lines.push(Line::Pass(format!(
                     "{prefix}API settings: {} (account {}, project {})",

@@ -11,6 +11,7 @@ mod reconcile;
 mod register;
 mod run;
 mod send;
+mod target;
 mod window;
 
 use clap::{Parser, Subcommand};

@@ -8,9 +8,12 @@ use anyhow::Context;
 use clap::Args;
 use time::OffsetDateTime;
 
-use super::window::WindowArgs;
+use super::{
+    target::{ChosenApis, ProjectsTarget},
+    window::WindowArgs,
+};
 use crate::{
-    config::{parse_duration, ApiArgs, BrokerArgs, ProjectChoice},
+    config::parse_duration,
     polyai::PolyaiClient,
     queue::embedded::EmbeddedQueue,
     reconcile::{self, AmqpLedger, EmbeddedLedger, Ledger, Pass, PassSummary, ReconcileError},
@@ -38,11 +41,7 @@ pub struct ReconcileArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
     page_size: u32,
     #[command(flatten)]
-    choice: ProjectChoice,
-    #[command(flatten)]
-    api: ApiArgs,
-    #[command(flatten)]
-    broker: BrokerArgs,
+    target: ProjectsTarget,
 }
 
 fn settle(text: &str) -> Result<Duration, String> {
@@ -51,12 +50,10 @@ fn settle(text: &str) -> Result<Duration, String> {
 
 impl ReconcileArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
-        let chosen = self.choice.choose()?;
-        let projects =
-            self.api.chosen(chosen.entries())?.iter().map(PolyaiClient::new).collect::<Result<Vec<_>, _>>()?;
         // Lines name their project only when there is a file to name projects.
-        let named = chosen.entries().is_some();
-        let broker = self.broker.settings()?;
+        let ChosenApis { projects, from_file: named } = self.target.apis()?;
+        let projects = projects.iter().map(PolyaiClient::new).collect::<Result<Vec<_>, _>>()?;
+        let broker = self.target.broker.settings()?;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;
         let finished_before = now - self.settle;
         let (start, end) = self.window.bounds(now, finished_before)?;
