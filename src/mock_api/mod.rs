@@ -75,7 +75,8 @@ pub struct MockApi {
     state: Arc<MockState>,
 }
 
-/// A mock serving on a socket until its shutdown token is cancelled.
+/// A mock serving on a socket until its shutdown token is cancelled. Derefs to the [`MockApi`]
+/// it serves, for its conversations and its controls.
 pub struct RunningMock {
     /// The bound address (useful with port 0).
     pub local_addr: SocketAddr,
@@ -85,7 +86,7 @@ pub struct RunningMock {
     pub emitted: Option<JoinHandle<EmitSummary>>,
     /// The same for each other tenant with `Tenant::emit`, by tenant name.
     pub emitted_by_tenant: BTreeMap<String, JoinHandle<EmitSummary>>,
-    state: Arc<MockState>,
+    mock: MockApi,
 }
 
 impl MockApi {
@@ -179,7 +180,7 @@ impl MockApi {
                 emitted_by_tenant.insert(tenant.name.clone(), handle);
             }
         }
-        Ok(RunningMock { local_addr, stopped, emitted, emitted_by_tenant, state: self.state })
+        Ok(RunningMock { local_addr, stopped, emitted, emitted_by_tenant, mock: self })
     }
 
     /// `new` then `serve`.
@@ -208,20 +209,13 @@ impl RunningMock {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.local_addr)
     }
+}
 
-    /// The primary tenant's conversations, newest first.
-    pub fn conversations(&self) -> &[Conversation] {
-        &self.state.primary().conversations
-    }
+impl std::ops::Deref for RunningMock {
+    type Target = MockApi;
 
-    /// A tenant's conversations, newest first; `None` for a name no tenant has.
-    pub fn conversations_of(&self, tenant: &str) -> Option<&[Conversation]> {
-        self.state.tenant(tenant).map(|t| &*t.conversations)
-    }
-
-    /// Revoke and restore keys, change faults, tenant by tenant, while serving.
-    pub fn control(&self) -> MockControl {
-        MockControl::new(self.state.clone())
+    fn deref(&self) -> &MockApi {
+        &self.mock
     }
 }
 
