@@ -96,58 +96,54 @@ else
   echo "deploy check: caddy is not available; the Caddyfile is checked for its upstream only" >&2
 fi
 
-step "kubernetes"
-built=""
-if command -v kubectl >/dev/null 2>&1; then
-  if kubectl kustomize deploy/kubernetes >"$WORK/kubernetes.yaml"; then
-    built="$WORK/kubernetes.yaml"
+# kustomize NAME: `kubectl kustomize deploy/NAME` into $WORK/NAME.yaml; sets `kustomized` to that
+# file, or to nothing without kubectl or when the build fails.
+kustomize() {
+  kustomized=""
+  command -v kubectl >/dev/null 2>&1 || return 0
+  if kubectl kustomize "deploy/$1" >"$WORK/$1.yaml"; then
+    kustomized="$WORK/$1.yaml"
   else
-    fail "kubectl kustomize deploy/kubernetes"
+    fail "kubectl kustomize deploy/$1"
   fi
-else
+}
+
+# validate WHAT FILE...: the FILEs against Kubernetes' schemas (strict: unknown fields fail),
+# where the tools could be installed; WHAT names them in the failure.
+validate() {
+  local what=$1
+  shift
+  [[ -n "$TOOLS" ]] || return 0
+  "$TOOLS/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$@" ||
+    fail "$what (version $KUBERNETES_VERSION)"
+}
+
+step "kubernetes"
+kustomize kubernetes
+built=$kustomized
+if ! command -v kubectl >/dev/null 2>&1; then
   echo "deploy check: kubectl is not available; the kustomization's resources are read as written" >&2
 fi
-if [[ -n "$TOOLS" ]]; then
-  if [[ -n "$built" ]]; then
-    manifests=("$built" deploy/kubernetes/secret.example.yaml)
-  else
-    manifests=()
-    for file in deploy/kubernetes/*.yaml; do
-      [[ $file == */kustomization.yaml ]] || manifests+=("$file")
-    done
-  fi
-  "$TOOLS/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "${manifests[@]}" ||
-    fail "Kubernetes schemas (version $KUBERNETES_VERSION)"
+if [[ -n "$built" ]]; then
+  manifests=("$built" deploy/kubernetes/secret.example.yaml)
+else
+  manifests=()
+  for file in deploy/kubernetes/*.yaml; do
+    [[ $file == */kustomization.yaml ]] || manifests+=("$file")
+  done
 fi
+validate "Kubernetes schemas" "${manifests[@]}"
 
 step "kubernetes spool overlay"
-spool_built=""
-if command -v kubectl >/dev/null 2>&1; then
-  if kubectl kustomize deploy/kubernetes-spool >"$WORK/kubernetes-spool.yaml"; then
-    spool_built="$WORK/kubernetes-spool.yaml"
-  else
-    fail "kubectl kustomize deploy/kubernetes-spool"
-  fi
-fi
-if [[ -n "$TOOLS" && -n "$spool_built" ]]; then
-  "$TOOLS/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$spool_built" ||
-    fail "Kubernetes schemas of the spool overlay (version $KUBERNETES_VERSION)"
-fi
+kustomize kubernetes-spool
+spool_built=$kustomized
+[[ -z "$spool_built" ]] || validate "Kubernetes schemas of the spool overlay" "$spool_built"
 
 step "kubernetes projects overlay"
-projects_built=""
-if command -v kubectl >/dev/null 2>&1; then
-  if kubectl kustomize deploy/kubernetes-projects >"$WORK/kubernetes-projects.yaml"; then
-    projects_built="$WORK/kubernetes-projects.yaml"
-  else
-    fail "kubectl kustomize deploy/kubernetes-projects"
-  fi
-fi
-if [[ -n "$TOOLS" && -n "$projects_built" ]]; then
-  "$TOOLS/kubernetes-validate" --strict --quiet -k "$KUBERNETES_VERSION" "$projects_built" \
-    deploy/kubernetes-projects/secret.example.yaml ||
-    fail "Kubernetes schemas of the projects overlay (version $KUBERNETES_VERSION)"
-fi
+kustomize kubernetes-projects
+projects_built=$kustomized
+[[ -z "$projects_built" ]] ||
+  validate "Kubernetes schemas of the projects overlay" "$projects_built" deploy/kubernetes-projects/secret.example.yaml
 
 step "consistency of all the files, dashboard and alerts"
 SPOOL_OVERLAY_OUTPUT="$spool_built" PROJECTS_OVERLAY_OUTPUT="$projects_built" \
