@@ -20,6 +20,7 @@
 # raising as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 SOCKETS=${FLOOD_SOCKETS:-10000}
 SECONDS_PER_PHASE=${FLOOD_SECONDS:-30}
@@ -28,28 +29,8 @@ read -r -a MODES <<<"${FLOOD_MODES:-silent trickle idle oversized full-head}"
 # Settings on top of the defaults for every phase, e.g. "RELAY_MAX_CONNECTIONS=2048 RELAY_MAX_HEADER_BYTES=8KiB".
 read -r -a EXTRA_ENV <<<"${FLOOD_ENV:-}"
 SECRET=whsec_flood
-BIN=target/release/polyai-relay
-WORK=$(mktemp -d)
-RELAY=""
 
-cleanup() {
-  [ -n "$RELAY" ] && kill "$RELAY" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-echo "building (release)..." >&2
-cargo build --release --quiet --bin polyai-relay --example bench_flood
-
-ms_now() { date +%s%3N; }
-wait_ready() {
-  local deadline=$(( $(ms_now) + 30000 ))
-  until curl -fs -o /dev/null http://127.0.0.1:18190/readyz; do
-    [ "$(ms_now)" -lt "$deadline" ] || { echo "the relay is not ready:" >&2; cat "$WORK"/relay.log >&2; exit 1; }
-    sleep 0.01
-  done
-}
+bench_build bench_flood
 
 # The relay's setting `$1` as this phase runs it (the last assignment among the rest of the
 # arguments, else the default from --help).
@@ -88,7 +69,8 @@ phase() {
       RELAY_LOG_FORMAT=json RUST_LOG=warn "$BIN" serve
   ) 2>"$WORK/relay.log" &
   RELAY=$!
-  wait_ready
+  PIDS+=("$RELAY")
+  wait_ready http://127.0.0.1:18190/readyz 30 || { echo "the relay's log:" >&2; cat "$WORK"/relay.log >&2; exit 1; }
   local seconds=$SECONDS_PER_PHASE
   [ "$part" = cost ] && seconds=$(( SECONDS_PER_PHASE < 10 ? SECONDS_PER_PHASE : 10 ))
   echo "$part: $sockets $mode sockets for ${seconds}s, RELAY_MAX_CONNECTIONS=$cap RELAY_MAX_HEADER_BYTES=$header_cap" >&2
@@ -120,7 +102,6 @@ r.update(part=sys.argv[3], max_connections=sys.argv[4], max_header_bytes=sys.arg
 print(json.dumps(r))
 PY
   kill "$RELAY"; wait "$RELAY" 2>/dev/null || true
-  RELAY=""
 }
 
 for mode in "${MODES[@]}"; do

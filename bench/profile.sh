@@ -12,35 +12,17 @@
 # `callgrind_annotate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 COUNT=${PROFILE_COUNT:-2000}
-CONCURRENCY=${BENCH_CONCURRENCY:-64}
-SIZE=${BENCH_BODY_SIZE:-600}
 VHOST="relay-profile-$$"
-AMQP="amqp://guest:guest@127.0.0.1:5672/$VHOST"
-SECRET=whsec_bench
-BIN=target/release/polyai-relay
 OUT=bench/profiles
-PIDS=()
 mkdir -p "$OUT"
 
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+BENCH_BUILD=${PROFILE_BUILD:-${BENCH_BUILD:-1}} bench_build bench_http bench_broker
+make_vhost
 
-if [ "${PROFILE_BUILD:-1}" = 1 ]; then
-  # Two invocations: the examples bring the dev-dependencies' features, the binary must not get them.
-  cargo build --release --quiet --bin polyai-relay
-  cargo build --release --quiet --example bench_http --example bench_broker
-fi
-rabbitmqctl add_vhost "$VHOST" >/dev/null
-rabbitmqctl set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
-
-wait_ready() { until curl -fs -o /dev/null "$1"; do sleep 0.2; done; }
 send() { "$BIN" send --url "$1" --secret $SECRET --count "$2" --concurrency "$CONCURRENCY" --body-size "$SIZE"; }
 # Bytes and segments the relay's AMQP connection has sent so far.
 amqp_out() { ss -tinH state established "( dport = :5672 )" | python3 -c '
@@ -53,7 +35,8 @@ profile() {
   local name=$1 port=$2; shift 2
   valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.%p.out" --dump-instr=no "$@" 2>"$OUT/$name.log" &
   local pid=$!; PIDS+=("$pid")
-  wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" 2>/dev/null || true
+  # Under callgrind, start-up is many times slower than natively.
+  wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" 300
   send "http://127.0.0.1:$port/polyai-events" 200 >/dev/null # warm-up: connections, pools, lazy statics
   callgrind_control -z "$pid" >/dev/null
   local before; before=$(amqp_out)
@@ -131,7 +114,7 @@ PY
 
   "$BIN" serve 2>"$OUT/relay.native.log" &
   RELAY=$!; PIDS+=("$RELAY")
-  wait_ready http://127.0.0.1:19090/readyz
+  wait_ready http://127.0.0.1:19090/readyz 30
   send http://127.0.0.1:18090/polyai-events 500 >/dev/null
   counted relay "$RELAY" "$BEAM"
   sleep 0.5

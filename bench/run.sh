@@ -14,20 +14,13 @@
 # 18080/18082/18099 (admin listeners on 19080/19081). Every request loop is bounded in time and count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 SECONDS_PER_PHASE=${BENCH_SECONDS:-20}
-CONCURRENCY=${BENCH_CONCURRENCY:-64}
-SIZE=${BENCH_BODY_SIZE:-600}
 RATE=${BENCH_FIXED_RATE:-1000}
 WORKER_EVENTS=${BENCH_WORKER_EVENTS:-10000}
 VHOST="relay-bench-$$"
-AMQP="amqp://guest:guest@127.0.0.1:5672/$VHOST"
-SECRET=whsec_bench
-BIN=target/release/polyai-relay
-BROKER=target/release/examples/bench_broker
 BARE=target/release/examples/bench_http
-WORK=$(mktemp -d)
-PIDS=()
 
 port_open() { (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; }
 if ! port_open; then
@@ -36,16 +29,6 @@ if ! port_open; then
   for _ in $(seq 1 120); do port_open && break; sleep 1; done
   timeout 120 rabbitmqctl await_startup >/dev/null
 fi
-
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true
-  [ "${BENCH_KEEP:-0}" = 1 ] && echo "kept $WORK" >&2 || rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-ms_now() { date +%s%3N; }
 
 # 0. The build. A clean clone has no target/release: then this first build is the clean one.
 # BENCH_CLEAN_BUILD=1 times one into an empty target directory (the registry stays warm).
@@ -62,20 +45,11 @@ cargo build --release --locked --quiet --bin polyai-relay
 build=${build:-"$kind: $(( ($(ms_now) - started) / 1000 )) s"}
 cargo build --release --locked --quiet --example bench_broker --example bench_http
 binary_mb=$(( $(stat -c %s "$BIN") / 1024 / 1024 ))
-rabbitmqctl add_vhost "$VHOST" >/dev/null
-rabbitmqctl set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+make_vhost
 
-wait_ready() { # url, limit in seconds
-  local deadline=$(( $(ms_now) + $2 * 1000 ))
-  until curl -fs -o /dev/null "$1"; do
-    [ "$(ms_now)" -lt "$deadline" ] || { echo "not ready: $1" >&2; exit 1; }
-    sleep 0.005
-  done
-}
 rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 queue_depth() { "$BROKER" depth "$AMQP" "$1"; }
 purge() { "$BROKER" purge "$AMQP" "$1"; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 BEAM=$(pgrep -f 'beam.smp' | head -n 1)
 # Runs a command to completion; its CPU seconds (user+system, from getrusage) go to file $1.
@@ -94,7 +68,6 @@ send() { # output file, then extra `send` arguments
   local out=$1; shift
   measured "$out.cpu" "$BIN" send --url "$URL" --secret $SECRET --concurrency "$CONCURRENCY" --body-size "$SIZE" "$@" >"$out"
 }
-field() { python3 -c "import re,sys; m=re.search(sys.argv[1], open(sys.argv[2]).read()); print(m.group(1) if m else '0')" "$1" "$2"; }
 
 export RELAY_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info}
 

@@ -10,55 +10,28 @@
 # port, with its spools in a temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 SECONDS_PER_PHASE=${BENCH_SECONDS:-20}
-CONCURRENCY=${BENCH_CONCURRENCY:-64}
-SIZE=${BENCH_BODY_SIZE:-600}
 OUTAGE=${BENCH_OUTAGE:-60}
 OUTAGE_WEBHOOKS=${BENCH_OUTAGE_WEBHOOKS:-1000}
 VHOST="relay-spool-bench-$$"
-AMQP="amqp://guest:guest@127.0.0.1:5672/$VHOST"
 # Nothing listens on port 1: the broker is "away" for the spooling phase.
 AWAY="amqp://guest:guest@127.0.0.1:1/$VHOST"
-SECRET=whsec_bench
 # A free port picked now (other benchmarks on this host use fixed ones), or BENCH_SPOOL_PORT.
 PORT=${BENCH_SPOOL_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 # The admin listener's (/readyz, /metrics), picked the same way, or BENCH_SPOOL_ADMIN_PORT.
 ADMIN_PORT=${BENCH_SPOOL_ADMIN_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-BIN=target/release/polyai-relay
-BROKER=target/release/examples/bench_broker
-WORK=$(mktemp -d)
-PIDS=()
-
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
   echo "port $PORT is in use; set BENCH_SPOOL_PORT" >&2
   exit 1
 fi
-echo "building (release)..." >&2
-cargo build --release --quiet --bin polyai-relay --example bench_broker --example spool_outage
-rabbitmqctl add_vhost "$VHOST" >/dev/null
-rabbitmqctl set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
+bench_build bench_broker spool_outage
+make_vhost
 
-ms_now() { date +%s%3N; }
-wait_until() { # description, limit in seconds, command...
-  local what=$1 deadline=$(( $(ms_now) + $2 * 1000 )); shift 2
-  until "$@"; do
-    [ "$(ms_now)" -lt "$deadline" ] || { echo "timed out: $what" >&2; exit 1; }
-    sleep 0.01
-  done
-}
 metric() { curl -fs http://127.0.0.1:${ADMIN_PORT}/metrics | awk -v name="$1" '$1 == name { print int($2) }'; }
 spool_is() { [ "$(metric relay_spool_events)" = "$1" ]; }
 ready() { kill -0 "$SERVE" || { echo "the relay exited; see its log" >&2; exit 1; }; curl -fs -o /dev/null http://127.0.0.1:${ADMIN_PORT}/readyz; }
-field() { python3 -c "import re,sys; m=re.search(sys.argv[1], open(sys.argv[2]).read()); print(m.group(1) if m else 'n/a')" "$1" "$2"; }
 serve() { # amqp url, spool dir (empty: none), log
   AMQP_URL="$1" RELAY_SPOOL_DIR="$2" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:${PORT} \
     RELAY_ADMIN_LISTEN=127.0.0.1:${ADMIN_PORT} RELAY_LOG_FORMAT=json RUST_LOG=warn "$BIN" serve 2>"$3" &

@@ -13,43 +13,15 @@
 # at the end), on loopback ports 18080 (admin 19082) and 18318; every loop is bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
-CONCURRENCY=${BENCH_CONCURRENCY:-64}
-SIZE=${BENCH_BODY_SIZE:-600}
 VHOST="relay-bench-traces-$$"
-AMQP="amqp://guest:guest@127.0.0.1:5672/$VHOST"
-SECRET=whsec_bench
-BIN=target/release/polyai-relay
-BROKER=target/release/examples/bench_broker
 SINK=127.0.0.1:18318
-WORK=$(mktemp -d)
-PIDS=()
 
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rabbitmqctl delete_vhost "$VHOST" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-echo "building (release)..." >&2
-cargo build --release --quiet --bin polyai-relay --example bench_broker
-rabbitmqctl add_vhost "$VHOST" >/dev/null
-rabbitmqctl set_permissions -p "$VHOST" guest '.*' '.*' '.*' >/dev/null
-
-ms_now() { date +%s%3N; }
-wait_ready() { # url, limit in seconds
-  local deadline=$(( $(ms_now) + $2 * 1000 ))
-  until curl -fs -o /dev/null "$1"; do
-    [ "$(ms_now)" -lt "$deadline" ] || { echo "not ready: $1" >&2; exit 1; }
-    sleep 0.05
-  done
-}
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-field() { python3 -c "import re,sys; m=re.search(sys.argv[1], open(sys.argv[2]).read()); print(m.group(1) if m else 'n/a')" "$1" "$2"; }
+bench_build bench_broker
+make_vhost
 
 # The OTLP sink: answers 200 to every export after reading it; GET / says how much it took.
 python3 - "$SINK" <<'PY' 2>/dev/null &
