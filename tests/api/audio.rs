@@ -4,30 +4,15 @@
 use std::path::Path;
 
 use polyai_relay::{
-    config::{AudioDirection, AudioSettings, ConversationApi},
-    mock_api::{Conversation, MockApi, MockConfig},
+    config::{AudioDirection, ConversationApi},
+    mock_api::Conversation,
 };
-use secrecy::SecretString;
-use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backend::{Backend, TempDir},
-    fake_polyai::{ACCOUNT, API_KEY, PROJECT},
+    backend::TempDir,
     helpers::{completed, spawn_app_with, Options},
+    polyai_mock::{fetching_from, mock, recordings},
 };
-
-/// The mock API on port 0, with the fake's key and ids, and what stops it.
-pub async fn mock() -> (polyai_relay::mock_api::RunningMock, CancellationToken) {
-    let config = MockConfig {
-        api_key: SecretString::from(API_KEY),
-        account_id: ACCOUNT.into(),
-        project_id: PROJECT.into(),
-        ..MockConfig::default()
-    };
-    let shutdown = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    (MockApi::start(config, listener, shutdown.clone()).await.unwrap(), shutdown)
-}
 
 fn find(conversations: &[Conversation], test: impl Fn(&Conversation) -> bool) -> String {
     conversations.iter().find(|c| test(c)).expect("the mock generates one").id.clone()
@@ -50,19 +35,8 @@ async fn voice_recordings_are_saved_whole_chats_are_never_asked_and_a_missing_on
     // A call still in progress has no recording yet: the mock answers 404.
     let unrecorded = find(conversations, |c| c.channel == "VOICE-SIP" && c.in_progress);
     let dir = TempDir::new();
-    let audio = AudioSettings {
-        dir: dir.0.join("audio"),
-        direction: AudioDirection::Agent,
-        redacted: true,
-        max_bytes: 1 << 30,
-    };
-    let options = Options {
-        backend: Backend::Embedded,
-        api_url: Some(mock.base_url()),
-        audio: Some(audio.clone()),
-        ..Options::default()
-    };
-    let app = spawn_app_with(options).await;
+    let audio = recordings(dir.0.join("audio"), AudioDirection::Agent, true);
+    let app = spawn_app_with(fetching_from(&mock, &audio)).await;
 
     assert_eq!(app.post_signed(&completed(&voice)).await.status(), 204);
     let record = app.next_record().await;
@@ -92,19 +66,8 @@ async fn with_the_agents_api_conversations_and_recordings_come_from_the_platform
     let (mock, _stop) = mock().await;
     let voice = find(mock.conversations(), |c| c.channel == "VOICE-SIP" && !c.in_progress);
     let dir = TempDir::new();
-    let audio = AudioSettings {
-        dir: dir.0.join("audio"),
-        direction: AudioDirection::Combined,
-        redacted: false,
-        max_bytes: 1 << 30,
-    };
-    let options = Options {
-        backend: Backend::Embedded,
-        api_url: Some(mock.base_url()),
-        conversation_api: ConversationApi::Agents,
-        audio: Some(audio.clone()),
-        ..Options::default()
-    };
+    let audio = recordings(dir.0.join("audio"), AudioDirection::Combined, false);
+    let options = Options { conversation_api: ConversationApi::Agents, ..fetching_from(&mock, &audio) };
     let app = spawn_app_with(options).await;
     assert_eq!(app.post_signed(&completed(&voice)).await.status(), 204);
     let record = app.next_record().await;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     backend::TempDir,
     fake_polyai::{conversation, FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
+    polyai_mock,
     process::run_to_exit_with_stdout,
 };
 
@@ -65,15 +66,7 @@ fn page(ids: &[&str], cursor: Option<&str>) -> Reply {
 
 #[tokio::test]
 async fn every_finished_conversation_of_the_window_is_published_once_across_cursor_pages() {
-    let mock_config = MockConfig {
-        api_key: SecretString::from(API_KEY),
-        account_id: ACCOUNT.into(),
-        project_id: PROJECT.into(),
-        ..MockConfig::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let stop = CancellationToken::new();
-    let mock = MockApi::start(mock_config, listener, stop.clone()).await.unwrap();
+    let (mock, _stop) = polyai_mock::mock().await;
     let end = OffsetDateTime::now_utc() + Duration::from_secs(60);
     let start = end - Duration::from_secs(12 * 3600);
     let expected: HashSet<String> = mock

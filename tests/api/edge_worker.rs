@@ -3,14 +3,14 @@
 
 use std::{os::unix::fs::PermissionsExt, path::Path};
 
-use polyai_relay::config::{AudioDirection, AudioSettings};
+use polyai_relay::config::AudioDirection;
 use serde_json::json;
 
 use crate::{
-    audio,
-    backend::{both_backends, Backend, TempDir, TestQueue},
+    backend::{both_backends, TempDir, TestQueue},
     fake_polyai::Reply,
     helpers::{completed, spawn_app_with, Options},
+    polyai_mock,
 };
 
 both_backends! {
@@ -47,23 +47,12 @@ fn mode(path: &Path) -> u32 {
 
 #[tokio::test]
 async fn call_data_is_written_owner_only() {
-    let (mock, stop) = audio::mock().await;
+    let (mock, stop) = polyai_mock::mock().await;
     let voice = mock.conversations().iter().find(|c| c.channel == "VOICE-SIP" && !c.in_progress).unwrap().id.clone();
     let dir = TempDir::new();
     let audio_dir = dir.0.join("calls/audio");
-    let audio = AudioSettings {
-        dir: audio_dir.clone(),
-        direction: AudioDirection::Combined,
-        redacted: false,
-        max_bytes: 1 << 30,
-    };
-    let options = Options {
-        backend: Backend::Embedded,
-        api_url: Some(mock.base_url()),
-        audio: Some(audio),
-        ..Options::default()
-    };
-    let app = spawn_app_with(options).await;
+    let audio = polyai_mock::recordings(audio_dir.clone(), AudioDirection::Combined, false);
+    let app = spawn_app_with(polyai_mock::fetching_from(&mock, &audio)).await;
     assert_eq!(app.post_signed(&completed(&voice)).await.status(), 204);
     let record = app.next_record().await;
     let wav = record.json["audio"]["path"].as_str().expect("a recording").to_owned();

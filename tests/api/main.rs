@@ -26,6 +26,7 @@ mod outage_logs;
 mod pipeline;
 mod poison;
 mod poll;
+mod polyai_mock;
 mod process;
 mod projects_backfill;
 mod projects_commands;
