@@ -47,6 +47,17 @@ fn config(dir: &TempDir, start: OffsetDateTime, end: OffsetDateTime, page_size: 
     }
 }
 
+/// The last hour, `page_size` conversations a page.
+fn last_hour(dir: &TempDir, page_size: u32) -> BackfillConfig {
+    let now = OffsetDateTime::now_utc();
+    config(dir, now - Duration::from_secs(3600), now, page_size)
+}
+
+/// The embedded queue in `dir`, which `records` reads.
+fn queue(dir: &TempDir) -> EmbeddedQueue {
+    EmbeddedQueue::open(&dir.0, 20).unwrap()
+}
+
 async fn run(
     settings: &BackfillConfig,
     base_url: &str,
@@ -78,8 +89,7 @@ async fn every_finished_conversation_of_the_window_is_published_once_across_curs
     assert!(expected.len() > 40, "enough for several pages: {}", expected.len());
 
     let dir = TempDir::new();
-    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-    let summary = run(&config(&dir, start, end, 20), &mock.base_url(), &queue).await.unwrap();
+    let summary = run(&config(&dir, start, end, 20), &mock.base_url(), &queue(&dir)).await.unwrap();
     assert!(summary.pages >= 3, "{summary:?}");
     let records = records(&dir);
     let ids: Vec<String> = records.iter().map(|r| r["conversation"]["id"].as_str().unwrap().to_owned()).collect();
@@ -103,9 +113,7 @@ async fn offset_pages_are_followed_when_the_api_gives_no_cursor() {
         Reply::Json(json!({"conversations": [conversation(ids[2])], "cursor": null})),
     ]);
     let dir = TempDir::new();
-    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-    let now = OffsetDateTime::now_utc();
-    run(&config(&dir, now - Duration::from_secs(3600), now, 2), &fake.base_url, &queue).await.unwrap();
+    run(&last_hour(&dir, 2), &fake.base_url, &queue(&dir)).await.unwrap();
     assert_eq!(records(&dir).len(), 3);
     let lists = fake.list_requests();
     assert!(lists[1].query.contains("offset=2"), "{:?}", lists[1].query);
@@ -117,19 +125,14 @@ async fn an_interrupted_backfill_resumes_from_its_checkpoint() {
     fake.script_list([page(&["CAr1", "CAr2"], Some("cursor-2"))]);
     fake.script_list((0..5).map(|_| Reply::Status(503)));
     let dir = TempDir::new();
-    let now = OffsetDateTime::now_utc();
-    let settings = config(&dir, now - Duration::from_secs(3600), now, 2);
-    {
-        let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-        let failed = run(&settings, &fake.base_url, &queue).await;
-        assert!(failed.unwrap_err().to_string().contains("503"));
-    }
+    let settings = last_hour(&dir, 2);
+    let failed = run(&settings, &fake.base_url, &queue(&dir)).await;
+    assert!(failed.unwrap_err().to_string().contains("503"));
     assert!(dir.0.join("checkpoint.json").exists());
     assert_eq!(records(&dir).len(), 2);
 
     fake.script_list([page(&["CAr3"], None)]);
-    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-    let summary = run(&settings, &fake.base_url, &queue).await.unwrap();
+    let summary = run(&settings, &fake.base_url, &queue(&dir)).await.unwrap();
     assert!(summary.resumed);
     let resumed_with = fake.list_requests().last().unwrap().query.clone();
     assert!(resumed_with.contains("cursor=cursor-2"), "{resumed_with}");
@@ -143,9 +146,7 @@ async fn a_429_mid_backfill_is_waited_out() {
     let fake = FakePolyai::start().await;
     fake.script_list([page(&["CAw1"], Some("c2")), Reply::RateLimited("1"), page(&["CAw2"], None)]);
     let dir = TempDir::new();
-    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-    let now = OffsetDateTime::now_utc();
-    run(&config(&dir, now - Duration::from_secs(3600), now, 1), &fake.base_url, &queue).await.unwrap();
+    run(&last_hour(&dir, 1), &fake.base_url, &queue(&dir)).await.unwrap();
     assert_eq!(records(&dir).len(), 2);
     let lists = fake.list_requests();
     assert_eq!(lists.len(), 3);
