@@ -4,18 +4,18 @@
 //! `spool_outage <relay binary> <amqp url> <outage seconds> <webhooks> <spool dir>`
 //!
 //! Runs the real binary (`run`: receiver, spool and worker) against the mock API (in process) and
-//! RabbitMQ through a TCP proxy of its own. Once the relay publishes straight to the broker, the
-//! proxy is cut (every connection dropped, new ones refused) for the outage, during which the
-//! webhooks are sent evenly, each with its own event id; then the proxy is restored, and the
-//! enriched records are read from `polyai.conversations` until every event answered 204 is there.
+//! RabbitMQ through the api tests' TCP proxy (tests/api/proxy.rs). Once the relay publishes
+//! straight to the broker, the proxy is cut (every connection dropped, new ones refused) for the
+//! outage, during which the webhooks are sent evenly, each with its own event id; then the proxy
+//! is restored, and the enriched records are read from `polyai.conversations` until every event
+//! answered 204 is there.
+
+#[path = "../tests/api/proxy.rs"]
+#[allow(dead_code)] // the outage only cuts and restores: no stall, no URL of its own
+mod proxy;
 
 use std::{
     collections::{BTreeMap, HashSet},
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
     time::{Duration, Instant},
 };
 
@@ -30,11 +30,8 @@ use polyai_relay::{
     mock_api::{MockApi, MockConfig},
     sender::{event_body, signed_post, SendScheme},
 };
+use proxy::Proxy;
 use secrecy::SecretString;
-use tokio::{
-    net::{TcpListener, TcpStream},
-    task::AbortHandle,
-};
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "whsec_spool_outage";
@@ -61,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     .await?
     .next()
     .context("broker address")?;
-    let proxy = Proxy::start(target).await?;
+    let proxy = Proxy::start(target).await;
     broker.set_host(Some("127.0.0.1"))?;
     broker.set_port(Some(proxy.address.port())).map_err(|_| anyhow::anyhow!("port"))?;
 
@@ -193,46 +190,4 @@ async fn read_until_enriched(
         delivery.ack(BasicAckOptions::default()).await?;
     }
     Ok(seen)
-}
-
-/// A TCP proxy to the broker that can be cut (every connection dropped, new ones refused) and restored.
-struct Proxy {
-    address: SocketAddr,
-    open: Arc<AtomicBool>,
-    connections: Arc<Mutex<Vec<AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let open = Arc::new(AtomicBool::new(true));
-        let connections = Arc::new(Mutex::new(Vec::new()));
-        let (accept_open, accept_connections) = (open.clone(), connections.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !accept_open.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut upstream) = TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                    }
-                });
-                accept_connections.lock().unwrap_or_else(|p| p.into_inner()).push(task.abort_handle());
-            }
-        });
-        Ok(Self { address, open, connections })
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for connection in self.connections.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-            connection.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
 }
