@@ -6,9 +6,9 @@
 //! Runs the real binary (`run`: receiver, spool and worker) against the mock API (in process) and
 //! RabbitMQ through the api tests' TCP proxy (tests/api/proxy.rs). Once the relay publishes
 //! straight to the broker, the proxy is cut (every connection dropped, new ones refused) for the
-//! outage, during which the webhooks are sent evenly, each with its own event id; then the proxy
-//! is restored, and the enriched records are read from `polyai.conversations` until every event
-//! answered 204 is there.
+//! outage, during which the webhooks are sent evenly, each with its own event id and conversation;
+//! then the proxy is restored, and the enriched records are read from `polyai.conversations` until
+//! every event the relay queued (answered 204, straight or spooled) is there.
 
 #[path = "../tests/api/proxy.rs"]
 #[allow(dead_code)] // the outage only cuts and restores: no stall, no URL of its own
@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context};
+use anyhow::{bail, ensure, Context};
 use futures_util::StreamExt;
 use lapin::{
     options::{BasicAckOptions, BasicConsumeOptions},
@@ -35,6 +35,9 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 const SECRET: &str = "whsec_spool_outage";
+/// Warm-up webhooks at most, [`WARMUP_PAUSE`] apart: about 30 s for the relay to reach the broker.
+const WARMUP_ATTEMPTS: usize = 300;
+const WARMUP_PAUSE: Duration = Duration::from_millis(100);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -45,10 +48,19 @@ async fn main() -> anyhow::Result<()> {
     let outage = Duration::from_secs(outage.parse()?);
     let webhooks: usize = webhooks.parse()?;
 
+    // Every webhook, warm-up included, is about a finished conversation of its own, one the mock
+    // serves. The receiver answers a copy of a delivery it queued moments ago (the same body signed
+    // in the same second, under any event id) `204 duplicate` and does not queue it again (design
+    // §10): a second webhook about a conversation could be one of those, never enriched under its id.
+    let needed = WARMUP_ATTEMPTS + webhooks;
     let shutdown = CancellationToken::new();
-    let mock = MockApi::bind(MockConfig::default(), "127.0.0.1:0".parse()?, shutdown.clone()).await?;
+    // A few generated conversations are still in progress: twice as many leaves room.
+    let config = MockConfig { conversations: 2 * needed, ..MockConfig::default() };
+    let mock = MockApi::bind(config, "127.0.0.1:0".parse()?, shutdown.clone()).await?;
     let conversations: Vec<String> =
         mock.conversations().iter().filter(|c| !c.in_progress).map(|c| c.id.clone()).collect();
+    ensure!(conversations.len() >= needed, "the mock has {} finished conversations, not {needed}", conversations.len());
+    let (warmup_conversations, outage_conversations) = conversations.split_at(WARMUP_ATTEMPTS);
     let mut broker = url::Url::parse(amqp_url)?;
     let target = tokio::net::lookup_host(format!(
         "{}:{}",
@@ -88,29 +100,36 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let url = format!("http://{listen}/polyai-events");
     let secret = SecretString::from(SECRET);
-    let send = |i: usize, id: String| {
-        let body = event_body("conversation.completed", &conversations[i % conversations.len()], "live", None);
-        signed_post(&http, &url, &secret, SendScheme::Timestamped, &id, body).send()
+    let send = |conversation: &str, id: &str| {
+        let body = event_body("conversation.completed", conversation, "live", None);
+        signed_post(&http, &url, &secret, SendScheme::Timestamped, id, body).send()
+    };
+
+    // The events the relay queued, each to come out enriched under its id; and the webhooks it
+    // answered 204 without queueing them, which no run of this benchmark should see.
+    let mut accepted = HashSet::new();
+    let mut not_queued = Vec::new();
+    let mut count = |id: String, answer: &str| {
+        if queued(answer) {
+            accepted.insert(id);
+        } else if answer.starts_with("204") {
+            not_queued.push(format!("{id}: {answer}"));
+        }
     };
 
     // Warm-up: until a webhook goes straight to the broker (with a spool, /readyz is 200 before).
-    let mut accepted = HashSet::new();
-    let warm_until = Instant::now() + Duration::from_secs(30);
-    for i in 0.. {
+    let mut straight = false;
+    for (i, conversation) in warmup_conversations.iter().enumerate() {
         let id = format!("warmup-{i}");
-        let straight = match send(i, id.clone()).await {
-            Ok(response) if response.status() == 204 => {
-                accepted.insert(id);
-                response.headers().get("x-relay-outcome").is_none()
-            }
-            _ => false,
-        };
+        let answer = answer(&send(conversation, &id).await);
+        count(id, &answer);
+        straight = answer == "204";
         if straight {
             break;
         }
-        anyhow::ensure!(Instant::now() < warm_until, "the relay never published straight to the broker");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(WARMUP_PAUSE).await;
     }
+    ensure!(straight, "the relay never published straight to the broker");
 
     proxy.cut();
     let cut = Instant::now();
@@ -118,31 +137,24 @@ async fn main() -> anyhow::Result<()> {
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     let mut slowest = Duration::ZERO;
     let mut pending = tokio::task::JoinSet::new();
-    for i in 0..webhooks {
+    for (i, conversation) in outage_conversations.iter().take(webhooks).enumerate() {
         tokio::time::sleep_until((cut + interval * i as u32).into()).await;
-        let request = send(i, format!("outage-{i}"));
+        let id = format!("outage-{i}");
+        let request = send(conversation, &id);
         pending.spawn(async move {
             let started = Instant::now();
-            let response = request.await;
-            let answer = match &response {
-                Ok(r) => format!(
-                    "{} {}",
-                    r.status().as_u16(),
-                    r.headers().get("x-relay-outcome").and_then(|v| v.to_str().ok()).unwrap_or("")
-                ),
-                Err(_) => "no answer".to_owned(),
-            };
-            (format!("outage-{i}"), answer, started.elapsed())
+            let answer = answer(&request.await);
+            (id, answer, started.elapsed())
         });
     }
     while let Some(result) = pending.join_next().await {
         let (id, answer, latency) = result?;
         slowest = slowest.max(latency);
-        if answer.starts_with("204") {
-            accepted.insert(id);
-        }
-        *statuses.entry(answer.trim().to_owned()).or_default() += 1;
+        count(id, &answer);
+        *statuses.entry(answer).or_default() += 1;
     }
+    // Not queued, never enriched: waiting for them would only end at the limit below.
+    ensure!(not_queued.is_empty(), "answered 204 but not queued: {}", not_queued.join(", "));
     tokio::time::sleep_until((cut + outage).into()).await;
     proxy.restore();
     let restored = Instant::now();
@@ -157,13 +169,30 @@ async fn main() -> anyhow::Result<()> {
     let duplicates: usize = seen.values().map(|n| n - 1).sum();
     println!("outage: {:.1} s with the broker cut off; {webhooks} webhooks sent during it", outage.as_secs_f64());
     println!("answers during the outage: {statuses:?}; slowest {:.0} ms", slowest.as_secs_f64() * 1000.0);
-    println!("answered 204 (with the warm-up): {}", accepted.len());
+    println!("queued, answered 204 (with the warm-up): {}", accepted.len());
     println!("enriched: {} of them, {missing} missing, {duplicates} duplicate records", accepted.len() - missing);
     println!("all enriched {:.1} s after the broker was back", enriched_after.as_secs_f64());
     if missing > 0 {
         bail!("{missing} events answered 204 were never enriched");
     }
     Ok(())
+}
+
+/// The relay's answer as the report shows it: the status and `X-Relay-Outcome`, e.g. `204 spooled`.
+fn answer(response: &reqwest::Result<reqwest::Response>) -> String {
+    match response {
+        Ok(r) => match r.headers().get("x-relay-outcome").and_then(|v| v.to_str().ok()) {
+            Some(outcome) => format!("{} {outcome}", r.status().as_u16()),
+            None => r.status().as_u16().to_string(),
+        },
+        Err(_) => "no answer".to_owned(),
+    }
+}
+
+/// Whether the relay queued the webhook (published it or spooled it), so it must come out
+/// enriched; `204 duplicate` and `204 ignored` were not queued.
+fn queued(answer: &str) -> bool {
+    matches!(answer, "204" | "204 spooled")
 }
 
 /// Reads `polyai.conversations` until every id of `expected` was seen; how often each id came.
