@@ -28,7 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use polyai_relay::sender::{signed_post, SendScheme};
+use polyai_relay_devtools::sender::{signed_post, SendScheme};
 use secrecy::SecretString;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},

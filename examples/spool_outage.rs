@@ -4,15 +4,11 @@
 //! `spool_outage <relay binary> <amqp url> <outage seconds> <webhooks> <spool dir>`
 //!
 //! Runs the real binary (`run`: receiver, spool and worker) against the mock API (in process) and
-//! RabbitMQ through the api tests' TCP proxy (tests/api/proxy.rs). Once the relay publishes
+//! RabbitMQ through the tests' TCP proxy (crates/testkit/src/proxy.rs). Once the relay publishes
 //! straight to the broker, the proxy is cut (every connection dropped, new ones refused) for the
 //! outage, during which the webhooks are sent evenly, each with its own event id and conversation;
 //! then the proxy is restored, and the enriched records are read from `polyai.conversations` until
 //! every event the relay queued (answered 204, straight or spooled) is there.
-
-#[path = "../tests/api/proxy.rs"]
-#[allow(dead_code)] // the outage only cuts and restores: no stall, no URL of its own
-mod proxy;
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -26,11 +22,11 @@ use lapin::{
     types::FieldTable,
     Connection, ConnectionProperties,
 };
-use polyai_relay::{
+use polyai_relay_devtools::{
     mock_api::{MockApi, MockConfig},
     sender::{event_body, signed_post, SendScheme},
 };
-use proxy::Proxy;
+use polyai_relay_testkit::proxy::Proxy;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 

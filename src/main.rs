@@ -1,7 +1,10 @@
 use std::{io::Write, process::ExitCode};
 
+mod cli;
+
 use clap::Parser;
-use polyai_relay::{cli::Cli, telemetry};
+use cli::Cli;
+use polyai_relay::telemetry;
 
 // mimalloc: glibc's malloc/free were a fifth of the relay's instructions per webhook (BENCHMARKS.md).
 #[global_allocator]

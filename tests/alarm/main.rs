@@ -2,23 +2,12 @@
 //! blocks every publisher on the broker, and cargo runs test binaries one at a time, so no other
 //! test meets it.
 
-// This binary borrows the api suite's helpers and uses only some of them.
-#![allow(dead_code, unused_imports, unused_macros)]
-
-#[path = "../api/backend.rs"]
-mod backend;
-#[path = "../api/broker.rs"]
-mod broker;
-#[path = "../api/fake_polyai.rs"]
-mod fake_polyai;
-#[path = "../api/helpers.rs"]
-mod helpers;
-#[path = "../api/poll.rs"]
-mod poll;
-
 use std::time::{Duration, Instant};
 
-use helpers::{completed, spawn_app_with, Options};
+use polyai_relay_testkit::{
+    backend,
+    helpers::{completed, spawn_app_with, Options},
+};
 
 /// The memory alarm, raised for the length of a test and lowered again even if it fails, to
 /// the watermark the broker had before (0.4 is 3.10's default, 0.6 is 4.x's; an operator may

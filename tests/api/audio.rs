@@ -3,10 +3,8 @@
 
 use std::path::Path;
 
-use polyai_relay::{
-    config::{AudioDirection, ConversationApi},
-    mock_api::Conversation,
-};
+use polyai_relay::config::{AudioDirection, ConversationApi};
+use polyai_relay_devtools::mock_api::Conversation;
 
 use crate::{
     backend::TempDir,

@@ -6,10 +6,10 @@ use std::{collections::HashSet, time::Duration};
 use polyai_relay::{
     backfill::{self, BackfillConfig, BackfillKey, Progress},
     config::ApiSettings,
-    mock_api::{MockApi, MockConfig},
     polyai::{PolyaiClient, SettingNames},
     queue::embedded::{EmbeddedQueue, CONVERSATIONS_FILE},
 };
+use polyai_relay_devtools::mock_api::{MockApi, MockConfig};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use time::OffsetDateTime;

@@ -1,7 +1,7 @@
 //! `check` and `register`, run as the built binary against the fake and the mock API.
 
 use axum::{http::StatusCode, routing::post, Json, Router};
-use polyai_relay::mock_api::{MockApi, MockConfig};
+use polyai_relay_devtools::mock_api::{MockApi, MockConfig};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 

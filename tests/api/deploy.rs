@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use polyai_relay::telemetry::names;
 
 /// Read at compile time, so editing any of them rebuilds this test.
-const TELEMETRY: &str = include_str!("../../src/telemetry.rs");
+const TELEMETRY: &str = include_str!("../../crates/service/src/telemetry.rs");
 const DASHBOARD: &str = include_str!("../../deploy/grafana/polyai-relay.json");
 const ALERTS: &str = include_str!("../../deploy/prometheus/alerts.yaml");
 
@@ -48,9 +48,9 @@ const KEYWORDS: &[&str] = &[
 /// Keywords followed by a parenthesised list of label names, not expressions.
 const LABEL_LISTS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
 
-/// The value of every `pub const` in `mod names` of src/telemetry.rs.
+/// The value of every `pub const` in `mod names` of crates/service/src/telemetry.rs.
 fn exported() -> BTreeSet<String> {
-    let start = TELEMETRY.find("pub mod names {").expect("src/telemetry.rs has `pub mod names`");
+    let start = TELEMETRY.find("pub mod names {").expect("crates/service/src/telemetry.rs has `pub mod names`");
     let module = &TELEMETRY[start..];
     let module = &module[..module.find("\n}").expect("`mod names` ends")];
     let values: BTreeSet<String> = module
@@ -60,7 +60,7 @@ fn exported() -> BTreeSet<String> {
         .collect();
     // The source read is the module the crate compiles.
     for name in [names::REQUESTS, names::ACK_SECONDS, names::READY, names::WORKER_PAUSED] {
-        assert!(values.contains(name), "`{name}` not read from src/telemetry.rs: {values:?}");
+        assert!(values.contains(name), "`{name}` not read from crates/service/src/telemetry.rs: {values:?}");
     }
     values
 }

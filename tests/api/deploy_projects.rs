@@ -10,11 +10,13 @@ const DEPLOYED: [(&str, &str); 2] = [
     ("deploy/projects.compose.toml", include_str!("../../deploy/projects.compose.toml")),
     ("deploy/kubernetes-projects/projects.toml", include_str!("../../deploy/kubernetes-projects/projects.toml")),
 ];
-const PROJECTS_FILE_RS: &str = include_str!("../../src/config/projects_file.rs");
+const PROJECTS_FILE_RS: &str = include_str!("../../crates/service/src/config/projects_file.rs");
 
 /// The fields of `struct RawProject`: what a `[[project]]` may say.
 fn fields() -> Vec<&'static str> {
-    let start = PROJECTS_FILE_RS.find("struct RawProject {").expect("src/config/projects_file.rs has RawProject");
+    let start = PROJECTS_FILE_RS
+        .find("struct RawProject {")
+        .expect("crates/service/src/config/projects_file.rs has RawProject");
     let body = &PROJECTS_FILE_RS[start..];
     let body = &body[body.find('{').unwrap() + 1..body.find('}').unwrap()];
     let fields: Vec<&str> = body.lines().filter_map(|line| line.trim().split_once(':').map(|(name, _)| name)).collect();

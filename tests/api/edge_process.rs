@@ -19,7 +19,7 @@ use crate::{
     fake_polyai::FakePolyai,
     helpers::{now, post_event, SECRET},
     poll::poll_until,
-    process::{RelayProcess, BINARY},
+    process::{binary, RelayProcess},
 };
 
 /// `polyai-relay serve` on the embedded queue, with `env` on top.
@@ -32,7 +32,8 @@ fn relay_in_shell(max_files: Option<u32>) -> Command {
     let limit = max_files.map(|n| format!("ulimit -n {n} && ")).unwrap_or_default();
     let mut command = Command::new("sh");
     command
-        .args(["-c", &format!("{limit}exec \"$0\" serve"), BINARY])
+        .args(["-c", &format!("{limit}exec \"$0\" serve")])
+        .arg(binary())
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .stdin(Stdio::null())

@@ -1,11 +1,13 @@
 //! The integration suite: one binary, real RabbitMQ, a fake PolyAI on port 0, the real relay
 //! (in process through `spawn_app`, or as the built binary through `process`).
 
+// The harness (crates/testkit), shared with tests/alarm and tests/nodes; each test names its
+// parts as `crate::helpers`, `crate::backend`, …
+use polyai_relay_testkit::{backend, broker, fake_polyai, helpers, poll, process, proxy};
+
 mod addresses;
 mod audio;
-mod backend;
 mod backfill;
-mod broker;
 mod commands;
 mod config;
 mod crash;
@@ -17,23 +19,18 @@ mod edge;
 mod edge_process;
 mod edge_worker;
 mod fake_otlp;
-mod fake_polyai;
 mod healthcheck;
-mod helpers;
 mod mock_api;
 mod outage;
 mod outage_logs;
 mod pipeline;
 mod poison;
-mod poll;
 mod polyai_mock;
-mod process;
 mod projects_backfill;
 mod projects_commands;
 mod projects_config;
 mod projects_receiver;
 mod projects_reconcile;
-mod proxy;
 mod receiver;
 mod receiver_amqp;
 mod reconcile;

@@ -11,7 +11,7 @@ mod tenant_control;
 mod tenants;
 mod webhook_endpoints;
 
-use polyai_relay::mock_api::{MockApi, MockConfig, RunningMock, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID};
+use polyai_relay_devtools::mock_api::{MockApi, MockConfig, RunningMock, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID};
 use reqwest::{Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::Value;

@@ -1,12 +1,10 @@
-//! The mock of PolyAI's APIs (`polyai_relay::mock_api`) with the fake's key and ids, for tests
-//! that need what only it serves (real WAVs, real cursors), and a relay fetching from it.
+//! The mock of PolyAI's APIs (`polyai_relay_devtools::mock_api`) with the fake's key and ids, for
+//! tests that need what only it serves (real WAVs, real cursors), and a relay fetching from it.
 
 use std::path::PathBuf;
 
-use polyai_relay::{
-    config::{AudioDirection, AudioSettings},
-    mock_api::{MockApi, MockConfig, RunningMock},
-};
+use polyai_relay::config::{AudioDirection, AudioSettings};
+use polyai_relay_devtools::mock_api::{MockApi, MockConfig, RunningMock};
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 

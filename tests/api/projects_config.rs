@@ -1,6 +1,6 @@
 //! `RELAY_PROJECTS_FILE` mistakes stop the real binary at start-up with one line naming the
 //! project and the field (design §12). The file's own checks are unit-tested in
-//! `src/config/projects_file_tests.rs`; these prove the commands read it and say so.
+//! `crates/service/src/config/projects_file_tests.rs`; these prove the commands read it and say so.
 
 use crate::{backend::TempDir, process::run_to_exit};
 

@@ -145,8 +145,8 @@ async fn the_reconcile_loop_goes_on_past_a_project_whose_key_is_refused() {
             &projects,
             UK,
             KEY_UK,
-            polyai_relay::mock_api::DEFAULT_ACCOUNT_ID,
-            polyai_relay::mock_api::DEFAULT_PROJECT_ID,
+            polyai_relay_devtools::mock_api::DEFAULT_ACCOUNT_ID,
+            polyai_relay_devtools::mock_api::DEFAULT_PROJECT_ID,
         ),
         client(&projects, US, KEY_US, "ws-us", "PROJECT-US"),
     ];

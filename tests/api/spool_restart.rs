@@ -3,11 +3,8 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use polyai_relay::{
-    config::EventTypes,
-    queue::embedded::EmbeddedQueue,
-    sender::{signed_post, SendScheme},
-};
+use polyai_relay::{config::EventTypes, queue::embedded::EmbeddedQueue};
+use polyai_relay_devtools::sender::{signed_post, SendScheme};
 use secrecy::SecretString;
 
 use crate::{

@@ -4,7 +4,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use polyai_relay::mock_api::{MockApi, MockConfig, MockControl, RunningMock, Tenant, PRIMARY_TENANT};
+use polyai_relay_devtools::mock_api::{MockApi, MockConfig, MockControl, RunningMock, Tenant, PRIMARY_TENANT};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -86,8 +86,8 @@ project_id = "{PROJECT_US}"
 base_url = "{base}"
 platform_url = "{base}"
 "#,
-            uk_account = polyai_relay::mock_api::DEFAULT_ACCOUNT_ID,
-            uk_project = polyai_relay::mock_api::DEFAULT_PROJECT_ID,
+            uk_account = polyai_relay_devtools::mock_api::DEFAULT_ACCOUNT_ID,
+            uk_project = polyai_relay_devtools::mock_api::DEFAULT_PROJECT_ID,
         );
         let text = edit(text).replace("{dir}", &self.dir.0.display().to_string());
         std::fs::write(&self.file, text).unwrap();

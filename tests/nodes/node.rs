@@ -4,7 +4,7 @@
 
 use std::{
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -152,10 +152,6 @@ impl Node {
 
     pub fn url(&self, scheme: &str, host: &str) -> String {
         format!("{scheme}://guest:guest@{host}:{}/%2f", self.port)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }
 

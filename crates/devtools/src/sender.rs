@@ -13,7 +13,7 @@ use std::{
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
-use crate::{signature::sign, worker::Throttle};
+use polyai_relay::{signature::sign, worker::Throttle};
 
 /// Which signed message to send; the docs disagree (design §7), so both exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

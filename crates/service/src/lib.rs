@@ -1,4 +1,7 @@
 //! polyai-relay: PolyAI's signed webhooks in, durable queue, enriched conversation records out.
+//!
+//! The service only: what runs in production. The mock API and the sender are development tools
+//! of their own crate (crates/devtools); the binary at the workspace's root offers both.
 
 pub mod app;
 pub mod backfill;
@@ -10,13 +13,11 @@ pub mod event;
 pub mod listener;
 pub mod log_escape;
 pub mod log_limit;
-pub mod mock_api;
 pub mod owner_only;
 pub mod polyai;
 pub mod queue;
 pub mod receiver;
 pub mod reconcile;
-pub mod sender;
 pub mod shutdown;
 pub mod signature;
 pub mod spool;

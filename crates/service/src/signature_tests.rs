@@ -17,7 +17,7 @@ struct Case {
 }
 
 fn vectors() -> Vec<Case> {
-    let text = include_str!("../tests/fixtures/signature-vectors.json");
+    let text = include_str!("../../../tests/fixtures/signature-vectors.json");
     serde_json::from_str::<Vectors>(text).expect("fixture parses").cases
 }
 

@@ -29,18 +29,19 @@ pub enum Backend {
 
 /// Defines each `async fn name(backend: Backend)` once and a `#[tokio::test]` for it in
 /// modules `amqp` and `embedded`.
+#[macro_export]
 macro_rules! both_backends {
     ($(async fn $name:ident($backend:ident: Backend) $body:block)*) => {
-        $(async fn $name($backend: crate::backend::Backend) $body)*
+        $(async fn $name($backend: $crate::backend::Backend) $body)*
         mod amqp {
-            $(#[tokio::test] async fn $name() { super::$name(crate::backend::Backend::Amqp).await })*
+            $(#[tokio::test] async fn $name() { super::$name($crate::backend::Backend::Amqp).await })*
         }
         mod embedded {
-            $(#[tokio::test] async fn $name() { super::$name(crate::backend::Backend::Embedded).await })*
+            $(#[tokio::test] async fn $name() { super::$name($crate::backend::Backend::Embedded).await })*
         }
     };
 }
-pub(crate) use both_backends;
+pub use both_backends;
 
 /// An enriched record as a consumer sees it.
 pub struct Record {
@@ -62,6 +63,8 @@ pub struct DeadLetter {
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
+    // Not `Default`: each call makes a directory of its own on disk.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         let path = std::env::temp_dir().join(format!("relay-test-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&path).expect("temp dir");

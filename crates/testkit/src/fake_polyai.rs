@@ -269,7 +269,7 @@ fn refused(script: &Script, account: &str, project: &str, headers: &HeaderMap, b
 }
 
 pub fn conversation(id: &str) -> Value {
-    let mut value: Value = serde_json::from_str(include_str!("../fixtures/conversation-v3.json")).unwrap();
+    let mut value: Value = serde_json::from_str(include_str!("../../../tests/fixtures/conversation-v3.json")).unwrap();
     value["id"] = json!(id);
     value
 }

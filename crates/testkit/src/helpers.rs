@@ -15,12 +15,12 @@ use polyai_relay::{
     },
     queue,
     receiver::Readiness,
-    sender::{signed_post, SendScheme},
     signature::{sign, SecretSlot, SignatureScheme},
     spool,
     telemetry::Metrics,
     worker::{Settle, Step, Worker},
 };
+use polyai_relay_devtools::sender::{signed_post, SendScheme};
 use secrecy::SecretString;
 use serde_json::json;
 use tokio::{sync::watch, task::JoinHandle};

@@ -2,8 +2,9 @@
 
 use std::{
     net::SocketAddr,
+    path::{Path, PathBuf},
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::{Arc, LazyLock, Mutex},
     time::Duration,
 };
 
@@ -15,11 +16,26 @@ use tokio::{
 
 use crate::poll::poll_until;
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_polyai-relay");
+/// The `polyai-relay` binary cargo built for the running test: in the directory above the test
+/// executable's `deps/` (`CARGO_BIN_EXE_polyai-relay` exists only when compiling the tests of the
+/// binary's own package, not this library).
+pub fn binary() -> &'static Path {
+    static BINARY: LazyLock<PathBuf> = LazyLock::new(|| {
+        let test = std::env::current_exe().expect("the test executable's path");
+        let mut dir = test.parent().expect("the test executable's directory");
+        if dir.ends_with("deps") {
+            dir = dir.parent().expect("the profile's directory");
+        }
+        let binary = dir.join(format!("polyai-relay{}", std::env::consts::EXE_SUFFIX));
+        assert!(binary.is_file(), "no relay binary at {} (tests of the root package build it)", binary.display());
+        binary
+    });
+    &BINARY
+}
 
 /// A command with an environment cleared of the developer's own relay settings.
 pub fn relay_command(args: &[&str]) -> Command {
-    let mut command = Command::new(BINARY);
+    let mut command = Command::new(binary());
     command.args(args).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     command

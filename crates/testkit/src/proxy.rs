@@ -1,7 +1,7 @@
 //! A TCP proxy between the relay and RabbitMQ that a test can cut and restore, as a network
 //! failure would: every open connection dropped at once, new ones refused until restored. Or
 //! stall: connections stay open but nothing goes through (the broker goes silent) until resumed.
-//! examples/spool_outage.rs runs its outage through it too (`#[path]`): it must build there as well.
+//! examples/spool_outage.rs runs its outage through it too.
 
 use std::{
     net::SocketAddr,

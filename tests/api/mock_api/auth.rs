@@ -1,6 +1,6 @@
 //! `x-api-key` on every API route, and the correlation id on every answer.
 
-use polyai_relay::mock_api::MockConfig;
+use polyai_relay_devtools::mock_api::MockConfig;
 use secrecy::SecretString;
 
 use super::{assert_envelope, config, spawn_mock, spawn_mock_with, KEY};

@@ -2,7 +2,7 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use polyai_relay::mock_api::{MockConfig, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID};
+use polyai_relay_devtools::mock_api::{MockConfig, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 

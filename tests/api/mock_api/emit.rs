@@ -8,10 +8,8 @@ use std::{
 
 use axum::{extract::State, http::HeaderMap, http::StatusCode, routing::post, Router};
 use bytes::Bytes;
-use polyai_relay::{
-    mock_api::{EmitConfig, EmitScheme, EmitSummary, MockConfig, Tenant},
-    signature::{SecretSlot, SignatureScheme, UnverifiedEvent, Verifier},
-};
+use polyai_relay::signature::{SecretSlot, SignatureScheme, UnverifiedEvent, Verifier};
+use polyai_relay_devtools::mock_api::{EmitConfig, EmitScheme, EmitSummary, MockConfig, Tenant};
 use secrecy::SecretString;
 use serde_json::Value;
 

@@ -2,10 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use polyai_relay::{
-    mock_api::{Faults, MockConfig},
-    polyai::ApiError,
-};
+use polyai_relay::polyai::ApiError;
+use polyai_relay_devtools::mock_api::{Faults, MockConfig};
 
 use super::{assert_envelope, config, spawn_mock_with};
 

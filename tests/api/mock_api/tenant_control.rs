@@ -1,7 +1,7 @@
 //! The `/_mock/tenants` routes that flip one tenant's switches over HTTP, and the tenant sets
 //! the mock refuses to start with.
 
-use polyai_relay::mock_api::{EmitConfig, EmitScheme, Faults, MockApi, MockConfig, Tenant, PRIMARY_TENANT};
+use polyai_relay_devtools::mock_api::{EmitConfig, EmitScheme, Faults, MockApi, MockConfig, Tenant, PRIMARY_TENANT};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 

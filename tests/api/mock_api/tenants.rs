@@ -3,9 +3,9 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use polyai_relay::{
-    mock_api::{ControlError, Faults, MockConfig, Tenant, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID, PRIMARY_TENANT},
-    polyai::ApiError,
+use polyai_relay::polyai::ApiError;
+use polyai_relay_devtools::mock_api::{
+    ControlError, Faults, MockConfig, Tenant, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID, PRIMARY_TENANT,
 };
 use reqwest::Response;
 use secrecy::SecretString;

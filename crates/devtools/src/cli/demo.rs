@@ -13,17 +13,18 @@ use clap::Args;
 use secrecy::SecretString;
 use tokio::{net::TcpListener, sync::watch};
 
-use super::demo_output::{self, Owners};
-use crate::{
+use polyai_relay::{
     app::{self, Components},
     config::{
         ApiSettings, BrokerSettings, ConnectionLimits, ProjectName, ReceiverProject, ReceiverSettings, ServerSettings,
         Topology, WorkerSettings,
     },
-    mock_api::{emit::Emitter, Conversation, EmitConfig, EmitScheme, MockApi, MockConfig, Tenant},
     queue::embedded::CONVERSATIONS_FILE,
     shutdown,
 };
+
+use super::demo_output::{self, Owners};
+use crate::mock_api::{emit::Emitter, Conversation, EmitConfig, EmitScheme, MockApi, MockConfig, Tenant};
 
 /// One project of the tour: a tenant of the mock and a project of the relay, under one name.
 struct DemoProject {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{
+use polyai_relay::queue::{
     embedded::{EmbeddedQueue, CONVERSATIONS_FILE},
     headers,
 };
@@ -179,7 +179,7 @@ mod tests {
         std::fs::write(dir.join(CONVERSATIONS_FILE), format!("{record}\n{{\"half\": ")).unwrap();
         let dead = json!({"event_id": "evt_2", "event_type": "conversation.completed",
             "headers": {"x-relay-project": "acme-us", "x-relay-error": "404 not found"}});
-        std::fs::write(dir.join(crate::queue::embedded::DEAD_FILE), format!("{dead}\n")).unwrap();
+        std::fs::write(dir.join(polyai_relay::queue::embedded::DEAD_FILE), format!("{dead}\n")).unwrap();
 
         let tally = tally(&dir, &Owners::new());
         assert_eq!(tally.total(), 2);

@@ -8,17 +8,18 @@ use secrecy::SecretString;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use url::Url;
 
-use crate::{
+use polyai_relay::{
     config::{
         parse_duration,
         secret::{self, secret_value},
         ConfigError,
     },
-    mock_api::{
-        parse_tenants, EmitConfig, EmitPace, EmitScheme, Faults, MockApi, MockConfig, DEFAULT_ACCOUNT_ID,
-        DEFAULT_API_KEY, DEFAULT_PROJECT_ID,
-    },
     shutdown,
+};
+
+use crate::mock_api::{
+    parse_tenants, EmitConfig, EmitPace, EmitScheme, Faults, MockApi, MockConfig, DEFAULT_ACCOUNT_ID, DEFAULT_API_KEY,
+    DEFAULT_PROJECT_ID,
 };
 
 /// clap value parser for a duration that names its variable in the error.

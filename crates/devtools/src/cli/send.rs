@@ -1,12 +1,10 @@
 //! `send`: sign and POST events like PolyAI; with `--count`/`--concurrency`/`--rate`, a load generator.
 
 use clap::Args;
+use polyai_relay::config::{parse_size, secret};
 use secrecy::SecretString;
 
-use crate::{
-    config::{parse_size, secret},
-    sender::{self, SendConfig, SendScheme},
-};
+use crate::sender::{self, SendConfig, SendScheme};
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -14,7 +12,7 @@ pub struct SendArgs {
     #[arg(long)]
     url: String,
     /// Signing secret (the endpoint's).
-    #[arg(long, env = "POLYAI_WEBHOOK_SECRET", value_parser = crate::config::secret_value, hide_env_values = true)]
+    #[arg(long, env = "POLYAI_WEBHOOK_SECRET", value_parser = polyai_relay::config::secret_value, hide_env_values = true)]
     secret: Option<SecretString>,
     /// The signing secret from a file (a trailing newline is not part of it).
     #[arg(long, env = "POLYAI_WEBHOOK_SECRET_FILE")]
@@ -35,7 +33,7 @@ pub struct SendArgs {
     #[arg(long)]
     count: Option<usize>,
     /// Send for this long (e.g. 20s), then stop and report.
-    #[arg(long, value_parser = |s: &str| crate::config::parse_duration(s))]
+    #[arg(long, value_parser = |s: &str| polyai_relay::config::parse_duration(s))]
     duration: Option<std::time::Duration>,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 1)]

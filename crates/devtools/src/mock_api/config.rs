@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use polyai_relay::config::ConfigError;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use url::Url;
 
 use super::tenant::Tenant;
-use crate::config::ConfigError;
 
 /// The key the mock accepts when none is configured; printed in `--help`, so never a real one.
 pub const DEFAULT_API_KEY: &str = "mock-api-key";
@@ -19,7 +19,7 @@ pub const DEFAULT_SEED: u64 = 42;
 /// The name of the tenant that the top-level `MockConfig` fields describe, for `MockControl`
 /// and the `/_mock/tenants/{name}` routes: the relay's name for its one project, so the two
 /// sides of a demo agree.
-pub const PRIMARY_TENANT: &str = crate::config::DEFAULT_PROJECT;
+pub const PRIMARY_TENANT: &str = polyai_relay::config::DEFAULT_PROJECT;
 
 #[derive(Debug, Clone)]
 pub struct MockConfig {

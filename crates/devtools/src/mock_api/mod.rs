@@ -39,6 +39,7 @@ use axum::{
     routing::get,
     Router,
 };
+use polyai_relay::config::ConfigError;
 use time::OffsetDateTime;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -53,7 +54,6 @@ pub use generate::{Conversation, Turn};
 pub use tenant::Tenant;
 pub use tenant_spec::{parse_tenants, EmitPace};
 
-use crate::config::ConfigError;
 use endpoints::Endpoints;
 use state::MockState;
 use tenant_state::TenantState;

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
+use polyai_relay::config::{ConfigError, ProjectName};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::config::{EmitConfig, Faults, MockConfig};
-use crate::config::{ConfigError, ProjectName};
 
 /// One more account and project the mock serves beside the primary one (design §12).
 #[derive(Debug, Clone)]

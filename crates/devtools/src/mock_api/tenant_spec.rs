@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use polyai_relay::config::ConfigError;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
@@ -14,7 +15,6 @@ use super::{
     config::{EmitConfig, EmitScheme},
     tenant::{valid_name, Tenant},
 };
-use crate::config::ConfigError;
 
 const FIELDS: &[&str] = &[
     "name",

@@ -50,8 +50,8 @@ mod tests {
 
     #[test]
     fn transcripts_are_hidden_only_when_turns_are_reported_but_missing() {
-        let full = include_str!("../../tests/fixtures/conversation-v3.json");
-        let hidden = include_str!("../../tests/fixtures/conversation-v3-transcript-hidden.json");
+        let full = include_str!("../../../../tests/fixtures/conversation-v3.json");
+        let hidden = include_str!("../../../../tests/fixtures/conversation-v3-transcript-hidden.json");
         assert!(transcript_visible(&raw(full)));
         assert!(!transcript_visible(&raw(hidden)));
         assert!(transcript_visible(&raw(r#"{"num_turns":0,"turns":[]}"#)));
