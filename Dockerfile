@@ -6,11 +6,21 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 # The mount point of the spool's volume, copied into the runtime image below.
 RUN mkdir -p /var/lib/polyai-relay
+# The workspace's manifests, with an empty file for each target cargo must find to read them:
+# every member's root, and the example the service's manifest names.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked && rm -rf src
+COPY crates/service/Cargo.toml crates/service/
+COPY crates/devtools/Cargo.toml crates/devtools/
+COPY crates/testkit/Cargo.toml crates/testkit/
+RUN mkdir -p src crates/service/src crates/service/examples crates/devtools/src crates/testkit/src \
+    && echo 'fn main() {}' > src/main.rs \
+    && touch crates/service/src/lib.rs crates/devtools/src/lib.rs crates/testkit/src/lib.rs \
+        crates/service/examples/fuzz_verify_and_parse.rs \
+    && cargo build --release --locked && rm -rf src crates/*/src crates/service/examples
 COPY src ./src
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+COPY crates ./crates
+# Newer than the empty files' build, whatever times COPY kept: each crate is built again.
+RUN touch src/main.rs crates/*/src/lib.rs && cargo build --release --locked
 
 # Runtime: glibc and CA certificates, no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot

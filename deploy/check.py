@@ -20,6 +20,8 @@ import check_projects
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
+# The code of the binary: its own, the service library's, the development tools'.
+BINARY_SOURCES = (ROOT / "src", ROOT / "crates" / "service" / "src", ROOT / "crates" / "devtools" / "src")
 problems = []
 # What could not be checked here, said after the problems.
 notes = []
@@ -30,23 +32,25 @@ def problem(where, text):
 
 
 def relay_variables():
-    """Every variable the relay reads: clap's `env = "..."` in src/, tracing's RUST_LOG, and the
-    OpenTelemetry variables src/ names in quotes ("OTEL_...")."""
+    """Every variable the relay reads: clap's `env = "..."` in the binary's code, tracing's
+    RUST_LOG, and the OpenTelemetry variables that code names in quotes ("OTEL_...")."""
     names = {"RUST_LOG"}
-    for path in (ROOT / "src").rglob("*.rs"):
-        text = path.read_text()
-        names.update(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', text))
-        names.update(re.findall(r'"(OTEL_[A-Z0-9_]+)"', text))
+    for source in BINARY_SOURCES:
+        for path in source.rglob("*.rs"):
+            text = path.read_text()
+            names.update(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', text))
+            names.update(re.findall(r'"(OTEL_[A-Z0-9_]+)"', text))
     return names
 
 
 VARIABLES = relay_variables()
+SOURCES_NAMED = ", ".join(f"{source.relative_to(ROOT)}/" for source in BINARY_SOURCES)
 
 
 def check_variables(where, names):
     for name in names:
         if name not in VARIABLES:
-            problem(where, f"{name} is not a variable the relay reads (src/ has no `env = \"{name}\"`)")
+            problem(where, f"{name} is not a variable the relay reads (no `env = \"{name}\"` in {SOURCES_NAMED})")
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------

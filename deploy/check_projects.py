@@ -21,10 +21,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
+SERVICE_CONFIG = ROOT / "crates" / "service" / "src" / "config"
 OVERLAY = DEPLOY / "kubernetes-projects"
 PROJECTS_VARIABLE = "RELAY_PROJECTS_FILE"
 
-# The fields of a [[project]] each command reads (src/config/receiver_args.rs, api_args.rs).
+# The fields of a [[project]] each command reads (crates/service/src/config/receiver_args.rs, api_args.rs).
 WEBHOOK_FIELDS = ("webhook_secret_file", "webhook_secret_previous_file")
 API_FIELDS = ("api_key_file", "platform_api_key_file")
 FIELDS_READ = {"serve": WEBHOOK_FIELDS, "work": API_FIELDS, "run": WEBHOOK_FIELDS + API_FIELDS}
@@ -32,13 +33,13 @@ FIELDS_READ = {"serve": WEBHOOK_FIELDS, "work": API_FIELDS, "run": WEBHOOK_FIELD
 
 def refused_variables():
     """The one-project variables the relay refuses beside a projects file: the names listed in
-    each `fn refuse_env_project` of src/config/."""
+    each `fn refuse_env_project` of the service's configuration (crates/service/src/config/)."""
     names = set()
-    for path in (ROOT / "src" / "config").glob("*.rs"):
+    for path in SERVICE_CONFIG.glob("*.rs"):
         for body in re.findall(r"fn refuse_env_project\(.*?\n    \}\n", path.read_text(), re.S):
             names.update(re.findall(r'\("([A-Z0-9_]+)",', body))
     if not names:
-        raise SystemExit("check_projects.py: no `fn refuse_env_project` found in src/config/")
+        raise SystemExit(f"check_projects.py: no `fn refuse_env_project` found in {SERVICE_CONFIG.relative_to(ROOT)}/")
     return names
 
 
