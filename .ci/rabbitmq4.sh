@@ -5,6 +5,7 @@
 #
 #   bash .ci/rabbitmq4.sh            # the api and topology tests against 4.x
 #   bash .ci/rabbitmq4.sh FILTER     # only the tests matching FILTER
+#   bash .ci/rabbitmq4.sh --prepare  # only build the chroot (CI does it while it compiles)
 # With RABBITMQ4_API_TESTS and RABBITMQ4_ALARM_TESTS (paths to built test binaries), it runs those
 # instead of `cargo test`.
 set -euo pipefail
@@ -33,6 +34,7 @@ build_chroot() {
 
 [ -x "$ROOT/usr/lib/rabbitmq/bin/rabbitmq-server" ] || build_chroot
 echo "RabbitMQ in the chroot: $(chroot "$ROOT" dpkg-query -W -f='${Version}' rabbitmq-server)"
+[ "${1:-}" = "--prepare" ] && exit 0
 
 mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
 mkdir -p "$ROOT$RUN/home"

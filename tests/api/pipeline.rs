@@ -65,14 +65,14 @@ both_backends! {
         let app = spawn_app_with(Options { event_types: EventTypes::All, ..driven(backend) }).await;
         let handoff = r#"{"type":"handoff.created","data":{"conversation_id":"CAh1","handoff_reason":"asked for a person"}}"#;
         assert_eq!(app.post_signed(handoff).await.status(), 204);
-        assert_eq!(app.drain_worker().await, [Settle::Ack]);
+        assert_eq!(app.process_next(1).await, [Settle::Ack]);
         let record = app.next_record().await;
         assert_eq!(record.json["event_type"], "handoff.created");
         assert_eq!(record.json["conversation"]["id"], "CAh1");
 
         let alert = r#"{"event_type":"alerts.triggered","alert":{"id":"ar_1"}}"#;
         assert_eq!(app.post_signed(alert).await.status(), 204);
-        assert_eq!(app.drain_worker().await, [Settle::Ack]);
+        assert_eq!(app.process_next(1).await, [Settle::Ack]);
         let record = app.next_record().await;
         assert_eq!(record.json["event_type"], "alerts.triggered");
         assert_eq!(record.json["conversation"], Value::Null);
@@ -86,7 +86,7 @@ both_backends! {
             serde_json::from_str(include_str!("../fixtures/conversation-v3-transcript-hidden.json")).unwrap();
         app.polyai.script([Reply::Json(hidden.clone())]);
         assert_eq!(app.post_signed(&completed("CAhidden")).await.status(), 204);
-        assert_eq!(app.drain_worker().await, [Settle::Ack]);
+        assert_eq!(app.process_next(1).await, [Settle::Ack]);
         let record = app.next_record().await;
         assert_eq!(record.json["transcript_visible"], false);
         assert_eq!(record.json["conversation"], hidden);
@@ -96,7 +96,7 @@ both_backends! {
         let app = spawn_app_with(driven(backend)).await;
         let body = json!({"type": "conversation.completed", "data": {"environment": "live"}}).to_string();
         assert_eq!(app.post_signed(&body).await.status(), 204);
-        assert_eq!(app.drain_worker().await, [Settle::Ack], "dead-lettered, then acked");
+        assert_eq!(app.process_next(1).await, [Settle::Ack], "dead-lettered, then acked");
         assert!(app.drain_worker().await.is_empty(), "nothing comes back");
         let dead = app.next_dead_letter().await;
         assert_eq!(dead.error.as_deref(), Some("event has no data.conversation_id"));

@@ -46,7 +46,8 @@ pub struct Options {
     pub backend: Backend,
     pub receiver: bool,
     pub worker: bool,
-    /// The worker is not started: the test drives it step by step with [`TestApp::drain_worker`].
+    /// The worker is not started: the test drives it step by step with [`TestApp::process_next`]
+    /// and [`TestApp::drain_worker`].
     pub drive_worker: bool,
     pub scheme: SignatureScheme,
     pub event_types: EventTypes,
