@@ -149,7 +149,8 @@ fn cause(error: &reqwest::Error) -> String {
 /// delivery from PolyAI may be; what each got and its latency in ms.
 async fn webhooks(port: u16, secret: &str, deadline: Instant) -> anyhow::Result<Vec<(Outcome, f64)>> {
     let secret = SecretString::from(secret);
-    let http = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(30)).build()?;
+    let http =
+        polyai_relay::http_client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(30)).build()?;
     let url = format!("http://127.0.0.1:{port}/polyai-events");
     let mut sent = Vec::new();
     let mut number = 0;

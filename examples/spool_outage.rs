@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         .spawn()
         .context("the relay starts")?;
 
-    let http = reqwest::Client::new();
+    let http = polyai_relay::http_client::builder().build()?;
     let url = format!("http://{listen}/polyai-events");
     let secret = SecretString::from(SECRET);
     let send = |conversation: &str, id: &str| {

@@ -13,8 +13,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    // reqwest's clients take the process's TLS provider (Cargo.toml: `rustls-no-provider`).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let (format, default_level) = cli.log_defaults();
     let traces = telemetry::init(format, default_level, cli.exports_traces());
     let result = cli.execute().await;

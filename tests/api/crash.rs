@@ -9,7 +9,7 @@ use polyai_relay::{config::EventTypes, signature::sign};
 use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{FakePolyai, Reply},
-    helpers::{completed, post_event, SECRET},
+    helpers::{completed, http, post_event, SECRET},
     process::RelayProcess,
 };
 
@@ -23,7 +23,7 @@ async fn start(env: &[(String, String)]) -> RelayProcess {
 /// Posts events one after another (4 at a time) until `kill_after` were accepted, then kills
 /// the relay while the rest are in flight; returns the ids answered 204.
 async fn stream_then_kill(relay: &mut RelayProcess, total: usize, kill_after: usize) -> HashSet<String> {
-    let http = reqwest::Client::new();
+    let http = http();
     let url = relay.url("/polyai-events");
     let mut accepted = HashSet::new();
     let mut responses = stream::iter(0..total)
@@ -79,7 +79,7 @@ both_backends! {
         let env = queue.relay_env(&polyai.base_url, &[("RELAY_API_CONCURRENCY", "4")]);
 
         let mut relay = start(&env).await;
-        let http = reqwest::Client::new();
+        let http = http();
         let body = completed("CAkilled");
         let signature = sign(SECRET.as_bytes(), None, body.as_bytes());
         let response =

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{FakePolyai, Reply},
-    helpers::{completed, post_event},
+    helpers::{completed, http, post_event},
     poll::poll_until,
     process::{relay_command, run_to_exit_with_stdout, RelayProcess},
 };
@@ -50,7 +50,7 @@ async fn dead_letters_through_the_relay(queue: &TestQueue, polyai: &FakePolyai, 
     let env = queue.relay_env(&polyai.base_url, &[]);
     let mut relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
     relay.wait_ready().await;
-    let http = reqwest::Client::new();
+    let http = http();
     for id in ids {
         let (_, status) = post_event(&http, &relay.url("/polyai-events"), (*id).to_owned()).await;
         assert_eq!(status, Some(204));

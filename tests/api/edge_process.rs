@@ -17,7 +17,7 @@ use crate::{
     backend::{Backend, TempDir, TestQueue},
     config::{refused, Refused},
     fake_polyai::FakePolyai,
-    helpers::{now, post_event, SECRET},
+    helpers::{http, now, post_event, SECRET},
     poll::poll_until,
     process::{binary, RelayProcess},
 };
@@ -62,7 +62,7 @@ fn memory_kb(relay: &RelayProcess, field: &str) -> u64 {
 }
 
 async fn metrics(relay: &RelayProcess) -> String {
-    reqwest::get(relay.admin_url("/metrics")).await.unwrap().text().await.unwrap()
+    http().get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
 }
 
 #[tokio::test]
@@ -82,10 +82,10 @@ async fn a_connection_flood_past_the_fd_limit_leaves_signed_webhooks_answered() 
         }
     }
     assert!(flood.len() > 256, "only {} connections", flood.len());
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    let http = polyai_relay::http_client::builder().timeout(Duration::from_secs(20)).build().unwrap();
     let (_, status) = post_event(&http, &relay.url("/polyai-events"), "evt-flood".into()).await;
     assert_eq!(status, Some(204), "{}", relay.logs());
-    let health = reqwest::get(relay.admin_url("/healthz")).await.unwrap();
+    let health = http.get(relay.admin_url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     drop(flood);
 }
@@ -132,7 +132,7 @@ async fn unsigned_bodies_that_never_arrive_take_no_capacity_from_signed_webhooks
         }
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = http();
     for i in 0..5 {
         let (_, status) = post_event(&http, &relay.url("/polyai-events"), format!("evt-signed-{i}")).await;
         assert_eq!(status, Some(204), "signed webhook {i} while unsigned bodies hang");
@@ -146,7 +146,7 @@ async fn post_forged_type(relay: &RelayProcess) {
     let body = serde_json::json!({"type": forged, "data": {"conversation_id": "CA1"}}).to_string();
     let ts = now().to_string();
     let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
-    let response = reqwest::Client::new()
+    let response = http()
         .post(relay.url("/polyai-events"))
         .header("x-polyai-timestamp", &ts)
         .header("x-polyai-signature", &signature)

@@ -7,7 +7,7 @@ use polyai_relay::config::EventTypes;
 
 use crate::{
     broker::TestBroker,
-    helpers::{spawn_app_with, Options},
+    helpers::{http, spawn_app_with, Options},
     process::{run_to_exit_with_stdout, RelayProcess},
 };
 
@@ -62,7 +62,7 @@ async fn healthcheck_gives_up_on_a_server_that_never_answers() {
 
 /// The gauge is read in a process of its own: tests in this binary share one metrics recorder.
 async fn relay_ready_gauge(relay: &RelayProcess) -> String {
-    let metrics = reqwest::get(relay.admin_url("/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = http().get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
     metrics.lines().find(|line| line.starts_with("relay_ready ")).unwrap_or_default().to_owned()
 }
 
@@ -85,7 +85,7 @@ async fn relay_ready_is_0_on_metrics_while_readyz_answers_503() {
     let mut relay = RelayProcess::spawn(&["serve"], &env).await;
     // Nothing has probed /readyz yet: the scrape itself evaluates readiness.
     assert_eq!(relay_ready_gauge(&relay).await, "relay_ready 0", "{}", relay.logs());
-    assert_eq!(reqwest::get(relay.admin_url("/readyz")).await.unwrap().status(), 503);
+    assert_eq!(http().get(relay.admin_url("/readyz")).send().await.unwrap().status(), 503);
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
 }

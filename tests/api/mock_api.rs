@@ -13,6 +13,8 @@ mod webhook_endpoints;
 
 use polyai_relay_devtools::mock_api::{MockApi, MockConfig, RunningMock, DEFAULT_ACCOUNT_ID, DEFAULT_PROJECT_ID};
 use reqwest::{Response, StatusCode};
+
+use crate::helpers::http;
 use secrecy::SecretString;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -44,7 +46,7 @@ pub async fn spawn_mock_with(config: MockConfig) -> TestMock {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let shutdown = CancellationToken::new();
     let running = MockApi::start(config, listener, shutdown.clone()).await.expect("mock starts");
-    TestMock { running, http: reqwest::Client::new(), shutdown }
+    TestMock { running, http: http(), shutdown }
 }
 
 impl TestMock {

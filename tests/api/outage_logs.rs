@@ -4,7 +4,7 @@
 use futures_util::future::join_all;
 
 use crate::{
-    helpers::{post_event, SECRET},
+    helpers::{http, post_event, SECRET},
     poll::poll_until,
     process::RelayProcess,
 };
@@ -20,7 +20,7 @@ async fn a_stream_of_503s_logs_one_warning_and_counts_every_refusal() {
         ("RELAY_ACK_DEADLINE", "200ms"),
     ];
     let mut relay = RelayProcess::spawn(&["serve"], &env).await;
-    let http = reqwest::Client::new();
+    let http = http();
     let url = relay.url("/polyai-events");
     for batch in 0..REQUESTS / 10 {
         let answers = join_all((0..10).map(|i| post_event(&http, &url, format!("evt-{batch}-{i}")))).await;

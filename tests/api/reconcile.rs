@@ -12,7 +12,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{conversation, FakePolyai, Reply},
-    helpers::post_event,
+    helpers::{http, post_event},
     process::{run_to_exit_with_stdout, RelayProcess},
 };
 
@@ -89,7 +89,7 @@ both_backends! {
         // One call arrived by webhook and became a record; another was accepted and dead-lettered.
         let relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
         relay.wait_ready().await;
-        let http = reqwest::Client::new();
+        let http = http();
         assert_eq!(post_event(&http, &relay.url("/polyai-events"), "evt-a".into()).await.1, Some(204));
         assert_eq!(queue.next_record().await.json["event_id"], "evt-a");
         polyai.script([Reply::Status(400)]);
@@ -179,7 +179,7 @@ both_backends! {
         // follow (reading only what the log gained since) know it. The list shows it only from
         // the second pass that lists after the webhook was accepted: the first may have read the
         // log before the webhook, and a call listed but not known is one to reconcile.
-        let http = reqwest::Client::new();
+        let http = http();
         assert_eq!(post_event(&http, &relay.url("/polyai-events"), "evt-hook".into()).await.1, Some(204));
         wait_for_lists(&polyai, polyai.list_requests().len() + 2).await;
         let mut calls = vec![call("CAevt-hook", hours(1), 60, "live", false)];

@@ -7,7 +7,7 @@ use polyai_relay::signature::sign;
 use crate::{
     broker::TestBroker,
     fake_polyai::{FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
-    helpers::{completed, now},
+    helpers::{completed, http, now},
     process::{run_to_exit, RelayProcess},
 };
 
@@ -48,7 +48,7 @@ async fn no_secret_appears_in_trace_logs_of_a_busy_relay() {
     ];
     let mut relay = RelayProcess::spawn(&["run"], &env).await;
     relay.wait_ready().await;
-    let http = reqwest::Client::new();
+    let http = http();
     let body = completed("CAsecret");
     let ts = now().to_string();
     for secret in [WEBHOOK_SECRET, PREVIOUS, "wrong"] {

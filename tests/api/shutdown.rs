@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{FakePolyai, Reply},
-    helpers::{post_event, spawn_app_with, Options},
+    helpers::{http, post_event, spawn_app_with, Options},
     process::RelayProcess,
 };
 
@@ -20,7 +20,7 @@ fn accepted(results: Vec<(String, Option<u16>)>) -> HashSet<String> {
 both_backends! {
     async fn a_shutdown_mid_stream_keeps_every_event_answered_204(backend: Backend) {
         let mut app = spawn_app_with(Options { backend, worker: false, ..Options::default() }).await;
-        let http = reqwest::Client::new();
+        let http = http();
         let url = app.url("/polyai-events");
         let first_answer = Notify::new();
         let burst = join_all((0..60).map(|i| {
@@ -55,7 +55,7 @@ both_backends! {
         let env = queue.relay_env(&polyai.base_url, &[("RELAY_EVENTS", "*"), ("RELAY_API_CONCURRENCY", "4")]);
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut relay = RelayProcess::spawn(&["run"], &env).await;
-        let http = reqwest::Client::new();
+        let http = http();
         let url = relay.url("/polyai-events");
         relay.wait_ready().await;
         // A first batch puts enrichments under way; a second one races the signal.

@@ -12,7 +12,7 @@ use crate::{
     broker::{amqp_url, MESSAGE_WAIT},
     crash::wait_until_enriched,
     fake_polyai::FakePolyai,
-    helpers::{completed, SECRET},
+    helpers::{completed, http, SECRET},
     poll::poll_until,
     process::RelayProcess,
     proxy::Proxy,
@@ -25,7 +25,7 @@ enum Stop {
 
 /// Posts an event about `CA{id}` with event id `id`; its status and `X-Relay-Outcome`.
 async fn post(relay: &RelayProcess, id: &str) -> (u16, Option<String>) {
-    let http = reqwest::Client::new();
+    let http = http();
     let secret = SecretString::from(SECRET);
     let request = signed_post(
         &http,

@@ -10,7 +10,7 @@ use crate::{
     backend::{Backend, TestQueue},
     fake_otlp::{FakeCollector, Span},
     fake_polyai::{FakePolyai, Reply, API_KEY},
-    helpers::{completed, header, post_event, PREVIOUS_SECRET, SECRET},
+    helpers::{completed, header, http, post_event, PREVIOUS_SECRET, SECRET},
     process::RelayProcess,
 };
 
@@ -52,7 +52,7 @@ impl Traced {
 
     /// Posts a signed `conversation.completed` about `CA{id}` and expects a 204.
     async fn post(&self, id: &str) {
-        let (_, status) = post_event(&reqwest::Client::new(), &self.relay.url("/polyai-events"), id.to_owned()).await;
+        let (_, status) = post_event(&http(), &self.relay.url("/polyai-events"), id.to_owned()).await;
         assert_eq!(status, Some(204), "{}", self.relay.logs());
     }
 

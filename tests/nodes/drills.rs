@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use crate::{
     broker::TestBroker,
     fake_polyai::{FakePolyai, ACCOUNT, API_KEY, PROJECT},
-    helpers::{post_event, SECRET},
+    helpers::{http, post_event, SECRET},
     node::{free_port, Node, Site},
     process::RelayProcess,
     proxy::Proxy,
@@ -66,7 +66,7 @@ impl Stream {
             .map(|sender| {
                 let (answers, answered, stop, url) = (answers.clone(), answered.clone(), stop.clone(), url.clone());
                 tokio::spawn(async move {
-                    let http = reqwest::Client::new();
+                    let http = http();
                     let mut i = 0;
                     while !stop.load(Ordering::Relaxed) {
                         let sent = Instant::now();

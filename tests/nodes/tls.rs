@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::{
     certs,
-    helpers::{post_event, SECRET},
+    helpers::{http, post_event, SECRET},
     node::{free_port, Node, Site},
     process::{run_to_exit_with_stdout, RelayProcess},
 };
@@ -51,7 +51,7 @@ async fn amqps_with_a_custom_ca_and_a_client_certificate_reaches_a_tls_only_brok
     env.push(("POLYAI_WEBHOOK_SECRET", SECRET));
     let mut relay = RelayProcess::spawn(&["serve"], &env).await;
     relay.wait_ready().await;
-    let (_, status) = post_event(&reqwest::Client::new(), &relay.url("/polyai-events"), "evt-tls".into()).await;
+    let (_, status) = post_event(&http(), &relay.url("/polyai-events"), "evt-tls".into()).await;
     assert_eq!(status, Some(204), "{}", relay.logs());
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));

@@ -148,7 +148,7 @@ pub fn event_body(event_type: &str, conversation_id: &str, environment: &str, si
 
 /// Sends `config.count` signed events and reports on each.
 pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let http = polyai_relay::http_client::builder().timeout(Duration::from_secs(30)).build()?;
     let config = Arc::new(config);
     let next = Arc::new(AtomicUsize::new(0));
     let throttle = Arc::new(Throttle::new(config.rate));

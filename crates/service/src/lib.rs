@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod dead;
 pub mod event;
+pub mod http_client;
 pub mod listener;
 pub mod log_escape;
 pub mod log_limit;

@@ -40,6 +40,12 @@ pub const SECOND_PROJECT: &str = "acme-us";
 pub const SECRET: &str = "whsec_test_current_6c1e";
 pub const PREVIOUS_SECRET: &str = "whsec_test_previous_93ab";
 
+/// An HTTP client for a test to call the relay, the mock or the fake API with: built as the
+/// relay builds its own, with the TLS provider installed.
+pub fn http() -> reqwest::Client {
+    polyai_relay::http_client::builder().build().expect("an HTTP client builds")
+}
+
 /// What a test changes from the defaults.
 #[derive(Clone)]
 pub struct Options {
@@ -218,7 +224,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let app = TestApp {
         address: running.local_addr,
         admin_address: running.admin_addr,
-        http: reqwest::Client::new(),
+        http: http(),
         queue,
         polyai,
         shutdown,

@@ -106,7 +106,7 @@ impl RelayProcess {
     /// Waits until `/readyz` answers 200: the broker is connected and the topology declared. Another
     /// process's readiness is only what its `/readyz` answers, so that is asked until then.
     pub async fn wait_ready(&self) {
-        let http = reqwest::Client::new();
+        let http = crate::helpers::http();
         poll_until(Duration::from_secs(15), || async {
             match http.get(self.admin_url("/readyz")).send().await {
                 Ok(answer) if answer.status() == 200 => Ok(()),

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use crate::process::{run_to_exit, run_to_exit_with_stdout, RelayProcess};
+use crate::{
+    helpers::http,
+    process::{run_to_exit, run_to_exit_with_stdout, RelayProcess},
+};
 
 #[tokio::test]
 async fn the_mock_api_command_serves_and_exits_0_on_sigterm() {
@@ -16,7 +19,7 @@ async fn the_mock_api_command_serves_and_exits_0_on_sigterm() {
         ("RUST_LOG", "debug"),
     ];
     let mut mock = RelayProcess::spawn(&["mock-api"], &env).await;
-    let http = reqwest::Client::new();
+    let http = http();
     let url = mock.url("/v3/ws-mock/PROJECT-MOCK/conversations");
     let page: serde_json::Value = http.get(&url).header("x-api-key", key).send().await.unwrap().json().await.unwrap();
     assert!(page["conversations"].as_array().unwrap().len() <= 5);
@@ -54,7 +57,7 @@ async fn the_mock_api_command_serves_each_tenant_on_its_own_paths_and_never_logs
         ("RUST_LOG", "debug"),
     ];
     let mut mock = RelayProcess::spawn(&["mock-api", "--tenant", &spec_b, "--tenant", &spec_c], &env).await;
-    let http = reqwest::Client::new();
+    let http = http();
     let status = |path: &str, key: &str| {
         let request = http.get(mock.url(path)).header("x-api-key", key);
         async move { request.send().await.unwrap().status().as_u16() }

@@ -74,7 +74,7 @@ pub struct Emitter {
 
 impl Emitter {
     pub fn new(config: EmitConfig) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let http = polyai_relay::http_client::builder()
             .timeout(DELIVERY_TIMEOUT)
             .user_agent(concat!("polyai-relay-mock/", env!("CARGO_PKG_VERSION")))
             .build()?;

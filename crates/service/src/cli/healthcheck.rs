@@ -35,7 +35,7 @@ impl HealthcheckArgs {
 
 async fn probe(url: &str) -> Result<String, String> {
     // No proxy: HTTP(S)_PROXY set for the relay's egress must not carry a loopback probe away.
-    let client = reqwest::Client::builder()
+    let client = crate::http_client::builder()
         .timeout(TIMEOUT)
         .no_proxy()
         .build()

@@ -69,7 +69,7 @@ pub(crate) fn key_header(variable: &str, key: &SecretString) -> anyhow::Result<H
 }
 
 pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    Ok(crate::http_client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("polyai-relay/", env!("CARGO_PKG_VERSION")))

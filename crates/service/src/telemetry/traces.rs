@@ -132,6 +132,8 @@ fn exported() -> Targets {
 
 fn provider() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
     // The endpoint, headers, timeout and protocol come from the OTEL_EXPORTER_OTLP_* variables.
+    // The exporter builds its own (blocking) reqwest client, which needs the TLS provider.
+    crate::http_client::install_tls_provider();
     let exporter =
         SpanExporter::builder().with_http().with_protocol(opentelemetry_otlp::Protocol::HttpBinary).build()?;
     let mut resource = Resource::builder();
