@@ -68,6 +68,21 @@ send() { # output file, then extra `send` arguments
   local out=$1; shift
   measured "$out.cpu" "$BIN" send --url "$URL" --secret $SECRET --concurrency "$CONCURRENCY" --body-size "$SIZE" "$@" >"$out"
 }
+# A phase, and the broker's CPU seconds during it in file $1.beam.
+with_broker_cpu() {
+  local out=$1 beam0 status=0
+  shift
+  beam0=$(mark "$BEAM")
+  "$@" || status=$?
+  since "$BEAM" "$beam0" >"$out.beam"
+  return "$status"
+}
+# lapin alone: the receiver's broker work, flat out or paced at a rate (output file, [rate]).
+lapin_alone() {
+  local out=$1; shift
+  measured "$out.cpu" "$BROKER" ceiling "$AMQP" polyai.events conversation.completed "$SIZE" "$CONCURRENCY" \
+    "$SECONDS_PER_PHASE" "$@" >"$out"
+}
 
 export RELAY_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info}
 
@@ -83,15 +98,22 @@ URL=http://127.0.0.1:18080/polyai-events
 
 # 2. Latency at a fixed rate on a fresh queue.
 echo "fixed ${RATE} req/s (before)..." >&2
-send "$WORK/fixed1.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$RATE" || true
+with_broker_cpu "$WORK/fixed1.txt" send "$WORK/fixed1.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$RATE" || true
 purge polyai.enrich
 
 # 3. The broker's ceiling for the same work: lapin alone, confirmed persistent mandatory
-# publishes of the same size and concurrency, to the same exchange and quorum queue.
+# publishes of the same size and concurrency, to the same exchange and quorum queue. Around it,
+# lapin alone at the fixed rate, as the receiver's phases 2 and 6 run: the confirm latency and
+# the broker's CPU the broker itself gives that load, on a fresh queue, right after flat out
+# (its messages still queued) and after a purge.
 echo "broker ceiling..." >&2
-beam0=$(mark "$BEAM")
-measured "$WORK/ceiling.cpu" "$BROKER" ceiling "$AMQP" polyai.events conversation.completed "$SIZE" "$CONCURRENCY" "$SECONDS_PER_PHASE" >"$WORK/ceiling.txt"
-ceiling_beam=$(since "$BEAM" "$beam0")
+with_broker_cpu "$WORK/lapin_fixed1.txt" lapin_alone "$WORK/lapin_fixed1.txt" "$RATE"
+purge polyai.enrich
+with_broker_cpu "$WORK/ceiling.txt" lapin_alone "$WORK/ceiling.txt"
+ceiling_beam=$(cat "$WORK/ceiling.txt.beam")
+with_broker_cpu "$WORK/lapin_fixed2.txt" lapin_alone "$WORK/lapin_fixed2.txt" "$RATE"
+purge polyai.enrich
+with_broker_cpu "$WORK/lapin_fixed3.txt" lapin_alone "$WORK/lapin_fixed3.txt" "$RATE"
 purge polyai.enrich
 
 # 4. The bare HTTP+verify baseline: the relay's verifier behind an axum handler answering 204.
@@ -115,10 +137,17 @@ peak_rss=$(rss_kb "$SERVE" VmHWM)
 # 6. Latency at a fixed rate right after the flat-out phase (its messages still in the queue),
 # then again after a purge.
 echo "fixed ${RATE} req/s (after)..." >&2
-send "$WORK/fixed2.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$RATE" || true
+with_broker_cpu "$WORK/fixed2.txt" send "$WORK/fixed2.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$RATE" || true
 purge polyai.enrich
-send "$WORK/fixed3.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$RATE" || true
+with_broker_cpu "$WORK/fixed3.txt" send "$WORK/fixed3.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$RATE" || true
 peak_rss=$(rss_kb "$SERVE" VmHWM)
+purge polyai.enrich
+
+# 6b. lapin alone paced at the rate the receiver reached flat out: what the broker spends per
+# message at that rate when the publishes are lapin's own, against the receiver's phase 5.
+relay_rate=$(field '\(([0-9.]+) req/s\)' "$WORK/max.txt")
+echo "lapin alone at the receiver's rate (${relay_rate}/s)..." >&2
+with_broker_cpu "$WORK/lapin_matched.txt" lapin_alone "$WORK/lapin_matched.txt" "$relay_rate"
 purge polyai.enrich
 
 # 7. The worker against an API that takes 50 ms per call, at concurrency 64: ideal 64 / 0.05 s.

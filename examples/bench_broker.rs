@@ -1,9 +1,11 @@
 //! Broker-side tools of the benchmark (bench/run.sh):
 //!
-//! - `ceiling <amqp_url> <exchange> <routing_key> <size> <concurrency> <seconds>`: the broker's own
-//!   ceiling for the receiver's work: confirmed, persistent, mandatory publishes of a given size
-//!   from N concurrent publishers on the relay's channel layout (`BENCH_CHANNELS` to compare
-//!   others), with the relay's properties and headers, for a fixed time;
+//! - `ceiling <amqp_url> <exchange> <routing_key> <size> <concurrency> <seconds> [rate]`: the
+//!   broker's own ceiling for the receiver's work: confirmed, persistent, mandatory publishes of a
+//!   given size from N concurrent publishers on the relay's channel layout (`BENCH_CHANNELS` to
+//!   compare others), with the relay's properties and headers, for a fixed time; with a rate, paced
+//!   as `polyai-relay send --rate` paces webhooks, the same broker work at the relay's pace. It
+//!   prints the count and each publish's time to its confirm (p50, p99, max);
 //! - `depth <amqp_url> <queue>`: the exact number of ready messages (a passive declare; the
 //!   management statistics of quorum queues lag by seconds);
 //! - `purge <amqp_url> <queue>`;
@@ -25,6 +27,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
     BasicProperties, Confirmation, Connection, ConnectionProperties,
 };
+use polyai_relay::worker::Throttle;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -101,10 +104,18 @@ fn relay_properties() -> BasicProperties {
 }
 
 async fn ceiling(args: &[String]) -> anyhow::Result<()> {
-    let [url, exchange, key, size, concurrency, seconds] = args else {
-        anyhow::bail!("usage: bench_broker ceiling <amqp_url> <exchange> <routing_key> <size> <concurrency> <seconds>");
+    let (url, exchange, key, size, concurrency, seconds, rate) = match args {
+        [url, exchange, key, size, concurrency, seconds] => (url, exchange, key, size, concurrency, seconds, None),
+        [url, exchange, key, size, concurrency, seconds, rate] => {
+            (url, exchange, key, size, concurrency, seconds, Some(rate.parse::<f64>()?))
+        }
+        _ => anyhow::bail!(
+            "usage: bench_broker ceiling <amqp_url> <exchange> <routing_key> <size> <concurrency> <seconds> [rate]"
+        ),
     };
     let (size, concurrency, seconds): (usize, usize, u64) = (size.parse()?, concurrency.parse()?, seconds.parse()?);
+    // The sender's pacing, so that a paced run here and `send --rate` offer the broker the same load.
+    let throttle = Arc::new(Throttle::new(rate));
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel_count = std::env::var("BENCH_CHANNELS").ok().and_then(|n| n.parse().ok()).unwrap_or(CHANNELS);
     let mut channels = Vec::new();
@@ -120,27 +131,41 @@ async fn ceiling(args: &[String]) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..concurrency {
         let (channel, body, confirmed) = (channels[i % channels.len()].clone(), body.clone(), confirmed.clone());
-        let (exchange, key) = (exchange.clone(), key.clone());
+        let (exchange, key, throttle) = (exchange.clone(), key.clone(), throttle.clone());
         tasks.spawn(async move {
-            while Instant::now() < deadline {
+            let mut latencies = Vec::new();
+            loop {
+                throttle.acquire().await;
+                if Instant::now() >= deadline {
+                    break;
+                }
                 let properties = relay_properties();
                 let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+                let sent = Instant::now();
                 let confirm = channel
                     .basic_publish(exchange.as_str().into(), key.as_str().into(), options, &body, properties)
                     .await?
                     .await?;
+                latencies.push(sent.elapsed());
                 if matches!(confirm, Confirmation::Ack(None)) {
                     confirmed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok::<_, lapin::Error>(())
+            Ok::<_, lapin::Error>(latencies)
         });
     }
+    let mut latencies = Vec::new();
     while let Some(result) = tasks.join_next().await {
-        result??;
+        latencies.extend(result??);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let count = confirmed.load(Ordering::Relaxed);
     println!("confirmed: {count} in {elapsed:.2}s ({:.1} msg/s)", count as f64 / elapsed);
+    latencies.sort_unstable();
+    let ms = |q: f64| {
+        let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len().max(1));
+        latencies.get(rank - 1).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    println!("confirm latency: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", ms(0.5), ms(0.99), ms(1.0));
     Ok(())
 }
