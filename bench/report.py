@@ -56,7 +56,7 @@ def verdict(ok):
 secs, conc, size, rate = env["SECONDS_PER_PHASE"], env["CONCURRENCY"], env["SIZE"], float(env["RATE"])
 ceiling_msgs = number(r"confirmed: (\d+)", "ceiling.txt")
 ceiling_rate = number(r"\(([0-9.]+) msg/s\)", "ceiling.txt")
-lapin_us = us(float(text("ceiling.cpu")), ceiling_msgs)
+lapin_us = us(float(text("ceiling.txt.cpu")), ceiling_msgs)
 ceiling_broker_us = us(float(env["ceiling_beam"]), ceiling_msgs)
 bare = sent("bare.txt")
 bare_us = us(float(env["bare_cpu"]), bare["requests"])
