@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark of BENCHMARKS.md, in one run on one machine, each figure beside its baseline:
-# the release build, the broker's ceiling (lapin alone), a bare HTTP+verify server, the receiver
-# flat out, its latency at a fixed rate (before and right after the flat-out phase), memory, the
-# worker against a 50 ms API, and start-up time. CPU per message for every process comes from
+# the release build, the broker's ceiling (lapin alone, flat out and paced), a bare HTTP+verify
+# server, the receiver flat out, its latency at a fixed rate (before and right after the flat-out
+# phase), memory, the worker against a 50 ms API, and start-up time. CPU per message for every process comes from
 # /proc/PID/stat (utime+stime) before and after each phase, or getrusage for the load generators.
 #
 #   bash bench/run.sh                        # 20 s phases, 64 connections, 600-byte events

@@ -1,5 +1,6 @@
 //! Logs (tracing), traces (OpenTelemetry, opt-in) and metrics (Prometheus text on `/metrics`).
 
+mod json_fields;
 pub mod trace_context;
 pub mod traces;
 
@@ -83,7 +84,13 @@ pub fn init_logs_with(format: LogFormat, default_level: &str) {
     let builder =
         fmt().with_env_filter(log_filter(default_level)).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .fmt_fields(json_fields::SplicedJsonFields::default())
+            .try_init(),
         LogFormat::Pretty => builder.fmt_fields(crate::log_escape::EscapedFields::default()).try_init(),
     };
 }
@@ -113,7 +120,13 @@ where
     // closed pipe, inside whichever task logged: the signal task died that way and SIGTERM was lost.
     let layer = fmt::layer().with_writer(std::io::stderr).log_internal_errors(false);
     match format {
-        LogFormat::Json => layer.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
+        LogFormat::Json => layer
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .fmt_fields(json_fields::SplicedJsonFields::default())
+            .boxed(),
         LogFormat::Pretty => layer.fmt_fields(crate::log_escape::EscapedFields::default()).boxed(),
     }
 }
