@@ -89,7 +89,7 @@ pub fn init_logs_with(format: LogFormat, default_level: &str) {
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .fmt_fields(json_fields::SplicedJsonFields::default())
+            .fmt_fields(json_fields::SplicedJsonFields)
             .try_init(),
         LogFormat::Pretty => builder.fmt_fields(crate::log_escape::EscapedFields::default()).try_init(),
     };
@@ -125,7 +125,7 @@ where
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .fmt_fields(json_fields::SplicedJsonFields::default())
+            .fmt_fields(json_fields::SplicedJsonFields)
             .boxed(),
         LogFormat::Pretty => layer.fmt_fields(crate::log_escape::EscapedFields::default()).boxed(),
     }

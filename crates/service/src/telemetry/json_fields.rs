@@ -189,7 +189,7 @@ mod tests {
 
     #[test]
     fn recorded_fields_log_as_json_fields_logs_them() {
-        let spliced = spans_logged(SplicedJsonFields::default(), webhook_lines);
+        let spliced = spans_logged(SplicedJsonFields, webhook_lines);
         assert_eq!(spliced, spans_logged(JsonFields::new(), webhook_lines));
         assert_eq!(spliced.len(), 4);
         assert_eq!(spliced[0]["attempts"], 3);
