@@ -26,7 +26,11 @@ async fn main() -> ExitCode {
             tracing::error!("{error:#}");
             // Not `eprintln!`: it panics when stderr is a closed pipe.
             let _ = writeln!(std::io::stderr(), "polyai-relay: {error:#}");
-            ExitCode::FAILURE
+            // Exit here rather than by returning: returning drops the runtime, which cancels its
+            // tasks, and lapin's I/O thread, if it is still reaching the broker through one of
+            // them (start-up failed meanwhile), panics on the cancelled task after this line.
+            // `exit` still flushes stdout; what a failed command started has nothing to finish.
+            std::process::exit(1)
         }
     }
 }
