@@ -12,6 +12,7 @@ mod target;
 mod window;
 
 use clap::Subcommand;
+use futures_util::future::BoxFuture;
 
 // Parsed once at start-up and moved straight into its command: the size of the largest
 // variant costs nothing worth boxing for.
@@ -51,7 +52,16 @@ impl Command {
         matches!(self, Self::Run(_) | Self::Serve(_) | Self::Work(_))
     }
 
-    pub async fn execute(self) -> anyhow::Result<()> {
+    /// Runs the command: one boxed future, made here and never inlined. An async fn's body is
+    /// compiled again in every crate that awaits it, with all it awaits in turn; awaited from the
+    /// binary, that was the whole service compiled a second time, on a clean release build's
+    /// serial end (BENCHMARKS.md).
+    #[inline(never)]
+    pub fn execute(self) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(self.run())
+    }
+
+    async fn run(self) -> anyhow::Result<()> {
         match self {
             Self::Run(args) => run::until_signal(args.as_ref()).await,
             Self::Serve(args) => run::until_signal(&args).await,
