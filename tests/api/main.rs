@@ -20,6 +20,7 @@ mod edge_process;
 mod edge_worker;
 mod fake_otlp;
 mod healthcheck;
+mod log_levels;
 mod mock_api;
 mod outage;
 mod outage_logs;

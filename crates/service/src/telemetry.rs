@@ -1,6 +1,7 @@
 //! Logs (tracing), traces (OpenTelemetry, opt-in) and metrics (Prometheus text on `/metrics`).
 
 mod json_fields;
+mod log_filter;
 pub mod trace_context;
 pub mod traces;
 
@@ -8,7 +9,10 @@ use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use tracing_subscriber::{fmt, registry::LookupSpan, EnvFilter, Layer};
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::{fmt, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt, Layer};
+
+use self::log_filter::LogFilter;
 
 use crate::config::LogFormat;
 
@@ -81,8 +85,9 @@ pub fn init_logs(format: LogFormat) {
 pub fn init_logs_with(format: LogFormat, default_level: &str) {
     // The builder, not `log_layer`: without traces, logging stays exactly what it was, statically
     // dispatched. The two must format alike, and both drop unwritable lines (see `log_layer`).
-    let builder =
-        fmt().with_env_filter(log_filter(default_level)).with_writer(std::io::stderr).log_internal_errors(false);
+    // The builder's own level is TRACE, so that `RUST_LOG` alone decides.
+    let filter = LogFilter::from_env(default_level);
+    let builder = fmt().with_max_level(LevelFilter::TRACE).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder
             .json()
@@ -90,23 +95,29 @@ pub fn init_logs_with(format: LogFormat, default_level: &str) {
             .with_current_span(true)
             .with_span_list(false)
             .fmt_fields(json_fields::SplicedJsonFields)
+            .finish()
+            .with(filter.targets.clone())
             .try_init(),
-        LogFormat::Pretty => builder.fmt_fields(crate::log_escape::EscapedFields::default()).try_init(),
+        LogFormat::Pretty => builder
+            .fmt_fields(crate::log_escape::EscapedFields::default())
+            .finish()
+            .with(filter.targets.clone())
+            .try_init(),
     };
+    filter.warn_if_unreadable(default_level);
 }
 
 /// Logs as [`init_logs_with`], plus traces when `with_traces` and the environment asks for them
 /// ([`traces::configured`]); keep what it returns and shut it down last, to send the last spans.
 pub fn init(format: LogFormat, default_level: &str, with_traces: bool) -> Option<traces::Traces> {
     if with_traces && traces::configured() {
-        return traces::init(format, log_filter(default_level));
+        let filter = LogFilter::from_env(default_level);
+        let traces = traces::init(format, filter.targets.clone());
+        filter.warn_if_unreadable(default_level);
+        return traces;
     }
     init_logs_with(format, default_level);
     None
-}
-
-fn log_filter(default_level: &str) -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level))
 }
 
 /// Log lines on stderr (stdout belongs to commands' output), in the chosen format: as

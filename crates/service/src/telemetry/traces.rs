@@ -20,7 +20,7 @@ use tracing_subscriber::{
     filter::{filter_fn, FilterExt, Targets},
     layer::SubscriberExt,
     util::SubscriberInitExt,
-    EnvFilter, Layer,
+    Layer,
 };
 
 use crate::config::LogFormat;
@@ -91,7 +91,7 @@ impl Traces {
 
 /// Installs the global subscriber with logs filtered by `logs` and spans exported over OTLP.
 /// Called only when [`configured`]; an exporter that cannot be built leaves logs only.
-pub fn init(format: LogFormat, logs: EnvFilter) -> Option<Traces> {
+pub fn init(format: LogFormat, logs: Targets) -> Option<Traces> {
     let provider = match provider() {
         Ok(provider) => provider,
         Err(error) => {

@@ -1,0 +1,84 @@
+//! Which log lines are written: `RUST_LOG` as a default level and `target=level` pairs
+//! (`info,lapin=warn,polyai_relay::worker=debug`), the command's own default when it is unset.
+//!
+//! tracing-subscriber's `Targets`, not its `EnvFilter`: the relay needs no span or field
+//! directives, and `EnvFilter` brings a regular-expression engine into the binary and into a
+//! clean build (BENCHMARKS.md, "Clean release build").
+
+use tracing_subscriber::filter::Targets;
+
+/// The filter the logs are written through, and what was wrong with `RUST_LOG`, if anything.
+pub struct LogFilter {
+    pub targets: Targets,
+    unreadable: Option<String>,
+}
+
+impl LogFilter {
+    /// `RUST_LOG` read, or `default_level` (a level name) when it is unset, empty or unreadable.
+    pub fn from_env(default_level: &str) -> Self {
+        Self::parse(std::env::var("RUST_LOG").ok().as_deref(), default_level)
+    }
+
+    fn parse(rust_log: Option<&str>, default_level: &str) -> Self {
+        let default = || default_level.parse::<Targets>().expect("a command's default log level is a level name");
+        match rust_log.map(str::trim).filter(|value| !value.is_empty()) {
+            None => Self { targets: default(), unreadable: None },
+            Some(value) => match value.parse::<Targets>() {
+                Ok(targets) => Self { targets, unreadable: None },
+                Err(error) => Self { targets: default(), unreadable: Some(format!("{value:?}: {error}")) },
+            },
+        }
+    }
+
+    /// Says, once logging is installed, that `RUST_LOG` was set but could not be read: the
+    /// operator who set it otherwise only sees fewer or more lines than asked for, and no reason.
+    pub fn warn_if_unreadable(&self, default_level: &str) {
+        if let Some(problem) = &self.unreadable {
+            tracing::warn!(
+                "RUST_LOG {problem}; logging at {default_level}. It takes a level and target=level pairs, \
+                 comma-separated: info,lapin=warn"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    fn enabled(filter: &LogFilter, target: &str, level: Level) -> bool {
+        filter.targets.would_enable(target, &level)
+    }
+
+    #[test]
+    fn unset_or_empty_is_the_commands_default() {
+        for rust_log in [None, Some(""), Some("  ")] {
+            let filter = LogFilter::parse(rust_log, "warn");
+            assert!(enabled(&filter, "polyai_relay", Level::WARN), "{rust_log:?}");
+            assert!(!enabled(&filter, "polyai_relay", Level::INFO), "{rust_log:?}");
+            assert!(filter.unreadable.is_none());
+        }
+    }
+
+    #[test]
+    fn a_level_and_target_pairs_are_read() {
+        let filter = LogFilter::parse(Some("info,lapin=warn,polyai_relay::worker=debug"), "warn");
+        assert!(enabled(&filter, "polyai_relay::receiver", Level::INFO));
+        assert!(!enabled(&filter, "polyai_relay::receiver", Level::DEBUG));
+        assert!(enabled(&filter, "polyai_relay::worker::process", Level::DEBUG));
+        assert!(!enabled(&filter, "lapin::channel", Level::INFO));
+        assert!(enabled(&filter, "lapin::channel", Level::WARN));
+        assert!(filter.unreadable.is_none());
+    }
+
+    #[test]
+    fn an_unreadable_value_falls_back_to_the_default_and_says_why() {
+        let filter = LogFilter::parse(Some("info,lapin=loud"), "info");
+        assert!(enabled(&filter, "lapin", Level::INFO));
+        assert!(!enabled(&filter, "lapin", Level::DEBUG));
+        let problem = filter.unreadable.expect("the problem is kept for the warning");
+        assert!(problem.starts_with("\"info,lapin=loud\""), "{problem}");
+    }
+}
