@@ -1,6 +1,7 @@
 //! Logs (tracing), traces (OpenTelemetry, opt-in) and metrics (Prometheus text on `/metrics`).
 
 mod json_fields;
+mod json_lines;
 mod log_filter;
 pub mod trace_context;
 pub mod traces;
@@ -90,11 +91,8 @@ pub fn init_logs_with(format: LogFormat, default_level: &str) {
     let builder = fmt().with_max_level(LevelFilter::TRACE).with_writer(std::io::stderr).log_internal_errors(false);
     let _ = match format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
             .fmt_fields(json_fields::SplicedJsonFields)
+            .event_format(json_lines::JsonLines)
             .finish()
             .with(filter.targets.clone())
             .try_init(),
@@ -131,13 +129,7 @@ where
     // closed pipe, inside whichever task logged: the signal task died that way and SIGTERM was lost.
     let layer = fmt::layer().with_writer(std::io::stderr).log_internal_errors(false);
     match format {
-        LogFormat::Json => layer
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .fmt_fields(json_fields::SplicedJsonFields)
-            .boxed(),
+        LogFormat::Json => layer.fmt_fields(json_fields::SplicedJsonFields).event_format(json_lines::JsonLines).boxed(),
         LogFormat::Pretty => layer.fmt_fields(crate::log_escape::EscapedFields::default()).boxed(),
     }
 }

@@ -5,8 +5,9 @@
 //! again. The receiver creates a span for each webhook and records three fields on it once it
 //! knows them (event id, type, outcome): that cost about a tenth of its instructions per webhook
 //! (BENCHMARKS.md). Here each field is written straight into the object, and recorded fields are
-//! spliced into it. The log lines are the same: the event formatter parses the span's object
-//! for each line, which orders the fields and keeps the last value of a field recorded twice.
+//! spliced into it. The object stays valid JSON with each field once (a field recorded again
+//! replaces its value, as in `JsonFields`), so the event formatter (`json_lines`) copies it whole
+//! into each line.
 
 use std::fmt;
 
@@ -27,7 +28,7 @@ pub struct SplicedJsonFields;
 impl<'writer> FormatFields<'writer> for SplicedJsonFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
         let mut object = b"{".to_vec();
-        fields.record(&mut Entries { out: &mut object, empty: true });
+        fields.record(&mut Entries { out: &mut object, empty: true, names: None });
         object.push(b'}');
         writer.write_str(std::str::from_utf8(&object).map_err(|_| fmt::Error)?)
     }
@@ -37,12 +38,17 @@ impl<'writer> FormatFields<'writer> for SplicedJsonFields {
             return self.format_fields(current.as_writer(), fields);
         }
         let mut added = Vec::new();
-        fields.record(&mut Entries { out: &mut added, empty: true });
+        let mut entries = Entries { out: &mut added, empty: true, names: Some(Vec::new()) };
+        fields.record(&mut entries);
+        let names = entries.names.unwrap_or_default();
         if added.is_empty() {
             return Ok(());
         }
-        // `{"a":1}` and `"b":2` make `{"a":1,"b":2}`.
         let object = &mut current.fields;
+        if names.iter().any(|name| holds_key(object, name)) {
+            return replace_values(object, &added);
+        }
+        // `{"a":1}` and `"b":2` make `{"a":1,"b":2}`.
         if object.pop() != Some('}') {
             return Err(fmt::Error);
         }
@@ -55,16 +61,43 @@ impl<'writer> FormatFields<'writer> for SplicedJsonFields {
     }
 }
 
+/// Whether the span's object has a field `name`. Values are scalars or escaped strings, so
+/// `"name":` can only be a key; a false match would only take the slower, equally correct path.
+fn holds_key(object: &str, name: &str) -> bool {
+    let Ok(mut key) = serde_json::to_string(name) else { return true };
+    key.push(':');
+    object.contains(&key)
+}
+
+/// A field recorded again (the worker records `outcome` more than once on some paths): the
+/// object is read, the new values replace the old, and it is written again. Rare, so simple.
+fn replace_values(object: &mut String, added: &[u8]) -> fmt::Result {
+    type Object = serde_json::Map<String, serde_json::Value>;
+    let mut fields: Object = serde_json::from_str(object).map_err(|_| fmt::Error)?;
+    let mut recorded = Vec::with_capacity(added.len() + 2);
+    recorded.push(b'{');
+    recorded.extend_from_slice(added);
+    recorded.push(b'}');
+    let recorded: Object = serde_json::from_slice(&recorded).map_err(|_| fmt::Error)?;
+    fields.extend(recorded);
+    *object = serde_json::to_string(&fields).map_err(|_| fmt::Error)?;
+    Ok(())
+}
+
 /// Writes each field it visits as `"name":value`, comma-separated, with the values `JsonFields`
 /// gives them: numbers, booleans and strings as such, bytes as an array of numbers, anything else
-/// as its `Debug` text.
+/// as its `Debug` text. Keeps the names it wrote in `names`, when asked to.
 struct Entries<'a> {
     out: &'a mut Vec<u8>,
     empty: bool,
+    names: Option<Vec<&'static str>>,
 }
 
 impl Entries<'_> {
-    fn entry<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) {
+    fn entry<T: Serialize + ?Sized>(&mut self, name: &'static str, value: &T) {
+        if let Some(names) = &mut self.names {
+            names.push(name);
+        }
         if !std::mem::take(&mut self.empty) {
             self.out.push(b',');
         }
@@ -119,6 +152,8 @@ mod tests {
     use tracing_subscriber::fmt::MakeWriter;
 
     use tracing_subscriber::fmt::format::JsonFields;
+
+    use crate::telemetry::json_lines::JsonLines;
 
     use super::*;
 
@@ -185,13 +220,64 @@ mod tests {
         let bare = tracing::info_span!("bare", later = Empty);
         bare.record("later", 7);
         bare.in_scope(|| tracing::info!("recorded into a span created without values"));
+        span.in_scope(|| tracing::warn!(status = 503u64, retry = true, reason = %"no \"route\"", "with fields"));
+        tracing::info!(outside = 1, "outside any span");
+    }
+
+    /// The whole lines logged by `log`: the relay's own formatters, or tracing-subscriber's JSON
+    /// format with its `JsonFields`, configured as the relay's format once was.
+    fn lines_logged(relays: bool, log: impl FnOnce()) -> Vec<String> {
+        let lines = Lines::default();
+        let builder = tracing_subscriber::fmt().with_writer(lines.clone());
+        if relays {
+            let subscriber = builder.fmt_fields(SplicedJsonFields).event_format(JsonLines).finish();
+            tracing::subscriber::with_default(subscriber, log);
+        } else {
+            let subscriber = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .fmt_fields(JsonFields::new())
+                .finish();
+            tracing::subscriber::with_default(subscriber, log);
+        }
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    fn without_timestamp(line: &str) -> Value {
+        let mut value: Value = serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
+        assert!(value.as_object_mut().unwrap().remove("timestamp").is_some(), "{line}");
+        value
+    }
+
+    #[test]
+    fn lines_say_what_tracing_subscribers_json_format_says() {
+        let relays = lines_logged(true, webhook_lines);
+        let reference = lines_logged(false, webhook_lines);
+        assert_eq!(relays.len(), 6);
+        let parsed = |lines: &[String]| lines.iter().map(|line| without_timestamp(line)).collect::<Vec<_>>();
+        assert_eq!(parsed(&relays), parsed(&reference));
+        assert_eq!(without_timestamp(&relays[4])["span"]["name"], "webhook");
+        assert_eq!(without_timestamp(&relays[4])["status"], 503);
+        assert!(without_timestamp(&relays[5]).get("span").is_none());
+    }
+
+    #[test]
+    fn a_field_recorded_again_is_in_the_line_once_with_its_last_value() {
+        let relays = lines_logged(true, webhook_lines);
+        for line in &relays[2..] {
+            assert!(line.matches(r#""outcome":"#).count() <= 1, "{line}");
+        }
+        assert!(relays[2].contains(r#""outcome":"refused""#), "{}", relays[2]);
     }
 
     #[test]
     fn recorded_fields_log_as_json_fields_logs_them() {
         let spliced = spans_logged(SplicedJsonFields, webhook_lines);
         assert_eq!(spliced, spans_logged(JsonFields::new(), webhook_lines));
-        assert_eq!(spliced.len(), 4);
+        assert_eq!(spliced.len(), 6);
         assert_eq!(spliced[0]["attempts"], 3);
         assert_eq!(spliced[0]["type"], "\"raw name\"");
         assert_eq!(spliced[1]["event_id"], "evt \"quoted\" \u{1}");
