@@ -48,10 +48,12 @@ impl<'writer> FormatFields<'writer> for SplicedJsonFields {
         if names.iter().any(|name| holds_key(object, name)) {
             return replace_values(object, &added);
         }
-        // `{"a":1}` and `"b":2` make `{"a":1,"b":2}`.
-        if object.pop() != Some('}') {
+        // `{"a":1}` and `"b":2` make `{"a":1,"b":2}`. Anything else is left as it is: the event
+        // formatter copies the object into every line of the span.
+        if !object.ends_with('}') {
             return Err(fmt::Error);
         }
+        object.pop();
         if object.len() > 1 {
             object.push(',');
         }
@@ -262,6 +264,21 @@ mod tests {
         assert_eq!(without_timestamp(&relays[4])["span"]["name"], "webhook");
         assert_eq!(without_timestamp(&relays[4])["status"], 503);
         assert!(without_timestamp(&relays[5]).get("span").is_none());
+    }
+
+    #[test]
+    fn an_object_that_is_not_one_is_left_as_it_is() {
+        // Enabled, so that the span keeps its metadata.
+        let span = tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            tracing::info_span!("bare", later = Empty)
+        });
+        let meta = span.metadata().unwrap();
+        let later = meta.fields().field("later").unwrap();
+        let values = [(&later, Some(&7 as &dyn tracing::Value))];
+        let values = meta.fields().value_set(&values);
+        let mut stored = FormattedFields::<SplicedJsonFields>::new("not an object".to_owned());
+        assert!(SplicedJsonFields.add_fields(&mut stored, &Record::new(&values)).is_err());
+        assert_eq!(stored.fields, "not an object");
     }
 
     #[test]
