@@ -143,19 +143,24 @@ async fn a_bad_spool_size_names_its_variable() {
     refused(Refused::ByParser, &["serve"], &env, &["RELAY_SPOOL_MAX", "lots"]).await;
 }
 
-/// A port already taken stops start-up with its one line, even while the publisher is still
-/// trying to reach the broker: nothing else, such as a panic of the broker connection's thread
-/// as the process winds down, follows it.
+/// A port already taken stops start-up with its one line, before anything reaches for the
+/// broker: no connection attempt runs beside the error, so no warning of it and no panic of the
+/// broker connection's thread as the process winds down can follow that line.
 #[tokio::test]
-async fn a_port_in_use_stops_start_up_with_its_line_while_the_broker_is_still_being_reached() {
+async fn a_port_in_use_stops_start_up_with_its_line_before_the_broker_is_reached() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
-    // Nothing listens on port 1: the publisher keeps retrying its connection meanwhile.
-    let unreachable = ("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f");
-    let env = [SECRET, unreachable, ("RELAY_LISTEN", "127.0.0.1:0"), ("RELAY_ADMIN_LISTEN", &address)];
+    // A broker address that takes connections and never answers: one that reached it stays
+    // in its backlog, to be found once the process has exited.
+    let broker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    broker.set_nonblocking(true).unwrap();
+    let amqp_url = format!("amqp://guest:guest@{}/%2f", broker.local_addr().unwrap());
+    let env = [SECRET, ("AMQP_URL", &amqp_url), ("RELAY_LISTEN", "127.0.0.1:0"), ("RELAY_ADMIN_LISTEN", &address)];
     let (code, stderr) = run_to_exit(&["serve"], &env).await;
     assert_eq!(code, Some(1), "{stderr}");
     let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
     assert!(last.contains("RELAY_ADMIN_LISTEN") && last.contains("in use"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+    let reached = broker.accept();
+    assert!(matches!(&reached, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "{reached:?}");
 }

@@ -65,6 +65,13 @@ pub async fn start_with(
 ) -> anyhow::Result<Running> {
     // First: a spool that cannot be opened stops start-up before anything else runs.
     let spool = open_spool(&components, &metrics)?;
+    // Then the listeners: a port in use stops start-up before anything reaches for the broker,
+    // so its error line is the last thing the process says.
+    let admin = bind("RELAY_ADMIN_LISTEN", components.server.admin_listen).await?;
+    let webhooks = match components.receiver {
+        Some(settings) => Some((bind("RELAY_LISTEN", settings.listen).await?, settings)),
+        None => None,
+    };
     // The broker outlives the HTTP server and the worker: it must confirm what they publish while draining.
     let broker_shutdown = CancellationToken::new();
     let backend = Arc::new(Backend::open(&components.broker, metrics.clone(), broker_shutdown.clone())?);
@@ -104,13 +111,11 @@ pub async fn start_with(
 
     let ops = receiver::ops_router(readiness.clone(), metrics.clone());
     let limits = components.server.limits.clone();
-    let admin = bind("RELAY_ADMIN_LISTEN", components.server.admin_listen).await?;
     let admin_addr = admin.local_addr()?;
     let admin_server = listener::serve(admin, "admin", ops, limits.clone(), metrics.clone(), shutdown.clone());
     let mut servers = vec![tokio::spawn(admin_server)];
     let mut local_addr = admin_addr;
-    if let Some(settings) = components.receiver {
-        let webhooks = bind("RELAY_LISTEN", settings.listen).await?;
+    if let Some((webhooks, settings)) = webhooks {
         local_addr = webhooks.local_addr()?;
         let mut receiver = Receiver::new(settings, publisher.clone(), metrics.clone());
         if let Some(spool) = &spool {
