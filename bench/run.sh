@@ -2,7 +2,8 @@
 # The benchmark of BENCHMARKS.md, in one run on one machine, each figure beside its baseline:
 # the release build, the broker's ceiling (lapin alone, flat out and paced), a bare HTTP+verify
 # server, the receiver flat out, its latency at a fixed rate (before and right after the flat-out
-# phase), memory, the worker against a 50 ms API, and start-up time. CPU per message for every process comes from
+# phase), the receiver and both baselines paced at the receiver's flat-out rate, memory, the
+# worker against a 50 ms API, and start-up time. CPU per message for every process comes from
 # /proc/PID/stat (utime+stime) before and after each phase, or getrusage for the load generators.
 #
 #   bash bench/run.sh                        # 20 s phases, 64 connections, 600-byte events
@@ -118,11 +119,15 @@ purge polyai.enrich
 
 # 4. The bare HTTP+verify baseline: the relay's verifier behind an axum handler answering 204.
 echo "bare HTTP+verify..." >&2
-"$BARE" 127.0.0.1:18082 $SECRET &
-BARE_PID=$!; PIDS+=("$BARE_PID")
-until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:18082/polyai-events)" = 401 ]; do sleep 0.05; done
+BARE_URL=http://127.0.0.1:18082/polyai-events
+start_bare() {
+  "$BARE" 127.0.0.1:18082 $SECRET &
+  BARE_PID=$!; PIDS+=("$BARE_PID")
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$BARE_URL")" = 401 ]; do sleep 0.05; done
+}
+start_bare
 bare0=$(mark "$BARE_PID")
-URL=http://127.0.0.1:18082/polyai-events send "$WORK/bare.txt" --duration "${SECONDS_PER_PHASE}s"
+URL=$BARE_URL send "$WORK/bare.txt" --duration "${SECONDS_PER_PHASE}s"
 bare_cpu=$(since "$BARE_PID" "$bare0")
 kill "$BARE_PID"
 
@@ -148,6 +153,21 @@ purge polyai.enrich
 relay_rate=$(field '\(([0-9.]+) req/s\)' "$WORK/max.txt")
 echo "lapin alone at the receiver's rate (${relay_rate}/s)..." >&2
 with_broker_cpu "$WORK/lapin_matched.txt" lapin_alone "$WORK/lapin_matched.txt" "$relay_rate"
+purge polyai.enrich
+
+# 6c. The same rate for the relay's two parts and for the relay, paced: CPU per message falls as
+# a process's rate rises (each wake-up, read and write carries more messages), so the parts flat
+# out (phases 3 and 4, at about 1.5 and 3.5 times the relay's rate) cost less per message than
+# they do at the relay's rate. lapin's client at that rate is phase 6b.
+echo "bare HTTP+verify and the receiver, paced at the receiver's rate..." >&2
+start_bare
+bare0=$(mark "$BARE_PID")
+URL=$BARE_URL send "$WORK/bare_matched.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$relay_rate"
+bare_matched_cpu=$(since "$BARE_PID" "$bare0")
+kill "$BARE_PID"
+relay0=$(mark "$SERVE")
+send "$WORK/relay_matched.txt" --duration "${SECONDS_PER_PHASE}s" --rate "$relay_rate" || true
+relay_matched_cpu=$(since "$SERVE" "$relay0")
 purge polyai.enrich
 
 # 7. The worker against an API that takes 50 ms per call, at concurrency 64: ideal 64 / 0.05 s.
@@ -210,7 +230,7 @@ PY
 worker_rss=$(rss_kb "$WORKER" VmHWM)
 
 export WORK SECONDS_PER_PHASE CONCURRENCY SIZE RATE WORKER_EVENTS build binary_mb ready_ms idle_rss peak_rss \
-  queued ceiling_beam bare_cpu relay_cpu relay_beam worker_rss
+  queued ceiling_beam bare_cpu relay_cpu relay_beam worker_rss bare_matched_cpu relay_matched_cpu
 python3 bench/report.py
 
 # With BENCH_TRACES=1: the receiver with traces off against on (bench/traces.sh).
