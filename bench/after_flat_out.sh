@@ -24,21 +24,8 @@ URL=http://127.0.0.1:18080/polyai-events
 [ $# -gt 0 ] || set -- lapin relay lapin relay lapin
 bench_build bench_broker
 make_vhost
-TICK=$(getconf CLK_TCK)
 BEAM=$(pgrep -f 'beam.smp' | head -n 1)
 
-# The broker's CPU, in % of one core, for each of the next $1 seconds.
-broker_per_second() {
-  local previous now
-  previous=$(cpu_ticks "$BEAM")
-  for _ in $(seq 1 "$1"); do
-    sleep 1
-    now=$(cpu_ticks "$BEAM")
-    printf '%s ' $(( (now - previous) * 100 / TICK ))
-    previous=$now
-  done
-  echo
-}
 # The newest quorum write-ahead log file, when this user can read the broker's data directory.
 wal() { ls /var/lib/rabbitmq/mnesia/*/quorum/*/*.wal 2>/dev/null | tail -n 1 | xargs -r basename || true; }
 
@@ -54,7 +41,7 @@ for who in "$@"; do
     relay)
       "$BIN" send --url "$URL" --secret $SECRET --concurrency "$CONCURRENCY" --body-size "$SIZE" \
         --duration "${SECONDS_PER_PHASE}s" | grep '^requests:' | sed 's/^/flat out: /'
-      broker_per_second "$SECONDS_PER_PHASE" >"$WORK/broker" &
+      cpu_per_second "$BEAM" "$SECONDS_PER_PHASE" >"$WORK/broker" &
       sampler=$!
       "$BIN" send --url "$URL" --secret $SECRET --concurrency "$CONCURRENCY" --body-size "$SIZE" \
         --duration "${SECONDS_PER_PHASE}s" --rate "$RATE" >"$WORK/paced" || true
@@ -63,7 +50,7 @@ for who in "$@"; do
     lapin)
       "$BROKER" ceiling "$AMQP" polyai.events conversation.completed "$SIZE" "$CONCURRENCY" "$SECONDS_PER_PHASE" |
         grep '^confirmed:' | sed 's/^/flat out: /'
-      broker_per_second "$SECONDS_PER_PHASE" >"$WORK/broker" &
+      cpu_per_second "$BEAM" "$SECONDS_PER_PHASE" >"$WORK/broker" &
       sampler=$!
       "$BROKER" ceiling "$AMQP" polyai.events conversation.completed "$SIZE" "$CONCURRENCY" "$SECONDS_PER_PHASE" "$RATE" >"$WORK/paced"
       latency=$(grep '^confirm latency' "$WORK/paced")

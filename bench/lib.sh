@@ -60,8 +60,23 @@ wait_until() {
 # wait_ready URL SECONDS: until URL answers 2xx.
 wait_ready() { wait_until "not ready: $1" "$2" curl -fs -o /dev/null "$1"; }
 
-# CPU time (user + system, in clock ticks) of process $1 so far.
+# CPU time (user + system, in clock ticks of TICK a second) of process $1 so far.
+TICK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# cpu_per_second PID [SECONDS]: the process's CPU in % of one core, each second on one line, for
+# SECONDS or until killed.
+cpu_per_second() {
+  local previous now left=${2:--1}
+  previous=$(cpu_ticks "$1")
+  while [ "$left" -ne 0 ] && sleep 1; do
+    now=$(cpu_ticks "$1")
+    printf '%s ' $(( (now - previous) * 100 / TICK ))
+    previous=$now
+    left=$(( left - 1 ))
+  done
+  echo
+}
 
 # field REGEX FILE: the first group of REGEX's first match in FILE, or n/a.
 field() { python3 -c "import re,sys; m=re.search(sys.argv[1], open(sys.argv[2]).read()); print(m.group(1) if m else 'n/a')" "$1" "$2"; }

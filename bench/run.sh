@@ -51,7 +51,6 @@ make_vhost
 rss_kb() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 queue_depth() { "$BROKER" depth "$AMQP" "$1"; }
 purge() { "$BROKER" purge "$AMQP" "$1"; }
-TICK=$(getconf CLK_TCK)
 BEAM=$(pgrep -f 'beam.smp' | head -n 1)
 # Runs a command to completion; its CPU seconds (user+system, from getrusage) go to file $1.
 measured() {
@@ -70,12 +69,18 @@ send() { # output file, then extra `send` arguments
   measured "$out.cpu" "$BIN" send --url "$URL" --secret $SECRET --concurrency "$CONCURRENCY" --body-size "$SIZE" "$@" >"$out"
 }
 # A phase, and the broker's CPU seconds during it in file $1.beam.
+# Also the broker's CPU second by second in file $1.persec: a phase that starts while the broker
+# still works off the one before (BENCHMARKS.md, p99) shows it in its first seconds.
 with_broker_cpu() {
-  local out=$1 beam0 status=0
+  local out=$1 beam0 status=0 sampler
   shift
+  cpu_per_second "$BEAM" >"$out.persec" &
+  sampler=$!
   beam0=$(mark "$BEAM")
   "$@" || status=$?
   since "$BEAM" "$beam0" >"$out.beam"
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
   return "$status"
 }
 # lapin alone: the receiver's broker work, flat out or paced at a rate (output file, [rate]).
