@@ -32,16 +32,20 @@ impl Throttle {
 
     /// Waits for this call's turn. The lock is held only to reserve a slot, never while waiting.
     pub async fn acquire(&self) {
-        let start = {
+        let (now, start) = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             let start = now.max(state.next_slot).max(state.paused_until);
             if let Some(interval) = self.interval {
                 state.next_slot = start + interval;
             }
-            start
+            (now, start)
         };
-        tokio::time::sleep_until(start).await;
+        // A call whose turn has come goes on at once: a timer already due would still be
+        // registered and fired, a wake-up and a trip through the scheduler for every call.
+        if start > now {
+            tokio::time::sleep_until(start).await;
+        }
     }
 
     /// Holds every call back for `delay` from now (a 429's Retry-After).
@@ -61,6 +65,8 @@ impl Throttle {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use super::*;
 
     #[tokio::test(start_paused = true)]
@@ -82,6 +88,14 @@ mod tests {
         let start = tokio::time::Instant::now();
         throttle.acquire().await;
         assert!(start.elapsed() >= Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_turn_has_come_does_not_wait_for_the_scheduler() {
+        let throttle = Throttle::new(None);
+        let acquire = std::pin::pin!(throttle.acquire());
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(acquire.poll(&mut context).is_ready(), "no rate and no pause: ready at the first poll");
     }
 
     #[tokio::test(start_paused = true)]
