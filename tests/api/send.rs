@@ -66,3 +66,15 @@ async fn a_wrong_secret_is_refused_and_the_exit_code_says_so() {
     assert!(stderr.contains("not every request"), "{stderr}");
     assert_eq!(app.queue.pending().await, 0);
 }
+
+#[tokio::test]
+async fn a_url_that_is_not_http_is_refused_before_anything_is_sent() {
+    for (url, expected) in [("ftp://127.0.0.1/polyai-events", "http:// or https://"), ("not a url", "--url not a url")]
+    {
+        let (code, _, stderr) =
+            run_to_exit_with_stdout(&["send", "--url", url], &[("POLYAI_WEBHOOK_SECRET", SECRET)]).await;
+        assert_eq!(code, Some(1), "{url}");
+        assert!(stderr.contains(expected), "{url}: {stderr}");
+        assert!(!stderr.contains(SECRET), "{stderr}");
+    }
+}

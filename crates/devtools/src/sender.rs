@@ -15,6 +15,9 @@ use serde_json::json;
 
 use polyai_relay::{signature::sign, worker::Throttle};
 
+mod plain;
+use plain::PlainConnection;
+
 /// Which signed message to send; the docs disagree (design §7), so both exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SendScheme {
@@ -24,8 +27,33 @@ pub enum SendScheme {
     Body,
 }
 
-/// A POST of `body` signed the way PolyAI signs deliveries, timestamped now: `X-PolyAI-Timestamp`,
+/// The headers PolyAI sends with a delivery, signed and timestamped now: `X-PolyAI-Timestamp`,
 /// `X-PolyAI-Signature`, `X-PolyAI-Event-ID`.
+pub struct SignedHeaders {
+    timestamp: String,
+    signature: String,
+    event_id: String,
+}
+
+impl SignedHeaders {
+    pub fn new(secret: &SecretString, scheme: SendScheme, event_id: &str, body: &[u8]) -> Self {
+        let timestamp =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string();
+        let signed_timestamp = (scheme == SendScheme::Timestamped).then_some(timestamp.as_str());
+        let signature = sign(secret.expose_secret().as_bytes(), signed_timestamp, body);
+        SignedHeaders { timestamp, signature, event_id: event_id.to_owned() }
+    }
+
+    pub fn pairs(&self) -> [(&'static str, &str); 3] {
+        [
+            ("x-polyai-timestamp", &self.timestamp),
+            ("x-polyai-signature", &self.signature),
+            ("x-polyai-event-id", &self.event_id),
+        ]
+    }
+}
+
+/// A POST of `body` signed the way PolyAI signs deliveries, timestamped now.
 pub fn signed_post(
     http: &reqwest::Client,
     url: impl reqwest::IntoUrl,
@@ -34,15 +62,12 @@ pub fn signed_post(
     event_id: &str,
     body: String,
 ) -> reqwest::RequestBuilder {
-    let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string();
-    let signed_timestamp = (scheme == SendScheme::Timestamped).then_some(timestamp.as_str());
-    let signature = sign(secret.expose_secret().as_bytes(), signed_timestamp, body.as_bytes());
-    http.post(url)
-        .header("content-type", "application/json")
-        .header("x-polyai-timestamp", timestamp)
-        .header("x-polyai-signature", signature)
-        .header("x-polyai-event-id", event_id)
-        .body(body)
+    let signed = SignedHeaders::new(secret, scheme, event_id, body.as_bytes());
+    let mut request = http.post(url).header("content-type", "application/json");
+    for (name, value) in signed.pairs() {
+        request = request.header(name, value);
+    }
+    request.body(body)
 }
 
 #[derive(Debug, Clone)]
@@ -128,8 +153,14 @@ impl SendReport {
     }
 }
 
+/// A fresh id's 32 hex digits: a version-4 UUID from the thread's generator rather than the
+/// system's, which costs a system call per id (a load run makes two per request).
+fn random_hex_id() -> uuid::fmt::Simple {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid().simple()
+}
+
 fn random_conversation_id() -> String {
-    format!("CA{}", uuid::Uuid::new_v4().simple())
+    format!("CA{}", random_hex_id())
 }
 
 /// The body PolyAI's quickstart describes: `{type, data: {conversation_id, environment}}`.
@@ -146,9 +177,76 @@ pub fn event_body(event_type: &str, conversation_id: &str, environment: &str, si
     body.to_string()
 }
 
+/// A run's bodies, alike but for the conversation id: the JSON is built once and each request
+/// only puts its id in, so that a load run spends its CPU on requests rather than on JSON.
+#[derive(Debug)]
+enum Bodies {
+    /// `--conversation-id` given: every event carries the same body.
+    Same(String),
+    /// The body around a fresh conversation id (a random id's length, so the padding holds).
+    Around { head: String, tail: String },
+}
+
+impl Bodies {
+    fn new(config: &SendConfig) -> Self {
+        if let Some(id) = &config.conversation_id {
+            return Bodies::Same(event_body(&config.event_type, id, &config.environment, config.body_size));
+        }
+        let placeholder = format!("CA{}", uuid::Uuid::nil().simple());
+        let body = event_body(&config.event_type, &placeholder, &config.environment, config.body_size);
+        // The key and its value, unescaped: only the key itself can match, since a quote inside
+        // any other string of the body is escaped.
+        let field = format!(r#""conversation_id":"{placeholder}""#);
+        let at = body.find(&field).expect("the conversation id is in the body") + field.len() - placeholder.len() - 1;
+        Bodies::Around { head: body[..at].to_owned(), tail: body[at + placeholder.len()..].to_owned() }
+    }
+
+    /// A new event's conversation id and body.
+    fn next(&self, fixed_id: Option<&str>) -> (String, String) {
+        match (self, fixed_id) {
+            (Bodies::Same(body), Some(id)) => (id.to_owned(), body.clone()),
+            (Bodies::Around { head, tail }, _) => {
+                let id = random_conversation_id();
+                let mut body = String::with_capacity(head.len() + id.len() + tail.len());
+                body.extend([head.as_str(), &id, tail.as_str()]);
+                (id, body)
+            }
+            (Bodies::Same(_), None) => unreachable!("a fixed body is built only for a fixed id"),
+        }
+    }
+}
+
+/// How a worker reaches the URL: a connection of its own for `http://`, reqwest otherwise.
+enum Client {
+    Plain(PlainConnection),
+    Reqwest(reqwest::Client, reqwest::Url),
+}
+
+impl Client {
+    async fn post(&mut self, config: &SendConfig, event_id: &str, body: String) -> Option<u16> {
+        match self {
+            Client::Plain(connection) => {
+                let signed = SignedHeaders::new(&config.secret, config.scheme, event_id, body.as_bytes());
+                connection.post(signed, body).await
+            }
+            Client::Reqwest(http, url) => {
+                let request = signed_post(http, url.clone(), &config.secret, config.scheme, event_id, body);
+                request.send().await.ok().map(|response| response.status().as_u16())
+            }
+        }
+    }
+}
+
 /// Sends `config.count` signed events and reports on each.
 pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
-    let http = polyai_relay::http_client::builder().timeout(Duration::from_secs(30)).build()?;
+    // Parsed once: reqwest would parse a string again for every request.
+    let url = reqwest::Url::parse(&config.url).map_err(|e| anyhow::anyhow!("--url {}: {e}", config.url))?;
+    let http = match url.scheme() {
+        "http" => None,
+        "https" => Some(polyai_relay::http_client::builder().timeout(Duration::from_secs(30)).build()?),
+        other => anyhow::bail!("--url {}: an http:// or https:// URL, not {other}://", config.url),
+    };
+    let bodies = Arc::new(Bodies::new(&config));
     let config = Arc::new(config);
     let next = Arc::new(AtomicUsize::new(0));
     let throttle = Arc::new(Throttle::new(config.rate));
@@ -156,7 +254,12 @@ pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
     let stop_at = config.duration.map(|d| started + d);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..config.concurrency.max(1) {
-        let (http, config, next, throttle) = (http.clone(), config.clone(), next.clone(), throttle.clone());
+        let mut client = match (&http, PlainConnection::for_url(&url)) {
+            (Some(http), _) => Client::Reqwest(http.clone(), url.clone()),
+            (None, Some(connection)) => Client::Plain(connection),
+            (None, None) => anyhow::bail!("--url {}: no host to connect to", config.url),
+        };
+        let (bodies, config, next, throttle) = (bodies.clone(), config.clone(), next.clone(), throttle.clone());
         tasks.spawn(async move {
             let mut sent = Vec::new();
             while next.fetch_add(1, Ordering::Relaxed) < config.count {
@@ -164,7 +267,11 @@ pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
                 if stop_at.is_some_and(|at| Instant::now() >= at) {
                     break;
                 }
-                sent.push(send_one(&http, &config).await);
+                let (conversation_id, body) = bodies.next(config.conversation_id.as_deref());
+                let event_id = format!("evt_{}", random_hex_id());
+                let started = Instant::now();
+                let status = client.post(&config, &event_id, body).await;
+                sent.push(Sent { event_id, conversation_id, status, latency: started.elapsed() });
             }
             sent
         });
@@ -174,16 +281,6 @@ pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
         sent.extend(result?);
     }
     Ok(SendReport { sent, elapsed: started.elapsed() })
-}
-
-async fn send_one(http: &reqwest::Client, config: &SendConfig) -> Sent {
-    let conversation_id = config.conversation_id.clone().unwrap_or_else(random_conversation_id);
-    let event_id = format!("evt_{}", uuid::Uuid::new_v4().simple());
-    let body = event_body(&config.event_type, &conversation_id, &config.environment, config.body_size);
-    let started = Instant::now();
-    let response = signed_post(http, &config.url, &config.secret, config.scheme, &event_id, body).send().await;
-    let status = response.ok().map(|r| r.status().as_u16());
-    Sent { event_id, conversation_id, status, latency: started.elapsed() }
 }
 
 #[cfg(test)]
@@ -219,5 +316,45 @@ mod tests {
         assert!((598..=602).contains(&body.len()), "{}", body.len());
         let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(parsed["data"]["conversation_id"], "CA1");
+    }
+
+    fn config(conversation_id: Option<&str>, environment: &str) -> SendConfig {
+        SendConfig {
+            url: "http://127.0.0.1:1/polyai-events".into(),
+            secret: SecretString::from("whsec_test"),
+            scheme: SendScheme::Timestamped,
+            event_type: "conversation.completed".into(),
+            conversation_id: conversation_id.map(str::to_owned),
+            environment: environment.into(),
+            count: 1,
+            duration: None,
+            concurrency: 1,
+            rate: None,
+            body_size: Some(600),
+        }
+    }
+
+    #[test]
+    fn each_event_of_a_run_gets_its_own_conversation_in_the_body_a_fresh_build_would_give() {
+        // An environment holding what the template looks for must not move the id.
+        let environment = format!(r#""conversation_id":"CA{}""#, uuid::Uuid::nil().simple());
+        let config = config(None, &environment);
+        let bodies = Bodies::new(&config);
+        let (first_id, first) = bodies.next(None);
+        let (second_id, _) = bodies.next(None);
+        assert_ne!(first_id, second_id);
+        assert!(first_id.starts_with("CA") && first_id.len() == 34, "{first_id}");
+        assert_eq!(first, event_body(&config.event_type, &first_id, &environment, config.body_size));
+    }
+
+    #[test]
+    fn a_fixed_conversation_id_gives_every_event_the_same_body() {
+        let config = config(Some("CA\"quoted\""), "live");
+        let bodies = Bodies::new(&config);
+        let (id, body) = bodies.next(config.conversation_id.as_deref());
+        assert_eq!(id, "CA\"quoted\"");
+        let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(parsed["data"]["conversation_id"], "CA\"quoted\"");
+        assert_eq!(bodies.next(config.conversation_id.as_deref()).1, body);
     }
 }
