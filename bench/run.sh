@@ -167,7 +167,7 @@ purge polyai.enrich
 # spends more per message than flat out, so the relay does not hold its full flat-out rate.
 paced_rate=$(python3 -c "print(round($relay_rate * 0.75, 1))")
 echo "lapin alone, bare HTTP+verify and the receiver, paced at ${paced_rate}/s..." >&2
-lapin_alone "$WORK/lapin_paced.txt" "$paced_rate"
+with_broker_cpu "$WORK/lapin_paced.txt" lapin_alone "$WORK/lapin_paced.txt" "$paced_rate"
 purge polyai.enrich
 start_bare
 bare0=$(mark "$BARE_PID")
