@@ -190,23 +190,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn requests_share_one_connection_while_the_server_keeps_it_open() {
-        let (url, connections, requests) = server(Answer::KeepAlive).await;
-        let mut connection = PlainConnection::for_url(&url).unwrap();
-        for _ in 0..3 {
-            assert_eq!(post(&mut connection).await, Some(204));
+    async fn requests_share_a_connection_while_the_server_keeps_it_open_and_reopen_it_once_closed() {
+        for (answer, connections_expected) in [(Answer::KeepAlive, 1), (Answer::ThenClose, 3)] {
+            let (url, connections, requests) = server(answer).await;
+            let mut connection = PlainConnection::for_url(&url).unwrap();
+            for _ in 0..3 {
+                assert_eq!(post(&mut connection).await, Some(204));
+            }
+            let counts = (connections.load(Ordering::SeqCst), requests.load(Ordering::SeqCst));
+            assert_eq!(counts, (connections_expected, 3));
         }
-        assert_eq!((connections.load(Ordering::SeqCst), requests.load(Ordering::SeqCst)), (1, 3));
-    }
-
-    #[tokio::test]
-    async fn a_connection_the_server_closed_is_opened_again() {
-        let (url, connections, requests) = server(Answer::ThenClose).await;
-        let mut connection = PlainConnection::for_url(&url).unwrap();
-        for _ in 0..3 {
-            assert_eq!(post(&mut connection).await, Some(204));
-        }
-        assert_eq!((connections.load(Ordering::SeqCst), requests.load(Ordering::SeqCst)), (3, 3));
     }
 
     #[tokio::test]
