@@ -77,8 +77,7 @@ impl SendArgs {
             body_size: self.body_size,
         })
         .await?;
-        if single {
-            let sent = &report.sent[0];
+        if let (true, Some(sent)) = (single, &report.first) {
             let status = sent.status.map(|s| s.to_string()).unwrap_or_else(|| "no answer".into());
             println!(
                 "{status} {} (conversation {}) in {:.1} ms",
