@@ -198,8 +198,8 @@ pub fn event_body(event_type: &str, conversation_id: &str, environment: &str, si
 /// only puts its id in, so that a load run spends its CPU on requests rather than on JSON.
 #[derive(Debug)]
 enum Bodies {
-    /// `--conversation-id` given: every event carries the same body.
-    Same(String),
+    /// `--conversation-id` given: every event carries that id and the same body.
+    Same { id: String, body: String },
     /// The body around a fresh conversation id (a random id's length, so the padding holds).
     Around { head: String, tail: String },
 }
@@ -207,7 +207,8 @@ enum Bodies {
 impl Bodies {
     fn new(config: &SendConfig) -> Self {
         if let Some(id) = &config.conversation_id {
-            return Bodies::Same(event_body(&config.event_type, id, &config.environment, config.body_size));
+            let body = event_body(&config.event_type, id, &config.environment, config.body_size);
+            return Bodies::Same { id: id.clone(), body };
         }
         let placeholder = format!("CA{}", uuid::Uuid::nil().simple());
         let body = event_body(&config.event_type, &placeholder, &config.environment, config.body_size);
@@ -219,16 +220,15 @@ impl Bodies {
     }
 
     /// A new event's conversation id and body.
-    fn next(&self, fixed_id: Option<&str>) -> (String, String) {
-        match (self, fixed_id) {
-            (Bodies::Same(body), Some(id)) => (id.to_owned(), body.clone()),
-            (Bodies::Around { head, tail }, _) => {
+    fn next(&self) -> (String, String) {
+        match self {
+            Bodies::Same { id, body } => (id.clone(), body.clone()),
+            Bodies::Around { head, tail } => {
                 let id = random_conversation_id();
                 let mut body = String::with_capacity(head.len() + id.len() + tail.len());
                 body.extend([head.as_str(), &id, tail.as_str()]);
                 (id, body)
             }
-            (Bodies::Same(_), None) => unreachable!("a fixed body is built only for a fixed id"),
         }
     }
 }
@@ -288,7 +288,7 @@ pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
                 if stop_at.is_some_and(|at| Instant::now() >= at) {
                     break;
                 }
-                let (conversation_id, body) = bodies.next(config.conversation_id.as_deref());
+                let (conversation_id, body) = bodies.next();
                 let event_id = format!("evt_{}", random_hex_id());
                 let started = Instant::now();
                 let status = client.post(&config, &event_id, body).await;
@@ -359,8 +359,8 @@ mod tests {
         let environment = format!(r#""conversation_id":"CA{}""#, uuid::Uuid::nil().simple());
         let config = config(None, &environment);
         let bodies = Bodies::new(&config);
-        let (first_id, first) = bodies.next(None);
-        let (second_id, _) = bodies.next(None);
+        let (first_id, first) = bodies.next();
+        let (second_id, _) = bodies.next();
         assert_ne!(first_id, second_id);
         assert!(first_id.starts_with("CA") && first_id.len() == 34, "{first_id}");
         assert_eq!(first, event_body(&config.event_type, &first_id, &environment, config.body_size));
@@ -370,10 +370,10 @@ mod tests {
     fn a_fixed_conversation_id_gives_every_event_the_same_body() {
         let config = config(Some("CA\"quoted\""), "live");
         let bodies = Bodies::new(&config);
-        let (id, body) = bodies.next(config.conversation_id.as_deref());
+        let (id, body) = bodies.next();
         assert_eq!(id, "CA\"quoted\"");
         let parsed: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(parsed["data"]["conversation_id"], "CA\"quoted\"");
-        assert_eq!(bodies.next(config.conversation_id.as_deref()).1, body);
+        assert_eq!(bodies.next().1, body);
     }
 }
