@@ -233,13 +233,21 @@ impl Bodies {
     }
 }
 
-/// How a worker reaches the URL: a connection of its own for `http://`, reqwest otherwise.
+/// How a worker reaches the URL: a connection of its own for plain `http://`, reqwest otherwise.
 enum Client {
     Plain(PlainConnection),
     Reqwest(reqwest::Client, reqwest::Url),
 }
 
 impl Client {
+    /// The same way to the URL for another worker: its own connection, or reqwest's shared pool.
+    fn for_worker(&self) -> Client {
+        match self {
+            Client::Plain(connection) => Client::Plain(connection.unopened()),
+            Client::Reqwest(http, url) => Client::Reqwest(http.clone(), url.clone()),
+        }
+    }
+
     async fn post(&mut self, config: &SendConfig, event_id: &str, body: String) -> Option<u16> {
         match self {
             Client::Plain(connection) => {
@@ -258,10 +266,15 @@ impl Client {
 pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
     // Parsed once: reqwest would parse a string again for every request.
     let url = reqwest::Url::parse(&config.url).map_err(|e| anyhow::anyhow!("--url {}: {e}", config.url))?;
-    let http = match url.scheme() {
-        "http" => None,
-        "https" => Some(polyai_relay::http_client::builder().timeout(Duration::from_secs(30)).build()?),
-        other => anyhow::bail!("--url {}: an http:// or https:// URL, not {other}://", config.url),
+    anyhow::ensure!(
+        matches!(url.scheme(), "http" | "https"),
+        "--url {}: an http:// or https:// URL, not {}://",
+        config.url,
+        url.scheme()
+    );
+    let client = match PlainConnection::for_url(&url) {
+        Some(connection) => Client::Plain(connection),
+        None => Client::Reqwest(polyai_relay::http_client::builder().timeout(Duration::from_secs(30)).build()?, url),
     };
     let bodies = Arc::new(Bodies::new(&config));
     let config = Arc::new(config);
@@ -271,11 +284,7 @@ pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
     let stop_at = config.duration.map(|d| started + d);
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..config.concurrency.max(1) {
-        let mut client = match (&http, PlainConnection::for_url(&url)) {
-            (Some(http), _) => Client::Reqwest(http.clone(), url.clone()),
-            (None, Some(connection)) => Client::Plain(connection),
-            (None, None) => anyhow::bail!("--url {}: no host to connect to", config.url),
-        };
+        let mut client = client.for_worker();
         let (bodies, config, next, throttle) = (bodies.clone(), config.clone(), next.clone(), throttle.clone());
         tasks.spawn(async move {
             let (mut outcomes, mut first) = (Vec::new(), None);

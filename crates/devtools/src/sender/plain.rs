@@ -33,9 +33,10 @@ pub struct PlainConnection {
 }
 
 impl PlainConnection {
-    /// For an `http://` URL; `None` for any other.
+    /// For an `http://` URL; `None` for any other, and for one with credentials in it, which
+    /// reqwest turns into an `Authorization` header.
     pub fn for_url(url: &url::Url) -> Option<Self> {
-        if url.scheme() != "http" {
+        if url.scheme() != "http" || !url.username().is_empty() || url.password().is_some() {
             return None;
         }
         let host = url.host_str()?;
@@ -53,6 +54,11 @@ impl PlainConnection {
         .parse()
         .ok()?;
         Some(PlainConnection { address, host, path, open: None })
+    }
+
+    /// Another connection to the same URL, not opened yet.
+    pub fn unopened(&self) -> Self {
+        PlainConnection { address: self.address.clone(), host: self.host.clone(), path: self.path.clone(), open: None }
     }
 
     /// POSTs `body` with the signature headers; the status, or `None` when no answer came. A
@@ -231,5 +237,6 @@ mod tests {
         let (address, host, _) = plain("http://relay.example/polyai-events").unwrap();
         assert_eq!((address.as_str(), host.to_str().unwrap()), ("relay.example:80", "relay.example"));
         assert!(plain("https://relay.example/polyai-events").is_none());
+        assert!(plain("http://user:password@relay.example/polyai-events").is_none(), "credentials go through reqwest");
     }
 }
