@@ -113,7 +113,7 @@ rows = [
      f"≤ 1.3 ×: {verdict(relay_us <= 1.3 * parts)}"),
     ("relay CPU per webhook, all paced at ¾ of the relay's flat-out rate",
      f"{relay_matched_us:.1f} µs = {relay_matched_us / parts_matched:.2f} × (bare {bare_matched_us:.1f} + lapin {lapin_matched_us:.1f})",
-     f"paced at {0.75 * relay['rps']:,.0f}/s: the relay reached {relay_matched['rps']:,.0f} req/s "
+     f"paced at {float(env['paced_rate']):,.0f}/s: the relay reached {relay_matched['rps']:,.0f} req/s "
      f"({relay_matched['requests'] - relay_matched['ok']:.0f} not 204), bare {bare_matched['rps']:,.0f}, lapin {paced['rate']:,.0f} msg/s",
      f"≤ 1.3 ×: {verdict(relay_matched_us <= 1.3 * parts_matched)}"),
     ("broker CPU per message, relay publishing", f"{relay_broker_us:.1f} µs = {relay_broker_us / ceiling_broker_us:.2f} × the ceiling's",

@@ -239,7 +239,7 @@ PY
 worker_rss=$(rss_kb "$WORKER" VmHWM)
 
 export WORK SECONDS_PER_PHASE CONCURRENCY SIZE RATE WORKER_EVENTS build binary_mb ready_ms idle_rss peak_rss \
-  queued ceiling_beam bare_cpu relay_cpu relay_beam worker_rss bare_matched_cpu relay_matched_cpu
+  queued ceiling_beam bare_cpu relay_cpu relay_beam worker_rss paced_rate bare_matched_cpu relay_matched_cpu
 python3 bench/report.py
 
 # With BENCH_TRACES=1: the receiver with traces off against on (bench/traces.sh).

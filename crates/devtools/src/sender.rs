@@ -18,6 +18,9 @@ use polyai_relay::{signature::sign, worker::Throttle};
 mod plain;
 use plain::PlainConnection;
 
+/// How long one request may take, connecting included, before it counts as unanswered.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Which signed message to send; the docs disagree (design §7), so both exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum SendScheme {
@@ -274,7 +277,7 @@ pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
     );
     let client = match PlainConnection::for_url(&url) {
         Some(connection) => Client::Plain(connection),
-        None => Client::Reqwest(polyai_relay::http_client::builder().timeout(Duration::from_secs(30)).build()?, url),
+        None => Client::Reqwest(polyai_relay::http_client::builder().timeout(REQUEST_TIMEOUT).build()?, url),
     };
     let bodies = Arc::new(Bodies::new(&config));
     let config = Arc::new(config);

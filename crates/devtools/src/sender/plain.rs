@@ -1,12 +1,10 @@
-//! The sender's connection for `http://` URLs: one HTTP/1.1 keep-alive connection per worker,
-//! opened on first use and again after one fails.
+//! The sender's connection for `http://` URLs without credentials: one HTTP/1.1 keep-alive
+//! connection per worker, opened on first use and again after one fails.
 //!
 //! reqwest's pool and layers cost the sender 12–13 µs of CPU per request more than this, about
 //! as much again as the rest of a request (BENCHMARKS.md, "The load generator"); in a benchmark
-//! that CPU is taken from the relay under test on the same cores. `https://` URLs still go
-//! through reqwest, with its TLS and proxy settings.
-
-use std::time::Duration;
+//! that CPU is taken from the relay under test on the same cores. `https://` URLs, and URLs with a
+//! user and password, still go through reqwest, with its TLS, proxy and credential handling.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -18,10 +16,7 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::SignedHeaders;
-
-/// How long one request may take, connecting included, before it counts as unanswered.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use super::{SignedHeaders, REQUEST_TIMEOUT};
 
 pub struct PlainConnection {
     /// `host:port`, to connect to.
