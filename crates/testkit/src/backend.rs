@@ -9,7 +9,10 @@ use std::{
 
 use polyai_relay::{
     config::{AmqpTarget, BrokerSettings, EventTypes},
-    queue::embedded::{EmbeddedQueue, CONVERSATIONS_FILE, DEAD_FILE},
+    queue::{
+        embedded::{EmbeddedQueue, CONVERSATIONS_FILE, DEAD_FILE},
+        RETRY_TIERS,
+    },
 };
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -203,6 +206,26 @@ impl TestQueue {
             Self::Embedded { dir, dead_read, .. } => {
                 let text = std::fs::read_to_string(dir.0.join(DEAD_FILE)).unwrap_or_default();
                 (text.lines().count() - *dead_read.lock().unwrap()) as u64
+            }
+        }
+    }
+
+    /// Where events that never came out may be, for a test's failure message: the worker's queue
+    /// (ready, and how many consumers it has), the delay queues and the dead letters.
+    pub async fn whereabouts(&self) -> String {
+        match self {
+            Self::Amqp(broker) => {
+                let t = &broker.topology;
+                let (ready, consumers) = broker.counts(&t.enrich_queue).await;
+                let mut delayed = 0;
+                for tier in RETRY_TIERS {
+                    delayed += broker.ready_count(&t.retry_queue(tier)).await;
+                }
+                let dead = broker.ready_count(&t.dead_queue).await;
+                format!("worker's queue: {ready} ready, {consumers} consumer(s); delay queues: {delayed}; dead letters: {dead}")
+            }
+            Self::Embedded { .. } => {
+                format!("worker's queue: {} not acked; dead letters: {}", self.pending().await, self.dead_count().await)
             }
         }
     }

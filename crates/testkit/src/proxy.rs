@@ -5,10 +5,7 @@
 
 use std::{
     net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
+    sync::{Arc, Mutex},
 };
 
 use tokio::{
@@ -19,8 +16,9 @@ use tokio::{
 };
 
 struct State {
-    open: AtomicBool,
-    connections: Mutex<Vec<AbortHandle>>,
+    /// The open connections; `None` while cut. One lock for both, so a connection accepted as
+    /// the cut happens is either refused or aborted by it, never missed.
+    connections: Mutex<Option<Vec<AbortHandle>>>,
     /// False while stalled: bytes are held, in both directions, until it is true again.
     flowing: watch::Sender<bool>,
 }
@@ -35,18 +33,15 @@ impl Proxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("addr");
-        let state = Arc::new(State {
-            open: AtomicBool::new(true),
-            connections: Mutex::new(Vec::new()),
-            flowing: watch::Sender::new(true),
-        });
+        let state = Arc::new(State { connections: Mutex::new(Some(Vec::new())), flowing: watch::Sender::new(true) });
         let accept_state = state.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                if !accept_state.open.load(Ordering::SeqCst) {
+                let mut connections = accept_state.connections.lock().unwrap();
+                let Some(connections) = connections.as_mut() else {
                     drop(client);
                     continue;
-                }
+                };
                 let flowing = accept_state.flowing.clone();
                 let task = tokio::spawn(async move {
                     if let Ok(upstream) = TcpStream::connect(target).await {
@@ -60,7 +55,7 @@ impl Proxy {
                         drop(client);
                     }
                 });
-                accept_state.connections.lock().unwrap().push(task.abort_handle());
+                connections.push(task.abort_handle());
             }
         })
         .abort_handle();
@@ -74,14 +69,13 @@ impl Proxy {
 
     /// Drops every connection and refuses new ones.
     pub fn cut(&self) {
-        self.state.open.store(false, Ordering::SeqCst);
-        for connection in self.state.connections.lock().unwrap().drain(..) {
+        for connection in self.state.connections.lock().unwrap().take().into_iter().flatten() {
             connection.abort();
         }
     }
 
     pub fn restore(&self) {
-        self.state.open.store(true, Ordering::SeqCst);
+        self.state.connections.lock().unwrap().get_or_insert_with(Vec::new);
     }
 
     /// Holds every byte in both directions, connections left open: the broker goes silent.
