@@ -45,3 +45,4 @@ mod traces;
 mod two_projects;
 mod worker;
 mod worker_projects;
+mod worker_step;

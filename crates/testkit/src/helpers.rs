@@ -411,6 +411,11 @@ impl TestApp {
         }
     }
 
+    /// Takes the next raw event waiting for the worker (a relay spawned without one), unsettled.
+    pub async fn take_raw_event(&self) -> Option<queue::Delivery> {
+        get_retrying(self.backend.source.as_ref()).await
+    }
+
     /// Takes every raw event waiting for the worker (a relay spawned without one), acking each.
     pub async fn take_raw_events(&self) -> Vec<queue::Message> {
         let mut events = Vec::new();

@@ -3,7 +3,7 @@
 use super::{connect::Connector, convert, describe};
 use crate::{
     config::AmqpTarget,
-    queue::{Acker, ConsumeError, Consumer, Delivery, Holding, Source},
+    queue::{Acker, ConsumeError, Consumer, Delivery, Source},
     telemetry::Metrics,
 };
 use async_trait::async_trait;
@@ -14,17 +14,40 @@ use lapin::{
     types::FieldTable,
     Channel, Connection,
 };
+use tokio::sync::Mutex;
 
 /// [`Source`] for RabbitMQ: each `open` is a fresh connection, so closing a consumer (a paused
 /// worker, a shutdown) returns its unacknowledged messages to the queue at once.
 pub struct AmqpSource {
     connector: Connector,
     queue: String,
+    /// Where `get` takes messages: one connection and channel, opened by the first `get` and kept
+    /// while they work. Not one per `get`: RabbitMQ 4.0's quorum queues can give a message back,
+    /// to be handed out again, when the channel that acked it closes right after the ack.
+    getting: Mutex<Option<(Closing, Channel)>>,
 }
 
 impl AmqpSource {
     pub fn new(target: AmqpTarget, queue: String, metrics: Metrics) -> Self {
-        Self { connector: Connector::new(&target, metrics), queue }
+        Self { connector: Connector::new(&target, metrics), queue, getting: Mutex::new(None) }
+    }
+
+    /// The channel `get` uses: the one kept, while it and its connection work, or a new one.
+    async fn getting_channel(&self) -> Result<Channel, ConsumeError> {
+        let mut getting = self.getting.lock().await;
+        if let Some((Closing(Some(connection)), channel)) = getting.as_ref() {
+            if connection.status().connected() && channel.status().connected() {
+                return Ok(channel.clone());
+            }
+        }
+        // A broken one is closed (dropped) before its replacement opens.
+        *getting = None;
+        let (connection, _) = self.connector.connect("worker step").await.map_err(ConsumeError::Unavailable)?;
+        let connection = Closing(Some(connection));
+        let channel = connection.0.as_ref().expect("just opened").create_channel().await;
+        let channel = channel.map_err(|e| ConsumeError::Unavailable(describe(&e)))?;
+        *getting = Some((connection, channel.clone()));
+        Ok(channel)
     }
 }
 
@@ -51,21 +74,19 @@ impl Source for AmqpSource {
     }
 
     async fn get(&self) -> Result<Option<Delivery>, ConsumeError> {
-        let unavailable = |e: lapin::Error| ConsumeError::Unavailable(describe(&e));
-        let (connection, _) = self.connector.connect("worker step").await.map_err(ConsumeError::Unavailable)?;
-        let channel = connection.create_channel().await;
-        let connection = Closing(Some(connection));
-        let channel = channel.map_err(unavailable)?;
+        let channel = self.getting_channel().await?;
         let options = BasicGetOptions { no_ack: false };
-        let Some(got) = channel.basic_get(self.queue.as_str().into(), options).await.map_err(unavailable)? else {
-            return Ok(None);
-        };
+        // A failure breaks the channel (or its connection): the next `get` opens another.
+        let got = channel
+            .basic_get(self.queue.as_str().into(), options)
+            .await
+            .map_err(|e| ConsumeError::Unavailable(describe(&e)))?;
+        let Some(got) = got else { return Ok(None) };
         let delivery = got.delivery;
         Ok(Some(Delivery {
             message: convert::message(delivery.data, &delivery.properties),
             redelivered: delivery.redelivered,
-            // The connection goes with the delivery: closed unsettled, it gives the message back.
-            acker: Box::new(Holding { acker: Box::new(AmqpAcker(delivery.acker)), _owner: (connection, channel) }),
+            acker: Box::new(AmqpAcker { acker: delivery.acker, requeue_if_dropped: true }),
         }))
     }
 }
@@ -99,7 +120,7 @@ impl Consumer for AmqpConsumer {
             Ok(delivery) => Some(Delivery {
                 message: convert::message(delivery.data, &delivery.properties),
                 redelivered: delivery.redelivered,
-                acker: Box::new(AmqpAcker(delivery.acker)),
+                acker: Box::new(AmqpAcker { acker: delivery.acker, requeue_if_dropped: false }),
             }),
             Err(error) => {
                 tracing::warn!(error = %describe(&error), "consumer connection failed");
@@ -123,16 +144,40 @@ impl Drop for AmqpConsumer {
     }
 }
 
-struct AmqpAcker(LapinAcker);
+struct AmqpAcker {
+    acker: LapinAcker,
+    /// For a message taken with `get`: dropped unsettled, it goes back at once, as what a
+    /// consumer held goes back when its connection closes.
+    requeue_if_dropped: bool,
+}
+
+fn requeue_options() -> BasicNackOptions {
+    BasicNackOptions { requeue: true, ..Default::default() }
+}
 
 #[async_trait]
 impl Acker for AmqpAcker {
     async fn ack(&self) -> Result<(), ConsumeError> {
-        self.0.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(|e| ConsumeError::Unavailable(describe(&e)))
+        let acked = self.acker.ack(BasicAckOptions::default()).await;
+        acked.map(|_| ()).map_err(|e| ConsumeError::Unavailable(describe(&e)))
     }
 
     async fn requeue(&self) -> Result<(), ConsumeError> {
-        let options = BasicNackOptions { requeue: true, ..Default::default() };
-        self.0.nack(options).await.map(|_| ()).map_err(|e| ConsumeError::Unavailable(describe(&e)))
+        let requeued = self.acker.nack(requeue_options()).await;
+        requeued.map(|_| ()).map_err(|e| ConsumeError::Unavailable(describe(&e)))
+    }
+}
+
+impl Drop for AmqpAcker {
+    fn drop(&mut self) {
+        // Not usable once settled, nor once its channel failed (the broker has the message back then).
+        if self.requeue_if_dropped && self.acker.usable() {
+            let acker = self.acker.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = acker.nack(requeue_options()).await;
+                });
+            }
+        }
     }
 }
