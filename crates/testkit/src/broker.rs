@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+        ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
+    },
     types::FieldTable,
     Channel, Connection, ConnectionProperties,
 };
@@ -25,6 +28,10 @@ pub struct TestBroker {
     pub url: String,
     pub topology: Topology,
     connection: Connection,
+    /// The channel messages are taken on, kept open for the whole test and used by one reader at
+    /// a time. An ack on a channel that closes right after it can be lost on RabbitMQ 4.0's quorum
+    /// queues (the message goes back and is handed out again), so acks never precede a close.
+    reader: tokio::sync::Mutex<Option<Channel>>,
 }
 
 impl TestBroker {
@@ -35,7 +42,7 @@ impl TestBroker {
         let connection = Connection::connect(&url, ConnectionProperties::default())
             .await
             .unwrap_or_else(|e| panic!("tests need RabbitMQ at AMQP_URL ({url}): {e}"));
-        Self { url, topology, connection }
+        Self { url, topology, connection, reader: tokio::sync::Mutex::new(None) }
     }
 
     /// Names under `prefix`, so tests sharing a broker never meet.
@@ -77,7 +84,16 @@ impl TestBroker {
     }
 
     pub async fn next_message_within(&self, queue: &str, wait: Duration) -> Option<lapin::message::Delivery> {
-        let channel = self.channel().await;
+        let mut reader = self.reader.lock().await;
+        let channel = match reader.as_ref() {
+            Some(channel) if channel.status().connected() => channel.clone(),
+            _ => {
+                let channel = self.channel().await;
+                // One message at a time: the rest stay ready in the queue for whatever reads next.
+                channel.basic_qos(1, BasicQosOptions::default()).await.expect("qos");
+                reader.insert(channel).clone()
+            }
+        };
         let mut consumer = channel
             .basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
@@ -87,10 +103,14 @@ impl TestBroker {
             Ok(other) => panic!("consumer ended: {other:?}"),
             Err(_) => None,
         };
+        channel.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await.expect("cancel");
+        // One that arrived after the wait ended (the stream ends with the cancel) goes back.
+        while let Some(Ok(late)) = consumer.next().await {
+            late.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.expect("nack");
+        }
         if let Some(delivery) = &delivery {
             delivery.ack(BasicAckOptions::default()).await.expect("ack");
         }
-        let _ = channel.close(200, "done".into()).await;
         delivery
     }
 
