@@ -222,7 +222,11 @@ impl TestQueue {
                     delayed += broker.ready_count(&t.retry_queue(tier)).await;
                 }
                 let dead = broker.ready_count(&t.dead_queue).await;
-                format!("worker's queue: {ready} ready, {consumers} consumer(s); delay queues: {delayed}; dead letters: {dead}")
+                let records = broker.ready_count(broker.conversations_queue()).await;
+                format!(
+                    "worker's queue: {ready} ready, {consumers} consumer(s); delay queues: {delayed}; \
+                     dead letters: {dead}; records not yet read: {records}"
+                )
             }
             Self::Embedded { .. } => {
                 format!("worker's queue: {} not acked; dead letters: {}", self.pending().await, self.dead_count().await)
