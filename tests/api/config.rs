@@ -164,3 +164,32 @@ async fn a_port_in_use_stops_start_up_with_its_line_before_the_broker_is_reached
     let reached = broker.accept();
     assert!(matches!(&reached, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "{reached:?}");
 }
+
+/// An API key goes into a request header: one holding a character no header can carry is refused
+/// with the rest of the settings, naming its variable but never its value, before the broker is
+/// reached (as with a port in use, above).
+#[tokio::test]
+async fn an_api_key_no_header_can_carry_is_refused_before_the_broker_is_reached() {
+    let broker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    broker.set_nonblocking(true).unwrap();
+    let amqp_url = format!("amqp://guest:guest@{}/%2f", broker.local_addr().unwrap());
+    let base = [SECRET, ("AMQP_URL", &amqp_url), ("POLYAI_REGION", "us"), ("RELAY_LISTEN", "127.0.0.1:0")];
+    let cases = [
+        ("POLYAI_API_KEY", vec![("POLYAI_API_KEY", "key-with\x7fdelete")]),
+        (
+            "POLYAI_PLATFORM_API_KEY",
+            vec![("POLYAI_API_KEY", "fine"), ("POLYAI_PLATFORM_API_KEY", "key-with\x7fdelete")],
+        ),
+    ];
+    for (variable, keys) in cases {
+        let env: Vec<(&str, &str)> =
+            base.iter().copied().chain(keys).chain([("RELAY_ADMIN_LISTEN", "127.0.0.1:0")]).collect();
+        let (code, stderr) = run_to_exit(&["run"], &env).await;
+        assert_eq!(code, Some(1), "{stderr}");
+        let last = stderr.lines().rfind(|l| !l.trim().is_empty()).unwrap_or_default();
+        assert!(last.contains(&format!("{variable} holds a character an HTTP header cannot carry")), "{stderr}");
+        assert!(!stderr.contains("key-with"), "the key's value is never said: {stderr}");
+    }
+    let reached = broker.accept();
+    assert!(matches!(&reached, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "{reached:?}");
+}

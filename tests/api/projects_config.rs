@@ -83,6 +83,11 @@ async fn a_missing_secret_file_names_the_project_and_the_field_but_never_a_secre
     let no_key = projects.write(&UK.replace("api_key_file", "# api_key_file"));
     refused("work", &no_key, &[], &["project `acme-uk`: api_key_file is required to fetch conversations"]).await;
     refused("run", &no_key, &[], &["project `acme-uk`: api_key_file is required"]).await;
+    // A key goes into a request header: a character no header can carry is refused at start-up.
+    std::fs::write(projects.dir.0.join("uk-key"), "secret-of-uk\u{7f}-key\n").unwrap();
+    let file = projects.write(UK);
+    refused("work", &file, &[], &["project `acme-uk`: api_key_file holds a character an HTTP header cannot carry"])
+        .await;
 }
 
 #[tokio::test]

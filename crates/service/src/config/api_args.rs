@@ -83,12 +83,15 @@ impl PlatformArgs {
             self.platform_api_key.as_ref(),
             self.platform_api_key_file.as_deref(),
         )? {
-            Some(key) => key,
-            None => secret::require(
-                "POLYAI_PLATFORM_API_KEY",
-                self.api_key.as_ref(),
-                self.api_key_file.as_deref(),
-                "(or POLYAI_API_KEY) for the Webhooks and Agents APIs",
+            Some(key) => secret::header_safe("POLYAI_PLATFORM_API_KEY", key)?,
+            None => secret::header_safe(
+                "POLYAI_API_KEY",
+                secret::require(
+                    "POLYAI_PLATFORM_API_KEY",
+                    self.api_key.as_ref(),
+                    self.api_key_file.as_deref(),
+                    "(or POLYAI_API_KEY) for the Webhooks and Agents APIs",
+                )?,
             )?,
         };
         Ok(Some(PlatformSettings { url, api_key: key, timeout: self.api_timeout }))
@@ -128,6 +131,7 @@ impl ApiArgs {
         let p = &self.platform;
         let api_key =
             secret::require("POLYAI_API_KEY", p.api_key.as_ref(), p.api_key_file.as_deref(), "to fetch conversations")?;
+        let api_key = secret::header_safe("POLYAI_API_KEY", api_key)?;
         let base_url = match (&self.base_url, p.region()?) {
             (Some(url), _) if !url.trim().is_empty() => BaseUrl::parse("POLYAI_BASE_URL", url)?,
             (_, Some(region)) => region.runtime_url(),

@@ -30,7 +30,7 @@ impl ApiArgs {
     /// The API settings of one project of the file.
     pub fn project(&self, entry: &ProjectEntry) -> Result<ApiSettings, ConfigError> {
         let why = "to fetch conversations";
-        let api_key = entry.require_secret("api_key_file", entry.api_key_file.as_deref(), why)?;
+        let api_key = entry.require_key("api_key_file", entry.api_key_file.as_deref(), why)?;
         let base_url = entry.require("region", entry.runtime_url.as_ref(), "(or base_url) to fetch conversations")?;
         let platform = self.platform.project(entry, why)?;
         if self.conversation_api == ConversationApi::Agents && platform.is_none() {
@@ -67,8 +67,8 @@ impl PlatformArgs {
     pub fn project(&self, entry: &ProjectEntry, why: &str) -> Result<Option<PlatformSettings>, ConfigError> {
         let Some(url) = &entry.platform_url else { return Ok(None) };
         let api_key = match (&entry.platform_api_key_file, &entry.api_key_file) {
-            (Some(path), _) => entry.require_secret("platform_api_key_file", Some(path), why)?,
-            (None, Some(path)) => entry.require_secret("api_key_file", Some(path), why)?,
+            (Some(path), _) => entry.require_key("platform_api_key_file", Some(path), why)?,
+            (None, Some(path)) => entry.require_key("api_key_file", Some(path), why)?,
             (None, None) => {
                 return Err(entry.error("platform_api_key_file", &format!("(or api_key_file) is required {why}")))
             }

@@ -255,6 +255,16 @@ impl ProjectEntry {
         secret::read_file(&self.label(field), path)
     }
 
+    /// Reads an API key file named by `field`: a secret that goes into a request header.
+    pub fn require_key(
+        &self,
+        field: &str,
+        path: Option<&Path>,
+        why: &str,
+    ) -> Result<secrecy::SecretString, ConfigError> {
+        secret::header_safe(&self.label(field), self.require_secret(field, path, why)?)
+    }
+
     /// A field the command cannot work without.
     pub fn require<'a, T>(&self, field: &str, value: Option<&'a T>, why: &str) -> Result<&'a T, ConfigError> {
         value.ok_or_else(|| self.error(field, &format!("is required {why}")))

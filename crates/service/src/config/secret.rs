@@ -58,6 +58,16 @@ pub fn require(
         .ok_or_else(|| ConfigError::new(variable, format!("{variable} (or {variable}_FILE) is required {why}")))
 }
 
+/// An API key goes into a request header. One holding a character a header cannot carry (a control
+/// character pasted into a file, say) is refused here, naming where it came from (`label`), rather
+/// than when the first request is built, after the relay has started reaching for the broker.
+pub fn header_safe(label: &str, key: SecretString) -> Result<SecretString, ConfigError> {
+    if reqwest::header::HeaderValue::from_str(key.expose_secret()).is_err() {
+        return Err(ConfigError::new(label, format!("{label} holds a character an HTTP header cannot carry")));
+    }
+    Ok(key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
