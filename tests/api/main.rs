@@ -3,7 +3,7 @@
 
 // The harness (crates/testkit), shared with tests/alarm and tests/nodes; each test names its
 // parts as `crate::helpers`, `crate::backend`, …
-use polyai_relay_testkit::{backend, broker, fake_polyai, helpers, poll, process, proxy};
+use polyai_relay_testkit::{backend, broker, certs, fake_polyai, helpers, poll, process, proxy, tls_front};
 
 mod addresses;
 mod audio;

@@ -1,9 +1,11 @@
 //! `polyai-relay send` against the real receiver: signed the way the relay verifies, counted right.
 
 use crate::{
-    backend::Backend,
+    backend::{Backend, TempDir},
+    certs,
     helpers::{spawn_app_with, Options, SECRET},
     process::run_to_exit_with_stdout,
+    tls_front::TlsFront,
 };
 
 fn receiver_only() -> Options {
@@ -77,4 +79,29 @@ async fn a_url_that_is_not_http_is_refused_before_anything_is_sent() {
         assert!(stderr.contains(expected), "{url}: {stderr}");
         assert!(!stderr.contains(SECRET), "{stderr}");
     }
+}
+
+/// `https://` goes through reqwest and its certificate checks: events reach the receiver over a
+/// TLS connection whose certificate is verified against the trusted roots, and a certificate from
+/// an authority the sender does not trust sends nothing.
+#[tokio::test]
+async fn an_https_url_is_sent_over_verified_tls() {
+    let app = spawn_app_with(receiver_only()).await;
+    let dir = TempDir::new();
+    certs::make(&dir.0, "localhost");
+    let front = TlsFront::start(&dir.0, app.address).await;
+    let url = format!("https://localhost:{}/polyai-events", front.address.port());
+    let args = ["send", "--url", &url, "--count", "5", "--concurrency", "2"];
+    let ca = dir.0.join("ca.pem").display().to_string();
+    let trusted = [("POLYAI_WEBHOOK_SECRET", SECRET), ("SSL_CERT_FILE", ca.as_str())];
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&args, &trusted).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("204: 5"), "{stdout}");
+    assert_eq!(app.queue.pending().await, 5, "every event answered 204 is queued");
+
+    // The system's roots only: the test's authority is not among them.
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&args, &[("POLYAI_WEBHOOK_SECRET", SECRET)]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(!stdout.contains("204"), "{stdout}");
+    assert_eq!(app.queue.pending().await, 5, "nothing more arrived");
 }
