@@ -482,9 +482,9 @@ fn split_series(series: &str) -> (&str, Vec<&str>) {
     }
 }
 
-/// One step's `get`, tried again when the broker does not answer in time: each `get` opens a
-/// connection of its own, which a loaded machine can be slow to grant. A failed `get` takes
-/// nothing from the queue, so trying again is what the worker itself does.
+/// One step's `get`, tried again when the broker does not answer in time: the first `get`, and
+/// the first after a failure, opens a connection, which a loaded machine can be slow to grant. A
+/// failed `get` takes nothing from the queue, so trying again is what the worker itself does.
 pub async fn get_retrying(source: &dyn queue::Source) -> Option<queue::Delivery> {
     let mut tries = 0;
     loop {
