@@ -4,9 +4,10 @@
 #   bash bench/profile.sh                 # 2,000 webhooks at 64 connections, 600-byte events
 #   PROFILE_COUNT=5000 bash bench/profile.sh
 #
-# Runs the release relay (`serve`) and the bare HTTP+verify baseline (examples/bench_http.rs)
-# under valgrind's callgrind, zeroes the counters once each is ready, sends a fixed number of
-# signed webhooks with `polyai-relay send`, and dumps: instructions per webhook = Ir / count.
+# Runs the release relay (`serve`), the bare HTTP+verify baseline and the two parts assembled
+# (examples/bench_http.rs, without and with a broker) under valgrind's callgrind, zeroes the
+# counters once each is ready, sends a fixed number of signed webhooks with `polyai-relay send`,
+# and dumps: instructions per webhook = Ir / count.
 # Also counts the TCP segments the relay sends the broker per message (`ss -ti`), the shape of
 # its publishes as the broker sees them. Profiles stay in bench/profiles/ (git-ignored) for
 # `callgrind_annotate`.
@@ -57,24 +58,30 @@ print(f"{line}; profile {file}")
 PY
 }
 
-# bench_http answers only the webhook path: its readiness is the first 401 to an unsigned POST.
-ready_http() { until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:18092/polyai-events)" = 401 ]; do sleep 0.2; done; }
-if [ -x target/release/examples/bench_http ]; then
-valgrind --tool=callgrind --callgrind-out-file="$OUT/bare.%p.out" --dump-instr=no \
-  target/release/examples/bench_http 127.0.0.1:18092 $SECRET 2>"$OUT/bare.log" &
-BARE=$!; PIDS+=("$BARE")
-ready_http
-send http://127.0.0.1:18092/polyai-events 200 >/dev/null
-callgrind_control -z "$BARE" >/dev/null
-send http://127.0.0.1:18092/polyai-events "$COUNT" >"$OUT/bare.send.txt"
-callgrind_control -d bare "$BARE" >/dev/null
-kill "$BARE"; wait "$BARE" 2>/dev/null || true
-bare_file=$(ls -t "$OUT/bare.$BARE.out".* | head -n 1)
-echo "bare HTTP+verify: $(awk -v n="$COUNT" '/^summary:/ { printf "%\047.0f", $2 / n }' "$bare_file") instructions per request; profile $bare_file"
-fi
+# profile_http NAME PORT LABEL [AMQP EXCHANGE KEY]: examples/bench_http as profile() runs the relay;
+# it answers only the webhook path, so its readiness is the first 401 to an unsigned POST.
+profile_http() {
+  local name=$1 port=$2 label=$3; shift 3
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.%p.out" --dump-instr=no \
+    target/release/examples/bench_http "127.0.0.1:$port" $SECRET "$@" 2>"$OUT/$name.log" &
+  local pid=$!; PIDS+=("$pid")
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$port/polyai-events")" = 401 ]; do sleep 0.2; done
+  send "http://127.0.0.1:$port/polyai-events" 200 >/dev/null
+  callgrind_control -z "$pid" >/dev/null
+  send "http://127.0.0.1:$port/polyai-events" "$COUNT" >"$OUT/$name.send.txt"
+  callgrind_control -d "$name" "$pid" >/dev/null
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local file; file=$(ls -t "$OUT/$name.$pid.out".* | head -n 1)
+  echo "$label: $(awk -v n="$COUNT" '/^summary:/ { printf "%\047.0f", $2 / n }' "$file") instructions per webhook; profile $file"
+}
+profile_http bare 18092 "bare HTTP+verify"
 
 export AMQP_URL="$AMQP" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:18090 RELAY_ADMIN_LISTEN=127.0.0.1:19090 RELAY_LOG_FORMAT=json RUST_LOG=${RUST_LOG:-info}
 ADMIN_PORT=19090 profile relay 18090 "$BIN" serve
+
+# The two parts assembled (bench_http publishing as the ceiling does), into the topology the relay
+# declared: what the relay would cost with nothing of its own.
+profile_http assembled 18093 "the two parts assembled" "$AMQP" polyai.events conversation.completed
 
 # The lapin client alone doing the relay's broker work (examples/bench_broker.rs ceiling), into
 # the topology the relay declared: Ir per confirmed message, start-up included (a few 0.1%).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark of BENCHMARKS.md, in one run on one machine, each figure beside its baseline:
 # the release build, the broker's ceiling (lapin alone, flat out and paced), a bare HTTP+verify
-# server, the receiver flat out, its latency at a fixed rate (before and right after the flat-out
+# server, the same server publishing as lapin alone does (the two parts assembled), the receiver flat out, its latency at a fixed rate (before and right after the flat-out
 # phase), the receiver and both baselines paced at the receiver's flat-out rate, memory, the
 # worker against a 50 ms API, and start-up time. CPU per message for every process comes from
 # /proc/PID/stat (utime+stime) before and after each phase, or getrusage for the load generators.
@@ -12,7 +12,7 @@
 #   BENCH_TRACES=1 bash bench/run.sh         # then traces off against on (bench/traces.sh)
 #
 # It runs in a vhost of its own on the local RabbitMQ (deleted at the end), on loopback ports
-# 18080/18082/18099 (admin listeners on 19080/19081). Every request loop is bounded in time and count.
+# 18080/18082/18083/18099 (admin listeners on 19080/19081). Every request loop is bounded in time and count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -125,16 +125,31 @@ purge polyai.enrich
 # 4. The bare HTTP+verify baseline: the relay's verifier behind an axum handler answering 204.
 echo "bare HTTP+verify..." >&2
 BARE_URL=http://127.0.0.1:18082/polyai-events
-start_bare() {
-  "$BARE" 127.0.0.1:18082 $SECRET &
-  BARE_PID=$!; PIDS+=("$BARE_PID")
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$BARE_URL")" = 401 ]; do sleep 0.05; done
+# start_http PORT [AMQP EXCHANGE KEY]: examples/bench_http on PORT, its pid in HTTP_PID; ready at
+# its first 401 to an unsigned POST.
+start_http() {
+  "$BARE" "127.0.0.1:$1" $SECRET "${@:2}" &
+  HTTP_PID=$!; PIDS+=("$HTTP_PID")
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$1/polyai-events")" = 401 ]; do sleep 0.05; done
 }
+start_bare() { start_http 18082; BARE_PID=$HTTP_PID; }
 start_bare
 bare0=$(mark "$BARE_PID")
 URL=$BARE_URL send "$WORK/bare.txt" --duration "${SECONDS_PER_PHASE}s"
 bare_cpu=$(since "$BARE_PID" "$bare0")
 kill "$BARE_PID"
+
+# 4b. The two parts put together the plainest way: the same handler, then lapin's confirmed
+# publish as the ceiling makes it, 204 on the ack. What the relay would cost with nothing of its
+# own (no parsing, duplicate check, deadline, logs, spans or metrics), on the same shared cores.
+echo "assembled HTTP+verify+publish..." >&2
+start_http 18083 "$AMQP" polyai.events conversation.completed
+ASSEMBLED_PID=$HTTP_PID
+assembled0=$(mark "$ASSEMBLED_PID"); beam0=$(mark "$BEAM")
+URL=http://127.0.0.1:18083/polyai-events send "$WORK/assembled.txt" --duration "${SECONDS_PER_PHASE}s"
+assembled_cpu=$(since "$ASSEMBLED_PID" "$assembled0"); assembled_beam=$(since "$BEAM" "$beam0")
+kill "$ASSEMBLED_PID"
+purge polyai.enrich
 
 # 5. The receiver flat out, with the CPU each process used (relay, broker, sender share the cores).
 echo "receiver throughput..." >&2
@@ -239,7 +254,7 @@ PY
 worker_rss=$(rss_kb "$WORKER" VmHWM)
 
 export WORK SECONDS_PER_PHASE CONCURRENCY SIZE RATE WORKER_EVENTS build binary_mb ready_ms idle_rss peak_rss \
-  queued ceiling_beam bare_cpu relay_cpu relay_beam worker_rss paced_rate bare_matched_cpu relay_matched_cpu
+  queued ceiling_beam bare_cpu assembled_cpu assembled_beam relay_cpu relay_beam worker_rss paced_rate bare_matched_cpu relay_matched_cpu
 python3 bench/report.py
 
 # With BENCH_TRACES=1: the receiver with traces off against on (bench/traces.sh).

@@ -22,12 +22,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::{confirm_channels, publish_confirmed, relay_properties};
 use lapin::{
     options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueuePurgeOptions},
-    types::{AMQPValue, FieldTable},
-    BasicProperties, Confirmation, Connection, ConnectionProperties,
+    types::FieldTable,
+    Confirmation, Connection, ConnectionProperties,
 };
 use polyai_relay::worker::Throttle;
+
+mod common;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -78,31 +81,6 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Publishing channels per connection, as the relay's publisher opens them.
-const CHANNELS: usize = 4;
-
-/// The properties the relay sets on a raw event (design §4), so the broker parses and stores
-/// the same message: persistent JSON, id, type, timestamp, app id and three headers.
-fn relay_properties() -> BasicProperties {
-    let mut headers = FieldTable::default();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    for (name, value) in [
-        ("x-polyai-timestamp", now.to_string()),
-        ("x-relay-signature-scheme", "timestamped".to_owned()),
-        ("x-relay-received-at", "2026-11-29T06:00:00.123456789Z".to_owned()),
-    ] {
-        headers.insert(name.into(), AMQPValue::LongString(value.as_bytes().into()));
-    }
-    BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_message_id(format!("evt_{}", uuid::Uuid::new_v4().simple()).into())
-        .with_type("conversation.completed".into())
-        .with_timestamp(now)
-        .with_app_id("polyai-relay".into())
-        .with_headers(headers)
-}
-
 async fn ceiling(args: &[String]) -> anyhow::Result<()> {
     let (url, exchange, key, size, concurrency, seconds, rate) = match args {
         [url, exchange, key, size, concurrency, seconds] => (url, exchange, key, size, concurrency, seconds, None),
@@ -117,13 +95,7 @@ async fn ceiling(args: &[String]) -> anyhow::Result<()> {
     // The sender's pacing, so that a paced run here and `send --rate` offer the broker the same load.
     let throttle = Arc::new(Throttle::new(rate));
     let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-    let channel_count = std::env::var("BENCH_CHANNELS").ok().and_then(|n| n.parse().ok()).unwrap_or(CHANNELS);
-    let mut channels = Vec::new();
-    for _ in 0..channel_count {
-        let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
-        channels.push(channel);
-    }
+    let channels = confirm_channels(&connection).await?;
     let body = Arc::new(vec![b'x'; size]);
     let confirmed = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -139,15 +111,10 @@ async fn ceiling(args: &[String]) -> anyhow::Result<()> {
                 if Instant::now() >= deadline {
                     break;
                 }
-                let properties = relay_properties();
-                let options = BasicPublishOptions { mandatory: true, ..Default::default() };
                 let sent = Instant::now();
-                let confirm = channel
-                    .basic_publish(exchange.as_str().into(), key.as_str().into(), options, &body, properties)
-                    .await?
-                    .await?;
+                let acked = publish_confirmed(&channel, &exchange, &key, &body).await?;
                 latencies.push(sent.elapsed());
-                if matches!(confirm, Confirmation::Ack(None)) {
+                if acked {
                     confirmed.fetch_add(1, Ordering::Relaxed);
                 }
             }
