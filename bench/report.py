@@ -72,6 +72,8 @@ assembled_us = us(float(env["assembled_cpu"]), assembled["requests"])
 assembled_broker_us = us(float(env["assembled_beam"]), assembled["ok"])
 relay = sent("max.txt")
 relay_us = us(float(env["relay_cpu"]), relay["requests"])
+quiet = sent("max_quiet.txt")
+quiet_us = us(float(env["quiet_cpu"]), quiet["requests"])
 relay_broker_us = us(float(env["relay_beam"]), relay["ok"])
 parts = bare_us + lapin_us
 sender_us = us(relay["cpu"], relay["requests"])
@@ -122,6 +124,10 @@ rows = [
      f"CPU per webhook {relay_us / assembled_us:.2f} ×, throughput {relay['rps'] / assembled['rps']:.0%}",
      f"relay {relay_us:.1f} against {assembled_us:.1f} µs; what parsing, the duplicate check, the deadline, logs, "
      f"spans and metrics add", ""),
+    ("the same with RUST_LOG=warn: no per-webhook log line or span",
+     f"CPU per webhook {quiet_us / assembled_us:.2f} ×, throughput {quiet['rps'] / assembled['rps']:.0%}",
+     f"relay {quiet_us:.1f} µs = {quiet_us / parts:.2f} × the parts, {quiet['rps']:,.0f} req/s = "
+     f"{quiet['rps'] / ceiling_rate:.0%} of the ceiling", ""),
     ("relay CPU per webhook, all paced at ¾ of the relay's flat-out rate",
      f"{relay_matched_us:.1f} µs = {relay_matched_us / parts_matched:.2f} × (bare {bare_matched_us:.1f} + lapin {lapin_matched_us:.1f})",
      f"paced at {float(env['paced_rate']):,.0f}/s: the relay reached {relay_matched['rps']:,.0f} req/s "

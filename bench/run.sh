@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark of BENCHMARKS.md, in one run on one machine, each figure beside its baseline:
 # the release build, the broker's ceiling (lapin alone, flat out and paced), a bare HTTP+verify
-# server, the same server publishing as lapin alone does (the two parts assembled), the receiver flat out, its latency at a fixed rate (before and right after the flat-out
+# server, the same server publishing as lapin alone does (the two parts assembled), the receiver flat out
+# (with its per-webhook log line and without), its latency at a fixed rate (before and right after the flat-out
 # phase), the receiver and both baselines paced at the receiver's flat-out rate, memory, the
 # worker against a 50 ms API, and start-up time. CPU per message for every process comes from
 # /proc/PID/stat (utime+stime) before and after each phase, or getrusage for the load generators.
@@ -12,7 +13,7 @@
 #   BENCH_TRACES=1 bash bench/run.sh         # then traces off against on (bench/traces.sh)
 #
 # It runs in a vhost of its own on the local RabbitMQ (deleted at the end), on loopback ports
-# 18080/18082/18083/18099 (admin listeners on 19080/19081). Every request loop is bounded in time and count.
+# 18080/18082/18083/18099 (admin listeners on 19080/19081/19082). Every request loop is bounded in time and count.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -168,6 +169,19 @@ with_broker_cpu "$WORK/fixed3.txt" send "$WORK/fixed3.txt" --duration "${SECONDS
 peak_rss=$(rss_kb "$SERVE" VmHWM)
 purge polyai.enrich
 
+# 6a. The receiver flat out again, a second process with RUST_LOG=warn: no per-webhook log line
+# and no span. What the line costs, apart from the rest of the relay's own work.
+echo "receiver throughput, RUST_LOG=warn..." >&2
+RUST_LOG=warn AMQP_URL="$AMQP" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:18081 RELAY_ADMIN_LISTEN=127.0.0.1:19082 \
+  "$BIN" serve 2>"$WORK/serve_quiet.log" &
+QUIET=$!; PIDS+=("$QUIET")
+wait_ready http://127.0.0.1:19082/readyz 30
+quiet0=$(mark "$QUIET")
+URL=http://127.0.0.1:18081/polyai-events send "$WORK/max_quiet.txt" --duration "${SECONDS_PER_PHASE}s"
+quiet_cpu=$(since "$QUIET" "$quiet0")
+kill "$QUIET"; wait "$QUIET" 2>/dev/null || true
+purge polyai.enrich
+
 # 6b. lapin alone paced at the rate the receiver reached flat out: what the broker spends per
 # message at that rate when the publishes are lapin's own, against the receiver's phase 5.
 relay_rate=$(field '\(([0-9.]+) req/s\)' "$WORK/max.txt")
@@ -254,7 +268,7 @@ PY
 worker_rss=$(rss_kb "$WORKER" VmHWM)
 
 export WORK SECONDS_PER_PHASE CONCURRENCY SIZE RATE WORKER_EVENTS build binary_mb ready_ms idle_rss peak_rss \
-  queued ceiling_beam bare_cpu assembled_cpu assembled_beam relay_cpu relay_beam worker_rss paced_rate bare_matched_cpu relay_matched_cpu
+  queued ceiling_beam bare_cpu assembled_cpu assembled_beam quiet_cpu relay_cpu relay_beam worker_rss paced_rate bare_matched_cpu relay_matched_cpu
 python3 bench/report.py
 
 # With BENCH_TRACES=1: the receiver with traces off against on (bench/traces.sh).
