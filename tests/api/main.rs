@@ -43,6 +43,7 @@ mod spool_restart;
 mod topology;
 mod traces;
 mod two_projects;
+mod webhook_log;
 mod worker;
 mod worker_projects;
 mod worker_step;

@@ -46,6 +46,35 @@ both_backends! {
         assert_eq!(app.queue.pending().await, 1, "queued before the 204");
     }
 
+    async fn each_accepted_webhook_is_counted_once_in_every_series_by_the_signature_that_matched(backend: Backend) {
+        let app = spawn_app_with(receiver_only(backend)).await;
+        // A different number of webhooks for each scheme and secret, so a count landing in
+        // another's series shows; the first of each registers the series, the others reuse it.
+        let cells = [(true, SECRET, 1), (true, PREVIOUS_SECRET, 2), (false, SECRET, 3), (false, PREVIOUS_SECRET, 4)];
+        let mut sent = 0;
+        for (timestamped, secret, count) in cells {
+            for _ in 0..count {
+                sent += 1;
+                let body = completed(&format!("CA09{sent:02}"));
+                let ts = now().to_string();
+                let signature = sign(secret.as_bytes(), timestamped.then_some(ts.as_str()), body.as_bytes());
+                let response = app.post(&body, &[("x-polyai-timestamp", &ts), ("x-polyai-signature", &signature)]).await;
+                assert_eq!(response.status(), 204, "webhook {sent}");
+            }
+        }
+        for (scheme, secret, count) in
+            [("timestamped", "current", 1.0), ("timestamped", "previous", 2.0), ("body", "current", 3.0), ("body", "previous", 4.0)]
+        {
+            let series = format!(r#"relay_signature_verified_total{{scheme="{scheme}",secret="{secret}"}}"#);
+            assert_eq!(app.metric(&series).await, count, "{series}");
+        }
+        assert_eq!(app.metric(r#"relay_webhook_requests_total{outcome="accepted"}"#).await, 10.0);
+        assert_eq!(app.metric(r#"relay_publish_confirms_total{destination="events",result="ack"}"#).await, 10.0);
+        assert_eq!(app.metric("relay_ack_duration_seconds_count").await, 10.0);
+        assert_eq!(app.metric("relay_webhook_bodies_reading").await, 0.0, "every body read is counted out");
+        assert_eq!(app.queue.pending().await, 10);
+    }
+
     async fn unsigned_badly_signed_and_stale_requests_get_401_and_enqueue_nothing(backend: Backend) {
         let app = spawn_app_with(receiver_only(backend)).await;
         let body = completed("CA0004");

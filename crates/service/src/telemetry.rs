@@ -2,6 +2,7 @@
 
 mod json_fields;
 mod json_lines;
+mod kept;
 mod log_filter;
 pub mod trace_context;
 pub mod traces;
@@ -13,6 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, 
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::{fmt, layer::SubscriberExt, registry::LookupSpan, util::SubscriberInitExt, Layer};
 
+pub use self::kept::Kept;
 use self::log_filter::LogFilter;
 
 use crate::config::LogFormat;

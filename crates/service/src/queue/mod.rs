@@ -34,12 +34,25 @@ pub enum Destination {
 }
 
 impl Destination {
+    /// How many kinds there are: [`Destination::index`] is below it.
+    pub const COUNT: usize = 4;
+
     pub fn label(&self) -> &'static str {
         match self {
             Self::Events => "events",
             Self::Conversations => "conversations",
             Self::Retry { .. } => "retry",
             Self::Dead => "dead",
+        }
+    }
+
+    /// A number for each kind, as [`Destination::label`] names them: for tables by kind.
+    pub fn index(&self) -> usize {
+        match self {
+            Self::Events => 0,
+            Self::Conversations => 1,
+            Self::Retry { .. } => 2,
+            Self::Dead => 3,
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::{
     signature::Verifier,
 };
 
-use super::Receiver;
+use super::{meters::WebhookMeters, Receiver};
 
 pub struct Endpoint {
     /// Names the project in the raw event's `x-relay-project` header and in metric labels.
@@ -19,6 +19,8 @@ pub struct Endpoint {
     pub event_types: EventTypes,
     /// `None` forwards every environment.
     pub environments: Option<Vec<String>>,
+    /// What its accepted webhooks record.
+    pub meters: WebhookMeters,
 }
 
 impl Endpoint {
@@ -29,6 +31,7 @@ impl Endpoint {
             verifier: Verifier::new(&signature.secrets, signature.scheme, signature.tolerance),
             event_types: project.event_types.clone(),
             environments: project.environments.clone(),
+            meters: WebhookMeters::new(project.name.label()),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod endpoint;
 mod enqueue;
+mod meters;
 mod ops;
 mod recent;
 mod rejection;

@@ -18,6 +18,7 @@ use tracing::{field::Empty, Instrument};
 use super::{
     endpoint::{Endpoint, Route},
     enqueue::{enqueue, Stored},
+    meters::{WebhookMeters, ACCEPTED},
     recent::DeliveryKey,
     rejection::Rejection,
     Receiver,
@@ -64,43 +65,49 @@ pub async fn receive(
     let _entered = span.enter();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let meter = &receiver.metrics;
-    let project = endpoint.name.label();
+    let finish = |outcome| {
+        span.record("outcome", outcome);
+        endpoint.meters.request(meter, outcome);
+    };
     match result {
         Ok(Accepted::Enqueued) => {
-            meter.record(|| metrics::histogram!(names::ACK_SECONDS).record(started.elapsed().as_secs_f64()));
-            finish(meter, &span, "accepted", &project);
+            endpoint.meters.acked_after(meter, started.elapsed().as_secs_f64());
+            finish(ACCEPTED);
             tracing::info!(elapsed_ms, "webhook enqueued");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Accepted::Spooled) => {
-            meter.record(|| metrics::histogram!(names::ACK_SECONDS).record(started.elapsed().as_secs_f64()));
-            finish(meter, &span, "spooled", &project);
+            endpoint.meters.acked_after(meter, started.elapsed().as_secs_f64());
+            finish("spooled");
             tracing::info!(elapsed_ms, "webhook spooled");
             let mut response = StatusCode::NO_CONTENT.into_response();
             response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("spooled"));
             response
         }
         Ok(Accepted::Ignored(reason)) => {
-            meter.record(|| {
-                metrics::counter!(names::IGNORED, "reason" => reason, "project" => project.clone()).increment(1)
-            });
-            finish(meter, &span, "ignored", &project);
+            let project = endpoint.name.label();
+            meter.record(|| metrics::counter!(names::IGNORED, "reason" => reason, "project" => project).increment(1));
+            finish("ignored");
             tracing::info!(reason, "webhook ignored");
             let mut response = StatusCode::NO_CONTENT.into_response();
             response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("ignored"));
             response
         }
         Ok(Accepted::Duplicate) => {
-            finish(meter, &span, "duplicate", &project);
+            finish("duplicate");
             tracing::info!("webhook is a copy of one enqueued moments ago; not enqueued again");
             let mut response = StatusCode::NO_CONTENT.into_response();
             response.headers_mut().insert("x-relay-outcome", HeaderValue::from_static("duplicate"));
             response
         }
         Err(rejection) => {
-            finish(meter, &span, rejection.outcome(), &project);
+            finish(rejection.outcome());
             if let Rejection::Unauthorized(reason) = &rejection {
-                meter.record(|| metrics::counter!(names::VERIFY_FAILURES, "reason" => reason.reason(), "project" => project.clone()).increment(1));
+                let project = endpoint.name.label();
+                meter.record(|| {
+                    metrics::counter!(names::VERIFY_FAILURES, "reason" => reason.reason(), "project" => project)
+                        .increment(1)
+                });
             }
             if let Some(unsaid) = receiver.refusals.admit(rejection.outcome()) {
                 // `unsaid`: refusals of this kind since the last such line, not logged one by one.
@@ -109,12 +116,6 @@ pub async fn receive(
             rejection.into_response()
         }
     }
-}
-
-fn finish(meter: &Metrics, span: &tracing::Span, outcome: &'static str, project: &metrics::SharedString) {
-    span.record("outcome", outcome);
-    meter
-        .record(|| metrics::counter!(names::REQUESTS, "outcome" => outcome, "project" => project.clone()).increment(1));
 }
 
 async fn handle(
@@ -126,7 +127,8 @@ async fn handle(
     started: Instant,
 ) -> Result<Accepted, Rejection> {
     let settings = &receiver.settings;
-    let body = read_body(&receiver.metrics, body, settings.max_body, settings.request_timeout).await?;
+    let reading = ReadingBody::start(&receiver.metrics, &endpoint.meters);
+    let body = read_body(reading, body, settings.max_body, settings.request_timeout).await?;
     let unverified = UnverifiedEvent {
         body,
         signature: header_bytes(headers, SIGNATURE),
@@ -142,8 +144,7 @@ async fn handle(
     if connection.is_some_and(|connection| !connection.protect()) {
         return Err(Rejection::Evicted);
     }
-    let (scheme, secret) = (verified.scheme().as_str(), verified.secret().as_str());
-    receiver.metrics.record(|| metrics::counter!(names::VERIFIED, "scheme" => scheme, "secret" => secret, "project" => endpoint.name.label()).increment(1));
+    endpoint.meters.verified(&receiver.metrics, verified.scheme(), verified.secret());
     // Publishing capacity goes only to requests whose body is in and signed: slow or unsigned
     // requests cannot take it (design §10). Shed instead of queueing: a burst past the limit
     // gets a fast 503 that PolyAI retries, rather than slow answers that blow its 5 s budget.
@@ -152,8 +153,8 @@ async fn handle(
     let event_id_header = headers.get(EVENT_ID).and_then(|v| v.to_str().ok());
     let event = Event::parse(verified, event_id_header).map_err(Rejection::BadRequest)?;
     let span = tracing::Span::current();
-    span.record("event_id", event.id.as_str());
-    span.record("event_type", event.event_type.as_str());
+    // Both at once: each recording rewrites the span's stored fields (telemetry::json_fields).
+    tracing::record_all!(span, event_id = event.id.as_str(), event_type = event.event_type.as_str());
     if let Some(conversation_id) = &event.conversation_id {
         traces::set_attribute(&span, "conversation_id", conversation_id);
     }
@@ -196,11 +197,11 @@ async fn handle(
 struct ReadingBody(metrics::Gauge);
 
 impl ReadingBody {
-    fn start(meter: &Metrics) -> Self {
-        // The handle is taken from this relay's recorder once, so the decrement on drop lands
-        // there too, whichever recorder is current where the request ends.
-        let gauge = meter.record(|| metrics::gauge!(names::BODIES_READING));
-        gauge.increment(1.0);
+    fn start(meter: &Metrics, meters: &WebhookMeters) -> Self {
+        // A handle of this relay's recorder, so the decrement on drop lands there too, whichever
+        // recorder is current where the request ends.
+        let gauge = meters.bodies_reading(meter);
+        meter.record(|| gauge.increment(1.0));
         Self(gauge)
     }
 }
@@ -211,14 +212,14 @@ impl Drop for ReadingBody {
     }
 }
 
-/// Reads at most `limit` bytes within `timeout`; never buffers more than the limit.
+/// Reads at most `limit` bytes within `timeout`; never buffers more than the limit. The body is
+/// counted as `reading` until this returns.
 async fn read_body(
-    meter: &Metrics,
+    _reading: ReadingBody,
     body: Body,
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Bytes, Rejection> {
-    let _reading = ReadingBody::start(meter);
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Err(_) => Err(Rejection::SlowBody),
         Ok(Ok(bytes)) => Ok(bytes),
