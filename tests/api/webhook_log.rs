@@ -13,28 +13,39 @@ use crate::{
 
 const SECRET: &str = "whsec_logged";
 
-#[tokio::test]
-async fn an_enqueued_webhook_is_logged_once_with_its_project_event_and_outcome() {
-    let broker = TestBroker::new(EventTypes::All).await;
+/// `serve` on a vhost of its own with `SECRET`, `extra` in its environment, ready.
+async fn serve(broker: &TestBroker, extra: &[(&str, &str)]) -> RelayProcess {
     let mut env = broker.topology_env();
     env.extend([("AMQP_URL", broker.url.clone()), ("POLYAI_WEBHOOK_SECRET", SECRET.into())]);
-    let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
-    let mut relay = RelayProcess::spawn(&["serve"], &env).await;
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    env.extend_from_slice(extra);
+    let relay = RelayProcess::spawn(&["serve"], &env).await;
     relay.wait_ready().await;
+    relay
+}
 
-    let body = completed("CA-logged");
+/// Posts a webhook about `conversation` with event id `id`, signed with `secret`; its status.
+async fn post(relay: &RelayProcess, secret: &str, conversation: &str, id: &str) -> u16 {
+    let body = completed(conversation);
     let ts = now().to_string();
-    let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
+    let signature = sign(secret.as_bytes(), Some(&ts), body.as_bytes());
     let response = http()
         .post(relay.url("/polyai-events"))
         .header("x-polyai-timestamp", &ts)
         .header("x-polyai-signature", &signature)
-        .header("x-polyai-event-id", "evt-logged-1")
+        .header("x-polyai-event-id", id)
         .body(body)
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 204);
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn an_enqueued_webhook_is_logged_once_with_its_project_event_and_outcome() {
+    let broker = TestBroker::new(EventTypes::All).await;
+    let mut relay = serve(&broker, &[]).await;
+    assert_eq!(post(&relay, SECRET, "CA-logged", "evt-logged-1").await, 204);
 
     let logs = relay.wait_for_log("webhook enqueued", Duration::from_secs(10)).await;
     let lines: Vec<serde_json::Value> = logs
@@ -52,6 +63,23 @@ async fn an_enqueued_webhook_is_logged_once_with_its_project_event_and_outcome()
     assert_eq!(span["event_id"], "evt-logged-1", "{line}");
     assert_eq!(span["event_type"], "conversation.completed", "{line}");
     assert_eq!(span["outcome"], "accepted", "{line}");
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", relay.logs());
+}
+
+/// The knob BENCHMARKS.md and the README give busy deployments: the receiver's per-webhook line
+/// and its span off, every other line kept.
+#[tokio::test]
+async fn the_per_webhook_line_can_be_turned_off_while_refusals_are_still_logged() {
+    let broker = TestBroker::new(EventTypes::All).await;
+    let mut relay = serve(&broker, &[("RUST_LOG", "info,polyai_relay::receiver::webhook=warn")]).await;
+    assert_eq!(post(&relay, SECRET, "CA-quiet", "evt-quiet-1").await, 204);
+    assert_eq!(post(&relay, "not-the-secret", "CA-quiet", "evt-quiet-2").await, 401);
+    // Both lines would go down the same pipe in this order: once the second is read, the first
+    // would have been too.
+    let logs = relay.wait_for_log("webhook refused", Duration::from_secs(10)).await;
+    assert!(!logs.contains("webhook enqueued"), "{logs}");
+    assert!(logs.contains("broker connected"), "the relay's other lines are kept:\n{logs}");
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", relay.logs());
 }
