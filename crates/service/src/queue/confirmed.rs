@@ -69,21 +69,11 @@ mod tests {
         }
     }
 
-    fn message() -> Message {
-        Message {
-            body: bytes::Bytes::from_static(b"{}"),
-            message_id: "evt".into(),
-            event_type: "t".into(),
-            timestamp: 0,
-            headers: Default::default(),
-        }
-    }
-
     #[tokio::test(start_paused = true)]
     async fn a_publish_is_retried_until_confirmed() {
         let flaky = Flaky { failures: 3, calls: AtomicU32::new(0) };
         let never = CancellationToken::new();
-        let message = message();
+        let message = Message::sample();
         let sent = publish_until_confirmed(&flaky, Destination::Events, &message, Duration::from_secs(30), &never);
         assert!(sent.await.is_ok());
         assert_eq!(flaky.calls.load(Ordering::Relaxed), 4);
@@ -94,7 +84,7 @@ mod tests {
         let flaky = Flaky { failures: u32::MAX, calls: AtomicU32::new(0) };
         let never = CancellationToken::new();
         let started = tokio::time::Instant::now();
-        let message = message();
+        let message = Message::sample();
         let sent = publish_until_confirmed(&flaky, Destination::Events, &message, Duration::from_secs(30), &never);
         assert!(matches!(sent.await, Err(PublishError::Unavailable)));
         assert!(started.elapsed() <= Duration::from_secs(30), "{:?}", started.elapsed());
@@ -106,7 +96,7 @@ mod tests {
         let flaky = Flaky { failures: u32::MAX, calls: AtomicU32::new(0) };
         let shutdown = CancellationToken::new();
         shutdown.cancel();
-        let message = message();
+        let message = Message::sample();
         let sent = publish_until_confirmed(&flaky, Destination::Events, &message, Duration::from_secs(30), &shutdown);
         assert!(sent.await.is_err());
         assert_eq!(flaky.calls.load(Ordering::Relaxed), 1);

@@ -49,4 +49,16 @@ impl Message {
     pub fn attempts(&self) -> u32 {
         self.header(headers::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0)
     }
+
+    /// A small message for tests of what carries messages, not of what they say.
+    #[cfg(test)]
+    pub fn sample() -> Self {
+        Self {
+            body: Bytes::from_static(b"{}"),
+            message_id: "evt".into(),
+            event_type: "t".into(),
+            timestamp: 0,
+            headers: BTreeMap::new(),
+        }
+    }
 }

@@ -89,16 +89,6 @@ mod tests {
         }
     }
 
-    fn message() -> Message {
-        Message {
-            body: bytes::Bytes::from_static(b"{}"),
-            message_id: "evt".into(),
-            event_type: "t".into(),
-            timestamp: 0,
-            headers: Default::default(),
-        }
-    }
-
     #[tokio::test]
     async fn each_destination_counts_its_own_acks() {
         let metrics = Metrics::isolated();
@@ -112,7 +102,7 @@ mod tests {
         ];
         for (destination, count) in sends {
             for _ in 0..count {
-                metered.publish(destination, message()).await.unwrap();
+                metered.publish(destination, Message::sample()).await.unwrap();
             }
         }
         let text = metrics.render();
