@@ -5,6 +5,7 @@ Reads the phases' outputs from $WORK and the other figures from the environment.
 
 import os
 import re
+import statistics
 
 env = os.environ
 work = env["WORK"]
@@ -67,13 +68,30 @@ lapin_us = us(float(text("ceiling.txt.cpu")), ceiling_msgs)
 ceiling_broker_us = us(float(env["ceiling_beam"]), ceiling_msgs)
 bare = sent("bare.txt")
 bare_us = us(float(env["bare_cpu"]), bare["requests"])
-assembled = sent("assembled.txt")
-assembled_us = us(float(env["assembled_cpu"]), assembled["requests"])
-assembled_broker_us = us(float(env["assembled_beam"]), assembled["ok"])
+def rounds(name):
+    """The alternating flat-out rounds of one server: each round's req/s, server and broker µs."""
+    runs = []
+    for r in range(1, int(env["ROUNDS"]) + 1):
+        run = sent(f"{name}.{r}.txt")
+        run["us"] = us(float(text(f"{name}.{r}.txt.server")), run["requests"])
+        run["broker"] = us(float(text(f"{name}.{r}.txt.beam")), run["ok"])
+        runs.append(run)
+    return runs
+
+
+def median(runs, key):
+    return statistics.median(run[key] for run in runs)
+
+
+def each(values):
+    return ", ".join(f"{v:.2f}" for v in values)
+
+
+assembled, own, quiet = rounds("assembled"), rounds("relay"), rounds("quiet")
+assembled_us, own_us, quiet_us = median(assembled, "us"), median(own, "us"), median(quiet, "us")
+assembled_rps, own_rps, quiet_rps = median(assembled, "rps"), median(own, "rps"), median(quiet, "rps")
 relay = sent("max.txt")
 relay_us = us(float(env["relay_cpu"]), relay["requests"])
-quiet = sent("max_quiet.txt")
-quiet_us = us(float(env["quiet_cpu"]), quiet["requests"])
 relay_broker_us = us(float(env["relay_beam"]), relay["ok"])
 parts = bare_us + lapin_us
 sender_us = us(relay["cpu"], relay["requests"])
@@ -108,9 +126,10 @@ rows = [
     ("bare HTTP+verify (axum, no broker)", f"{bare['rps']:,.0f} req/s",
      f"server {bare_us:.1f} µs/req, sender {us(bare['cpu'], bare['requests']):.1f} µs/req", ""),
     ("the two parts assembled: bare HTTP+verify then lapin's confirmed publish, nothing else",
-     f"{assembled['rps']:,.0f} req/s = {assembled['rps'] / ceiling_rate:.0%} of the ceiling",
-     f"server {assembled_us:.1f} µs/webhook = {assembled_us / parts:.2f} × (bare {bare_us:.1f} + lapin {lapin_us:.1f}); "
-     f"broker {assembled_broker_us:.1f} µs/msg; {assembled['requests'] - assembled['ok']:.0f} not 204", ""),
+     f"{assembled_rps:,.0f} req/s = {assembled_rps / ceiling_rate:.0%} of the ceiling",
+     f"medians of {len(assembled)} alternating rounds: server {assembled_us:.1f} µs/webhook = "
+     f"{assembled_us / parts:.2f} × (bare {bare_us:.1f} + lapin {lapin_us:.1f}); broker {median(assembled, 'broker'):.1f} µs/msg; "
+     f"{sum(run['requests'] - run['ok'] for run in assembled):.0f} not 204", ""),
     ("receiver flat out", f"{relay['rps']:,.0f} req/s = {relay['rps'] / ceiling_rate:.0%} of the ceiling",
      f"CPU per webhook on the shared cores: sender {sender_us:.1f} + relay {relay_us:.1f} + broker {relay_broker_us:.1f} µs, "
      f"against the ceiling's lapin {lapin_us:.1f} + broker {ceiling_broker_us:.1f}. The sender and the HTTP+verify part, "
@@ -121,13 +140,15 @@ rows = [
      f"the relay at {relay['rps']:,.0f} req/s, bare at {bare['rps']:,.0f}, lapin at {ceiling_rate:,.0f}",
      f"≤ 1.3 ×: {verdict(relay_us <= 1.3 * parts)}"),
     ("the relay's own cost: against the two parts assembled, flat out",
-     f"CPU per webhook {relay_us / assembled_us:.2f} ×, throughput {relay['rps'] / assembled['rps']:.0%}",
-     f"relay {relay_us:.1f} against {assembled_us:.1f} µs; what parsing, the duplicate check, the deadline, logs, "
-     f"spans and metrics add", ""),
+     f"CPU per webhook {own_us / assembled_us:.2f} ×, throughput {own_rps / assembled_rps:.0%}",
+     f"medians of the same rounds: relay {own_us:.1f} against {assembled_us:.1f} µs, {own_rps:,.0f} req/s "
+     f"= {own_rps / ceiling_rate:.0%} of the ceiling; round by round "
+     f"{each(o['us'] / a['us'] for o, a in zip(own, assembled))} ×. What parsing, the duplicate check, the "
+     f"deadline, logs, spans and metrics add", ""),
     ("the same with RUST_LOG=warn: no per-webhook log line or span",
-     f"CPU per webhook {quiet_us / assembled_us:.2f} ×, throughput {quiet['rps'] / assembled['rps']:.0%}",
-     f"relay {quiet_us:.1f} µs = {quiet_us / parts:.2f} × the parts, {quiet['rps']:,.0f} req/s = "
-     f"{quiet['rps'] / ceiling_rate:.0%} of the ceiling", ""),
+     f"CPU per webhook {quiet_us / assembled_us:.2f} ×, throughput {quiet_rps / assembled_rps:.0%}",
+     f"medians: relay {quiet_us:.1f} µs = {quiet_us / parts:.2f} × the parts, {quiet_rps:,.0f} req/s = "
+     f"{quiet_rps / ceiling_rate:.0%} of the ceiling; round by round {each(q['us'] / a['us'] for q, a in zip(quiet, assembled))} ×", ""),
     ("relay CPU per webhook, all paced at ¾ of the relay's flat-out rate",
      f"{relay_matched_us:.1f} µs = {relay_matched_us / parts_matched:.2f} × (bare {bare_matched_us:.1f} + lapin {lapin_matched_us:.1f})",
      f"paced at {float(env['paced_rate']):,.0f}/s: the relay reached {relay_matched['rps']:,.0f} req/s "

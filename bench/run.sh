@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The benchmark of BENCHMARKS.md, in one run on one machine, each figure beside its baseline:
 # the release build, the broker's ceiling (lapin alone, flat out and paced), a bare HTTP+verify
-# server, the same server publishing as lapin alone does (the two parts assembled), the receiver flat out
-# (with its per-webhook log line and without), its latency at a fixed rate (before and right after the flat-out
-# phase), the receiver and both baselines paced at the receiver's flat-out rate, memory, the
-# worker against a 50 ms API, and start-up time. CPU per message for every process comes from
+# server, the receiver flat out, its latency at a fixed rate (before and right after the flat-out
+# phase), alternating rounds of the two parts assembled (the same server publishing as lapin alone
+# does), the receiver and the receiver without its per-webhook log line, the receiver and both
+# baselines paced at the receiver's flat-out rate, memory, the worker against a 50 ms API, and
+# start-up time. CPU per message for every process comes from
 # /proc/PID/stat (utime+stime) before and after each phase, or getrusage for the load generators.
 #
 #   bash bench/run.sh                        # 20 s phases, 64 connections, 600-byte events
 #   BENCH_SECONDS=5 bash bench/run.sh        # a quicker look
 #   BENCH_CLEAN_BUILD=1 bash bench/run.sh    # also time a clean release build (fresh target dir)
+#   BENCH_ROUNDS=5 bash bench/run.sh         # alternating rounds of the relay against its parts (3)
 #   BENCH_TRACES=1 bash bench/run.sh         # then traces off against on (bench/traces.sh)
 #
 # It runs in a vhost of its own on the local RabbitMQ (deleted at the end), on loopback ports
@@ -140,18 +142,6 @@ URL=$BARE_URL send "$WORK/bare.txt" --duration "${SECONDS_PER_PHASE}s"
 bare_cpu=$(since "$BARE_PID" "$bare0")
 kill "$BARE_PID"
 
-# 4b. The two parts put together the plainest way: the same handler, then lapin's confirmed
-# publish as the ceiling makes it, 204 on the ack. What the relay would cost with nothing of its
-# own (no parsing, duplicate check, deadline, logs, spans or metrics), on the same shared cores.
-echo "assembled HTTP+verify+publish..." >&2
-start_http 18083 "$AMQP" polyai.events conversation.completed
-ASSEMBLED_PID=$HTTP_PID
-assembled0=$(mark "$ASSEMBLED_PID"); beam0=$(mark "$BEAM")
-URL=http://127.0.0.1:18083/polyai-events send "$WORK/assembled.txt" --duration "${SECONDS_PER_PHASE}s"
-assembled_cpu=$(since "$ASSEMBLED_PID" "$assembled0"); assembled_beam=$(since "$BEAM" "$beam0")
-kill "$ASSEMBLED_PID"
-purge polyai.enrich
-
 # 5. The receiver flat out, with the CPU each process used (relay, broker, sender share the cores).
 echo "receiver throughput..." >&2
 relay0=$(mark "$SERVE"); beam0=$(mark "$BEAM")
@@ -169,18 +159,35 @@ with_broker_cpu "$WORK/fixed3.txt" send "$WORK/fixed3.txt" --duration "${SECONDS
 peak_rss=$(rss_kb "$SERVE" VmHWM)
 purge polyai.enrich
 
-# 6a. The receiver flat out again, a second process with RUST_LOG=warn: no per-webhook log line
-# and no span. What the line costs, apart from the rest of the relay's own work.
-echo "receiver throughput, RUST_LOG=warn..." >&2
+# 6a. The relay against the two parts put together the plainest way (bench_http publishing as
+# lapin alone does, 204 on the ack: what a relay with nothing of its own would cost on the same
+# shared cores), and against itself without its per-webhook log line and span (a second `serve`
+# with RUST_LOG=warn). In alternating rounds, each the three flat out back to back: one flat-out
+# phase moves by 10–15% from run to run on these cores, so the ratios come from the medians.
+ROUNDS=${BENCH_ROUNDS:-3}
+start_http 18083 "$AMQP" polyai.events conversation.completed
+ASSEMBLED_PID=$HTTP_PID
 RUST_LOG=warn AMQP_URL="$AMQP" POLYAI_WEBHOOK_SECRET=$SECRET RELAY_LISTEN=127.0.0.1:18081 RELAY_ADMIN_LISTEN=127.0.0.1:19082 \
   "$BIN" serve 2>"$WORK/serve_quiet.log" &
 QUIET=$!; PIDS+=("$QUIET")
 wait_ready http://127.0.0.1:19082/readyz 30
-quiet0=$(mark "$QUIET")
-URL=http://127.0.0.1:18081/polyai-events send "$WORK/max_quiet.txt" --duration "${SECONDS_PER_PHASE}s"
-quiet_cpu=$(since "$QUIET" "$quiet0")
-kill "$QUIET"; wait "$QUIET" 2>/dev/null || true
-purge polyai.enrich
+# flat_out NAME PID URL ROUND: `send` flat out at URL; the server's and the broker's CPU seconds
+# go beside its summary in $WORK/NAME.ROUND.txt.server and .beam.
+flat_out() {
+  local out="$WORK/$1.$4.txt" server0 beam0
+  server0=$(mark "$2"); beam0=$(mark "$BEAM")
+  URL=$3 send "$out" --duration "${SECONDS_PER_PHASE}s"
+  since "$2" "$server0" >"$out.server"
+  since "$BEAM" "$beam0" >"$out.beam"
+  purge polyai.enrich
+}
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS: the two parts assembled, the receiver, the receiver with RUST_LOG=warn..." >&2
+  flat_out assembled "$ASSEMBLED_PID" http://127.0.0.1:18083/polyai-events "$round"
+  flat_out relay "$SERVE" "$URL" "$round"
+  flat_out quiet "$QUIET" http://127.0.0.1:18081/polyai-events "$round"
+done
+kill "$ASSEMBLED_PID" "$QUIET"; wait "$QUIET" 2>/dev/null || true
 
 # 6b. lapin alone paced at the rate the receiver reached flat out: what the broker spends per
 # message at that rate when the publishes are lapin's own, against the receiver's phase 5.
@@ -268,7 +275,7 @@ PY
 worker_rss=$(rss_kb "$WORKER" VmHWM)
 
 export WORK SECONDS_PER_PHASE CONCURRENCY SIZE RATE WORKER_EVENTS build binary_mb ready_ms idle_rss peak_rss \
-  queued ceiling_beam bare_cpu assembled_cpu assembled_beam quiet_cpu relay_cpu relay_beam worker_rss paced_rate bare_matched_cpu relay_matched_cpu
+  queued ceiling_beam bare_cpu ROUNDS relay_cpu relay_beam worker_rss paced_rate bare_matched_cpu relay_matched_cpu
 python3 bench/report.py
 
 # With BENCH_TRACES=1: the receiver with traces off against on (bench/traces.sh).
