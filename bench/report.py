@@ -68,6 +68,8 @@ lapin_us = us(float(text("ceiling.txt.cpu")), ceiling_msgs)
 ceiling_broker_us = us(float(env["ceiling_beam"]), ceiling_msgs)
 bare = sent("bare.txt")
 bare_us = us(float(env["bare_cpu"]), bare["requests"])
+
+
 def rounds(name):
     """The alternating flat-out rounds of one server: each round's req/s, server and broker µs."""
     runs = []
