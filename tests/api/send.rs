@@ -99,9 +99,12 @@ async fn an_https_url_is_sent_over_verified_tls() {
     assert!(stdout.contains("204: 5"), "{stdout}");
     assert_eq!(app.queue.pending().await, 5, "every event answered 204 is queued");
 
-    // The system's roots only: the test's authority is not among them.
+    // The system's roots only: the test's authority is not among them, and the summary says so.
     let (code, stdout, stderr) = run_to_exit_with_stdout(&args, &[("POLYAI_WEBHOOK_SECRET", SECRET)]).await;
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(!stdout.contains("204"), "{stdout}");
+    let reason = stdout.lines().find(|line| line.starts_with("first error: ")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(reason.contains("certificate"), "{reason}");
+    assert!(!stdout.contains(&url) && !stdout.contains(SECRET), "{stdout}");
     assert_eq!(app.queue.pending().await, 5, "nothing more arrived");
 }

@@ -123,6 +123,9 @@ pub struct SendReport {
     pub outcomes: Vec<Outcome>,
     /// The run's first request; `None` when none was sent.
     pub first: Option<Sent>,
+    /// Why a request got no answer, for the first one that got none: the runs' `error` count
+    /// says how many, this says what happened (a refused certificate, a refused connection).
+    pub first_error: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -155,12 +158,14 @@ impl SendReport {
         Duration::from_micros(latencies[rank - 1].into())
     }
 
-    /// A few lines for a terminal: throughput, statuses, latency percentiles.
+    /// A few lines for a terminal: throughput, statuses, latency percentiles, and why requests
+    /// got no answer when some did not.
     pub fn summary(&self) -> String {
         let statuses: Vec<String> = self.status_counts().iter().map(|(s, n)| format!("{s}: {n}")).collect();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let first_error = self.first_error.as_ref().map(|e| format!("\nfirst error: {e}")).unwrap_or_default();
         format!(
-            "requests: {} in {:.2}s ({:.1} req/s)\nstatuses: {}\nlatency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            "requests: {} in {:.2}s ({:.1} req/s)\nstatuses: {}\nlatency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}{}",
             self.outcomes.len(),
             self.elapsed.as_secs_f64(),
             self.requests_per_second(),
@@ -169,6 +174,7 @@ impl SendReport {
             ms(self.latency(0.90)),
             ms(self.latency(0.99)),
             ms(self.latency(1.0)),
+            first_error,
         )
     }
 }
@@ -251,7 +257,8 @@ impl Client {
         }
     }
 
-    async fn post(&mut self, config: &SendConfig, event_id: &str, body: String) -> Option<u16> {
+    /// The answer's status, or why none came.
+    async fn post(&mut self, config: &SendConfig, event_id: &str, body: String) -> Result<u16, String> {
         match self {
             Client::Plain(connection) => {
                 let signed = SignedHeaders::new(&config.secret, config.scheme, event_id, body.as_bytes());
@@ -259,10 +266,23 @@ impl Client {
             }
             Client::Reqwest(http, url) => {
                 let request = signed_post(http, url.clone(), &config.secret, config.scheme, event_id, body);
-                request.send().await.ok().map(|response| response.status().as_u16())
+                // Without the URL, which may carry credentials; with each cause, where the reason is.
+                request.send().await.map(|response| response.status().as_u16()).map_err(|e| causes(&e.without_url()))
             }
         }
     }
+}
+
+/// An error and its causes, outermost first: `error sending request: … : invalid peer certificate`.
+pub(crate) fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Sends `config.count` signed events and reports on each.
@@ -290,7 +310,7 @@ pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
         let mut client = client.for_worker();
         let (bodies, config, next, throttle) = (bodies.clone(), config.clone(), next.clone(), throttle.clone());
         tasks.spawn(async move {
-            let (mut outcomes, mut first) = (Vec::new(), None);
+            let (mut outcomes, mut first, mut first_error) = (Vec::new(), None, None);
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= config.count {
@@ -303,23 +323,31 @@ pub async fn send(config: SendConfig) -> anyhow::Result<SendReport> {
                 let (conversation_id, body) = bodies.next();
                 let event_id = format!("evt_{}", random_hex_id());
                 let started = Instant::now();
-                let status = client.post(&config, &event_id, body).await;
+                let answer = client.post(&config, &event_id, body).await;
                 let latency = started.elapsed();
+                let status = match answer {
+                    Ok(status) => Some(status),
+                    Err(error) => {
+                        first_error.get_or_insert(error);
+                        None
+                    }
+                };
                 outcomes.push(Outcome::new(status, latency));
                 if index == 0 {
                     first = Some(Sent { event_id, conversation_id, status, latency });
                 }
             }
-            (outcomes, first)
+            (outcomes, first, first_error)
         });
     }
-    let (mut outcomes, mut first) = (Vec::with_capacity(config.count.min(4096)), None);
+    let (mut outcomes, mut first, mut first_error) = (Vec::with_capacity(config.count.min(4096)), None, None);
     while let Some(result) = tasks.join_next().await {
-        let (worker_outcomes, worker_first) = result?;
+        let (worker_outcomes, worker_first, worker_error) = result?;
         outcomes.extend(worker_outcomes);
         first = first.or(worker_first);
+        first_error = first_error.or(worker_error);
     }
-    Ok(SendReport { outcomes, first, elapsed: started.elapsed() })
+    Ok(SendReport { outcomes, first, first_error, elapsed: started.elapsed() })
 }
 
 #[cfg(test)]
@@ -328,7 +356,7 @@ mod tests {
 
     fn report(latencies_ms: &[u64]) -> SendReport {
         let outcomes = latencies_ms.iter().map(|ms| Outcome::new(Some(204), Duration::from_millis(*ms))).collect();
-        SendReport { outcomes, first: None, elapsed: Duration::from_secs(1) }
+        SendReport { outcomes, first: None, first_error: None, elapsed: Duration::from_secs(1) }
     }
 
     #[test]

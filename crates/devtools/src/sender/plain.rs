@@ -58,15 +58,16 @@ impl PlainConnection {
 
     /// POSTs `body` with the signature headers; the status, or `None` when no answer came. A
     /// request that failed is never sent again: the server may have received it.
-    pub async fn post(&mut self, signed: SignedHeaders, body: String) -> Option<u16> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(signed, body)).await {
-            Ok(Ok(status)) => Some(status),
-            Ok(Err(_)) | Err(_) => {
-                // The connection's state is unknown: the next request opens another.
-                self.open = None;
-                None
-            }
-        }
+    /// The answer's status, or why none came.
+    pub async fn post(&mut self, signed: SignedHeaders, body: String) -> Result<u16, String> {
+        let error = match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(signed, body)).await {
+            Ok(Ok(status)) => return Ok(status),
+            Ok(Err(error)) => format!("{error:#}"),
+            Err(_) => format!("no answer within {REQUEST_TIMEOUT:?}"),
+        };
+        // The connection's state is unknown: the next request opens another.
+        self.open = None;
+        Err(error)
     }
 
     async fn exchange(&mut self, signed: SignedHeaders, body: String) -> anyhow::Result<u16> {
@@ -183,7 +184,7 @@ mod tests {
         }
     }
 
-    async fn post(connection: &mut PlainConnection) -> Option<u16> {
+    async fn post(connection: &mut PlainConnection) -> Result<u16, String> {
         let body = r#"{"type":"conversation.completed"}"#.to_owned();
         let signed =
             SignedHeaders::new(&SecretString::from("whsec_test"), SendScheme::Timestamped, "evt_1", body.as_bytes());
@@ -196,7 +197,7 @@ mod tests {
             let (url, connections, requests) = server(answer).await;
             let mut connection = PlainConnection::for_url(&url).unwrap();
             for _ in 0..3 {
-                assert_eq!(post(&mut connection).await, Some(204));
+                assert_eq!(post(&mut connection).await, Ok(204));
             }
             let counts = (connections.load(Ordering::SeqCst), requests.load(Ordering::SeqCst));
             assert_eq!(counts, (connections_expected, 3));
@@ -207,18 +208,19 @@ mod tests {
     async fn a_request_without_an_answer_counts_as_unanswered_and_is_not_sent_again() {
         let (url, connections, requests) = server(Answer::Nothing).await;
         let mut connection = PlainConnection::for_url(&url).unwrap();
-        assert_eq!(post(&mut connection).await, None);
+        assert!(post(&mut connection).await.is_err());
         assert_eq!((connections.load(Ordering::SeqCst), requests.load(Ordering::SeqCst)), (1, 1));
-        assert_eq!(post(&mut connection).await, None, "the next request opens a new connection");
+        assert!(post(&mut connection).await.is_err(), "the next request opens a new connection");
         assert_eq!((connections.load(Ordering::SeqCst), requests.load(Ordering::SeqCst)), (2, 2));
     }
 
     #[tokio::test]
-    async fn a_refused_connection_counts_as_unanswered() {
+    async fn a_refused_connection_counts_as_unanswered_and_says_so() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap()).parse().unwrap();
         drop(listener);
-        assert_eq!(post(&mut PlainConnection::for_url(&url).unwrap()).await, None);
+        let error = post(&mut PlainConnection::for_url(&url).unwrap()).await.unwrap_err();
+        assert!(error.to_lowercase().contains("refused"), "{error}");
     }
 
     #[test]
