@@ -1,9 +1,15 @@
 //! What the relay reads from a verified webhook: its type, id, conversation and environment.
 //! The body itself is forwarded untouched.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
+mod lenient;
+
+use serde::{
+    de::{IgnoredAny, MapAccess},
+    Deserialize,
+};
 use sha2::{Digest, Sha256};
+
+use self::lenient::{Lenient, ReadLeniently};
 
 use crate::signature::VerifiedEvent;
 
@@ -61,32 +67,56 @@ pub fn check_conversation_id(id: &str) -> Result<(), ConversationIdError> {
     Err(ConversationIdError::NotAnId(why))
 }
 
+/// The envelope, read in one pass ([`lenient`]). A field named twice in it makes the body unreadable.
 #[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(rename = "type", borrow, default)]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    event_type: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
+struct Envelope {
+    #[serde(rename = "type", default)]
+    kind: Lenient<String>,
+    #[serde(default)]
+    event_type: Lenient<String>,
+    #[serde(default)]
+    data: Lenient<Data>,
+}
+
+/// `data`'s fields. One named twice makes the whole of `data` count as absent, rather than one
+/// of its values winning over the other.
+#[derive(Default)]
+struct Data {
+    conversation_id: Option<String>,
+    environment: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct Data<'a> {
-    #[serde(borrow, default)]
-    conversation_id: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    environment: Option<&'a RawValue>,
+#[serde(field_identifier, rename_all = "snake_case")]
+enum DataField {
+    ConversationId,
+    Environment,
+    #[serde(other)]
+    Other,
 }
 
-/// A JSON string's value, or `None` for any other JSON kind: a field of the wrong type counts as absent.
-fn string_of(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok()).filter(|s| !s.is_empty())
+impl ReadLeniently for Data {
+    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
+        let (mut data, mut seen, mut repeated) = (Data::default(), [false; 2], false);
+        while let Some(field) = map.next_key::<DataField>()? {
+            let (value, index) = match field {
+                DataField::ConversationId => (&mut data.conversation_id, 0),
+                DataField::Environment => (&mut data.environment, 1),
+                DataField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            repeated |= std::mem::replace(&mut seen[index], true);
+            *value = map.next_value::<Lenient<String>>()?.0;
+        }
+        Ok((!repeated).then_some(data))
+    }
 }
 
-/// A JSON string's value, empty or not.
-fn any_string_of(raw: Option<&RawValue>) -> Option<String> {
-    raw.and_then(|r| serde_json::from_str::<String>(r.get()).ok())
+/// A string field's value, when it is a string and not empty.
+fn non_empty(field: Lenient<String>) -> Option<String> {
+    field.0.filter(|s| !s.is_empty())
 }
 
 fn is_object(raw: &[u8]) -> bool {
@@ -111,17 +141,13 @@ impl Fields {
         }
         let envelope: Envelope = serde_json::from_slice(body).map_err(|_| EventError::NotAnObject)?;
         let event_type =
-            string_of(envelope.kind).or_else(|| string_of(envelope.event_type)).ok_or(EventError::NoEventType)?;
+            non_empty(envelope.kind).or_else(|| non_empty(envelope.event_type)).ok_or(EventError::NoEventType)?;
         if event_type.len() > MAX_SHORT {
             return Err(EventError::TypeTooLong);
         }
-        let data = envelope
-            .data
-            .filter(|d| is_object(d.get().as_bytes()))
-            .and_then(|d| serde_json::from_str::<Data>(d.get()).ok());
-        let (conversation_id, environment) = match data {
+        let (conversation_id, environment) = match envelope.data.0 {
             // An empty id is kept, to be refused as one rather than read as absent.
-            Some(data) => (any_string_of(data.conversation_id), string_of(data.environment)),
+            Some(data) => (data.conversation_id, data.environment.filter(|s| !s.is_empty())),
             None => (None, None),
         };
         Ok(Self { event_type, conversation_id, environment })
@@ -226,6 +252,112 @@ mod tests {
         assert_eq!(none.conversation(), Err(ConversationIdError::Missing));
         let alert = fields(r#"{"event_type":"alerts.triggered"}"#);
         assert_eq!(alert.conversation(), Ok(None));
+    }
+
+    #[test]
+    fn escaped_strings_are_read_unescaped_and_nested_values_skipped() {
+        let body = r#"{"extra":[{"type":"no"}],"type":"conversation.\u0063ompleted","data":{"padding":{"conversation_id":"no"},"conversation_id":"CA\"1","list":[1,[2]],"environment":"li\u0076e"}}"#;
+        let fields = Fields::read(body.as_bytes()).unwrap();
+        assert_eq!(fields.event_type, "conversation.completed");
+        assert_eq!(fields.conversation_id.as_deref(), Some("CA\"1"));
+        assert_eq!(fields.environment.as_deref(), Some("live"));
+    }
+
+    #[test]
+    fn a_field_named_twice_is_not_read_as_either_value() {
+        let twice = r#"{"type":"a","type":"b"}"#;
+        assert_eq!(Fields::read(twice.as_bytes()).unwrap_err(), EventError::NotAnObject);
+        let in_data = r#"{"type":"t","data":{"conversation_id":"CA1","environment":"live","conversation_id":"CA2"}}"#;
+        let fields = Fields::read(in_data.as_bytes()).unwrap();
+        assert_eq!((fields.conversation_id, fields.environment), (None, None));
+        for body in [r#"{"type":"t","data":{"x":1,"x":2}}"#, r#"{"type":"t","data":{"conversation_id":"CA1"},"x":1}"#] {
+            assert!(Fields::read(body.as_bytes()).is_ok(), "{body}");
+        }
+    }
+
+    /// What the relay reads from an event, from the body parsed whole: the meaning of
+    /// [`Fields::read`], written the plainest way.
+    fn read_from_value(body: &serde_json::Value) -> Result<Fields, EventError> {
+        let envelope = body.as_object().ok_or(EventError::NotAnObject)?;
+        let string = |value: Option<&serde_json::Value>| value.and_then(serde_json::Value::as_str).map(str::to_owned);
+        let non_empty = |value| string(value).filter(|s: &String| !s.is_empty());
+        let event_type = non_empty(envelope.get("type"))
+            .or_else(|| non_empty(envelope.get("event_type")))
+            .ok_or(EventError::NoEventType)?;
+        if event_type.len() > MAX_SHORT {
+            return Err(EventError::TypeTooLong);
+        }
+        let data = envelope.get("data").and_then(serde_json::Value::as_object);
+        Ok(Fields {
+            event_type,
+            conversation_id: string(data.and_then(|d| d.get("conversation_id"))),
+            environment: non_empty(data.and_then(|d| d.get("environment"))),
+        })
+    }
+
+    mod any_envelope {
+        use proptest::prelude::*;
+        use serde_json::{json, Map, Value};
+
+        use super::*;
+
+        /// A string as an event's fields may hold it: empty, escaped, or too long for a type.
+        fn string() -> impl Strategy<Value = Value> {
+            prop_oneof![Just(String::new()), "[a-z.\"\\\u{1}é\u{1F600}]{1,12}", "t{250,260}"].prop_map(Value::from)
+        }
+
+        /// Any JSON value.
+        fn value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                string(),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    proptest::collection::btree_map("[a-z_]{1,16}", inner, 0..4)
+                        .prop_map(|map| Value::Object(map.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// An object with each of `keys` present or not, most often a string, among other fields.
+        fn object(keys: &'static [&'static str]) -> impl Strategy<Value = Map<String, Value>> {
+            let field = || prop_oneof![3 => string(), 1 => value()];
+            let fields = keys.iter().map(move |key| proptest::option::of(field()).prop_map(move |v| (*key, v)));
+            (fields.collect::<Vec<_>>(), proptest::collection::btree_map("[a-z]{1,6}", value(), 0..3)).prop_map(
+                |(fields, others)| {
+                    let mut object: Map<String, Value> = others.into_iter().collect();
+                    object.extend(fields.into_iter().filter_map(|(key, v)| Some((key.to_owned(), v?))));
+                    object
+                },
+            )
+        }
+
+        fn envelope() -> impl Strategy<Value = Value> {
+            let data =
+                prop_oneof![3 => object(&["conversation_id", "environment"]).prop_map(Value::Object), 1 => value()];
+            (object(&["type", "event_type"]), proptest::option::of(data)).prop_map(|(mut envelope, data)| {
+                if let Some(data) = data {
+                    envelope.insert("data".to_owned(), data);
+                }
+                Value::Object(envelope)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+            #[test]
+            fn reads_what_the_whole_body_says(body in prop_oneof![envelope(), value()]) {
+                let text = serde_json::to_string(&body).unwrap();
+                prop_assert_eq!(Fields::read(text.as_bytes()), read_from_value(&body), "{}", text);
+                let spaced = serde_json::to_string_pretty(&json!(body)).unwrap();
+                prop_assert_eq!(Fields::read(spaced.as_bytes()), read_from_value(&body), "{}", spaced);
+            }
+        }
     }
 
     #[test]
