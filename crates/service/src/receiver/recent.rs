@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
@@ -30,7 +30,7 @@ pub struct DeliveryKey([u8; 16]);
 
 impl DeliveryKey {
     /// `project`: the same body sent to two projects' paths is two deliveries.
-    pub fn of(project: &str, event: &VerifiedEvent, headers: &HeaderMap, signature_header: &str) -> Self {
+    pub fn of(project: &str, event: &VerifiedEvent, headers: &HeaderMap, signature_header: &HeaderName) -> Self {
         let mut digest = Sha256::new();
         digest.update(project.as_bytes());
         digest.update(b"\0");

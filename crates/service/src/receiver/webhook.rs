@@ -8,7 +8,7 @@ use std::{
 use axum::{
     body::Body,
     extract::{Extension, State},
-    http::{HeaderMap, HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
@@ -35,9 +35,10 @@ use crate::{
     },
 };
 
-const SIGNATURE: &str = "x-polyai-signature";
-const TIMESTAMP: &str = "x-polyai-timestamp";
-const EVENT_ID: &str = "x-polyai-event-id";
+// Names made once: a lookup by `&str` parses and checks the name on every request.
+const SIGNATURE: HeaderName = HeaderName::from_static("x-polyai-signature");
+const TIMESTAMP: HeaderName = HeaderName::from_static("x-polyai-timestamp");
+const EVENT_ID: HeaderName = HeaderName::from_static("x-polyai-event-id");
 
 /// What happened to a verified event that was not refused.
 enum Accepted {
@@ -131,8 +132,8 @@ async fn handle(
     let body = read_body(reading, body, settings.max_body, settings.request_timeout).await?;
     let unverified = UnverifiedEvent {
         body,
-        signature: header_bytes(headers, SIGNATURE),
-        timestamp: header_bytes(headers, TIMESTAMP),
+        signature: header_bytes(headers, &SIGNATURE),
+        timestamp: header_bytes(headers, &TIMESTAMP),
     };
     let verified = {
         let _verify = trace_span!("verify").entered();
@@ -150,7 +151,7 @@ async fn handle(
     // gets a fast 503 that PolyAI retries, rather than slow answers that blow its 5 s budget.
     let _permit = receiver.in_flight.try_acquire().map_err(|_| Rejection::Overloaded)?;
 
-    let event_id_header = headers.get(EVENT_ID).and_then(|v| v.to_str().ok());
+    let event_id_header = headers.get(&EVENT_ID).and_then(|v| v.to_str().ok());
     let event = Event::parse(verified, event_id_header).map_err(Rejection::BadRequest)?;
     let span = tracing::Span::current();
     // Both at once: each recording rewrites the span's stored fields (telemetry::json_fields).
@@ -168,7 +169,7 @@ async fn handle(
         return Ok(Accepted::Ignored(reason));
     }
 
-    let delivery = DeliveryKey::of(endpoint.name.as_str(), &event.verified, headers, SIGNATURE);
+    let delivery = DeliveryKey::of(endpoint.name.as_str(), &event.verified, headers, &SIGNATURE);
     if receiver.recent.contains(&delivery) {
         return Ok(Accepted::Duplicate);
     }
@@ -236,7 +237,7 @@ async fn read_body(
     }
 }
 
-fn header_bytes(headers: &HeaderMap, name: &str) -> Option<Bytes> {
+fn header_bytes(headers: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
     headers.get(name).map(|v| Bytes::copy_from_slice(v.as_bytes()))
 }
 
