@@ -4,6 +4,7 @@ mod json_fields;
 mod json_lines;
 mod kept;
 mod log_filter;
+mod timestamp;
 pub mod trace_context;
 pub mod traces;
 

@@ -16,15 +16,11 @@ use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_serde::SerdeMapVisitor;
 use tracing_subscriber::{
-    fmt::{
-        format::Writer,
-        time::{FormatTime, SystemTime},
-        FmtContext, FormatEvent, FormattedFields,
-    },
+    fmt::{format::Writer, FmtContext, FormatEvent, FormattedFields},
     registry::LookupSpan,
 };
 
-use super::json_fields::SplicedJsonFields;
+use super::{json_fields::SplicedJsonFields, timestamp};
 
 /// The event formatter of the JSON log format (see the module's documentation).
 #[derive(Debug, Default)]
@@ -41,7 +37,7 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let mut timestamp = String::with_capacity(32);
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        timestamp::write_now(&mut timestamp);
         // Events of the `log` crate carry their real target and level in fields of their own.
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
