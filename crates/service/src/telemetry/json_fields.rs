@@ -27,7 +27,10 @@ pub struct SplicedJsonFields;
 
 impl<'writer> FormatFields<'writer> for SplicedJsonFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
-        let mut object = b"{".to_vec();
+        // Room for a span's usual fields at once: growing a `Vec` from empty reallocates it
+        // several times, a tenth of the cost of a field on the receiver's path.
+        let mut object = Vec::with_capacity(128);
+        object.push(b'{');
         fields.record(&mut Entries { out: &mut object, empty: true, names: None });
         object.push(b'}');
         writer.write_str(std::str::from_utf8(&object).map_err(|_| fmt::Error)?)
@@ -37,8 +40,8 @@ impl<'writer> FormatFields<'writer> for SplicedJsonFields {
         if current.fields.is_empty() {
             return self.format_fields(current.as_writer(), fields);
         }
-        let mut added = Vec::new();
-        let mut entries = Entries { out: &mut added, empty: true, names: Some(Vec::new()) };
+        let mut added = Vec::with_capacity(128);
+        let mut entries = Entries { out: &mut added, empty: true, names: Some(Vec::with_capacity(4)) };
         fields.record(&mut entries);
         let names = entries.names.unwrap_or_default();
         if added.is_empty() {
