@@ -114,9 +114,9 @@ impl ReadLeniently for Data {
     }
 }
 
-/// A string field's value, when it is a string and not empty.
-fn non_empty(field: Lenient<String>) -> Option<String> {
-    field.0.filter(|s| !s.is_empty())
+/// A string field's value, unless it is empty.
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|s| !s.is_empty())
 }
 
 fn is_object(raw: &[u8]) -> bool {
@@ -141,13 +141,13 @@ impl Fields {
         }
         let envelope: Envelope = serde_json::from_slice(body).map_err(|_| EventError::NotAnObject)?;
         let event_type =
-            non_empty(envelope.kind).or_else(|| non_empty(envelope.event_type)).ok_or(EventError::NoEventType)?;
+            non_empty(envelope.kind.0).or_else(|| non_empty(envelope.event_type.0)).ok_or(EventError::NoEventType)?;
         if event_type.len() > MAX_SHORT {
             return Err(EventError::TypeTooLong);
         }
         let (conversation_id, environment) = match envelope.data.0 {
             // An empty id is kept, to be refused as one rather than read as absent.
-            Some(data) => (data.conversation_id, data.environment.filter(|s| !s.is_empty())),
+            Some(data) => (data.conversation_id, non_empty(data.environment)),
             None => (None, None),
         };
         Ok(Self { event_type, conversation_id, environment })
