@@ -1,15 +1,9 @@
 //! What the relay reads from a verified webhook: its type, id, conversation and environment.
 //! The body itself is forwarded untouched.
 
-mod lenient;
+mod envelope;
 
-use serde::{
-    de::{IgnoredAny, MapAccess},
-    Deserialize,
-};
 use sha2::{Digest, Sha256};
-
-use self::lenient::{Lenient, ReadLeniently};
 
 use crate::signature::VerifiedEvent;
 
@@ -67,60 +61,9 @@ pub fn check_conversation_id(id: &str) -> Result<(), ConversationIdError> {
     Err(ConversationIdError::NotAnId(why))
 }
 
-/// The envelope, read in one pass ([`lenient`]). A field named twice in it makes the body unreadable.
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "type", default)]
-    kind: Lenient<String>,
-    #[serde(default)]
-    event_type: Lenient<String>,
-    #[serde(default)]
-    data: Lenient<Data>,
-}
-
-/// `data`'s fields. One named twice makes the whole of `data` count as absent, rather than one
-/// of its values winning over the other.
-#[derive(Default)]
-struct Data {
-    conversation_id: Option<String>,
-    environment: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "snake_case")]
-enum DataField {
-    ConversationId,
-    Environment,
-    #[serde(other)]
-    Other,
-}
-
-impl ReadLeniently for Data {
-    fn from_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<Option<Self>, A::Error> {
-        let (mut data, mut seen, mut repeated) = (Data::default(), [false; 2], false);
-        while let Some(field) = map.next_key::<DataField>()? {
-            let (value, index) = match field {
-                DataField::ConversationId => (&mut data.conversation_id, 0),
-                DataField::Environment => (&mut data.environment, 1),
-                DataField::Other => {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-            };
-            repeated |= std::mem::replace(&mut seen[index], true);
-            *value = map.next_value::<Lenient<String>>()?.0;
-        }
-        Ok((!repeated).then_some(data))
-    }
-}
-
 /// A string field's value, unless it is empty.
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|s| !s.is_empty())
-}
-
-fn is_object(raw: &[u8]) -> bool {
-    raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// The fields the relay reads from an event body.
@@ -135,17 +78,13 @@ impl Fields {
     /// Reads an event body. The receiver calls it only through [`Event::parse`], after
     /// verification; the worker calls it on bodies that were verified before they were queued.
     pub fn read(body: &[u8]) -> Result<Self, EventError> {
-        // serde would also read a struct from a JSON array; only an object is an event.
-        if !is_object(body) {
-            return Err(EventError::NotAnObject);
-        }
-        let envelope: Envelope = serde_json::from_slice(body).map_err(|_| EventError::NotAnObject)?;
+        let envelope = envelope::read(body).ok_or(EventError::NotAnObject)?;
         let event_type =
-            non_empty(envelope.kind.0).or_else(|| non_empty(envelope.event_type.0)).ok_or(EventError::NoEventType)?;
+            non_empty(envelope.kind).or_else(|| non_empty(envelope.event_type)).ok_or(EventError::NoEventType)?;
         if event_type.len() > MAX_SHORT {
             return Err(EventError::TypeTooLong);
         }
-        let (conversation_id, environment) = match envelope.data.0 {
+        let (conversation_id, environment) = match envelope.data {
             // An empty id is kept, to be refused as one rather than read as absent.
             Some(data) => (data.conversation_id, non_empty(data.environment)),
             None => (None, None),
@@ -275,6 +214,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn numbers_out_of_range_where_a_field_is_read_count_as_absent() {
+        // serde_json fails on such a number when asked to read it: a signed event must not be
+        // refused for one where the relay expects a string or an object.
+        let fields = |body: &str| Fields::read(body.as_bytes());
+        let data = fields(r#"{"type":"t","data":{"environment":1e400,"conversation_id":"CA1"}}"#).unwrap();
+        assert_eq!((data.conversation_id.as_deref(), data.environment), (Some("CA1"), None));
+        let data = fields(r#"{"type":"t","data":{"conversation_id":-1e400}}"#).unwrap();
+        assert_eq!(data.conversation_id, None);
+        assert_eq!(fields(r#"{"type":"t","data":1e400}"#).unwrap().conversation_id, None);
+        assert_eq!(fields(r#"{"type":1e400,"event_type":"t"}"#).unwrap().event_type, "t");
+        assert_eq!(fields(r#"{"type":"t","data":1e400,"type":"u"}"#).unwrap_err(), EventError::NotAnObject);
+    }
+
     /// What the relay reads from an event, from the body parsed whole: the meaning of
     /// [`Fields::read`], written the plainest way.
     fn read_from_value(body: &serde_json::Value) -> Result<Fields, EventError> {
@@ -301,6 +254,21 @@ mod tests {
 
         use super::*;
 
+        /// Stands for a number out of `f64`'s range, which serde_json's values cannot hold: the
+        /// body's text has `1e400` where this string was, and the reference reads it as `null`.
+        const OUT_OF_RANGE: &str = "\u{2}OUT_OF_RANGE";
+
+        fn with_out_of_range_numbers_as_null(value: &Value) -> Value {
+            match value {
+                Value::String(s) if s == OUT_OF_RANGE => Value::Null,
+                Value::Array(items) => items.iter().map(with_out_of_range_numbers_as_null).collect(),
+                Value::Object(fields) => Value::Object(
+                    fields.iter().map(|(k, v)| (k.clone(), with_out_of_range_numbers_as_null(v))).collect(),
+                ),
+                other => other.clone(),
+            }
+        }
+
         /// A string as an event's fields may hold it: empty, escaped, or too long for a type.
         fn string() -> impl Strategy<Value = Value> {
             prop_oneof![Just(String::new()), "[a-z.\"\\\u{1}é\u{1F600}]{1,12}", "t{250,260}"].prop_map(Value::from)
@@ -313,6 +281,7 @@ mod tests {
                 any::<bool>().prop_map(Value::from),
                 any::<i64>().prop_map(Value::from),
                 any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+                Just(Value::from(OUT_OF_RANGE)),
                 string(),
             ];
             leaf.prop_recursive(3, 24, 4, |inner| {
@@ -352,10 +321,12 @@ mod tests {
             #![proptest_config(ProptestConfig::with_cases(2_000))]
             #[test]
             fn reads_what_the_whole_body_says(body in prop_oneof![envelope(), value()]) {
-                let text = serde_json::to_string(&body).unwrap();
-                prop_assert_eq!(Fields::read(text.as_bytes()), read_from_value(&body), "{}", text);
-                let spaced = serde_json::to_string_pretty(&json!(body)).unwrap();
-                prop_assert_eq!(Fields::read(spaced.as_bytes()), read_from_value(&body), "{}", spaced);
+                let expected = read_from_value(&with_out_of_range_numbers_as_null(&body));
+                let out_of_range = serde_json::to_string(OUT_OF_RANGE).unwrap();
+                let text = serde_json::to_string(&body).unwrap().replace(&out_of_range, "1e400");
+                prop_assert_eq!(Fields::read(text.as_bytes()), expected.clone(), "{}", text);
+                let spaced = serde_json::to_string_pretty(&json!(body)).unwrap().replace(&out_of_range, "-1e400");
+                prop_assert_eq!(Fields::read(spaced.as_bytes()), expected, "{}", spaced);
             }
         }
     }
