@@ -75,24 +75,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    /// Confirms every publish.
-    struct Acks;
-
-    #[async_trait]
-    impl Publisher for Acks {
-        async fn publish(&self, _: Destination, _: Message) -> Result<(), PublishError> {
-            Ok(())
-        }
-        fn is_ready(&self) -> bool {
-            true
-        }
-    }
+    use crate::queue::Confirms;
 
     #[tokio::test]
     async fn each_destination_counts_its_own_acks() {
         let metrics = Metrics::isolated();
-        let metered = Metered::new(Arc::new(Acks), metrics.clone());
+        let metered = Metered::new(Arc::new(Confirms), metrics.clone());
         // A different number for each, so an ack counted under another destination shows.
         let sends = [
             (Destination::Events, 1),

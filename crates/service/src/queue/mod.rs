@@ -121,6 +121,22 @@ pub trait Publisher: Send + Sync + 'static {
     }
 }
 
+/// A broker that confirms every publish at once, for tests of what stands in front of one.
+#[cfg(test)]
+pub struct Confirms;
+
+#[cfg(test)]
+#[async_trait]
+impl Publisher for Confirms {
+    async fn publish(&self, _: Destination, _: Message) -> Result<(), PublishError> {
+        Ok(())
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumeError {
     #[error("the queue is not available: {0}")]

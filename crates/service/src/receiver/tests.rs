@@ -11,7 +11,7 @@ use tower::ServiceExt;
 use super::*;
 use crate::{
     config::EventTypes,
-    queue::{Destination, Message, Metered, PublishError},
+    queue::{Confirms, Destination, Message, Metered, PublishError},
     signature::{sign, SignatureScheme},
     telemetry::Metrics,
 };
@@ -134,19 +134,6 @@ async fn a_nack_is_spooled_and_a_full_spool_answers_503() {
     assert_eq!(response.headers()["retry-after"], "5");
     assert_eq!(spool.events(), 1);
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-/// A broker that confirms everything.
-struct Confirms;
-
-#[async_trait]
-impl Publisher for Confirms {
-    async fn publish(&self, _: Destination, _: Message) -> Result<(), PublishError> {
-        Ok(())
-    }
-    fn is_ready(&self) -> bool {
-        true
-    }
 }
 
 #[tokio::test]
