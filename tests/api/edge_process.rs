@@ -6,7 +6,8 @@
 use std::{os::unix::fs::PermissionsExt, process::Stdio, time::Duration};
 
 use futures_util::future::join_all;
-use polyai_relay::signature::sign;
+use polyai_relay_devtools::sender::{signed_post, SendScheme};
+use secrecy::SecretString;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -17,7 +18,7 @@ use crate::{
     backend::{Backend, TempDir, TestQueue},
     config::{refused, Refused},
     fake_polyai::FakePolyai,
-    helpers::{http, now, post_event, SECRET},
+    helpers::{http, post_event, SECRET},
     poll::poll_until,
     process::{binary, RelayProcess},
 };
@@ -144,17 +145,10 @@ async fn unsigned_bodies_that_never_arrive_take_no_capacity_from_signed_webhooks
 async fn post_forged_type(relay: &RelayProcess) {
     let forged = "conversation.forged\n2026-01-01T00:00:00.000000Z ERROR forged: line\u{1b}[2J";
     let body = serde_json::json!({"type": forged, "data": {"conversation_id": "CA1"}}).to_string();
-    let ts = now().to_string();
-    let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
-    let response = http()
-        .post(relay.url("/polyai-events"))
-        .header("x-polyai-timestamp", &ts)
-        .header("x-polyai-signature", &signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    let secret = SecretString::from(SECRET);
+    let request =
+        signed_post(&http(), relay.url("/polyai-events"), &secret, SendScheme::Timestamped, "evt_forged", body);
+    assert_eq!(request.send().await.unwrap().status(), 204);
 }
 
 #[tokio::test]

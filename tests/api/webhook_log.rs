@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use polyai_relay::{config::EventTypes, signature::sign};
+use polyai_relay::config::EventTypes;
+use polyai_relay_devtools::sender::{signed_post, SendScheme};
+use secrecy::SecretString;
 
 use crate::{
     broker::TestBroker,
-    helpers::{completed, http, now},
+    helpers::{completed, http},
     process::RelayProcess,
 };
 
@@ -26,19 +28,16 @@ async fn serve(broker: &TestBroker, extra: &[(&str, &str)]) -> RelayProcess {
 
 /// Posts a webhook about `conversation` with event id `id`, signed with `secret`; its status.
 async fn post(relay: &RelayProcess, secret: &str, conversation: &str, id: &str) -> u16 {
-    let body = completed(conversation);
-    let ts = now().to_string();
-    let signature = sign(secret.as_bytes(), Some(&ts), body.as_bytes());
-    let response = http()
-        .post(relay.url("/polyai-events"))
-        .header("x-polyai-timestamp", &ts)
-        .header("x-polyai-signature", &signature)
-        .header("x-polyai-event-id", id)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    response.status().as_u16()
+    let secret = SecretString::from(secret);
+    let request = signed_post(
+        &http(),
+        relay.url("/polyai-events"),
+        &secret,
+        SendScheme::Timestamped,
+        id,
+        completed(conversation),
+    );
+    request.send().await.unwrap().status().as_u16()
 }
 
 #[tokio::test]
