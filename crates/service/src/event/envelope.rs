@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 
 /// The fields read, each `None` when absent or not a string. A field named twice makes the
 /// whole body unreadable, and within `data` the whole of `data` absent.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Envelope {
     pub kind: Option<String>,
     pub event_type: Option<String>,
@@ -36,20 +36,16 @@ pub fn read(body: &[u8]) -> Option<Envelope> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return None;
     }
-    let strings = |kind, event_type| (string(kind), string(event_type));
-    match serde_json::from_slice::<Fields<DataIfObject>>(body) {
-        Ok(read) => {
-            let (kind, event_type) = strings(read.kind, read.event_type);
-            Some(Envelope { kind, event_type, data: read.data.and_then(|data| data.0) })
-        }
+    let (kind, event_type, data) = match serde_json::from_slice::<Fields<DataIfObject>>(body) {
+        Ok(read) => (read.kind, read.event_type, read.data.and_then(|data| data.0)),
         // `data` is a number out of range, the one value it cannot be read as: read again with
         // `data` skipped. Anything else unreadable fails again.
         Err(_) => {
             let read = serde_json::from_slice::<Fields<IgnoredAny>>(body).ok()?;
-            let (kind, event_type) = strings(read.kind, read.event_type);
-            Some(Envelope { kind, event_type, data: None })
+            (read.kind, read.event_type, None)
         }
-    }
+    };
+    Some(Envelope { kind: string(kind), event_type: string(event_type), data })
 }
 
 /// A JSON string's value, or `None` for any other kind.
