@@ -31,7 +31,7 @@ impl<'writer> FormatFields<'writer> for SplicedJsonFields {
         // several times, a tenth of the cost of a field on the receiver's path.
         let mut object = Vec::with_capacity(128);
         object.push(b'{');
-        fields.record(&mut Entries { out: &mut object, empty: true, names: None });
+        fields.record(&mut Entries { out: &mut object, empty: true });
         object.push(b'}');
         writer.write_str(std::str::from_utf8(&object).map_err(|_| fmt::Error)?)
     }
@@ -40,69 +40,126 @@ impl<'writer> FormatFields<'writer> for SplicedJsonFields {
         if current.fields.is_empty() {
             return self.format_fields(current.as_writer(), fields);
         }
-        let mut added = Vec::with_capacity(128);
-        let mut entries = Entries { out: &mut added, empty: true, names: Some(Vec::with_capacity(4)) };
-        fields.record(&mut entries);
-        let names = entries.names.unwrap_or_default();
-        if added.is_empty() {
-            return Ok(());
-        }
-        let object = &mut current.fields;
-        if names.iter().any(|name| holds_key(object, name)) {
-            return replace_values(object, &added);
-        }
-        // `{"a":1}` and `"b":2` make `{"a":1,"b":2}`. Anything else is left as it is: the event
-        // formatter copies the object into every line of the span.
-        if !object.ends_with('}') {
+        // Anything but an object is left as it is: the event formatter copies the object into
+        // every line of the span.
+        if !current.fields.ends_with('}') {
             return Err(fmt::Error);
         }
-        object.pop();
-        if object.len() > 1 {
-            object.push(',');
+        let mut known = Known { object: &current.fields, any: false };
+        fields.record(&mut known);
+        if known.any {
+            return replace_values(&mut current.fields, fields);
         }
-        object.push_str(std::str::from_utf8(&added).map_err(|_| fmt::Error)?);
-        object.push('}');
+        // `{"a":1}` and `"b":2` make `{"a":1,"b":2}`, written in place: the receiver records
+        // twice per webhook, and a buffer of its own for the new fields cost allocations each time.
+        let mut object = std::mem::take(&mut current.fields).into_bytes();
+        object.pop();
+        let empty = object.len() == 1;
+        // Room for the rest of a span's usual fields, so that a later record does not grow it.
+        object.reserve(96);
+        fields.record(&mut Entries { out: &mut object, empty });
+        object.push(b'}');
+        current.fields = String::from_utf8(object).map_err(|_| fmt::Error)?;
         Ok(())
+    }
+}
+
+/// Notes whether any field it visits is already in `object`.
+struct Known<'a> {
+    object: &'a str,
+    any: bool,
+}
+
+impl Known<'_> {
+    fn check(&mut self, name: &str) {
+        self.any = self.any || holds_key(self.object, name);
+    }
+}
+
+impl Visit for Known<'_> {
+    fn record_f64(&mut self, field: &Field, _: f64) {
+        self.check(field.name());
+    }
+
+    fn record_i64(&mut self, field: &Field, _: i64) {
+        self.check(field.name());
+    }
+
+    fn record_u64(&mut self, field: &Field, _: u64) {
+        self.check(field.name());
+    }
+
+    fn record_bool(&mut self, field: &Field, _: bool) {
+        self.check(field.name());
+    }
+
+    fn record_str(&mut self, field: &Field, _: &str) {
+        self.check(field.name());
+    }
+
+    fn record_bytes(&mut self, field: &Field, _: &[u8]) {
+        self.check(field.name());
+    }
+
+    fn record_debug(&mut self, field: &Field, _: &dyn fmt::Debug) {
+        if let Some(name) = debug_name(field.name()) {
+            self.check(name);
+        }
     }
 }
 
 /// Whether the span's object has a field `name`. Values are scalars or escaped strings, so
 /// `"name":` can only be a key; a false match would only take the slower, equally correct path.
 fn holds_key(object: &str, name: &str) -> bool {
-    let Ok(mut key) = serde_json::to_string(name) else { return true };
-    key.push(':');
-    object.contains(&key)
+    // `"name":` built on the stack: this runs for every field recorded on every webhook's span.
+    let mut key = [0u8; 64];
+    let plain = name.len() + 3 <= key.len() && !name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+    if !plain {
+        let Ok(mut key) = serde_json::to_string(name) else { return true };
+        key.push(':');
+        return object.contains(&key);
+    }
+    let end = name.len() + 1;
+    key[0] = b'"';
+    key[1..end].copy_from_slice(name.as_bytes());
+    key[end..end + 2].copy_from_slice(b"\":");
+    // Only ASCII punctuation was added to a `str`.
+    std::str::from_utf8(&key[..end + 2]).map_or(true, |key| object.contains(key))
 }
 
 /// A field recorded again (the worker records `outcome` more than once on some paths): the
 /// object is read, the new values replace the old, and it is written again. Rare, so simple.
-fn replace_values(object: &mut String, added: &[u8]) -> fmt::Result {
+fn replace_values(object: &mut String, fields: &Record<'_>) -> fmt::Result {
     type Object = serde_json::Map<String, serde_json::Value>;
-    let mut fields: Object = serde_json::from_str(object).map_err(|_| fmt::Error)?;
-    let mut recorded = Vec::with_capacity(added.len() + 2);
-    recorded.push(b'{');
-    recorded.extend_from_slice(added);
+    let mut current: Object = serde_json::from_str(object).map_err(|_| fmt::Error)?;
+    let mut recorded = vec![b'{'];
+    fields.record(&mut Entries { out: &mut recorded, empty: true });
     recorded.push(b'}');
     let recorded: Object = serde_json::from_slice(&recorded).map_err(|_| fmt::Error)?;
-    fields.extend(recorded);
-    *object = serde_json::to_string(&fields).map_err(|_| fmt::Error)?;
+    current.extend(recorded);
+    *object = serde_json::to_string(&current).map_err(|_| fmt::Error)?;
     Ok(())
+}
+
+/// The name a field with a `Debug` value is written under, as `JsonFields` writes it: none for
+/// the `log.` fields (the log crate's metadata, shown elsewhere), and raw identifiers without `r#`.
+fn debug_name(name: &str) -> Option<&str> {
+    if name.starts_with("log.") {
+        return None;
+    }
+    Some(name.strip_prefix("r#").unwrap_or(name))
 }
 
 /// Writes each field it visits as `"name":value`, comma-separated, with the values `JsonFields`
 /// gives them: numbers, booleans and strings as such, bytes as an array of numbers, anything else
-/// as its `Debug` text. Keeps the names it wrote in `names`, when asked to.
+/// as its `Debug` text.
 struct Entries<'a> {
     out: &'a mut Vec<u8>,
     empty: bool,
-    names: Option<Vec<&'static str>>,
 }
 
 impl Entries<'_> {
-    fn entry<T: Serialize + ?Sized>(&mut self, name: &'static str, value: &T) {
-        if let Some(names) = &mut self.names {
-            names.push(name);
-        }
+    fn entry<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) {
         if !std::mem::take(&mut self.empty) {
             self.out.push(b',');
         }
@@ -139,12 +196,9 @@ impl Visit for Entries<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let name = field.name();
-        // As `JsonFields`: `log.` fields are the log crate's metadata, shown elsewhere.
-        if name.starts_with("log.") {
-            return;
+        if let Some(name) = debug_name(field.name()) {
+            self.entry(name, &format!("{value:?}"));
         }
-        self.entry(name.strip_prefix("r#").unwrap_or(name), &format!("{value:?}"));
     }
 }
 
@@ -303,5 +357,21 @@ mod tests {
         assert_eq!(spliced[1]["event_id"], "evt \"quoted\" \u{1}");
         assert_eq!(spliced[2]["outcome"], "refused", "the later value wins");
         assert_eq!(spliced[3]["later"], 7);
+    }
+
+    #[test]
+    fn a_name_that_json_escapes_is_found_again_when_recorded_again() {
+        // Not in `webhook_lines`: `JsonFields` reads the stored keys as borrowed strings, so it
+        // drops every record after such a name is stored.
+        let lines = lines_logged(true, || {
+            let span = tracing::info_span!("odd", "odd \"key\"" = Empty, other = Empty);
+            span.record("odd \"key\"", 1);
+            span.record("other", 1);
+            span.record("odd \"key\"", 2);
+            span.in_scope(|| tracing::info!("recorded again"));
+        });
+        assert_eq!(lines[0].matches(r#""odd \"key\"":"#).count(), 1, "{}", lines[0]);
+        let span = &without_timestamp(&lines[0])["span"];
+        assert_eq!((&span["odd \"key\""], &span["other"]), (&2.into(), &1.into()));
     }
 }
