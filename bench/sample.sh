@@ -49,7 +49,7 @@ sampled() {
   perf record -q -F "$HZ" -e cpu-clock -p "$pid" -o "$data" 2>/dev/null &
   local perf=$!
   # perf attaches to each thread before it samples; its first samples would otherwise miss the start.
-  until [ -s "$data" ]; do sleep 0.05; done
+  wait_until "perf attached to $name" 30 test -s "$data"
   local before; before=$(cpu_ticks "$pid")
   send "http://127.0.0.1:$port/polyai-events" "$COUNT" >"$OUT/$name.sample.$round.send.txt"
   local after; after=$(cpu_ticks "$pid")
