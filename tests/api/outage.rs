@@ -12,11 +12,20 @@ use crate::{
 };
 
 pub async fn proxied_app(options: Options) -> (TestApp, Proxy) {
+    proxied_app_asking(options, None).await
+}
+
+/// As [`proxied_app`], with `query` (`heartbeat=1`, …) on the relay's AMQP URL.
+async fn proxied_app_asking(options: Options, query: Option<&str>) -> (TestApp, Proxy) {
     let url = url::Url::parse(&amqp_url()).unwrap();
     let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap_or(5672));
     let target = tokio::net::lookup_host(target).await.unwrap().next().unwrap();
     let proxy = Proxy::start(target).await;
-    let app = spawn_app_with(Options { amqp_url: Some(proxy.amqp_url()), ..options }).await;
+    let relay_url = match query {
+        Some(query) => format!("{}?{query}", proxy.amqp_url()),
+        None => proxy.amqp_url(),
+    };
+    let app = spawn_app_with(Options { amqp_url: Some(relay_url), ..options }).await;
     (app, proxy)
 }
 
@@ -75,6 +84,28 @@ async fn a_broker_cut_mid_stream_loses_no_accepted_event_and_publishing_resumes(
     accepted.insert(id);
     assert!(restored.elapsed() < Duration::from_secs(5), "publishing resumed after {:?}", restored.elapsed());
     enriched_until(&app, &accepted).await;
+}
+
+#[tokio::test]
+async fn a_broker_gone_silent_is_left_after_two_heartbeats_and_publishing_resumes_when_it_answers() {
+    // A node frozen, or a network dropping packets without closing anything: the connections stay
+    // open and nothing comes back. Heartbeats of 1 s here (the relay asks for 10 s by default).
+    let options = Options { ack_deadline: Duration::from_millis(500), ..Options::default() };
+    let (app, proxy) = proxied_app_asking(options, Some("heartbeat=1")).await;
+    let (first, status) = post(&app, 0).await;
+    assert_eq!(status, 204);
+
+    proxy.stall();
+    // Nothing tells the relay the broker is gone but the heartbeats it no longer gets.
+    app.wait_for_readiness(503).await;
+    let (_, status) = post(&app, 1).await;
+    assert_eq!(status, 503, "the relay waited on a connection that had gone silent");
+
+    proxy.resume();
+    app.wait_for_readiness(200).await;
+    let (second, status) = post(&app, 2).await;
+    assert_eq!(status, 204);
+    enriched_until(&app, &HashSet::from([first, second])).await;
 }
 
 #[tokio::test]

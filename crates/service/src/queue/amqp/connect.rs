@@ -29,6 +29,13 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 /// 1 MiB; a larger message travels as several body frames, which AMQP is made for.
 const FRAME_MAX: u32 = 16 * 1024;
 
+/// The heartbeat asked of the broker unless the URL sets `heartbeat`, in seconds. lapin gives up
+/// on a connection that has read nothing for two of them; at RabbitMQ's default of 60 s, a node
+/// gone silent (frozen, or cut off by a network that drops packets without closing anything) kept
+/// the relay ready and waiting on it for two minutes, each webhook held to the ack deadline. At 10 s
+/// it is left after about 20 s for the next address; RabbitMQ advises 5 to 20 s.
+const HEARTBEAT: u16 = 10;
+
 /// Connects to the first address that answers, starting after the one used last.
 pub struct Connector {
     addresses: Vec<SecretString>,
@@ -87,6 +94,7 @@ impl Connector {
         let mut uri = AMQPUri::from_str(self.addresses[index].expose_secret())
             .map_err(|_| format!("address {} is not a valid AMQP URL", index + 1))?;
         uri.query.frame_max.get_or_insert(FRAME_MAX);
+        uri.query.heartbeat.get_or_insert(HEARTBEAT);
         let host = format!("{}:{}", uri.authority.host, uri.authority.port);
         Ok((uri, host))
     }
@@ -171,5 +179,16 @@ mod tests {
         assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
         let (uri, _) = connector("amqp://guest:guest@127.0.0.1:5672/%2f?frame_max=131072").endpoint(0).unwrap();
         assert_eq!(uri.query.frame_max, Some(131_072));
+    }
+
+    #[test]
+    fn short_heartbeats_are_asked_for_unless_the_url_names_an_interval() {
+        let (uri, _) = connector("amqp://guest:guest@127.0.0.1:5672/%2f").endpoint(0).unwrap();
+        assert_eq!(uri.query.heartbeat, Some(HEARTBEAT));
+        let (uri, _) = connector("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=30").endpoint(0).unwrap();
+        assert_eq!(uri.query.heartbeat, Some(30));
+        // 0 turns heartbeats off on the relay's side; the broker's own interval then applies.
+        let (uri, _) = connector("amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=0").endpoint(0).unwrap();
+        assert_eq!(uri.query.heartbeat, Some(0));
     }
 }
