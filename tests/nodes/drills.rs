@@ -217,6 +217,17 @@ async fn drills_on_a_three_node_cluster_lose_nothing_and_keep_the_503_window_sho
     report(format!("drill: network to the relay's node cut: {refused} refused, 503 window {cut_window:?}"));
     proxies[relays].restore();
 
+    // 4. The relay's node goes silent (its proxy holds every byte, connections left open): only
+    // the missing heartbeats tell, two of the 10 s the relay asks for.
+    let relays = node_of(&connected_to(&relay));
+    nodes[relays].await_not_quorum_critical();
+    let since = Instant::now();
+    proxies[relays].stall();
+    stream.await_recovery(since).await;
+    let (silent_window, refused) = stream.refused_window(since);
+    report(format!("drill: the relay's node gone silent: {refused} refused, 503 window {silent_window:?}"));
+    proxies[relays].resume();
+
     // Nothing answered 204 is lost: every one comes out enriched.
     let accepted = stream.stop().await;
     // A new connection: the first one went down with the third node in the first drill.
@@ -239,6 +250,8 @@ async fn drills_on_a_three_node_cluster_lose_nothing_and_keep_the_503_window_sho
     }
     report(format!("drill: {} webhooks accepted, all enriched", accepted.len()));
     assert!(stopped_window < Duration::from_secs(1), "the relay's node stopped: 503 for {stopped_window:?}");
+    // Two heartbeats, the last one's check up to half an interval late, then the next address.
+    assert!(silent_window < Duration::from_secs(35), "the relay's node gone silent: 503 for {silent_window:?}");
     relay.terminate();
     relay.wait_for_exit(Duration::from_secs(10)).await;
 }
