@@ -185,48 +185,47 @@ async fn drills_on_a_three_node_cluster_lose_nothing_and_keep_the_503_window_sho
     stream.await_recovery(Instant::now() - Duration::from_secs(60)).await;
     let node_of = |address: &str| proxies.iter().position(|p| p.address.to_string() == address).expect("a proxy");
 
+    let nodes = &nodes;
+    // One drill: `act` on node `index` once the cluster can lose it, until the relay accepts
+    // webhooks again, then `undo`. Reports the 503 window and how many were refused, and returns them.
+    let drill = async |index: usize, what: &str, act: &dyn Fn(), undo: &dyn Fn()| {
+        nodes[index].await_not_quorum_critical();
+        let since = Instant::now();
+        act();
+        stream.await_recovery(since).await;
+        let (window, refused) = stream.refused_window(since);
+        report(format!("drill: {what}: {refused} refused, 503 window {window:?}"));
+        undo();
+        (window, refused)
+    };
+    // `rabbitmqctl COMMAND` on node `index`, to be run by a drill.
+    let ctl = |index: usize, command: &'static str| {
+        move || {
+            nodes[index].ctl(&[command]);
+        }
+    };
+
     // 1. The node that leads the queues, not the relay's, stops: no 503 at all.
-    let relays = node_of(&connected_to(&relay));
-    assert_ne!(relays, 2, "the relay starts on its first address");
-    nodes[2].await_not_quorum_critical();
-    let since = Instant::now();
-    nodes[2].ctl(&["stop_app"]);
-    stream.await_recovery(since).await;
-    let (window, refused) = stream.refused_window(since);
-    report(format!("drill: queue leader (not the relay's node) stopped: {refused} refused, 503 window {window:?}"));
+    assert_ne!(node_of(&connected_to(&relay)), 2, "the relay starts on its first address");
+    let (_, refused) =
+        drill(2, "queue leader (not the relay's node) stopped", &ctl(2, "stop_app"), &ctl(2, "start_app")).await;
     assert_eq!(refused, 0, "losing a node the relay is not connected to refuses nothing");
-    nodes[2].ctl(&["start_app"]);
 
     // 2. The node the relay is connected to stops: it moves to the next address.
     let relays = node_of(&connected_to(&relay));
-    nodes[relays].await_not_quorum_critical();
-    let since = Instant::now();
-    nodes[relays].ctl(&["stop_app"]);
-    stream.await_recovery(since).await;
-    let (stopped_window, refused) = stream.refused_window(since);
-    report(format!("drill: the relay's node stopped: {refused} refused, 503 window {stopped_window:?}"));
-    nodes[relays].ctl(&["start_app"]);
+    let (stopped_window, _) =
+        drill(relays, "the relay's node stopped", &ctl(relays, "stop_app"), &ctl(relays, "start_app")).await;
 
     // 3. The network to the relay's node is cut (its proxy drops every connection).
     let relays = node_of(&connected_to(&relay));
-    nodes[relays].await_not_quorum_critical();
-    let since = Instant::now();
-    proxies[relays].cut();
-    stream.await_recovery(since).await;
-    let (cut_window, refused) = stream.refused_window(since);
-    report(format!("drill: network to the relay's node cut: {refused} refused, 503 window {cut_window:?}"));
-    proxies[relays].restore();
+    let proxy = &proxies[relays];
+    drill(relays, "network to the relay's node cut", &|| proxy.cut(), &|| proxy.restore()).await;
 
     // 4. The relay's node goes silent (its proxy holds every byte, connections left open): only
     // the missing heartbeats tell, two of the 10 s the relay asks for.
     let relays = node_of(&connected_to(&relay));
-    nodes[relays].await_not_quorum_critical();
-    let since = Instant::now();
-    proxies[relays].stall();
-    stream.await_recovery(since).await;
-    let (silent_window, refused) = stream.refused_window(since);
-    report(format!("drill: the relay's node gone silent: {refused} refused, 503 window {silent_window:?}"));
-    proxies[relays].resume();
+    let proxy = &proxies[relays];
+    let (silent_window, _) = drill(relays, "the relay's node gone silent", &|| proxy.stall(), &|| proxy.resume()).await;
 
     // Nothing answered 204 is lost: every one comes out enriched.
     let accepted = stream.stop().await;
