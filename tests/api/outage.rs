@@ -99,7 +99,7 @@ async fn a_broker_gone_silent_is_left_after_two_heartbeats_and_publishing_resume
     // Nothing tells the relay the broker is gone but the heartbeats it no longer gets.
     app.wait_for_readiness(503).await;
     let (_, status) = post(&app, 1).await;
-    assert_eq!(status, 503, "the relay waited on a connection that had gone silent");
+    assert_eq!(status, 503, "refused while the broker is away (no spool)");
 
     proxy.resume();
     app.wait_for_readiness(200).await;
