@@ -82,3 +82,28 @@ async fn the_per_webhook_line_can_be_turned_off_while_refusals_are_still_logged(
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", relay.logs());
 }
+
+/// A webhook the broker returns (no queue bound for its type) is refused with a line that names
+/// the routing key, which is what an operator has to bind.
+#[tokio::test]
+async fn a_returned_webhook_is_refused_with_a_line_naming_its_routing_key() {
+    let broker = TestBroker::new(EventTypes::All).await;
+    let mut relay = serve(&broker, &[]).await;
+    let topology = &broker.topology;
+    let channel = broker.channel().await;
+    // Every type goes to the worker's queue and to the log stream: take both bindings away.
+    let log = topology.conversations_log.as_deref().expect("tests keep the log");
+    for queue in [topology.enrich_queue.as_str(), log] {
+        let exchange = topology.events_exchange.as_str().into();
+        channel.queue_unbind(queue.into(), exchange, "#".into(), Default::default()).await.unwrap();
+    }
+    assert_eq!(post(&relay, SECRET, "CA-returned", "evt-returned-1").await, 503);
+
+    let logs = relay.wait_for_log("webhook refused", Duration::from_secs(10)).await;
+    let line = logs.lines().find(|line| line.contains("webhook refused")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let error = line["error"].as_str().unwrap_or_else(|| panic!("{line}"));
+    assert!(error.contains("routing key `conversation.completed`"), "{line}");
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", relay.logs());
+}

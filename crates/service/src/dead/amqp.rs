@@ -72,7 +72,7 @@ impl AmqpDeadLetters {
     /// Publishes to `queue` through the default exchange and waits for the broker's confirm.
     async fn put(&self, queue: &str, body: &[u8], properties: BasicProperties) -> Result<(), DeadError> {
         // The default exchange routes straight to the queue named by the key.
-        publish_confirmed(&self.channel, "", queue, body, properties).await.map_err(|error| match error {
+        publish_confirmed(&self.channel, "".into(), queue.into(), body, properties).await.map_err(|error| match error {
             PublishError::Failed(reason) => DeadError::Broker(reason),
             other => DeadError::NotConfirmed(format!("`{queue}`: {other}")),
         })
@@ -107,8 +107,8 @@ impl AmqpDeadLetters {
             match decide(letter, message) {
                 Action::Keep => self.put(queue, &delivery.data, delivery.properties.clone()).await?,
                 Action::Replay(message) => {
-                    let properties = convert::properties(&message, None);
-                    self.put(&self.topology.enrich_queue, &message.body, properties).await?
+                    let (body, properties) = convert::into_amqp(message, None);
+                    self.put(&self.topology.enrich_queue, &body, properties).await?
                 }
             }
             delivery.acker.ack(BasicAckOptions::default()).await.map_err(broker)?;

@@ -107,10 +107,10 @@ impl AmqpLedger {
     }
 
     /// Publishes to `queue` through the default exchange and waits for the confirm.
-    async fn put(&self, queue: &str, message: &Message) -> Result<(), ReconcileError> {
+    async fn put(&self, queue: &str, message: Message) -> Result<(), ReconcileError> {
         // The default exchange routes straight to the queue named by the key.
-        let properties = convert::properties(message, None);
-        publish_confirmed(&self.channel, "", queue, &message.body, properties)
+        let (body, properties) = convert::into_amqp(message, None);
+        publish_confirmed(&self.channel, "".into(), queue.into(), &body, properties)
             .await
             .map_err(|error| ReconcileError::Ledger(format!("`{queue}`: {error}")))
     }
@@ -141,7 +141,7 @@ impl Ledger for AmqpLedger {
             timestamp: now,
             headers: Default::default(),
         };
-        self.put(&self.log, &marker).await?;
+        self.put(&self.log, marker).await?;
 
         // Taken out while reading: a read that fails leaves no half-updated memory behind.
         let earlier = self.seen.lock().await.take();
@@ -198,8 +198,8 @@ impl Ledger for AmqpLedger {
     }
 
     async fn submit(&self, event: Message) -> Result<(), ReconcileError> {
-        self.put(&self.topology.enrich_queue, &event).await?;
+        self.put(&self.topology.enrich_queue, event.clone()).await?;
         // Written after this pass's marker: the next read, which starts there, sees it.
-        self.put(&self.log, &event).await
+        self.put(&self.log, event).await
     }
 }

@@ -1,7 +1,7 @@
 //! One confirmed publish: what "the broker has it" means, in one place for the publisher, the
 //! dead-letter tools and reconciliation.
 
-use lapin::{options::BasicPublishOptions, BasicProperties, Channel, Confirmation};
+use lapin::{options::BasicPublishOptions, types::ShortString, BasicProperties, Channel, Confirmation};
 
 use super::describe;
 use crate::queue::PublishError;
@@ -12,21 +12,21 @@ use crate::queue::PublishError;
 /// a success. A nack, or a channel without confirms, is an error too.
 pub async fn publish_confirmed(
     channel: &Channel,
-    exchange: &str,
-    routing_key: &str,
+    exchange: ShortString,
+    routing_key: ShortString,
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), PublishError> {
     let options = BasicPublishOptions { mandatory: true, ..Default::default() };
     let confirm = channel
-        .basic_publish(exchange.into(), routing_key.into(), options, body, properties)
+        .basic_publish(exchange, routing_key, options, body, properties)
         .await
         .map_err(|e| PublishError::Failed(describe(&e)))?
         .await
         .map_err(|e| PublishError::Failed(describe(&e)))?;
     match confirm {
         Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(_returned)) => Err(PublishError::Unroutable(routing_key.to_owned())),
+        Confirmation::Ack(Some(returned)) => Err(PublishError::Unroutable(returned.delivery.routing_key.to_string())),
         Confirmation::Nack(_) => Err(PublishError::Nacked),
         Confirmation::NotRequested => Err(PublishError::Failed("confirms are not enabled".into())),
     }

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::{
     options::{ConfirmSelectOptions, QueueDeclareOptions},
-    types::FieldTable,
+    types::{FieldTable, ShortString},
     Channel, Connection, Event,
 };
 use tokio::sync::{watch, Notify};
@@ -125,18 +125,19 @@ impl AmqpPublisher {
         self.shared.session.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn route(&self, to: Destination, message: &Message) -> (String, String, Option<Duration>) {
+    fn route(&self, to: Destination, message: &Message) -> (ShortString, ShortString, Option<Duration>) {
         let topology = &self.shared.topology;
-        match to {
-            Destination::Events => (topology.events_exchange.clone(), message.event_type.clone(), None),
-            Destination::Conversations => (topology.conversations_exchange.clone(), message.event_type.clone(), None),
-            Destination::Dead => (topology.dead_exchange.clone(), message.event_type.clone(), None),
+        let exchange = match to {
+            Destination::Events => &topology.events_exchange,
+            Destination::Conversations => &topology.conversations_exchange,
+            Destination::Dead => &topology.dead_exchange,
             Destination::Retry { delay } => {
                 let (tier, delay) = retry_tier(delay);
                 // The default exchange routes straight to the delay queue named by the key.
-                (String::new(), topology.retry_queue(tier), Some(delay))
+                return ("".into(), topology.retry_queue(tier).into(), Some(delay));
             }
-        }
+        };
+        (exchange.as_str().into(), message.event_type.as_str().into(), None)
     }
 }
 
@@ -151,8 +152,8 @@ impl Publisher for AmqpPublisher {
         let index = session.next.fetch_add(1, Ordering::Relaxed) % session.channels.len();
         let channel = &session.channels[index];
         let (exchange, routing_key, expiration) = self.route(to, &message);
-        let properties = convert::properties(&message, expiration);
-        let result = publish_confirmed(channel, &exchange, &routing_key, &message.body, properties).await;
+        let (body, properties) = convert::into_amqp(message, expiration);
+        let result = publish_confirmed(channel, exchange, routing_key, &body, properties).await;
         if let Err(PublishError::Failed(_)) = &result {
             // The channel or the connection failed: the supervisor looks at once.
             self.shared.broken.notify_one();
