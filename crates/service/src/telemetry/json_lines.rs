@@ -42,7 +42,8 @@ where
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
 
-        let mut line = Vec::with_capacity(256);
+        // Room for the receiver's per-webhook line (about 310 bytes) without growing it.
+        let mut line = Vec::with_capacity(512);
         let mut serializer = serde_json::Serializer::new(&mut line);
         let written = (|| {
             let mut map = serializer.serialize_map(None)?;
