@@ -7,7 +7,7 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::{Extension, State},
+    extract::{Request, State},
     http::{HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -50,17 +50,15 @@ enum Accepted {
     Duplicate,
 }
 
-pub async fn receive(
-    State(route): State<Route>,
-    connection: Option<Extension<ConnectionGuard>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn receive(State(route): State<Route>, request: Request) -> Response {
+    // The request taken apart rather than through axum's `HeaderMap` extractor, which clones
+    // the map and every value in it.
+    let (parts, body) = request.into_parts();
+    let (headers, connection) = (parts.headers, parts.extensions.get::<ConnectionGuard>().cloned());
     let (receiver, endpoint) = (&route.receiver, route.endpoint());
     let project = endpoint.name.as_str();
     let span = tracing::info_span!("webhook", project, event_id = Empty, event_type = Empty, outcome = Empty);
     let started = Instant::now();
-    let connection = connection.map(|Extension(guard)| guard);
     let result =
         handle(receiver, endpoint, connection.as_ref(), &headers, body, started).instrument(span.clone()).await;
     let _entered = span.enter();
