@@ -84,6 +84,8 @@ impl Connection {
         // Dropping the connection closes the socket; a verified request in flight is never cut
         // (it is busy), nor is any request by the timeouts (the handler bounds it).
         tokio::select! {
+            // The connection first: `closing` then sees the phase its poll left (watchdog.rs).
+            biased;
             _ = connection => {}
             _ = closing => {}
         }

@@ -5,10 +5,12 @@
 //! every keep-alive connection after the (short) header timeout.
 
 use std::{
+    future::Future,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
+    task::Poll,
     time::Duration,
 };
 
@@ -50,6 +52,11 @@ const PHASE_BITS: u32 = 3;
 
 /// What a connection is doing, and since when: written by the socket wrapper, the service and
 /// the evicting accept loop, read by [`Activity::closing`].
+///
+/// Every phase change but [`Activity::cut`] is made by the connection's own task, while it polls
+/// hyper's connection, and that task polls [`Activity::closing`] right after (`Connection::run`),
+/// so those changes need no wake-up. Waking the task from inside its own poll would make tokio
+/// reschedule it and wake an idle worker: about one needless thread wake-up per webhook.
 pub struct Activity {
     /// Phase start times are kept as milliseconds from here (tokio's clock, for paused tests).
     origin: Instant,
@@ -59,8 +66,8 @@ pub struct Activity {
     /// Set once a request on this connection was verified: such a connection (PolyAI's) is
     /// evicted only after every connection that never carried one.
     vouched: AtomicBool,
-    /// Wakes [`Activity::closing`] when the state changes.
-    changed: Notify,
+    /// Wakes [`Activity::closing`] when the connection is cut, the one change made elsewhere.
+    cut: Notify,
     /// Shared by a listener's connections: wakes its accept loop, waiting for a place because
     /// every connection was busy, when one stops being busy (it may be evicted now).
     not_busy: Arc<Notify>,
@@ -73,13 +80,16 @@ impl Activity {
             origin: Instant::now(),
             state: AtomicU64::new(Phase::Head as u64),
             vouched: AtomicBool::new(false),
-            changed: Notify::new(),
+            cut: Notify::new(),
             not_busy,
         })
     }
 
     fn load(&self) -> (Phase, Duration) {
-        let state = self.state.load(Ordering::Acquire);
+        Self::decode(self.state.load(Ordering::Acquire))
+    }
+
+    fn decode(state: u64) -> (Phase, Duration) {
         let phase = Phase::ALL[(state & ((1 << PHASE_BITS) - 1)) as usize];
         (phase, Duration::from_millis(state >> PHASE_BITS))
     }
@@ -92,13 +102,7 @@ impl Activity {
             previous = Phase::ALL[(state & ((1 << PHASE_BITS) - 1)) as usize];
             from.contains(&previous).then_some(now_ms << PHASE_BITS | to as u64)
         });
-        match result {
-            Ok(_) => {
-                self.changed.notify_one();
-                Ok(previous)
-            }
-            Err(_) => Err(previous),
-        }
+        result.map(|_| previous).map_err(|_| previous)
     }
 
     /// The first byte of a new connection came: its head is due within the header timeout of it.
@@ -137,7 +141,12 @@ impl Activity {
     /// Evicts the connection unless it is busy with a verified request (or already cut); the
     /// phase it was in, if it was evicted.
     pub fn cut(&self) -> Option<Phase> {
-        self.enter(&[Phase::Head, Phase::Request, Phase::Idle], Phase::Cut).ok()
+        let cut = self.enter(&[Phase::Head, Phase::Request, Phase::Idle], Phase::Cut).ok();
+        if cut.is_some() {
+            // Made by the accept loop, not the connection's task: wake it to close.
+            self.cut.notify_one();
+        }
+        cut
     }
 
     /// Whether a request on this connection was ever verified.
@@ -146,30 +155,39 @@ impl Activity {
     }
 
     /// Resolves once the connection has outstayed the limit of its phase, or was evicted.
+    ///
+    /// It looks at the phase each time it is polled: the connection's task polls it after every
+    /// poll of the connection, which is where the other phase changes happen (see [`Activity`]).
     pub async fn closing(&self, header_timeout: Duration, idle_timeout: Duration) {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let (phase, since) = self.load();
+        let cut = self.cut.notified();
+        tokio::pin!(cut);
+        // Armed for the phase last seen in Head or Idle, and reset when that phase changes.
+        let expiry = tokio::time::sleep_until(self.origin);
+        tokio::pin!(expiry);
+        let mut armed_for = None;
+        std::future::poll_fn(|cx| {
+            // Registered before the phase is read: a cut in between finds the waiter, or leaves
+            // a permit that completes this at once.
+            if cut.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            let state = self.state.load(Ordering::Acquire);
+            let (phase, since) = Self::decode(state);
             let limit = match phase {
                 Phase::Head => header_timeout,
                 Phase::Idle => idle_timeout,
-                Phase::Cut => return,
-                Phase::Request | Phase::Busy => {
-                    changed.await;
-                    continue;
-                }
+                Phase::Cut => return Poll::Ready(()),
+                // Ends, and is left, within the connection's own poll.
+                Phase::Request | Phase::Busy => return Poll::Pending,
             };
-            let deadline = self.origin + since + limit;
-            if Instant::now() >= deadline {
-                return;
+            if armed_for != Some(state) {
+                expiry.as_mut().reset(self.origin + since + limit);
+                armed_for = Some(state);
             }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = changed => {}
-            }
-        }
+            // Ready only once the limit of the phase it was armed for has passed.
+            expiry.as_mut().poll(cx)
+        })
+        .await
     }
 }
 
@@ -206,23 +224,56 @@ mod tests {
         assert_eq!(started.elapsed(), idle);
 
         // A request being handled, verified or not, never expires on its own; the idle phase
-        // starts when the answer is out.
+        // starts when the answer is out. As in `Connection::run`, `closing` is polled after each
+        // change, by the task that makes it.
         assert!(activity.request_started());
-        let watch = {
-            let activity = activity.clone();
-            tokio::spawn(async move { activity.closing(header, idle).await })
-        };
+        let closing = activity.closing(header, idle);
+        tokio::pin!(closing);
+        assert!(closing.as_mut().now_or_never().is_none());
         tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(closing.as_mut().now_or_never().is_none(), "a request in flight timed out");
         assert!(activity.protect());
         tokio::time::sleep(Duration::from_secs(600)).await;
-        assert!(!watch.is_finished());
+        assert!(closing.as_mut().now_or_never().is_none(), "a verified request timed out");
         activity.request_finished();
+        assert!(closing.as_mut().now_or_never().is_none());
         tokio::time::sleep(Duration::from_secs(10)).await;
         // An idle connection's first byte shortens its deadline to the header timeout.
         activity.bytes_arrived();
         let started = Instant::now();
-        watch.await.unwrap();
+        closing.await;
         assert_eq!(started.elapsed(), header);
+    }
+
+    /// Waking a task from inside its own poll makes tokio reschedule it and wake an idle worker:
+    /// the phase changes the connection's task makes must not wake it.
+    #[tokio::test(start_paused = true)]
+    async fn the_connections_own_phase_changes_wake_nothing() {
+        struct Counting(AtomicU64);
+        impl std::task::Wake for Counting {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(Counting(AtomicU64::new(0)));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let activity = accepted();
+        let closing = activity.closing(Duration::from_secs(5), Duration::from_secs(60));
+        tokio::pin!(closing);
+        for _ in 0..2 {
+            assert!(closing.as_mut().poll(&mut cx).is_pending());
+            activity.bytes_arrived();
+            assert!(activity.request_started());
+            assert!(closing.as_mut().poll(&mut cx).is_pending());
+            assert!(activity.protect());
+            activity.request_finished();
+        }
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        // A cut comes from the accept loop: that one wakes it.
+        activity.cut();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(closing.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]
@@ -261,16 +312,26 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_evicted_connection_closes_at_once_whatever_its_phase() {
-        let activity = accepted();
-        let watch = {
-            let activity = activity.clone();
-            tokio::spawn(async move { activity.closing(Duration::from_secs(5), Duration::from_secs(60)).await })
-        };
-        tokio::task::yield_now().await;
-        let started = Instant::now();
-        activity.cut();
-        watch.await.unwrap();
-        assert_eq!(started.elapsed(), Duration::ZERO);
+        for phase in [Phase::Head, Phase::Request, Phase::Idle] {
+            let activity = accepted();
+            if phase != Phase::Head {
+                assert!(activity.request_started());
+            }
+            if phase == Phase::Idle {
+                activity.request_finished();
+            }
+            assert_eq!(activity.load().0, phase);
+            // Waiting in a task of its own, as the connection's task is while the accept loop cuts.
+            let watch = {
+                let activity = activity.clone();
+                tokio::spawn(async move { activity.closing(Duration::from_secs(5), Duration::from_secs(60)).await })
+            };
+            tokio::task::yield_now().await;
+            let started = Instant::now();
+            assert_eq!(activity.cut(), Some(phase));
+            watch.await.unwrap();
+            assert_eq!(started.elapsed(), Duration::ZERO, "{phase:?}");
+        }
     }
 
     #[tokio::test]
