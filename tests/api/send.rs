@@ -1,10 +1,12 @@
 //! `polyai-relay send` against the real receiver: signed the way the relay verifies, counted right.
 
+use std::time::Duration;
+
 use crate::{
     backend::{Backend, TempDir},
     certs,
     helpers::{spawn_app_with, Options, SECRET},
-    process::run_to_exit_with_stdout,
+    process::{relay_command, run_to_exit_with_stdout},
     tls_front::TlsFront,
 };
 
@@ -107,4 +109,25 @@ async fn an_https_url_is_sent_over_verified_tls() {
     assert!(reason.contains("certificate"), "{reason}");
     assert!(!stdout.contains(&url) && !stdout.contains(SECRET), "{stdout}");
     assert_eq!(app.queue.pending().await, 5, "nothing more arrived");
+}
+
+/// `send … | head -1`: a reader that goes away before the report is written is not an error,
+/// and the tool does not panic over it.
+#[tokio::test]
+async fn a_reader_that_stops_early_ends_the_run_quietly() {
+    let app = spawn_app_with(receiver_only()).await;
+    let url = app.url("/polyai-events");
+    let mut command = relay_command(&["send", "--url", &url, "--count", "3"]);
+    command.env("POLYAI_WEBHOOK_SECRET", SECRET);
+    let mut child = command.spawn().expect("binary runs");
+    // The read end closes before anything is written to it.
+    drop(child.stdout.take());
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("exits in time")
+        .expect("exit status");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(app.queue.pending().await, 3, "every event answered 204 is queued");
 }

@@ -1,5 +1,8 @@
 //! `send`: sign and POST events like PolyAI; with `--count`/`--concurrency`/`--rate`, a load generator.
 
+use std::io::Write as _;
+
+use anyhow::Context as _;
 use clap::Args;
 use polyai_relay::config::{parse_size, secret};
 use secrecy::SecretString;
@@ -77,16 +80,23 @@ impl SendArgs {
             body_size: self.body_size,
         })
         .await?;
-        if let (true, Some(sent)) = (single, &report.first) {
+        let mut out = std::io::stdout().lock();
+        let printed = if let (true, Some(sent)) = (single, &report.first) {
             let status = sent.status.map(|s| s.to_string()).unwrap_or_else(|| "no answer".into());
-            println!(
+            writeln!(
+                out,
                 "{status} {} (conversation {}) in {:.1} ms",
                 sent.event_id,
                 sent.conversation_id,
                 sent.latency.as_secs_f64() * 1000.0
-            );
+            )
         } else {
-            println!("{}", report.summary());
+            writeln!(out, "{}", report.summary())
+        };
+        match printed {
+            // A reader that stopped early (`send … | head -1`) has what it wanted.
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+            printed => printed.context("writing the report to stdout")?,
         }
         anyhow::ensure!(report.all_succeeded(), "not every request was answered 2xx");
         Ok(())
