@@ -15,6 +15,7 @@ use tokio::{net::TcpListener, sync::watch};
 
 use polyai_relay::{
     app::{self, Components},
+    cli::stdout,
     config::{
         ApiSettings, BrokerSettings, ConnectionLimits, ProjectName, ReceiverProject, ReceiverSettings, ServerSettings,
         Topology, WorkerSettings,
@@ -90,14 +91,17 @@ impl DemoArgs {
             chosen.push(picked);
         }
         let mock = mock.serve(TcpListener::bind("127.0.0.1:0").await?, shutdown.clone())?;
-        println!("mock PolyAI API    {}  (accounts ws-acme-uk and ws-acme-us, a key each)", mock.base_url());
+        stdout::line(format_args!(
+            "mock PolyAI API    {}  (accounts ws-acme-uk and ws-acme-us, a key each)",
+            mock.base_url()
+        ));
 
         let relay = app::start(components(&self.data_dir, &mock.base_url())?, shutdown.clone()).await?;
         let urls: Vec<String> = PROJECTS.iter().map(|p| format!("http://{}{}", relay.local_addr, p.path())).collect();
         for (project, url) in PROJECTS.iter().zip(&urls) {
-            println!("relay {:<12} {url}", project.name);
+            stdout::line(format_args!("relay {:<12} {url}", project.name));
         }
-        println!("records            {}\n", records_file.display());
+        stdout::line(format_args!("records            {}\n", records_file.display()));
 
         let mut sending = Vec::new();
         for ((project, url), conversations) in PROJECTS.iter().zip(&urls).zip(chosen) {
@@ -124,11 +128,15 @@ impl DemoArgs {
             (sent, accepted) = (sent + summary.sent, accepted + summary.accepted);
         }
         let landed = demo_output::wait_for(&self.data_dir, landed, accepted, &owners, &shutdown).await;
-        println!("\nsent {sent} signed webhooks, {accepted} accepted with 204");
+        stdout::line(format_args!("\nsent {sent} signed webhooks, {accepted} accepted with 204"));
         let Some(tally) = landed else { return stop(relay, printed).await };
         let records = tally.total() - tally.dead;
         if tally.dead == 0 {
-            println!("all {records} enriched records landed in {} ({})", records_file.display(), tally.by_project());
+            stdout::line(format_args!(
+                "all {records} enriched records landed in {} ({})",
+                records_file.display(),
+                tally.by_project()
+            ));
         } else {
             shutdown.cancel();
             stop(relay, printed).await?;
@@ -139,11 +147,11 @@ impl DemoArgs {
             );
         }
         if self.keep_running {
-            println!("\nstill running: try");
+            stdout::line(format_args!("\nstill running: try"));
             for (project, url) in PROJECTS.iter().zip(&urls) {
-                println!("  polyai-relay send --url {url} --secret {}", project.secret);
+                stdout::line(format_args!("  polyai-relay send --url {url} --secret {}", project.secret));
             }
-            println!("metrics at http://{}/metrics. Ctrl-C to stop.", relay.admin_addr);
+            stdout::line(format_args!("metrics at http://{}/metrics. Ctrl-C to stop.", relay.admin_addr));
             shutdown.cancelled().await;
         }
         shutdown.cancel();

@@ -10,9 +10,12 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use polyai_relay::queue::{
-    embedded::{EmbeddedQueue, CONVERSATIONS_FILE},
-    headers,
+use polyai_relay::{
+    cli::stdout,
+    queue::{
+        embedded::{EmbeddedQueue, CONVERSATIONS_FILE},
+        headers,
+    },
 };
 
 /// Which demo project each conversation belongs to, by conversation id: the project of a record
@@ -81,10 +84,10 @@ pub async fn print(
         written.borrow_and_update();
         let (records, dead) = read(&dir);
         for record in records.iter().skip(records_shown) {
-            println!("{:<8} {}", project_of(record, &owners), describe(record));
+            stdout::line(format_args!("{:<8} {}", project_of(record, &owners), describe(record)));
         }
         for line in dead.iter().skip(dead_shown) {
-            println!("{line}");
+            stdout::line(format_args!("{line}"));
         }
         (records_shown, dead_shown) = (records.len(), dead.len());
         shown.send_replace(records_shown + dead_shown);

@@ -1,10 +1,10 @@
 //! `send`: sign and POST events like PolyAI; with `--count`/`--concurrency`/`--rate`, a load generator.
 
-use std::io::Write as _;
-
-use anyhow::Context as _;
 use clap::Args;
-use polyai_relay::config::{parse_size, secret};
+use polyai_relay::{
+    cli::stdout,
+    config::{parse_size, secret},
+};
 use secrecy::SecretString;
 
 use crate::sender::{self, SendConfig, SendScheme};
@@ -80,23 +80,17 @@ impl SendArgs {
             body_size: self.body_size,
         })
         .await?;
-        let mut out = std::io::stdout().lock();
-        let printed = if let (true, Some(sent)) = (single, &report.first) {
+        // A reader that stops early (`send … | head -1`) has what it wanted: not an error.
+        if let (true, Some(sent)) = (single, &report.first) {
             let status = sent.status.map(|s| s.to_string()).unwrap_or_else(|| "no answer".into());
-            writeln!(
-                out,
+            stdout::line(format_args!(
                 "{status} {} (conversation {}) in {:.1} ms",
                 sent.event_id,
                 sent.conversation_id,
                 sent.latency.as_secs_f64() * 1000.0
-            )
+            ));
         } else {
-            writeln!(out, "{}", report.summary())
-        };
-        match printed {
-            // A reader that stopped early (`send … | head -1`) has what it wanted.
-            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
-            printed => printed.context("writing the report to stdout")?,
+            stdout::line(format_args!("{}", report.summary()));
         }
         anyhow::ensure!(report.all_succeeded(), "not every request was answered 2xx");
         Ok(())

@@ -7,6 +7,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use clap::Args;
 use time::OffsetDateTime;
 
+use super::stdout;
 use super::{
     target::{ChosenApis, ProjectsTarget},
     window::WindowArgs,
@@ -137,13 +138,13 @@ impl BackfillArgs {
             (false, true) => " (resumed)",
             (false, false) => "",
         };
-        println!(
+        stdout::line(format_args!(
             "{prefix}{} pages, {} conversations listed, {verb} {}, skipped {} in progress{}{how}",
             summary.pages,
             summary.seen,
             summary.published,
             summary.skipped_in_progress,
             if summary.duplicates > 0 { format!(", {} listed twice", summary.duplicates) } else { String::new() },
-        );
+        ));
     }
 }

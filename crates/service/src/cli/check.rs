@@ -9,6 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
+use super::stdout;
 use super::target::ProjectsTarget;
 use crate::{
     config::{refuse_beside_file, secret, BrokerSettings, Chosen, ProjectEntry},
@@ -38,9 +39,9 @@ enum Line {
 impl Line {
     fn print(&self) {
         match self {
-            Self::Pass(text) => println!("✓ {text}"),
-            Self::Warn(text) => println!("! {text}"),
-            Self::Fail(text) => println!("✗ {text}"),
+            Self::Pass(text) => stdout::line(format_args!("✓ {text}")),
+            Self::Warn(text) => stdout::line(format_args!("! {text}")),
+            Self::Fail(text) => stdout::line(format_args!("✗ {text}")),
         }
     }
 

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use super::stdout;
 use crate::{
     config::BrokerArgs,
     dead::{AmqpDeadLetters, DeadLetters, EmbeddedDeadLetters, ReplayProgress, ReplayRequest, Selection},
@@ -65,9 +66,9 @@ impl DeadCommand {
                 let letters = store.list(limit).await?;
                 for letter in &letters {
                     if json {
-                        println!("{}", serde_json::to_string(letter)?);
+                        stdout::line(format_args!("{}", serde_json::to_string(letter)?));
                     } else {
-                        println!("{}", letter.line());
+                        stdout::line(format_args!("{}", letter.line()));
                     }
                 }
                 if !json {
@@ -84,7 +85,7 @@ impl DeadCommand {
                 progress.finish();
                 let summary = result?;
                 let verb = if dry_run { "would replay" } else { "replayed" };
-                println!("{verb} {}, left {}", summary.replayed, summary.left);
+                stdout::line(format_args!("{verb} {}, left {}", summary.replayed, summary.left));
                 if summary.interrupted {
                     anyhow::bail!("interrupted; run it again to replay the rest");
                 }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::stdout;
 use clap::Args;
 
 /// Short enough for Docker's default 30 s check timeout and a kubelet's exec probe; a relay
@@ -22,7 +23,7 @@ impl HealthcheckArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
         match probe(&self.url).await {
             Ok(line) => {
-                println!("{line}");
+                stdout::line(format_args!("{line}"));
                 Ok(())
             }
             Err(line) => {

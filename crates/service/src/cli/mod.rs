@@ -8,6 +8,7 @@ mod healthcheck;
 mod reconcile;
 mod register;
 mod run;
+pub mod stdout;
 mod target;
 mod window;
 

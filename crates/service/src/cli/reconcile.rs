@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use time::OffsetDateTime;
 
+use super::stdout;
 use super::{
     target::{ChosenApis, ProjectsTarget},
     window::WindowArgs,
@@ -123,13 +124,13 @@ impl ReconcileArgs {
         let verb = if self.dry_run { "would reconcile" } else { "reconciled" };
         if self.dry_run {
             for id in &summary.ids {
-                println!("{prefix}{verb} {id}");
+                stdout::line(format_args!("{prefix}{verb} {id}"));
             }
         }
-        println!(
+        stdout::line(format_args!(
             "{prefix}{} conversations listed: {verb} {}, {} already known, {} in progress, {} finished within the settle time, {} in other environments",
             summary.listed, summary.reconciled, summary.known, summary.in_progress, summary.settling, summary.other_environment
-        );
+        ));
     }
 }
 

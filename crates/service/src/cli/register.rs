@@ -6,6 +6,7 @@
 use clap::Args;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::stdout;
 use crate::{
     config::{parse_list, PlatformArgs, ProjectChoice, ProjectEntry},
     polyai::{advice, ApiError, EndpointClient, NewEndpoint},
@@ -91,7 +92,7 @@ fn explain(error: ApiError, names: &Names) -> anyhow::Error {
 }
 
 fn print_secret(secret: &SecretString) {
-    println!("signing secret: {}", secret.expose_secret());
+    stdout::line(format_args!("signing secret: {}", secret.expose_secret()));
 }
 
 /// The URL to register: https only (PolyAI delivers only over TLS), and for a project of the
@@ -114,7 +115,10 @@ fn endpoint_url(url: &str, project: Option<&ProjectEntry>) -> anyhow::Result<Str
             entry.path
         );
     }
-    println!("project `{}` receives its webhooks on {}: registering {parsed}", entry.name, entry.path);
+    stdout::line(format_args!(
+        "project `{}` receives its webhooks on {}: registering {parsed}",
+        entry.name, entry.path
+    ));
     Ok(parsed.to_string())
 }
 
@@ -129,7 +133,7 @@ impl RegisterArgs {
         if self.list {
             let endpoints = client.list().await.map_err(|e| explain(e, &names))?;
             if endpoints.is_empty() {
-                println!("no webhook endpoints");
+                stdout::line(format_args!("no webhook endpoints"));
             }
             for endpoint in endpoints {
                 let text = |key: &str| endpoint[key].as_str().unwrap_or("").to_owned();
@@ -138,19 +142,19 @@ impl RegisterArgs {
                     .map(|t| t.iter().filter_map(|v| v.as_str()).collect())
                     .unwrap_or_default();
                 let state = if endpoint["enabled"] == false { "disabled" } else { "enabled" };
-                println!("{}  {state}  {}  {}", text("id"), text("url"), types.join(","));
+                stdout::line(format_args!("{}  {state}  {}  {}", text("id"), text("url"), types.join(",")));
             }
             return Ok(());
         }
         if let Some(id) = &self.rotate {
             let secret = client.rotate(id).await.map_err(|e| explain(e, &names))?;
-            println!("rotated the signing secret of {id}");
+            stdout::line(format_args!("rotated the signing secret of {id}"));
             print_secret(&secret);
-            println!(
+            stdout::line(format_args!(
                 "PolyAI stops using the old secret now: set {} to this one, and keep the old one as {} until every relay has it.",
                 names.secret(),
                 names.previous_secret()
-            );
+            ));
             return Ok(());
         }
         let endpoint = NewEndpoint {
@@ -160,22 +164,22 @@ impl RegisterArgs {
         };
         anyhow::ensure!(!endpoint.event_types.is_empty(), "--events is empty");
         let registered = client.create(&endpoint).await.map_err(|e| explain(e, &names))?;
-        println!("registered endpoint {} (via {})", registered.id, registered.path);
+        stdout::line(format_args!("registered endpoint {} (via {})", registered.id, registered.path));
         match &registered.signing_secret {
             Some(secret) => {
                 print_secret(secret);
-                println!(
+                stdout::line(format_args!(
                     "Store it now, as {}: PolyAI shows it only once. Lost it? `{} --rotate {}`.",
                     names.secret(),
                     names.command(),
                     registered.id
-                );
+                ));
             }
-            None => println!(
+            None => stdout::line(format_args!(
                 "PolyAI returned no signing secret; rotate one with `{} --rotate {}`",
                 names.command(),
                 registered.id
-            ),
+            )),
         }
         Ok(())
     }
