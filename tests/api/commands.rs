@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     broker::amqp_url,
     fake_polyai::{conversation, FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
-    process::run_to_exit_with_stdout,
+    process::{relay_command, run_to_exit_with_stdout},
 };
 
 async fn check(fake: &FakePolyai, amqp: &str) -> (Option<i32>, String) {
@@ -139,4 +139,25 @@ async fn register_falls_back_to_the_quickstart_path_when_the_reference_path_is_m
     assert_eq!(body["url"], "https://relay.example.com/hooks");
     assert_eq!(body["description"], "prod");
     assert_eq!(body["events"], json!(["conversation.completed", "handoff.created"]));
+}
+
+/// A new secret exists only in `register`'s output: one that cannot be written there (the reader
+/// gone) fails the command and says how to get another, where any other report line is dropped.
+#[tokio::test]
+async fn a_new_secret_that_cannot_be_written_fails_register() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock = MockApi::start(MockConfig::default(), listener, CancellationToken::new()).await.unwrap();
+    let mut command = relay_command(&["register", "--url", "https://relay.example.com/polyai-events"]);
+    command.env("POLYAI_PLATFORM_URL", mock.base_url()).env("POLYAI_PLATFORM_API_KEY", "mock-api-key");
+    let mut child = command.spawn().expect("binary runs");
+    // The read end closes before anything is written to it.
+    drop(child.stdout.take());
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("exits in time")
+        .expect("exit status");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("could not be written") && stderr.contains("--rotate whe_"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

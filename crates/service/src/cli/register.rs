@@ -91,8 +91,15 @@ fn explain(error: ApiError, names: &Names) -> anyhow::Error {
     }
 }
 
-fn print_secret(secret: &SecretString) {
-    stdout::line(format_args!("signing secret: {}", secret.expose_secret()));
+/// PolyAI shows a new secret only this once: a secret that could not be written (a reader gone,
+/// a full disk) fails the command, so that its operator knows to rotate it, never a quiet 0.
+fn print_secret(secret: &SecretString, id: &str, names: &Names) -> anyhow::Result<()> {
+    stdout::essential_line(format_args!("signing secret: {}", secret.expose_secret())).map_err(|error| {
+        anyhow::anyhow!(
+            "the new signing secret of {id} could not be written to stdout ({error}); rotate it: `{} --rotate {id}`",
+            names.command()
+        )
+    })
 }
 
 /// The URL to register: https only (PolyAI delivers only over TLS), and for a project of the
@@ -149,7 +156,7 @@ impl RegisterArgs {
         if let Some(id) = &self.rotate {
             let secret = client.rotate(id).await.map_err(|e| explain(e, &names))?;
             stdout::line(format_args!("rotated the signing secret of {id}"));
-            print_secret(&secret);
+            print_secret(&secret, id, &names)?;
             stdout::line(format_args!(
                 "PolyAI stops using the old secret now: set {} to this one, and keep the old one as {} until every relay has it.",
                 names.secret(),
@@ -167,7 +174,7 @@ impl RegisterArgs {
         stdout::line(format_args!("registered endpoint {} (via {})", registered.id, registered.path));
         match &registered.signing_secret {
             Some(secret) => {
-                print_secret(secret);
+                print_secret(secret, &registered.id, &names)?;
                 stdout::line(format_args!(
                     "Store it now, as {}: PolyAI shows it only once. Lost it? `{} --rotate {}`.",
                     names.secret(),

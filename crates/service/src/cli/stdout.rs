@@ -6,10 +6,18 @@ use std::io::{ErrorKind, Write};
 
 /// Writes one line of the report; dropped once the reader is gone.
 pub fn line(text: std::fmt::Arguments<'_>) {
-    match writeln!(std::io::stdout().lock(), "{text}") {
-        Ok(()) => {}
-        Err(error) if error.kind() == ErrorKind::BrokenPipe => {}
-        // As `println!` does: a report that cannot be written anywhere is not worth a result.
-        Err(error) => panic!("failed printing to stdout: {error}"),
+    if let Err(error) = essential_line(text) {
+        if error.kind() != ErrorKind::BrokenPipe {
+            // As `println!` does: a report that cannot be written anywhere is not worth a result.
+            panic!("failed printing to stdout: {error}");
+        }
     }
+}
+
+/// Writes a line that is the command's result and exists nowhere else (a new signing secret):
+/// its loss, a broken pipe included, is the caller's error to report.
+pub fn essential_line(text: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
 }
