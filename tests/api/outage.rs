@@ -148,3 +148,21 @@ async fn the_worker_waits_while_the_broker_is_away_and_resumes_without_a_restart
     let record = app.next_record().await;
     assert_eq!(record.json["conversation"]["id"], "CAback");
 }
+
+#[tokio::test]
+async fn a_publish_given_up_at_the_deadline_is_still_seen_through_to_the_brokers_answer() {
+    // A broker slow to confirm, not gone: it stays connected (heartbeats of 10 s) and answers
+    // after the deadline. lapin would keep each confirm dropped unanswered for as long as the
+    // connection lives; the relay waits for it instead, and lets it go once answered.
+    let options = Options { worker: false, ack_deadline: Duration::from_millis(300), ..Options::default() };
+    let (app, proxy) = proxied_app(options).await;
+    proxy.stall();
+    let (_, status) = post(&app, 0).await;
+    assert_eq!(status, 503, "not confirmed within the deadline (no spool)");
+    assert_eq!(app.metric(r#"relay_publish_confirms_total{destination="events",result="timeout"}"#).await, 1.0);
+
+    proxy.resume();
+    app.wait_for_metric(r#"relay_publish_confirms_late_total{destination="events",result="ack"}"#, 1.0).await;
+    // The copy the broker took after all: PolyAI's retry of the 503 makes it a duplicate.
+    assert_eq!(app.queue.pending().await, 1);
+}

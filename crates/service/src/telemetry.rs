@@ -34,6 +34,9 @@ pub mod names {
     pub const ACK_SECONDS: &str = "relay_ack_duration_seconds";
     /// Publisher confirms by `destination` and `result` (ack, nack, returned, unavailable, timeout, error).
     pub const CONFIRMS: &str = "relay_publish_confirms_total";
+    /// Broker answers to publishes given up at a deadline (counted `timeout` in [`CONFIRMS`]),
+    /// by `destination` and `result`: an `ack` is a copy that reached the broker after all.
+    pub const LATE_CONFIRMS: &str = "relay_publish_confirms_late_total";
     /// API fetches by `project` and `status` (200, 404, 429, 5xx codes, transport). Every worker
     /// metric's `project` is a configured project's name, or `unknown`: never a header's value.
     pub const FETCHES: &str = "relay_api_fetches_total";

@@ -7,6 +7,7 @@ mod consumer;
 pub(crate) mod convert;
 pub mod log;
 mod publisher;
+mod seen_through;
 pub mod session;
 mod tls;
 pub mod topology;

@@ -23,7 +23,7 @@ use lapin::{
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{confirmed::publish_confirmed, connect::Connector, convert, describe, topology};
+use super::{confirmed::publish_confirmed, connect::Connector, convert, describe, seen_through::SeenThrough, topology};
 use crate::{
     backoff::RECONNECT,
     config::{AmqpTarget, Topology},
@@ -150,10 +150,13 @@ impl Publisher for AmqpPublisher {
             return Err(PublishError::Unavailable);
         }
         let index = session.next.fetch_add(1, Ordering::Relaxed) % session.channels.len();
-        let channel = &session.channels[index];
         let (exchange, routing_key, expiration) = self.route(to, &message);
         let (body, properties) = convert::into_amqp(message, expiration);
-        let result = publish_confirmed(channel, exchange, routing_key, &body, properties).await;
+        let publish = async move {
+            let channel = &session.channels[index];
+            publish_confirmed(channel, exchange, routing_key, &body, properties).await
+        };
+        let result = SeenThrough::new(publish, to, self.shared.metrics.clone()).await;
         if let Err(PublishError::Failed(_)) = &result {
             // The channel or the connection failed: the supervisor looks at once.
             self.shared.broken.notify_one();
