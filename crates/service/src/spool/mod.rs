@@ -13,7 +13,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, MutexGuard,
     },
 };
 
@@ -67,6 +67,10 @@ struct Inner {
     /// The event count (read from the store at open) and whether the spool accepts, sent on every
     /// change: the drainer, `/readyz` and tests wait on it instead of looking now and then.
     level: watch::Sender<Level>,
+    /// Held across a write or a removal and the change it makes to the count: the drainer can
+    /// read an event the moment its write commits, and its removal must not be counted before
+    /// the write is, or the count would go below zero.
+    counting: Mutex<()>,
     dir: PathBuf,
     /// This relay's recorder (its own in tests, the process's in production).
     metrics: Metrics,
@@ -114,6 +118,7 @@ impl Spool {
                 healthy: AtomicBool::new(true),
                 full: AtomicBool::new(false),
                 level: watch::Sender::new(Level { events, accepts: true }),
+                counting: Mutex::new(()),
                 dir: dir.clone(),
                 metrics,
             }),
@@ -145,6 +150,7 @@ impl Spool {
         // The bookkeeping happens on the blocking thread with the write: a caller that stops
         // waiting (the ack deadline) cannot leave a committed event uncounted.
         let written = tokio::task::spawn_blocking(move || {
+            let _counting = shared.counting();
             // `available_at` 0: every spooled event is due at once, so the store's order is insertion order.
             let result = shared.store.insert(&message, 0);
             shared.healthy.store(result.is_ok(), Ordering::Relaxed);
@@ -201,6 +207,7 @@ impl Spool {
         let shared = self.inner.clone();
         let removed = tokio::task::spawn_blocking(move || {
             let seqs: Vec<i64> = confirmed.iter().map(|(seq, _)| *seq).collect();
+            let _counting = shared.counting();
             shared.store.remove_all(&seqs)?;
             let bytes: u64 = confirmed.iter().map(|(_, size)| size).sum();
             shared.bytes.fetch_sub(bytes, Ordering::SeqCst);
@@ -220,6 +227,10 @@ impl Spool {
 }
 
 impl Inner {
+    fn counting(&self) -> MutexGuard<'_, ()> {
+        self.counting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn accepts(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
             && !self.full.load(Ordering::SeqCst)

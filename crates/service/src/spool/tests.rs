@@ -231,3 +231,35 @@ async fn an_event_whose_caller_stopped_waiting_is_still_counted_and_drained() {
     shutdown.cancel();
     drainer.await.unwrap();
 }
+
+/// The drainer can read an event the moment its write commits, before the write has counted it:
+/// the removal waits for that count instead of taking the count below zero.
+#[tokio::test]
+#[allow(clippy::await_holding_lock, reason = "the guard is a write paused between its commit and its count")]
+async fn a_removal_racing_a_write_is_counted_after_the_write() {
+    let dir = TempDir::new();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
+    spool.put(message("evt-0")).await.unwrap();
+    // What `put` does for evt-1, paused after the commit.
+    let size = stored_size(&message("evt-1"));
+    spool.inner.bytes.fetch_add(size, Ordering::SeqCst);
+    let counting = spool.inner.counting();
+    spool.inner.store.insert(&message("evt-1"), 0).unwrap();
+
+    let batch = spool.oldest(2, u64::MAX).await.unwrap();
+    assert_eq!(batch.len(), 2, "the drainer sees the committed write");
+    let confirmed = batch.iter().map(|stored| (stored.seq, stored_size(&stored.message))).collect();
+    let mut removal = tokio::spawn({
+        let spool = spool.clone();
+        async move { spool.remove(confirmed).await }
+    });
+    // A negative, so bounded by a short wait.
+    let early = tokio::time::timeout(Duration::from_millis(200), &mut removal).await;
+    assert!(early.is_err(), "the removal was counted before the write it removes: {early:?}");
+
+    spool.inner.update(|events| *events += 1);
+    drop(counting);
+    removal.await.unwrap().unwrap();
+    assert_eq!(spool.events(), 0);
+    assert_eq!(spool.inner.bytes.load(Ordering::SeqCst), 0);
+}
