@@ -89,9 +89,9 @@ impl RecentDeliveries {
     }
 
     /// When a key inserted now expires, rounded up: a delivery is remembered for the whole
-    /// window, at most a second longer.
-    fn expiry(&self) -> Second {
-        let expires = self.epoch.elapsed() + self.window;
+    /// window and `beyond` it, at most a second longer.
+    fn expiry(&self, beyond: Duration) -> Second {
+        let expires = self.epoch.elapsed() + self.window + beyond;
         let seconds = expires.as_secs() + u64::from(expires.subsec_nanos() > 0);
         Second::try_from(seconds).unwrap_or(Second::MAX)
     }
@@ -104,14 +104,16 @@ impl RecentDeliveries {
         state.expiry.get(key).is_some_and(|expires| *expires > now)
     }
 
-    /// Records a delivery that was just enqueued.
-    pub fn insert(&self, key: DeliveryKey) {
+    /// Records a delivery that was just enqueued. `signed_ahead`: how far its signed timestamp
+    /// is ahead of this relay's clock. Its signature is accepted until that timestamp is a window
+    /// old, so a copy must be recognised that much longer than a window from now.
+    pub fn insert(&self, key: DeliveryKey, signed_ahead: Duration) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.forget_expired(self.now());
         while state.order.len() >= CAPACITY {
             state.forget_oldest();
         }
-        let expires = self.expiry();
+        let expires = self.expiry(signed_ahead);
         state.expiry.insert(key, expires);
         state.order.push_back((expires, key));
     }
@@ -146,7 +148,7 @@ mod tests {
     async fn a_key_is_remembered_for_the_window_only() {
         let recent = RecentDeliveries::new(Duration::from_secs(300));
         tokio::time::advance(Duration::from_millis(500)).await;
-        recent.insert(key(1));
+        recent.insert(key(1), Duration::ZERO);
         assert!(recent.contains(&key(1)));
         assert!(!recent.contains(&key(2)));
         // Whole seconds, rounded towards remembering: still there at the window's last instant.
@@ -158,12 +160,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_delivery_signed_ahead_of_the_clock_is_remembered_until_its_signature_goes_stale() {
+        let recent = RecentDeliveries::new(Duration::from_secs(300));
+        recent.insert(key(1), Duration::from_secs(5));
+        recent.insert(key(2), Duration::ZERO);
+        tokio::time::advance(Duration::from_secs(302)).await;
+        assert!(recent.contains(&key(1)), "its signature is still fresh here");
+        assert!(!recent.contains(&key(2)));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(!recent.contains(&key(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn memory_stays_bounded_by_forgetting_the_oldest() {
         let recent = RecentDeliveries::new(Duration::from_secs(300));
         for n in 0..(CAPACITY + 10) {
             let mut bytes = [0u8; 16];
             bytes[..8].copy_from_slice(&(n as u64).to_le_bytes());
-            recent.insert(DeliveryKey(bytes));
+            recent.insert(DeliveryKey(bytes), Duration::ZERO);
         }
         let state = recent.state.lock().unwrap();
         assert_eq!((state.order.len(), state.expiry.len()), (CAPACITY, CAPACITY));

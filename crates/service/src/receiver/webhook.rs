@@ -2,7 +2,7 @@
 
 use std::{
     collections::BTreeMap,
-    time::{Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use axum::{
@@ -133,9 +133,10 @@ async fn handle(
         signature: header_bytes(headers, &SIGNATURE),
         timestamp: header_bytes(headers, &TIMESTAMP),
     };
+    let now = unix_now();
     let verified = {
         let _verify = trace_span!("verify").entered();
-        endpoint.verifier.verify(unverified, unix_now() as i64)
+        endpoint.verifier.verify(unverified, now as i64)
     }
     .map_err(Rejection::Unauthorized)?;
     // PolyAI's from here: its connection is not evicted to make room for another (design §10).
@@ -171,6 +172,7 @@ async fn handle(
     if receiver.recent.contains(&delivery) {
         return Ok(Accepted::Duplicate);
     }
+    let ahead = signed_ahead(event.verified.timestamp(), now);
 
     // The worker's span continues from this one: the raw event carries its `traceparent`.
     let publish_span = trace_span!("publish", otel.kind = "producer", destination = "events", result = Empty);
@@ -185,7 +187,7 @@ async fn handle(
     publish_span.record("result", result);
     let stored = stored?;
     // Spooled or confirmed, it is answered 204 and will reach the queue: a replay is a duplicate.
-    receiver.recent.insert(delivery);
+    receiver.recent.insert(delivery, ahead);
     match stored {
         Stored::Broker => Ok(Accepted::Enqueued),
         Stored::Spooled => Ok(Accepted::Spooled),
@@ -239,6 +241,13 @@ fn header_bytes(headers: &HeaderMap, name: &HeaderName) -> Option<Bytes> {
     headers.get(name).map(|v| Bytes::copy_from_slice(v.as_bytes()))
 }
 
+/// How far a verified timestamp is ahead of this relay's clock (`now`); zero when it is not, or
+/// when the scheme signed none.
+fn signed_ahead(timestamp: Option<&str>, now: u64) -> Duration {
+    let signed = timestamp.and_then(|ts| ts.parse::<u64>().ok()).unwrap_or_default();
+    Duration::from_secs(signed.saturating_sub(now))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
 }
@@ -259,5 +268,18 @@ fn raw_event_message(event: Event, endpoint: &Endpoint) -> Message {
         event_type: event.event_type,
         timestamp: now.unix_timestamp().max(0) as u64,
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timestamp_ahead_of_the_clock_extends_how_long_its_delivery_is_remembered() {
+        assert_eq!(signed_ahead(Some("1000"), 990), Duration::from_secs(10));
+        assert_eq!(signed_ahead(Some("1000"), 1000), Duration::ZERO);
+        assert_eq!(signed_ahead(Some("990"), 1000), Duration::ZERO, "behind the clock: the window as usual");
+        assert_eq!(signed_ahead(None, 1000), Duration::ZERO, "the body scheme signs no timestamp");
     }
 }
