@@ -27,6 +27,9 @@ pub fn advice_for(error: &ApiError, names: SettingNames) -> &'static str {
         ApiError::NotFound { .. } => {
             "wrong host family or ids: the project's region (or base_url) must name https://api.{us-1,uk-1,euw-1}.platform.polyai.app, and its account_id / project_id the workspace and agent ids"
         }
+        ApiError::Rejected { status: 300..=399, .. } => {
+            "the API answered with a redirect, which the relay does not follow (the key would go with it): if it points at PolyAI's https:// host, set the project's region or base_url (or platform_url) to that host"
+        }
         _ => advice(error),
     }
 }
@@ -46,6 +49,9 @@ pub fn advice(error: &ApiError) -> &'static str {
         ApiError::RateLimited { .. } => "rate limited: wait for Retry-After, or lower RELAY_API_RATE",
         ApiError::Server { .. } => "PolyAI answered with a server error: retry later; quote the correlation id to support",
         ApiError::Transport(_) => "the API could not be reached: check the host name, DNS, proxies and egress rules",
+        ApiError::Rejected { status: 300..=399, .. } => {
+            "the API answered with a redirect, which the relay does not follow (the key would go with it): if it points at PolyAI's https:// host, set POLYAI_BASE_URL (or POLYAI_PLATFORM_URL) to that host"
+        }
         ApiError::Rejected { .. } => "the request was refused as invalid: check the ids and options",
         ApiError::Unusable { .. } => {
             "the answer cannot be used: raise RELAY_API_MAX_RESPONSE or RELAY_AUDIO_MAX if it is legitimate"

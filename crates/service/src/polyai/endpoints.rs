@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use url::Url;
 
-use super::{error_of, http_client, key_header, transport_detail, ApiError};
+use super::{clients::api_client, error_of, key_header, transport_detail, ApiError};
 use crate::config::{BaseUrl, PlatformSettings};
 
 /// The reference path; the quickstart's `/v1/webhooks/endpoints` is the fallback on a 404.
@@ -37,7 +37,7 @@ pub struct EndpointClient {
 impl EndpointClient {
     pub fn new(settings: &PlatformSettings) -> anyhow::Result<Self> {
         Ok(Self {
-            http: http_client(settings.timeout)?,
+            http: api_client(settings.timeout)?,
             base: settings.url.clone(),
             key: key_header("POLYAI_PLATFORM_API_KEY", &settings.api_key)?,
         })

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
+use url::{Origin, Url};
 
 /// The longest `Retry-After` the relay obeys (the worker and backfill alike): a server asking for
 /// more is treated as asking for this. The longest retry delay queue holds it.
@@ -81,6 +82,16 @@ pub fn error_detail(body: &[u8]) -> String {
     }
 }
 
+/// What a 3xx answer to `from` said, for an error: where it pointed, as scheme, host and port
+/// only. The rest of a `Location` (a signed storage URL's query, say) can be a credential.
+pub fn redirect_detail(location: Option<&str>, from: &Url) -> String {
+    const WHY: &str = "not followed: the API key goes to the configured host only";
+    match location.and_then(|location| from.join(location).ok()).map(|to| to.origin()) {
+        Some(origin @ Origin::Tuple(..)) => format!("redirected to {} ({WHY})", origin.ascii_serialization()),
+        _ => format!("a redirect with no usable Location ({WHY})"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +119,17 @@ mod tests {
         let raw = "x".repeat(500);
         assert_eq!(error_detail(raw.as_bytes()).len(), 200);
         assert_eq!(error_detail(b""), "no error body");
+    }
+
+    #[test]
+    fn a_redirect_is_described_by_where_it_points_without_path_query_or_credentials() {
+        let from = Url::parse("https://api.us-1.platform.polyai.app/v3/ws/p/conversations/CA1").unwrap();
+        let signed = redirect_detail(Some("http://user:pw@storage.example.com:8080/a.wav?sig=s3cr3t"), &from);
+        assert!(signed.starts_with("redirected to http://storage.example.com:8080 (not followed"), "{signed}");
+        assert!(!signed.contains("s3cr3t") && !signed.contains("pw") && !signed.contains("a.wav"), "{signed}");
+        let relative = redirect_detail(Some("/elsewhere"), &from);
+        assert!(relative.starts_with("redirected to https://api.us-1.platform.polyai.app ("), "{relative}");
+        assert!(redirect_detail(None, &from).starts_with("a redirect with no usable Location"));
+        assert!(redirect_detail(Some("data:text/plain,x"), &from).starts_with("a redirect with no usable Location"));
     }
 }

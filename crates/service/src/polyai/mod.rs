@@ -4,6 +4,7 @@
 mod advice;
 mod audio;
 mod capped;
+mod clients;
 mod endpoints;
 mod errors;
 mod list;
@@ -19,7 +20,7 @@ pub use self::{
     advice::{advice, advice_for, SettingNames},
     audio::AudioRequest,
     endpoints::{EndpointClient, NewEndpoint, RegisteredEndpoint},
-    errors::{error_detail, parse_retry_after, RETRY_AFTER_CAP},
+    errors::{error_detail, parse_retry_after, redirect_detail, RETRY_AFTER_CAP},
     list::{ListPage, ListRequest, Summary},
 };
 use crate::config::{ApiSettings, BaseUrl, ConversationApi, ProjectName};
@@ -68,14 +69,6 @@ pub(crate) fn key_header(variable: &str, key: &SecretString) -> anyhow::Result<H
     Ok(value)
 }
 
-pub(crate) fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(crate::http_client::builder()
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(5))
-        .user_agent(concat!("polyai-relay/", env!("CARGO_PKG_VERSION")))
-        .build()?)
-}
-
 /// Where conversations are read from: a host, its key, and the path prefix.
 #[derive(Clone)]
 struct Host {
@@ -113,7 +106,7 @@ impl PolyaiClient {
         };
         Ok(Self {
             project: settings.project.clone(),
-            http: http_client(settings.timeout)?,
+            http: clients::api_client(settings.timeout)?,
             runtime: Host { base: settings.base_url.clone(), key: key_header("POLYAI_API_KEY", &settings.api_key)? },
             platform,
             account_id: settings.account_id.clone(),
@@ -187,6 +180,12 @@ impl PolyaiClient {
 /// Reads an error answer into an [`ApiError`] with a one-line detail and the correlation id.
 pub(crate) async fn error_of(response: Response) -> ApiError {
     let status = response.status();
+    if status.is_redirection() {
+        // Not followed (see `clients`): where it pointed is the detail; the body, if any, is a
+        // page for browsers.
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok());
+        return classify(status, None, redirect_detail(location, response.url()));
+    }
     let retry_after = response
         .headers()
         .get("retry-after")
@@ -247,5 +246,8 @@ mod tests {
         assert!(matches!(c(408), ApiError::Server { .. }));
         assert!(matches!(c(400), ApiError::Rejected { .. }));
         assert!(matches!(c(422), ApiError::Rejected { .. }));
+        // A redirect is not followed, and asking again would be redirected again.
+        assert!(matches!(c(302), ApiError::Rejected { status: 302, .. }));
+        assert!(matches!(c(307), ApiError::Rejected { status: 307, .. }));
     }
 }
