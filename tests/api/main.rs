@@ -7,6 +7,7 @@ use polyai_relay_testkit::{backend, broker, certs, fake_polyai, helpers, poll, p
 
 mod addresses;
 mod audio;
+mod audio_pace;
 mod backfill;
 mod commands;
 mod config;

@@ -60,7 +60,8 @@ pub struct PlatformArgs {
     pub api_key: Option<SecretString>,
     #[arg(long, env = "POLYAI_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
-    /// Timeout of one API call.
+    /// Timeout of one API call; of a recording download, the longest wait for its answer and for
+    /// each read of its body.
     #[arg(long, env = "RELAY_API_TIMEOUT", default_value = defaults::API_TIMEOUT, value_parser = duration("RELAY_API_TIMEOUT"))]
     pub api_timeout: Duration,
 }

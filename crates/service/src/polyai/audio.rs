@@ -18,7 +18,8 @@ impl PolyaiClient {
         url.query_pairs_mut()
             .append_pair("direction", request.direction.as_str())
             .append_pair("redacted", if request.redacted { "true" } else { "false" });
-        // Accept: audio/wav and no Content-Type, as the audio page asks.
-        self.get(host, url, "audio/wav").await
+        // Accept: audio/wav and no Content-Type, as the audio page asks. Through the download
+        // client: a long recording takes longer than RELAY_API_TIMEOUT to stream whole.
+        self.get_with(&self.downloads, host, url, "audio/wav").await
     }
 }

@@ -14,6 +14,15 @@ pub(crate) fn api_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
     Ok(keyed_builder().timeout(timeout).build()?)
 }
 
+/// For recordings: no total deadline, which a long call's WAV (60 to 115 MB) can outlast on a
+/// healthy link, and a body it cut would be retried and cut again. Instead the answer's headers
+/// are due within `timeout` of sending (reqwest's read timer runs from the send until they come),
+/// then each read of the body within `timeout` of the one before: a download that keeps moving
+/// finishes, a stalled one fails and its event is retried.
+pub(crate) fn download_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    Ok(keyed_builder().read_timeout(timeout).build()?)
+}
+
 /// What every key-bearing client shares: no redirects, a bounded connect, the relay's name.
 fn keyed_builder() -> reqwest::ClientBuilder {
     crate::http_client::builder()

@@ -81,7 +81,10 @@ struct Host {
 pub struct PolyaiClient {
     /// The relay project these settings belong to (design §12), for what is published with them.
     project: ProjectName,
+    /// JSON calls, each within `RELAY_API_TIMEOUT` whole.
     http: reqwest::Client,
+    /// Recordings, bounded by progress rather than total time (see `clients::download_client`).
+    downloads: reqwest::Client,
     runtime: Host,
     /// The Agents API host, when configured.
     platform: Option<Host>,
@@ -107,6 +110,7 @@ impl PolyaiClient {
         Ok(Self {
             project: settings.project.clone(),
             http: clients::api_client(settings.timeout)?,
+            downloads: clients::download_client(settings.timeout)?,
             runtime: Host { base: settings.base_url.clone(), key: key_header("POLYAI_API_KEY", &settings.api_key)? },
             platform,
             account_id: settings.account_id.clone(),
@@ -160,10 +164,20 @@ impl PolyaiClient {
         capped::read_capped(response, self.max_response).await
     }
 
-    /// GET with the host's key; a non-2xx answer becomes an [`ApiError`].
+    /// GET with the host's key, through the JSON client.
     async fn get(&self, host: &Host, url: Url, accept: &str) -> Result<Response, ApiError> {
-        let response = self
-            .http
+        self.get_with(&self.http, host, url, accept).await
+    }
+
+    /// GET with the host's key through `http`; a non-2xx answer becomes an [`ApiError`].
+    async fn get_with(
+        &self,
+        http: &reqwest::Client,
+        host: &Host,
+        url: Url,
+        accept: &str,
+    ) -> Result<Response, ApiError> {
+        let response = http
             .get(url)
             .header("x-api-key", host.key.clone())
             .header("accept", accept)
