@@ -2,7 +2,8 @@
 //!
 //! Events go in batches: the oldest [`BATCH`] (or fewer, up to [`BATCH_BYTES`]) are published at once (their confirms pipelined),
 //! the confirmed ones are removed in one transaction, then the next batch. So an event reaches
-//! the broker before any event spooled a batch or more after it, and a crash at any point leaves
+//! the broker before any event spooled a batch or more after it, unless the broker refused it
+//! (then it is tried again once the events behind it have gone), and a crash at any point leaves
 //! every unconfirmed event in the spool: at worst one is sent twice, with its message id, never lost.
 
 use std::{sync::Arc, time::Duration};
@@ -15,7 +16,7 @@ use crate::queue::{embedded::store::stored_size, Destination, PublishError, Publ
 
 /// Events published together: enough to keep the broker's confirms pipelined, few enough that
 /// "oldest first" stays close to exact.
-const BATCH: usize = 64;
+pub(super) const BATCH: usize = 64;
 
 /// A batch stops growing at this many bytes: events can be up to RELAY_MAX_BODY each, and a
 /// batch is held in memory until confirmed.
@@ -28,6 +29,17 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause after a batch the broker did not wholly confirm (a nack, a timeout, a lost
 /// connection), so a broker in trouble is not hammered.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// What forwarding one batch came to.
+enum Forwarded {
+    /// No event after the cursor.
+    Nothing,
+    /// Every event of the batch confirmed and removed.
+    All,
+    /// Not all of it: the broker refused some, which stay in the spool, or the spool failed.
+    /// `last`: the batch's last event, when it was read.
+    Partly { last: Option<i64> },
+}
 
 pub struct Drainer {
     spool: Spool,
@@ -44,6 +56,10 @@ impl Drainer {
     /// spool and go out after the restart.
     pub async fn run(self) {
         let mut draining = false;
+        // Where the next batch starts: past a batch the broker did not wholly take, so events it
+        // keeps refusing (their type no longer bound, say) cannot hold back the ones behind them;
+        // back to the start once the end is reached.
+        let mut after_seq = 0;
         let mut level = self.spool.level();
         let mut ready = self.publisher.readiness();
         loop {
@@ -78,11 +94,24 @@ impl Drainer {
                 tracing::info!(events = self.spool.events(), "the broker takes publishes: draining the spool");
                 draining = true;
             }
-            let complete = tokio::select! {
+            let forwarded = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                complete = self.forward_batch() => complete,
+                forwarded = self.forward_batch(after_seq) => forwarded,
             };
-            if !complete && !self.until(tokio::time::sleep(RETRY_PAUSE)).await {
+            let pause = match forwarded {
+                Forwarded::All => false,
+                Forwarded::Nothing if after_seq > 0 => {
+                    after_seq = 0;
+                    false
+                }
+                // Counted but not there: not worth a busy loop.
+                Forwarded::Nothing => true,
+                Forwarded::Partly { last } => {
+                    after_seq = last.unwrap_or(after_seq);
+                    true
+                }
+            };
+            if pause && !self.until(tokio::time::sleep(RETRY_PAUSE)).await {
                 return;
             }
         }
@@ -96,15 +125,16 @@ impl Drainer {
         }
     }
 
-    /// Publishes the oldest batch and removes what was confirmed; true if all of it was.
-    async fn forward_batch(&self) -> bool {
-        let batch = match self.spool.oldest(BATCH, BATCH_BYTES).await {
+    /// Publishes the oldest batch after `after_seq` and removes what was confirmed.
+    async fn forward_batch(&self, after_seq: i64) -> Forwarded {
+        let batch = match self.spool.oldest(after_seq, BATCH, BATCH_BYTES).await {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(%error, "the spool cannot be read; trying again");
-                return false;
+                return Forwarded::Partly { last: None };
             }
         };
+        let Some(last) = batch.last().map(|stored| stored.seq) else { return Forwarded::Nothing };
         let publishes = batch.into_iter().map(|stored| async move {
             let size = stored_size(&stored.message);
             let id = stored.message.message_id.clone();
@@ -128,8 +158,12 @@ impl Drainer {
         if let Err(error) = self.spool.remove(confirmed).await {
             // Confirmed but still on disk: they will be sent again (duplicates, same message id).
             tracing::error!(%error, "confirmed events could not be removed from the spool; they will be sent again");
-            return false;
+            return Forwarded::Partly { last: None };
         }
-        failed == 0
+        if failed == 0 {
+            Forwarded::All
+        } else {
+            Forwarded::Partly { last: Some(last) }
+        }
     }
 }

@@ -189,10 +189,11 @@ impl Spool {
         self.inner.level.subscribe()
     }
 
-    /// The oldest events, oldest first: at most `limit`, and no more once they hold `max_bytes`.
-    async fn oldest(&self, limit: usize, max_bytes: u64) -> Result<Vec<Stored>, SpoolError> {
+    /// The oldest events after `after_seq` (0: from the start), oldest first: at most `limit`, and
+    /// no more once they hold `max_bytes`.
+    async fn oldest(&self, after_seq: i64, limit: usize, max_bytes: u64) -> Result<Vec<Stored>, SpoolError> {
         let shared = self.inner.clone();
-        match tokio::task::spawn_blocking(move || shared.store.oldest(limit, max_bytes)).await {
+        match tokio::task::spawn_blocking(move || shared.store.oldest(after_seq, limit, max_bytes)).await {
             Ok(Ok(events)) => Ok(events),
             Ok(Err(error)) => Err(SpoolError::Storage(error.to_string())),
             Err(join) => Err(SpoolError::Storage(join.to_string())),

@@ -40,12 +40,13 @@ struct FakeBroker {
     published: Mutex<Vec<Message>>,
     /// False while the broker is away; the drainer waits on it as on a real broker's readiness.
     ready: watch::Sender<bool>,
-    nack_id: Mutex<Option<String>>,
+    /// Every event whose id starts with this is nacked.
+    nack_prefix: Mutex<Option<String>>,
 }
 
 impl Default for FakeBroker {
     fn default() -> Self {
-        Self { published: Mutex::default(), ready: watch::Sender::new(true), nack_id: Mutex::default() }
+        Self { published: Mutex::default(), ready: watch::Sender::new(true), nack_prefix: Mutex::default() }
     }
 }
 
@@ -56,7 +57,7 @@ impl Publisher for FakeBroker {
         if !*self.ready.borrow() {
             return Err(PublishError::Unavailable);
         }
-        if self.nack_id.lock().unwrap().as_deref() == Some(message.message_id.as_str()) {
+        if self.nack_prefix.lock().unwrap().as_deref().is_some_and(|prefix| message.message_id.starts_with(prefix)) {
             return Err(PublishError::Nacked);
         }
         self.published.lock().unwrap().push(message);
@@ -98,13 +99,13 @@ async fn spooled_events_come_back_whole_and_oldest_first_after_a_reopen() {
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     assert_eq!(spool.events(), 5);
     assert_eq!(spool.inner.bytes.load(Ordering::SeqCst), bytes, "the byte count read back equals the one kept");
-    let oldest = spool.oldest(3, u64::MAX).await.unwrap();
+    let oldest = spool.oldest(0, 3, u64::MAX).await.unwrap();
     let ids: Vec<_> = oldest.iter().map(|s| s.message.message_id.as_str()).collect();
     assert_eq!(ids, ["evt-0", "evt-1", "evt-2"]);
     assert_eq!(oldest[0].message, message("evt-0"), "body, id, type, timestamp and headers kept");
     let one = stored_size(&message("evt-0"));
-    assert_eq!(spool.oldest(5, one + 1).await.unwrap().len(), 2, "a batch stops at its byte limit");
-    assert_eq!(spool.oldest(5, 1).await.unwrap().len(), 1, "and holds at least one event");
+    assert_eq!(spool.oldest(0, 5, one + 1).await.unwrap().len(), 2, "a batch stops at its byte limit");
+    assert_eq!(spool.oldest(0, 5, 1).await.unwrap().len(), 1, "and holds at least one event");
 }
 
 #[tokio::test]
@@ -118,7 +119,7 @@ async fn a_full_spool_refuses_and_accepts_again_once_drained() {
     assert!(matches!(spool.put(message("evt-2")).await, Err(SpoolError::Full { .. })));
     assert_eq!(spool.events(), 2);
 
-    let seq = spool.oldest(1, u64::MAX).await.unwrap()[0].seq;
+    let seq = spool.oldest(0, 1, u64::MAX).await.unwrap()[0].seq;
     spool.remove(vec![(seq, one)]).await.unwrap();
     assert!(spool.accepts());
     spool.put(message("evt-2")).await.unwrap();
@@ -138,7 +139,7 @@ async fn what_waits_on_the_spool_hears_when_an_event_finds_no_room_and_when_room
     assert!(level.has_changed().unwrap(), "woken: `/readyz` turns unready");
     assert_eq!(*level.borrow_and_update(), Level { events: 2, accepts: false });
 
-    let seq = spool.oldest(1, u64::MAX).await.unwrap()[0].seq;
+    let seq = spool.oldest(0, 1, u64::MAX).await.unwrap()[0].seq;
     spool.remove(vec![(seq, one)]).await.unwrap();
     assert_eq!(*level.borrow_and_update(), Level { events: 1, accepts: true });
 }
@@ -184,7 +185,7 @@ async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties
     broker.ready.send_replace(true);
     wait_for_events(&spool, 0).await;
     assert_eq!(broker.ids(), ids, "forwarded once each, oldest first");
-    assert_eq!(spool.oldest(1, u64::MAX).await.unwrap().len(), 0);
+    assert_eq!(spool.oldest(0, 1, u64::MAX).await.unwrap().len(), 0);
 
     spool.put(message("evt-late")).await.unwrap();
     wait_for_events(&spool, 0).await;
@@ -198,7 +199,7 @@ async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
     let dir = TempDir::new();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     let broker = Arc::new(FakeBroker::default());
-    *broker.nack_id.lock().unwrap() = Some("evt-1".into());
+    *broker.nack_prefix.lock().unwrap() = Some("evt-1".into());
     for i in 0..3 {
         spool.put(message(&format!("evt-{i}"))).await.unwrap();
     }
@@ -206,11 +207,34 @@ async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
     let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
     wait_for_events(&spool, 1).await;
     assert_eq!(broker.ids(), ["evt-0", "evt-2"]);
-    assert_eq!(spool.oldest(5, u64::MAX).await.unwrap()[0].message.message_id, "evt-1");
+    assert_eq!(spool.oldest(0, 5, u64::MAX).await.unwrap()[0].message.message_id, "evt-1");
 
-    *broker.nack_id.lock().unwrap() = None;
+    *broker.nack_prefix.lock().unwrap() = None;
     wait_for_events(&spool, 0).await;
     assert_eq!(broker.ids(), ["evt-0", "evt-2", "evt-1"]);
+    shutdown.cancel();
+    drainer.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_of_events_the_broker_refuses_does_not_hold_back_the_events_behind_it() {
+    let dir = TempDir::new();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
+    let broker = Arc::new(FakeBroker::default());
+    // A type no longer bound, say: the broker refuses a whole batch's worth at the head.
+    *broker.nack_prefix.lock().unwrap() = Some("refused-".into());
+    for i in 0..super::drain::BATCH {
+        spool.put(message(&format!("refused-{i}"))).await.unwrap();
+    }
+    spool.put(message("evt-behind")).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
+    wait_for_events(&spool, super::drain::BATCH as u64).await;
+    assert_eq!(broker.ids(), ["evt-behind"]);
+
+    *broker.nack_prefix.lock().unwrap() = None;
+    wait_for_events(&spool, 0).await;
+    assert_eq!(broker.ids().len(), super::drain::BATCH + 1, "the refused go once the broker takes them");
     shutdown.cancel();
     drainer.await.unwrap();
 }
@@ -246,7 +270,7 @@ async fn a_removal_racing_a_write_is_counted_after_the_write() {
     let counting = spool.inner.counting();
     spool.inner.store.insert(&message("evt-1"), 0).unwrap();
 
-    let batch = spool.oldest(2, u64::MAX).await.unwrap();
+    let batch = spool.oldest(0, 2, u64::MAX).await.unwrap();
     assert_eq!(batch.len(), 2, "the drainer sees the committed write");
     let confirmed = batch.iter().map(|stored| (stored.seq, stored_size(&stored.message))).collect();
     let mut removal = tokio::spawn({

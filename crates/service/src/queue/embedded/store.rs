@@ -206,16 +206,17 @@ impl Store {
         self.connection().query_row("SELECT COUNT(*) FROM messages", [], |row| row.get::<_, i64>(0)).map(|n| n as u64)
     }
 
-    /// The oldest messages, in the order they were inserted, without leasing them (for a single
-    /// reader that removes what it is done with, such as the spool's drainer): at most `limit`,
-    /// and no more once they hold `max_bytes` (always at least one).
-    pub fn oldest(&self, limit: usize, max_bytes: u64) -> StoreResult<Vec<Stored>> {
+    /// The oldest messages inserted after `after_seq` (0: from the start), in the order they were
+    /// inserted, without leasing them (for a single reader that removes what it is done with, such
+    /// as the spool's drainer): at most `limit`, and no more once they hold `max_bytes` (always at
+    /// least one).
+    pub fn oldest(&self, after_seq: i64, limit: usize, max_bytes: u64) -> StoreResult<Vec<Stored>> {
         let connection = self.connection();
         let mut statement = connection.prepare(
-            "SELECT seq, message_id, event_type, timestamp, headers, body FROM messages ORDER BY seq LIMIT ?1",
+            "SELECT seq, message_id, event_type, timestamp, headers, body FROM messages WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
-        let rows =
-            statement.query_map([limit as i64], |row| Ok(Stored { seq: row.get(0)?, message: read_message(row)? }))?;
+        let rows = statement
+            .query_map([after_seq, limit as i64], |row| Ok(Stored { seq: row.get(0)?, message: read_message(row)? }))?;
         let (mut oldest, mut bytes) = (Vec::new(), 0);
         for row in rows {
             let stored = row?;
