@@ -51,10 +51,19 @@ pub struct ReconcileArgs {
 impl ReconcileArgs {
     pub fn settings(&self) -> Result<Option<ReconcileSettings>, ConfigError> {
         let Some(every) = self.reconcile_every.0 else { return Ok(None) };
-        if self.reconcile_window <= self.reconcile_settle {
+        // A pass looks at calls that finished between `window` and `settle` ago. Passes start
+        // `every` apart, plus however long a round takes: with a window shorter than the settle
+        // time and two intervals, the calls of the gap between two passes are never looked at, or
+        // are looked at by one pass only, which a failed round (the API down) then misses for good.
+        let needed = self.reconcile_settle.saturating_add(every.saturating_mul(2));
+        if self.reconcile_window < needed {
             return Err(ConfigError::new(
                 "RELAY_RECONCILE_WINDOW",
-                "RELAY_RECONCILE_WINDOW must be longer than RELAY_RECONCILE_SETTLE",
+                format!(
+                    "RELAY_RECONCILE_WINDOW ({}) must cover RELAY_RECONCILE_SETTLE plus two RELAY_RECONCILE_EVERY intervals ({}), so that every call is looked at by at least two passes",
+                    humantime::format_duration(self.reconcile_window),
+                    humantime::format_duration(needed),
+                ),
             ));
         }
         Ok(Some(ReconcileSettings {
@@ -96,5 +105,16 @@ mod tests {
         assert!(settings(&["--reconcile-every", "15"]).unwrap_err().contains("RELAY_RECONCILE_EVERY"));
         let short = settings(&["--reconcile-every", "1m", "--reconcile-window", "5m"]).unwrap_err();
         assert!(short.contains("RELAY_RECONCILE_WINDOW"), "{short}");
+    }
+
+    #[test]
+    fn a_window_that_passes_would_leave_gaps_in_is_refused() {
+        // Daily passes over the default day: each misses the settle time before the last one.
+        let daily = settings(&["--reconcile-every", "24h"]).unwrap_err();
+        assert!(daily.contains("RELAY_RECONCILE_WINDOW (1day) must cover") && daily.contains("(2days 10m)"), "{daily}");
+        assert!(settings(&["--reconcile-every", "12h"]).is_err(), "one pass per call: a failed round misses it");
+        assert!(settings(&["--reconcile-every", "11h55m"]).unwrap().is_some(), "two passes per call");
+        let wider = settings(&["--reconcile-every", "24h", "--reconcile-window", "48h10m"]).unwrap();
+        assert!(wider.is_some());
     }
 }
