@@ -65,6 +65,18 @@ both_backends! {
         assert_eq!(app.polyai.by_id_requests().len(), 5);
     }
 
+    async fn a_404_after_an_outages_5xx_answers_still_gets_its_own_retries(backend: Backend) {
+        let app = spawn_app_with(on(backend)).await;
+        // The API is down for a while, then back before the conversation is ingested.
+        let mut replies = vec![Reply::Status(503); 4];
+        replies.extend([Reply::Status(404), Reply::Status(404)]);
+        app.polyai.script(replies);
+        assert_eq!(app.post_signed(&completed("CAafter")).await.status(), 204);
+        let record = app.next_record().await;
+        assert_eq!(record.json["conversation"]["id"], "CAafter");
+        assert_eq!(app.polyai.by_id_requests().len(), 7);
+    }
+
     async fn a_400_is_dead_lettered_at_once_with_its_error(backend: Backend) {
         let app = spawn_app_with(on(backend)).await;
         app.polyai.always(Reply::Status(400));

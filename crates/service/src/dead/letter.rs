@@ -67,7 +67,9 @@ impl Selection {
 /// The event as the worker should see it again: attempts reset, the last error and death time
 /// dropped, and when (and why) it was replayed recorded.
 pub fn replayed(mut message: Message, reason: Option<&str>, now: OffsetDateTime) -> Message {
-    for name in [headers::ATTEMPTS, headers::ERROR, headers::DEAD_AT, headers::REPLAY_REASON] {
+    for name in
+        [headers::ATTEMPTS, headers::NOT_FOUND_ATTEMPTS, headers::ERROR, headers::DEAD_AT, headers::REPLAY_REASON]
+    {
         message.headers.remove(name);
     }
     message.headers.insert(headers::REPLAYED_AT.to_owned(), now.format(&Rfc3339).unwrap_or_default());
@@ -91,6 +93,7 @@ mod tests {
             timestamp: 1,
             headers: BTreeMap::from([
                 (headers::ATTEMPTS.to_owned(), "5".to_owned()),
+                (headers::NOT_FOUND_ATTEMPTS.to_owned(), "5".to_owned()),
                 (headers::ERROR.to_owned(), "404".to_owned()),
                 (headers::DEAD_AT.to_owned(), "2026-11-29T04:00:00Z".to_owned()),
                 (headers::RECEIVED_AT.to_owned(), "2026-11-29T03:00:00Z".to_owned()),
@@ -109,7 +112,7 @@ mod tests {
     #[test]
     fn a_replay_resets_the_attempts_and_records_when_and_why() {
         let message = replayed(dead(), Some("API fixed"), OffsetDateTime::UNIX_EPOCH);
-        assert_eq!(message.attempts(), 0);
+        assert_eq!((message.attempts(), message.not_found_attempts()), (0, 0));
         assert_eq!(message.header(headers::ERROR), None);
         assert_eq!(message.header(headers::DEAD_AT), None);
         assert_eq!(message.header(headers::REPLAYED_AT), Some("1970-01-01T00:00:00Z"));

@@ -18,6 +18,9 @@ pub mod headers {
     pub const PROJECT: &str = "x-relay-project";
     /// Attempts the worker made so far; travels with the message so it survives restarts.
     pub const ATTEMPTS: &str = "x-relay-attempts";
+    /// Of those, the ones answered 404: counted apart, so that 5xx answers during an API outage
+    /// do not use up the retries of a conversation not yet ingested once the API is back.
+    pub const NOT_FOUND_ATTEMPTS: &str = "x-relay-not-found-attempts";
     /// The last error of a dead-lettered event.
     pub const ERROR: &str = "x-relay-error";
     /// When the event was dead-lettered, RFC 3339.
@@ -47,7 +50,16 @@ impl Message {
 
     /// Attempts recorded so far (0 for a fresh event).
     pub fn attempts(&self) -> u32 {
-        self.header(headers::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0)
+        self.count(headers::ATTEMPTS)
+    }
+
+    /// Of [`Message::attempts`], those answered 404.
+    pub fn not_found_attempts(&self) -> u32 {
+        self.count(headers::NOT_FOUND_ATTEMPTS)
+    }
+
+    fn count(&self, name: &str) -> u32 {
+        self.header(name).and_then(|a| a.parse().ok()).unwrap_or(0)
     }
 
     /// A small message for tests of what carries messages, not of what they say.

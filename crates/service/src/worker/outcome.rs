@@ -135,6 +135,7 @@ impl Worker {
         let mut enriched = message.clone();
         enriched.body = body.into();
         enriched.headers.remove(headers::ATTEMPTS);
+        enriched.headers.remove(headers::NOT_FOUND_ATTEMPTS);
         enriched.headers.remove(headers::ERROR);
         let settle = self.publish_patiently(Destination::Conversations, enriched).await;
         if settle == Settle::Ack {

@@ -162,11 +162,16 @@ impl Worker {
                 self.retry(message, label, attempts, policy.backoff(attempts), "transient", &error).await
             }
             ApiError::NotFound { .. } => {
-                let attempts = attempts + 1;
-                if policy.gives_up_on_not_found(attempts) {
-                    return self.dead_letter(message, label, attempts, "not_found", &error.to_string()).await;
+                // Its own count and pace: after an API outage's 5xx answers, a conversation not
+                // yet ingested still gets its minutes of 404 retries. Other failures count these
+                // too, so a mix of both still ends.
+                let (attempts, not_found) = (attempts + 1, message.not_found_attempts() + 1);
+                let mut counted = message.clone();
+                counted.headers.insert(headers::NOT_FOUND_ATTEMPTS.to_owned(), not_found.to_string());
+                if policy.gives_up_on_not_found(not_found) {
+                    return self.dead_letter(&counted, label, attempts, "not_found", &error.to_string()).await;
                 }
-                self.retry(message, label, attempts, policy.not_found_backoff(attempts), "not_found", &error).await
+                self.retry(&counted, label, attempts, policy.not_found_backoff(not_found), "not_found", &error).await
             }
             ApiError::Unauthorized { .. } => {
                 // A key problem, not an event problem: the project pauses, the event waits for
