@@ -21,6 +21,7 @@ mod edge_process;
 mod edge_worker;
 mod fake_otlp;
 mod healthcheck;
+mod key_probe;
 mod log_levels;
 mod mock_api;
 mod outage;

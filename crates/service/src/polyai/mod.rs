@@ -2,6 +2,7 @@
 //! Agents and Webhooks APIs on the platform host.
 
 mod advice;
+mod asked_again;
 mod audio;
 mod capped;
 mod clients;
@@ -18,6 +19,7 @@ use url::Url;
 
 pub use self::{
     advice::{advice, advice_for, SettingNames},
+    asked_again::KeyedCall,
     audio::AudioRequest,
     endpoints::{EndpointClient, NewEndpoint, RegisteredEndpoint},
     errors::{error_detail, parse_retry_after, redirect_detail, RETRY_AFTER_CAP},

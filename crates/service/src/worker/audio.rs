@@ -47,7 +47,7 @@ impl Worker {
         let Some(name) = file_name(conversation_id) else {
             return Ok(Some(json!({"error": "the conversation id cannot be a file name"})));
         };
-        let request = AudioRequest { direction: settings.direction, redacted: settings.redacted };
+        let request = recording_asked(settings);
         // As for a conversation: the project's turn first, then a call slot.
         project.throttle.acquire().await;
         let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
@@ -68,6 +68,11 @@ impl Worker {
             "redacted": settings.redacted,
         })))
     }
+}
+
+/// The recording asked for, as the audio settings say.
+pub(super) fn recording_asked(settings: &AudioSettings) -> AudioRequest {
+    AudioRequest { direction: settings.direction, redacted: settings.redacted }
 }
 
 /// A recording over `RELAY_AUDIO_MAX`: asking again would bring the same bytes.

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{projects::Project, Worker};
 use crate::{
     config::ProjectName,
-    polyai::ApiError,
+    polyai::{ApiError, KeyedCall},
     telemetry::{names, Metrics},
 };
 
@@ -73,7 +73,8 @@ impl Pauses {
 
 impl Worker {
     /// Pauses `project` after the API refused its key, and starts its probe (once per pause).
-    pub(super) fn pause_project(&self, project: &Arc<Project>, error: &ApiError) {
+    /// `call`: the call refused, which the probe makes again.
+    pub(super) fn pause_project(&self, project: &Arc<Project>, error: &ApiError, call: KeyedCall) {
         if !self.pauses.pause(&project.name) {
             return;
         }
@@ -82,6 +83,7 @@ impl Worker {
         tracing::error!(project = %project.name, %error, "the API refused the project's key; its events are held back until it is accepted again (check POLYAI_API_KEY or the project's api_key_file, and its project scope)");
         let probe = Probe {
             project: project.clone(),
+            call,
             pauses: self.pauses.clone(),
             interval: self.auth_probe_interval,
             metrics: self.metrics.clone(),
@@ -95,6 +97,8 @@ impl Worker {
 struct Probe {
     /// The paused project: its client asks with its key.
     project: Arc<Project>,
+    /// The call its key was refused for, asked again (see `polyai::KeyedCall`).
+    call: KeyedCall,
     /// Where the project is resumed.
     pauses: Pauses,
     /// `RELAY_AUTH_PROBE_INTERVAL`: often enough to resume soon, rarely enough not to hammer.
@@ -113,7 +117,7 @@ impl Probe {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.interval) => {}
             }
-            match project.client.probe().await {
+            match project.client.ask_again(&self.call).await {
                 Err(ApiError::Unauthorized { status, .. }) => {
                     tracing::warn!(project = %project.name, status, "the API still refuses the project's key; its events stay held back");
                 }

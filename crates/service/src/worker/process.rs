@@ -7,12 +7,13 @@ use std::{sync::Arc, time::Duration};
 use serde_json::value::RawValue;
 
 use super::{
+    audio,
     projects::{Project, UNKNOWN_LABEL},
     Settle, Worker,
 };
 use crate::{
     event::{ConversationIdError, Fields},
-    polyai::ApiError,
+    polyai::{ApiError, KeyedCall},
     queue::{headers, Message, RETRY_TIERS},
     telemetry::{
         names,
@@ -72,7 +73,7 @@ impl Worker {
                 }
                 match self.fetch_with_audio(&project, id, attempts + 1).await {
                     Ok(found) => found,
-                    Err(error) => return self.after_failure(message, &project, attempts, error).await,
+                    Err(failed) => return self.after_failure(message, &project, attempts, failed).await,
                 }
             }
             None => (None, None),
@@ -104,14 +105,24 @@ impl Worker {
         project: &Project,
         conversation_id: &str,
         attempt: u32,
-    ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), ApiError> {
-        let conversation = self.fetch(project, conversation_id, attempt).await?;
+    ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), Failed> {
+        let conversation_id_owned = || conversation_id.to_owned();
+        let conversation = self.fetch(project, conversation_id, attempt).await.map_err(|error| Failed {
+            error,
+            call: KeyedCall::Conversation { conversation_id: conversation_id_owned() },
+        })?;
         let audio = match &self.audio {
-            Some(settings) => {
-                self.save_audio(settings, project, conversation_id, &conversation)
-                    .instrument(trace_span!("audio"))
-                    .await?
-            }
+            Some(settings) => self
+                .save_audio(settings, project, conversation_id, &conversation)
+                .instrument(trace_span!("audio"))
+                .await
+                .map_err(|error| Failed {
+                    error,
+                    call: KeyedCall::Recording {
+                        conversation_id: conversation_id_owned(),
+                        request: audio::recording_asked(settings),
+                    },
+                })?,
             None => None,
         };
         Ok((Some(conversation), audio))
@@ -139,7 +150,8 @@ impl Worker {
         })
     }
 
-    async fn after_failure(&self, message: &Message, project: &Arc<Project>, attempts: u32, error: ApiError) -> Settle {
+    async fn after_failure(&self, message: &Message, project: &Arc<Project>, attempts: u32, failed: Failed) -> Settle {
+        let Failed { error, call } = failed;
         let policy = &self.policy;
         let label = project.name.as_str();
         match &error {
@@ -176,7 +188,7 @@ impl Worker {
             ApiError::Unauthorized { .. } => {
                 // A key problem, not an event problem: the project pauses, the event waits for
                 // its key without counting an attempt, and the other projects flow on.
-                self.pause_project(project, &error);
+                self.pause_project(project, &error, call);
                 let why = format!("held back: {error}");
                 self.hold(message, label, self.auth_probe_interval, "key_refused", &why).await
             }
@@ -189,4 +201,11 @@ impl Worker {
             }
         }
     }
+}
+
+/// An API call of an event that failed, and which call it was: a refused key is probed with
+/// that same call (see `pause`).
+struct Failed {
+    error: ApiError,
+    call: KeyedCall,
 }
