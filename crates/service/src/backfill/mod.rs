@@ -3,6 +3,7 @@
 //! PolyAI's retry window, a relay set up after the fact).
 
 mod checkpoint;
+mod pages;
 mod progress;
 
 use std::{collections::HashSet, path::PathBuf, time::Duration};
@@ -11,24 +12,20 @@ use serde_json::{json, value::RawValue};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 
+use self::pages::Pager;
 pub use self::{
     checkpoint::{BackfillKey, Checkpoint, CheckpointFile},
     progress::Progress,
 };
 use crate::{
-    backoff::Backoff,
     config::ProjectName,
-    polyai::{advice_for, ApiError, ListPage, ListRequest, PolyaiClient, SettingNames, Summary, RETRY_AFTER_CAP},
+    polyai::{PolyaiClient, SettingNames, Summary},
     queue::{headers, publish_until_confirmed, Destination, Message, Publisher},
     worker::record::{transcript_visible, EnrichedRecord, SCHEMA},
 };
 
 /// The event type of backfilled records, so consumers can tell them from live ones.
 pub const EVENT_TYPE: &str = "conversation.backfilled";
-/// Transient list failures tolerated in a row before the run stops (resumable).
-const LIST_ATTEMPTS: u32 = 5;
-/// The longest wait between two list attempts.
-const LIST_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long one record may wait for the broker through an outage before the run stops (resumable).
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -110,50 +107,8 @@ pub async fn run(
         ),
         None => new_checkpoint(config),
     };
-    let start = OffsetDateTime::parse(&state.start_time, &Rfc3339)?;
-    let end = OffsetDateTime::parse(&state.end_time, &Rfc3339)?;
-    let mut published_now: HashSet<String> = HashSet::new();
-    loop {
-        if shutdown.is_cancelled() {
-            anyhow::bail!("interrupted; run the same command again to resume from {}", file.path().display());
-        }
-        let request = ListRequest {
-            start_time: Some(start),
-            end_time: Some(end),
-            client_env: Some(config.key.client_env.clone()),
-            limit: Some(config.page_size),
-            cursor: state.cursor.clone(),
-            offset: state.offset,
-        };
-        let page = list_page(client, &request, config, progress, shutdown).await?;
-        for conversation in &page.conversations {
-            summary.seen += 1;
-            if conversation.in_progress {
-                state.skipped_in_progress += 1;
-                continue;
-            }
-            if !published_now.insert(conversation.id.clone()) {
-                summary.duplicates += 1;
-                continue;
-            }
-            if let Some(publisher) = publisher {
-                publish(publisher, client.project(), conversation, shutdown).await?;
-            }
-            state.published += 1;
-        }
-        state.pages += 1;
-        progress.page(state.pages, summary.seen, state.published);
-        let (cursor, offset) = next_position(&page, &state);
-        let finished = cursor.is_none() && offset.is_none();
-        state.cursor = cursor;
-        state.offset = offset;
-        if finished {
-            break;
-        }
-        if !config.dry_run {
-            file.save(&state)?;
-        }
-    }
+    let pager = Pager { config, client, publisher, progress, shutdown, file: &file };
+    pager.to_end(&mut state, &mut summary, &mut HashSet::new()).await?;
     match (config.dry_run, config.keep_finished) {
         (true, _) => {}
         (false, true) => {
@@ -183,57 +138,7 @@ fn new_checkpoint(config: &BackfillConfig) -> Checkpoint {
     }
 }
 
-/// Where the next page starts: the cursor, else `next_offset`; neither on the last page.
-fn next_position(page: &ListPage, state: &Checkpoint) -> (Option<String>, Option<u64>) {
-    if page.conversations.is_empty() {
-        return (None, None);
-    }
-    if let Some(cursor) = &page.cursor {
-        // A cursor that does not move would page forever.
-        if state.cursor.as_ref() != Some(cursor) {
-            return (Some(cursor.clone()), None);
-        }
-        return (None, None);
-    }
-    match page.next_offset {
-        Some(next) if Some(next) != state.offset => (None, Some(next)),
-        _ => (None, None),
-    }
-}
-
-/// One page, waiting out 429s and retrying transient failures a few times.
-async fn list_page(
-    client: &PolyaiClient,
-    request: &ListRequest,
-    config: &BackfillConfig,
-    progress: &Progress,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<ListPage> {
-    let mut failures = 0;
-    loop {
-        let wait = match client.list(request).await {
-            Ok(page) => return Ok(page),
-            Err(ApiError::RateLimited { retry_after }) => {
-                let wait = retry_after.unwrap_or(Duration::from_secs(1)).min(RETRY_AFTER_CAP);
-                progress.note(&format!("rate limited: waiting {}s as Retry-After asks", wait.as_secs_f64()));
-                wait
-            }
-            Err(error @ (ApiError::Server { .. } | ApiError::Transport(_))) if failures + 1 < LIST_ATTEMPTS => {
-                failures += 1;
-                progress.note(&format!("{error}; retrying"));
-                Backoff::new(config.retry_base_delay, LIST_RETRY_MAX).delay(failures)
-            }
-            Err(error) => {
-                anyhow::bail!("listing conversations failed: {error}\n{}", advice_for(&error, config.setting_names))
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => anyhow::bail!("interrupted while waiting to retry"),
-            _ = tokio::time::sleep(wait) => {}
-        }
-    }
-}
-
+/// Publishes one conversation as a backfilled record, waiting out a broker outage for a while.
 async fn publish(
     publisher: &dyn Publisher,
     project: &ProjectName,

@@ -1,0 +1,133 @@
+//! Paging one window of a backfill to its end: list, publish each finished conversation once,
+//! and save the checkpoint after every page so that an interruption resumes at the next one.
+
+use std::{collections::HashSet, time::Duration};
+
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use tokio_util::sync::CancellationToken;
+
+use super::{publish, BackfillConfig, BackfillSummary, Checkpoint, CheckpointFile, Progress};
+use crate::{
+    backoff::Backoff,
+    polyai::{advice_for, ApiError, ListPage, ListRequest, PolyaiClient, RETRY_AFTER_CAP},
+    queue::Publisher,
+};
+
+/// Transient list failures tolerated in a row before the run stops (resumable).
+const LIST_ATTEMPTS: u32 = 5;
+/// The longest wait between two list attempts.
+const LIST_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What one run pages with, window after window.
+pub(super) struct Pager<'a> {
+    pub config: &'a BackfillConfig,
+    pub client: &'a PolyaiClient,
+    pub publisher: Option<&'a dyn Publisher>,
+    pub progress: &'a Progress,
+    pub shutdown: &'a CancellationToken,
+    pub file: &'a CheckpointFile,
+}
+
+impl Pager<'_> {
+    /// Pages `state`'s window from where it stands to its last page. `summary` counts what this
+    /// run sees; `published_now` spans the whole run, so a conversation listed twice (pages
+    /// shifting under new calls) is published once.
+    pub async fn to_end(
+        &self,
+        state: &mut Checkpoint,
+        summary: &mut BackfillSummary,
+        published_now: &mut HashSet<String>,
+    ) -> anyhow::Result<()> {
+        let start = OffsetDateTime::parse(&state.start_time, &Rfc3339)?;
+        let end = OffsetDateTime::parse(&state.end_time, &Rfc3339)?;
+        loop {
+            if self.shutdown.is_cancelled() {
+                anyhow::bail!("interrupted; run the same command again to resume from {}", self.file.path().display());
+            }
+            let request = ListRequest {
+                start_time: Some(start),
+                end_time: Some(end),
+                client_env: Some(self.config.key.client_env.clone()),
+                limit: Some(self.config.page_size),
+                cursor: state.cursor.clone(),
+                offset: state.offset,
+            };
+            let page = self.list_page(&request).await?;
+            for conversation in &page.conversations {
+                summary.seen += 1;
+                if conversation.in_progress {
+                    state.skipped_in_progress += 1;
+                    continue;
+                }
+                if !published_now.insert(conversation.id.clone()) {
+                    summary.duplicates += 1;
+                    continue;
+                }
+                if let Some(publisher) = self.publisher {
+                    publish(publisher, self.client.project(), conversation, self.shutdown).await?;
+                }
+                state.published += 1;
+            }
+            state.pages += 1;
+            self.progress.page(state.pages, summary.seen, state.published);
+            let (cursor, offset) = next_position(&page, state);
+            let finished = cursor.is_none() && offset.is_none();
+            state.cursor = cursor;
+            state.offset = offset;
+            if finished {
+                return Ok(());
+            }
+            if !self.config.dry_run {
+                self.file.save(state)?;
+            }
+        }
+    }
+
+    /// One page, waiting out 429s and retrying transient failures a few times.
+    async fn list_page(&self, request: &ListRequest) -> anyhow::Result<ListPage> {
+        let mut failures = 0;
+        loop {
+            let wait = match self.client.list(request).await {
+                Ok(page) => return Ok(page),
+                Err(ApiError::RateLimited { retry_after }) => {
+                    let wait = retry_after.unwrap_or(Duration::from_secs(1)).min(RETRY_AFTER_CAP);
+                    self.progress.note(&format!("rate limited: waiting {}s as Retry-After asks", wait.as_secs_f64()));
+                    wait
+                }
+                Err(error @ (ApiError::Server { .. } | ApiError::Transport(_))) if failures + 1 < LIST_ATTEMPTS => {
+                    failures += 1;
+                    self.progress.note(&format!("{error}; retrying"));
+                    Backoff::new(self.config.retry_base_delay, LIST_RETRY_MAX).delay(failures)
+                }
+                Err(error) => {
+                    anyhow::bail!(
+                        "listing conversations failed: {error}\n{}",
+                        advice_for(&error, self.config.setting_names)
+                    )
+                }
+            };
+            tokio::select! {
+                _ = self.shutdown.cancelled() => anyhow::bail!("interrupted while waiting to retry"),
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// Where the next page starts: the cursor, else `next_offset`; neither on the last page.
+fn next_position(page: &ListPage, state: &Checkpoint) -> (Option<String>, Option<u64>) {
+    if page.conversations.is_empty() {
+        return (None, None);
+    }
+    if let Some(cursor) = &page.cursor {
+        // A cursor that does not move would page forever.
+        if state.cursor.as_ref() != Some(cursor) {
+            return (Some(cursor.clone()), None);
+        }
+        return (None, None);
+    }
+    match page.next_offset {
+        Some(next) if Some(next) != state.offset => (None, Some(next)),
+        _ => (None, None),
+    }
+}
