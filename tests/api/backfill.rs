@@ -22,6 +22,9 @@ use crate::{
     process::run_to_exit_with_stdout,
 };
 
+const MINUTE: Duration = Duration::from_secs(60);
+const HOURS_2: Duration = Duration::from_secs(2 * 3600);
+
 fn client(base_url: &str) -> PolyaiClient {
     PolyaiClient::new(&ApiSettings::new(base_url.parse().unwrap(), SecretString::from(API_KEY), ACCOUNT, PROJECT))
         .unwrap()
@@ -139,6 +142,105 @@ async fn an_interrupted_backfill_resumes_from_its_checkpoint() {
     let ids: Vec<_> = records(&dir).iter().map(|r| r["conversation"]["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids, ["CAr1", "CAr2", "CAr3"]);
     assert!(!dir.0.join("checkpoint.json").exists());
+}
+
+/// A list request's value of `name`, if it sent one.
+fn param(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+}
+
+fn time_text(time: OffsetDateTime) -> String {
+    time.format(&time::format_description::well_known::Rfc3339).unwrap()
+}
+
+#[tokio::test]
+async fn an_interrupted_backfill_run_again_later_finishes_its_window_then_lists_what_the_window_gained() {
+    let fake = FakePolyai::start().await;
+    fake.script_list([page(&["CAl1", "CAl2"], Some("cursor-2"))]);
+    fake.script_list((0..5).map(|_| Reply::Status(503)));
+    let dir = TempDir::new();
+    let first = last_hour(&dir, 2);
+    assert!(run(&first, &fake.base_url, &queue(&dir)).await.is_err());
+
+    // Two hours on, the same arguments (`--since 1h`, say) ask for a later hour.
+    let later = config(&dir, first.start_time + HOURS_2, first.end_time + HOURS_2, 2);
+    fake.script_list([page(&["CAl3"], None), page(&["CAl4"], None)]);
+    let summary = run(&later, &fake.base_url, &queue(&dir)).await.unwrap();
+
+    let lists = fake.list_requests();
+    let (resumed, beyond) = (&lists[lists.len() - 2].query, &lists[lists.len() - 1].query);
+    assert_eq!(param(resumed, "cursor").as_deref(), Some("cursor-2"), "the cursor, with its own window's query");
+    assert_eq!(param(resumed, "start_time"), Some(time_text(first.start_time)), "{resumed}");
+    assert_eq!(param(resumed, "end_time"), Some(time_text(first.end_time)), "{resumed}");
+    assert_eq!(param(beyond, "cursor"), None, "{beyond}");
+    assert_eq!(param(beyond, "start_time"), Some(time_text(later.start_time)), "{beyond}");
+    assert_eq!(param(beyond, "end_time"), Some(time_text(later.end_time)), "{beyond}");
+    let ids: Vec<_> = records(&dir).iter().map(|r| r["conversation"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, ["CAl1", "CAl2", "CAl3", "CAl4"]);
+    assert!(summary.resumed && !summary.finished_earlier, "{summary:?}");
+    assert_eq!(summary.earlier.map(|w| (w.start, w.end)), Some((first.start_time, first.end_time)));
+    assert_eq!(summary.then.map(|w| (w.start, w.end)), Some((later.start_time, later.end_time)));
+    assert!(!dir.0.join("checkpoint.json").exists());
+}
+
+#[tokio::test]
+async fn a_backfill_run_again_soon_after_lists_only_the_moments_since_its_window_ended() {
+    let fake = FakePolyai::start().await;
+    fake.script_list([page(&["CAs1"], Some("cursor-2"))]);
+    fake.script_list((0..5).map(|_| Reply::Status(503)));
+    let dir = TempDir::new();
+    let first = last_hour(&dir, 1);
+    assert!(run(&first, &fake.base_url, &queue(&dir)).await.is_err());
+
+    let later = config(&dir, first.start_time + MINUTE, first.end_time + MINUTE, 1);
+    fake.script_list([page(&["CAs2"], None), page(&[], None)]);
+    let summary = run(&later, &fake.base_url, &queue(&dir)).await.unwrap();
+    let beyond = fake.list_requests().last().unwrap().query.clone();
+    let beyond = beyond.as_str();
+    assert_eq!(param(beyond, "start_time"), Some(time_text(first.end_time)), "from where the saved window ended");
+    assert_eq!(param(beyond, "end_time"), Some(time_text(later.end_time)), "{beyond}");
+    assert_eq!(summary.then.map(|w| (w.start, w.end)), Some((first.end_time, later.end_time)));
+    assert_eq!(records(&dir).len(), 2);
+}
+
+#[tokio::test]
+async fn an_interruption_past_the_earlier_window_resumes_there_and_not_from_the_earlier_window() {
+    let fake = FakePolyai::start().await;
+    fake.script_list([page(&["CAi1"], Some("cursor-2"))]);
+    fake.script_list((0..5).map(|_| Reply::Status(503)));
+    let dir = TempDir::new();
+    let first = last_hour(&dir, 1);
+    assert!(run(&first, &fake.base_url, &queue(&dir)).await.is_err());
+
+    let later = config(&dir, first.start_time + HOURS_2, first.end_time + HOURS_2, 1);
+    fake.script_list([page(&["CAi2"], None), page(&["CAi3"], Some("cursor-b"))]);
+    fake.script_list((0..5).map(|_| Reply::Status(503)));
+    assert!(run(&later, &fake.base_url, &queue(&dir)).await.is_err());
+
+    fake.script_list([page(&["CAi4"], None)]);
+    let summary = run(&later, &fake.base_url, &queue(&dir)).await.unwrap();
+    let resumed = fake.list_requests().last().unwrap().query.clone();
+    assert_eq!(param(&resumed, "cursor").as_deref(), Some("cursor-b"), "{resumed}");
+    assert_eq!(param(&resumed, "start_time"), Some(time_text(later.start_time)), "{resumed}");
+    assert_eq!(summary.earlier.map(|w| (w.start, w.end)), Some((later.start_time, later.end_time)));
+    assert_eq!(summary.then, None, "nothing past it");
+    let ids: Vec<_> = records(&dir).iter().map(|r| r["conversation"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, ["CAi1", "CAi2", "CAi3", "CAi4"]);
+}
+
+#[tokio::test]
+async fn an_unfinished_checkpoint_of_other_arguments_stops_the_run() {
+    let fake = FakePolyai::start().await;
+    fake.script_list([page(&["CAx1"], Some("cursor-2"))]);
+    fake.script_list((0..5).map(|_| Reply::Status(503)));
+    let dir = TempDir::new();
+    let first = last_hour(&dir, 1);
+    assert!(run(&first, &fake.base_url, &queue(&dir)).await.is_err());
+
+    let mut other = last_hour(&dir, 1);
+    other.key.since = "2h".into();
+    let error = run(&other, &fake.base_url, &queue(&dir)).await.unwrap_err().to_string();
+    assert!(error.contains("belongs to a backfill with other arguments"), "{error}");
 }
 
 #[tokio::test]

@@ -2,11 +2,15 @@
 //! serves both projects: each project's conversations are listed with its own key, published
 //! under its name, and checkpointed apart, so a run resumes project by project.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use lapin::options::BasicGetOptions;
 use polyai_relay::{config::EventTypes, queue::embedded::CONVERSATIONS_FILE};
 use serde_json::Value;
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use crate::{
     backend::{Backend, TempDir, TestQueue},
@@ -105,15 +109,55 @@ async fn a_backfill_of_every_project_resumes_only_the_project_that_failed() {
     assert_eq!(checkpoints(dir), ["backfill-checkpoint.acme-uk.json"]);
     assert_eq!(embedded_records(dir).into_iter().collect::<HashSet<_>>(), of(UK, &uk));
 
-    // Run again: acme-uk is not redone, acme-us is backfilled, and no checkpoint is left.
+    // Run again: acme-uk is not redone (only the seconds since its window ended are listed, if
+    // the clock has passed a second), acme-us is backfilled, and no checkpoint is left.
     projects.control().restore(TwoProjects::tenant(US)).unwrap();
     let (code, stdout, stderr) = backfill(&env, &[]).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(has_line(&stdout, UK, "(finished by an earlier run)"), "{stdout}");
+    assert!(has_line(&stdout, UK, "finished by an earlier run"), "{stdout}");
+    assert!(has_line(&stdout, UK, &format!("published {},", uk.len())), "{stdout}");
     assert!(has_line(&stdout, US, &format!("published {},", us.len())), "{stdout}");
     let records = embedded_records(dir);
     assert_eq!(records.len(), uk.len() + us.len(), "each once");
     assert_eq!(records.into_iter().collect::<HashSet<_>>(), &of(UK, &uk) | &of(US, &us));
+    assert!(checkpoints(dir).is_empty(), "{:?}", checkpoints(dir));
+}
+
+/// Moves a checkpoint's window `by` into the past: the checkpoint of the same run made that
+/// much earlier, since its window is the one `--since 24h` resolved to then.
+fn age(path: &std::path::Path, by: Duration) {
+    let mut checkpoint: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    for bound in ["start_time", "end_time"] {
+        let time = OffsetDateTime::parse(checkpoint[bound].as_str().unwrap(), &Rfc3339).unwrap();
+        checkpoint[bound] = Value::from((time - by).format(&Rfc3339).unwrap());
+    }
+    std::fs::write(path, serde_json::to_vec(&checkpoint).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn a_backfill_of_every_project_run_again_days_later_lists_the_finished_projects_calls_of_the_day_asked_for() {
+    let projects = TwoProjects::start().await;
+    let queue = TestQueue::new(Backend::Embedded, EventTypes::All).await;
+    let TestQueue::Embedded { dir, .. } = &queue else { unreachable!() };
+    let mut env = queue.env();
+    env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
+    let (uk, us) = (projects.finished_calls(UK), projects.finished_calls(US));
+
+    projects.control().revoke(TwoProjects::tenant(US)).unwrap();
+    let (code, stdout, stderr) = backfill(&env, &[]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(checkpoints(dir), ["backfill-checkpoint.acme-uk.json"]);
+    // As if that run was two days ago: every call of the mock is of a day its window left out.
+    age(&dir.0.join("backfill-checkpoint.acme-uk.json"), Duration::from_secs(2 * 86400));
+    let before = embedded_records(dir).len();
+
+    projects.control().restore(TwoProjects::tenant(US)).unwrap();
+    let (code, stdout, stderr) = backfill(&env, &[]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(has_line(&stdout, UK, "finished by an earlier run, then listed"), "{stdout}");
+    let this_run = embedded_records(dir).split_off(before);
+    assert_eq!(this_run.len(), uk.len() + us.len(), "each once");
+    assert_eq!(this_run.into_iter().collect::<HashSet<_>>(), &of(UK, &uk) | &of(US, &us), "acme-uk's day too");
     assert!(checkpoints(dir).is_empty(), "{:?}", checkpoints(dir));
 }
 

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// What makes two runs "the same backfill": the arguments as given, and the project.
+/// What makes two runs "the same backfill": the arguments as given, and the project. Bounds
+/// given as durations resolve to a later window on a later run: see [`super::Window`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackfillKey {
     pub since: String,
@@ -18,7 +19,9 @@ pub struct BackfillKey {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub key: BackfillKey,
-    /// The absolute window, fixed at the first run: "24h" must not slide on a resume.
+    /// The absolute window this checkpoint pages, fixed when it began: its cursor belongs to that
+    /// query, so "24h" must not slide under it. A re-run whose window ends later lists the rest
+    /// as a window of its own once this one is done.
     pub start_time: String,
     pub end_time: String,
     /// Where the next page starts.
@@ -28,7 +31,8 @@ pub struct Checkpoint {
     pub published: u64,
     pub skipped_in_progress: u64,
     /// The run got to the end. Kept only by a run over several projects, so that running it
-    /// again after another project failed does not redo this one; absent in older files.
+    /// again after another project failed does not redo this one (it lists only what the window
+    /// gained since); absent in older files.
     #[serde(default)]
     pub finished: bool,
 }

@@ -5,6 +5,7 @@
 mod checkpoint;
 mod pages;
 mod progress;
+mod window;
 
 use std::{collections::HashSet, path::PathBuf, time::Duration};
 
@@ -16,6 +17,7 @@ use self::pages::Pager;
 pub use self::{
     checkpoint::{BackfillKey, Checkpoint, CheckpointFile},
     progress::Progress,
+    window::{UnreadableWindow, Window},
 };
 use crate::{
     config::ProjectName,
@@ -54,9 +56,14 @@ pub struct BackfillSummary {
     pub skipped_in_progress: u64,
     /// Listed twice in this run (pages shifting under new calls): published once.
     pub duplicates: u64,
+    /// A checkpoint of an earlier run with the same arguments was found: `earlier` is its window.
     pub resumed: bool,
-    /// An earlier run finished this backfill already (its checkpoint was kept): nothing was listed.
+    /// An earlier run finished `earlier` already (its checkpoint was kept): none of it was listed.
     pub finished_earlier: bool,
+    /// The window of the earlier run's checkpoint, resumed or finished.
+    pub earlier: Option<Window>,
+    /// What the window asked for now adds past `earlier`'s end, listed after it.
+    pub then: Option<Window>,
 }
 
 /// The event id of a backfilled conversation: stable, so a re-run dedupes downstream.
@@ -69,6 +76,10 @@ fn text(time: OffsetDateTime) -> String {
 }
 
 /// Runs (or resumes) the backfill. `publisher` is `None` for a dry run.
+///
+/// A checkpoint of the same arguments is an earlier run's window: the run resumes it (or finds
+/// it finished), then lists what the window asked for now adds past its end (see [`Window`]),
+/// so a re-run covers the window asked for now without redoing what is done.
 pub async fn run(
     config: &BackfillConfig,
     client: &PolyaiClient,
@@ -77,38 +88,61 @@ pub async fn run(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<BackfillSummary> {
     let file = CheckpointFile::new(config.checkpoint.clone());
+    let asked = Window { start: config.start_time, end: config.end_time };
     let mut summary = BackfillSummary::default();
     // A dry run neither resumes nor touches a real run's checkpoint.
     let saved = if config.dry_run { None } else { file.load()? };
-    let mut state = match saved {
-        Some(saved) if saved.key == config.key && saved.finished => {
-            if !config.keep_finished {
-                file.remove()?;
-            }
-            return Ok(BackfillSummary {
-                pages: saved.pages,
-                published: saved.published,
-                skipped_in_progress: saved.skipped_in_progress,
-                resumed: true,
-                finished_earlier: true,
-                ..BackfillSummary::default()
-            });
-        }
+    let (mut state, then) = match saved {
         Some(saved) if saved.key == config.key => {
+            let earlier = Window::of(&saved)?;
+            if saved.finished {
+                progress.note(&format!("{earlier} was finished by an earlier run ({})", file.path().display()));
+            } else {
+                progress.note(&format!(
+                    "resuming {earlier} of an earlier run from {} (page {})",
+                    file.path().display(),
+                    saved.pages + 1
+                ));
+            }
             summary.resumed = true;
-            progress.note(&format!("resuming from {} (page {})", file.path().display(), saved.pages + 1));
-            saved
+            summary.finished_earlier = saved.finished;
+            summary.earlier = Some(earlier);
+            (saved, earlier.beyond(asked))
         }
         // A finished backfill of other arguments has nothing left to resume.
-        Some(saved) if saved.finished => new_checkpoint(config),
+        Some(saved) if saved.finished => (new_checkpoint(config, asked), None),
         Some(_) => anyhow::bail!(
             "{} belongs to a backfill with other arguments: finish that one (same --since/--until/--client-env) or delete the file",
             file.path().display()
         ),
-        None => new_checkpoint(config),
+        None => (new_checkpoint(config, asked), None),
     };
     let pager = Pager { config, client, publisher, progress, shutdown, file: &file };
-    pager.to_end(&mut state, &mut summary, &mut HashSet::new()).await?;
+    let mut published_now = HashSet::new();
+    if !state.finished {
+        pager.to_end(&mut state, &mut summary, &mut published_now).await?;
+    }
+    if let Some(then) = then {
+        // A window of its own rather than a longer end for the saved one: a cursor belongs to
+        // the query it came from. Saved at once, so that an interruption resumes this window.
+        progress.note(&format!(
+            "then listing {then}, the part of the window asked for now past the earlier one ({})",
+            file.path().display()
+        ));
+        state = Checkpoint {
+            start_time: text(then.start),
+            end_time: text(then.end),
+            cursor: None,
+            offset: None,
+            finished: false,
+            ..state
+        };
+        if !config.dry_run {
+            file.save(&state)?;
+        }
+        summary.then = Some(then);
+        pager.to_end(&mut state, &mut summary, &mut published_now).await?;
+    }
     match (config.dry_run, config.keep_finished) {
         (true, _) => {}
         (false, true) => {
@@ -124,11 +158,11 @@ pub async fn run(
 }
 
 /// The checkpoint of a backfill that has not listed anything yet.
-fn new_checkpoint(config: &BackfillConfig) -> Checkpoint {
+fn new_checkpoint(config: &BackfillConfig, window: Window) -> Checkpoint {
     Checkpoint {
         key: config.key.clone(),
-        start_time: text(config.start_time),
-        end_time: text(config.end_time),
+        start_time: text(window.start),
+        end_time: text(window.end),
         cursor: None,
         offset: None,
         pages: 0,

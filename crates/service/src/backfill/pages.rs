@@ -3,10 +3,9 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 
-use super::{publish, BackfillConfig, BackfillSummary, Checkpoint, CheckpointFile, Progress};
+use super::{publish, BackfillConfig, BackfillSummary, Checkpoint, CheckpointFile, Progress, Window};
 use crate::{
     backoff::Backoff,
     polyai::{advice_for, ApiError, ListPage, ListRequest, PolyaiClient, RETRY_AFTER_CAP},
@@ -38,8 +37,7 @@ impl Pager<'_> {
         summary: &mut BackfillSummary,
         published_now: &mut HashSet<String>,
     ) -> anyhow::Result<()> {
-        let start = OffsetDateTime::parse(&state.start_time, &Rfc3339)?;
-        let end = OffsetDateTime::parse(&state.end_time, &Rfc3339)?;
+        let Window { start, end } = Window::of(state)?;
         loop {
             if self.shutdown.is_cancelled() {
                 anyhow::bail!("interrupted; run the same command again to resume from {}", self.file.path().display());

@@ -109,7 +109,7 @@ impl BackfillArgs {
         outcome?;
         anyhow::ensure!(
             failed.is_empty(),
-            "backfilling project(s) {} failed; run the same command again: the finished projects are not redone, the others resume from their checkpoints",
+            "backfilling project(s) {} failed; run the same command again: the finished projects list only what the window gained since, the others resume from their checkpoints",
             failed.join(", ")
         );
         if several && !self.dry_run {
@@ -133,11 +133,7 @@ impl BackfillArgs {
 
     fn print(&self, prefix: &str, summary: &BackfillSummary) {
         let verb = if self.dry_run { "would publish" } else { "published" };
-        let how = match (summary.finished_earlier, summary.resumed) {
-            (true, _) => " (finished by an earlier run)",
-            (false, true) => " (resumed)",
-            (false, false) => "",
-        };
+        let how = how(summary);
         stdout::line(format_args!(
             "{prefix}{} pages, {} conversations listed, {verb} {}, skipped {} in progress{}{how}",
             summary.pages,
@@ -146,5 +142,20 @@ impl BackfillArgs {
             summary.skipped_in_progress,
             if summary.duplicates > 0 { format!(", {} listed twice", summary.duplicates) } else { String::new() },
         ));
+    }
+}
+
+/// What the run made of an earlier run's checkpoint, if it found one: the summary names the
+/// windows, since the counts then span the earlier run's too.
+fn how(summary: &BackfillSummary) -> String {
+    let Some(earlier) = summary.earlier else { return String::new() };
+    let earlier = if summary.finished_earlier {
+        format!("window {earlier} finished by an earlier run")
+    } else {
+        format!("resumed window {earlier} of an earlier run")
+    };
+    match summary.then {
+        Some(then) => format!(" ({earlier}, then listed {then})"),
+        None => format!(" ({earlier})"),
     }
 }
