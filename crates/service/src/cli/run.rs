@@ -4,7 +4,10 @@ use clap::Args;
 
 use crate::{
     app::{self, Components},
-    config::{BrokerArgs, BrokerSettings, ProjectsArgs, ProjectsFile, ReceiverArgs, ServerArgs, SpoolArgs, WorkerArgs},
+    config::{
+        broker_limit, BrokerArgs, BrokerSettings, ProjectsArgs, ProjectsFile, ReceiverArgs, ServerArgs, SpoolArgs,
+        WorkerArgs,
+    },
     shutdown,
 };
 
@@ -104,6 +107,9 @@ fn components(
         Some(r) => Some(r.receiver.settings(projects.as_ref(), &broker.topology.event_types)?),
         None => None,
     };
+    if let Some(receiver) = &receiver {
+        broker_limit::check_body_fits(broker.amqp_url.as_ref(), receiver.max_body)?;
+    }
     Ok(Components {
         broker: bind_projects(broker, projects.as_ref()),
         server: server.settings()?,
@@ -161,6 +167,21 @@ mod tests {
         assert_eq!(started(&components("serve", &[&SECRET, &SPOOL]).unwrap()), (true, true, false));
         assert_eq!(started(&components("serve", &[&SECRET]).unwrap()), (true, false, false));
         assert_eq!(started(&components("work", &[&API]).unwrap()), (false, false, true));
+    }
+
+    #[test]
+    fn a_receiver_whose_largest_webhook_the_broker_would_refuse_does_not_start() {
+        const AMQP: [&str; 2] = ["--amqp-url", "amqp://u:p@127.0.0.1:5672/%2f"];
+        let limit = ["--broker-max-message", "64KiB"];
+        let run: [&[&str]; 4] = [&SECRET, &API, &AMQP, &limit];
+        let serve: [&[&str]; 3] = [&SECRET, &AMQP, &limit];
+        for (command, flags) in [("run", &run[..]), ("serve", &serve[..])] {
+            let error = components(command, flags).err().expect("refused").to_string();
+            assert!(error.contains("RELAY_MAX_BODY") && error.contains("RELAY_BROKER_MAX_MESSAGE"), "{error}");
+        }
+        assert!(components("serve", &[&SECRET, &AMQP, &limit, &["--max-body", "64KiB"]]).is_ok());
+        // The worker alone takes no webhook.
+        assert!(components("work", &[&API, &AMQP, &limit]).is_ok());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Where RabbitMQ is and how to reach it: one or several addresses, and TLS.
+//! Where RabbitMQ is, how to reach it (one or several addresses, and TLS), and the largest
+//! message it takes.
 //!
 //! Several addresses are several full URLs separated by commas (the nodes of one cluster, or
 //! the same cluster behind several load balancers); a connection tries them in turn. A URL is
@@ -18,6 +19,10 @@ pub struct AmqpTarget {
     /// Full `amqp://` or `amqps://` URLs, tried in turn; never empty.
     pub addresses: Vec<SecretString>,
     pub tls: TlsSettings,
+    /// Bytes of one message body at most (`RELAY_BROKER_MAX_MESSAGE`, the broker's
+    /// `max_message_size`): the publisher refuses a larger one instead of sending it, since the
+    /// broker would close the shared channel over it (see [`super::broker_limit`]).
+    pub max_message: usize,
 }
 
 /// TLS for `amqps://` addresses. With nothing set: the system's roots, hostname verified.
@@ -33,9 +38,13 @@ pub struct TlsSettings {
 }
 
 impl AmqpTarget {
-    /// One address, no TLS files: what tests and single-node set-ups use.
+    /// One address, no TLS files, the default message limit: what tests and single-node set-ups use.
     pub fn single(url: SecretString) -> Self {
-        Self { addresses: vec![url], tls: TlsSettings { verify_hostname: true, ..Default::default() } }
+        Self {
+            addresses: vec![url],
+            tls: TlsSettings { verify_hostname: true, ..Default::default() },
+            max_message: super::defaults::broker_max_message(),
+        }
     }
 
     /// Whether any address asks for TLS.

@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::amqp::{self, AmqpTarget, Pem, TlsSettings};
 use super::api_args::{ApiArgs, AudioArgs};
+use super::broker_limit;
 use super::defaults;
 use super::{
     secret::{self, secret_value},
@@ -146,6 +147,10 @@ pub struct BrokerArgs {
     /// Check that the broker's certificate names the host of the URL. Turning it off logs a warning.
     #[arg(long, env = "AMQP_TLS_VERIFY_HOSTNAME", default_value_t = true, action = clap::ArgAction::Set)]
     pub amqp_tls_verify_hostname: bool,
+    /// The broker's max_message_size: larger messages are refused before they are sent. Raise it
+    /// together with the broker's (RabbitMQ 3.x's default is 128MiB).
+    #[arg(long, env = "RELAY_BROKER_MAX_MESSAGE", default_value = defaults::BROKER_MAX_MESSAGE, value_parser = broker_limit::max_message)]
+    pub broker_max_message: usize,
     /// Where the embedded queue and its JSON Lines output live (used when AMQP_URL is unset).
     #[arg(long, env = "RELAY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -161,7 +166,7 @@ impl BrokerArgs {
             Some(text) => {
                 let variable = if inline.is_some() { "AMQP_URL" } else { "AMQP_URL_FILE" };
                 let addresses = amqp::parse_addresses(variable, &text)?;
-                let target = AmqpTarget { addresses, tls: self.tls()? };
+                let target = AmqpTarget { addresses, tls: self.tls()?, max_message: self.broker_max_message };
                 let tls_file = if target.tls.ca_pem.is_some() { "AMQP_TLS_CA_FILE" } else { "AMQP_TLS_CERT_FILE" };
                 if !target.uses_tls() && (target.tls.ca_pem.is_some() || target.tls.client.is_some()) {
                     let message = format!("{tls_file} is set but no address of {variable} is amqps://");

@@ -20,6 +20,8 @@ pub const EVENTS: &str = "conversation.completed,handoff.created";
 pub const DELIVERY_LIMIT: u32 = 20;
 pub const CONVERSATIONS_LOG: &str = "polyai.conversations.log";
 pub const LOG_RETENTION: &str = "7d";
+/// RabbitMQ 4.x's `max_message_size` (3.x's is 128 MiB).
+pub const BROKER_MAX_MESSAGE: &str = "16MiB";
 
 pub const LISTEN: &str = "0.0.0.0:8080";
 pub const PATH: &str = "/polyai-events";
@@ -36,6 +38,11 @@ pub const MAX_ATTEMPTS: u32 = 8;
 pub const RETRY_BASE_DELAY: &str = "2s";
 pub const RETRY_MAX_DELAY: &str = "10m";
 pub const AUTH_PROBE_INTERVAL: &str = "30s";
+
+/// [`BROKER_MAX_MESSAGE`] in bytes, for broker settings built without flags.
+pub fn broker_max_message() -> usize {
+    values::parse_size(BROKER_MAX_MESSAGE).expect("the default size parses")
+}
 
 fn duration(text: &str) -> std::time::Duration {
     values::parse_duration(text).expect("a default duration parses")

@@ -7,6 +7,7 @@ pub mod amqp;
 mod api_args;
 mod args;
 mod base_url;
+pub mod broker_limit;
 pub mod defaults;
 pub mod hosts;
 mod project;

@@ -169,7 +169,7 @@ mod tests {
     use crate::config::TlsSettings;
 
     fn connector(url: &str) -> Connector {
-        let target = AmqpTarget { addresses: vec![SecretString::from(url)], tls: TlsSettings::default() };
+        let target = AmqpTarget { tls: TlsSettings::default(), ..AmqpTarget::single(SecretString::from(url)) };
         Connector::new(&target, Metrics::isolated())
     }
 
