@@ -9,6 +9,7 @@ mod addresses;
 mod audio;
 mod audio_pace;
 mod backfill;
+mod broker_limit;
 mod commands;
 mod config;
 mod crash;

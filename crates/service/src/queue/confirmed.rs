@@ -13,6 +13,8 @@ const BETWEEN_ATTEMPTS: Backoff = Backoff::new(Duration::from_millis(100), Durat
 /// Publishes `message` until the queue confirms it. Gives up, with the last error, once the
 /// next attempt would start after `patience`, or at `shutdown`: the caller then keeps the
 /// message elsewhere (back in its queue, or a checkpoint to resume from) rather than hold it.
+/// A permanent error (a message over the broker's limit) is returned at once: waiting changes
+/// nothing, and the caller has to do something else with the message.
 pub async fn publish_until_confirmed(
     publisher: &dyn Publisher,
     to: Destination,
@@ -25,6 +27,7 @@ pub async fn publish_until_confirmed(
     loop {
         let error = match publisher.publish(to, message.clone()).await {
             Ok(()) => return Ok(()),
+            Err(error) if error.is_permanent() => return Err(error),
             Err(error) => error,
         };
         tracing::warn!(%error, destination = to.label(), "publish failed");
@@ -89,6 +92,35 @@ mod tests {
         assert!(matches!(sent.await, Err(PublishError::Unavailable)));
         assert!(started.elapsed() <= Duration::from_secs(30), "{:?}", started.elapsed());
         assert!(flaky.calls.load(Ordering::Relaxed) > 3);
+    }
+
+    /// Refuses every message as over the broker's limit.
+    struct TooLarge {
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Publisher for TooLarge {
+        async fn publish(&self, _: Destination, message: Message) -> Result<(), PublishError> {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+            Err(PublishError::TooLarge { size: message.body.len(), limit: 1 })
+        }
+        fn is_ready(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_message_over_the_broker_limit_is_refused_at_once_not_retried() {
+        let publisher = TooLarge { calls: AtomicU32::new(0) };
+        let never = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let message = Message::sample();
+        let sent =
+            publish_until_confirmed(&publisher, Destination::Conversations, &message, Duration::from_secs(30), &never);
+        assert!(matches!(sent.await, Err(PublishError::TooLarge { size: 2, limit: 1 })));
+        assert_eq!(publisher.calls.load(Ordering::Relaxed), 1);
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test(start_paused = true)]

@@ -89,6 +89,13 @@ pub enum PublishError {
     Timeout,
     #[error("publish failed: {0}")]
     Failed(String),
+    /// Over the broker's `max_message_size`: never sent, since the broker would close the channel
+    /// over it, and every attempt would be refused the same way.
+    #[error(
+        "the message is {size} bytes, over the broker's limit of {limit} bytes (RELAY_BROKER_MAX_MESSAGE; raise it \
+         together with the broker's max_message_size)"
+    )]
+    TooLarge { size: usize, limit: usize },
 }
 
 impl PublishError {
@@ -100,7 +107,13 @@ impl PublishError {
             Self::Unroutable(_) => "returned",
             Self::Timeout => "timeout",
             Self::Failed(_) => "error",
+            Self::TooLarge { .. } => "too_large",
         }
+    }
+
+    /// Whether another attempt would fail the same way, however long it waited.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::TooLarge { .. })
     }
 }
 

@@ -30,9 +30,12 @@ pub async fn enqueue(receiver: &Receiver, message: Message, started: Instant) ->
     let budget = deadline.saturating_sub(started.elapsed()).saturating_sub(spool_reserve(deadline));
     match publish(receiver, message.clone(), budget).await {
         Ok(()) => Ok(Stored::Broker),
-        // No queue is bound for the type: a configuration problem the broker's return will not
-        // fix, so the sender hears of it as before instead of the spool filling up.
-        Err(rejection @ Rejection::Unavailable(PublishError::Unroutable(_))) => Err(rejection),
+        // No queue is bound for the type, or the body is over the broker's limit (start-up refuses
+        // a RELAY_MAX_BODY that allows it): configuration problems the spool would not outlast, so
+        // the sender hears of them as before, and retries once they are fixed.
+        Err(rejection @ Rejection::Unavailable(PublishError::Unroutable(_) | PublishError::TooLarge { .. })) => {
+            Err(rejection)
+        }
         Err(rejection) => {
             tracing::debug!(error = %rejection, "the broker did not take the event in time; spooling it");
             spool_within(spool, message, deadline.saturating_sub(started.elapsed())).await

@@ -76,6 +76,8 @@ struct Shared {
     broken: Notify,
     /// Declared on every new session, so a broker that lost its definitions gets them back.
     topology: Topology,
+    /// The broker's `max_message_size` (`RELAY_BROKER_MAX_MESSAGE`): a larger body is refused here.
+    max_message: usize,
     /// Where the backlog gauge goes.
     metrics: Metrics,
 }
@@ -97,6 +99,7 @@ impl AmqpPublisher {
             ready: watch::Sender::new(false),
             broken: Notify::new(),
             topology,
+            max_message: target.max_message,
             metrics,
         });
         tokio::spawn(supervise(connector, shared.clone(), shutdown));
@@ -144,6 +147,13 @@ impl AmqpPublisher {
 #[async_trait]
 impl Publisher for AmqpPublisher {
     async fn publish(&self, to: Destination, message: Message) -> Result<(), PublishError> {
+        // The broker answers a body over its limit by closing the channel: every publish in flight
+        // on it fails, the session is rebuilt, and the webhooks arriving meanwhile get 503s. So such
+        // a message is never sent. RabbitMQ measures the body alone, as here.
+        let (size, limit) = (message.body.len(), self.shared.max_message);
+        if size > limit {
+            return Err(PublishError::TooLarge { size, limit });
+        }
         let session = self.current().ok_or(PublishError::Unavailable)?;
         // A blocked connection (resource alarm) would accept the publish and never confirm it.
         if session.connection.status().blocked() {
