@@ -83,6 +83,8 @@ pub struct Options {
     pub limits: ConnectionLimits,
     /// Bytes of one API answer at most.
     pub api_max_response: usize,
+    /// `RELAY_BROKER_MAX_MESSAGE` on RabbitMQ; `None`: the default.
+    pub broker_max_message: Option<usize>,
     /// The receiver's projects (design §12); `None`: one project on `/polyai-events`, verified
     /// with [`SECRET`] and [`PREVIOUS_SECRET`].
     pub receiver_projects: Option<Vec<ReceiverProject>>,
@@ -117,6 +119,7 @@ impl Default for Options {
             spool: None,
             limits: ConnectionLimits::default(),
             api_max_response: 16 << 20,
+            broker_max_message: None,
             receiver_projects: None,
             two_projects: false,
         }
@@ -204,8 +207,12 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         }
     });
     let (worker, driven_settings) = if options.drive_worker { (None, worker) } else { (worker, None) };
+    let mut broker = queue.settings(options.event_types.clone(), options.amqp_url.clone());
+    if let (Some(limit), Some(target)) = (options.broker_max_message, broker.amqp_url.as_mut()) {
+        target.max_message = limit;
+    }
     let components = Components {
-        broker: queue.settings(options.event_types.clone(), options.amqp_url.clone()),
+        broker,
         receiver,
         worker,
         server: ServerSettings { admin_listen: listen, limits: options.limits.clone() },

@@ -10,7 +10,7 @@ use tracing::{field::Empty, Instrument};
 
 use super::{projects::Project, record, Settle, Worker};
 use crate::{
-    queue::{self, headers, Destination, Message},
+    queue::{self, headers, Destination, Message, PublishError},
     telemetry::{names, trace_context, traces::trace_span},
 };
 
@@ -33,7 +33,7 @@ impl Worker {
         let mut retry = message.clone();
         retry.headers.insert(headers::ATTEMPTS.to_owned(), attempts.to_string());
         retry.headers.insert(headers::ERROR.to_owned(), error.to_string());
-        let settle = self.publish_patiently(Destination::Retry { delay }, retry).await;
+        let settle = settle(self.publish_patiently(Destination::Retry { delay }, retry).await);
         if settle == Settle::Ack {
             self.count_retry(project, reason);
             tracing::Span::current().record("outcome", "retried");
@@ -55,7 +55,7 @@ impl Worker {
     ) -> Settle {
         let mut held = message.clone();
         held.headers.insert(headers::ERROR.to_owned(), why.to_owned());
-        let settle = self.publish_patiently(Destination::Retry { delay }, held).await;
+        let settle = settle(self.publish_patiently(Destination::Retry { delay }, held).await);
         if settle == Settle::Ack {
             self.count_retry(project, reason);
             tracing::Span::current().record("outcome", "held_back");
@@ -83,7 +83,7 @@ impl Worker {
         dead.headers.insert(headers::ERROR.to_owned(), error.to_owned());
         let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
         dead.headers.insert(headers::DEAD_AT.to_owned(), now);
-        let settle = self.publish_patiently(Destination::Dead, dead).await;
+        let settle = settle(self.publish_patiently(Destination::Dead, dead).await);
         if settle == Settle::Ack {
             let project = project.to_owned();
             self.metrics.record(|| {
@@ -137,37 +137,58 @@ impl Worker {
         enriched.headers.remove(headers::ATTEMPTS);
         enriched.headers.remove(headers::NOT_FOUND_ATTEMPTS);
         enriched.headers.remove(headers::ERROR);
-        let settle = self.publish_patiently(Destination::Conversations, enriched).await;
-        if settle == Settle::Ack {
-            let project = project.label();
-            self.metrics.record(|| metrics::counter!(names::ENRICHED, "project" => project).increment(1));
-            tracing::Span::current().record("outcome", "enriched");
-            tracing::info!(transcript_visible, "event enriched");
+        match self.publish_patiently(Destination::Conversations, enriched).await {
+            Ok(()) => {
+                let project = project.label();
+                self.metrics.record(|| metrics::counter!(names::ENRICHED, "project" => project).increment(1));
+                tracing::Span::current().record("outcome", "enriched");
+                tracing::info!(transcript_visible, "event enriched");
+                Settle::Ack
+            }
+            // Every attempt would fetch the same conversation and build the same record, over the
+            // broker's limit again: the event is dead-lettered now. Its raw event fits, having come
+            // through the broker.
+            Err(error @ PublishError::TooLarge { .. }) => {
+                let why = format!("the enriched record cannot be published: {error}");
+                self.dead_letter(message, label, message.attempts() + 1, "too_large", &why).await
+            }
+            Err(_) => Settle::Requeue,
         }
-        settle
     }
 
-    /// Publishes `message` with [`Self::publish_until_confirmed`], in a span whose context the
-    /// message carries: a record's consumer, or the next attempt of a retry, continues from it.
-    /// A dead letter carries it as a reference only (see [`trace_context`]).
-    async fn publish_patiently(&self, to: Destination, mut message: Message) -> Settle {
+    /// Publishes `message` through short broker outages, in a span whose context the message
+    /// carries: a record's consumer, or the next attempt of a retry, continues from it. A dead
+    /// letter carries it as a reference only (see [`trace_context`]). Gives up past
+    /// [`PUBLISH_PATIENCE`], at shutdown, or at once on a permanent error (over the broker's limit).
+    async fn publish_patiently(&self, to: Destination, mut message: Message) -> Result<(), PublishError> {
         let span = trace_span!("publish", otel.kind = "producer", destination = to.label(), result = Empty);
         match to {
             Destination::Dead => trace_context::for_dead_letter(&span, &mut message.headers),
             _ => trace_context::inject(&span, &mut message.headers),
         }
-        let settle = self.publish_until_confirmed(to, message).instrument(span.clone()).await;
-        span.record("result", if settle == Settle::Ack { "ack" } else { "requeue" });
-        settle
-    }
-
-    /// Publishes through short broker outages; past [`PUBLISH_PATIENCE`], or at shutdown, the
-    /// message goes back to the queue (requeue) rather than being held or dropped.
-    async fn publish_until_confirmed(&self, to: Destination, message: Message) -> Settle {
         let publisher = self.publisher.as_ref();
-        match queue::publish_until_confirmed(publisher, to, &message, PUBLISH_PATIENCE, &self.shutdown).await {
-            Ok(()) => Settle::Ack,
-            Err(_) => Settle::Requeue,
-        }
+        let result = queue::publish_until_confirmed(publisher, to, &message, PUBLISH_PATIENCE, &self.shutdown)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "result",
+            match &result {
+                Ok(()) => "ack",
+                Err(error) if error.is_permanent() => error.label(),
+                Err(_) => "requeue",
+            },
+        );
+        result
+    }
+}
+
+/// A retry, a hold or a dead letter that could not be published goes back to the queue rather
+/// than being held or dropped. Even one over the broker's limit: it is the raw event, which the
+/// broker took, so only a RELAY_BROKER_MAX_MESSAGE below the broker's own can refuse it, and the
+/// broker's delivery limit dead-letters it after RELAY_DELIVERY_LIMIT rounds.
+fn settle(published: Result<(), PublishError>) -> Settle {
+    match published {
+        Ok(()) => Settle::Ack,
+        Err(_) => Settle::Requeue,
     }
 }
