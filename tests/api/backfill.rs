@@ -5,9 +5,14 @@ use std::{collections::HashSet, time::Duration};
 
 use polyai_relay::{
     backfill::{self, BackfillConfig, BackfillKey, Progress},
-    config::ApiSettings,
+    config::{AmqpTarget, ApiSettings, EventTypes},
     polyai::{PolyaiClient, SettingNames},
-    queue::embedded::{EmbeddedQueue, CONVERSATIONS_FILE},
+    queue::{
+        amqp::AmqpPublisher,
+        embedded::{EmbeddedQueue, CONVERSATIONS_FILE},
+        Publisher,
+    },
+    telemetry::Metrics,
 };
 use polyai_relay_devtools::mock_api::{MockApi, MockConfig};
 use secrecy::SecretString;
@@ -16,7 +21,7 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backend::TempDir,
+    backend::{Backend, TempDir, TestQueue},
     fake_polyai::{conversation, FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
     polyai_mock,
     process::run_to_exit_with_stdout,
@@ -253,6 +258,32 @@ async fn a_429_mid_backfill_is_waited_out() {
     let lists = fake.list_requests();
     assert_eq!(lists.len(), 3);
     assert!(lists[2].at - lists[1].at >= Duration::from_secs(1), "waited for Retry-After");
+}
+
+#[tokio::test]
+async fn a_conversation_whose_record_is_over_the_broker_limit_is_named_and_left_out_and_the_rest_published() {
+    let fake = FakePolyai::start().await;
+    let mut big = conversation("CAbig");
+    big["padding"] = json!("x".repeat(256 << 10));
+    let listed = vec![conversation("CAb1"), big, conversation("CAb2")];
+    fake.script_list([Reply::Json(json!({"conversations": listed, "cursor": null}))]);
+    let broker = TestQueue::new(Backend::Amqp, EventTypes::All).await;
+    let settings = broker.settings(EventTypes::All, None);
+    let target = AmqpTarget { max_message: 64 << 10, ..settings.amqp_url.expect("RabbitMQ") };
+    let stop = CancellationToken::new();
+    let publisher = AmqpPublisher::start(target, settings.topology.clone(), Metrics::isolated(), stop.clone());
+    publisher.wait_connected().await;
+
+    let dir = TempDir::new();
+    let config = last_hour(&dir, 10);
+    let summary = backfill::run(&config, &client(&fake.base_url), Some(&publisher), &Progress::Lines, &stop).await;
+    let summary = summary.expect("the run goes on past it");
+    assert_eq!((summary.published, summary.too_large), (2, vec!["CAbig".to_owned()]));
+    let broker = broker.broker();
+    let ids = broker.drain_ids(broker.conversations_queue()).await;
+    assert_eq!(ids, HashSet::from(["backfill:CAb1".to_owned(), "backfill:CAb2".to_owned()]));
+    assert!(publisher.is_ready());
+    stop.cancel();
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ pub use self::{
 use crate::{
     config::ProjectName,
     polyai::{PolyaiClient, SettingNames, Summary},
-    queue::{headers, publish_until_confirmed, Destination, Message, Publisher},
+    queue::{headers, publish_until_confirmed, Destination, Message, PublishError, Publisher},
     worker::record::{transcript_visible, EnrichedRecord, SCHEMA},
 };
 
@@ -56,6 +56,9 @@ pub struct BackfillSummary {
     pub skipped_in_progress: u64,
     /// Listed twice in this run (pages shifting under new calls): published once.
     pub duplicates: u64,
+    /// Conversations of this run whose record is over the broker's limit
+    /// (`RELAY_BROKER_MAX_MESSAGE`): not published, each named in a note.
+    pub too_large: Vec<String>,
     /// A checkpoint of an earlier run with the same arguments was found: `earlier` is its window.
     pub resumed: bool,
     /// An earlier run finished `earlier` already (its checkpoint was kept): none of it was listed.
@@ -173,12 +176,15 @@ fn new_checkpoint(config: &BackfillConfig, window: Window) -> Checkpoint {
 }
 
 /// Publishes one conversation as a backfilled record, waiting out a broker outage for a while.
+/// `Ok(Err(_))`: its record is over the broker's limit. Every run would build the same record, so
+/// the conversation is left out and the rest of the window goes on, rather than the run stopping
+/// at it again on each resume.
 async fn publish(
     publisher: &dyn Publisher,
     project: &ProjectName,
     conversation: &Summary,
     shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Result<(), PublishError>> {
     let event = json!({"type": EVENT_TYPE, "data": {"conversation_id": conversation.id}}).to_string();
     let event = RawValue::from_string(event)?;
     let now = OffsetDateTime::now_utc();
@@ -203,7 +209,9 @@ async fn publish(
         headers: [(headers::RECEIVED_AT.to_owned(), text(now)), (headers::PROJECT.to_owned(), project.to_string())]
             .into(),
     };
-    publish_until_confirmed(publisher, Destination::Conversations, &message, PUBLISH_PATIENCE, shutdown)
-        .await
-        .map_err(|error| anyhow::anyhow!("publishing {id} failed: {error}; the run can be resumed"))
+    match publish_until_confirmed(publisher, Destination::Conversations, &message, PUBLISH_PATIENCE, shutdown).await {
+        Ok(()) => Ok(Ok(())),
+        Err(error @ PublishError::TooLarge { .. }) => Ok(Err(error)),
+        Err(error) => Err(anyhow::anyhow!("publishing {id} failed: {error}; the run can be resumed")),
+    }
 }

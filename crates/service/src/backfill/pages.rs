@@ -62,7 +62,11 @@ impl Pager<'_> {
                     continue;
                 }
                 if let Some(publisher) = self.publisher {
-                    publish(publisher, self.client.project(), conversation, self.shutdown).await?;
+                    if let Err(error) = publish(publisher, self.client.project(), conversation, self.shutdown).await? {
+                        self.progress.note(&format!("{}: not published: {error}", conversation.id));
+                        summary.too_large.push(conversation.id.clone());
+                        continue;
+                    }
                 }
                 state.published += 1;
             }

@@ -134,8 +134,12 @@ impl BackfillArgs {
     fn print(&self, prefix: &str, summary: &BackfillSummary) {
         let verb = if self.dry_run { "would publish" } else { "published" };
         let how = how(summary);
+        let too_large = match summary.too_large.len() {
+            0 => String::new(),
+            n => format!(", {n} not published (record over RELAY_BROKER_MAX_MESSAGE)"),
+        };
         stdout::line(format_args!(
-            "{prefix}{} pages, {} conversations listed, {verb} {}, skipped {} in progress{}{how}",
+            "{prefix}{} pages, {} conversations listed, {verb} {}, skipped {} in progress{}{too_large}{how}",
             summary.pages,
             summary.seen,
             summary.published,
