@@ -69,8 +69,11 @@ async fn a_message_past_its_delivery_limit_goes_to_the_dead_letter_file() {
         let delivery = consumer.next().await.unwrap();
         assert_eq!(delivery.message.message_id, "evt_poison");
         drop(delivery);
-        // Dropping the consumer gives the unsettled message back (the next consumer is woken by it).
-        drop(consumer);
+        // Dropping the consumer gives the unsettled message back. Inside the runtime that happens
+        // on a blocking thread, in its own time, and the next consumer could be served
+        // `evt_fine` first; dropped on a thread of its own, outside the runtime, it is given back
+        // before the drop returns.
+        std::thread::spawn(move || drop(consumer)).join().unwrap();
     }
     let mut consumer = Source::open(&queue, 1).await.unwrap();
     assert_eq!(consumer.next().await.unwrap().message.message_id, "evt_fine");
