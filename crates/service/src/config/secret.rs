@@ -9,7 +9,14 @@ use super::ConfigError;
 /// clap value parser that moves a secret straight into a [`SecretString`], so the plain text
 /// never lives in a `String` that a stray `{:?}` could print.
 pub fn secret_value(text: &str) -> Result<SecretString, std::convert::Infallible> {
-    Ok(SecretString::from(text))
+    Ok(SecretString::from(without_line_end(text)))
+}
+
+/// A secret without the line end it was written with: files written by `echo` or editors end in
+/// one, and so does a variable filled from such a file (a Kubernetes secret made with
+/// `--from-file`, say). It is never part of the secret, and kept, the secret would never match.
+fn without_line_end(text: &str) -> &str {
+    text.trim_end_matches(['\r', '\n'])
 }
 
 /// Resolves a secret given either inline (`variable`) or as a file (`variable_FILE`).
@@ -39,8 +46,7 @@ pub fn resolve(
 pub fn read_file(label: &str, path: &Path) -> Result<SecretString, ConfigError> {
     let content = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("", format!("{label}: cannot read {}: {}", path.display(), e.kind())))?;
-    // Files written by `echo` or editors end in a newline that is not part of the secret.
-    let secret = SecretString::from(content.trim_end_matches(['\r', '\n']));
+    let secret = SecretString::from(without_line_end(&content));
     if secret.expose_secret().trim().is_empty() {
         return Err(ConfigError::new("", format!("{label}: {} is empty", path.display())));
     }
@@ -79,6 +85,14 @@ mod tests {
         let secret = resolve("X", None, Some(&dir)).unwrap().unwrap();
         assert_eq!(secret.expose_secret(), "from-a-file");
         std::fs::remove_file(dir).unwrap();
+    }
+
+    #[test]
+    fn a_secret_given_in_a_variable_loses_its_trailing_newline_too() {
+        // `POLYAI_WEBHOOK_SECRET_PREVIOUS` from a Kubernetes secret made with `--from-file`.
+        let secret = secret_value("whsec_old\r\n").unwrap();
+        assert_eq!(resolve("X", Some(&secret), None).unwrap().unwrap().expose_secret(), "whsec_old");
+        assert_eq!(secret_value("  inner spaces stay  ").unwrap().expose_secret(), "  inner spaces stay  ");
     }
 
     #[test]
