@@ -33,6 +33,15 @@ async fn serving_without_a_webhook_secret_names_the_variable() {
 }
 
 #[tokio::test]
+async fn a_webhook_path_the_router_would_read_as_a_parameter_is_refused_with_a_line_not_a_panic() {
+    for path in ["/:hook", "/{hook}", "/a{", "polyai-events"] {
+        let (code, stderr) = run_to_exit(&["serve"], &[SECRET, AMQP, ("RELAY_PATH", path)]).await;
+        assert_eq!(code, Some(Refused::AtStartUp as i32), "{path}: {stderr}");
+        assert!(stderr.contains("RELAY_PATH") && !stderr.contains("panicked"), "{path}: {stderr}");
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_region_is_refused() {
     let env = [SECRET, AMQP, ("POLYAI_API_KEY", "k"), ("POLYAI_REGION", "mars")];
     fails_naming(&["run"], &env, &["POLYAI_REGION", "mars", "us"]).await;

@@ -212,8 +212,7 @@ impl ProjectEntry {
     /// Paths become routes: a plain absolute path, without the characters a router would read
     /// as a parameter or a query.
     fn checked_path(&self, path: String) -> Result<String, ConfigError> {
-        let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~');
-        if !path.starts_with('/') || path.len() < 2 || !path.chars().all(plain) || path.contains("//") {
+        if path.len() < 2 || !values::plain_route(&path) {
             return Err(
                 self.error("path", &format!("`{path}` must be an absolute path of letters, digits and `/-_.~`"))
             );

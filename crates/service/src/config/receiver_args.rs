@@ -123,8 +123,11 @@ impl ReceiverArgs {
             secrets.push((SecretSlot::Previous, previous));
         }
         let path = self.path.clone().unwrap_or_else(|| defaults::PATH.to_owned());
-        if !path.starts_with('/') {
-            return Err(ConfigError::new("RELAY_PATH", format!("RELAY_PATH `{path}` must start with `/`")));
+        if !values::plain_route(&path) {
+            return Err(ConfigError::new(
+                "RELAY_PATH",
+                format!("RELAY_PATH `{path}` must be an absolute path of letters, digits and `/-_.~`"),
+            ));
         }
         Ok(ReceiverProject {
             name: ProjectName::default(),

@@ -50,9 +50,27 @@ pub fn parse_list(text: &str) -> Vec<String> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
+/// Whether a webhook path can be a route as it is: absolute, of letters, digits and `/-_.~`
+/// only. The router reads `{…}` and `*` as parameters (and refuses some forms at start-up with a
+/// panic), and `?` or `#` would never match a request's path.
+pub fn plain_route(path: &str) -> bool {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~');
+    path.starts_with('/') && path.chars().all(plain) && !path.contains("//")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_is_a_plain_absolute_path() {
+        for path in ["/polyai-events", "/", "/hooks/acme-uk.v2~x_y"] {
+            assert!(plain_route(path), "{path}");
+        }
+        for path in ["polyai-events", "/:hook", "/{hook}", "/*rest", "/a{", "/a?b", "/a//b", "/a b", "/é"] {
+            assert!(!plain_route(path), "{path}");
+        }
+    }
 
     #[test]
     fn durations_need_a_unit() {
