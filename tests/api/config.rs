@@ -66,6 +66,24 @@ async fn a_worker_without_an_api_key_names_the_variable() {
 }
 
 #[tokio::test]
+async fn reconciliation_reaching_further_back_than_the_ledger_remembers_is_refused() {
+    // Nothing is reached: the broker URL points nowhere, and the check comes first.
+    let api = [
+        ("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f"),
+        ("POLYAI_API_KEY", "k"),
+        ("POLYAI_REGION", "us"),
+        ("POLYAI_ACCOUNT_ID", "ws-1"),
+        ("POLYAI_PROJECT_ID", "PROJECT-1"),
+    ];
+    let continuous = [api.as_slice(), &[("RELAY_RECONCILE_EVERY", "15m"), ("RELAY_RECONCILE_WINDOW", "14d")]].concat();
+    fails_naming(&["work"], &continuous, &["RELAY_RECONCILE_WINDOW", "RELAY_LOG_RETENTION, 7days"]).await;
+    fails_naming(&["reconcile", "--since", "30d"], &api, &["--since", "RELAY_LOG_RETENTION, 7days"]).await;
+    let kept_longer = [api.as_slice(), &[("RELAY_LOG_RETENTION", "31d")]].concat();
+    let (_, stderr) = run_to_exit(&["reconcile", "--since", "30d"], &kept_longer).await;
+    assert!(!stderr.contains("RELAY_LOG_RETENTION"), "a ledger kept longer covers it: {stderr}");
+}
+
+#[tokio::test]
 async fn bad_durations_and_sizes_name_their_variable() {
     let deadline = [SECRET, AMQP, ("RELAY_ACK_DEADLINE", "3")];
     refused(Refused::ByParser, &["serve"], &deadline, &["RELAY_ACK_DEADLINE", "no unit"]).await;

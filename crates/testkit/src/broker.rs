@@ -47,8 +47,9 @@ impl TestBroker {
 
     /// Names under `prefix`, so tests sharing a broker never meet.
     pub fn topology_for(prefix: &str, event_types: EventTypes) -> Topology {
-        // A short retention: the log stream of a test needs to outlive the test only.
-        Topology { event_types, log_retention: Duration::from_secs(3600), ..Topology::named(prefix) }
+        // Two days: a reconciliation may not reach further back than the ledger remembers, and the
+        // tests reconcile the last 24 h. The stream goes with the test's other names when it ends.
+        Topology { event_types, log_retention: Duration::from_secs(2 * 86_400), ..Topology::named(prefix) }
     }
 
     pub async fn channel(&self) -> Channel {

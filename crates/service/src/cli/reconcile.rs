@@ -14,7 +14,7 @@ use super::{
     window::WindowArgs,
 };
 use crate::{
-    config::parse_duration,
+    config::{check_within_retention, parse_duration},
     polyai::PolyaiClient,
     queue::embedded::EmbeddedQueue,
     reconcile::{self, AmqpLedger, EmbeddedLedger, Ledger, Pass, PassSummary, ReconcileError},
@@ -59,6 +59,8 @@ impl ReconcileArgs {
         let finished_before = now - self.settle;
         let (start, end) = self.window.bounds(now, finished_before)?;
         anyhow::ensure!(start < end, "--since must be before --until (which is now minus the settle time by default)");
+        let reach = (now - start).try_into().unwrap_or_default();
+        check_within_retention("--since", reach, broker.topology.log_retention)?;
         let pass = Pass {
             start,
             end,

@@ -5,8 +5,8 @@ use clap::Args;
 use crate::{
     app::{self, Components},
     config::{
-        broker_limit, BrokerArgs, BrokerSettings, ProjectsArgs, ProjectsFile, ReceiverArgs, ServerArgs, SpoolArgs,
-        WorkerArgs,
+        broker_limit, check_within_retention, BrokerArgs, BrokerSettings, ProjectsArgs, ProjectsFile, ReceiverArgs,
+        ServerArgs, SpoolArgs, WorkerArgs,
     },
     shutdown,
 };
@@ -110,11 +110,15 @@ fn components(
     if let Some(receiver) = &receiver {
         broker_limit::check_body_fits(broker.amqp_url.as_ref(), receiver.max_body)?;
     }
+    let worker = worker.map(|w| w.settings(projects.as_ref())).transpose()?;
+    if let Some(reconcile) = worker.as_ref().and_then(|w| w.reconcile.as_ref()) {
+        check_within_retention("RELAY_RECONCILE_WINDOW", reconcile.window, broker.topology.log_retention)?;
+    }
     Ok(Components {
         broker: bind_projects(broker, projects.as_ref()),
         server: server.settings()?,
         receiver,
-        worker: worker.map(|w| w.settings(projects.as_ref())).transpose()?,
+        worker,
         spool: receiving.and_then(|r| r.spool.settings()),
     })
 }

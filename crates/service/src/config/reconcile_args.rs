@@ -48,6 +48,23 @@ pub struct ReconcileArgs {
     pub reconcile_env: String,
 }
 
+/// Refuses a reconciliation that looks further back (`reach`) than the ledger remembers
+/// (`RELAY_LOG_RETENTION`): what the ledger has forgotten looks unknown, so calls delivered long
+/// ago would be sent again, under new ids (`reconcile:{id}`) that consumers cannot dedupe.
+pub fn check_within_retention(setting: &str, reach: Duration, retention: Duration) -> Result<(), ConfigError> {
+    if reach <= retention {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "RELAY_LOG_RETENTION",
+        format!(
+            "{setting} reaches back {}, further than the ledger remembers (RELAY_LOG_RETENTION, {}): calls delivered before that would be sent again; shorten it, or keep the ledger longer",
+            humantime::format_duration(reach),
+            humantime::format_duration(retention),
+        ),
+    ))
+}
+
 impl ReconcileArgs {
     pub fn settings(&self) -> Result<Option<ReconcileSettings>, ConfigError> {
         let Some(every) = self.reconcile_every.0 else { return Ok(None) };
@@ -105,6 +122,17 @@ mod tests {
         assert!(settings(&["--reconcile-every", "15"]).unwrap_err().contains("RELAY_RECONCILE_EVERY"));
         let short = settings(&["--reconcile-every", "1m", "--reconcile-window", "5m"]).unwrap_err();
         assert!(short.contains("RELAY_RECONCILE_WINDOW"), "{short}");
+    }
+
+    #[test]
+    fn a_window_longer_than_the_ledger_remembers_is_refused() {
+        let week = Duration::from_secs(7 * 86_400);
+        assert!(check_within_retention("RELAY_RECONCILE_WINDOW", week, week).is_ok());
+        let error = check_within_retention("--since", week * 2, week).unwrap_err().to_string();
+        assert!(
+            error.contains("--since reaches back 14days") && error.contains("RELAY_LOG_RETENTION, 7days"),
+            "{error}"
+        );
     }
 
     #[test]
