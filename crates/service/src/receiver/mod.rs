@@ -37,7 +37,8 @@ pub struct Receiver {
     spool: Option<Spool>,
     /// This relay's recorder (its own in tests, the process's in production).
     metrics: Metrics,
-    /// Deliveries enqueued within the timestamp tolerance, to answer replays without enqueueing.
+    /// Deliveries enqueued within the timestamp tolerance, to answer replays without enqueueing,
+    /// and those being stored, whose copies wait for the outcome.
     recent: recent::RecentDeliveries,
 }
 
@@ -50,7 +51,7 @@ impl Receiver {
             publisher,
             in_flight: Semaphore::new(settings.max_in_flight),
             refusals: crate::log_limit::LogLimit::default(),
-            recent: recent::RecentDeliveries::new(tolerance),
+            recent: recent::RecentDeliveries::new(tolerance, settings.max_in_flight),
             settings,
             spool: None,
             metrics,

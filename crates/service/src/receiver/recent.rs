@@ -3,9 +3,23 @@
 //! again (design §10). Memory is bounded: entries expire after the window, and past
 //! [`CAPACITY`] the oldest are forgotten first, so a flood of distinct signed deliveries cannot
 //! grow it; a replay of a forgotten one is enqueued again, as it was before this existed.
+//!
+//! A delivery is reserved when first seen, in the same lock hold as the look-up: copies sent at
+//! once on many connections cannot all find it absent and all be enqueued. While the first is
+//! being stored its copies are told [`Seen::InFlight`] (answered 503, not 204): its store may
+//! still fail, and a copy answered 2xx then would be lost. A reservation is kept once the
+//! delivery is stored and dropped otherwise (or if its request is dropped), so a retry of a
+//! delivery that got 503 is taken.
+//!
+//! Why 503 rather than holding the copy until the first's outcome is known: a held copy keeps its
+//! publishing permit for up to `RELAY_ACK_DEADLINE` (a replayer's copies would take the permits
+//! PolyAI's webhooks need) and each pending delivery would need a channel allocated for it.
+//! PolyAI retries a delivery after the first attempt's answer, or its 5 s timeout, which is past
+//! the relay's deadline: its own retries find the first attempt's outcome known. The pending set is a fixed allocation beside the table, and a
+//! stored webhook takes the lock twice, as before: to reserve, and to record the outcome.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Mutex,
     time::Duration,
 };
@@ -55,7 +69,54 @@ impl DeliveryKey {
     }
 }
 
-/// Keys of the deliveries enqueued within the last `window`.
+/// What a delivery is to this table when it arrives.
+pub enum Seen<'a> {
+    /// Not seen: now reserved. Store it, then say so, or drop the reservation.
+    New(Reservation<'a>),
+    /// Stored (enqueued or spooled) within the window: a duplicate.
+    Stored,
+    /// A copy of it is being stored right now, and may yet fail.
+    InFlight,
+}
+
+/// A delivery being stored. Dropped without [`Reservation::stored`] (its store failed, or its
+/// request was dropped), it is forgotten, so that a retry is stored.
+#[must_use = "a reservation dropped at once forgets the delivery"]
+pub struct Reservation<'a> {
+    recent: &'a RecentDeliveries,
+    key: DeliveryKey,
+    /// Set by [`Reservation::stored`]: nothing left for `drop` to undo.
+    settled: bool,
+}
+
+impl Reservation<'_> {
+    /// The delivery is stored: its copies are duplicates from now on. `signed_ahead`: how far its
+    /// signed timestamp is ahead of this relay's clock. Its signature is accepted until that
+    /// timestamp is a window old, so a copy must be recognised that much longer than a window
+    /// from now.
+    pub fn stored(mut self, signed_ahead: Duration) {
+        self.settled = true;
+        let mut state = self.recent.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.pending.remove(&self.key);
+        state.forget_expired(self.recent.now());
+        while state.order.len() >= CAPACITY {
+            state.forget_oldest();
+        }
+        let expires = self.recent.expiry(signed_ahead);
+        state.expiry.insert(self.key, expires);
+        state.order.push_back((expires, self.key));
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.recent.state.lock().unwrap_or_else(|p| p.into_inner()).pending.remove(&self.key);
+        }
+    }
+}
+
+/// Keys of the deliveries enqueued within the last `window`, and of those being stored.
 pub struct RecentDeliveries {
     window: Duration,
     /// Expiries are whole seconds since this instant: 4 bytes an entry instead of an `Instant`'s 16.
@@ -71,14 +132,23 @@ struct State {
     expiry: HashMap<DeliveryKey, Second>,
     /// Insertion order, to expire and evict the oldest first.
     order: VecDeque<(Second, DeliveryKey)>,
+    /// Deliveries reserved and not yet stored. Apart from `expiry`, so that neither expiry nor
+    /// eviction can forget one mid-store, and no entry there needs a flag. Reserved only by a
+    /// request holding a publishing permit, so at most `RELAY_MAX_IN_FLIGHT` of them.
+    pending: HashSet<DeliveryKey>,
 }
 
 impl RecentDeliveries {
-    pub fn new(window: Duration) -> Self {
+    /// `in_flight`: how many requests may be storing at once (`RELAY_MAX_IN_FLIGHT`).
+    pub fn new(window: Duration, in_flight: usize) -> Self {
         // Allocated whole at start-up: the peak a full table reaches, and never the moment when a
         // growing map holds its old and new buckets at once. Untouched pages cost no memory
-        // until entries land in them.
-        let state = State { expiry: HashMap::with_capacity(CAPACITY), order: VecDeque::with_capacity(CAPACITY) };
+        // until entries land in them. So no webhook allocates here.
+        let state = State {
+            expiry: HashMap::with_capacity(CAPACITY),
+            order: VecDeque::with_capacity(CAPACITY),
+            pending: HashSet::with_capacity(in_flight),
+        };
         Self { window, epoch: Instant::now(), state: Mutex::new(state) }
     }
 
@@ -96,26 +166,19 @@ impl RecentDeliveries {
         Second::try_from(seconds).unwrap_or(Second::MAX)
     }
 
-    /// Whether `key` was enqueued within the window.
-    pub fn contains(&self, key: &DeliveryKey) -> bool {
+    /// What `key` is to the table, reserving it if it is new: one lock hold, so of copies that
+    /// arrive together exactly one is [`Seen::New`].
+    pub fn reserve(&self, key: DeliveryKey) -> Seen<'_> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = self.now();
         state.forget_expired(now);
-        state.expiry.get(key).is_some_and(|expires| *expires > now)
-    }
-
-    /// Records a delivery that was just enqueued. `signed_ahead`: how far its signed timestamp
-    /// is ahead of this relay's clock. Its signature is accepted until that timestamp is a window
-    /// old, so a copy must be recognised that much longer than a window from now.
-    pub fn insert(&self, key: DeliveryKey, signed_ahead: Duration) {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.forget_expired(self.now());
-        while state.order.len() >= CAPACITY {
-            state.forget_oldest();
+        if state.expiry.get(&key).is_some_and(|expires| *expires > now) {
+            Seen::Stored
+        } else if !state.pending.insert(key) {
+            Seen::InFlight
+        } else {
+            Seen::New(Reservation { recent: self, key, settled: false })
         }
-        let expires = self.expiry(signed_ahead);
-        state.expiry.insert(key, expires);
-        state.order.push_back((expires, key));
     }
 }
 
@@ -144,42 +207,97 @@ mod tests {
         DeliveryKey([n; 16])
     }
 
+    fn table() -> RecentDeliveries {
+        RecentDeliveries::new(Duration::from_secs(300), 8)
+    }
+
+    /// Reserves `key` and stores it at once, as a webhook confirmed without a wait would.
+    fn store(recent: &RecentDeliveries, key: DeliveryKey, signed_ahead: Duration) {
+        match recent.reserve(key) {
+            Seen::New(reservation) => reservation.stored(signed_ahead),
+            _ => panic!("already seen"),
+        }
+    }
+
+    /// Whether a copy of `key` arriving now is a duplicate. A new key's reservation is dropped.
+    fn is_duplicate(recent: &RecentDeliveries, key: DeliveryKey) -> bool {
+        matches!(recent.reserve(key), Seen::Stored)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_key_is_remembered_for_the_window_only() {
-        let recent = RecentDeliveries::new(Duration::from_secs(300));
+        let recent = table();
         tokio::time::advance(Duration::from_millis(500)).await;
-        recent.insert(key(1), Duration::ZERO);
-        assert!(recent.contains(&key(1)));
-        assert!(!recent.contains(&key(2)));
+        store(&recent, key(1), Duration::ZERO);
+        assert!(is_duplicate(&recent, key(1)));
+        assert!(!is_duplicate(&recent, key(2)));
         // Whole seconds, rounded towards remembering: still there at the window's last instant.
         tokio::time::advance(Duration::from_millis(299_999)).await;
-        assert!(recent.contains(&key(1)));
+        assert!(is_duplicate(&recent, key(1)));
         tokio::time::advance(Duration::from_secs(2)).await;
-        assert!(!recent.contains(&key(1)));
+        assert!(!is_duplicate(&recent, key(1)));
         assert!(recent.state.lock().unwrap().order.is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_delivery_signed_ahead_of_the_clock_is_remembered_until_its_signature_goes_stale() {
-        let recent = RecentDeliveries::new(Duration::from_secs(300));
-        recent.insert(key(1), Duration::from_secs(5));
-        recent.insert(key(2), Duration::ZERO);
+        let recent = table();
+        store(&recent, key(1), Duration::from_secs(5));
+        store(&recent, key(2), Duration::ZERO);
         tokio::time::advance(Duration::from_secs(302)).await;
-        assert!(recent.contains(&key(1)), "its signature is still fresh here");
-        assert!(!recent.contains(&key(2)));
+        assert!(is_duplicate(&recent, key(1)), "its signature is still fresh here");
+        assert!(!is_duplicate(&recent, key(2)));
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert!(!recent.contains(&key(1)));
+        assert!(!is_duplicate(&recent, key(1)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn memory_stays_bounded_by_forgetting_the_oldest() {
-        let recent = RecentDeliveries::new(Duration::from_secs(300));
+        let recent = table();
         for n in 0..(CAPACITY + 10) {
             let mut bytes = [0u8; 16];
             bytes[..8].copy_from_slice(&(n as u64).to_le_bytes());
-            recent.insert(DeliveryKey(bytes), Duration::ZERO);
+            store(&recent, DeliveryKey(bytes), Duration::ZERO);
         }
         let state = recent.state.lock().unwrap();
-        assert_eq!((state.order.len(), state.expiry.len()), (CAPACITY, CAPACITY));
+        assert_eq!((state.order.len(), state.expiry.len(), state.pending.len()), (CAPACITY, CAPACITY, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_copy_arriving_while_the_first_is_being_stored_is_told_it_is_in_flight_not_a_duplicate() {
+        let recent = table();
+        let Seen::New(first) = recent.reserve(key(1)) else { panic!("the first copy is new") };
+        assert!(matches!(recent.reserve(key(1)), Seen::InFlight));
+        assert!(matches!(recent.reserve(key(1)), Seen::InFlight), "and so is every copy after it");
+        first.stored(Duration::ZERO);
+        assert!(matches!(recent.reserve(key(1)), Seen::Stored));
+        let state = recent.state.lock().unwrap();
+        assert_eq!((state.order.len(), state.expiry.len(), state.pending.len()), (1, 1, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delivery_whose_store_failed_is_forgotten_so_that_its_retry_is_stored() {
+        let recent = table();
+        let Seen::New(first) = recent.reserve(key(1)) else { panic!("the first copy is new") };
+        assert!(matches!(recent.reserve(key(1)), Seen::InFlight));
+        drop(first);
+        let Seen::New(retry) = recent.reserve(key(1)) else { panic!("the retry is new again") };
+        retry.stored(Duration::ZERO);
+        assert!(is_duplicate(&recent, key(1)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delivery_being_stored_is_neither_expired_nor_evicted_by_a_full_table() {
+        let recent = table();
+        let Seen::New(slow) = recent.reserve(key(0)) else { panic!("new") };
+        for n in 1..=(CAPACITY + 10) {
+            let mut bytes = [1u8; 16];
+            bytes[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            store(&recent, DeliveryKey(bytes), Duration::ZERO);
+        }
+        tokio::time::advance(Duration::from_secs(400)).await;
+        assert!(matches!(recent.reserve(key(0)), Seen::InFlight), "its copies still wait for its outcome");
+        slow.stored(Duration::ZERO);
+        assert!(is_duplicate(&recent, key(0)));
     }
 }

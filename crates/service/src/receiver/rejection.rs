@@ -30,6 +30,10 @@ pub enum Rejection {
     /// read an answer.
     #[error("the connection was closed to make room for another")]
     Evicted,
+    /// A copy of a delivery another request is storing right now. Not `duplicate` (204) yet:
+    /// that store may still fail. Retried, it is a duplicate, or stored if the first was not.
+    #[error("a copy of this delivery is being stored; its outcome is not known yet")]
+    CopyInFlight,
     #[error("not durably enqueued: {0}")]
     Unavailable(PublishError),
     #[error("not durably enqueued before the deadline")]
@@ -50,6 +54,7 @@ impl Rejection {
             Self::SlowBody => "timeout",
             Self::Overloaded => "overloaded",
             Self::Evicted => "evicted",
+            Self::CopyInFlight => "duplicate_in_flight",
             Self::Unavailable(_) | Self::DeadlineExceeded | Self::SpoolFailed(_) => "unavailable",
             Self::SpoolFull => "spool_full",
         }
@@ -64,6 +69,7 @@ impl Rejection {
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded
             | Self::Evicted
+            | Self::CopyInFlight
             | Self::Unavailable(_)
             | Self::DeadlineExceeded
             | Self::SpoolFull

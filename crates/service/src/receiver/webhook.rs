@@ -19,7 +19,7 @@ use super::{
     endpoint::{Endpoint, Route},
     enqueue::{enqueue, Stored},
     meters::{WebhookMeters, ACCEPTED},
-    recent::DeliveryKey,
+    recent::{DeliveryKey, Seen},
     rejection::Rejection,
     Receiver,
 };
@@ -168,10 +168,16 @@ async fn handle(
         return Ok(Accepted::Ignored(reason));
     }
 
+    // Looked up and reserved at once: of copies sent together under several event ids, one is
+    // stored and the others wait for a retry, never all enqueued (design §10). A copy of one still
+    // being stored is not told `duplicate` (204): that store may fail, and then nothing would hold
+    // the copy. It gets 503 instead, and its retry finds the delivery stored, or forgotten.
     let delivery = DeliveryKey::of(endpoint.name.as_str(), &event.verified, headers, &SIGNATURE);
-    if receiver.recent.contains(&delivery) {
-        return Ok(Accepted::Duplicate);
-    }
+    let reservation = match receiver.recent.reserve(delivery) {
+        Seen::New(reservation) => reservation,
+        Seen::Stored => return Ok(Accepted::Duplicate),
+        Seen::InFlight => return Err(Rejection::CopyInFlight),
+    };
     let ahead = signed_ahead(event.verified.timestamp(), now);
 
     // The worker's span continues from this one: the raw event carries its `traceparent`.
@@ -185,9 +191,10 @@ async fn handle(
         Err(rejection) => rejection.outcome(),
     };
     publish_span.record("result", result);
+    // Refused, the reservation is dropped here: the sender's retry is stored.
     let stored = stored?;
     // Spooled or confirmed, it is answered 204 and will reach the queue: a replay is a duplicate.
-    receiver.recent.insert(delivery, ahead);
+    reservation.stored(ahead);
     match stored {
         Stored::Broker => Ok(Accepted::Enqueued),
         Stored::Spooled => Ok(Accepted::Spooled),
