@@ -217,3 +217,80 @@ async fn an_unsigned_timestamp_is_not_forwarded_as_if_verified() {
     assert_eq!(header(&delivery, "x-relay-signature-scheme").as_deref(), Some("body"));
     assert_eq!(header(&delivery, "x-polyai-timestamp"), None);
 }
+
+/// One signed delivery as someone who captured it holds it: sent again under any event id
+/// (`X-PolyAI-Event-ID` is not signed).
+struct Captured {
+    body: String,
+    ts: String,
+    signature: String,
+}
+
+impl Captured {
+    fn new(conversation_id: &str) -> Self {
+        let body = completed(conversation_id);
+        let ts = now().to_string();
+        let signature = sign(SECRET.as_bytes(), Some(&ts), body.as_bytes());
+        Self { body, ts, signature }
+    }
+
+    async fn send(&self, app: &TestApp, event_id: &str) -> (u16, Option<String>) {
+        let headers = [
+            ("x-polyai-timestamp", self.ts.as_str()),
+            ("x-polyai-signature", self.signature.as_str()),
+            ("x-polyai-event-id", event_id),
+        ];
+        let response = app.post(&self.body, &headers).await;
+        let outcome = response.headers().get("x-relay-outcome").map(|v| v.to_str().unwrap().to_owned());
+        (response.status().as_u16(), outcome)
+    }
+}
+
+/// Both copies verified: each has been looked up in the table of deliveries, and the first is
+/// being published to a broker that holds its confirm.
+async fn both_verified(app: &TestApp) {
+    app.wait_for_metric(r#"relay_signature_verified_total{scheme="timestamped",secret="current"}"#, 2.0).await;
+}
+
+#[tokio::test]
+async fn copies_sent_at_once_under_new_event_ids_are_enqueued_once() {
+    let (app, proxy) = proxied_app(Options { worker: false, ..Options::default() }).await;
+    let captured = Captured::new("CA0rce");
+    proxy.stall();
+    let (a, b, ()) = tokio::join!(captured.send(&app, "evt_a"), captured.send(&app, "evt_b"), async {
+        both_verified(&app).await;
+        proxy.resume();
+    });
+
+    // Either may be the first: that one is stored; the other was told to come back, not `duplicate`,
+    // since the first's outcome was not known yet when it was answered.
+    let (stored, copy) = if a.0 == 204 { (("evt_a", a), ("evt_b", b)) } else { (("evt_b", b), ("evt_a", a)) };
+    assert_eq!(stored.1, (204, None), "the first copy is enqueued");
+    assert_eq!(copy.1, (503, None), "a copy of a delivery still in flight");
+    assert_eq!(app.metric(r#"relay_webhook_requests_total{outcome="duplicate_in_flight"}"#).await, 1.0);
+    // Retried, it finds the first stored.
+    assert_eq!(captured.send(&app, copy.0).await, (204, Some("duplicate".to_owned())));
+    assert_eq!(app.queue.pending_ids().await, [stored.0.to_owned()].into(), "enqueued once, under the first's id");
+}
+
+#[tokio::test]
+async fn a_copy_refused_while_the_first_was_in_flight_is_stored_when_the_first_failed() {
+    let (app, proxy) = proxied_app(Options { worker: false, ..Options::default() }).await;
+    let captured = Captured::new("CA0fai");
+    proxy.stall();
+    // The broker goes away with the first copy's publish held, unconfirmed: it is not stored.
+    let (a, b, ()) = tokio::join!(captured.send(&app, "evt_a"), captured.send(&app, "evt_b"), async {
+        both_verified(&app).await;
+        proxy.cut();
+    });
+    assert_eq!((a.0, b.0), (503, 503), "a copy was answered {a:?} / {b:?} though nothing was stored");
+
+    // Back, and no longer silent.
+    proxy.resume();
+    proxy.restore();
+    app.wait_for_readiness(200).await;
+    // The failed first is forgotten: a copy sent now (PolyAI's retry, or anyone's) is stored.
+    assert_eq!(captured.send(&app, "evt_b").await, (204, None));
+    assert_eq!(captured.send(&app, "evt_c").await, (204, Some("duplicate".to_owned())));
+    assert_eq!(app.queue.pending_ids().await, ["evt_b".to_owned()].into());
+}
