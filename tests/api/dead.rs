@@ -7,7 +7,11 @@ use std::{collections::HashSet, time::Duration};
 use lapin::options::BasicGetOptions;
 use polyai_relay::{
     config::EventTypes,
-    queue::{amqp::AmqpPublisher, embedded::EmbeddedQueue, headers, Destination, Message, Publisher},
+    queue::{
+        amqp::AmqpPublisher,
+        embedded::{EmbeddedQueue, DEAD_FILE as EMBEDDED_DEAD_FILE},
+        headers, Destination, Message, Publisher,
+    },
     telemetry::Metrics,
 };
 use serde_json::Value;
@@ -265,4 +269,20 @@ async fn a_message_the_broker_dead_lettered_is_listed_with_the_brokers_reason_an
     assert_eq!(listed[0]["conversation_id"], "CAcrashloop");
     assert!(listed[0]["error"].as_str().unwrap().contains("delivery_limit"), "{}", listed[0]);
     assert!(listed[0]["dead_at"].is_string(), "{}", listed[0]);
+}
+
+#[tokio::test]
+async fn an_embedded_dead_list_shows_the_letters_around_a_line_torn_inside_a_character() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, types()).await;
+    seed_dead_letters(&queue, &["evt-t1".to_owned()]).await;
+    let TestQueue::Embedded { dir, .. } = &queue else { unreachable!("an embedded queue") };
+    // What a crash or a full disk leaves: part of a line, cut inside "ë", with no newline.
+    let mut file = std::fs::OpenOptions::new().append(true).open(dir.0.join(EMBEDDED_DEAD_FILE)).expect("dead.jsonl");
+    std::io::Write::write_all(&mut file, b"{\"event_id\":\"evt-torn\",\"caller\":\"Zo\xc3").expect("written");
+    seed_dead_letters(&queue, &["evt-t2".to_owned()]).await;
+
+    let listed = dead(&queue, &["list"]).await;
+    assert!(listed.contains("evt-t1") && listed.contains("evt-t2"), "{listed}");
+    assert!(!listed.contains("evt-torn"), "{listed}");
+    assert!(dead(&queue, &["replay", "--all"]).await.contains("replayed 2, left 0"));
 }

@@ -50,11 +50,12 @@ impl Tally {
 
 /// The records and dead letters in `dir` (complete lines only: the last may be half-written).
 fn read(dir: &Path) -> (Vec<Value>, Vec<String>) {
-    let text = std::fs::read_to_string(dir.join(CONVERSATIONS_FILE)).unwrap_or_default();
-    let records = text
-        .split_inclusive('\n')
-        .filter(|line| line.ends_with('\n'))
-        .map(|line| serde_json::from_str(line).unwrap_or(Value::Null))
+    // Bytes, not text: a line torn inside a character must not hide every other record.
+    let bytes = std::fs::read(dir.join(CONVERSATIONS_FILE)).unwrap_or_default();
+    let records = bytes
+        .split_inclusive(|byte| *byte == b'\n')
+        .filter(|line| line.ends_with(b"\n"))
+        .map(|line| serde_json::from_slice(line).unwrap_or(Value::Null))
         .collect();
     let dead = EmbeddedQueue::dead_letters_in(dir)
         .unwrap_or_default()

@@ -1,16 +1,13 @@
 //! Append-only JSON Lines files, fsync'd after every line: `conversations.jsonl`, `dead.jsonl`.
 
-use std::{
-    fs::File,
-    io::{Read, Seek, SeekFrom, Write},
-    path::Path,
-    sync::Mutex,
-};
+use std::{fs::File, io::Write, path::Path, sync::Mutex};
 
 use tokio::sync::watch;
 
+use super::line_file::Appender;
+
 pub struct JsonLines {
-    file: Mutex<File>,
+    file: Mutex<Appender<File>>,
     /// Kept to rewrite the file in place of the old one (dead letters leaving on a replay).
     path: std::path::PathBuf,
     /// Counts the writes to the queue's files (shared by its records and its dead letters), sent
@@ -21,32 +18,16 @@ pub struct JsonLines {
 
 impl JsonLines {
     pub fn open(path: &Path, written: watch::Sender<u64>) -> std::io::Result<Self> {
-        let mut file = crate::owner_only::open_options().create(true).read(true).append(true).open(path)?;
+        let file = crate::owner_only::open_options().create(true).read(true).append(true).open(path)?;
         crate::owner_only::restrict_if_present(path)?;
-        // A crash mid-write can leave a last line without its newline; end it, so the next
-        // record starts on a line of its own and only the torn one is unreadable.
-        let length = file.metadata()?.len();
-        if length > 0 {
-            let mut last = [0u8; 1];
-            file.seek(SeekFrom::Start(length - 1))?;
-            file.read_exact(&mut last)?;
-            if last[0] != b'\n' {
-                file.write_all(b"\n")?;
-                file.sync_data()?;
-            }
-        }
+        let file = Appender::new(file)?;
         Ok(Self { file: Mutex::new(file), path: path.to_owned(), written })
     }
 
-    /// Appends `line` (which must hold no newline) and syncs it to disk before returning.
+    /// Appends `line` (which must hold no newline) and syncs it to disk before returning; a
+    /// failed append leaves no part of it (see [`Appender::append`]).
     pub fn append(&self, line: &[u8]) -> std::io::Result<()> {
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let mut buffer = Vec::with_capacity(line.len() + 1);
-        buffer.extend_from_slice(line);
-        buffer.push(b'\n');
-        // One write of the whole line, so a crash cannot interleave half a line with another.
-        file.write_all(&buffer)?;
-        file.sync_data()?;
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).append(line)?;
         self.written.send_modify(|writes| *writes += 1);
         Ok(())
     }
@@ -69,7 +50,7 @@ impl JsonLines {
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }
-        *file = crate::owner_only::open_options().read(true).append(true).open(&self.path)?;
+        *file = Appender::new(crate::owner_only::open_options().read(true).append(true).open(&self.path)?)?;
         self.written.send_modify(|writes| *writes += 1);
         Ok(())
     }

@@ -8,6 +8,7 @@
 mod dead;
 mod jsonl;
 mod known;
+mod line_file;
 pub(crate) mod store;
 
 use std::{

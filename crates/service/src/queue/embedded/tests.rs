@@ -193,3 +193,23 @@ fn the_ledger_forgets_what_is_past_retention() {
     assert_eq!(store.known_since(0).unwrap(), HashSet::from(["CAnew".to_owned()]));
     assert!(store.known_since(6_000).unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_dead_letter_line_torn_inside_a_character_hides_no_other_dead_letter() {
+    let dir = Dir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    queue.publish(Destination::Dead, message("evt_before")).await.unwrap();
+    // What a full disk could leave before the fix: part of a line, cut inside "ë".
+    let mut file = std::fs::OpenOptions::new().append(true).open(dir.0.join(DEAD_FILE)).unwrap();
+    std::io::Write::write_all(&mut file, b"{\"event_id\":\"evt_torn\",\"caller\":\"Zo\xc3\n").unwrap();
+    queue.publish(Destination::Dead, message("evt_after")).await.unwrap();
+
+    let listed = EmbeddedQueue::dead_letters_in(&dir.0).unwrap();
+    let ids: Vec<&str> = listed.iter().map(|line| line.message.message_id.as_str()).collect();
+    assert_eq!(ids, ["evt_before", "evt_after"]);
+    // A replay removes the letters it took by line number, and keeps the torn line as it was.
+    queue.remove_dead_lines(HashSet::from([listed[1].index])).await.unwrap();
+    let left = std::fs::read(dir.0.join(DEAD_FILE)).unwrap();
+    assert!(left.ends_with(b"\"Zo\xc3\n"), "{}", String::from_utf8_lossy(&left));
+    assert_eq!(EmbeddedQueue::dead_letters_in(&dir.0).unwrap()[0].message.message_id, "evt_before");
+}
