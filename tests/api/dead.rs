@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{FakePolyai, Reply},
-    helpers::{completed, http, post_event},
+    helpers::{completed, http, post_body},
     poll::poll_until,
     process::{relay_command, run_to_exit_with_stdout, RelayProcess},
 };
@@ -50,14 +50,20 @@ async fn list_json(queue: &TestQueue) -> Vec<Value> {
 /// Starts `run`, posts one event per id (each answered 204), and waits until all are dead
 /// letters (the fake API answers 400: dead-lettered at once); then stops the relay.
 async fn dead_letters_through_the_relay(queue: &TestQueue, polyai: &FakePolyai, ids: &[&str]) {
+    let events: Vec<(&str, String)> = ids.iter().map(|id| (*id, completed(&format!("CA{id}")))).collect();
+    bodies_dead_lettered_through_the_relay(queue, polyai, &events).await;
+}
+
+/// [`dead_letters_through_the_relay`], with each event's body given as `(id, body)`.
+async fn bodies_dead_lettered_through_the_relay(queue: &TestQueue, polyai: &FakePolyai, events: &[(&str, String)]) {
+    let ids: Vec<&str> = events.iter().map(|(id, _)| *id).collect();
     polyai.script(ids.iter().map(|_| Reply::Status(400)));
     let env = queue.relay_env(&polyai.base_url, &[]);
     let mut relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
     relay.wait_ready().await;
     let http = http();
-    for id in ids {
-        let (_, status) = post_event(&http, &relay.url("/polyai-events"), (*id).to_owned()).await;
-        assert_eq!(status, Some(204));
+    for (id, body) in events {
+        assert_eq!(post_body(&http, &relay.url("/polyai-events"), id, body.clone()).await, Some(204));
     }
     // The relay binary writes them where only a count shows them (taking them would leave nothing
     // for `dead list`): counted until they are all there.
@@ -269,6 +275,25 @@ async fn a_message_the_broker_dead_lettered_is_listed_with_the_brokers_reason_an
     assert_eq!(listed[0]["conversation_id"], "CAcrashloop");
     assert!(listed[0]["error"].as_str().unwrap().contains("delivery_limit"), "{}", listed[0]);
     assert!(listed[0]["dead_at"].is_string(), "{}", listed[0]);
+}
+
+#[tokio::test]
+async fn an_embedded_dead_letter_is_replayed_with_the_webhook_body_byte_for_byte() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, types()).await;
+    let polyai = FakePolyai::start().await;
+    // Keys out of order, a trailing zero, an integer past u64 and f64: all a JSON value rewrites.
+    let body = r#"{"type":"conversation.completed","zeta":1.50,"data":{"conversation_id":"CAbytes","environment":"live"},"alpha":12345678901234567890123}"#;
+    bodies_dead_lettered_through_the_relay(&queue, &polyai, &[("evt-bytes", body.to_owned())]).await;
+    assert!(dead(&queue, &["replay", "--id", "evt-bytes"]).await.contains("replayed 1, left 0"));
+
+    // The API answers 200 now (the script ran out).
+    let env = queue.relay_env(&polyai.base_url, &[]);
+    let _relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+    let record = queue.next_record().await;
+    // Read raw: parsed into a value, the event would be rewritten just as the bug did.
+    let fields: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+        serde_json::from_slice(&record.raw).expect("record is JSON");
+    assert_eq!(fields["event"].get(), body);
 }
 
 #[tokio::test]

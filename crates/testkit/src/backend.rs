@@ -49,6 +49,8 @@ pub use both_backends;
 /// An enriched record as a consumer sees it.
 pub struct Record {
     pub json: Value,
+    /// The record as written, for what must be kept byte for byte.
+    pub raw: Vec<u8>,
     /// The AMQP delivery, on RabbitMQ (properties and routing key).
     pub delivery: Option<lapin::message::Delivery>,
 }
@@ -149,12 +151,17 @@ impl TestQueue {
                 let delivery = broker.next_message(broker.conversations_queue()).await;
                 Record {
                     json: serde_json::from_slice(&delivery.data).expect("record is JSON"),
+                    raw: delivery.data.clone(),
                     delivery: Some(delivery),
                 }
             }
             Self::Embedded { dir, records_read, written, .. } => {
                 let line = next_line(&dir.0.join(CONVERSATIONS_FILE), records_read, written.get()).await;
-                Record { json: serde_json::from_str(&line).expect("record is JSON"), delivery: None }
+                Record {
+                    json: serde_json::from_str(&line).expect("record is JSON"),
+                    raw: line.into_bytes(),
+                    delivery: None,
+                }
             }
         }
     }

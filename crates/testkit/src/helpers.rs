@@ -269,10 +269,15 @@ pub fn now() -> i64 {
 /// Posts a `conversation.completed` about `CA{id}`, signed, with event id `id`; the status, or
 /// `None` when the relay did not answer.
 pub async fn post_event(http: &reqwest::Client, url: &str, id: String) -> (String, Option<u16>) {
-    let body = completed(&format!("CA{id}"));
+    let status = post_body(http, url, &id, completed(&format!("CA{id}"))).await;
+    (id, status)
+}
+
+/// Posts `body` as event `id`, signed with [`SECRET`]; the status, if the relay answered.
+pub async fn post_body(http: &reqwest::Client, url: &str, id: &str, body: String) -> Option<u16> {
     let secret = SecretString::from(SECRET);
-    let response = signed_post(http, url, &secret, SendScheme::Timestamped, &id, body).send().await;
-    (id, response.ok().map(|r| r.status().as_u16()))
+    let response = signed_post(http, url, &secret, SendScheme::Timestamped, id, body).send().await;
+    response.ok().map(|r| r.status().as_u16())
 }
 
 pub fn completed(conversation_id: &str) -> String {

@@ -12,7 +12,8 @@ mod line_file;
 pub(crate) mod store;
 
 use std::{
-    collections::HashSet,
+    borrow::Cow,
+    collections::{BTreeMap, HashSet},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
@@ -22,7 +23,8 @@ use std::{
 };
 
 use async_trait::async_trait;
-use serde_json::{json, value::RawValue};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::{watch, Notify};
 
 pub use self::dead::DeadLine;
@@ -214,22 +216,41 @@ fn io_error(error: rusqlite::Error) -> std::io::Error {
     std::io::Error::other(error)
 }
 
-/// A dead letter as one JSON line: the event untouched, with why it failed.
+/// One line of `dead.jsonl`: the event untouched, with why it failed.
+#[derive(Serialize)]
+struct DeadLetterLine<'a> {
+    event_id: &'a str,
+    event_type: &'a str,
+    error: Option<&'a str>,
+    attempts: u32,
+    dead_at: String,
+    headers: &'a BTreeMap<String, String>,
+    /// The webhook body, byte for byte: a `RawValue` is written as it is, where a `Value` would
+    /// sort its keys and rewrite its numbers, and a replay would no longer send what PolyAI sent.
+    event: Option<&'a RawValue>,
+    /// The body as text when it cannot be `event` as it is: not JSON, or with a newline or
+    /// spaces around it that would break the line or be lost.
+    event_text: Option<Cow<'a, str>>,
+}
+
+/// A dead letter as one JSON line.
 fn dead_letter_line(message: &Message) -> Vec<u8> {
-    let event = serde_json::from_slice::<&RawValue>(&message.body).ok();
-    let line = json!({
-        "event_id": message.message_id,
-        "event_type": message.event_type,
-        "error": message.header(headers::ERROR),
-        "attempts": message.attempts(),
+    let event = serde_json::from_slice::<&RawValue>(&message.body)
+        .ok()
+        .filter(|event| event.get().len() == message.body.len() && !event.get().contains('\n'));
+    let line = DeadLetterLine {
+        event_id: &message.message_id,
+        event_type: &message.event_type,
+        error: message.header(headers::ERROR),
+        attempts: message.attempts(),
         // When it died: the worker's own record of it, else now (the crash-loop backstop).
-        "dead_at": message.header(headers::DEAD_AT).map(str::to_owned).unwrap_or_else(|| {
+        dead_at: message.header(headers::DEAD_AT).map(str::to_owned).unwrap_or_else(|| {
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
         }),
-        "headers": message.headers,
-        "event": event,
-        "event_text": if event.is_none() { Some(String::from_utf8_lossy(&message.body)) } else { None },
-    });
+        headers: &message.headers,
+        event,
+        event_text: event.is_none().then(|| String::from_utf8_lossy(&message.body)),
+    };
     serde_json::to_vec(&line).unwrap_or_default()
 }
 

@@ -213,3 +213,24 @@ async fn a_dead_letter_line_torn_inside_a_character_hides_no_other_dead_letter()
     assert!(left.ends_with(b"\"Zo\xc3\n"), "{}", String::from_utf8_lossy(&left));
     assert_eq!(EmbeddedQueue::dead_letters_in(&dir.0).unwrap()[0].message.message_id, "evt_before");
 }
+
+#[tokio::test]
+async fn a_dead_letter_keeps_the_event_byte_for_byte() {
+    let dir = Dir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let bodies: [&[u8]; 3] = [
+        // Keys out of order, a trailing zero, an integer past u64 and f64: what a `Value` rewrites.
+        br#"{"type":"conversation.completed","zeta":1.50,"data":{"conversation_id":"CA1"},"alpha":12345678901234567890123}"#,
+        // Spread over lines: kept as text, so the dead letter is still one line.
+        b"{\n  \"type\": \"conversation.completed\",\n  \"n\": 1e2\n}\n",
+        b"not JSON",
+    ];
+    for body in bodies {
+        queue.publish(Destination::Dead, Message { body: Bytes::from_static(body), ..message("evt") }).await.unwrap();
+    }
+    let dead = EmbeddedQueue::dead_letters_in(&dir.0).unwrap();
+    let text = |body: &[u8]| String::from_utf8_lossy(body).into_owned();
+    let read: Vec<String> = dead.iter().map(|line| text(&line.message.body)).collect();
+    assert_eq!(read, bodies.map(text));
+    assert_eq!(std::fs::read_to_string(dir.0.join(DEAD_FILE)).unwrap().lines().count(), 3);
+}
