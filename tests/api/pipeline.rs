@@ -19,6 +19,17 @@ fn driven(backend: Backend) -> Options {
 }
 
 both_backends! {
+    async fn a_pretty_printed_webhook_becomes_a_record_that_reads_whole(backend: Backend) {
+        let app = spawn_app_with(on(backend)).await;
+        // The record carries the body as it came: on the embedded queue a record is a line of
+        // conversations.jsonl, which its line breaks would split.
+        let body = "{\n  \"type\": \"conversation.completed\",\n  \"data\": {\"conversation_id\": \"CApretty\"}\n}";
+        assert_eq!(app.post_signed(body).await.status(), 204);
+        let record = app.next_record().await;
+        assert_eq!(record.json["conversation"]["id"], "CApretty");
+        assert_eq!(record.json["event"]["data"]["conversation_id"], "CApretty");
+    }
+
     async fn a_signed_event_becomes_an_enriched_record(backend: Backend) {
         let mut app = spawn_app_with(on(backend)).await;
         let body = r#"{"type":"conversation.completed","data":{"conversation_id":"CA7f3e","environment":"live"}}"#;

@@ -1,6 +1,6 @@
 //! Append-only JSON Lines files, fsync'd after every line: `conversations.jsonl`, `dead.jsonl`.
 
-use std::{fs::File, io::Write, path::Path, sync::Mutex};
+use std::{borrow::Cow, fs::File, io::Write, path::Path, sync::Mutex};
 
 use tokio::sync::watch;
 
@@ -24,10 +24,10 @@ impl JsonLines {
         Ok(Self { file: Mutex::new(file), path: path.to_owned(), written })
     }
 
-    /// Appends `line` (which must hold no newline) and syncs it to disk before returning; a
-    /// failed append leaves no part of it (see [`Appender::append`]).
+    /// Appends `line`, one JSON value, on a line of its own (see [`one_line`]), and syncs it to
+    /// disk before returning; a failed append leaves no part of it (see [`Appender::append`]).
     pub fn append(&self, line: &[u8]) -> std::io::Result<()> {
-        self.file.lock().unwrap_or_else(|p| p.into_inner()).append(line)?;
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).append(&one_line(line))?;
         self.written.send_modify(|writes| *writes += 1);
         Ok(())
     }
@@ -53,5 +53,33 @@ impl JsonLines {
         *file = Appender::new(crate::owner_only::open_options().read(true).append(true).open(&self.path)?)?;
         self.written.send_modify(|writes| *writes += 1);
         Ok(())
+    }
+}
+
+/// `json` on one line. A record carries the webhook's body and the API's answer as they came, and
+/// either may be pretty-printed: its line breaks would split the record over several lines, each
+/// unreadable. In JSON a line break can only be whitespace between tokens (a string holds it
+/// escaped), so each becomes a space: the same JSON, every other byte as it was.
+fn one_line(json: &[u8]) -> Cow<'_, [u8]> {
+    if !json.iter().any(|b| matches!(b, b'\n' | b'\r')) {
+        return Cow::Borrowed(json);
+    }
+    Cow::Owned(json.iter().map(|&b| if matches!(b, b'\n' | b'\r') { b' ' } else { b }).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pretty_printed_value_is_written_on_one_line_and_reads_back_the_same() {
+        let pretty = b"{\r\n  \"event\": {\n    \"note\": \"two\\nlines\"\n  },\n  \"n\": 1.50\n}";
+        let line = one_line(pretty);
+        assert!(!line.contains(&b'\n') && !line.contains(&b'\r'));
+        let (before, after): (serde_json::Value, serde_json::Value) =
+            (serde_json::from_slice(pretty).unwrap(), serde_json::from_slice(&line).unwrap());
+        assert_eq!(before, after);
+        assert!(String::from_utf8_lossy(&line).contains(r#""n": 1.50"#), "other bytes kept");
+        assert!(matches!(one_line(b"{\"a\":1}"), Cow::Borrowed(_)), "a compact value is not copied");
     }
 }
