@@ -43,6 +43,37 @@ async fn check_passes_when_everything_works_and_warns_on_an_empty_list() {
 }
 
 #[tokio::test]
+async fn check_fails_on_webhook_settings_a_receiver_would_refuse() {
+    let fake = FakePolyai::start().await;
+    let dir = std::env::temp_dir().join(format!("relay-check-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&dir, "\n").unwrap();
+    let empty = dir.display().to_string();
+    let amqp = amqp_url();
+    let api = [
+        ("POLYAI_API_KEY", API_KEY),
+        ("POLYAI_BASE_URL", fake.base_url.as_str()),
+        ("POLYAI_ACCOUNT_ID", ACCOUNT),
+        ("POLYAI_PROJECT_ID", PROJECT),
+        ("AMQP_URL", amqp.as_str()),
+    ];
+    let refused: [(&[(&str, &str)], &str); 3] = [
+        (&[("POLYAI_WEBHOOK_SECRET_FILE", &empty)], "is empty"),
+        (&[("POLYAI_WEBHOOK_SECRET", "whsec_a"), ("POLYAI_WEBHOOK_SECRET_PREVIOUS", " ")], "PREVIOUS is empty"),
+        (&[("POLYAI_WEBHOOK_SECRET", "whsec_a"), ("RELAY_PATH", "/{hook}")], "RELAY_PATH"),
+    ];
+    for (webhook, expected) in refused {
+        let env = [&api[..], webhook].concat();
+        let (code, stdout, _) = run_to_exit_with_stdout(&["check"], &env).await;
+        assert_eq!(code, Some(1), "{webhook:?}: {stdout}");
+        assert!(stdout.lines().any(|line| line.starts_with("✗") && line.contains(expected)), "{webhook:?}: {stdout}");
+    }
+    let env = [&api[..], &[("POLYAI_WEBHOOK_SECRET", "whsec_a")]].concat();
+    let (_, stdout, _) = run_to_exit_with_stdout(&["check"], &env).await;
+    assert!(stdout.contains("✓ webhook settings: a receiver would start with them"), "{stdout}");
+    std::fs::remove_file(dir).unwrap();
+}
+
+#[tokio::test]
 async fn check_names_the_fix_for_each_api_failure() {
     for (status, fix) in [(401, "check POLYAI_API_KEY"), (403, "lacks permission"), (404, "wrong host family or ids")] {
         let fake = FakePolyai::start().await;

@@ -76,9 +76,11 @@ async fn check_fails_on_an_unreadable_secret_file_an_unknown_project_and_a_varia
     let (code, stdout, _) = run(&projects, &["check"], &[("POLYAI_API_KEY", "env-key-value")]).await;
     assert_eq!(code, Some(1), "{stdout}");
     assert!(stdout.contains("✗ POLYAI_API_KEY is set, but RELAY_PROJECTS_FILE gives each project its own"), "{stdout}");
-    let (code, stdout, _) = run(&projects, &["check"], &[("POLYAI_WEBHOOK_SECRET", "whsec_env")]).await;
-    assert_eq!(code, Some(1), "{stdout}");
-    assert!(stdout.contains("✗ POLYAI_WEBHOOK_SECRET is set, but RELAY_PROJECTS_FILE"), "{stdout}");
+    for variable in ["POLYAI_WEBHOOK_SECRET", "POLYAI_WEBHOOK_SECRET_PREVIOUS", "RELAY_PATH"] {
+        let (code, stdout, _) = run(&projects, &["check"], &[(variable, "/whsec_env")]).await;
+        assert_eq!(code, Some(1), "{stdout}");
+        assert!(stdout.contains(&format!("✗ {variable} is set, but RELAY_PROJECTS_FILE")), "{stdout}");
+    }
 }
 
 #[tokio::test]

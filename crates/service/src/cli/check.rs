@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use clap::Args;
-use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use super::stdout;
 use super::target::ProjectsTarget;
 use crate::{
-    config::{refuse_beside_file, secret, BrokerSettings, Chosen, ProjectEntry},
+    config::{broker_limit, secret, BrokerSettings, Chosen, EventTypes, ProjectEntry, ReceiverArgs},
     polyai::{advice_for, ListRequest, PolyaiClient, SettingNames},
     queue::{embedded, Backend, OpenError},
     telemetry::Metrics,
@@ -22,11 +21,9 @@ use crate::{
 pub struct CheckArgs {
     #[command(flatten)]
     target: ProjectsTarget,
-    /// Checked for presence only (the receiver needs it).
-    #[arg(long, env = "POLYAI_WEBHOOK_SECRET", value_parser = crate::config::secret_value, hide_env_values = true)]
-    webhook_secret: Option<SecretString>,
-    #[arg(long, env = "POLYAI_WEBHOOK_SECRET_FILE")]
-    webhook_secret_file: Option<std::path::PathBuf>,
+    /// The receiver's settings, checked as `run` and `serve` check them at start-up.
+    #[command(flatten)]
+    receiver: ReceiverArgs,
 }
 
 /// The outcome of one check, printed as one line.
@@ -59,7 +56,7 @@ impl CheckArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
         let chosen = self.target.choice.choose();
         let mut lines = match &chosen {
-            Ok(Chosen::Environment) => vec![self.webhook_secret()],
+            Ok(Chosen::Environment) => vec![self.webhook_settings()],
             Ok(Chosen::File(entries)) => {
                 let names: Vec<&str> = entries.iter().map(|p| p.name.as_str()).collect();
                 vec![Line::Pass(format!("RELAY_PROJECTS_FILE: checking project(s) {}", names.join(", ")))]
@@ -97,23 +94,33 @@ impl CheckArgs {
         Ok(())
     }
 
-    fn webhook_secret(&self) -> Line {
-        let present = self.webhook_secret.as_ref().is_some_and(|s| !s.expose_secret().trim().is_empty())
-            || self.webhook_secret_file.as_ref().is_some_and(|p| p.exists());
-        if present {
-            Line::Pass("webhook secret is set".into())
-        } else {
-            Line::Warn("POLYAI_WEBHOOK_SECRET is not set: `run` and `serve` need it (`register` prints one)".into())
+    /// The receiver's settings without a projects file: what `run` and `serve` would refuse at
+    /// start-up (a secret file empty or unreadable, both forms of a secret, the previous secret,
+    /// the path, a body the broker would refuse), and a warning only when no secret is given at
+    /// all, as a worker alone needs none.
+    fn webhook_settings(&self) -> Line {
+        let receiver = &self.receiver;
+        if receiver.webhook_secret.is_none() && receiver.webhook_secret_file.is_none() {
+            return Line::Warn(
+                "POLYAI_WEBHOOK_SECRET is not set: `run` and `serve` need it (`register` prints one)".into(),
+            );
+        }
+        let broker = self.target.broker.settings().ok();
+        // The event types only give projects their defaults: any will do when the broker's
+        // settings are wrong (a line of their own says so).
+        let events = broker.as_ref().map_or(EventTypes::All, |b| b.topology.event_types.clone());
+        let checked = receiver.settings(None, &events).and_then(|settings| {
+            broker_limit::check_body_fits(broker.as_ref().and_then(|b| b.amqp_url.as_ref()), settings.max_body)
+        });
+        match checked {
+            Ok(()) => Line::Pass("webhook settings: a receiver would start with them".into()),
+            Err(error) => Line::Fail(error.to_string()),
         }
     }
 
     /// One-project variables set beside the file, which the relay would refuse at start-up.
     fn refusals(&self) -> Vec<Line> {
-        let webhook = refuse_beside_file(&[
-            ("POLYAI_WEBHOOK_SECRET", self.webhook_secret.is_some()),
-            ("POLYAI_WEBHOOK_SECRET_FILE", self.webhook_secret_file.is_some()),
-        ]);
-        [webhook, self.target.api.refuse_env_project()]
+        [self.receiver.refuse_env_project(), self.target.api.refuse_env_project()]
             .into_iter()
             .filter_map(|r| r.err())
             .map(|e| Line::Fail(e.to_string()))

@@ -161,7 +161,7 @@ impl ReceiverArgs {
     }
 
     /// See [`super::projects_file::refuse_beside_file`].
-    fn refuse_env_project(&self) -> Result<(), ConfigError> {
+    pub fn refuse_env_project(&self) -> Result<(), ConfigError> {
         let set = [
             ("POLYAI_WEBHOOK_SECRET", self.webhook_secret.is_some()),
             ("POLYAI_WEBHOOK_SECRET_FILE", self.webhook_secret_file.is_some()),
