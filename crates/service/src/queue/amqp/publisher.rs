@@ -23,7 +23,7 @@ use lapin::{
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{confirmed::publish_confirmed, connect::Connector, convert, describe, seen_through::SeenThrough, topology};
+use super::{confirmed, connect::Connector, convert, describe, seen_through::SeenThrough, topology};
 use crate::{
     backoff::RECONNECT,
     config::{AmqpTarget, Topology},
@@ -163,8 +163,11 @@ impl Publisher for AmqpPublisher {
         let (exchange, routing_key, expiration) = self.route(to, &message);
         let (body, properties) = convert::into_amqp(message, expiration);
         let publish = async move {
-            let channel = &session.channels[index];
-            publish_confirmed(channel, exchange, routing_key, &body, properties).await
+            let confirm = confirmed::send(&session.channels[index], exchange, routing_key, &body, properties).await?;
+            // In lapin's frames now: not kept for the confirm, which can outlast the caller
+            // (`SeenThrough`), for as long as a broker slow to confirm takes.
+            drop(body);
+            confirmed::confirmation(confirm).await
         };
         let result = SeenThrough::new(publish, to, self.shared.metrics.clone()).await;
         if let Err(PublishError::Failed(_)) = &result {
