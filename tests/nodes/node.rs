@@ -3,9 +3,11 @@
 //! cookie so they can form a cluster. Stopped and deleted when dropped, even after a failure.
 
 use std::{
+    collections::BTreeSet,
     net::TcpListener,
     path::PathBuf,
     process::{Command, Stdio},
+    sync::Mutex,
     time::Duration,
 };
 
@@ -16,9 +18,18 @@ const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 /// How long a node may take to boot on a busy machine.
 const BOOT: Duration = Duration::from_secs(120);
 
-/// A free local port (released at once; the node binds it moments later).
+/// A free local port (released at once; the node binds it moments later), never one handed out
+/// before in this process: a port released at once can come back from the next bind, and two
+/// nodes of one cluster given the same port left one of them unable to boot.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A directory that holds every node of a test (and their shared cookie), deleted at the end.
