@@ -72,10 +72,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// Stores a new event and, in the same transaction, records in the ledger that the relay knows
+    /// its conversation (reconciliation reads it).
+    fn insert_event(&self, message: &Message, due: i64, conversation_id: Option<String>) -> std::io::Result<()> {
+        let Some(id) = conversation_id else { return self.store.insert(message, due).map_err(io_error) };
+        self.store.insert_known(message, due, &id, self.clock.now_ms()).map_err(io_error)?;
+        self.prune_ledger_now_and_then()
+    }
+
     /// Records in the ledger that the relay knows this conversation (reconciliation reads it).
     fn note_known(&self, conversation_id: Option<String>) -> std::io::Result<()> {
         let Some(id) = conversation_id else { return Ok(()) };
         self.store.note_known(&id, self.clock.now_ms()).map_err(io_error)?;
+        self.prune_ledger_now_and_then()
+    }
+
+    /// Every [`LEDGER_PRUNE_EVERY`] ledger writes, forgets what is older than its retention.
+    fn prune_ledger_now_and_then(&self) -> std::io::Result<()> {
         if self.ledger_writes.fetch_add(1, Ordering::Relaxed) % LEDGER_PRUNE_EVERY == LEDGER_PRUNE_EVERY - 1 {
             let horizon = self.clock.now_ms() - self.ledger_retention_ms.load(Ordering::Relaxed);
             self.store.forget_known_before(horizon).map_err(io_error)?;
@@ -266,20 +279,18 @@ impl Publisher for EmbeddedQueue {
                 let due = self.shared.clock.now_ms() + delay.as_millis() as i64;
                 // A new event (not a retry) makes its conversation known to reconciliation.
                 let known = matches!(to, Destination::Events).then(|| ledger::conversation_of(&message.body)).flatten();
-                self.blocking(move |shared| {
-                    shared.store.insert(&message, due).map_err(io_error)?;
-                    shared.note_known(known)
-                })
-                .await?;
+                self.blocking(move |shared| shared.insert_event(&message, due, known)).await?;
                 self.shared.arrived.notify_waiters();
                 Ok(())
             }
             Destination::Conversations => {
-                // The record body is compact JSON: one line.
                 let known = ledger::conversation_of(&message.body);
+                // Known before the record is written: a crash between the two leaves the event
+                // unacked, so its record is written on its next delivery, and reconciliation
+                // never sends the call again meanwhile.
                 self.blocking(move |shared| {
-                    shared.conversations.append(&message.body)?;
-                    shared.note_known(known)
+                    shared.note_known(known)?;
+                    shared.conversations.append(&message.body)
                 })
                 .await
             }

@@ -114,31 +114,29 @@ impl Store {
     }
 
     pub fn insert(&self, message: &Message, available_at_ms: i64) -> StoreResult<()> {
-        let headers = headers_json(message);
-        self.connection().execute(
-            "INSERT INTO messages (message_id, event_type, timestamp, headers, body, available_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                message.message_id,
-                message.event_type,
-                message.timestamp as i64,
-                headers,
-                message.body.as_ref(),
-                available_at_ms
-            ],
-        )?;
-        Ok(())
+        insert_message(&self.connection(), message, available_at_ms)
+    }
+
+    /// Inserts `message` and remembers that the relay knows `conversation_id`, in one transaction
+    /// (one fsync): apart, a crash between the two would leave a queued event whose call
+    /// reconciliation does not know, and would send a second time.
+    pub fn insert_known(
+        &self,
+        message: &Message,
+        available_at_ms: i64,
+        conversation_id: &str,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        insert_message(&transaction, message, available_at_ms)?;
+        remember(&transaction, conversation_id, now_ms)?;
+        transaction.commit()
     }
 
     /// Remembers that the relay knows `conversation_id`.
     pub fn note_known(&self, conversation_id: &str, now_ms: i64) -> StoreResult<()> {
-        self.connection()
-            .execute(
-                "INSERT INTO ledger (conversation_id, seen_at) VALUES (?1, ?2)
-                 ON CONFLICT (conversation_id) DO UPDATE SET seen_at = excluded.seen_at",
-                params![conversation_id, now_ms],
-            )
-            .map(|_| ())
+        remember(&self.connection(), conversation_id, now_ms)
     }
 
     /// Conversations seen at or after `since_ms`.
@@ -252,5 +250,55 @@ impl Store {
                 |row| row.get::<_, i64>(0),
             )
             .map(|n| n.max(0) as u64)
+    }
+}
+
+fn insert_message(connection: &Connection, message: &Message, available_at_ms: i64) -> StoreResult<()> {
+    connection.execute(
+        "INSERT INTO messages (message_id, event_type, timestamp, headers, body, available_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            message.message_id,
+            message.event_type,
+            message.timestamp as i64,
+            headers_json(message),
+            message.body.as_ref(),
+            available_at_ms
+        ],
+    )?;
+    Ok(())
+}
+
+fn remember(connection: &Connection, conversation_id: &str, now_ms: i64) -> StoreResult<()> {
+    connection
+        .execute(
+            "INSERT INTO ledger (conversation_id, seen_at) VALUES (?1, ?2)
+             ON CONFLICT (conversation_id) DO UPDATE SET seen_at = excluded.seen_at",
+            params![conversation_id, now_ms],
+        )
+        .map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_and_its_conversation_are_stored_together_or_not_at_all() {
+        let dir = std::env::temp_dir().join(format!("relay-store-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir).unwrap();
+        let message = Message::sample();
+        store.insert_known(&message, 0, "CA1", 1).unwrap();
+        assert_eq!((store.len().unwrap(), store.known_since(0).unwrap().len()), (1, 1));
+
+        // The ledger's write fails (a full disk, say): the event is not stored without it.
+        store
+            .connection()
+            .execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON ledger BEGIN SELECT RAISE(ABORT, 'full'); END")
+            .unwrap();
+        assert!(store.insert_known(&message, 0, "CA2", 1).is_err());
+        assert_eq!(store.len().unwrap(), 1, "the event whose conversation could not be noted is not queued");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
