@@ -89,13 +89,20 @@ async fn backfill_project_publishes_that_projects_conversations_with_its_key_and
     assert!(checkpoints(&data).is_empty(), "a finished run leaves no checkpoint");
 }
 
-#[tokio::test]
-async fn a_backfill_of_every_project_resumes_only_the_project_that_failed() {
+/// The two projects, an embedded queue of their own, and the environment that backfills both
+/// into it.
+async fn both_projects_on_an_embedded_queue() -> (TwoProjects, TestQueue, Vec<(String, String)>) {
     let projects = TwoProjects::start().await;
     let queue = TestQueue::new(Backend::Embedded, EventTypes::All).await;
-    let TestQueue::Embedded { dir, .. } = &queue else { unreachable!() };
     let mut env = queue.env();
     env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
+    (projects, queue, env)
+}
+
+#[tokio::test]
+async fn a_backfill_of_every_project_resumes_only_the_project_that_failed() {
+    let (projects, queue, env) = both_projects_on_an_embedded_queue().await;
+    let TestQueue::Embedded { dir, .. } = &queue else { unreachable!() };
     let (uk, us) = (projects.finished_calls(UK), projects.finished_calls(US));
 
     // acme-us's key is refused: acme-uk is backfilled all the same, and its checkpoint kept.
@@ -136,11 +143,8 @@ fn age(path: &std::path::Path, by: Duration) {
 
 #[tokio::test]
 async fn a_backfill_of_every_project_run_again_days_later_lists_the_finished_projects_calls_of_the_day_asked_for() {
-    let projects = TwoProjects::start().await;
-    let queue = TestQueue::new(Backend::Embedded, EventTypes::All).await;
+    let (projects, queue, env) = both_projects_on_an_embedded_queue().await;
     let TestQueue::Embedded { dir, .. } = &queue else { unreachable!() };
-    let mut env = queue.env();
-    env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
     let (uk, us) = (projects.finished_calls(UK), projects.finished_calls(US));
 
     projects.control().revoke(TwoProjects::tenant(US)).unwrap();
