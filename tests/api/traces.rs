@@ -1,13 +1,22 @@
 //! Traces (design §13): the real binary exports to a fake collector; one webhook is one trace
 //! from the receiver's span through the queue to the worker's and on to the record.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    http::{header::LOCATION, HeaderMap, StatusCode},
+    Router,
+};
 
 use lapin::{options::BasicPublishOptions, types::FieldTable, BasicProperties};
 use polyai_relay::{config::EventTypes, telemetry::trace_context};
 
 use crate::{
     backend::{Backend, TestQueue},
+    broker::MESSAGE_WAIT,
     fake_otlp::{FakeCollector, Span},
     fake_polyai::{FakePolyai, Reply, API_KEY},
     helpers::{completed, header, http, post_event, PREVIOUS_SECRET, SECRET},
@@ -288,6 +297,83 @@ async fn log_lines_keep_the_event_span_when_traces_are_on() {
             "a log line shows a trace-only span: {line}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_collector_that_redirects_never_gets_the_exporters_headers_sent_elsewhere() {
+    const COLLECTOR_KEY: &str = "collector-key-never-redirected-51c0";
+    let trap = Trap::start().await;
+    let redirector = Redirector::start(&trap.endpoint).await;
+    let headers = format!("x-collector-key={COLLECTOR_KEY}");
+    let extra =
+        [("OTEL_EXPORTER_OTLP_ENDPOINT", redirector.endpoint.as_str()), ("OTEL_EXPORTER_OTLP_HEADERS", &headers)];
+    let app = Traced::start_with(Backend::Amqp, false, &extra).await;
+
+    // The exporter sends one batch at a time, so a second export reaching the redirector means
+    // the first one, and any redirect it would have followed, is over.
+    app.post("evt-redirected-1").await;
+    redirector.wait_for_exports(1).await;
+    app.post("evt-redirected-2").await;
+    redirector.wait_for_exports(2).await;
+
+    assert_eq!(trap.caught(), Vec::<String>::new(), "the exporter followed the collector's redirect");
+    assert!(!app.relay.logs().contains(COLLECTOR_KEY), "{}", app.relay.logs());
+}
+
+/// A collector that answers every export with `307` to `target`: the exporter must not follow.
+struct Redirector {
+    endpoint: String,
+    exports: tokio::sync::watch::Receiver<usize>,
+}
+
+impl Redirector {
+    async fn start(target: &str) -> Self {
+        let (count, exports) = tokio::sync::watch::channel(0);
+        let location = format!("{target}/v1/traces");
+        let app = Router::new().fallback(move || {
+            count.send_modify(|n| *n += 1);
+            let location = location.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [(LOCATION, location)]) }
+        });
+        Self { endpoint: serve(app).await, exports }
+    }
+
+    async fn wait_for_exports(&self, at_least: usize) {
+        let mut exports = self.exports.clone();
+        tokio::time::timeout(MESSAGE_WAIT, exports.wait_for(|n| *n >= at_least))
+            .await
+            .unwrap_or_else(|_| panic!("fewer than {at_least} exports reached the collector"))
+            .unwrap();
+    }
+}
+
+/// Where the redirect points: records the headers of every request it gets.
+struct Trap {
+    endpoint: String,
+    caught: Arc<Mutex<Vec<String>>>,
+}
+
+impl Trap {
+    async fn start() -> Self {
+        let caught = Arc::new(Mutex::new(Vec::new()));
+        let seen = caught.clone();
+        let app = Router::new().fallback(move |headers: HeaderMap| {
+            seen.lock().unwrap().push(format!("{headers:?}"));
+            async { StatusCode::OK }
+        });
+        Self { endpoint: serve(app).await, caught }
+    }
+
+    fn caught(&self) -> Vec<String> {
+        self.caught.lock().unwrap().clone()
+    }
+}
+
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    endpoint
 }
 
 /// Threads of the process named like the SDK's batch exporter (Linux truncates names to 15 bytes).

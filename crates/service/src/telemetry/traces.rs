@@ -12,7 +12,7 @@ use std::{
 };
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
 use tracing::{level_filters::LevelFilter, Metadata};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -133,9 +133,11 @@ fn exported() -> Targets {
 fn provider() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
     // The endpoint, headers, timeout and protocol come from the OTEL_EXPORTER_OTLP_* variables.
     // The exporter builds its own (blocking) reqwest client, which needs the TLS provider.
-    crate::http_client::install_tls_provider();
-    let exporter =
-        SpanExporter::builder().with_http().with_protocol(opentelemetry_otlp::Protocol::HttpBinary).build()?;
+    let exporter = SpanExporter::builder()
+        .with_http()
+        .with_http_client(export_client()?)
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .build()?;
     let mut resource = Resource::builder();
     if !service_name_configured() {
         resource = resource.with_service_name(SERVICE_NAME);
@@ -143,6 +145,36 @@ fn provider() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildErro
     // The batch processor exports from a thread of its own, every OTEL_BSP_SCHEDULE_DELAY (5 s)
     // or sooner when a batch fills; a full queue drops spans rather than slowing webhooks.
     Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+}
+
+/// The exporter's HTTP client: the blocking reqwest client the exporter would build for itself,
+/// but following no redirect. `OTEL_EXPORTER_OTLP_HEADERS` usually carries a vendor's API key,
+/// and reqwest strips only `Authorization` and cookies when it follows one: a 30x from the
+/// collector, or from anything in front of it, would send the key to whatever host it names.
+fn export_client() -> Result<reqwest::blocking::Client, opentelemetry_otlp::ExporterBuildError> {
+    crate::http_client::install_tls_provider();
+    let build = || {
+        reqwest::blocking::Client::builder()
+            .timeout(export_timeout())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+    };
+    // On a thread of its own, as the exporter builds its client: a blocking client must not be
+    // built (nor dropped) on an async thread, and `init` runs on one.
+    let built = std::thread::scope(|scope| scope.spawn(build).join());
+    let failed = |why: String| opentelemetry_otlp::ExporterBuildError::InternalFailure(why);
+    built
+        .map_err(|_| failed("building the OTLP HTTP client panicked".into()))?
+        .map_err(|error| failed(format!("the OTLP HTTP client could not be built: {error}")))
+}
+
+/// Each export's time limit, read as the exporter reads it for a client of its own:
+/// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`, in milliseconds; 10 s.
+fn export_timeout() -> Duration {
+    ["OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok()?.trim().parse().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis)
 }
 
 fn service_name_configured() -> bool {
