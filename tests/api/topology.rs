@@ -3,19 +3,31 @@
 
 use lapin::{
     message::Delivery,
-    options::{BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
+    options::{
+        BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    },
     types::{AMQPValue, FieldTable, LongString},
     BasicProperties, Channel, Connection, ConnectionProperties,
 };
 use polyai_relay::{config::EventTypes, queue::amqp::topology};
 
-use crate::broker::{amqp_url, TestBroker};
+use crate::{
+    backend::{Backend, TestQueue},
+    broker::{amqp_url, TestBroker},
+    fake_polyai::FakePolyai,
+    helpers::{http, post_event},
+    process::RelayProcess,
+};
 
 /// More requeues than RabbitMQ 4.0's default delivery limit (20) for quorum queues.
 const REQUEUES: usize = 25;
 
 /// How long a requeued message may take to be ready again before the test calls it deleted.
 const GONE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Longer than the publisher's look at its queues (every 15 s), which finds a deleted one.
+const UPKEEP_WAIT: std::time::Duration = std::time::Duration::from_secs(40);
 
 async fn declared() -> (TestBroker, Connection) {
     let broker = TestBroker::new(EventTypes::All).await;
@@ -94,4 +106,27 @@ async fn a_dead_letter_queue_declared_by_an_older_relay_is_kept_with_its_message
 
     topology::declare(&connection, &broker.topology).await.expect("an existing queue does not stop the relay");
     assert_eq!(broker.ready_count(&broker.topology.dead_queue).await, 1);
+}
+
+#[tokio::test]
+async fn a_worker_queue_deleted_under_a_running_relay_is_declared_again() {
+    let queue = TestQueue::new(Backend::Amqp, EventTypes::Only(vec!["conversation.completed".into()])).await;
+    let polyai = FakePolyai::start().await;
+    let env = queue.relay_env(&polyai.base_url, &[]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let relay = RelayProcess::spawn(&["run"], &env).await;
+    relay.wait_ready().await;
+
+    // The log stream, bound `#`, keeps every publish routable: without the queue declared again,
+    // this webhook would be answered 204 and reach no worker, and the worker could not consume.
+    let broker = queue.broker();
+    let enrich = broker.topology.enrich_queue.as_str();
+    broker.channel().await.queue_delete(enrich.into(), QueueDeleteOptions::default()).await.unwrap();
+    let said = relay.wait_for_log("is declared again", UPKEEP_WAIT).await;
+    assert!(said.contains(enrich), "the log names the queue: {said}");
+
+    let (_, status) = post_event(&http(), &relay.url("/polyai-events"), "evt-after-delete".into()).await;
+    assert_eq!(status, Some(204), "{}", relay.logs());
+    let record = queue.next_record().await;
+    assert_eq!(record.json["event_id"], "evt-after-delete");
 }

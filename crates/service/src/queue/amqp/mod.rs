@@ -11,6 +11,7 @@ mod seen_through;
 pub mod session;
 mod tls;
 pub mod topology;
+mod upkeep;
 
 pub use confirmed::publish_confirmed;
 pub use connect::reach_each;

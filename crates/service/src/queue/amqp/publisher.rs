@@ -15,25 +15,18 @@ use std::{
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use lapin::{
-    options::{ConfirmSelectOptions, QueueDeclareOptions},
-    types::{FieldTable, ShortString},
-    Channel, Connection, Event,
-};
+use lapin::{options::ConfirmSelectOptions, types::ShortString, Channel, Connection, Event};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{confirmed, connect::Connector, convert, describe, seen_through::SeenThrough, topology};
+use super::{confirmed, connect::Connector, convert, describe, seen_through::SeenThrough, topology, upkeep};
 use crate::{
     backoff::RECONNECT,
     config::{AmqpTarget, Topology},
     log_limit::LogLimit,
     queue::{retry_tier, Destination, Message, PublishError, Publisher},
-    telemetry::{names, Metrics},
+    telemetry::Metrics,
 };
-
-/// How often the depth of the worker's and the dead-letter queues is read for `/metrics`.
-const BACKLOG_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Channels per connection: enough to spread confirms across the broker's channel processes.
 const CHANNELS: usize = 4;
@@ -186,22 +179,6 @@ impl Publisher for AmqpPublisher {
     }
 }
 
-/// Sets the backlog gauge from a passive declare of each queue, on a channel of its own: a
-/// passive declare of a missing queue closes its channel, which must not be a publishing one.
-async fn report_backlog(connection: &Connection, topology: &Topology, meter: &Metrics) {
-    let Ok(channel) = connection.create_channel().await else { return };
-    for queue in [&topology.enrich_queue, &topology.dead_queue] {
-        let options = QueueDeclareOptions { passive: true, ..Default::default() };
-        match channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await {
-            Ok(declared) => meter.record(|| {
-                metrics::gauge!(names::BACKLOG, "queue" => queue.clone()).set(f64::from(declared.message_count()))
-            }),
-            Err(_) => break,
-        }
-    }
-    let _ = channel.close(200, "backlog read".into()).await;
-}
-
 async fn open_session(connector: &Connector, topology: &Topology) -> Result<Session, String> {
     let (connection, broker) = connector.connect("publisher").await?;
     let mut channels = Vec::with_capacity(CHANNELS);
@@ -245,7 +222,7 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                 // but not a channel the broker closed: its status is read now and then, so
                 // readiness turns false before a publish has to find out.
                 let mut health = tokio::time::interval(Duration::from_millis(250));
-                let mut backlog = tokio::time::interval(BACKLOG_INTERVAL);
+                let mut upkeep = tokio::time::interval(upkeep::INTERVAL);
                 loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => {
@@ -259,7 +236,7 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                             if !session.healthy() { break }
                             set_ready(&shared, session.ready());
                         }
-                        _ = backlog.tick() => report_backlog(&session.connection, &shared.topology, &shared.metrics).await,
+                        _ = upkeep.tick() => upkeep::look(&session.connection, &shared.topology, &shared.metrics).await,
                         event = events.next() => match event {
                             Some(Event::ConnectionBlocked(reason)) => {
                                 set_ready(&shared, false);
