@@ -1,15 +1,31 @@
 //! The conversations log: a stream that records every raw event and every record, so the relay
 //! can tell which conversations it knows (reconciliation's ledger) and consumers can replay
 //! history from any point. Streams exist on RabbitMQ 3.9+ and are read over AMQP 0-9-1.
+//!
+//! A stream never ends, so a read goes up to a marker: the reader first appends a marker of its
+//! own (confirmed), then reads from where it starts until it meets it. Everything written before
+//! the read began is therefore seen, whatever the load.
 
+use std::time::Duration;
+
+use futures_util::StreamExt;
 use lapin::{
-    options::{QueueBindOptions, QueueDeclareOptions},
+    message::Delivery,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString, ShortString},
-    Channel, Connection,
+    BasicProperties, Channel, Connection,
 };
 
-use super::topology::inequivalent;
-use crate::config::Topology;
+use super::{convert, describe, publish_confirmed, topology::inequivalent};
+use crate::{config::Topology, queue::Message};
+
+/// Stream messages read per credit window; acked in batches of half of it.
+const READ_PREFETCH: u16 = 500;
+/// A read that gets nothing for this long gives up, rather than waiting for a marker it somehow
+/// cannot reach.
+const READ_IDLE: Duration = Duration::from_secs(60);
+/// The type of a read's end marker in the log (consumers of the log can skip it).
+pub const MARKER_TYPE: &str = "relay.log.marker";
 
 /// Declares the stream and binds it `#` to the raw-events and the records exchanges; returns
 /// the channel to go on with (a refused declaration closes the one it was given).
@@ -50,4 +66,72 @@ pub async fn declare(connection: &Connection, channel: Channel, topology: &Topol
             .await?;
     }
     Ok(channel)
+}
+
+/// Reads the log `name` from `start` (an `x-stream-offset`: a timestamp or an offset) up to now,
+/// handing every entry but the marker to `each`; returns the offset to start the next read at.
+/// The marker goes through `confirm_channel`, which must be in confirm mode.
+pub async fn read_to_now(
+    connection: &Connection,
+    confirm_channel: &Channel,
+    name: &str,
+    start: AMQPValue,
+    mut each: impl FnMut(&Delivery),
+) -> Result<Option<i64>, String> {
+    let marker_id = format!("marker:{}", uuid::Uuid::new_v4().simple());
+    let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let marker = Message {
+        body: bytes::Bytes::from_static(b"{}"),
+        message_id: marker_id.clone(),
+        event_type: MARKER_TYPE.to_owned(),
+        timestamp: now,
+        headers: Default::default(),
+    };
+    let (body, properties) = convert::into_amqp(marker, None);
+    // The default exchange routes straight to the stream named by the key.
+    publish_confirmed(confirm_channel, "".into(), name.into(), &body, properties)
+        .await
+        .map_err(|error| format!("`{name}`: {error}"))?;
+
+    let failed = |error: lapin::Error| describe(&error);
+    let channel = connection.create_channel().await.map_err(failed)?;
+    // A stream consumer needs a prefetch and manual acks: acks give the credit back.
+    channel.basic_qos(READ_PREFETCH, BasicQosOptions::default()).await.map_err(failed)?;
+    let mut args = FieldTable::default();
+    args.insert("x-stream-offset".into(), start);
+    let mut consumer =
+        channel.basic_consume(name.into(), "".into(), BasicConsumeOptions::default(), args).await.map_err(failed)?;
+    let mut unacked = 0u16;
+    loop {
+        let delivery = match tokio::time::timeout(READ_IDLE, consumer.next()).await {
+            Ok(Some(delivery)) => delivery.map_err(failed)?,
+            Ok(None) => return Err("the log stream closed before its end was read".into()),
+            Err(_) => {
+                let _ = channel.close(200, "read timed out".into()).await;
+                return Err("reading the log stream stalled before its end".into());
+            }
+        };
+        let is_marker = delivery.properties.message_id().as_ref().is_some_and(|id| id.as_str() == marker_id);
+        if !is_marker {
+            each(&delivery);
+        }
+        unacked += 1;
+        if unacked >= READ_PREFETCH / 2 || is_marker {
+            delivery.acker.ack(BasicAckOptions { multiple: true }).await.map_err(failed)?;
+            unacked = 0;
+        }
+        if is_marker {
+            let _ = channel.close(200, "read".into()).await;
+            return Ok(stream_offset(&delivery.properties).map(|offset| offset + 1));
+        }
+    }
+}
+
+/// The offset RabbitMQ stamps on each message it delivers from a stream.
+fn stream_offset(properties: &BasicProperties) -> Option<i64> {
+    match properties.headers().as_ref()?.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(offset) => Some(*offset),
+        AMQPValue::LongInt(offset) => Some(i64::from(*offset)),
+        _ => None,
+    }
 }
