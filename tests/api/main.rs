@@ -24,6 +24,7 @@ mod fake_otlp;
 mod healthcheck;
 mod key_probe;
 mod log_levels;
+mod log_replay;
 mod mock_api;
 mod outage;
 mod outage_logs;

@@ -14,6 +14,7 @@ pub mod http_client;
 pub mod listener;
 pub mod log_escape;
 pub mod log_limit;
+pub mod log_replay;
 pub mod owner_only;
 pub mod polyai;
 pub mod queue;

@@ -192,6 +192,11 @@ fn without_colours(line: &str) -> String {
     plain
 }
 
+/// An environment as the process helpers take it.
+pub fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
 /// Runs a command that should fail at start-up; returns its exit code and stderr.
 pub async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let (code, _, stderr) = run_to_exit_with_stdout(args, env).await;

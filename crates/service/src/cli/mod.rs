@@ -5,6 +5,7 @@ mod backfill;
 mod check;
 mod dead;
 mod healthcheck;
+mod log;
 mod reconcile;
 mod register;
 mod run;
@@ -33,6 +34,9 @@ pub enum Command {
     Backfill(backfill::BackfillArgs),
     /// Dead letters: `list` them without removing any, `replay` them into the worker's queue.
     Dead(dead::DeadArgs),
+    /// The conversations log: `replay` the events of a window that never became a record into the
+    /// worker's queue (after that queue was deleted or purged).
+    Log(log::LogArgs),
     /// Put every finished call of a window that no webhook delivered into the worker's queue, once;
     /// every project of RELAY_PROJECTS_FILE in turn, or --project NAME.
     Reconcile(reconcile::ReconcileArgs),
@@ -70,6 +74,7 @@ impl Command {
             Self::Backfill(args) => args.execute().await,
             Self::Check(args) => args.execute().await,
             Self::Dead(args) => args.execute().await,
+            Self::Log(args) => args.execute().await,
             Self::Reconcile(args) => args.execute().await,
             Self::Register(args) => args.execute().await,
             Self::Healthcheck(args) => args.execute().await,

@@ -35,7 +35,7 @@ impl WindowArgs {
 }
 
 /// `24h` means 24 hours before `now`; otherwise an RFC 3339 time.
-fn instant(flag: &str, text: &str, now: OffsetDateTime) -> anyhow::Result<OffsetDateTime> {
+pub(super) fn instant(flag: &str, text: &str, now: OffsetDateTime) -> anyhow::Result<OffsetDateTime> {
     if let Ok(time) = OffsetDateTime::parse(text, &Rfc3339) {
         return Ok(time);
     }

@@ -25,7 +25,7 @@ pub mod headers {
     pub const ERROR: &str = "x-relay-error";
     /// When the event was dead-lettered, RFC 3339.
     pub const DEAD_AT: &str = "x-relay-dead-at";
-    /// When `dead replay` sent the event back to the worker, RFC 3339.
+    /// When `dead replay` or `log replay` sent the event back to the worker, RFC 3339.
     pub const REPLAYED_AT: &str = "x-relay-replayed-at";
     /// The operator's `--reason` for a replay, when given.
     pub const REPLAY_REASON: &str = "x-relay-replay-reason";

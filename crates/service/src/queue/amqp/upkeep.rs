@@ -58,7 +58,8 @@ async fn declare_again(connection: &Connection, topology: &Topology, queue: &str
             within_secs = INTERVAL.as_secs(),
             "the queue was deleted under the running relay and is declared again, with the rest of the topology. \
              What it held is gone, and so are events accepted since it went (at most `within_secs` ago): \
-             they are in the conversations log only; replay them from there (docs/reliability.md)"
+             they are in the conversations log only: `polyai-relay log replay --since` a time before the queue went \
+             puts back every event without a record"
         ),
         Err(error) => tracing::warn!(
             queue,

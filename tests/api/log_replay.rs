@@ -1,0 +1,95 @@
+//! `log replay`: events the conversations log holds that never became a record go back to the
+//! worker with their own ids; enriched ones are left alone.
+
+use lapin::{options::QueueBindOptions, types::FieldTable};
+use polyai_relay::config::EventTypes;
+
+use crate::{
+    backend::{Backend, TestQueue},
+    fake_polyai::FakePolyai,
+    helpers::{http, post_event},
+    process::{as_refs, run_to_exit, run_to_exit_with_stdout, RelayProcess},
+};
+
+const TYPE: &str = "conversation.completed";
+
+/// A relay (`run`) whose worker's queue missed one accepted event: `evt-kept` was enriched,
+/// `evt-lost` was answered 204 while the queue was not bound, so it is only in the log.
+async fn relay_that_missed_an_event() -> (TestQueue, RelayProcess, FakePolyai) {
+    let queue = TestQueue::new(Backend::Amqp, EventTypes::Only(vec![TYPE.into()])).await;
+    let polyai = FakePolyai::start().await;
+    let relay = RelayProcess::spawn(&["run"], &as_refs(&queue.relay_env(&polyai.base_url, &[]))).await;
+    relay.wait_ready().await;
+    post(&relay, "evt-kept").await;
+    assert_eq!(queue.next_record().await.json["event_id"], "evt-kept");
+
+    let broker = queue.broker();
+    let (enrich, events) = (broker.topology.enrich_queue.as_str(), broker.topology.events_exchange.as_str());
+    let channel = broker.channel().await;
+    channel.queue_unbind(enrich.into(), events.into(), TYPE.into(), FieldTable::default()).await.unwrap();
+    post(&relay, "evt-lost").await;
+    let bind = QueueBindOptions::default();
+    channel.queue_bind(enrich.into(), events.into(), TYPE.into(), bind, FieldTable::default()).await.unwrap();
+    (queue, relay, polyai)
+}
+
+async fn post(relay: &RelayProcess, id: &str) {
+    let (_, status) = post_event(&http(), &relay.url("/polyai-events"), id.into()).await;
+    assert_eq!(status, Some(204), "{}", relay.logs());
+}
+
+async fn log_replay(queue: &TestQueue, args: &[&str]) -> String {
+    let args: Vec<&str> = ["log", "replay"].iter().chain(args).copied().collect();
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&args, &as_refs(&queue.env())).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    stdout
+}
+
+#[tokio::test]
+async fn an_accepted_event_the_worker_never_got_is_replayed_once_with_its_own_id() {
+    let (queue, _relay, _polyai) = relay_that_missed_an_event().await;
+
+    let listed = log_replay(&queue, &["--since", "10m", "--dry-run"]).await;
+    assert_eq!(
+        listed.lines().collect::<Vec<_>>(),
+        ["would replay evt-lost conversation.completed CAevt-lost", "would replay 1, already enriched 1"]
+    );
+
+    let replayed = log_replay(&queue, &["--since", "10m", "--reason", "queue unbound"]).await;
+    assert_eq!(replayed.trim(), "replayed 1, already enriched 1");
+    let record = queue.next_record().await;
+    assert_eq!(record.json["event_id"], "evt-lost", "the event's own id, so a copy is one consumers dedupe");
+    assert_eq!(record.json["event_type"], TYPE);
+
+    // Now both have records: nothing is sent again.
+    let again = log_replay(&queue, &["--since", "10m"]).await;
+    assert_eq!(again.trim(), "replayed 0, already enriched 2");
+}
+
+#[tokio::test]
+async fn events_taken_after_the_window_are_left() {
+    let (queue, _relay, _polyai) = relay_that_missed_an_event().await;
+    let listed = log_replay(&queue, &["--since", "20m", "--until", "10m", "--dry-run"]).await;
+    assert_eq!(listed.trim(), "would replay 0, already enriched 0");
+}
+
+#[tokio::test]
+async fn a_replay_with_nothing_to_read_from_says_why() {
+    let queue = TestQueue::new(Backend::Amqp, EventTypes::All).await;
+    let env = queue.env();
+    let backwards = run_to_exit(&["log", "replay", "--since", "1h", "--until", "2h"], &as_refs(&env)).await;
+    assert_eq!(backwards.0, Some(1));
+    assert!(backwards.1.contains("--since must be before --until"), "{}", backwards.1);
+
+    let mut off = env.clone();
+    off.retain(|(name, _)| name != "RELAY_CONVERSATIONS_LOG");
+    off.push(("RELAY_CONVERSATIONS_LOG".into(), "off".into()));
+    let (code, stderr) = run_to_exit(&["log", "replay", "--since", "1h"], &as_refs(&off)).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("RELAY_CONVERSATIONS_LOG is off: there is no log to replay from"), "{stderr}");
+
+    let embedded = TestQueue::new(Backend::Embedded, EventTypes::All).await;
+    let (code, stderr) = run_to_exit(&["log", "replay", "--since", "1h"], &as_refs(&embedded.env())).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("`log replay` reads RabbitMQ's conversations log: set AMQP_URL"), "{stderr}");
+}
