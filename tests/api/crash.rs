@@ -10,11 +10,11 @@ use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{FakePolyai, Reply},
     helpers::{completed, http, post_event, SECRET},
-    process::RelayProcess,
+    process::{as_refs, RelayProcess},
 };
 
 async fn start(env: &[(String, String)]) -> RelayProcess {
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = as_refs(env);
     let relay = RelayProcess::spawn(&["run"], &env).await;
     relay.wait_ready().await;
     relay

@@ -22,15 +22,11 @@ use crate::{
     fake_polyai::{FakePolyai, Reply},
     helpers::{completed, http, post_body},
     poll::poll_until,
-    process::{relay_command, run_to_exit_with_stdout, RelayProcess},
+    process::{as_refs, relay_command, run_to_exit_with_stdout, RelayProcess},
 };
 
 fn types() -> EventTypes {
     EventTypes::Only(vec!["conversation.completed".into()])
-}
-
-fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// Runs `polyai-relay dead {args}` on the test's queue; returns stdout (the command must succeed).

@@ -20,7 +20,7 @@ use crate::{
     fake_polyai::FakePolyai,
     helpers::{http, post_event, SECRET},
     poll::poll_until,
-    process::{binary, RelayProcess},
+    process::{as_refs, binary, RelayProcess},
 };
 
 /// `polyai-relay serve` on the embedded queue, with `env` on top.
@@ -48,7 +48,7 @@ async fn serve_command(command: Command, queue: &TestQueue, env: &[(&str, &str)]
     let mut all: Vec<(String, String)> = queue.env();
     all.push(("POLYAI_WEBHOOK_SECRET".into(), SECRET.into()));
     all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let pairs: Vec<(&str, &str)> = all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs = as_refs(&all);
     let relay = RelayProcess::spawn_command(command, &pairs).await;
     relay.wait_ready().await;
     relay
@@ -157,7 +157,7 @@ async fn request_fields_cannot_forge_log_lines_in_either_format() {
         let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
         let polyai = FakePolyai::start().await;
         let env = queue.relay_env(&polyai.base_url, &[("RELAY_LOG_FORMAT", format), ("RELAY_EVENTS", "*")]);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env = as_refs(&env);
         let relay = RelayProcess::spawn(&["run"], &env).await;
         relay.wait_ready().await;
         post_forged_type(&relay).await;
@@ -180,7 +180,7 @@ async fn yes_no_settings_take_1_0_yes_no_on_off() {
     let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
     let polyai = FakePolyai::start().await;
     let env = queue.relay_env(&polyai.base_url, &[("RELAY_FETCH_AUDIO", "1"), ("RELAY_AUDIO_REDACTED", "Off")]);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = as_refs(&env);
     let mut relay = RelayProcess::spawn(&["run"], &env).await;
     relay.wait_ready().await;
     relay.terminate();

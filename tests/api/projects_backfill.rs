@@ -15,14 +15,14 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use crate::{
     backend::{Backend, TempDir, TestQueue},
     helpers::header,
-    process::run_to_exit_with_stdout,
+    process::{as_refs, run_to_exit_with_stdout},
     two_projects::{TwoProjects, UK, US},
 };
 
 async fn backfill(env: &[(String, String)], args: &[&str]) -> (Option<i32>, String, String) {
     let mut all = vec!["backfill", "--since", "24h", "--page-size", "10"];
     all.extend_from_slice(args);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = as_refs(env);
     run_to_exit_with_stdout(&all, &env).await
 }
 

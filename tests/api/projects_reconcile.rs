@@ -17,14 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::{both_backends, TempDir, TestQueue},
-    process::run_to_exit_with_stdout,
+    process::{as_refs, run_to_exit_with_stdout},
     two_projects::{TwoProjects, KEY_UK, KEY_US, UK, US},
 };
 
 async fn reconcile(queue: &TestQueue, projects: &TwoProjects, args: &[&str]) -> (Option<i32>, String, String) {
     let mut env = queue.env();
     env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = as_refs(&env);
     let mut all = vec!["reconcile", "--since", "24h"];
     all.extend_from_slice(args);
     run_to_exit_with_stdout(&all, &env).await

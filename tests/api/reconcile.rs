@@ -13,15 +13,11 @@ use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{conversation, FakePolyai, Reply},
     helpers::{http, post_event},
-    process::{run_to_exit_with_stdout, RelayProcess},
+    process::{as_refs, run_to_exit_with_stdout, RelayProcess},
 };
 
 fn types() -> EventTypes {
     EventTypes::Only(vec!["conversation.completed".into()])
-}
-
-fn as_refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
-    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 /// A listed call that started `ago` before now and lasted `seconds`.

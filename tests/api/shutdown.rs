@@ -10,7 +10,7 @@ use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{FakePolyai, Reply},
     helpers::{http, post_event, spawn_app_with, Options},
-    process::RelayProcess,
+    process::{as_refs, RelayProcess},
 };
 
 fn accepted(results: Vec<(String, Option<u16>)>) -> HashSet<String> {
@@ -53,7 +53,7 @@ both_backends! {
         // Slow API answers keep enrichments in flight when the signal arrives.
         polyai.always(Reply::Slow(Duration::from_millis(300)));
         let env = queue.relay_env(&polyai.base_url, &[("RELAY_EVENTS", "*"), ("RELAY_API_CONCURRENCY", "4")]);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env = as_refs(&env);
         let mut relay = RelayProcess::spawn(&["run"], &env).await;
         let http = http();
         let url = relay.url("/polyai-events");

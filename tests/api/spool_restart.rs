@@ -14,7 +14,7 @@ use crate::{
     fake_polyai::FakePolyai,
     helpers::{completed, http, SECRET},
     poll::poll_until,
-    process::RelayProcess,
+    process::{as_refs, RelayProcess},
     proxy::Proxy,
 };
 
@@ -69,7 +69,7 @@ async fn stopped_with_a_non_empty_spool_then_restarted_loses_nothing(stop: Stop)
     let extra =
         [("AMQP_URL", proxy_url.as_str()), ("RELAY_SPOOL_DIR", spool_dir.as_str()), ("RELAY_ACK_DEADLINE", "600ms")];
     let env = queue.relay_env(&polyai.base_url, &extra);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = as_refs(&env);
 
     let mut relay = RelayProcess::spawn(&["run"], &env).await;
     // Until it has reached the broker, the relay spools every webhook: posts start once it says so.

@@ -17,7 +17,7 @@ use crate::{
     broker::{amqp_url, TestBroker},
     fake_polyai::FakePolyai,
     helpers::{http, post_event},
-    process::RelayProcess,
+    process::{as_refs, RelayProcess},
 };
 
 /// More requeues than RabbitMQ 4.0's default delivery limit (20) for quorum queues.
@@ -113,7 +113,7 @@ async fn a_worker_queue_deleted_under_a_running_relay_is_declared_again() {
     let queue = TestQueue::new(Backend::Amqp, EventTypes::Only(vec!["conversation.completed".into()])).await;
     let polyai = FakePolyai::start().await;
     let env = queue.relay_env(&polyai.base_url, &[]);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let env = as_refs(&env);
     let relay = RelayProcess::spawn(&["run"], &env).await;
     relay.wait_ready().await;
 

@@ -20,7 +20,7 @@ use crate::{
     fake_otlp::{FakeCollector, Span},
     fake_polyai::{FakePolyai, Reply, API_KEY},
     helpers::{completed, header, http, post_event, PREVIOUS_SECRET, SECRET},
-    process::RelayProcess,
+    process::{as_refs, RelayProcess},
 };
 
 /// A relay process (`run`) on `queue` and `polyai`, exporting to `collector` when it is given.
@@ -53,7 +53,7 @@ impl Traced {
             env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), collector.endpoint.clone()));
         }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env = as_refs(&env);
         let relay = RelayProcess::spawn(&["run"], &env).await;
         relay.wait_ready().await;
         Self { relay, queue, polyai, collector }
