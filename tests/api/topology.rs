@@ -125,8 +125,10 @@ async fn a_worker_queue_deleted_under_a_running_relay_is_declared_again() {
     let said = relay.wait_for_log("is declared again", UPKEEP_WAIT).await;
     assert!(said.contains(enrich), "the log names the queue: {said}");
 
+    // Publishing went on through it: the session was not rebuilt.
     let (_, status) = post_event(&http(), &relay.url("/polyai-events"), "evt-after-delete".into()).await;
     assert_eq!(status, Some(204), "{}", relay.logs());
     let record = queue.next_record().await;
     assert_eq!(record.json["event_id"], "evt-after-delete");
+    assert!(!relay.logs().contains("broker connection lost"), "{}", relay.logs());
 }

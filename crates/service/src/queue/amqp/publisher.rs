@@ -246,7 +246,13 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                                 set_ready(&shared, session.ready());
                                 tracing::info!("broker unblocked publishing");
                             }
-                            Some(Event::Error(error)) => { tracing::warn!(error = %describe(&error), "broker connection failed"); break }
+                            // lapin reports a channel the broker closed as an error of the
+                            // connection too. One of the session's own leaves it unhealthy; the
+                            // upkeep's (a passive declare of a missing queue) leaves it as it was.
+                            Some(Event::Error(error)) => if !session.healthy() {
+                                tracing::warn!(error = %describe(&error), "broker connection failed");
+                                break
+                            },
                             Some(_) => {}
                             None => break,
                         },
