@@ -78,19 +78,15 @@ impl AmqpDeadLetters {
         })
     }
 
-    /// Goes once around the dead letters (at most `limit` of them), letting `decide` keep or
-    /// replay each; returns how many it went through.
+    /// Goes once around the dead letters, letting `decide` keep or replay each; returns how many
+    /// it went through.
     async fn pass(
         &self,
-        limit: Option<usize>,
         stop: &CancellationToken,
         mut on_start: impl FnMut(u64),
         mut decide: impl FnMut(DeadLetter, crate::queue::Message) -> Action,
     ) -> Result<(u64, bool), DeadError> {
-        let mut total = self.count().await?;
-        if let Some(limit) = limit {
-            total = total.min(limit as u64);
-        }
+        let total = self.count().await?;
         on_start(total);
         let queue = self.topology.dead_queue.as_str();
         for done in 0..total {
@@ -143,12 +139,15 @@ impl DeadLetters for AmqpDeadLetters {
     async fn list(&self, limit: Option<usize>) -> Result<Vec<DeadLetter>, DeadError> {
         let mut letters = Vec::new();
         let never = CancellationToken::new();
+        // Always once all the way around, even for a few: a pass that stopped part way would
+        // leave the letters it went through behind the others, and the next list in another order.
         self.pass(
-            limit,
             &never,
             |_| {},
             |letter, _| {
-                letters.push(letter);
+                if limit.is_none_or(|limit| letters.len() < limit) {
+                    letters.push(letter);
+                }
                 Action::Keep
             },
         )
@@ -166,7 +165,6 @@ impl DeadLetters for AmqpDeadLetters {
         let now = OffsetDateTime::now_utc();
         let (_, interrupted) = self
             .pass(
-                None,
                 stop,
                 |total| progress.start(total),
                 |letter, message| {
