@@ -24,9 +24,11 @@ pub struct Call {
     pub started_at_text: Option<String>,
     /// Seconds.
     pub total_duration: Option<f64>,
+    /// The latest time a turn of the call names, if the listing carries its turns.
+    pub last_turn_at: Option<OffsetDateTime>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct Fields {
     #[serde(default)]
     environment: Option<String>,
@@ -36,13 +38,31 @@ struct Fields {
     total_duration: Option<f64>,
 }
 
+/// The times of a turn; read apart from [`Fields`], so that a turn of another shape costs the call
+/// only its turns' times.
+#[derive(Deserialize)]
+struct Turns {
+    #[serde(default)]
+    turns: Vec<TurnTimes>,
+}
+
+#[derive(Deserialize)]
+struct TurnTimes {
+    #[serde(default)]
+    user_input_datetime: Option<String>,
+    #[serde(default)]
+    agent_response_datetime: Option<String>,
+}
+
 impl Call {
     fn from_summary(summary: Summary) -> Self {
-        let fields = serde_json::from_str::<Fields>(summary.raw.get()).unwrap_or(Fields {
-            environment: None,
-            started_at: None,
-            total_duration: None,
-        });
+        let fields = serde_json::from_str::<Fields>(summary.raw.get()).unwrap_or_default();
+        let turns = serde_json::from_str::<Turns>(summary.raw.get()).map(|t| t.turns).unwrap_or_default();
+        let last_turn_at = turns
+            .iter()
+            .flat_map(|turn| [&turn.user_input_datetime, &turn.agent_response_datetime])
+            .filter_map(|time| OffsetDateTime::parse(time.as_deref()?, &Rfc3339).ok())
+            .max();
         Self {
             started_at: fields.started_at.as_deref().and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()),
             started_at_text: fields.started_at,
@@ -50,13 +70,21 @@ impl Call {
             in_progress: summary.in_progress,
             environment: fields.environment,
             total_duration: fields.total_duration,
+            last_turn_at,
         }
     }
 
-    /// A call is finished at `started_at + total_duration`; `None` when the API left either out.
+    /// A call is finished at `started_at + total_duration` (design §9). The API may leave the
+    /// duration out: then the latest time the call is known to have been going on, its last turn
+    /// or else its start, so that a call that ended moments ago still waits out the settle time
+    /// for its webhook. `None` without a start time.
     pub fn finished_at(&self) -> Option<OffsetDateTime> {
-        let duration = Duration::try_from_secs_f64(self.total_duration?.max(0.0)).ok()?;
-        Some(self.started_at? + duration)
+        let started = self.started_at?;
+        let duration = self.total_duration.and_then(|seconds| Duration::try_from_secs_f64(seconds.max(0.0)).ok());
+        Some(match duration {
+            Some(duration) => started + duration,
+            None => self.last_turn_at.map_or(started, |last| last.max(started)),
+        })
     }
 }
 
@@ -137,5 +165,22 @@ mod tests {
         assert_eq!(c.environment.as_deref(), Some("live"));
         assert_eq!(call(r#"{"total_duration":74}"#).finished_at(), None);
         assert_eq!(call(r#"{"started_at":"yesterday","total_duration":74}"#).finished_at(), None);
+    }
+
+    #[test]
+    fn a_call_without_a_duration_is_finished_no_earlier_than_its_last_turn_or_its_start() {
+        let at = |text: &str| OffsetDateTime::parse(text, &Rfc3339).unwrap();
+        let turns = r#"{"started_at":"2026-11-20T09:14:03Z","turns":[
+            {"user_input_datetime":"2026-11-20T09:14:10Z","agent_response_datetime":"2026-11-20T09:16:40Z"},
+            {"user_input_datetime":"2026-11-20T09:15:00Z","agent_response_datetime":null}]}"#;
+        assert_eq!(call(turns).finished_at(), Some(at("2026-11-20T09:16:40Z")));
+        assert_eq!(call(r#"{"started_at":"2026-11-20T09:14:03Z"}"#).finished_at(), Some(at("2026-11-20T09:14:03Z")));
+        // Turns of a shape of their own: the start still counts.
+        let odd = r#"{"started_at":"2026-11-20T09:14:03Z","turns":"hidden"}"#;
+        assert_eq!(call(odd).finished_at(), Some(at("2026-11-20T09:14:03Z")));
+        // A duration, when given, decides.
+        let both = r#"{"started_at":"2026-11-20T09:14:03Z","total_duration":10,
+            "turns":[{"agent_response_datetime":"2026-11-20T09:20:00Z"}]}"#;
+        assert_eq!(call(both).finished_at(), Some(at("2026-11-20T09:14:13Z")));
     }
 }
