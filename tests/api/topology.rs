@@ -1,16 +1,20 @@
 //! The topology on RabbitMQ as it is, whatever its version: nothing a consumer requeues can be
-//! deleted by the broker, and a queue declared by an older relay is kept, not refused.
+//! deleted by the broker, a queue declared by an older relay is kept, not refused, and what is
+//! deleted under a running relay is declared again.
 
 use lapin::{
     message::Delivery,
     options::{
-        BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-        QueueDeleteOptions,
+        BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, LongString},
     BasicProperties, Channel, Connection, ConnectionProperties,
 };
-use polyai_relay::{config::EventTypes, queue::amqp::topology};
+use polyai_relay::{
+    config::EventTypes,
+    queue::{amqp::topology, RETRY_TIERS},
+};
 
 use crate::{
     backend::{Backend, TestQueue},
@@ -108,22 +112,34 @@ async fn a_dead_letter_queue_declared_by_an_older_relay_is_kept_with_its_message
     assert_eq!(broker.ready_count(&broker.topology.dead_queue).await, 1);
 }
 
-#[tokio::test]
-async fn a_worker_queue_deleted_under_a_running_relay_is_declared_again() {
+/// A relay (`run`) on a queue of its own, ready.
+async fn running_relay() -> (TestQueue, FakePolyai, RelayProcess) {
     let queue = TestQueue::new(Backend::Amqp, EventTypes::Only(vec!["conversation.completed".into()])).await;
     let polyai = FakePolyai::start().await;
-    let env = queue.relay_env(&polyai.base_url, &[]);
-    let env = as_refs(&env);
-    let relay = RelayProcess::spawn(&["run"], &env).await;
+    let relay = RelayProcess::spawn(&["run"], &as_refs(&queue.relay_env(&polyai.base_url, &[]))).await;
     relay.wait_ready().await;
+    (queue, polyai, relay)
+}
 
+/// Deletes `name` under `relay` and waits for the relay's error log that it is declared again.
+async fn delete_and_wait_for_it_again(queue: &TestQueue, relay: &RelayProcess, name: &str) -> String {
+    let broker = queue.broker();
+    broker.channel().await.queue_delete(name.into(), QueueDeleteOptions::default()).await.unwrap();
+    let said = relay.wait_for_log("is declared again", UPKEEP_WAIT).await;
+    assert!(said.contains(name), "the log names the queue: {said}");
+    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+    broker.channel().await.queue_declare(name.into(), passive, FieldTable::default()).await.expect("declared again");
+    said
+}
+
+#[tokio::test]
+async fn a_worker_queue_deleted_under_a_running_relay_is_declared_again() {
+    let (queue, _polyai, relay) = running_relay().await;
     // The log stream, bound `#`, keeps every publish routable: without the queue declared again,
     // this webhook would be answered 204 and reach no worker, and the worker could not consume.
-    let broker = queue.broker();
-    let enrich = broker.topology.enrich_queue.as_str();
-    broker.channel().await.queue_delete(enrich.into(), QueueDeleteOptions::default()).await.unwrap();
-    let said = relay.wait_for_log("is declared again", UPKEEP_WAIT).await;
-    assert!(said.contains(enrich), "the log names the queue: {said}");
+    let enrich = queue.broker().topology.enrich_queue.clone();
+    let said = delete_and_wait_for_it_again(&queue, &relay, &enrich).await;
+    assert!(said.contains("so are those accepted since it went") && said.contains("log replay"), "{said}");
 
     // Publishing went on through it: the session was not rebuilt.
     let (_, status) = post_event(&http(), &relay.url("/polyai-events"), "evt-after-delete".into()).await;
@@ -131,4 +147,31 @@ async fn a_worker_queue_deleted_under_a_running_relay_is_declared_again() {
     let record = queue.next_record().await;
     assert_eq!(record.json["event_id"], "evt-after-delete");
     assert!(!relay.logs().contains("broker connection lost"), "{}", relay.logs());
+}
+
+#[tokio::test]
+async fn a_delay_queue_deleted_under_a_running_relay_is_declared_again() {
+    // Without it, a retry scheduled there would come back unroutable, every time.
+    let (queue, _polyai, relay) = running_relay().await;
+    let longest = queue.broker().topology.retry_queue(*RETRY_TIERS.last().unwrap());
+    let said = delete_and_wait_for_it_again(&queue, &relay, &longest).await;
+    assert!(said.contains("The retries waiting in it are gone"), "{said}");
+}
+
+#[tokio::test]
+async fn an_exchange_deleted_under_a_running_relay_costs_a_503_and_is_declared_again() {
+    let (queue, _polyai, relay) = running_relay().await;
+    let broker = queue.broker();
+    let events = broker.topology.events_exchange.as_str();
+    broker.channel().await.exchange_delete(events.into(), ExchangeDeleteOptions::default()).await.unwrap();
+
+    // The publish makes the broker close a publishing channel: that session is done, and the next
+    // one declares the topology again.
+    let (_, status) = post_event(&http(), &relay.url("/polyai-events"), "evt-refused".into()).await;
+    assert_eq!(status, Some(503), "{}", relay.logs());
+    relay.wait_for_log("broker connection lost", UPKEEP_WAIT).await;
+    relay.wait_ready().await;
+    let (_, status) = post_event(&http(), &relay.url("/polyai-events"), "evt-after".into()).await;
+    assert_eq!(status, Some(204), "{}", relay.logs());
+    assert_eq!(queue.next_record().await.json["event_id"], "evt-after");
 }

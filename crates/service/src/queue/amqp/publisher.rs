@@ -236,7 +236,12 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                             if !session.healthy() { break }
                             set_ready(&shared, session.ready());
                         }
-                        _ = upkeep.tick() => upkeep::look(&session.connection, &shared.topology, &shared.metrics).await,
+                        _ = upkeep.tick() => {
+                            let look = upkeep::look(&session.connection, &shared.topology, &shared.metrics);
+                            if tokio::time::timeout(upkeep::LIMIT, look).await.is_err() {
+                                tracing::warn!(limit_secs = upkeep::LIMIT.as_secs(), "the broker did not answer a look at the queues in time");
+                            }
+                        }
                         event = events.next() => match event {
                             Some(Event::ConnectionBlocked(reason)) => {
                                 set_ready(&shared, false);

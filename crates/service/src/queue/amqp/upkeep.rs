@@ -4,8 +4,8 @@
 //!
 //! The topology is otherwise declared only when a session opens. A queue deleted under a running
 //! relay (a mistaken `rabbitmqctl delete_queue`, a migration half done) would stay gone until the
-//! next reconnect: the log stream, bound `#`, keeps every publish routable, so webhooks would go
-//! on being answered 204 while their events reach no worker, and the worker could not consume.
+//! next reconnect: the log stream, bound `#`, keeps every publish to the events exchange
+//! routable, so webhooks would go on being answered 204 while their events reach no worker.
 
 use std::time::Duration;
 
@@ -19,20 +19,26 @@ use lapin::{
 use super::{describe, topology};
 use crate::{
     config::Topology,
+    queue::RETRY_TIERS,
     telemetry::{names, Metrics},
 };
 
 /// How often the queues are looked at: the longest a deleted queue stays gone.
 pub const INTERVAL: Duration = Duration::from_secs(15);
 
+/// The longest one look may take. It runs in the loop that watches the session's health, so a
+/// broker that does not answer (a quorum queue with no leader) must not hold that loop.
+pub const LIMIT: Duration = Duration::from_secs(10);
+
 /// One look, on a channel of its own: a passive declare of a missing queue closes its channel,
 /// which must not be a publishing one.
 pub async fn look(connection: &Connection, topology: &Topology, meter: &Metrics) {
     let Ok(channel) = connection.create_channel().await else { return };
-    let gauged = [&topology.enrich_queue, &topology.dead_queue];
-    let others = [&topology.conversations_queue, &topology.conversations_log].into_iter().flatten();
+    let gauged = [topology.enrich_queue.clone(), topology.dead_queue.clone()];
+    let retries = RETRY_TIERS.iter().map(|tier| topology.retry_queue(*tier));
+    let others = [&topology.conversations_queue, &topology.conversations_log].into_iter().flatten().cloned();
     let mut gone = None;
-    for queue in gauged.into_iter().chain(others) {
+    for queue in gauged.iter().cloned().chain(retries).chain(others) {
         let options = QueueDeclareOptions { passive: true, ..Default::default() };
         match channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await {
             Ok(declared) if gauged.contains(&queue) => meter.record(|| {
@@ -47,7 +53,7 @@ pub async fn look(connection: &Connection, topology: &Topology, meter: &Metrics)
     }
     let _ = channel.close(200, "queues looked at".into()).await;
     if let Some(queue) = gone {
-        declare_again(connection, topology, queue).await;
+        declare_again(connection, topology, &queue).await;
     }
 }
 
@@ -55,11 +61,8 @@ async fn declare_again(connection: &Connection, topology: &Topology, queue: &str
     match topology::declare(connection, topology).await {
         Ok(()) => tracing::error!(
             queue,
-            within_secs = INTERVAL.as_secs(),
-            "the queue was deleted under the running relay and is declared again, with the rest of the topology. \
-             What it held is gone, and so are events accepted since it went (at most `within_secs` ago): \
-             they are in the conversations log only: `polyai-relay log replay --since` a time before the queue went \
-             puts back every event without a record"
+            "the queue was deleted under the running relay and is declared again, with the rest of the topology. {}",
+            consequence(topology, queue)
         ),
         Err(error) => tracing::warn!(
             queue,
@@ -67,6 +70,47 @@ async fn declare_again(connection: &Connection, topology: &Topology, queue: &str
             "the queue was deleted under the running relay and could not be declared again; trying again in {} s",
             INTERVAL.as_secs()
         ),
+    }
+}
+
+/// What the loss of `queue` means, and what brings back what it held.
+fn consequence(topology: &Topology, queue: &str) -> String {
+    let window = INTERVAL.as_secs();
+    let replay = "`polyai-relay log replay --since` a time before it went (and `--until` now) puts back, from the \
+                  conversations log, every event that has no record";
+    if Some(queue) == topology.conversations_log.as_deref() {
+        return "The history it held is gone: a reconciliation over a window before now knows none of the calls \
+                delivered then, and would send each again under a `reconcile:` id."
+            .to_owned();
+    }
+    if Some(queue) == topology.conversations_queue.as_deref() {
+        return match &topology.conversations_log {
+            Some(log) => format!(
+                "The records it held, and those published since it went (at most {window} s ago), are in `{log}`: \
+                 consumers replay them from there."
+            ),
+            None => format!(
+                "The records it held, and those published since it went (at most {window} s ago), are gone \
+                 (RELAY_CONVERSATIONS_LOG is off)."
+            ),
+        };
+    }
+    let held = if queue == topology.dead_queue {
+        "The dead letters it held are gone"
+    } else if queue == topology.enrich_queue {
+        "The events it held are gone"
+    } else {
+        "The retries waiting in it are gone"
+    };
+    match &topology.conversations_log {
+        // Webhooks were answered 204 meanwhile: the log took their events.
+        Some(_) if queue == topology.enrich_queue => format!(
+            "{held}, and so are those accepted since it went (at most {window} s ago): all are in the conversations \
+             log; {replay}."
+        ),
+        Some(_) => format!("{held}; they are in the conversations log: {replay}."),
+        // With no log, a publish to a missing queue is returned and its webhook answered 503.
+        None => format!("{held} (RELAY_CONVERSATIONS_LOG is off: nothing holds another copy)."),
     }
 }
 
