@@ -1,13 +1,18 @@
 //! `log replay`: events the conversations log holds that never became a record go back to the
 //! worker with their own ids; enriched ones are left alone.
 
-use lapin::{options::QueueBindOptions, types::FieldTable};
-use polyai_relay::config::EventTypes;
+use std::time::Duration;
+
+use lapin::{
+    options::{BasicGetOptions, BasicNackOptions, QueueBindOptions},
+    types::{AMQPValue, FieldTable},
+};
+use polyai_relay::{config::EventTypes, queue::headers};
 
 use crate::{
     backend::{Backend, TestQueue},
     fake_polyai::FakePolyai,
-    helpers::{http, post_event},
+    helpers::{completed, http, post_event},
     process::{as_refs, run_to_exit, run_to_exit_with_stdout, RelayProcess},
 };
 
@@ -47,7 +52,7 @@ async fn log_replay(queue: &TestQueue, args: &[&str]) -> String {
 
 #[tokio::test]
 async fn an_accepted_event_the_worker_never_got_is_replayed_once_with_its_own_id() {
-    let (queue, _relay, _polyai) = relay_that_missed_an_event().await;
+    let (queue, mut relay, polyai) = relay_that_missed_an_event().await;
 
     let listed = log_replay(&queue, &["--since", "10m", "--dry-run"]).await;
     assert_eq!(
@@ -55,8 +60,25 @@ async fn an_accepted_event_the_worker_never_got_is_replayed_once_with_its_own_id
         ["would replay evt-lost conversation.completed CAevt-lost", "would replay 1, already enriched 1"]
     );
 
+    // With the worker stopped, the copy put back can be looked at before it is enriched.
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(15)).await, Some(0), "{}", relay.logs());
     let replayed = log_replay(&queue, &["--since", "10m", "--reason", "queue unbound"]).await;
     assert_eq!(replayed.trim(), "replayed 1, already enriched 1");
+    let broker = queue.broker();
+    let channel = broker.channel().await;
+    let enrich = broker.topology.enrich_queue.as_str();
+    let copy = channel.basic_get(enrich.into(), BasicGetOptions::default()).await.unwrap().expect("the copy").delivery;
+    let header = |name: &str| copy.properties.headers().as_ref().and_then(|h| h.inner().get(name).cloned());
+    assert_eq!(copy.properties.message_id().as_ref().map(|id| id.as_str()), Some("evt-lost"));
+    assert_eq!(copy.data, completed("CAevt-lost").as_bytes(), "the webhook's body as it came");
+    assert!(header(headers::REPLAYED_AT).is_some());
+    assert_eq!(header(headers::REPLAY_REASON), Some(AMQPValue::LongString("queue unbound".into())));
+    assert!(header(headers::RECEIVED_AT).is_some(), "the event's own headers stay");
+    assert_eq!(header("x-stream-offset"), None, "what the stream adds is not the event's");
+    copy.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await.unwrap();
+
+    let _relay = RelayProcess::spawn(&["run"], &as_refs(&queue.relay_env(&polyai.base_url, &[]))).await;
     let record = queue.next_record().await;
     assert_eq!(record.json["event_id"], "evt-lost", "the event's own id, so a copy is one consumers dedupe");
     assert_eq!(record.json["event_type"], TYPE);

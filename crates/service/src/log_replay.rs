@@ -72,8 +72,18 @@ impl LogReplay {
         let mut found = Unenriched::new(request.since.unix_timestamp(), request.until.unix_timestamp());
         // Read from the window's start to now, not to its end: a record comes after its event.
         let start = AMQPValue::Timestamp(request.since.unix_timestamp().max(0) as u64);
-        log::read_to_now(&self.connection, &self.channel, &self.log, start, |entry| self.sort(entry, &mut found))
-            .await?;
+        let read = log::read_to_now(&self.connection, &self.channel, &self.log, start, |entry| {
+            match Entry::of(&self.topology, entry) {
+                Entry::Event => found.event(event_of(entry)),
+                Entry::Record(id) => found.record(id),
+                Entry::Other => {}
+            }
+        });
+        // Stopping while reading leaves everything as it was: nothing is put back before the end.
+        tokio::select! {
+            read = read => read?,
+            _ = stop.cancelled() => return Ok(LogReplaySummary { interrupted: true, ..Default::default() }),
+        };
         let (events, already_enriched) = found.finish();
         let mut summary = LogReplaySummary { already_enriched, ..Default::default() };
         let now = OffsetDateTime::now_utc();
@@ -96,24 +106,43 @@ impl LogReplay {
         }
         Ok(summary)
     }
+}
 
-    /// Raw events come through the events exchange; events reconciliation put in the worker's
-    /// queue are written to the log straight (the default exchange); records come through the
-    /// records exchange. Everything else (read markers) is skipped.
-    fn sort(&self, entry: &Delivery, found: &mut Unenriched) {
-        let exchange = entry.exchange.as_str();
-        let message_id = entry.properties.message_id().as_ref().map(|id| id.as_str()).unwrap_or_default();
-        if exchange == self.topology.conversations_exchange {
-            found.record(message_id);
-        } else if exchange == self.topology.events_exchange
-            || (exchange.is_empty() && entry.properties.kind().as_ref().is_some_and(|t| t.as_str() != log::MARKER_TYPE))
-        {
-            let mut event = convert::message(entry.data.clone(), &entry.properties);
-            // What the stream adds on delivery is not the event's.
-            event.headers.retain(|name, _| !name.starts_with("x-stream-"));
-            found.event(event);
+/// What an entry of the log is to a replay.
+#[derive(Debug, PartialEq)]
+enum Entry<'a> {
+    /// An event the worker was given: a raw event (through the events exchange), or one
+    /// reconciliation made (written to the log straight, through the default exchange).
+    Event,
+    /// A record, under its event's id (through the records exchange).
+    Record(&'a str),
+    /// A read's marker, or anything else.
+    Other,
+}
+
+impl<'a> Entry<'a> {
+    fn of(topology: &Topology, entry: &'a Delivery) -> Self {
+        let kind = entry.properties.kind().as_ref().map(|t| t.as_str());
+        let id = entry.properties.message_id().as_ref().map(|id| id.as_str()).unwrap_or_default();
+        Self::sorted(topology, entry.exchange.as_str(), kind, id)
+    }
+
+    fn sorted(topology: &Topology, exchange: &str, kind: Option<&str>, id: &'a str) -> Self {
+        if exchange == topology.conversations_exchange {
+            Self::Record(id)
+        } else if exchange == topology.events_exchange || (exchange.is_empty() && kind != Some(log::MARKER_TYPE)) {
+            Self::Event
+        } else {
+            Self::Other
         }
     }
+}
+
+/// The event an entry holds, without what the stream adds on delivery (`x-stream-offset`).
+fn event_of(entry: &Delivery) -> Message {
+    let mut event = convert::message(entry.data.clone(), &entry.properties);
+    event.headers.retain(|name, _| !name.starts_with("x-stream-"));
+    event
 }
 
 /// The events of a window without a record, as the log is read in order.
@@ -192,6 +221,17 @@ mod tests {
         let (left, already_enriched) = found.finish();
         assert_eq!(ids(&left), ["b", "a"]);
         assert_eq!(already_enriched, 1, "`before` is not the window's");
+    }
+
+    #[test]
+    fn raw_and_reconciled_events_are_told_from_records_and_markers() {
+        let topology = Topology::default();
+        let sorted = |exchange: &str, kind: Option<&str>| Entry::sorted(&topology, exchange, kind, "id");
+        assert_eq!(sorted(&topology.events_exchange, Some("conversation.completed")), Entry::Event);
+        assert_eq!(sorted("", Some("conversation.reconciled")), Entry::Event);
+        assert_eq!(sorted(&topology.conversations_exchange, Some("conversation.completed")), Entry::Record("id"));
+        assert_eq!(sorted("", Some(log::MARKER_TYPE)), Entry::Other);
+        assert_eq!(sorted("another.exchange", Some("conversation.completed")), Entry::Other);
     }
 
     #[test]

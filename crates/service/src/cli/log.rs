@@ -48,6 +48,10 @@ impl LogArgs {
         let until = until.map(|u| instant("--until", &u, now)).transpose()?.unwrap_or(now);
         anyhow::ensure!(since < until, "--since must be before --until (now when omitted)");
         let broker = self.broker.settings()?;
+        anyhow::ensure!(
+            broker.topology.conversations_log.is_some(),
+            "RELAY_CONVERSATIONS_LOG is off: there is no log to replay from"
+        );
         let Some(target) = &broker.amqp_url else {
             anyhow::bail!(
                 "`log replay` reads RabbitMQ's conversations log: set AMQP_URL. The embedded queue keeps its \

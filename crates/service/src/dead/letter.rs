@@ -6,6 +6,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use crate::{
     event::Fields,
     queue::{headers, Message},
+    telemetry::trace_context,
 };
 
 /// What an operator needs to decide about a dead letter (design §9's `--json` fields).
@@ -65,11 +66,19 @@ impl Selection {
 }
 
 /// The event as the worker should see it again: attempts reset, the last error and death time
-/// dropped, and when (and why) it was replayed recorded.
+/// dropped, and when (and why) it was replayed recorded. A replay starts a trace of its own: the
+/// trace the event was first in may be days old.
 pub fn replayed(mut message: Message, reason: Option<&str>, now: OffsetDateTime) -> Message {
-    for name in
-        [headers::ATTEMPTS, headers::NOT_FOUND_ATTEMPTS, headers::ERROR, headers::DEAD_AT, headers::REPLAY_REASON]
-    {
+    let dropped = [
+        headers::ATTEMPTS,
+        headers::NOT_FOUND_ATTEMPTS,
+        headers::ERROR,
+        headers::DEAD_AT,
+        headers::REPLAY_REASON,
+        trace_context::TRACEPARENT,
+        trace_context::TRACESTATE,
+    ];
+    for name in dropped {
         message.headers.remove(name);
     }
     message.headers.insert(headers::REPLAYED_AT.to_owned(), now.format(&Rfc3339).unwrap_or_default());
@@ -118,5 +127,17 @@ mod tests {
         assert_eq!(message.header(headers::REPLAYED_AT), Some("1970-01-01T00:00:00Z"));
         assert_eq!(message.header(headers::REPLAY_REASON), Some("API fixed"));
         assert_eq!(message.header(headers::RECEIVED_AT), Some("2026-11-29T03:00:00Z"));
+    }
+
+    #[test]
+    fn a_replay_starts_a_trace_of_its_own() {
+        let mut traced = dead();
+        traced
+            .headers
+            .insert(trace_context::TRACEPARENT.into(), format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16)));
+        traced.headers.insert(trace_context::TRACESTATE.into(), "vendor=1".into());
+        let message = replayed(traced, None, OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(message.header(trace_context::TRACEPARENT), None);
+        assert_eq!(message.header(trace_context::TRACESTATE), None);
     }
 }
