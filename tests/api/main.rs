@@ -41,6 +41,7 @@ mod receiver;
 mod receiver_amqp;
 mod reconcile;
 mod redirects;
+mod returns;
 mod secrets;
 mod send;
 mod shutdown;

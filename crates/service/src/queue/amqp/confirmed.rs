@@ -2,11 +2,27 @@
 //! dead-letter tools and reconciliation.
 
 use lapin::{
-    options::BasicPublishOptions, types::ShortString, BasicProperties, Channel, Confirmation, PublisherConfirm,
+    message::BasicReturnMessage, options::BasicPublishOptions, types::ShortString, BasicProperties, Channel,
+    Confirmation, PublisherConfirm,
 };
 
 use super::describe;
 use crate::queue::PublishError;
+
+/// A publish on its way: lapin's promise of the broker's answer, and the message's id, which tells
+/// this publish's return from another's.
+pub(super) struct Sent {
+    confirm: PublisherConfirm,
+    message_id: Option<ShortString>,
+}
+
+/// The broker's answer to one publish, as far as it can be known.
+pub(super) struct Answer {
+    pub result: Result<(), PublishError>,
+    /// A return lapin handed to this publish although it is another's (see [`confirmation`]).
+    /// That other publish was told its message was stored: this is the message, in hand.
+    pub misdelivered: Option<Box<BasicReturnMessage>>,
+}
 
 /// Publishes `body` on a confirm-mode `channel` and waits for the broker's confirm.
 ///
@@ -19,7 +35,8 @@ pub async fn publish_confirmed(
     body: &[u8],
     properties: BasicProperties,
 ) -> Result<(), PublishError> {
-    confirmation(send(channel, exchange, routing_key, body, properties).await?).await
+    // One publish at a time on the channel: no other publish's return can reach this one.
+    confirmation(send(channel, exchange, routing_key, body, properties).await?).await.result
 }
 
 /// The first half of [`publish_confirmed`]: sends the publish (`mandatory`). lapin has the body
@@ -30,21 +47,42 @@ pub(super) async fn send(
     routing_key: ShortString,
     body: &[u8],
     properties: BasicProperties,
-) -> Result<PublisherConfirm, PublishError> {
+) -> Result<Sent, PublishError> {
     let options = BasicPublishOptions { mandatory: true, ..Default::default() };
-    channel
+    let message_id = properties.message_id().clone();
+    let confirm = channel
         .basic_publish(exchange, routing_key, options, body, properties)
         .await
-        .map_err(|e| PublishError::Failed(describe(&e)))
+        .map_err(|e| PublishError::Failed(describe(&e)))?;
+    Ok(Sent { confirm, message_id })
 }
 
 /// The second half of [`publish_confirmed`]: the broker's answer to a publish [`send`] sent.
-pub(super) async fn confirmation(confirm: PublisherConfirm) -> Result<(), PublishError> {
-    let confirm = confirm.await.map_err(|e| PublishError::Failed(describe(&e)))?;
+///
+/// lapin hands each return to the next confirm it completes, and one `multiple` ack completes
+/// several confirms in no set order. So with publishes pipelined on a channel, a return can reach
+/// another publish than its own, and its own is then answered as acked: a message no queue took,
+/// reported as stored (seen on RabbitMQ 3.10: a few in every thousand returned). A return is
+/// therefore checked against the message's id. This publish, given another's return, cannot know
+/// its own fate, and fails.
+pub(super) async fn confirmation(sent: Sent) -> Answer {
+    let failed = |error| Answer { result: Err(error), misdelivered: None };
+    let confirm = match sent.confirm.await {
+        Ok(confirm) => confirm,
+        Err(error) => return failed(PublishError::Failed(describe(&error))),
+    };
     match confirm {
-        Confirmation::Ack(None) => Ok(()),
-        Confirmation::Ack(Some(returned)) => Err(PublishError::Unroutable(returned.delivery.routing_key.to_string())),
-        Confirmation::Nack(_) => Err(PublishError::Nacked),
-        Confirmation::NotRequested => Err(PublishError::Failed("confirms are not enabled".into())),
+        Confirmation::Ack(None) => Answer { result: Ok(()), misdelivered: None },
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))
+            if returned.delivery.properties.message_id() != &sent.message_id =>
+        {
+            let error = "the broker's answer came with another message's return".to_owned();
+            Answer { result: Err(PublishError::Failed(error)), misdelivered: Some(Box::new(returned)) }
+        }
+        Confirmation::Ack(Some(returned)) => {
+            failed(PublishError::Unroutable(returned.delivery.routing_key.to_string()))
+        }
+        Confirmation::Nack(_) => failed(PublishError::Nacked),
+        Confirmation::NotRequested => failed(PublishError::Failed("confirms are not enabled".into())),
     }
 }

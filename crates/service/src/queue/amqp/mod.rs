@@ -6,6 +6,7 @@ mod connect;
 mod consumer;
 pub(crate) mod convert;
 pub mod log;
+mod misdelivered;
 mod publisher;
 mod seen_through;
 pub mod session;

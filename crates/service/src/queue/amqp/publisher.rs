@@ -19,7 +19,9 @@ use lapin::{options::ConfirmSelectOptions, types::ShortString, Channel, Connecti
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::{confirmed, connect::Connector, convert, describe, seen_through::SeenThrough, topology, upkeep};
+use super::{
+    confirmed, connect::Connector, convert, describe, misdelivered, seen_through::SeenThrough, topology, upkeep,
+};
 use crate::{
     backoff::RECONNECT,
     config::{AmqpTarget, Topology},
@@ -155,12 +157,17 @@ impl Publisher for AmqpPublisher {
         let index = session.next.fetch_add(1, Ordering::Relaxed) % session.channels.len();
         let (exchange, routing_key, expiration) = self.route(to, &message);
         let (body, properties) = convert::into_amqp(message, expiration);
+        let publisher = self.clone();
         let publish = async move {
-            let confirm = confirmed::send(&session.channels[index], exchange, routing_key, &body, properties).await?;
+            let sent = confirmed::send(&session.channels[index], exchange, routing_key, &body, properties).await?;
             // In lapin's frames now: not kept for the confirm, which can outlast the caller
             // (`SeenThrough`), for as long as a broker slow to confirm takes.
             drop(body);
-            confirmed::confirmation(confirm).await
+            let answer = confirmed::confirmation(sent).await;
+            if let Some(returned) = answer.misdelivered {
+                misdelivered::dead_letter(publisher, *returned);
+            }
+            answer.result
         };
         let result = SeenThrough::new(publish, to, self.shared.metrics.clone()).await;
         if let Err(PublishError::Failed(_)) = &result {
