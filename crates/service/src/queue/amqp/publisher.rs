@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use lapin::{options::ConfirmSelectOptions, types::ShortString, Channel, Connection, Event};
 use tokio::sync::{watch, Notify};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     confirmed, connect::Connector, convert, describe, misdelivered, seen_through::SeenThrough, topology, upkeep,
@@ -29,6 +29,9 @@ use crate::{
     queue::{retry_tier, Destination, Message, PublishError, Publisher},
     telemetry::Metrics,
 };
+
+/// How long shutdown waits for dead letters made of misdelivered returns.
+const RESCUES_DRAIN: Duration = Duration::from_secs(5);
 
 /// Channels per connection: enough to spread confirms across the broker's channel processes.
 const CHANNELS: usize = 4;
@@ -75,6 +78,9 @@ struct Shared {
     max_message: usize,
     /// Where the backlog gauge goes.
     metrics: Metrics,
+    /// Messages whose return reached another publish, on their way to the dead letters
+    /// (`misdelivered`): the connection is closed only once they are there, or after a while.
+    rescues: TaskTracker,
 }
 
 /// [`Publisher`] for RabbitMQ.
@@ -96,6 +102,7 @@ impl AmqpPublisher {
             topology,
             max_message: target.max_message,
             metrics,
+            rescues: TaskTracker::new(),
         });
         tokio::spawn(supervise(connector, shared.clone(), shutdown));
         Self { shared }
@@ -165,7 +172,8 @@ impl Publisher for AmqpPublisher {
             drop(body);
             let answer = confirmed::confirmation(sent).await;
             if let Some(returned) = answer.misdelivered {
-                misdelivered::dead_letter(publisher, *returned);
+                let rescues = publisher.shared.rescues.clone();
+                misdelivered::dead_letter(&rescues, publisher, *returned);
             }
             answer.result
         };
@@ -234,7 +242,12 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                     tokio::select! {
                         _ = shutdown.cancelled() => {
                             // Publishes already sent keep their confirms: closing waits for nothing
-                            // in flight because the receiver has drained before this fires.
+                            // in flight because the receiver has drained before this fires. Dead
+                            // letters made of misdelivered returns are waited for, for a while.
+                            shared.rescues.close();
+                            if tokio::time::timeout(RESCUES_DRAIN, shared.rescues.wait()).await.is_err() {
+                                tracing::error!(left = shared.rescues.len(), "messages misdelivered by their return were not all dead-lettered before shutdown");
+                            }
                             let _ = session.connection.close(200, "shutting down".into()).await;
                             return;
                         }
