@@ -96,6 +96,17 @@ async fn events_taken_after_the_window_are_left() {
 }
 
 #[tokio::test]
+async fn a_window_reaching_past_the_logs_retention_is_replayed_with_a_warning() {
+    let (queue, _relay, _polyai) = relay_that_missed_an_event().await;
+    // The tests' log keeps two days.
+    let args = ["log", "replay", "--since", "30d", "--dry-run"];
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&args, &as_refs(&queue.env())).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.ends_with("would replay 1, already enriched 1\n"), "{stdout}");
+    assert!(stderr.contains("further than the log keeps events (RELAY_LOG_RETENTION, 2days)"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_replay_with_nothing_to_read_from_says_why() {
     let queue = TestQueue::new(Backend::Amqp, EventTypes::All).await;
     let env = queue.env();

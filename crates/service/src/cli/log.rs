@@ -58,6 +58,18 @@ impl LogArgs {
                  events and its ledger in one file, so it has no queue to lose apart from them"
             );
         };
+        let reach = now - since;
+        let retention = broker.topology.log_retention;
+        if reach > retention {
+            // Not refused, unlike a reconciliation this far back: a replay sends nothing twice for
+            // it, it only cannot see what the stream no longer holds.
+            eprintln!(
+                "warning: --since reaches back {}, further than the log keeps events (RELAY_LOG_RETENTION, {}): \
+                 older ones are gone from it and cannot be replayed",
+                humantime::format_duration(std::time::Duration::from_secs(reach.whole_seconds().max(0) as u64)),
+                humantime::format_duration(retention),
+            );
+        }
         let replay =
             LogReplay::open(target, broker.topology.clone()).await.map_err(|e| anyhow::anyhow!("AMQP_URL: {e}"))?;
         let request = LogReplayRequest { since, until, reason, dry_run };
