@@ -9,28 +9,11 @@ use lapin::{
 use super::describe;
 use crate::queue::PublishError;
 
-/// A publish on its way: lapin's promise of the broker's answer, and what tells this publish's
-/// return from another's. Not the id alone: a record goes out under its event's id, and so do a
-/// retry and a dead letter. Two publishes alike in all three have the same fate, so which of
-/// them gets which return changes nothing.
+/// A publish on its way: lapin's promise of the broker's answer, and the message's id, which with
+/// the exchange tells this publish's return from another's (see [`confirmation`]).
 pub(super) struct Sent {
     confirm: PublisherConfirm,
-    sent: Identity,
-}
-
-struct Identity {
     message_id: Option<ShortString>,
-    exchange: ShortString,
-    routing_key: ShortString,
-}
-
-impl Identity {
-    fn of(&self, returned: &BasicReturnMessage) -> bool {
-        let delivery = &returned.delivery;
-        delivery.properties.message_id() == &self.message_id
-            && delivery.exchange == self.exchange
-            && delivery.routing_key == self.routing_key
-    }
 }
 
 /// The broker's answer to one publish, as far as it can be known.
@@ -53,7 +36,9 @@ pub async fn publish_confirmed(
     properties: BasicProperties,
 ) -> Result<(), PublishError> {
     // One publish at a time on the channel: no other publish's return can reach this one.
-    confirmation(send(channel, exchange, routing_key, body, properties).await?).await.result
+    let own = exchange.clone();
+    let sent = send(channel, exchange, routing_key, body, properties).await?;
+    confirmation(sent, |exchange| exchange == own.as_str()).await.result
 }
 
 /// The first half of [`publish_confirmed`]: sends the publish (`mandatory`). lapin has the body
@@ -68,10 +53,10 @@ pub(super) async fn send(
     let options = BasicPublishOptions { mandatory: true, ..Default::default() };
     let message_id = properties.message_id().clone();
     let confirm = channel
-        .basic_publish(exchange.clone(), routing_key.clone(), options, body, properties)
+        .basic_publish(exchange, routing_key, options, body, properties)
         .await
         .map_err(|e| PublishError::Failed(describe(&e)))?;
-    Ok(Sent { confirm, sent: Identity { message_id, exchange, routing_key } })
+    Ok(Sent { confirm, message_id })
 }
 
 /// The second half of [`publish_confirmed`]: the broker's answer to a publish [`send`] sent.
@@ -80,18 +65,24 @@ pub(super) async fn send(
 /// several confirms in no set order. So with publishes pipelined on a channel, a return can reach
 /// another publish than its own, and its own is then answered as acked: a message no queue took,
 /// reported as stored (seen on RabbitMQ 3.10: a few in every thousand returned). A return is
-/// therefore checked against what was sent. This publish, given another's return, cannot know
-/// its own fate, and fails.
-pub(super) async fn confirmation(sent: Sent) -> Answer {
+/// therefore checked against the message's id and, with `sent_to`, the exchange it was published
+/// to: the id alone is not enough, since a record goes out under its event's id, and so do a
+/// retry and a dead letter. (The routing key is left out: two publishes of one id to one exchange
+/// are one event's, routed alike.) This publish, given another's return, cannot know its own
+/// fate, and fails.
+pub(super) async fn confirmation(sent: Sent, sent_to: impl Fn(&str) -> bool) -> Answer {
     let failed = |error| Answer { result: Err(error), misdelivered: None };
-    let Sent { confirm, sent } = sent;
+    let Sent { confirm, message_id } = sent;
     let confirm = match confirm.await {
         Ok(confirm) => confirm,
         Err(error) => return failed(PublishError::Failed(describe(&error))),
     };
     match confirm {
         Confirmation::Ack(None) => Answer { result: Ok(()), misdelivered: None },
-        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) if !sent.of(&returned) => {
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))
+            if returned.delivery.properties.message_id() != &message_id
+                || !sent_to(returned.delivery.exchange.as_str()) =>
+        {
             let error = "the broker's answer came with another message's return".to_owned();
             Answer { result: Err(PublishError::Failed(error)), misdelivered: Some(Box::new(returned)) }
         }

@@ -131,18 +131,25 @@ impl AmqpPublisher {
     }
 
     fn route(&self, to: Destination, message: &Message) -> (ShortString, ShortString, Option<Duration>) {
-        let topology = &self.shared.topology;
-        let exchange = match to {
-            Destination::Events => &topology.events_exchange,
-            Destination::Conversations => &topology.conversations_exchange,
-            Destination::Dead => &topology.dead_exchange,
+        let exchange = self.exchange_of(to).into();
+        match to {
             Destination::Retry { delay } => {
                 let (tier, delay) = retry_tier(delay);
                 // The default exchange routes straight to the delay queue named by the key.
-                return ("".into(), topology.retry_queue(tier).into(), Some(delay));
+                (exchange, self.shared.topology.retry_queue(tier).into(), Some(delay))
             }
-        };
-        (exchange.as_str().into(), message.event_type.as_str().into(), None)
+            _ => (exchange, message.event_type.as_str().into(), None),
+        }
+    }
+
+    fn exchange_of(&self, to: Destination) -> &str {
+        let topology = &self.shared.topology;
+        match to {
+            Destination::Events => &topology.events_exchange,
+            Destination::Conversations => &topology.conversations_exchange,
+            Destination::Dead => &topology.dead_exchange,
+            Destination::Retry { .. } => "",
+        }
     }
 }
 
@@ -170,7 +177,7 @@ impl Publisher for AmqpPublisher {
             // In lapin's frames now: not kept for the confirm, which can outlast the caller
             // (`SeenThrough`), for as long as a broker slow to confirm takes.
             drop(body);
-            let answer = confirmed::confirmation(sent).await;
+            let answer = confirmed::confirmation(sent, |exchange| exchange == publisher.exchange_of(to)).await;
             if let Some(returned) = answer.misdelivered {
                 let rescues = publisher.shared.rescues.clone();
                 misdelivered::dead_letter(&rescues, publisher, *returned);
