@@ -129,6 +129,10 @@ async fn delete_and_wait_for_it_again(queue: &TestQueue, relay: &RelayProcess, n
     assert!(said.contains(name), "the log names the queue: {said}");
     let passive = QueueDeclareOptions { passive: true, ..Default::default() };
     broker.channel().await.queue_declare(name.into(), passive, FieldTable::default()).await.expect("declared again");
+    // Counted for alerts (RelayQueueDeclaredAgain), once.
+    let metrics = http().get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let counted = format!("relay_queues_declared_again_total{{queue=\"{name}\"}} 1");
+    assert!(metrics.lines().any(|line| line == counted), "no `{counted}` in:\n{metrics}");
     said
 }
 

@@ -57,6 +57,9 @@ pub mod names {
     pub const RECONCILE_FAILURES: &str = "relay_reconcile_failures_total";
     /// Messages ready in a queue, by `queue` (the worker's input and the dead letters).
     pub const BACKLOG: &str = "relay_queue_backlog";
+    /// Queues of the relay's found deleted under it and declared again, by `queue`: what such a
+    /// queue held is gone, and events accepted meanwhile may be only in the conversations log.
+    pub const QUEUES_DECLARED_AGAIN: &str = "relay_queues_declared_again_total";
     /// 1 while a `project` is paused because the API refuses its key, else 0 (every project has one).
     pub const WORKER_PAUSED: &str = "relay_worker_paused";
     /// Failed attempts to connect to the broker, by `role` (publisher, consumer): the volume of an

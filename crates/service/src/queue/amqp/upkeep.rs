@@ -53,17 +53,20 @@ pub async fn look(connection: &Connection, topology: &Topology, meter: &Metrics)
     }
     let _ = channel.close(200, "queues looked at".into()).await;
     if let Some(queue) = gone {
-        declare_again(connection, topology, &queue).await;
+        declare_again(connection, topology, &queue, meter).await;
     }
 }
 
-async fn declare_again(connection: &Connection, topology: &Topology, queue: &str) {
+async fn declare_again(connection: &Connection, topology: &Topology, queue: &str, meter: &Metrics) {
     match topology::declare(connection, topology).await {
-        Ok(()) => tracing::error!(
-            queue,
-            "the queue was deleted under the running relay and is declared again, with the rest of the topology. {}",
-            consequence(topology, queue)
-        ),
+        Ok(()) => {
+            meter.record(|| metrics::counter!(names::QUEUES_DECLARED_AGAIN, "queue" => queue.to_owned()).increment(1));
+            tracing::error!(
+                queue,
+                "the queue was deleted under the running relay and is declared again, with the rest of the topology. {}",
+                consequence(topology, queue)
+            )
+        }
         Err(error) => tracing::warn!(
             queue,
             error = %describe(&error),
