@@ -99,21 +99,31 @@ async fn both_projects_on_an_embedded_queue() -> (TwoProjects, TestQueue, Vec<(S
     (projects, queue, env)
 }
 
+/// A first run with acme-us's key refused: it fails, and acme-uk is backfilled all the same with
+/// its checkpoint kept. Its stdout and stderr.
+async fn a_run_with_acme_us_refused(
+    projects: &TwoProjects,
+    env: &[(String, String)],
+    dir: &TempDir,
+) -> (String, String) {
+    projects.control().revoke(TwoProjects::tenant(US)).unwrap();
+    let (code, stdout, stderr) = backfill(env, &[]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(checkpoints(dir), ["backfill-checkpoint.acme-uk.json"]);
+    (stdout, stderr)
+}
+
 #[tokio::test]
 async fn a_backfill_of_every_project_resumes_only_the_project_that_failed() {
     let (projects, queue, env) = both_projects_on_an_embedded_queue().await;
     let TestQueue::Embedded { dir, .. } = &queue else { unreachable!() };
     let (uk, us) = (projects.finished_calls(UK), projects.finished_calls(US));
 
-    // acme-us's key is refused: acme-uk is backfilled all the same, and its checkpoint kept.
-    projects.control().revoke(TwoProjects::tenant(US)).unwrap();
-    let (code, stdout, stderr) = backfill(&env, &[]).await;
-    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let (stdout, stderr) = a_run_with_acme_us_refused(&projects, &env, dir).await;
     assert!(has_line(&stdout, UK, &format!("published {},", uk.len())), "{stdout}");
     assert!(stderr.contains("project `acme-us`: listing conversations failed: 401"), "{stderr}");
     assert!(stderr.contains("check the project's api_key_file"), "{stderr}");
     assert!(stderr.contains("backfilling project(s) acme-us failed"), "{stderr}");
-    assert_eq!(checkpoints(dir), ["backfill-checkpoint.acme-uk.json"]);
     assert_eq!(embedded_records(dir).into_iter().collect::<HashSet<_>>(), of(UK, &uk));
 
     // Run again: acme-uk is not redone (only the seconds since its window ended are listed, if
@@ -147,10 +157,7 @@ async fn a_backfill_of_every_project_run_again_days_later_lists_the_finished_pro
     let TestQueue::Embedded { dir, .. } = &queue else { unreachable!() };
     let (uk, us) = (projects.finished_calls(UK), projects.finished_calls(US));
 
-    projects.control().revoke(TwoProjects::tenant(US)).unwrap();
-    let (code, stdout, stderr) = backfill(&env, &[]).await;
-    assert_eq!(code, Some(1), "{stdout}{stderr}");
-    assert_eq!(checkpoints(dir), ["backfill-checkpoint.acme-uk.json"]);
+    a_run_with_acme_us_refused(&projects, &env, dir).await;
     // As if that run was two days ago: every call of the mock is of a day its window left out.
     age(&dir.0.join("backfill-checkpoint.acme-uk.json"), Duration::from_secs(2 * 86400));
     let before = embedded_records(dir).len();
