@@ -240,9 +240,10 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                 shared.connected.send_replace(true);
                 set_ready(&shared, session.ready());
                 tracing::info!(broker = %session.broker, "broker connected; publishing enabled");
-                // lapin reports the connection's failure and the broker's blocks as events (below),
-                // but not a channel the broker closed: its status is read now and then, so
-                // readiness turns false before a publish has to find out.
+                // lapin reports the connection's failure, the broker's blocks and a channel the
+                // broker closed with an error as events (below). The channels' status is read now
+                // and then as well, so readiness turns false for any close, before a publish has
+                // to find out.
                 let mut health = tokio::time::interval(Duration::from_millis(250));
                 let mut upkeep = tokio::time::interval(upkeep::INTERVAL);
                 loop {
