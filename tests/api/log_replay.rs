@@ -6,11 +6,16 @@ use std::time::Duration;
 use lapin::{
     options::{BasicGetOptions, BasicNackOptions, QueueBindOptions},
     types::{AMQPValue, FieldTable},
+    Connection, ConnectionProperties,
 };
-use polyai_relay::{config::EventTypes, queue::headers};
+use polyai_relay::{
+    config::EventTypes,
+    queue::{amqp::exclusive, headers},
+};
 
 use crate::{
     backend::{Backend, TestQueue},
+    broker::amqp_url,
     fake_polyai::FakePolyai,
     helpers::{completed, http, post_event},
     process::{as_refs, run_to_exit, run_to_exit_with_stdout, RelayProcess},
@@ -104,6 +109,25 @@ async fn a_window_reaching_past_the_logs_retention_is_replayed_with_a_warning() 
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.ends_with("would replay 1, already enriched 1\n"), "{stdout}");
     assert!(stderr.contains("further than the log keeps events (RELAY_LOG_RETENTION, 2days)"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_replay_while_another_runs_is_refused() {
+    let queue = TestQueue::new(Backend::Amqp, EventTypes::All).await;
+    // What a running replay holds: the lock queue, exclusive to its connection.
+    let holder = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
+    let lock = format!("{}.log-replay-lock", queue.broker().topology.enrich_queue);
+    let held = exclusive::try_hold(&holder, &lock).await.unwrap();
+    assert!(held.is_some());
+    let (code, stderr) = run_to_exit(&["log", "replay", "--since", "1h"], &as_refs(&queue.env())).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("another `log replay` is running against this broker"), "{stderr}");
+
+    // Gone with the connection that held it, a crash included.
+    holder.close(200, "done".into()).await.unwrap();
+    let (code, stdout, stderr) =
+        run_to_exit_with_stdout(&["log", "replay", "--since", "1h"], &as_refs(&queue.env())).await;
+    assert_eq!((code, stdout.trim()), (Some(0), "replayed 0, already enriched 0"), "{stderr}");
 }
 
 #[tokio::test]

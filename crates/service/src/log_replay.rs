@@ -18,7 +18,7 @@ use crate::{
     config::{AmqpTarget, Topology},
     dead::replayed,
     queue::{
-        amqp::{convert, log, publish_confirmed, session},
+        amqp::{convert, describe, exclusive, log, publish_confirmed, session},
         Message,
     },
 };
@@ -55,13 +55,32 @@ pub struct LogReplay {
     log: String,
 }
 
+/// Why a replay could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("RELAY_CONVERSATIONS_LOG is off: there is no log to replay from")]
+    NoLog,
+    #[error("AMQP_URL: {0}")]
+    Broker(String),
+    #[error("another `log replay` is running against this broker; let it finish, then run this one again")]
+    Running,
+}
+
 impl LogReplay {
-    pub async fn open(target: &AmqpTarget, topology: Topology) -> Result<Self, String> {
-        let Some(log) = topology.conversations_log.clone() else {
-            return Err("RELAY_CONVERSATIONS_LOG is off: there is no log to replay from".into());
+    pub async fn open(target: &AmqpTarget, topology: Topology) -> Result<Self, OpenError> {
+        let log = topology.conversations_log.clone().ok_or(OpenError::NoLog)?;
+        let (connection, channel) =
+            session::open_confirmed(target, &topology, "log replay").await.map_err(OpenError::Broker)?;
+        // One replay at a time: two would each put back every event the other does. The lock is
+        // the connection's, for as long as it is open.
+        let lock = format!("{}.log-replay-lock", topology.enrich_queue);
+        let refused = match exclusive::try_hold(&connection, &lock).await {
+            Ok(Some(_)) => return Ok(Self { connection, channel, topology, log }),
+            Ok(None) => OpenError::Running,
+            Err(error) => OpenError::Broker(describe(&error)),
         };
-        let (connection, channel) = session::open_confirmed(target, &topology, "log replay").await?;
-        Ok(Self { connection, channel, topology, log })
+        let _ = connection.close(200, "not replaying".into()).await;
+        Err(refused)
     }
 
     pub async fn close(&self) {

@@ -70,8 +70,7 @@ impl LogArgs {
                 humantime::format_duration(retention),
             );
         }
-        let replay =
-            LogReplay::open(target, broker.topology.clone()).await.map_err(|e| anyhow::anyhow!("AMQP_URL: {e}"))?;
+        let replay = LogReplay::open(target, broker.topology.clone()).await?;
         let request = LogReplayRequest { since, until, reason, dry_run };
         let result = replay.run(&request, &shutdown::on_signal()).await;
         replay.close().await;

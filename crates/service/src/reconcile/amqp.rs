@@ -7,19 +7,13 @@
 //! A ledger kept across passes (the worker's loop) remembers what it read and where it stopped,
 //! so each later pass reads only what was appended since; a new connection reads the window again.
 //!
-//! One reconciler at a time: the lock is an exclusive queue (`{enrich queue}.reconcile-lock`),
-//! which only one connection can hold (another gets RESOURCE_LOCKED) and which the broker drops
-//! the moment the holder's connection closes, a crash included. Exclusive queues behave the same
-//! on 3.10 and 4.x, and need no plugin.
+//! One reconciler at a time: the lock is the exclusive queue `{enrich queue}.reconcile-lock`
+//! ([`exclusive`]), dropped by the broker the moment the holder's connection closes.
 
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use lapin::{
-    options::QueueDeclareOptions,
-    types::{AMQPValue, FieldTable},
-    Channel, Connection,
-};
+use lapin::{types::AMQPValue, Channel, Connection};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
@@ -27,7 +21,7 @@ use super::{Ledger, ReconcileError};
 use crate::{
     config::{AmqpTarget, Topology},
     queue::{
-        amqp::{convert, describe, log, publish_confirmed, session},
+        amqp::{convert, describe, exclusive, log, publish_confirmed, session},
         ledger::conversation_of,
         Message,
     },
@@ -78,18 +72,9 @@ impl AmqpLedger {
         if held.as_ref().is_some_and(|c| c.status().connected()) {
             return Ok(true);
         }
-        let channel = self.connection.create_channel().await.map_err(broker)?;
         let name = format!("{}.reconcile-lock", self.topology.enrich_queue);
-        // exclusive: only this connection may use it, and it goes when the connection does.
-        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        match channel.queue_declare(name.as_str().into(), options, FieldTable::default()).await {
-            Ok(_) => {
-                *held = Some(channel);
-                Ok(true)
-            }
-            Err(error) if locked(&error) => Ok(false),
-            Err(error) => Err(broker(error)),
-        }
+        *held = exclusive::try_hold(&self.connection, &name).await.map_err(broker)?;
+        Ok(held.is_some())
     }
 
     pub async fn close(&self) {
@@ -104,10 +89,6 @@ impl AmqpLedger {
             .await
             .map_err(|error| ReconcileError::Ledger(format!("`{queue}`: {error}")))
     }
-}
-
-fn locked(error: &lapin::Error) -> bool {
-    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 405)
 }
 
 #[async_trait]

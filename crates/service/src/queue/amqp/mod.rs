@@ -5,6 +5,7 @@ mod confirmed;
 mod connect;
 mod consumer;
 pub(crate) mod convert;
+pub mod exclusive;
 pub mod log;
 mod misdelivered;
 mod publisher;
