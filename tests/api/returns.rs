@@ -44,7 +44,8 @@ async fn a_message_whose_return_reached_another_publish_ends_in_the_dead_letters
     settings.topology.conversations_log = None;
     let stop = CancellationToken::new();
     let target = settings.amqp_url.expect("RabbitMQ");
-    let publisher = AmqpPublisher::start(target, settings.topology.clone(), Metrics::isolated(), stop.clone());
+    let metrics = Metrics::isolated();
+    let publisher = AmqpPublisher::start(target, settings.topology.clone(), metrics.clone(), stop.clone());
     publisher.wait_connected().await;
     let broker = queue.broker();
     let dead_queue = broker.topology.dead_queue.as_str();
@@ -75,10 +76,18 @@ async fn a_message_whose_return_reached_another_publish_ends_in_the_dead_letters
             let mut dead = dead.lock().unwrap();
             dead.extend(drained);
             let lost: Vec<_> = stored_unroutable.difference(&dead).collect();
-            if lost.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("answered as stored, in no queue: {lost:?}"))
+            if !lost.is_empty() {
+                return Err(format!("answered as stored, in no queue: {lost:?}"));
+            }
+            // Counted too, by what became of each, once its rescue has seen the confirm.
+            let rendered = metrics.render();
+            let counted = rendered
+                .lines()
+                .find_map(|line| line.strip_prefix("relay_misdelivered_returns_total{result=\"dead_lettered\"} "))
+                .and_then(|n| n.parse::<usize>().ok());
+            match counted {
+                Some(n) if n >= stored_unroutable.len() => Ok(()),
+                _ => Err(format!("the dead letters are not all counted:\n{rendered}")),
             }
         })
         .await;

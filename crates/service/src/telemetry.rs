@@ -57,6 +57,10 @@ pub mod names {
     pub const RECONCILE_FAILURES: &str = "relay_reconcile_failures_total";
     /// Messages ready in a queue, by `queue` (the worker's input and the dead letters).
     pub const BACKLOG: &str = "relay_queue_backlog";
+    /// Messages whose broker return lapin handed to another publish (see
+    /// `queue::amqp::confirmed::confirmation`), by `result`: `dead_lettered`, or `failed` when the
+    /// dead letter could not be published either, which only the conversations log still holds.
+    pub const MISDELIVERED_RETURNS: &str = "relay_misdelivered_returns_total";
     /// Queues of the relay's found deleted under it and declared again, by `queue`: what such a
     /// queue held is gone, and events accepted meanwhile may be only in the conversations log.
     pub const QUEUES_DECLARED_AGAIN: &str = "relay_queues_declared_again_total";

@@ -13,7 +13,10 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::convert;
-use crate::queue::{headers, publish_until_confirmed, Destination, Publisher};
+use crate::{
+    queue::{headers, publish_until_confirmed, Destination, Publisher},
+    telemetry::{names, Metrics},
+};
 
 /// How long a dead letter made of a return keeps being tried: through a reconnect, or a
 /// dead-letter queue deleted and declared again.
@@ -21,7 +24,12 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Dead-letters `returned` through `publisher`, in a task of `rescues` (shutdown waits for them):
 /// the publish that found it has its own answer to give.
-pub(super) fn dead_letter(rescues: &TaskTracker, publisher: impl Publisher, returned: BasicReturnMessage) {
+pub(super) fn dead_letter(
+    rescues: &TaskTracker,
+    publisher: impl Publisher,
+    meter: Metrics,
+    returned: BasicReturnMessage,
+) {
     let exchange = returned.delivery.exchange.to_string();
     let routing_key = returned.delivery.routing_key.to_string();
     let mut message = convert::message(returned.delivery.data, &returned.delivery.properties);
@@ -35,7 +43,10 @@ pub(super) fn dead_letter(rescues: &TaskTracker, publisher: impl Publisher, retu
     rescues.spawn(async move {
         // Not the relay's shutdown: stopping waits for this instead (for a while).
         let never = CancellationToken::new();
-        match publish_until_confirmed(&publisher, Destination::Dead, &message, PATIENCE, &never).await {
+        let result = publish_until_confirmed(&publisher, Destination::Dead, &message, PATIENCE, &never).await;
+        let label = if result.is_ok() { "dead_lettered" } else { "failed" };
+        meter.record(|| metrics::counter!(names::MISDELIVERED_RETURNS, "result" => label).increment(1));
+        match result {
             Ok(()) => tracing::error!(
                 %event_id,
                 exchange,

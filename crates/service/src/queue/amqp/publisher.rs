@@ -179,8 +179,8 @@ impl Publisher for AmqpPublisher {
             drop(body);
             let answer = confirmed::confirmation(sent, |exchange| exchange == publisher.exchange_of(to)).await;
             if let Some(returned) = answer.misdelivered {
-                let rescues = publisher.shared.rescues.clone();
-                misdelivered::dead_letter(&rescues, publisher, *returned);
+                let (rescues, meter) = (publisher.shared.rescues.clone(), publisher.shared.metrics.clone());
+                misdelivered::dead_letter(&rescues, publisher, meter, *returned);
             }
             answer.result
         };
