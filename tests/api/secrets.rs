@@ -25,8 +25,10 @@ async fn no_secret_appears_in_trace_logs_of_a_busy_relay() {
     let broker = TestBroker::new(polyai_relay::config::EventTypes::All).await;
     let polyai = FakePolyai::start().await;
     polyai.script([Reply::Status(401), Reply::Status(500)]);
-    let t = &broker.topology;
-    let env = [
+    // Every name the test's own (its log too): the broker's cleanup removes exactly those.
+    let topology = broker.topology_env();
+    let mut env: Vec<(&str, &str)> = topology.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    env.extend([
         ("RUST_LOG", "trace"),
         ("POLYAI_WEBHOOK_SECRET", WEBHOOK_SECRET),
         ("POLYAI_WEBHOOK_SECRET_PREVIOUS", PREVIOUS),
@@ -35,17 +37,10 @@ async fn no_secret_appears_in_trace_logs_of_a_busy_relay() {
         ("POLYAI_ACCOUNT_ID", ACCOUNT),
         ("POLYAI_PROJECT_ID", PROJECT),
         ("AMQP_URL", &broker.url),
-        ("RELAY_EVENTS", "*"),
-        ("RELAY_EVENTS_EXCHANGE", &t.events_exchange),
-        ("RELAY_ENRICH_QUEUE", &t.enrich_queue),
-        ("RELAY_CONVERSATIONS_EXCHANGE", &t.conversations_exchange),
-        ("RELAY_CONVERSATIONS_QUEUE", broker.conversations_queue()),
-        ("RELAY_DEAD_EXCHANGE", &t.dead_exchange),
-        ("RELAY_DEAD_QUEUE", &t.dead_queue),
         ("RELAY_AUTH_PROBE_INTERVAL", "100ms"),
         ("RELAY_RETRY_BASE_DELAY", "50ms"),
         ("RELAY_RETRY_MAX_DELAY", "100ms"),
-    ];
+    ]);
     let mut relay = RelayProcess::spawn(&["run"], &env).await;
     relay.wait_ready().await;
     let http = http();
