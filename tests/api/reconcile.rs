@@ -12,7 +12,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use crate::{
     backend::{both_backends, TestQueue},
     fake_polyai::{conversation, FakePolyai, Reply},
-    helpers::{http, post_event},
+    helpers::{http, post_body, post_event},
     process::{as_refs, run_to_exit_with_stdout, RelayProcess},
 };
 
@@ -203,6 +203,31 @@ both_backends! {
         let mut ids: Vec<String> = records(&queue).await.into_iter().map(|(id, _)| id).collect();
         ids.sort();
         assert_eq!(ids, ["evt-hook", "reconcile:CAloop1", "reconcile:CAloop2"], "each once");
+    }
+
+    async fn a_call_whose_handoff_alone_arrived_is_reconciled_once_it_finished(backend: Backend) {
+        let types = EventTypes::Only(vec!["conversation.completed".into(), "handoff.created".into()]);
+        let queue = TestQueue::new(backend, types).await;
+        let polyai = FakePolyai::start().await;
+        let env = queue.relay_env(&polyai.base_url, &[]);
+
+        // The handoff came mid-call and became a record; the call's completion never came.
+        let relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+        relay.wait_ready().await;
+        let handoff = json!({"type": "handoff.created", "data": {"conversation_id": "CAhanded", "environment": "live"}});
+        assert_eq!(post_body(&http(), &relay.url("/polyai-events"), "evt-handoff", handoff.to_string()).await, Some(204));
+        assert_eq!(queue.next_record().await.json["event_id"], "evt-handoff");
+        stop(relay).await;
+
+        polyai.script_list([page(vec![call("CAhanded", hours(2), 600, "live", false)], None)]);
+        let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.contains("reconciled 1, 0 already known"), "{stdout}");
+        // Reconciled, it is known: the next pass sends nothing.
+        polyai.script_list([page(vec![call("CAhanded", hours(2), 600, "live", false)], None)]);
+        let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+        assert!(stdout.contains("reconciled 0, 1 already known"), "{stdout}");
     }
 
     async fn a_dry_run_lists_the_missing_calls_and_puts_nothing_in_the_queue(backend: Backend) {

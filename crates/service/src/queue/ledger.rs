@@ -38,6 +38,21 @@ fn read<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
     raw.and_then(|raw| serde_json::from_str(raw.get()).ok())
 }
 
+/// The event types whose entries make their conversation known to reconciliation: a finished
+/// call's webhook, and the events the relay makes for finished calls itself (reconcile, backfill).
+/// A record carries the type of the event it enriched, so the same list covers records.
+///
+/// Not a `handoff.created`, nor any type this list does not name: such an event can come while
+/// the call is still going, and counting it would leave the finished call to a webhook that may
+/// never come. A type left out at worst sends a finished call again, under its `reconcile:` id.
+const FINISHED_CALL_TYPES: [&str; 3] = ["conversation.completed", "conversation.reconciled", "conversation.backfilled"];
+
+/// The conversation an entry of `event_type` makes known to reconciliation, if any: see
+/// [`FINISHED_CALL_TYPES`].
+pub fn known_conversation(event_type: &str, body: &[u8]) -> Option<String> {
+    FINISHED_CALL_TYPES.contains(&event_type).then(|| conversation_of(body)).flatten()
+}
+
 /// The conversation id an event or a record names, if any.
 pub fn conversation_of(body: &[u8]) -> Option<String> {
     let entry: Entry = serde_json::from_slice(body).ok()?;
@@ -62,5 +77,18 @@ mod tests {
         assert_eq!(conversation_of(alert_record), None);
         assert_eq!(conversation_of(br#"{"data":{"conversation_id":7}}"#), None);
         assert_eq!(conversation_of(b"not json"), None);
+    }
+
+    #[test]
+    fn only_the_events_of_finished_calls_make_their_conversation_known() {
+        let completed = br#"{"type":"conversation.completed","data":{"conversation_id":"CA1"}}"#;
+        assert_eq!(known_conversation("conversation.completed", completed).as_deref(), Some("CA1"));
+        let reconciled = br#"{"event":{"type":"conversation.reconciled","data":{"conversation_id":"CA2"}}}"#;
+        assert_eq!(known_conversation("conversation.reconciled", reconciled).as_deref(), Some("CA2"));
+        let backfilled = br#"{"conversation":{"id":"CA3"}}"#;
+        assert_eq!(known_conversation("conversation.backfilled", backfilled).as_deref(), Some("CA3"));
+        let handoff = br#"{"type":"handoff.created","data":{"conversation_id":"CA4"}}"#;
+        assert_eq!(known_conversation("handoff.created", handoff), None, "a handoff comes mid-call");
+        assert_eq!(known_conversation("conversation.started", completed), None, "a type of unknown meaning");
     }
 }

@@ -22,7 +22,7 @@ use crate::{
     config::{AmqpTarget, Topology},
     queue::{
         amqp::{convert, describe, exclusive, log, publish_confirmed, session},
-        ledger::conversation_of,
+        ledger::known_conversation,
         Message,
     },
 };
@@ -103,7 +103,8 @@ impl Ledger for AmqpLedger {
         };
         let mut ids = earlier.map(|seen| seen.ids).unwrap_or_default();
         let next_offset = log::read_to_now(&self.connection, &self.channel, &self.log, start, |entry| {
-            if let Some(id) = conversation_of(&entry.data) {
+            let event_type = entry.properties.kind().as_ref().map_or("", |kind| kind.as_str());
+            if let Some(id) = known_conversation(event_type, &entry.data) {
                 let written = entry.properties.timestamp().map_or(now, |t| t as i64);
                 ids.insert(id, written);
             }

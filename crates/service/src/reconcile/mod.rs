@@ -56,7 +56,8 @@ pub enum ReconcileError {
 /// What the relay knows, and where it puts what it did not.
 #[async_trait]
 pub trait Ledger: Send + Sync {
-    /// Conversations with an accepted event or a published record since `since`.
+    /// Conversations with an accepted event or a published record of a finished call since
+    /// `since` ([`crate::queue::ledger::known_conversation`]).
     async fn known(&self, since: OffsetDateTime) -> Result<HashSet<String>, ReconcileError>;
 
     /// Puts a reconcile event into the worker's queue and records it in the ledger, in that

@@ -277,14 +277,17 @@ impl Publisher for EmbeddedQueue {
                     _ => Duration::ZERO,
                 };
                 let due = self.shared.clock.now_ms() + delay.as_millis() as i64;
-                // A new event (not a retry) makes its conversation known to reconciliation.
-                let known = matches!(to, Destination::Events).then(|| ledger::conversation_of(&message.body)).flatten();
+                // A new event (not a retry) of a finished call makes its conversation known to
+                // reconciliation.
+                let known = matches!(to, Destination::Events)
+                    .then(|| ledger::known_conversation(&message.event_type, &message.body))
+                    .flatten();
                 self.blocking(move |shared| shared.insert_event(&message, due, known)).await?;
                 self.shared.arrived.notify_waiters();
                 Ok(())
             }
             Destination::Conversations => {
-                let known = ledger::conversation_of(&message.body);
+                let known = ledger::known_conversation(&message.event_type, &message.body);
                 // Known before the record is written: a crash between the two leaves the event
                 // unacked, so its record is written on its next delivery, and reconciliation
                 // never sends the call again meanwhile.
