@@ -77,23 +77,30 @@ impl Shared {
     fn insert_event(&self, message: &Message, due: i64, conversation_id: Option<String>) -> std::io::Result<()> {
         let Some(id) = conversation_id else { return self.store.insert(message, due).map_err(io_error) };
         self.store.insert_known(message, due, &id, self.clock.now_ms()).map_err(io_error)?;
-        self.prune_ledger_now_and_then()
+        self.prune_ledger_now_and_then();
+        Ok(())
     }
 
     /// Records in the ledger that the relay knows this conversation (reconciliation reads it).
     fn note_known(&self, conversation_id: Option<String>) -> std::io::Result<()> {
         let Some(id) = conversation_id else { return Ok(()) };
         self.store.note_known(&id, self.clock.now_ms()).map_err(io_error)?;
-        self.prune_ledger_now_and_then()
+        self.prune_ledger_now_and_then();
+        Ok(())
     }
 
     /// Every [`LEDGER_PRUNE_EVERY`] ledger writes, forgets what is older than its retention.
-    fn prune_ledger_now_and_then(&self) -> std::io::Result<()> {
+    ///
+    /// It runs after a write has committed, so it never fails that write: an event stored but
+    /// answered as failed would be sent again by PolyAI and stored twice. A prune that fails
+    /// leaves the table a little larger until the next one.
+    fn prune_ledger_now_and_then(&self) {
         if self.ledger_writes.fetch_add(1, Ordering::Relaxed) % LEDGER_PRUNE_EVERY == LEDGER_PRUNE_EVERY - 1 {
             let horizon = self.clock.now_ms() - self.ledger_retention_ms.load(Ordering::Relaxed);
-            self.store.forget_known_before(horizon).map_err(io_error)?;
+            if let Err(error) = self.store.forget_known_before(horizon) {
+                tracing::warn!(%error, "the ledger could not forget what is past its retention; trying again later");
+            }
         }
-        Ok(())
     }
 }
 

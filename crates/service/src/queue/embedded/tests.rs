@@ -234,3 +234,27 @@ async fn a_dead_letter_keeps_the_event_byte_for_byte() {
     assert_eq!(read, bodies.map(text));
     assert_eq!(std::fs::read_to_string(dir.0.join(DEAD_FILE)).unwrap().lines().count(), 3);
 }
+
+#[tokio::test]
+async fn a_ledger_prune_that_fails_does_not_fail_the_write_it_follows() {
+    let dir = Dir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    // A conversation long past retention, which the prune will try to forget; and from now on
+    // forgetting fails, while storing goes on as before.
+    let sqlite = rusqlite::Connection::open(dir.0.join(store::FILE)).unwrap();
+    sqlite
+        .execute_batch(
+            "INSERT INTO ledger (conversation_id, seen_at) VALUES ('CAold', 0);
+             CREATE TRIGGER no_forgetting BEFORE DELETE ON ledger BEGIN SELECT RAISE(FAIL, 'disk trouble'); END;",
+        )
+        .unwrap();
+    // The next ledger write is the one that prunes.
+    queue.shared.ledger_writes.store(LEDGER_PRUNE_EVERY - 1, Ordering::Relaxed);
+    let mut event = message("evt_prune");
+    event.body = Bytes::from_static(br#"{"type":"conversation.completed","data":{"conversation_id":"CAprune"}}"#);
+    queue.publish(Destination::Events, event).await.expect("stored: the prune's failure is not the write's");
+    assert_eq!(queue.pending().await.unwrap(), 1, "stored once");
+    let mut ledger = sqlite.prepare("SELECT conversation_id FROM ledger ORDER BY seen_at").unwrap();
+    let known: Vec<String> = ledger.query_map([], |row| row.get(0)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(known, ["CAold", "CAprune"], "known, and nothing forgotten: the prune failed");
+}
