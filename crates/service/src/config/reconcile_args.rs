@@ -48,6 +48,11 @@ pub struct ReconcileArgs {
     pub reconcile_env: String,
 }
 
+/// The longest call a continuous reconciliation plans for. The list is filtered by when calls
+/// started, and a call is reconciled only once it finished: a call that lasts `D` is in reach
+/// only while `window - D - settle` remains, so the window must leave room for `D` too.
+pub const LONGEST_CALL: Duration = Duration::from_secs(4 * 3600);
+
 /// Refuses a reconciliation that looks further back (`reach`) than the ledger remembers
 /// (`RELAY_LOG_RETENTION`): what the ledger has forgotten looks unknown, so calls delivered long
 /// ago would be sent again, under new ids (`reconcile:{id}`) that consumers cannot dedupe.
@@ -68,17 +73,19 @@ pub fn check_within_retention(setting: &str, reach: Duration, retention: Duratio
 impl ReconcileArgs {
     pub fn settings(&self) -> Result<Option<ReconcileSettings>, ConfigError> {
         let Some(every) = self.reconcile_every.0 else { return Ok(None) };
-        // A pass looks at calls that finished between `window` and `settle` ago. Passes start
-        // `every` apart, plus however long a round takes: with a window shorter than the settle
-        // time and two intervals, the calls of the gap between two passes are never looked at, or
-        // are looked at by one pass only, which a failed round (the API down) then misses for good.
-        let needed = self.reconcile_settle.saturating_add(every.saturating_mul(2));
+        // A pass looks at calls that started less than `window` ago and finished more than
+        // `settle` ago. Passes start `every` apart, plus however long a round takes: with a window
+        // shorter than the settle time, a call's length and two intervals, the calls of the gap
+        // between two passes are never looked at, or are looked at by one pass only, which a
+        // failed round (the API down) then misses for good.
+        let needed = self.reconcile_settle.saturating_add(every.saturating_mul(2)).saturating_add(LONGEST_CALL);
         if self.reconcile_window < needed {
             return Err(ConfigError::new(
                 "RELAY_RECONCILE_WINDOW",
                 format!(
-                    "RELAY_RECONCILE_WINDOW ({}) must cover RELAY_RECONCILE_SETTLE plus two RELAY_RECONCILE_EVERY intervals ({}), so that every call is looked at by at least two passes",
+                    "RELAY_RECONCILE_WINDOW ({}) must cover RELAY_RECONCILE_SETTLE, two RELAY_RECONCILE_EVERY intervals and a call of up to {} ({}), so that every call is looked at by at least two passes once it finished",
                     humantime::format_duration(self.reconcile_window),
+                    humantime::format_duration(LONGEST_CALL),
                     humantime::format_duration(needed),
                 ),
             ));
@@ -139,10 +146,17 @@ mod tests {
     fn a_window_that_passes_would_leave_gaps_in_is_refused() {
         // Daily passes over the default day: each misses the settle time before the last one.
         let daily = settings(&["--reconcile-every", "24h"]).unwrap_err();
-        assert!(daily.contains("RELAY_RECONCILE_WINDOW (1day) must cover") && daily.contains("(2days 10m)"), "{daily}");
-        assert!(settings(&["--reconcile-every", "12h"]).is_err(), "one pass per call: a failed round misses it");
-        assert!(settings(&["--reconcile-every", "11h55m"]).unwrap().is_some(), "two passes per call");
-        let wider = settings(&["--reconcile-every", "24h", "--reconcile-window", "48h10m"]).unwrap();
+        assert!(
+            daily.contains("RELAY_RECONCILE_WINDOW (1day) must cover") && daily.contains("(2days 4h 10m)"),
+            "{daily}"
+        );
+        // A call of four hours is in reach from 4h10m after it started (finished and settled)
+        // until 24h after: 19h50m, two passes only if they come at most 9h55m apart.
+        assert!(settings(&["--reconcile-every", "10h"]).is_err(), "one pass for a long call: a failed round misses it");
+        assert!(settings(&["--reconcile-every", "9h55m"]).unwrap().is_some(), "two passes per call");
+        let wider = settings(&["--reconcile-every", "24h", "--reconcile-window", "52h10m"]).unwrap();
         assert!(wider.is_some());
+        let short = settings(&["--reconcile-every", "15m", "--reconcile-window", "40m"]).unwrap_err();
+        assert!(short.contains("a call of up to 4h"), "a window that leaves no room for a long call: {short}");
     }
 }
