@@ -27,9 +27,10 @@ impl RetryPolicy {
         self.backoff(attempts + 3)
     }
 
-    /// A `Retry-After` is obeyed up to [`RETRY_AFTER_CAP`]; without one, the backoff's first step.
-    pub fn rate_limited(&self, retry_after: Option<Duration>) -> Duration {
-        retry_after.unwrap_or(self.base_delay).clamp(Duration::from_millis(100), RETRY_AFTER_CAP)
+    /// A 429's wait (its `Retry-After`, or the project's pause when it gave none), obeyed up to
+    /// [`RETRY_AFTER_CAP`].
+    pub fn rate_limited(&self, wait: Duration) -> Duration {
+        wait.clamp(Duration::from_millis(100), RETRY_AFTER_CAP)
     }
 
     pub fn gives_up_on_not_found(&self, attempts: u32) -> bool {
@@ -70,10 +71,9 @@ mod tests {
     #[test]
     fn retry_after_is_obeyed_within_bounds() {
         let p = policy();
-        assert_eq!(p.rate_limited(Some(Duration::from_secs(7))), Duration::from_secs(7));
-        assert_eq!(p.rate_limited(Some(Duration::from_secs(900))), Duration::from_secs(900));
-        assert_eq!(p.rate_limited(Some(Duration::from_secs(7200))), RETRY_AFTER_CAP);
-        assert_eq!(p.rate_limited(Some(Duration::ZERO)), Duration::from_millis(100));
-        assert_eq!(p.rate_limited(None), Duration::from_secs(2));
+        assert_eq!(p.rate_limited(Duration::from_secs(7)), Duration::from_secs(7));
+        assert_eq!(p.rate_limited(Duration::from_secs(900)), Duration::from_secs(900));
+        assert_eq!(p.rate_limited(Duration::from_secs(7200)), RETRY_AFTER_CAP);
+        assert_eq!(p.rate_limited(Duration::ZERO), Duration::from_millis(100));
     }
 }

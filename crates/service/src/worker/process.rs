@@ -136,6 +136,9 @@ impl Worker {
         // After the rate limit and the slot: the span times the API alone.
         let span = trace_span!("fetch", otel.kind = "client", attempt, status = Empty);
         let result = project.client.conversation(conversation_id).instrument(span.clone()).await;
+        if result.is_ok() {
+            project.throttle.answered();
+        }
         let status = match &result {
             Ok(_) => "200".to_owned(),
             Err(error) => error.status_label(),
@@ -159,11 +162,19 @@ impl Worker {
                 // Not the event's fault: the attempt does not count, and the project's calls slow down.
                 let project_label = project.label();
                 self.metrics.record(|| metrics::counter!(names::RATE_LIMITED, "project" => project_label).increment(1));
-                let delay = policy.rate_limited(*retry_after);
                 // The project's calls wait, but for a minute at most: its events arriving
                 // meanwhile wait in a delay queue (see `hold_back_if_stuck`). This event itself
                 // waits its whole Retry-After in a delay queue.
-                project.throttle.pause(delay.min(PROJECT_PAUSE_CAP));
+                let delay = match retry_after {
+                    Some(wait) => {
+                        let delay = policy.rate_limited(*wait);
+                        project.throttle.pause(delay.min(PROJECT_PAUSE_CAP));
+                        delay
+                    }
+                    None => {
+                        policy.rate_limited(project.throttle.pause_unexplained(policy.base_delay, PROJECT_PAUSE_CAP))
+                    }
+                };
                 self.retry(message, label, attempts, delay, "rate_limited", &error).await
             }
             ApiError::Server { .. } | ApiError::Transport(_) => {

@@ -1,6 +1,6 @@
 //! One project's pace of API calls: a fixed rate (`RELAY_API_RATE`) and a pause that any 429
 //! extends for every call of the project, so one rate-limited call slows all of them, not just
-//! itself. Each project has its own (its key has its own quota): one project's 429s never slow
+//! itself. A 429 without a `Retry-After` pauses the longer the more of them come in a row. Each project has its own (its key has its own quota): one project's 429s never slow
 //! another's calls.
 
 use std::{sync::Mutex, time::Duration};
@@ -19,6 +19,9 @@ pub struct Throttle {
 struct State {
     next_slot: Instant,
     paused_until: Instant,
+    /// 429s without a `Retry-After` since the last call the API answered, each after the pause
+    /// the one before set: how many times the next such pause doubles.
+    unexplained_in_a_row: u32,
 }
 
 impl Throttle {
@@ -26,7 +29,7 @@ impl Throttle {
         let now = Instant::now();
         Self {
             interval: rate.map(|r| Duration::from_secs_f64(1.0 / r)),
-            state: Mutex::new(State { next_slot: now, paused_until: now }),
+            state: Mutex::new(State { next_slot: now, paused_until: now, unexplained_in_a_row: 0 }),
         }
     }
 
@@ -52,6 +55,30 @@ impl Throttle {
     pub fn pause(&self, delay: Duration) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.paused_until = state.paused_until.max(Instant::now() + delay);
+    }
+
+    /// Holds every call back after a 429 that said nothing of how long to wait, and returns for
+    /// how long: `base`, doubled for each such 429 in a row, up to `cap`. A pause of the same
+    /// length each time would send the same burst of calls every `base` for as long as the API
+    /// refuses them. A 429 that comes while a pause runs answered a call made before it began,
+    /// so it is not one more in the row: what is left of that pause is returned.
+    pub fn pause_unexplained(&self, base: Duration, cap: Duration) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if state.paused_until > now {
+            return state.paused_until - now;
+        }
+        let doublings = state.unexplained_in_a_row.min(16);
+        state.unexplained_in_a_row = state.unexplained_in_a_row.saturating_add(1);
+        let pause = base.saturating_mul(1 << doublings).min(cap);
+        state.paused_until = now + pause;
+        pause
+    }
+
+    /// The API served a call of the project: the next 429 without a `Retry-After` starts the
+    /// row again.
+    pub fn answered(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).unexplained_in_a_row = 0;
     }
 
     /// What is left of a pause, if one is running: an event that would wait that long waits in a
@@ -96,6 +123,30 @@ mod tests {
         let acquire = std::pin::pin!(throttle.acquire());
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(acquire.poll(&mut context).is_ready(), "no rate and no pause: ready at the first poll");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_without_retry_after_pauses_longer_each_time_in_a_row_until_answered() {
+        let (base, cap) = (Duration::from_secs(2), Duration::from_secs(60));
+        let throttle = Throttle::new(None);
+        let mut pauses = Vec::new();
+        for _ in 0..7 {
+            pauses.push(throttle.pause_unexplained(base, cap));
+            // The refused calls go again once the pause is over, and are refused again.
+            throttle.acquire().await;
+        }
+        let secs: Vec<u64> = pauses.iter().map(Duration::as_secs).collect();
+        assert_eq!(secs, [2, 4, 8, 16, 32, 60, 60]);
+
+        // Calls made before the pause began are refused during it: not more in the row.
+        assert_eq!(throttle.pause_unexplained(base, cap), cap);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(throttle.pause_unexplained(base, cap), Duration::from_secs(40));
+        assert_eq!(throttle.held_back(), Some(Duration::from_secs(40)));
+
+        throttle.acquire().await;
+        throttle.answered();
+        assert_eq!(throttle.pause_unexplained(base, cap), base, "an answer starts the row again");
     }
 
     #[tokio::test(start_paused = true)]
