@@ -128,6 +128,18 @@ async fn offset_pages_are_followed_when_the_api_gives_no_cursor() {
 }
 
 #[tokio::test]
+async fn an_empty_page_that_names_a_next_one_does_not_end_the_list() {
+    let fake = FakePolyai::start().await;
+    fake.script_list([page(&["CAe1"], Some("cursor-2")), page(&[], Some("cursor-3")), page(&["CAe2"], None)]);
+    let dir = TempDir::new();
+    run(&last_hour(&dir, 2), &fake.base_url, &queue(&dir)).await.unwrap();
+    let ids: Vec<String> = records(&dir).iter().map(|r| r["conversation"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, ["CAe1", "CAe2"]);
+    let lists = fake.list_requests();
+    assert!(lists[2].query.contains("cursor=cursor-3"), "{:?}", lists[2].query);
+}
+
+#[tokio::test]
 async fn an_interrupted_backfill_resumes_from_its_checkpoint() {
     let fake = FakePolyai::start().await;
     fake.script_list([page(&["CAr1", "CAr2"], Some("cursor-2"))]);

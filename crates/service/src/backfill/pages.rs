@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{publish, BackfillConfig, BackfillSummary, Checkpoint, CheckpointFile, Progress, Window};
 use crate::{
     backoff::Backoff,
-    polyai::{advice_for, ApiError, ListPage, ListRequest, PolyaiClient, RETRY_AFTER_CAP},
+    polyai::{advice_for, ApiError, ListPage, ListRequest, NextPage, PolyaiClient, RETRY_AFTER_CAP},
     queue::Publisher,
 };
 
@@ -72,11 +72,12 @@ impl Pager<'_> {
             }
             state.pages += 1;
             self.progress.page(state.pages, summary.seen, state.published);
-            let (cursor, offset) = next_position(&page, state);
-            let finished = cursor.is_none() && offset.is_none();
-            state.cursor = cursor;
-            state.offset = offset;
-            if finished {
+            (state.cursor, state.offset) = match page.next(&request) {
+                NextPage::Cursor(cursor) => (Some(cursor), None),
+                NextPage::Offset(offset) => (None, Some(offset)),
+                NextPage::End => (None, None),
+            };
+            if state.cursor.is_none() && state.offset.is_none() {
                 return Ok(());
             }
             if !self.config.dry_run {
@@ -113,23 +114,5 @@ impl Pager<'_> {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
-    }
-}
-
-/// Where the next page starts: the cursor, else `next_offset`; neither on the last page.
-fn next_position(page: &ListPage, state: &Checkpoint) -> (Option<String>, Option<u64>) {
-    if page.conversations.is_empty() {
-        return (None, None);
-    }
-    if let Some(cursor) = &page.cursor {
-        // A cursor that does not move would page forever.
-        if state.cursor.as_ref() != Some(cursor) {
-            return (Some(cursor.clone()), None);
-        }
-        return (None, None);
-    }
-    match page.next_offset {
-        Some(next) if Some(next) != state.offset => (None, Some(next)),
-        _ => (None, None),
     }
 }

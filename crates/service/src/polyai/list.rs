@@ -36,6 +36,41 @@ pub struct ListPage {
     pub next_offset: Option<u64>,
 }
 
+/// Where the list goes on after a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextPage {
+    Cursor(String),
+    Offset(u64),
+    End,
+}
+
+impl ListPage {
+    /// Where the page after this one starts, this one having been asked for by `request`.
+    ///
+    /// A cursor goes on past an empty page: only a `null` cursor marks the last page (the API
+    /// reference), and a page the API left empty is no proof that none follows. By offset, an
+    /// empty page is past the end. A position that does not move would page forever: the list
+    /// ends there, with a warning, since what the page named next is the page just read.
+    pub fn next(&self, request: &ListRequest) -> NextPage {
+        if let Some(cursor) = &self.cursor {
+            if request.cursor.as_ref() == Some(cursor) {
+                tracing::warn!("the conversations list answered the cursor it was sent: taking this page as its last");
+                return NextPage::End;
+            }
+            return NextPage::Cursor(cursor.clone());
+        }
+        match self.next_offset {
+            _ if self.conversations.is_empty() => NextPage::End,
+            Some(next) if Some(next) == request.offset => {
+                tracing::warn!("the conversations list answered the offset it was sent: taking this page as its last");
+                NextPage::End
+            }
+            Some(next) => NextPage::Offset(next),
+            None => NextPage::End,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Page {
     conversations: Vec<Box<RawValue>>,
@@ -99,5 +134,46 @@ impl PolyaiClient {
             })
             .collect::<Result<_, ApiError>>()?;
         Ok(ListPage { conversations, cursor: cursor.filter(|c| !c.is_empty()), next_offset })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(ids: &[&str], cursor: Option<&str>, next_offset: Option<u64>) -> ListPage {
+        let summary = |id: &&str| Summary {
+            id: id.to_string(),
+            in_progress: false,
+            raw: RawValue::from_string(format!(r#"{{"id":"{id}"}}"#)).unwrap(),
+        };
+        ListPage { conversations: ids.iter().map(summary).collect(), cursor: cursor.map(str::to_owned), next_offset }
+    }
+
+    fn at(cursor: Option<&str>, offset: Option<u64>) -> ListRequest {
+        ListRequest { cursor: cursor.map(str::to_owned), offset, ..Default::default() }
+    }
+
+    #[test]
+    fn only_a_null_cursor_ends_a_list_paged_by_cursor() {
+        assert_eq!(page(&["CA1"], Some("c2"), None).next(&at(None, None)), NextPage::Cursor("c2".into()));
+        // Empty, but the API says more follows.
+        assert_eq!(page(&[], Some("c3"), None).next(&at(Some("c2"), None)), NextPage::Cursor("c3".into()));
+        assert_eq!(page(&["CA1"], None, None).next(&at(Some("c2"), None)), NextPage::End);
+        // The cursor wins over an offset sent beside it.
+        assert_eq!(page(&["CA1"], Some("c2"), Some(50)).next(&at(None, None)), NextPage::Cursor("c2".into()));
+    }
+
+    #[test]
+    fn a_list_paged_by_offset_ends_at_an_empty_page_or_without_a_next_offset() {
+        assert_eq!(page(&["CA1"], None, Some(100)).next(&at(None, Some(0))), NextPage::Offset(100));
+        assert_eq!(page(&[], None, Some(200)).next(&at(None, Some(100))), NextPage::End);
+        assert_eq!(page(&["CA1"], None, None).next(&at(None, Some(100))), NextPage::End);
+    }
+
+    #[test]
+    fn a_position_that_does_not_move_ends_the_list_instead_of_paging_forever() {
+        assert_eq!(page(&["CA1"], Some("c2"), None).next(&at(Some("c2"), None)), NextPage::End);
+        assert_eq!(page(&["CA1"], None, Some(100)).next(&at(None, Some(100))), NextPage::End);
     }
 }

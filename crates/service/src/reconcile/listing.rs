@@ -7,7 +7,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 
 use super::{Pass, ReconcileError};
-use crate::polyai::{ApiError, ListRequest, PolyaiClient, Summary};
+use crate::polyai::{ApiError, ListRequest, NextPage, PolyaiClient, Summary};
 
 /// Transient list failures tolerated in a row before the pass gives up (the next one retries).
 const ATTEMPTS: u32 = 5;
@@ -88,7 +88,7 @@ impl Call {
     }
 }
 
-/// Pages by cursor, else by `next_offset`, until a page is empty or names no next one.
+/// Pages by cursor, else by `next_offset`, until the last page ([`crate::polyai::ListPage::next`]).
 pub struct Pages {
     request: ListRequest,
     done: bool,
@@ -134,13 +134,10 @@ impl Pages {
                 _ = tokio::time::sleep(wait) => {}
             }
         };
-        let next_cursor = page.cursor.filter(|c| Some(c) != self.request.cursor.as_ref());
-        let next_offset = page.next_offset.filter(|o| Some(*o) != self.request.offset);
-        self.done = page.conversations.is_empty() || (next_cursor.is_none() && next_offset.is_none());
-        if next_cursor.is_some() {
-            self.request.cursor = next_cursor;
-        } else {
-            self.request.offset = next_offset;
+        match page.next(&self.request) {
+            NextPage::Cursor(cursor) => self.request.cursor = Some(cursor),
+            NextPage::Offset(offset) => self.request.offset = Some(offset),
+            NextPage::End => self.done = true,
         }
         Ok(Some(page.conversations.into_iter().map(Call::from_summary).collect()))
     }
