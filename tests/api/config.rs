@@ -91,6 +91,12 @@ async fn bad_durations_and_sizes_name_their_variable() {
 }
 
 #[tokio::test]
+async fn a_body_memory_that_cannot_hold_the_largest_body_is_refused() {
+    let small = [SECRET, AMQP, ("RELAY_MAX_BODY", "1MiB"), ("RELAY_BODY_MEMORY", "512KiB")];
+    fails_naming(&["serve"], &small, &["RELAY_BODY_MEMORY", "RELAY_MAX_BODY", "could never be read"]).await;
+}
+
+#[tokio::test]
 async fn a_secret_given_twice_is_refused() {
     let dir = std::env::temp_dir().join(format!("relay-config-{}", uuid::Uuid::new_v4()));
     std::fs::write(&dir, "from-file").unwrap();

@@ -141,6 +141,50 @@ async fn unsigned_bodies_that_never_arrive_take_no_capacity_from_signed_webhooks
     drop(holders);
 }
 
+#[tokio::test]
+async fn unsigned_bodies_held_open_take_no_more_memory_than_the_budget_and_signed_webhooks_pass() {
+    let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
+    // RELAY_MAX_BODY stays 1MiB: four such bodies fit the budget, the fifth does not.
+    let relay = serve(&queue, &[("RELAY_BODY_MEMORY", "4MiB")]).await;
+    let baseline = memory_kb(&relay, "VmRSS:");
+    // A hundred requests that declare a megabyte, send all of it but the last byte, and stall.
+    let holders: Vec<_> = (0..100)
+        .map(|_| {
+            let address = relay.address;
+            tokio::spawn(async move {
+                let mut stream = TcpStream::connect(address).await.unwrap();
+                let head = "POST /polyai-events HTTP/1.1\r\nhost: relay\r\ncontent-length: 1048576\r\n\r\n";
+                stream.write_all(head.as_bytes()).await.unwrap();
+                // A refused request's connection is closed under the write.
+                let _ = stream.write_all(&vec![b'x'; (1 << 20) - 1]).await;
+                let mut answer = Vec::new();
+                let _ = stream.read_to_end(&mut answer).await;
+            })
+        })
+        .collect();
+    // Four are read; the others are refused at once, before their bodies are.
+    poll_until(Duration::from_secs(20), || async {
+        let metrics = metrics(&relay).await;
+        let refused = metrics.lines().any(|l| l.contains(r#"outcome="body_memory_full""#) && l.ends_with(" 96"));
+        if refused && metrics.contains("relay_webhook_bodies_reading 4") {
+            Ok(())
+        } else {
+            Err(metrics)
+        }
+    })
+    .await;
+    let http = http();
+    for i in 0..5 {
+        let (_, status) = post_event(&http, &relay.url("/polyai-events"), format!("evt-budget-{i}")).await;
+        assert_eq!(status, Some(204), "signed webhook {i} while the budget is spent");
+    }
+    let peak = memory_kb(&relay, "VmHWM:");
+    assert!(peak < baseline + 24 * 1024, "RSS peaked at {peak} kB from {baseline} kB");
+    for holder in holders {
+        holder.abort();
+    }
+}
+
 /// A signed event whose type carries a newline, a forged log line and a screen-clearing code.
 async fn post_forged_type(relay: &RelayProcess) {
     let forged = "conversation.forged\n2026-01-01T00:00:00.000000Z ERROR forged: line\u{1b}[2J";

@@ -28,6 +28,7 @@ pub const PATH: &str = "/polyai-events";
 pub const TIMESTAMP_TOLERANCE: &str = "300s";
 pub const ACK_DEADLINE: &str = "3s";
 pub const MAX_BODY: &str = "1MiB";
+pub const BODY_MEMORY: &str = "32MiB";
 pub const REQUEST_TIMEOUT: &str = "10s";
 pub const MAX_IN_FLIGHT: usize = 1024;
 
@@ -93,6 +94,7 @@ impl ReceiverSettings {
             }],
             ack_deadline: duration(ACK_DEADLINE),
             max_body: values::parse_size(MAX_BODY).expect("the default size parses"),
+            body_memory: values::parse_size(BODY_MEMORY).expect("the default size parses"),
             request_timeout: duration(REQUEST_TIMEOUT),
             max_in_flight: MAX_IN_FLIGHT,
         }

@@ -146,6 +146,9 @@ pub struct ReceiverSettings {
     pub projects: Vec<ReceiverProject>,
     pub ack_deadline: Duration,
     pub max_body: usize,
+    /// What the bodies being read may hold together beyond each one's first 16 KiB: clients
+    /// without the secret cannot make the relay hold more while it waits to check them.
+    pub body_memory: usize,
     /// Longest a client may take to send a whole request (slowloris guard).
     pub request_timeout: Duration,
     /// Requests handled at once; more are shed with 503 instead of queueing without bound.

@@ -16,7 +16,10 @@ use super::{
     values, ConfigError, EventTypes, ProjectEntry, ProjectName, ProjectsFile, ReceiverProject, ReceiverSettings,
     SignatureSettings,
 };
-use crate::signature::{SecretSlot, SignatureScheme};
+use crate::{
+    receiver,
+    signature::{SecretSlot, SignatureScheme},
+};
 
 fn signature_scheme() -> impl TypedValueParser<Value = SignatureScheme> {
     PossibleValuesParser::new(["auto", "timestamped", "body"]).map(|name| match name.as_str() {
@@ -60,6 +63,10 @@ pub struct ReceiverArgs {
     /// Larger bodies get 413 without being buffered.
     #[arg(long, env = "RELAY_MAX_BODY", default_value = defaults::MAX_BODY, value_parser = size("RELAY_MAX_BODY"))]
     pub max_body: usize,
+    /// What all bodies being read may hold together beyond each one's first 16 KiB; a body that
+    /// finds it spent gets 503 at once.
+    #[arg(long, env = "RELAY_BODY_MEMORY", default_value = defaults::BODY_MEMORY, value_parser = size("RELAY_BODY_MEMORY"))]
+    pub body_memory: usize,
     /// Longest a client may take to send a request (guards against slow senders holding connections).
     #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT, value_parser = duration("RELAY_REQUEST_TIMEOUT"))]
     pub request_timeout: Duration,
@@ -73,6 +80,15 @@ impl ReceiverArgs {
     pub fn settings(&self, file: Option<&ProjectsFile>, events: &EventTypes) -> Result<ReceiverSettings, ConfigError> {
         if self.ack_deadline.is_zero() {
             return Err(ConfigError::new("RELAY_ACK_DEADLINE", "RELAY_ACK_DEADLINE must be above zero"));
+        }
+        if self.body_memory.saturating_add(receiver::FREE_BODY_BYTES) < self.max_body {
+            return Err(ConfigError::new(
+                "RELAY_BODY_MEMORY",
+                format!(
+                    "RELAY_BODY_MEMORY ({} bytes) plus a body's first 16KiB must hold a body of RELAY_MAX_BODY ({} bytes), or the largest events could never be read",
+                    self.body_memory, self.max_body
+                ),
+            ));
         }
         let environments = match self.environments.trim() {
             "" | "all" | "*" => None,
@@ -93,6 +109,7 @@ impl ReceiverArgs {
             projects,
             ack_deadline: self.ack_deadline,
             max_body: self.max_body,
+            body_memory: self.body_memory,
             request_timeout: self.request_timeout,
             max_in_flight: self.max_in_flight.max(1),
         })

@@ -1,5 +1,6 @@
 //! The HTTP side: the webhook endpoint (design §3) and the operational endpoints (admin listener).
 
+mod body;
 mod endpoint;
 mod enqueue;
 mod meters;
@@ -18,6 +19,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::{config::ReceiverSettings, queue::Publisher, spool::Spool, telemetry::Metrics, worker::PausedProjects};
 
+pub use body::FREE_BYTES as FREE_BODY_BYTES;
 pub use ops::Readiness;
 
 /// Everything the webhook handler needs, shared by all requests.
@@ -30,6 +32,8 @@ pub struct Receiver {
     settings: ReceiverSettings,
     /// Bounds the signed requests being published at once; one that finds no permit is shed with 503.
     in_flight: Semaphore,
+    /// Bounds what the bodies being read hold together, before anyone knows who sent them.
+    body_memory: body::BodyMemory,
     /// Refusals are logged once per kind and interval: an outage answers thousands of 503s, which
     /// `relay_webhook_requests_total` counts; the log only needs to say it is happening.
     refusals: crate::log_limit::LogLimit,
@@ -50,6 +54,7 @@ impl Receiver {
             endpoints: settings.projects.iter().map(endpoint::Endpoint::new).collect(),
             publisher,
             in_flight: Semaphore::new(settings.max_in_flight),
+            body_memory: body::BodyMemory::new(settings.body_memory),
             refusals: crate::log_limit::LogLimit::default(),
             recent: recent::RecentDeliveries::new(tolerance, settings.max_in_flight),
             settings,

@@ -26,6 +26,9 @@ pub enum Rejection {
     SlowBody,
     #[error("too many requests in flight")]
     Overloaded,
+    /// The bodies being read hold all the memory they may (`RELAY_BODY_MEMORY`).
+    #[error("the memory for request bodies is spent")]
+    BodyMemoryFull,
     /// Its connection was evicted at the connection cap while the body was read: no one would
     /// read an answer.
     #[error("the connection was closed to make room for another")]
@@ -53,6 +56,7 @@ impl Rejection {
             Self::TooLarge => "too_large",
             Self::SlowBody => "timeout",
             Self::Overloaded => "overloaded",
+            Self::BodyMemoryFull => "body_memory_full",
             Self::Evicted => "evicted",
             Self::CopyInFlight => "duplicate_in_flight",
             Self::Unavailable(_) | Self::DeadlineExceeded | Self::SpoolFailed(_) => "unavailable",
@@ -68,6 +72,7 @@ impl Rejection {
             // 408 is retried by PolyAI, like the 503s below.
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded
+            | Self::BodyMemoryFull
             | Self::Evicted
             | Self::CopyInFlight
             | Self::Unavailable(_)

@@ -16,9 +16,10 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tracing::{field::Empty, Instrument};
 
 use super::{
+    body::{self, ReadingBody},
     endpoint::{Endpoint, Route},
     enqueue::{enqueue, Stored},
-    meters::{WebhookMeters, ACCEPTED},
+    meters::ACCEPTED,
     recent::{DeliveryKey, Seen},
     rejection::Rejection,
     Receiver,
@@ -31,7 +32,6 @@ use crate::{
     telemetry::{
         names, trace_context,
         traces::{self, trace_span},
-        Metrics,
     },
 };
 
@@ -127,7 +127,7 @@ async fn handle(
 ) -> Result<Accepted, Rejection> {
     let settings = &receiver.settings;
     let reading = ReadingBody::start(&receiver.metrics, &endpoint.meters);
-    let body = read_body(reading, body, settings.max_body, settings.request_timeout).await?;
+    let body = body::read(reading, &receiver.body_memory, body, settings.max_body, settings.request_timeout).await?;
     let unverified = UnverifiedEvent {
         body,
         signature: header_bytes(headers, &SIGNATURE),
@@ -198,49 +198,6 @@ async fn handle(
     match stored {
         Stored::Broker => Ok(Accepted::Enqueued),
         Stored::Spooled => Ok(Accepted::Spooled),
-    }
-}
-
-/// Counts a request in [`names::BODIES_READING`] for as long as it lives (dropped on any exit).
-struct ReadingBody(metrics::Gauge);
-
-impl ReadingBody {
-    fn start(meter: &Metrics, meters: &WebhookMeters) -> Self {
-        // A handle of this relay's recorder, so the decrement on drop lands there too, whichever
-        // recorder is current where the request ends.
-        let gauge = meters.bodies_reading(meter);
-        meter.record(|| gauge.increment(1.0));
-        Self(gauge)
-    }
-}
-
-impl Drop for ReadingBody {
-    fn drop(&mut self) {
-        self.0.decrement(1.0);
-    }
-}
-
-/// Reads at most `limit` bytes within `timeout`; never buffers more than the limit. The body is
-/// counted as `reading` until this returns.
-async fn read_body(
-    _reading: ReadingBody,
-    body: Body,
-    limit: usize,
-    timeout: std::time::Duration,
-) -> Result<Bytes, Rejection> {
-    match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(Rejection::SlowBody),
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(error)) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-            while let Some(inner) = source {
-                if inner.is::<http_body_util::LengthLimitError>() {
-                    return Err(Rejection::TooLarge);
-                }
-                source = inner.source();
-            }
-            Err(Rejection::UnreadableBody(error.to_string()))
-        }
     }
 }
 
