@@ -11,6 +11,7 @@ use crate::{
     broker::TestBroker,
     helpers::{completed, http},
     process::RelayProcess,
+    two_projects::{TwoProjects, UK, US},
 };
 
 const SECRET: &str = "whsec_logged";
@@ -28,15 +29,13 @@ async fn serve(broker: &TestBroker, extra: &[(&str, &str)]) -> RelayProcess {
 
 /// Posts a webhook about `conversation` with event id `id`, signed with `secret`; its status.
 async fn post(relay: &RelayProcess, secret: &str, conversation: &str, id: &str) -> u16 {
+    post_to(relay, "/polyai-events", secret, conversation, id).await
+}
+
+/// [`post`] to the webhook path `path`.
+async fn post_to(relay: &RelayProcess, path: &str, secret: &str, conversation: &str, id: &str) -> u16 {
     let secret = SecretString::from(secret);
-    let request = signed_post(
-        &http(),
-        relay.url("/polyai-events"),
-        &secret,
-        SendScheme::Timestamped,
-        id,
-        completed(conversation),
-    );
+    let request = signed_post(&http(), relay.url(path), &secret, SendScheme::Timestamped, id, completed(conversation));
     request.send().await.unwrap().status().as_u16()
 }
 
@@ -104,6 +103,33 @@ async fn a_returned_webhook_is_refused_with_a_line_naming_its_routing_key() {
     let line: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
     let error = line["error"].as_str().unwrap_or_else(|| panic!("{line}"));
     assert!(error.contains("routing key `conversation.completed`"), "{line}");
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", relay.logs());
+}
+
+/// Refusals are logged once per kind and interval, but per project: a flood of refusals on one
+/// project's path must not hide the first on another's (a secret rotated on one side only).
+#[tokio::test]
+async fn a_flood_of_refusals_on_one_project_hides_none_of_another() {
+    let broker = TestBroker::new(EventTypes::All).await;
+    let projects = TwoProjects::start().await;
+    let mut env = broker.topology_env();
+    env.extend([("AMQP_URL", broker.url.clone()), ("RELAY_PROJECTS_FILE", projects.file.clone())]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let mut relay = RelayProcess::spawn(&["serve"], &env).await;
+    relay.wait_ready().await;
+    let (uk_path, us_path) = (format!("/polyai-events/{UK}"), format!("/polyai-events/{US}"));
+    for i in 0..5 {
+        assert_eq!(post_to(&relay, &uk_path, "not-the-secret", "CA-uk", &format!("evt-uk-{i}")).await, 401);
+    }
+    assert_eq!(post_to(&relay, &us_path, "not-the-secret", "CA-us", "evt-us-1").await, 401);
+    let logs =
+        relay.wait_for_log(&format!(r#""project":"{US}","outcome":"unauthorized""#), Duration::from_secs(10)).await;
+    let refused = |project: &str| {
+        let field = format!(r#""project":"{project}""#);
+        logs.lines().filter(|line| line.contains("webhook refused") && line.contains(&field)).count()
+    };
+    assert_eq!((refused(UK), refused(US)), (1, 1), "one line for each project's refusals:\n{logs}");
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", relay.logs());
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::{
     config::{EventTypes, ProjectName, ReceiverProject},
+    log_limit::LogLimit,
     signature::Verifier,
 };
 
@@ -21,6 +22,11 @@ pub struct Endpoint {
     pub environments: Option<Vec<String>>,
     /// What its accepted webhooks record.
     pub meters: WebhookMeters,
+    /// Its refusals are logged once per kind and interval: an outage answers thousands of 503s,
+    /// which `relay_webhook_requests_total` counts; the log only needs to say it is happening.
+    /// Each project's own, so a flood of refusals on one path does not hide another's (a
+    /// secret rotated on one side only).
+    pub refusals: LogLimit,
 }
 
 impl Endpoint {
@@ -32,6 +38,7 @@ impl Endpoint {
             event_types: project.event_types.clone(),
             environments: project.environments.clone(),
             meters: WebhookMeters::new(project.name.label()),
+            refusals: LogLimit::default(),
         }
     }
 

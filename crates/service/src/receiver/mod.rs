@@ -34,9 +34,6 @@ pub struct Receiver {
     in_flight: Semaphore,
     /// Bounds what the bodies being read hold together, before anyone knows who sent them.
     body_memory: body::BodyMemory,
-    /// Refusals are logged once per kind and interval: an outage answers thousands of 503s, which
-    /// `relay_webhook_requests_total` counts; the log only needs to say it is happening.
-    refusals: crate::log_limit::LogLimit,
     /// Where events go while the broker cannot take them; `None`: they are answered 503.
     spool: Option<Spool>,
     /// This relay's recorder (its own in tests, the process's in production).
@@ -55,7 +52,6 @@ impl Receiver {
             publisher,
             in_flight: Semaphore::new(settings.max_in_flight),
             body_memory: body::BodyMemory::new(settings.body_memory),
-            refusals: crate::log_limit::LogLimit::default(),
             recent: recent::RecentDeliveries::new(tolerance, settings.max_in_flight),
             settings,
             spool: None,
