@@ -45,6 +45,20 @@ async fn a_key_refused_its_conversations_but_allowed_the_list_stays_paused_until
     app.wait_for_readiness(200).await;
 }
 
+#[tokio::test]
+async fn a_probe_the_api_does_not_answer_keeps_the_project_paused() {
+    let app = spawn_app_with(Options::default()).await;
+    // The fetch is refused; the first probe gets a 503, which says nothing of the key; the
+    // second is served.
+    app.polyai.script([Reply::Status(401), Reply::Status(503)]);
+    assert_eq!(app.post_signed(&completed("CAunsure")).await.status(), 204);
+    let record = app.next_record().await;
+    assert_eq!(record.json["conversation"]["id"], "CAunsure");
+    // The fetch, both probes, and the fetch once the key was accepted: none in between.
+    assert_eq!(app.polyai.by_id_requests().len(), 4);
+    assert_eq!(app.queue.dead_count().await, 0);
+}
+
 /// What the API below was asked: conversations by id, and recordings.
 #[derive(Default, Clone, Copy, Debug)]
 struct Asked {

@@ -121,7 +121,14 @@ impl Probe {
                 Err(ApiError::Unauthorized { status, .. }) => {
                     tracing::warn!(project = %project.name, status, "the API still refuses the project's key; its events stay held back");
                 }
-                // Anything else (even a 5xx) is not a refused key: the events' own retries take over.
+                // No answer about the key either way. Resuming on it would hand the events to a
+                // key that may still be refused: each pause gives the worker's prefetched
+                // deliveries back to the queue, which counts them against its delivery limit,
+                // so a probe that flapped between a 401 and a 5xx would dead-letter them.
+                Err(error @ (ApiError::Server { .. } | ApiError::Transport(_))) => {
+                    tracing::info!(project = %project.name, %error, "the API did not answer the probe of the project's key; asking again");
+                }
+                // Any other answer (the call served, a 404, a 429) says the key was accepted.
                 _ => break,
             }
         }
