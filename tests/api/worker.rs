@@ -45,6 +45,16 @@ both_backends! {
         assert!(gap >= Duration::from_secs(1), "retried after {gap:?}, before Retry-After");
     }
 
+    async fn a_200_whose_body_is_not_json_is_retried_as_a_5xx(backend: Backend) {
+        let app = spawn_app_with(on(backend)).await;
+        app.polyai.script([Reply::Html("<html><body>upstream maintenance</body></html>")]);
+        assert_eq!(app.post_signed(&completed("CAhtml")).await.status(), 204);
+        let record = app.next_record().await;
+        assert_eq!(record.json["conversation"]["id"], "CAhtml");
+        assert_eq!(app.polyai.by_id_requests().len(), 2);
+        assert_eq!(app.metric(r#"relay_worker_retries_total{project="default",reason="transient"}"#).await, 1.0);
+    }
+
     async fn a_404_is_retried_while_the_conversation_is_not_ingested(backend: Backend) {
         let app = spawn_app_with(on(backend)).await;
         app.polyai.script([Reply::Status(404), Reply::Status(404)]);

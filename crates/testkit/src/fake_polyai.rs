@@ -49,6 +49,8 @@ pub enum Reply {
     RateLimited(&'static str),
     /// Waits this long, then answers with the fixture conversation.
     Slow(Duration),
+    /// 200 with this body as HTML: a proxy's page where the API should have answered.
+    Html(&'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +290,7 @@ async fn answer(reply: Reply, id: &str) -> Response {
             tokio::time::sleep(delay).await;
             Json(conversation(id)).into_response()
         }
+        Reply::Html(body) => axum::response::Html(body).into_response(),
     }
 }
 
