@@ -280,6 +280,33 @@ async fn a_one_shot_reconcile_refuses_to_run_beside_a_reconciling_worker() {
 }
 
 #[tokio::test]
+async fn a_list_page_too_large_to_read_is_asked_for_again_in_smaller_pages() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, types()).await;
+    let polyai = FakePolyai::start().await;
+    // The list carries each call's turns: a page of long calls outgrows RELAY_API_MAX_RESPONSE.
+    let long = |id: &str| {
+        let mut call = call(id, hours(2), 3600, "live", false);
+        call["turns"] = json!([{"user_input": "x".repeat(24 << 10), "user_input_datetime": call["started_at"]}]);
+        call
+    };
+    polyai.script_list([
+        page(vec![long("CAlong1"), long("CAlong2")], None),
+        page(vec![long("CAlong1")], Some("page-2")),
+        page(vec![long("CAlong2")], None),
+    ]);
+    let env = queue.relay_env(&polyai.base_url, &[("RELAY_API_MAX_RESPONSE", "32KiB")]);
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("reconciled 2,"), "{stdout}");
+    let limits: Vec<String> = polyai
+        .list_requests()
+        .iter()
+        .map(|r| r.query.split('&').find(|p| p.starts_with("limit=")).unwrap().into())
+        .collect();
+    assert_eq!(limits, ["limit=100", "limit=50", "limit=50"]);
+}
+
+#[tokio::test]
 async fn reconcile_needs_the_conversations_log() {
     let queue = TestQueue::new(crate::backend::Backend::Amqp, types()).await;
     let polyai = FakePolyai::start().await;

@@ -119,6 +119,14 @@ impl Pages {
         let page = loop {
             let wait = match client.list(&self.request).await {
                 Ok(page) => break page,
+                // A page over RELAY_API_MAX_RESPONSE (the list carries each call's turns): asked
+                // again in smaller pages, rather than failing every pass of the project for good.
+                Err(ApiError::Unusable { detail }) if self.request.limit.is_some_and(|limit| limit > 1) => {
+                    let smaller = self.request.limit.unwrap_or(1) / 2;
+                    tracing::warn!(%detail, limit = smaller, "a page of the conversations list was too large to read; asking for smaller pages");
+                    self.request.limit = Some(smaller);
+                    continue;
+                }
                 Err(ApiError::RateLimited { retry_after }) => {
                     retry_after.unwrap_or(Duration::from_secs(1)).min(RETRY_AFTER_CAP)
                 }
