@@ -66,6 +66,29 @@ async fn metrics(relay: &RelayProcess) -> String {
     http().get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
 }
 
+/// Waits until the relay's `/metrics` say `done`: the binary tells what it holds only there, so
+/// it is asked until it does.
+async fn wait_for_metrics(relay: &RelayProcess, done: impl Fn(&str) -> bool) {
+    poll_until(Duration::from_secs(20), || async {
+        let metrics = metrics(relay).await;
+        if done(&metrics) {
+            Ok(())
+        } else {
+            Err(metrics)
+        }
+    })
+    .await;
+}
+
+/// Five signed webhooks, each answered 204 while `meanwhile` holds.
+async fn signed_webhooks_pass(relay: &RelayProcess, meanwhile: &str) {
+    let http = http();
+    for i in 0..5 {
+        let (_, status) = post_event(&http, &relay.url("/polyai-events"), format!("evt-signed-{i}")).await;
+        assert_eq!(status, Some(204), "signed webhook {i} while {meanwhile}");
+    }
+}
+
 #[tokio::test]
 async fn a_connection_flood_past_the_fd_limit_leaves_signed_webhooks_answered() {
     let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
@@ -123,21 +146,8 @@ async fn unsigned_bodies_that_never_arrive_take_no_capacity_from_signed_webhooks
         holder.write_all(b"POST /polyai-events HTTP/1.1\r\nhost: relay\r\ncontent-length: 100\r\n\r\n{").await.unwrap();
         holders.push(holder);
     }
-    // The relay binary says it is reading them only on its /metrics: asked until it does.
-    poll_until(Duration::from_secs(10), || async {
-        let metrics = metrics(&relay).await;
-        if metrics.contains("relay_webhook_bodies_reading 20") {
-            Ok(())
-        } else {
-            Err(metrics)
-        }
-    })
-    .await;
-    let http = http();
-    for i in 0..5 {
-        let (_, status) = post_event(&http, &relay.url("/polyai-events"), format!("evt-signed-{i}")).await;
-        assert_eq!(status, Some(204), "signed webhook {i} while unsigned bodies hang");
-    }
+    wait_for_metrics(&relay, |metrics| metrics.contains("relay_webhook_bodies_reading 20")).await;
+    signed_webhooks_pass(&relay, "unsigned bodies hang").await;
     drop(holders);
 }
 
@@ -163,21 +173,12 @@ async fn unsigned_bodies_held_open_take_no_more_memory_than_the_budget_and_signe
         })
         .collect();
     // Four are read; the others are refused at once, before their bodies are.
-    poll_until(Duration::from_secs(20), || async {
-        let metrics = metrics(&relay).await;
+    wait_for_metrics(&relay, |metrics| {
         let refused = metrics.lines().any(|l| l.contains(r#"outcome="body_memory_full""#) && l.ends_with(" 96"));
-        if refused && metrics.contains("relay_webhook_bodies_reading 4") {
-            Ok(())
-        } else {
-            Err(metrics)
-        }
+        refused && metrics.contains("relay_webhook_bodies_reading 4")
     })
     .await;
-    let http = http();
-    for i in 0..5 {
-        let (_, status) = post_event(&http, &relay.url("/polyai-events"), format!("evt-budget-{i}")).await;
-        assert_eq!(status, Some(204), "signed webhook {i} while the budget is spent");
-    }
+    signed_webhooks_pass(&relay, "the budget is spent").await;
     let peak = memory_kb(&relay, "VmHWM:");
     assert!(peak < baseline + 24 * 1024, "RSS peaked at {peak} kB from {baseline} kB");
     for holder in holders {
