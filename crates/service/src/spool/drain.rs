@@ -12,7 +12,10 @@ use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
 use super::Spool;
-use crate::queue::{embedded::store::stored_size, Destination, PublishError, Publisher};
+use crate::{
+    log_limit::LogLimit,
+    queue::{embedded::store::stored_size, Destination, PublishError, Publisher},
+};
 
 /// Events published together: enough to keep the broker's confirms pipelined, few enough that
 /// "oldest first" stays close to exact.
@@ -45,11 +48,14 @@ pub struct Drainer {
     spool: Spool,
     publisher: Arc<dyn Publisher>,
     shutdown: CancellationToken,
+    /// An event the broker goes on refusing is offered again every [`RETRY_PAUSE`]: its warning
+    /// is said once per kind of refusal and interval, with the count left unsaid.
+    refusals: LogLimit,
 }
 
 impl Drainer {
     pub fn new(spool: Spool, publisher: Arc<dyn Publisher>, shutdown: CancellationToken) -> Self {
-        Self { spool, publisher, shutdown }
+        Self { spool, publisher, shutdown, refusals: LogLimit::default() }
     }
 
     /// Runs until shutdown. A batch in flight at shutdown is abandoned: its events stay in the
@@ -151,7 +157,9 @@ impl Drainer {
                     failed += 1;
                     // Kept in the spool. A return means no queue is bound for the event's type
                     // (the topology or RELAY_EVENTS changed): it waits until one is.
-                    tracing::warn!(event_id = %id, %error, "a spooled event was not confirmed; it stays in the spool");
+                    if let Some(unsaid) = self.refusals.admit(error.label()) {
+                        tracing::warn!(event_id = %id, %error, unsaid, "a spooled event was not confirmed; it stays in the spool");
+                    }
                 }
             }
         }

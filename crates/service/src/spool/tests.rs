@@ -38,6 +38,8 @@ fn message(id: &str) -> Message {
 /// A broker that confirms, refuses, or is away, as the test says.
 struct FakeBroker {
     published: Mutex<Vec<Message>>,
+    /// Every publish it was offered, confirmed or not.
+    offered: watch::Sender<usize>,
     /// False while the broker is away; the drainer waits on it as on a real broker's readiness.
     ready: watch::Sender<bool>,
     /// Every event whose id starts with this is nacked.
@@ -46,7 +48,12 @@ struct FakeBroker {
 
 impl Default for FakeBroker {
     fn default() -> Self {
-        Self { published: Mutex::default(), ready: watch::Sender::new(true), nack_prefix: Mutex::default() }
+        Self {
+            published: Mutex::default(),
+            offered: watch::Sender::new(0),
+            ready: watch::Sender::new(true),
+            nack_prefix: Mutex::default(),
+        }
     }
 }
 
@@ -54,6 +61,7 @@ impl Default for FakeBroker {
 impl Publisher for FakeBroker {
     async fn publish(&self, to: Destination, message: Message) -> Result<(), PublishError> {
         assert_eq!(to, Destination::Events);
+        self.offered.send_modify(|offered| *offered += 1);
         if !*self.ready.borrow() {
             return Err(PublishError::Unavailable);
         }
@@ -214,6 +222,45 @@ async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
     assert_eq!(broker.ids(), ["evt-0", "evt-2", "evt-1"]);
     shutdown.cancel();
     drainer.await.unwrap();
+}
+
+/// Lines written by the test's own subscriber.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_event_the_broker_goes_on_refusing_is_warned_of_once_per_interval_not_every_pass() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    // The test's runtime runs on this thread, and the drainer with it.
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let dir = TempDir::new();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
+    let broker = Arc::new(FakeBroker::default());
+    *broker.nack_prefix.lock().unwrap() = Some("refused-".into());
+    spool.put(message("refused-0")).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
+    let mut offered = broker.offered.subscribe();
+    let three = tokio::time::timeout(Duration::from_secs(20), offered.wait_for(|n| *n >= 3)).await;
+    assert!(three.is_ok(), "offered again and again");
+    shutdown.cancel();
+    drainer.await.unwrap();
+    let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let warned = logged.lines().filter(|line| line.contains("a spooled event was not confirmed")).count();
+    assert_eq!(warned, 1, "{logged}");
+    assert_eq!(spool.events(), 1, "kept");
 }
 
 #[tokio::test]
