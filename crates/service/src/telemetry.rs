@@ -1,5 +1,7 @@
 //! Logs (tracing), traces (OpenTelemetry, opt-in) and metrics (Prometheus text on `/metrics`).
 
+#[cfg(test)]
+pub mod captured;
 mod json_fields;
 mod json_lines;
 mod kept;

@@ -5,7 +5,10 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::queue::{Destination, PublishError, Publisher};
+use crate::{
+    queue::{Destination, PublishError, Publisher},
+    telemetry::captured::Lines,
+};
 
 struct TempDir(PathBuf);
 
@@ -224,25 +227,10 @@ async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
     drainer.await.unwrap();
 }
 
-/// Lines written by the test's own subscriber.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Lines {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn an_event_the_broker_goes_on_refusing_is_warned_of_once_per_interval_not_every_pass() {
     let lines = Lines::default();
-    let writer = lines.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    let subscriber = tracing_subscriber::fmt().with_writer(lines.clone()).with_ansi(false).finish();
     // The test's runtime runs on this thread, and the drainer with it.
     let _logging = tracing::subscriber::set_default(subscriber);
     let dir = TempDir::new();
@@ -257,7 +245,7 @@ async fn an_event_the_broker_goes_on_refusing_is_warned_of_once_per_interval_not
     assert!(three.is_ok(), "offered again and again");
     shutdown.cancel();
     drainer.await.unwrap();
-    let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let logged = lines.text();
     let warned = logged.lines().filter(|line| line.contains("a spooled event was not confirmed")).count();
     assert_eq!(warned, 1, "{logged}");
     assert_eq!(spool.events(), 1, "kept");

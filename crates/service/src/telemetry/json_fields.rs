@@ -204,37 +204,13 @@ impl Visit for Entries<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use serde_json::Value;
     use tracing::field::Empty;
-    use tracing_subscriber::fmt::MakeWriter;
-
     use tracing_subscriber::fmt::format::JsonFields;
 
-    use crate::telemetry::json_lines::JsonLines;
+    use crate::telemetry::{captured::Lines, json_lines::JsonLines};
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Self;
-        fn make_writer(&'a self) -> Self {
-            self.clone()
-        }
-    }
 
     /// The span objects of the lines logged by `log`, with the relay's JSON format and `fields`.
     fn spans_logged<N>(fields: N, log: impl FnOnce()) -> Vec<Value>
@@ -251,7 +227,7 @@ mod tests {
             .fmt_fields(fields)
             .finish();
         tracing::subscriber::with_default(subscriber, log);
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = lines.text();
         text.lines().map(|line| serde_json::from_str::<Value>(line).unwrap()["span"].clone()).collect()
     }
 
@@ -301,7 +277,7 @@ mod tests {
                 .finish();
             tracing::subscriber::with_default(subscriber, log);
         }
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = lines.text();
         text.lines().map(str::to_owned).collect()
     }
 
