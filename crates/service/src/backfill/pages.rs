@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{publish, BackfillConfig, BackfillSummary, Checkpoint, CheckpointFile, Progress, Window};
 use crate::{
     backoff::Backoff,
-    polyai::{advice_for, ApiError, ListPage, ListRequest, NextPage, PolyaiClient, RETRY_AFTER_CAP},
+    polyai::{advice_for, ApiError, ListPage, ListRequest, PolyaiClient, RETRY_AFTER_CAP},
     queue::Publisher,
 };
 
@@ -72,11 +72,7 @@ impl Pager<'_> {
             }
             state.pages += 1;
             self.progress.page(state.pages, summary.seen, state.published);
-            (state.cursor, state.offset) = match page.next(&request) {
-                NextPage::Cursor(cursor) => (Some(cursor), None),
-                NextPage::Offset(offset) => (None, Some(offset)),
-                NextPage::End => (None, None),
-            };
+            (state.cursor, state.offset) = page.next(&request).position();
             if state.cursor.is_none() && state.offset.is_none() {
                 return Ok(());
             }

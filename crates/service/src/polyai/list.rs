@@ -44,6 +44,18 @@ pub enum NextPage {
     End,
 }
 
+impl NextPage {
+    /// The next request's `cursor` and `offset`: one at most, since a cursor left beside an
+    /// offset would win over it; neither after the last page.
+    pub fn position(self) -> (Option<String>, Option<u64>) {
+        match self {
+            Self::Cursor(cursor) => (Some(cursor), None),
+            Self::Offset(offset) => (None, Some(offset)),
+            Self::End => (None, None),
+        }
+    }
+}
+
 impl ListPage {
     /// Where the page after this one starts, this one having been asked for by `request`.
     ///

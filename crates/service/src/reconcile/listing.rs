@@ -142,11 +142,9 @@ impl Pages {
                 _ = tokio::time::sleep(wait) => {}
             }
         };
-        match page.next(&self.request) {
-            NextPage::Cursor(cursor) => self.request.cursor = Some(cursor),
-            NextPage::Offset(offset) => self.request.offset = Some(offset),
-            NextPage::End => self.done = true,
-        }
+        let next = page.next(&self.request);
+        self.done = next == NextPage::End;
+        (self.request.cursor, self.request.offset) = next.position();
         Ok(Some(page.conversations.into_iter().map(Call::from_summary).collect()))
     }
 }
