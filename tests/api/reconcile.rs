@@ -307,6 +307,26 @@ async fn a_list_page_too_large_to_read_is_asked_for_again_in_smaller_pages() {
 }
 
 #[tokio::test]
+async fn a_list_that_moves_from_cursors_to_offsets_is_followed_by_offset_alone() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, types()).await;
+    let polyai = FakePolyai::start().await;
+    polyai.script_list([
+        page(vec![call("CAmix1", hours(2), 60, "live", false)], Some("cursor-2")),
+        Reply::Json(
+            json!({"conversations": [call("CAmix2", hours(2), 60, "live", false)], "cursor": null, "next_offset": 2}),
+        ),
+        page(vec![call("CAmix3", hours(2), 60, "live", false)], None),
+    ]);
+    let env = queue.relay_env(&polyai.base_url, &[]);
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("reconciled 3,"), "{stdout}");
+    let third = &polyai.list_requests()[2].query;
+    // The API takes a cursor over an offset sent beside it: the old cursor would repeat page 2.
+    assert!(third.contains("offset=2") && !third.contains("cursor="), "{third}");
+}
+
+#[tokio::test]
 async fn reconcile_needs_the_conversations_log() {
     let queue = TestQueue::new(crate::backend::Backend::Amqp, types()).await;
     let polyai = FakePolyai::start().await;
