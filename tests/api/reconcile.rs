@@ -327,6 +327,24 @@ async fn a_list_that_moves_from_cursors_to_offsets_is_followed_by_offset_alone()
 }
 
 #[tokio::test]
+async fn a_list_whose_cursors_go_round_in_a_circle_ends_instead_of_paging_for_ever() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, types()).await;
+    let polyai = FakePolyai::start().await;
+    polyai.script_list([
+        page(vec![call("CAround1", hours(2), 60, "live", false)], Some("cursor-b")),
+        page(vec![call("CAround2", hours(2), 60, "live", false)], Some("cursor-c")),
+    ]);
+    // Every page after those names cursor-b again: c → b → c → b … without an end.
+    polyai.probe_answers(page(vec![call("CAround3", hours(2), 60, "live", false)], Some("cursor-b")));
+    let env = queue.relay_env(&polyai.base_url, &[]);
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("reconciled 3,"), "{stdout}");
+    assert_eq!(polyai.list_requests().len(), 3);
+    assert!(stderr.contains("named a cursor it had named before"), "{stderr}");
+}
+
+#[tokio::test]
 async fn reconcile_needs_the_conversations_log() {
     let queue = TestQueue::new(crate::backend::Backend::Amqp, types()).await;
     let polyai = FakePolyai::start().await;

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{publish, BackfillConfig, BackfillSummary, Checkpoint, CheckpointFile, Progress, Window};
 use crate::{
     backoff::Backoff,
-    polyai::{advice_for, ApiError, ListPage, ListRequest, PolyaiClient, RETRY_AFTER_CAP},
+    polyai::{advice_for, ApiError, ListPage, ListRequest, PolyaiClient, Visited, RETRY_AFTER_CAP},
     queue::Publisher,
 };
 
@@ -38,6 +38,7 @@ impl Pager<'_> {
         published_now: &mut HashSet<String>,
     ) -> anyhow::Result<()> {
         let Window { start, end } = Window::of(state)?;
+        let mut visited = Visited::default();
         loop {
             if self.shutdown.is_cancelled() {
                 anyhow::bail!("interrupted; run the same command again to resume from {}", self.file.path().display());
@@ -72,7 +73,7 @@ impl Pager<'_> {
             }
             state.pages += 1;
             self.progress.page(state.pages, summary.seen, state.published);
-            (state.cursor, state.offset) = page.next(&request).position();
+            (state.cursor, state.offset) = page.next(&request, &mut visited).position();
             if state.cursor.is_none() && state.offset.is_none() {
                 return Ok(());
             }

@@ -1,5 +1,7 @@
 //! `GET /v3/{account}/{project}/conversations`: one page of the list, by cursor or offset.
 
+use std::collections::HashSet;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -56,25 +58,40 @@ impl NextPage {
     }
 }
 
+/// The cursors one walk through the list has been at. A cursor named a second time would page
+/// the same pages again, for ever (A→B→A), so the list ends there instead.
+#[derive(Debug, Default)]
+pub struct Visited {
+    cursors: HashSet<String>,
+}
+
 impl ListPage {
-    /// Where the page after this one starts, this one having been asked for by `request`.
+    /// Where the page after this one starts, this one having been asked for by `request`, on a
+    /// walk that has been at `visited`.
     ///
     /// A cursor goes on past an empty page: only a `null` cursor marks the last page (the API
     /// reference), and a page the API left empty is no proof that none follows. By offset, an
-    /// empty page is past the end. A position that does not move would page forever: the list
-    /// ends there, with a warning, since what the page named next is the page just read.
-    pub fn next(&self, request: &ListRequest) -> NextPage {
+    /// empty page is past the end. A position the walk has been at already would page forever:
+    /// the list ends there, with a warning: a cursor named before, or an offset that does not
+    /// move forward.
+    pub fn next(&self, request: &ListRequest, visited: &mut Visited) -> NextPage {
         if let Some(cursor) = &self.cursor {
-            if request.cursor.as_ref() == Some(cursor) {
-                tracing::warn!("the conversations list answered the cursor it was sent: taking this page as its last");
+            visited.cursors.extend(request.cursor.clone());
+            if !visited.cursors.insert(cursor.clone()) {
+                tracing::warn!(
+                    "the conversations list named a cursor it had named before: taking this page as its last"
+                );
                 return NextPage::End;
             }
             return NextPage::Cursor(cursor.clone());
         }
         match self.next_offset {
             _ if self.conversations.is_empty() => NextPage::End,
-            Some(next) if Some(next) == request.offset => {
-                tracing::warn!("the conversations list answered the offset it was sent: taking this page as its last");
+            Some(next) if next <= request.offset.unwrap_or(0) => {
+                tracing::warn!(
+                    next,
+                    "the conversations list named an offset no further than the one it was sent: taking this page as its last"
+                );
                 NextPage::End
             }
             Some(next) => NextPage::Offset(next),
@@ -168,24 +185,62 @@ mod tests {
 
     #[test]
     fn only_a_null_cursor_ends_a_list_paged_by_cursor() {
-        assert_eq!(page(&["CA1"], Some("c2"), None).next(&at(None, None)), NextPage::Cursor("c2".into()));
+        assert_eq!(
+            page(&["CA1"], Some("c2"), None).next(&at(None, None), &mut Visited::default()),
+            NextPage::Cursor("c2".into())
+        );
         // Empty, but the API says more follows.
-        assert_eq!(page(&[], Some("c3"), None).next(&at(Some("c2"), None)), NextPage::Cursor("c3".into()));
-        assert_eq!(page(&["CA1"], None, None).next(&at(Some("c2"), None)), NextPage::End);
+        assert_eq!(
+            page(&[], Some("c3"), None).next(&at(Some("c2"), None), &mut Visited::default()),
+            NextPage::Cursor("c3".into())
+        );
+        assert_eq!(page(&["CA1"], None, None).next(&at(Some("c2"), None), &mut Visited::default()), NextPage::End);
         // The cursor wins over an offset sent beside it.
-        assert_eq!(page(&["CA1"], Some("c2"), Some(50)).next(&at(None, None)), NextPage::Cursor("c2".into()));
+        assert_eq!(
+            page(&["CA1"], Some("c2"), Some(50)).next(&at(None, None), &mut Visited::default()),
+            NextPage::Cursor("c2".into())
+        );
     }
 
     #[test]
     fn a_list_paged_by_offset_ends_at_an_empty_page_or_without_a_next_offset() {
-        assert_eq!(page(&["CA1"], None, Some(100)).next(&at(None, Some(0))), NextPage::Offset(100));
-        assert_eq!(page(&[], None, Some(200)).next(&at(None, Some(100))), NextPage::End);
-        assert_eq!(page(&["CA1"], None, None).next(&at(None, Some(100))), NextPage::End);
+        assert_eq!(
+            page(&["CA1"], None, Some(100)).next(&at(None, Some(0)), &mut Visited::default()),
+            NextPage::Offset(100)
+        );
+        assert_eq!(page(&[], None, Some(200)).next(&at(None, Some(100)), &mut Visited::default()), NextPage::End);
+        assert_eq!(page(&["CA1"], None, None).next(&at(None, Some(100)), &mut Visited::default()), NextPage::End);
     }
 
     #[test]
     fn a_position_that_does_not_move_ends_the_list_instead_of_paging_forever() {
-        assert_eq!(page(&["CA1"], Some("c2"), None).next(&at(Some("c2"), None)), NextPage::End);
-        assert_eq!(page(&["CA1"], None, Some(100)).next(&at(None, Some(100))), NextPage::End);
+        assert_eq!(
+            page(&["CA1"], Some("c2"), None).next(&at(Some("c2"), None), &mut Visited::default()),
+            NextPage::End
+        );
+        assert_eq!(page(&["CA1"], None, Some(100)).next(&at(None, Some(100)), &mut Visited::default()), NextPage::End);
+        assert_eq!(page(&["CA1"], None, Some(50)).next(&at(None, Some(100)), &mut Visited::default()), NextPage::End);
+        assert_eq!(page(&["CA1"], None, Some(0)).next(&at(None, None), &mut Visited::default()), NextPage::End);
+    }
+
+    #[test]
+    fn a_cursor_the_list_named_before_ends_it_instead_of_going_round_for_ever() {
+        let mut visited = Visited::default();
+        // A walk resumed at c1 (a backfill's checkpoint), then c1 → c2 → c3 → c2.
+        assert_eq!(
+            page(&["CA1"], Some("c2"), None).next(&at(Some("c1"), None), &mut visited),
+            NextPage::Cursor("c2".into())
+        );
+        assert_eq!(
+            page(&["CA2"], Some("c3"), None).next(&at(Some("c2"), None), &mut visited),
+            NextPage::Cursor("c3".into())
+        );
+        assert_eq!(page(&["CA3"], Some("c2"), None).next(&at(Some("c3"), None), &mut visited), NextPage::End);
+        let mut visited = Visited::default();
+        assert_eq!(
+            page(&["CA1"], Some("c2"), None).next(&at(Some("c1"), None), &mut visited),
+            NextPage::Cursor("c2".into())
+        );
+        assert_eq!(page(&["CA2"], Some("c1"), None).next(&at(Some("c2"), None), &mut visited), NextPage::End);
     }
 }

@@ -23,7 +23,7 @@ pub use self::{
     audio::AudioRequest,
     endpoints::{EndpointClient, NewEndpoint, RegisteredEndpoint},
     errors::{error_detail, parse_retry_after, redirect_detail, RETRY_AFTER_CAP},
-    list::{ListPage, ListRequest, NextPage, Summary},
+    list::{ListPage, ListRequest, NextPage, Summary, Visited},
 };
 use crate::config::{ApiSettings, BaseUrl, ConversationApi, ProjectName};
 

@@ -7,7 +7,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 
 use super::{Pass, ReconcileError};
-use crate::polyai::{ApiError, ListRequest, NextPage, PolyaiClient, Summary};
+use crate::polyai::{ApiError, ListRequest, NextPage, PolyaiClient, Summary, Visited};
 
 /// Transient list failures tolerated in a row before the pass gives up (the next one retries).
 const ATTEMPTS: u32 = 5;
@@ -91,6 +91,7 @@ impl Call {
 /// Pages by cursor, else by `next_offset`, until the last page ([`crate::polyai::ListPage::next`]).
 pub struct Pages {
     request: ListRequest,
+    visited: Visited,
     done: bool,
 }
 
@@ -104,7 +105,7 @@ impl Pages {
             cursor: None,
             offset: None,
         };
-        Self { request, done: false }
+        Self { request, visited: Visited::default(), done: false }
     }
 
     pub async fn next(
@@ -142,7 +143,7 @@ impl Pages {
                 _ = tokio::time::sleep(wait) => {}
             }
         };
-        let next = page.next(&self.request);
+        let next = page.next(&self.request, &mut self.visited);
         self.done = next == NextPage::End;
         (self.request.cursor, self.request.offset) = next.position();
         Ok(Some(page.conversations.into_iter().map(Call::from_summary).collect()))
