@@ -12,6 +12,7 @@ mod backfill;
 mod broker_limit;
 mod commands;
 mod config;
+mod confirm_order;
 mod crash;
 mod dead;
 mod demo;

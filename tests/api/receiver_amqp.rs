@@ -5,6 +5,7 @@ use std::time::Duration;
 use polyai_relay::signature::sign;
 
 use crate::{
+    broker::Policy,
     helpers::{completed, header, now, spawn_app_with, Options, SECRET},
     poll::poll_until,
 };
@@ -121,32 +122,6 @@ async fn the_backlog_of_the_workers_queue_is_reported() {
     // No worker takes it: the queue holds it until the next depth reading (every 15 s) says so.
     app.wait_for_metric(&backlog, 1.0).await;
     assert_eq!(app.metric(&backlog).await, 1.0, "and /metrics shows it");
-}
-
-/// A RabbitMQ policy for the length of a test (the way an operator would set a limit).
-struct Policy(String);
-
-impl Policy {
-    async fn set(queue: &str, definition: &str) -> Self {
-        let pattern = format!("^{}$", regex_escape(queue));
-        let status = tokio::process::Command::new("rabbitmqctl")
-            .args(["set_policy", "--apply-to", "queues", queue, &pattern, definition])
-            .output()
-            .await
-            .expect("rabbitmqctl runs");
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
-        Self(queue.to_owned())
-    }
-}
-
-impl Drop for Policy {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl").args(["clear_policy", &self.0]).output();
-    }
-}
-
-fn regex_escape(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\{c}") }).collect()
 }
 
 #[tokio::test]

@@ -182,3 +182,29 @@ impl Drop for TestBroker {
         let _ = cleanup.join();
     }
 }
+
+/// A RabbitMQ policy for the length of a test (the way an operator would set a limit).
+pub struct Policy(String);
+
+impl Policy {
+    pub async fn set(queue: &str, definition: &str) -> Self {
+        let pattern = format!("^{}$", regex_escape(queue));
+        let status = tokio::process::Command::new("rabbitmqctl")
+            .args(["set_policy", "--apply-to", "queues", queue, &pattern, definition])
+            .output()
+            .await
+            .expect("rabbitmqctl runs");
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        Self(queue.to_owned())
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl").args(["clear_policy", &self.0]).output();
+    }
+}
+
+fn regex_escape(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\{c}") }).collect()
+}

@@ -1,6 +1,13 @@
 //! One confirmed publish: what "the broker has it" means, in one place for the publisher, the
 //! dead-letter tools and reconciliation.
 
+use std::{
+    future::{poll_fn, Future},
+    pin::pin,
+    sync::{Mutex, PoisonError},
+    task::Poll,
+};
+
 use lapin::{
     message::BasicReturnMessage, options::BasicPublishOptions, types::ShortString, BasicProperties, Channel,
     Confirmation, PublisherConfirm,
@@ -14,6 +21,46 @@ use crate::queue::PublishError;
 pub(super) struct Sent {
     confirm: PublisherConfirm,
     message_id: Option<ShortString>,
+}
+
+/// A confirm-mode channel that concurrent publishes share.
+///
+/// lapin numbers a publish's confirm, then cuts the body into frames and queues them, all in the
+/// publish's first poll (lapin 4.12, `Channel::basic_publish`). Two publishes polled on two threads
+/// at once can queue their frames in the other order than they were numbered. The broker numbers
+/// publishes as they arrive, so each is then answered with the other's confirm: a nack taken for
+/// an ack (seen on RabbitMQ 3.10 in the first round of `tests/api/confirm_order.rs`). So the first
+/// poll runs under the channel's own lock, for the time it takes to queue the frames; the confirms
+/// are awaited without it, and publishes stay pipelined.
+pub(super) struct SharedChannel {
+    pub channel: Channel,
+    numbering: Mutex<()>,
+}
+
+impl SharedChannel {
+    pub fn new(channel: Channel) -> Self {
+        Self { channel, numbering: Mutex::new(()) }
+    }
+
+    /// [`send`], numbered and queued in one step with respect to the channel's other publishes.
+    pub async fn send(
+        &self,
+        exchange: ShortString,
+        routing_key: ShortString,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<Sent, PublishError> {
+        let mut publish = pin!(send(&self.channel, exchange, routing_key, body, properties));
+        let first = poll_fn(|context| {
+            let _numbering = self.numbering.lock().unwrap_or_else(PoisonError::into_inner);
+            Poll::Ready(publish.as_mut().poll(context))
+        })
+        .await;
+        match first {
+            Poll::Ready(sent) => sent,
+            Poll::Pending => publish.await,
+        }
+    }
 }
 
 /// The broker's answer to one publish, as far as it can be known.

@@ -1,7 +1,8 @@
 //! Publishing with publisher confirms on a supervised connection.
 //!
 //! Publishes share a few confirm-mode channels without any lock held across a publish; lapin
-//! pipelines them and matches each confirm to its publish. A supervisor task owns the connection:
+//! pipelines them and matches each confirm to its publish (each channel's publishes queued in the
+//! order lapin numbered them: [`confirmed::SharedChannel`]). A supervisor task owns the connection:
 //! it connects (retrying with backoff), declares the topology, and starts over when the
 //! connection or any channel fails. Meanwhile publishes fail fast with `Unavailable`.
 
@@ -15,7 +16,7 @@ use std::{
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use lapin::{options::ConfirmSelectOptions, types::ShortString, Channel, Connection, Event};
+use lapin::{options::ConfirmSelectOptions, types::ShortString, Connection, Event};
 use tokio::sync::{watch, Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -43,14 +44,14 @@ struct Session {
     /// `host:port` of the node this session reached, for the logs.
     broker: String,
     /// Confirm-mode channels, [`CHANNELS`] of them, so one slow confirm does not hold every publish.
-    channels: Vec<Channel>,
+    channels: Vec<confirmed::SharedChannel>,
     /// Round-robin cursor over `channels`: publishes spread without a lock.
     next: AtomicUsize,
 }
 
 impl Session {
     fn healthy(&self) -> bool {
-        self.connection.status().connected() && self.channels.iter().all(|c| c.status().connected())
+        self.connection.status().connected() && self.channels.iter().all(|c| c.channel.status().connected())
     }
 
     /// Healthy and not blocked by a resource alarm.
@@ -173,7 +174,7 @@ impl Publisher for AmqpPublisher {
         let (body, properties) = convert::into_amqp(message, expiration);
         let publisher = self.clone();
         let publish = async move {
-            let sent = confirmed::send(&session.channels[index], exchange, routing_key, &body, properties).await?;
+            let sent = session.channels[index].send(exchange, routing_key, &body, properties).await?;
             // In lapin's frames now: not kept for the confirm, which can outlast the caller
             // (`SeenThrough`), for as long as a broker slow to confirm takes.
             drop(body);
@@ -207,7 +208,7 @@ async fn open_session(connector: &Connector, topology: &Topology) -> Result<Sess
     for _ in 0..CHANNELS {
         let channel = connection.create_channel().await.map_err(|e| describe(&e))?;
         channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| describe(&e))?;
-        channels.push(channel);
+        channels.push(confirmed::SharedChannel::new(channel));
     }
     topology::declare(&connection, topology)
         .await
