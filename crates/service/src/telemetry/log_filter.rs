@@ -5,7 +5,12 @@
 //! directives, and `EnvFilter` brings a regular-expression engine into the binary and into a
 //! clean build (BENCHMARKS.md, "Clean release build").
 
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+
+/// lapin logs every message the broker returns, body and headers included, as a warning: an
+/// enriched record's transcript would land in the logs. The relay says what it does with a
+/// return itself, without the message, so this target is off whatever `RUST_LOG` asks.
+const RETURNED_MESSAGES: &str = "lapin::returned_messages";
 
 /// The filter the logs are written through, and what was wrong with `RUST_LOG`, if anything.
 pub struct LogFilter {
@@ -21,13 +26,14 @@ impl LogFilter {
 
     fn parse(rust_log: Option<&str>, default_level: &str) -> Self {
         let default = || default_level.parse::<Targets>().expect("a command's default log level is a level name");
-        match rust_log.map(str::trim).filter(|value| !value.is_empty()) {
-            None => Self { targets: default(), unreadable: None },
+        let (targets, unreadable) = match rust_log.map(str::trim).filter(|value| !value.is_empty()) {
+            None => (default(), None),
             Some(value) => match value.parse::<Targets>() {
-                Ok(targets) => Self { targets, unreadable: None },
-                Err(error) => Self { targets: default(), unreadable: Some(format!("{value:?}: {error}")) },
+                Ok(targets) => (targets, None),
+                Err(error) => (default(), Some(format!("{value:?}: {error}"))),
             },
-        }
+        };
+        Self { targets: targets.with_target(RETURNED_MESSAGES, LevelFilter::OFF), unreadable }
     }
 
     /// Says, once logging is installed, that `RUST_LOG` was set but could not be read: the
@@ -71,6 +77,16 @@ mod tests {
         assert!(!enabled(&filter, "lapin::channel", Level::INFO));
         assert!(enabled(&filter, "lapin::channel", Level::WARN));
         assert!(filter.unreadable.is_none());
+    }
+
+    #[test]
+    fn the_messages_lapin_logs_as_returned_are_never_written_whatever_rust_log_asks() {
+        for rust_log in [None, Some("trace"), Some("info,lapin=trace"), Some("lapin::returned_messages=trace")] {
+            let filter = LogFilter::parse(rust_log, "info");
+            assert!(!enabled(&filter, RETURNED_MESSAGES, Level::WARN), "{rust_log:?}");
+        }
+        // lapin's other lines are as asked.
+        assert!(enabled(&LogFilter::parse(Some("lapin=trace"), "info"), "lapin::channel", Level::TRACE));
     }
 
     #[test]
