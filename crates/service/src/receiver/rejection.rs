@@ -64,6 +64,22 @@ impl Rejection {
         }
     }
 
+    /// What the rate limit on "webhook refused" lines tells apart: each kind of refusal, finer than
+    /// [`Self::outcome`], so that a flood of one kind never hides a line of another. Above all, a
+    /// signed event refused (PolyAI does not send it again) is never hidden by bodies anyone can
+    /// send unreadable, nor a spool's disk error by the broker's deadlines.
+    pub fn log_kind(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(reason) => reason.reason(),
+            Self::BadRequest(_) => "verified_body_refused",
+            Self::UnreadableBody(_) => "unreadable_body",
+            Self::Unavailable(_) => "unavailable",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::SpoolFailed(_) => "spool_failed",
+            other => other.outcome(),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,

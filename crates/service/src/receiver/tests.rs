@@ -197,3 +197,25 @@ async fn every_request_gets_the_status_code_of_design_section_3() {
         assert_eq!(said, outcome, "{case}");
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_unreadable_bodies_hides_no_signed_event_refused() {
+    let lines = crate::telemetry::captured::Lines::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(lines.clone()).with_ansi(false).finish();
+    // The test's runtime runs on this thread, and the router with it.
+    let _logging = tracing::subscriber::set_default(subscriber);
+    let router = router_with(Arc::new(Nacks), Duration::from_secs(3));
+    // Anyone can send a body that breaks off: refused, and logged.
+    let broken = futures_util::stream::iter([Err::<bytes::Bytes, _>(std::io::Error::other("reset"))]);
+    let unreadable = Request::post("/polyai-events").body(Body::from_stream(broken)).unwrap();
+    assert_eq!(router.clone().oneshot(unreadable).await.unwrap().status(), 400);
+    // A signed event the relay cannot take: PolyAI will not send it again, so it is always said.
+    let body = r#"{"data":{}}"#;
+    let signed = Request::post("/polyai-events")
+        .header("x-polyai-signature", sign(b"s", None, body.as_bytes()))
+        .body(Body::from(body))
+        .unwrap();
+    assert_eq!(router.oneshot(signed).await.unwrap().status(), 400);
+    let text = lines.text();
+    assert!(text.contains("verified body refused"), "{text}");
+}

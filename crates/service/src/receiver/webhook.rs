@@ -108,7 +108,7 @@ pub async fn receive(State(route): State<Route>, request: Request) -> Response {
                         .increment(1)
                 });
             }
-            if let Some(unsaid) = endpoint.refusals.admit(rejection.outcome()) {
+            if let Some(unsaid) = endpoint.refusals.admit(rejection.log_kind()) {
                 // `unsaid`: refusals of this kind since the last such line, not logged one by one.
                 tracing::warn!(error = %rejection, elapsed_ms, unsaid, "webhook refused");
             }
