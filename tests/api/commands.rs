@@ -117,7 +117,8 @@ async fn register_creates_lists_and_rotates_endpoints_and_explains_the_limit() {
     let first = secret_of(&stdout);
     assert!(!first.is_empty());
     assert!(stdout.contains("shows it only once"));
-    let id = stdout.split_whitespace().nth(2).unwrap().to_owned();
+    let registered = stdout.lines().find_map(|l| l.strip_prefix("registered endpoint ")).expect("the id");
+    let id = registered.split_whitespace().next().unwrap().to_owned();
 
     let (code, stdout, _) = register(&base, &["--list"]).await;
     assert_eq!(code, Some(0));
@@ -135,6 +136,36 @@ async fn register_creates_lists_and_rotates_endpoints_and_explains_the_limit() {
     let (code, _, stderr) = register(&base, &["--url", "https://one-too-many.example.com/"]).await;
     assert_eq!(code, Some(1));
     assert!(stderr.contains("409") && stderr.contains("10 webhook endpoints"), "{stderr}");
+}
+
+/// The relay has a route for its path only: a bare base gets the path, a trailing slash is
+/// dropped. Either left as given, every delivery would get a 404, which PolyAI does not retry.
+#[tokio::test]
+async fn register_sends_the_url_the_relay_receives_webhooks_on() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock = MockApi::start(MockConfig::default(), listener, CancellationToken::new()).await.unwrap();
+    let base = mock.base_url();
+    for url in ["https://bare.example.com", "https://slash.example.com/polyai-events/"] {
+        let (code, stdout, stderr) = register(&base, &["--url", url]).await;
+        assert_eq!(code, Some(0), "{stdout}{stderr}");
+    }
+    let mut command = relay_command(&["register", "--url", "https://own.example.com/"]);
+    command
+        .env("POLYAI_PLATFORM_URL", &base)
+        .env("POLYAI_PLATFORM_API_KEY", "mock-api-key")
+        .env("RELAY_PATH", "/hooks/polyai");
+    let output = command.output().await.expect("binary runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let (code, stdout, _) = register(&base, &["--list"]).await;
+    assert_eq!(code, Some(0));
+    for url in [
+        "https://bare.example.com/polyai-events ",
+        "https://slash.example.com/polyai-events ",
+        "https://own.example.com/hooks/polyai ",
+    ] {
+        assert!(stdout.contains(url), "{url} missing:\n{stdout}");
+    }
 }
 
 #[tokio::test]
@@ -170,6 +201,18 @@ async fn register_falls_back_to_the_quickstart_path_when_the_reference_path_is_m
     assert_eq!(body["url"], "https://relay.example.com/hooks");
     assert_eq!(body["description"], "prod");
     assert_eq!(body["events"], json!(["conversation.completed", "handoff.created"]));
+}
+
+#[tokio::test]
+async fn register_fails_on_an_answer_that_names_no_endpoint() {
+    let app = Router::new().route("/v1/webhook-endpoints", post(|| async { (StatusCode::CREATED, "<html>ok</html>") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (code, stdout, stderr) = register(&base, &["--url", "https://relay.example.com/polyai-events"]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("without the new endpoint's id") && stderr.contains("register --list"), "{stderr}");
+    assert!(!stdout.contains("registered endpoint"), "{stdout}");
 }
 
 /// A new secret exists only in `register`'s output: one that cannot be written there (the reader

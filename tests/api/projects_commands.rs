@@ -110,7 +110,7 @@ async fn register_uses_the_projects_platform_key_and_registers_its_path() {
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains(
-            "project `acme-us` receives its webhooks on /polyai-events/acme-us: registering https://relay.example.com/polyai-events/acme-us"
+            "project `acme-us`'s path is `/polyai-events/acme-us`: registering https://relay.example.com/polyai-events/acme-us"
         ),
         "{stdout}"
     );
@@ -135,6 +135,29 @@ async fn register_uses_the_projects_platform_key_and_registers_its_path() {
         run(&projects, &["register", "--project", UK, "--url", "https://relay.example.com/polyai-events"], &[]).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("is not project `acme-uk`'s path `/polyai-events/acme-uk`"), "{stderr}");
+}
+
+/// A trailing slash would be a path the relay has no route for: every delivery a 404, which
+/// PolyAI does not retry. And the endpoint subscribes to the types the project forwards.
+#[tokio::test]
+async fn register_drops_a_trailing_slash_and_subscribes_to_the_projects_events() {
+    let projects = TwoProjects::start().await;
+    projects.write(|text| {
+        text.replace(
+            &format!("name = \"{US}\"\n"),
+            &format!("name = \"{US}\"\nevents = [\"conversation.completed\"]\n"),
+        )
+    });
+    let url = "https://relay.example.com/polyai-events/acme-us/";
+    let (code, stdout, stderr) = run(&projects, &["register", "--project", US, "--url", url], &[]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    let (code, stdout, _) = run(&projects, &["register", "--project", US, "--list"], &[]).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(
+        stdout.contains("  https://relay.example.com/polyai-events/acme-us  conversation.completed\n"),
+        "no slash, and only the project's type: {stdout}"
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::stdout;
 use crate::{
-    config::{parse_list, PlatformArgs, ProjectChoice, ProjectEntry},
+    config::{defaults, parse_list, EventTypes, PlatformArgs, ProjectChoice, ProjectEntry},
     polyai::{advice, ApiError, EndpointClient, NewEndpoint},
 };
 
@@ -19,9 +19,10 @@ pub struct RegisterArgs {
     /// (`https://relay.example.com`) is enough: the project's path is added.
     #[arg(long)]
     url: Option<String>,
-    /// Event types to subscribe to (comma-separated).
-    #[arg(long, default_value = "conversation.completed,handoff.created")]
-    events: String,
+    /// Event types to subscribe to (comma-separated) [default: the project's `events`, else
+    /// conversation.completed,handoff.created].
+    #[arg(long)]
+    events: Option<String>,
     /// A name for the endpoint.
     #[arg(long, default_value = "polyai-relay")]
     name: String,
@@ -31,6 +32,10 @@ pub struct RegisterArgs {
     /// Rotate the signing secret of this endpoint id instead.
     #[arg(long, value_name = "ID")]
     rotate: Option<String>,
+    /// The path the relay receives one project's webhooks on (as `run` reads it), added to a bare
+    /// `--url`. A projects file gives each project its own.
+    #[arg(long = "relay-path", env = "RELAY_PATH", hide = true)]
+    relay_path: Option<String>,
     #[command(flatten)]
     choice: ProjectChoice,
     #[command(flatten)]
@@ -68,6 +73,14 @@ impl Names {
         }
     }
 
+    /// Whose webhook path the relay receives these webhooks on.
+    fn route(&self) -> String {
+        match &self.project {
+            None => "the relay's webhook path (RELAY_PATH)".into(),
+            Some(entry) => format!("project `{}`'s path", entry.name),
+        }
+    }
+
     /// `register`, with the `--project` a later command needs to reach the same project.
     fn command(&self) -> String {
         match &self.project {
@@ -102,30 +115,33 @@ fn print_secret(secret: &SecretString, id: &str, names: &Names) -> anyhow::Resul
     })
 }
 
-/// The URL to register: https only (PolyAI delivers only over TLS), and for a project of the
-/// file, its path: added to a bare base, and a warning when another path is given (only a proxy
-/// that rewrites paths would bring PolyAI's posts to the project's path then).
-fn endpoint_url(url: &str, project: Option<&ProjectEntry>) -> anyhow::Result<String> {
+/// The event types subscribed to when neither `--events` nor the project names them.
+const DEFAULT_EVENTS: &str = "conversation.completed,handoff.created";
+
+/// The URL to register: https only (PolyAI delivers only over TLS), and on the path the relay
+/// receives these webhooks on (`route`): added to a bare base, a trailing slash dropped (the
+/// relay's route has none, and PolyAI does not retry the 404 every delivery would get), and a
+/// warning when another path is given (only a proxy that rewrites paths would bring PolyAI's posts
+/// to the route then).
+fn endpoint_url(url: &str, route: &str, names: &Names) -> anyhow::Result<String> {
     let mut parsed = url::Url::parse(url).map_err(|e| anyhow::anyhow!("--url `{url}` is not a URL ({e})"))?;
     anyhow::ensure!(
         parsed.scheme() == "https",
         "--url must be an https:// URL: PolyAI delivers webhooks only over TLS"
     );
-    let Some(entry) = project else { return Ok(url.to_owned()) };
-    if parsed.path() == "/" {
-        parsed.set_path(&entry.path);
-    } else if !parsed.path().trim_end_matches('/').ends_with(&entry.path) {
+    let given = parsed.path().trim_end_matches('/').to_owned();
+    if given.is_empty() {
+        parsed.set_path(route);
+    } else if given.ends_with(route) {
+        parsed.set_path(&given);
+    } else {
         eprintln!(
-            "! --url's path `{}` is not project `{}`'s path `{}`: the relay verifies this project's webhooks on that path only; give the public base (https://host) and `register` adds it",
+            "! --url's path `{}` is not {} `{route}`: the relay verifies these webhooks on that path only; give the public base (https://host) and `register` adds it",
             parsed.path(),
-            entry.name,
-            entry.path
+            names.route()
         );
     }
-    stdout::line(format_args!(
-        "project `{}` receives its webhooks on {}: registering {parsed}",
-        entry.name, entry.path
-    ));
+    stdout::line(format_args!("{} is `{route}`: registering {parsed}", names.route()));
     Ok(parsed.to_string())
 }
 
@@ -135,7 +151,11 @@ impl RegisterArgs {
         let names = Names { project: chosen.one("register")?.cloned() };
         let project = names.project.as_ref();
         // Checked before anything is sent.
-        let url = self.url.as_deref().map(|url| endpoint_url(url, project)).transpose()?;
+        let route = match project {
+            Some(entry) => entry.path.clone(),
+            None => self.relay_path.clone().unwrap_or_else(|| defaults::PATH.to_owned()),
+        };
+        let url = self.url.as_deref().map(|url| endpoint_url(url, &route, &names)).transpose()?;
         let client = EndpointClient::new(&self.platform.chosen(project, WHY)?)?;
         if self.list {
             let endpoints = client.list().await.map_err(|e| explain(e, &names))?;
@@ -167,10 +187,26 @@ impl RegisterArgs {
         let endpoint = NewEndpoint {
             name: self.name.clone(),
             url: url.unwrap_or_default(),
-            event_types: parse_list(&self.events),
+            event_types: match (&self.events, project.and_then(|entry| entry.events.as_ref())) {
+                (Some(events), _) => parse_list(events),
+                (None, Some(EventTypes::Only(types))) => types.clone(),
+                (None, _) => parse_list(DEFAULT_EVENTS),
+            },
         };
         anyhow::ensure!(!endpoint.event_types.is_empty(), "--events is empty");
         let registered = client.create(&endpoint).await.map_err(|e| explain(e, &names))?;
+        if registered.id.is_empty() {
+            // An answer that is not the documented JSON (a proxy's page, say): the endpoint may
+            // exist all the same, and a second run would make another.
+            if let Some(secret) = &registered.signing_secret {
+                print_secret(secret, "the new endpoint", &names)?;
+            }
+            anyhow::bail!(
+                "PolyAI answered the registration (via {}) without the new endpoint's id, so whether it exists is unknown: `{} --list` shows the account's endpoints before you run this again",
+                registered.path,
+                names.command()
+            );
+        }
         stdout::line(format_args!("registered endpoint {} (via {})", registered.id, registered.path));
         match &registered.signing_secret {
             Some(secret) => {
