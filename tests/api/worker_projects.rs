@@ -204,16 +204,32 @@ both_backends! {
         assert_eq!(app.queue.dead_count().await, 0);
     }
 
-    async fn an_event_naming_a_project_not_served_is_dead_lettered_at_once(backend: Backend) {
-        let app = spawn_app_with(driven(backend)).await;
+    async fn an_event_naming_a_project_not_served_waits_then_is_dead_lettered(backend: Backend) {
+        // A project the receivers serve before the workers do (a roll of one, then the other):
+        // its events wait like failed calls, and become dead letters once their attempts are spent.
+        let app = spawn_app_with(Options { max_attempts: 2, ..driven(backend) }).await;
         publish(&app, Some("acme-fr"), "CAfr").await;
+        assert_eq!(app.process_next(1).await, [Settle::Ack]);
+        assert_eq!(app.queue.dead_count().await, 0, "not dead-lettered at once");
+        // The label is a fixed word: a header's value never becomes one.
+        assert_eq!(app.metric(r#"relay_worker_retries_total{project="unknown",reason="unknown_project"}"#).await, 1.0);
+        // Back from the delay queue, with its attempts spent.
         assert_eq!(app.process_next(1).await, [Settle::Ack]);
         let dead = app.next_dead_letter().await;
         let error = dead.error.unwrap();
         assert!(error.contains("`acme-fr`") && error.contains("does not serve"), "{error}");
-        assert_eq!(dead.attempts.as_deref(), Some("0"), "never fetched");
-        assert!(app.polyai.requests().is_empty());
-        // The label is a fixed word: a header's value never becomes one.
+        assert_eq!(dead.attempts.as_deref(), Some("2"));
+        assert!(app.polyai.requests().is_empty(), "never fetched");
         assert_eq!(app.metric(r#"relay_dead_letters_total{project="unknown",reason="unknown_project"}"#).await, 1.0);
+    }
+
+    async fn an_event_of_the_project_before_the_file_belongs_to_the_first(backend: Backend) {
+        // `default` is the one project of a relay without a projects file: its events still in
+        // the queues when the relay moves to a file belong to the first project.
+        let app = spawn_app_with(driven(backend)).await;
+        publish(&app, Some("default"), "CAbefore").await;
+        assert_eq!(app.process_next(1).await, [Settle::Ack]);
+        assert_eq!(records_of(&app, FIRST_PROJECT, 1).await, HashSet::from(["CAbefore".to_owned()]));
+        assert_eq!(app.queue.dead_count().await, 0);
     }
 }

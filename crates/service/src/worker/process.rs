@@ -35,11 +35,17 @@ impl Worker {
         let attempts = message.attempts();
         let project = match self.projects.of(message) {
             Ok(project) => project.clone(),
-            // It can never be fetched: no key of this relay belongs to it.
+            // No key of this worker belongs to it, yet: the receivers and the workers are rolled
+            // out one after the other when a project is added. It waits like a failed call, and
+            // is dead-lettered (never fetched) once its attempts are spent.
             Err(unknown) => {
-                return self
-                    .dead_letter(message, UNKNOWN_LABEL, attempts, "unknown_project", &unknown.to_string())
-                    .await
+                let attempts = attempts + 1;
+                if self.policy.gives_up(attempts) {
+                    let error = unknown.to_string();
+                    return self.dead_letter(message, UNKNOWN_LABEL, attempts, "unknown_project", &error).await;
+                }
+                let delay = self.policy.backoff(attempts);
+                return self.retry(message, UNKNOWN_LABEL, attempts, delay, "unknown_project", &unknown).await;
             }
         };
         let span = tracing::Span::current();

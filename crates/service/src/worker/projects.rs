@@ -1,12 +1,13 @@
 //! The projects a worker fetches for (design §12), each with its own client (key, ids, host), its
 //! own pace of calls and its own memory of what it said once. An event picks its project by its
-//! `x-relay-project` header; without one, it belongs to the first.
+//! `x-relay-project` header; without one, or naming `default` (the one project of a relay without
+//! a projects file) when no project is called so, it belongs to the first.
 
 use std::sync::{atomic::AtomicBool, Arc};
 
 use super::Throttle;
 use crate::{
-    config::{ApiSettings, ProjectName},
+    config::{ApiSettings, ProjectName, DEFAULT_PROJECT},
     polyai::PolyaiClient,
     queue::{headers, Message},
 };
@@ -37,11 +38,13 @@ impl Project {
     }
 }
 
-/// An event names a project the worker does not serve: it can never be fetched.
+/// An event names a project the worker does not serve: no key of this worker can fetch it. The
+/// receivers may serve it already (one rolled out before the other), so it waits like a failed
+/// call before it is dead-lettered.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "x-relay-project names project `{0}`, which this relay does not serve; \
-     once it is configured again (RELAY_PROJECTS_FILE), `polyai-relay dead replay` sends the event back"
+    "x-relay-project names project `{0}`, which this worker does not serve; \
+     once it is configured (RELAY_PROJECTS_FILE), `polyai-relay dead replay` sends the event back"
 )]
 pub struct UnknownProject(String);
 
@@ -67,14 +70,16 @@ impl Projects {
     }
 
     /// The project `message` belongs to: the one its header names, else the first.
+    ///
+    /// `default` names the one project of a relay without a projects file. A relay moved to a
+    /// file still holds such events (its backlog, its delay queues, its spool): they belong to
+    /// the first project, as events from before projects do, unless a project is called so.
     pub fn of(&self, message: &Message) -> Result<&Arc<Project>, UnknownProject> {
-        match message.header(headers::PROJECT) {
-            None => Ok(&self.0[0]),
-            Some(name) => self
-                .0
-                .iter()
-                .find(|project| project.name.as_str() == name)
-                .ok_or_else(|| UnknownProject(name.chars().take(QUOTED_NAME_MAX).collect())),
+        let Some(name) = message.header(headers::PROJECT) else { return Ok(&self.0[0]) };
+        match self.0.iter().find(|project| project.name.as_str() == name) {
+            Some(project) => Ok(project),
+            None if name == DEFAULT_PROJECT => Ok(&self.0[0]),
+            None => Err(UnknownProject(name.chars().take(QUOTED_NAME_MAX).collect())),
         }
     }
 
@@ -120,6 +125,10 @@ mod tests {
         let projects = Projects::new(&[settings("acme-uk"), settings("acme-us")], None).unwrap();
         assert_eq!(projects.of(&event(None)).unwrap().name.as_str(), "acme-uk");
         assert_eq!(projects.of(&event(Some("acme-us"))).unwrap().name.as_str(), "acme-us");
+        // From before the projects file: the one project it had.
+        assert_eq!(projects.of(&event(Some("default"))).unwrap().name.as_str(), "acme-uk");
+        let with_default = Projects::new(&[settings("acme-uk"), settings("default")], None).unwrap();
+        assert_eq!(with_default.of(&event(Some("default"))).unwrap().name.as_str(), "default");
         let unknown = projects.of(&event(Some("acme-fr"))).err().unwrap().to_string();
         assert!(unknown.contains("`acme-fr`") && unknown.contains("does not serve"), "{unknown}");
         let long = "x".repeat(500);
