@@ -114,8 +114,9 @@ pub enum Pem {
 /// Reads a PEM file named by `variable` and checks it holds what it should, failing with one
 /// line that names the variable (never the key's content).
 pub fn read_pem(variable: &'static str, path: &Path, holds: Pem) -> Result<Vec<u8>, ConfigError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| ConfigError::new(variable, format!("{variable}: cannot read {}: {}", path.display(), e.kind())))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        ConfigError::new(variable, format!("{variable}: cannot read {}: {}", super::secret::shown(path), e.kind()))
+    })?;
     let usable = match holds {
         Pem::Certificates => {
             let certificates: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();

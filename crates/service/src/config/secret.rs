@@ -45,12 +45,21 @@ pub fn resolve(
 /// never holds the file's content. An empty secret is refused.
 pub fn read_file(label: &str, path: &Path) -> Result<SecretString, ConfigError> {
     let content = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new("", format!("{label}: cannot read {}: {}", path.display(), e.kind())))?;
+        .map_err(|e| ConfigError::new("", format!("{label}: cannot read {}: {}", shown(path), e.kind())))?;
     let secret = SecretString::from(without_line_end(&content));
     if secret.expose_secret().trim().is_empty() {
         return Err(ConfigError::new("", format!("{label}: {} is empty", path.display())));
     }
     Ok(secret)
+}
+
+/// A path that could not be read, as an error shows it. A secret or key pasted where its file's
+/// path belongs is read as a path: shown only when its directory exists, so that it is a path.
+pub(super) fn shown(path: &Path) -> String {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && dir.is_dir() => path.display().to_string(),
+        _ => "the file it names (not shown: no such directory, so it may be a secret pasted in its place)".into(),
+    }
 }
 
 /// Like [`resolve`], for a secret the command cannot run without.
@@ -104,6 +113,19 @@ mod tests {
 
         let missing = resolve("POLYAI_API_KEY", None, Some(Path::new("/nonexistent/hunter2"))).unwrap_err();
         assert!(missing.to_string().contains("POLYAI_API_KEY_FILE"));
+
+        // A secret given where its file belongs is never shown as the file's name.
+        let pasted = resolve("POLYAI_API_KEY", None, Some(Path::new("whsec_live_abc123"))).unwrap_err().to_string();
+        assert!(
+            pasted.contains("POLYAI_API_KEY_FILE: cannot read the file it names") && !pasted.contains("whsec_live"),
+            "{pasted}"
+        );
+        let slashed = resolve("POLYAI_API_KEY", None, Some(Path::new("whsec_ab/cd+ef="))).unwrap_err().to_string();
+        assert!(!slashed.contains("whsec_ab"), "{slashed}");
+        // A path is shown: it tells the operator which file is missing.
+        let absent = std::env::temp_dir().join("relay-absent-secret");
+        let path = resolve("POLYAI_API_KEY", None, Some(&absent)).unwrap_err().to_string();
+        assert!(path.contains(&absent.display().to_string()), "{path}");
 
         let blank = resolve("POLYAI_API_KEY", Some(&SecretString::from("  ")), None).unwrap_err();
         assert!(blank.to_string().contains("empty"));
