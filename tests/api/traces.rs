@@ -275,6 +275,17 @@ async fn with_traces_off_no_exporter_runs_and_no_trace_context_is_written() {
 }
 
 #[tokio::test]
+async fn an_endpoint_the_exporter_cannot_use_is_reported_without_its_credentials() {
+    // From a file-made Kubernetes secret: the line end makes it no URL.
+    let endpoint = "http://relay:s3cr3t-otlp@collector.example:4318\n";
+    let app = Traced::start_with(Backend::Amqp, false, &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)]).await;
+    let logs = app.relay.logs();
+    assert!(logs.contains("traces are off") && logs.contains("OTEL_EXPORTER_OTLP_ENDPOINT is not valid"), "{logs}");
+    assert!(!logs.contains("s3cr3t"), "{logs}");
+    assert_eq!(exporter_threads(&app.relay), 0);
+}
+
+#[tokio::test]
 async fn log_lines_keep_the_event_span_when_traces_are_on() {
     // Debug logs of the HTTP client are written inside the trace-only `fetch` span.
     let app = Traced::start_with(Backend::Amqp, true, &[("RUST_LOG", "info,hyper_util=debug")]).await;

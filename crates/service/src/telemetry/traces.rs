@@ -96,6 +96,7 @@ pub fn init(format: LogFormat, logs: Targets) -> Option<Traces> {
         Ok(provider) => provider,
         Err(error) => {
             let _ = tracing_subscriber::registry().with(super::log_layer(format).with_filter(logs)).try_init();
+            let error = described(&error);
             tracing::error!(%error, "traces are off: the OTLP exporter could not be built");
             return None;
         }
@@ -121,6 +122,18 @@ pub fn init(format: LogFormat, logs: Targets) -> Option<Traces> {
     ENABLED.store(true, Ordering::Relaxed);
     tracing::info!("exporting traces over OTLP/HTTP");
     Some(Traces { provider })
+}
+
+/// Why the exporter could not be built, without the value the library quotes: an endpoint can
+/// carry credentials (`https://user:key@collector`), and its error quotes it whole.
+fn described(error: &opentelemetry_otlp::ExporterBuildError) -> String {
+    match error {
+        opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(message) => {
+            let setting = message.split_once(':').map_or("a setting", |(setting, _)| setting);
+            format!("{setting} is not valid (its value is not shown: it can hold credentials)")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// What is exported: the relay's own spans and events, whatever `RUST_LOG` says for the logs.
