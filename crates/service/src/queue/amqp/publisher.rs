@@ -221,6 +221,22 @@ fn set_ready(shared: &Shared, ready: bool) {
     shared.ready.send_if_modified(|current| std::mem::replace(current, ready) != ready);
 }
 
+/// A session lost sooner than this after it opened counts as a failure to connect.
+const STABLE: Duration = Duration::from_secs(10);
+
+/// How long to wait before opening a new session, the last having lived `lived`: at once after a
+/// session that lasted, else as after `failures` failures to connect. A session the broker kills
+/// at once, each time (a publish refused for want of the write permission closes its channel), is
+/// otherwise rebuilt, its topology declared again, as fast as webhooks come.
+fn wait_after_loss(lived: Duration, failures: &mut u32) -> Option<Duration> {
+    if lived >= STABLE {
+        *failures = 0;
+        return None;
+    }
+    *failures = failures.saturating_add(1);
+    Some(RECONNECT.delay(*failures))
+}
+
 /// Keeps one healthy session published in `shared`, forever or until shutdown.
 async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut failures = 0u32;
@@ -233,7 +249,7 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
         };
         match opened {
             Ok(session) => {
-                failures = 0;
+                let opened_at = tokio::time::Instant::now();
                 shared.failure.send_replace(None);
                 let session = Arc::new(session);
                 let mut events = session.connection.events_listener();
@@ -297,6 +313,12 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                 set_ready(&shared, false);
                 let _ = session.connection.close(200, "reconnecting".into()).await;
                 tracing::warn!(broker = %session.broker, "broker connection lost; publishes answer 503 until it is back");
+                if let Some(delay) = wait_after_loss(opened_at.elapsed(), &mut failures) {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
             }
             Err(error) => {
                 shared.failure.send_replace(Some(error.clone()));
@@ -311,5 +333,24 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_lost_at_once_waits_longer_each_time_and_one_that_lasted_not_at_all() {
+        let mut failures = 0;
+        for lost in 1..=12u32 {
+            let wait = wait_after_loss(Duration::from_millis(20), &mut failures).expect("a wait");
+            assert_eq!(failures, lost);
+            let ceiling = RECONNECT.ceiling(lost);
+            assert!(wait >= ceiling / 2 && wait <= ceiling, "{wait:?} after {lost}");
+        }
+        assert_eq!(RECONNECT.ceiling(12), RECONNECT.ceiling(u32::MAX), "by then at the cap");
+        assert_eq!(wait_after_loss(STABLE, &mut failures), None);
+        assert_eq!(failures, 0, "a session that lasted starts the count over");
     }
 }
