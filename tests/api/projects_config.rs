@@ -73,6 +73,26 @@ async fn duplicate_names_and_paths_name_the_project() {
 }
 
 #[tokio::test]
+async fn two_projects_with_one_webhook_secret_are_refused() {
+    let projects = Projects::new();
+    let us = UK.replace("acme-uk", "acme-us").replace("PROJECT-UK", "PROJECT-US").replace("uk-key", "us-key");
+    // A block copied, its secret file left as it was.
+    let copied = projects.write(&format!("{UK}{us}"));
+    refused("serve", &copied, &[], &["project `acme-us`: its webhook secret is project `acme-uk`'s too"]).await;
+    // The same secret in two files, or as one's previous secret, likewise.
+    std::fs::write(projects.dir.0.join("us-webhook"), "secret-of-uk-webhook\n").unwrap();
+    let two_files = projects.write(&format!("{UK}{}", us.replace("uk-webhook", "us-webhook")));
+    refused("serve", &two_files, &[], &["project `acme-us`: its webhook secret is project `acme-uk`'s too"]).await;
+    std::fs::write(projects.dir.0.join("us-webhook"), "secret-of-us-webhook\n").unwrap();
+    let previous = us.replace(
+        "webhook_secret_file = \"{dir}/uk-webhook\"",
+        "webhook_secret_file = \"{dir}/us-webhook\"\nwebhook_secret_previous_file = \"{dir}/uk-webhook\"",
+    );
+    let file = projects.write(&format!("{UK}{previous}"));
+    refused("serve", &file, &[], &["project `acme-us`: its webhook secret is project `acme-uk`'s too"]).await;
+}
+
+#[tokio::test]
 async fn a_missing_secret_file_names_the_project_and_the_field_but_never_a_secret() {
     let projects = Projects::new();
     let file = projects.write(&UK.replace("uk-webhook", "absent-webhook"));
