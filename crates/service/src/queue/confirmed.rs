@@ -13,9 +13,6 @@ const BETWEEN_ATTEMPTS: Backoff = Backoff::new(Duration::from_millis(100), Durat
 /// Publishes `message` until the queue confirms it. Gives up, with the last error, once the
 /// next attempt would start after `patience`, or at `shutdown`: the caller then keeps the
 /// message elsewhere (back in its queue, or a checkpoint to resume from) rather than hold it.
-/// An attempt the broker does not answer by then (a quorum queue without a majority confirms
-/// nothing, on a connection that stays up) is given up too, with [`PublishError::Timeout`]: a
-/// confirm that still comes makes a copy, which consumers dedupe on the message id.
 /// A permanent error (a message over the broker's limit) is returned at once: waiting changes
 /// nothing, and the caller has to do something else with the message.
 pub async fn publish_until_confirmed(
@@ -28,11 +25,10 @@ pub async fn publish_until_confirmed(
     let deadline = tokio::time::Instant::now() + patience;
     let mut failures = 0;
     loop {
-        let error = match tokio::time::timeout_at(deadline, publisher.publish(to, message.clone())).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(error)) if error.is_permanent() => return Err(error),
-            Ok(Err(error)) => error,
-            Err(_) => return Err(PublishError::Timeout),
+        let error = match publisher.publish(to, message.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_permanent() => return Err(error),
+            Err(error) => error,
         };
         tracing::warn!(%error, destination = to.label(), "publish failed");
         failures += 1;
@@ -125,35 +121,6 @@ mod tests {
         assert!(matches!(sent.await, Err(PublishError::TooLarge { size: 2, limit: 1 })));
         assert_eq!(publisher.calls.load(Ordering::Relaxed), 1);
         assert_eq!(started.elapsed(), Duration::ZERO);
-    }
-
-    /// Takes every message and never confirms it.
-    struct NeverConfirms;
-
-    #[async_trait]
-    impl Publisher for NeverConfirms {
-        async fn publish(&self, _: Destination, _: Message) -> Result<(), PublishError> {
-            std::future::pending().await
-        }
-        fn is_ready(&self) -> bool {
-            true
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_confirm_that_never_comes_is_given_up_at_the_patience() {
-        let never = CancellationToken::new();
-        let started = tokio::time::Instant::now();
-        let message = Message::sample();
-        let sent = publish_until_confirmed(
-            &NeverConfirms,
-            Destination::Conversations,
-            &message,
-            Duration::from_secs(30),
-            &never,
-        );
-        assert!(matches!(sent.await, Err(PublishError::Timeout)));
-        assert_eq!(started.elapsed(), Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]
