@@ -13,6 +13,8 @@ use axum::{
 
 use lapin::{options::BasicPublishOptions, types::FieldTable, BasicProperties};
 use polyai_relay::{config::EventTypes, telemetry::trace_context};
+use polyai_relay_devtools::sender::{signed_post, SendScheme};
+use secrecy::SecretString;
 
 use crate::{
     backend::{Backend, TestQueue},
@@ -193,6 +195,26 @@ async fn no_secret_or_body_appears_in_any_span() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_request_whose_signature_does_not_match_leaves_no_span() {
+    let app = Traced::start(Backend::Amqp).await;
+    let (client, url) = (http(), app.relay.url("/polyai-events"));
+    // Anyone's requests: unsigned, and signed with a key that is not the secret.
+    let unsigned = client.post(&url).body(completed("CAunsigned")).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let wrong_key = SecretString::from("whsec_not_the_secret");
+    let forged = signed_post(&client, &url, &wrong_key, SendScheme::Timestamped, "evt-forged", completed("CAforged"));
+    assert_eq!(forged.send().await.unwrap().status(), 401);
+    // Then PolyAI's. Spans are exported in the order they end: theirs would be in by now.
+    app.post("evt-signed").await;
+    app.queue.next_record().await;
+    let spans = app.trace_ending("enriched").await;
+    let webhooks = named(&spans, "webhook"); eprintln!("SPANS {:?}", app.collector.spans().iter().map(|s| (&s.name, &s.attributes)).collect::<Vec<_>>()); eprintln!("LOGS {}", app.relay.logs());
+    assert_eq!(webhooks.len(), 1, "the signed webhook's only: {webhooks:#?}");
+    assert_eq!(named(&spans, "verify").len(), 1, "{spans:#?}");
+    assert_eq!(webhooks[0].attribute("event_id"), Some("evt-signed"));
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod json_fields;
 mod json_lines;
 mod kept;
 mod log_filter;
+mod signed_only;
 mod timestamp;
 pub mod trace_context;
 pub mod traces;

@@ -134,11 +134,12 @@ async fn handle(
         timestamp: header_bytes(headers, &TIMESTAMP),
     };
     let now = unix_now();
-    let verified = {
-        let _verify = trace_span!("verify").entered();
-        endpoint.verifier.verify(unverified, now as i64)
-    }
-    .map_err(Rejection::Unauthorized)?;
+    let verify = trace_span!("verify");
+    let verified =
+        verify.in_scope(|| endpoint.verifier.verify(unverified, now as i64)).map_err(Rejection::Unauthorized)?;
+    // A webhook's spans from here: an unsigned request's are not exported.
+    traces::mark_verified(&[&verify, &tracing::Span::current()]);
+    drop(verify);
     // PolyAI's from here: its connection is not evicted to make room for another (design §10).
     // Without a guard the request did not come through the listener (a router driven directly).
     if connection.is_some_and(|connection| !connection.protect()) {

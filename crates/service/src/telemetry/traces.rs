@@ -13,7 +13,10 @@ use std::{
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{SpanExporter, WithExportConfig, WithHttpConfig};
-use opentelemetry_sdk::{trace::SdkTracerProvider, Resource};
+use opentelemetry_sdk::{
+    trace::{BatchSpanProcessor, SdkTracerProvider},
+    Resource,
+};
 use tracing::{level_filters::LevelFilter, Metadata};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{
@@ -23,6 +26,7 @@ use tracing_subscriber::{
     Layer,
 };
 
+use super::signed_only::SignedOnly;
 use crate::config::LogFormat;
 
 /// Target of the spans that exist only for traces (verify, publish, fetch, audio, ack). They are
@@ -62,6 +66,16 @@ pub(crate) use trace_span;
 pub fn set_attribute(span: &tracing::Span, key: &'static str, value: &str) {
     if enabled() {
         span.set_attribute(key, value.to_owned());
+    }
+}
+
+/// Marks `spans` as those of a request whose signature matched: a request's spans without the
+/// mark are not exported ([`super::signed_only`]). Nothing when traces are off.
+pub fn mark_verified(spans: &[&tracing::Span]) {
+    if enabled() {
+        for span in spans {
+            span.set_attribute(super::signed_only::VERIFIED, true);
+        }
     }
 }
 
@@ -157,7 +171,8 @@ fn provider() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildErro
     }
     // The batch processor exports from a thread of its own, every OTEL_BSP_SCHEDULE_DELAY (5 s)
     // or sooner when a batch fills; a full queue drops spans rather than slowing webhooks.
-    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+    let batch = BatchSpanProcessor::builder(exporter).build();
+    Ok(SdkTracerProvider::builder().with_span_processor(SignedOnly::new(batch)).with_resource(resource.build()).build())
 }
 
 /// The exporter's HTTP client: the blocking reqwest client the exporter would build for itself,
