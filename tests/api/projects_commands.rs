@@ -54,6 +54,15 @@ async fn check_checks_every_project_and_fails_naming_the_one_whose_key_is_refuse
 }
 
 #[tokio::test]
+async fn check_fails_on_two_projects_holding_one_webhook_secret_as_serve_would() {
+    let projects = TwoProjects::start().await;
+    projects.write(|text| text.replace("{dir}/us-webhook", "{dir}/uk-webhook"));
+    let (code, stdout, stderr) = run(&projects, &["check"], &[]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("✗ project `acme-us`: its webhook secret is project `acme-uk`'s too"), "{stdout}");
+}
+
+#[tokio::test]
 async fn check_fails_on_an_unreadable_secret_file_an_unknown_project_and_a_variable_beside_the_file() {
     let projects = TwoProjects::start().await;
     projects.write(|text| text.replace("{dir}/us-webhook", "{dir}/absent-webhook"));

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use clap::Args;
+use secrecy::SecretString;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -80,8 +81,15 @@ impl CheckArgs {
             },
             Ok(Chosen::File(entries)) => {
                 lines.extend(self.refusals());
+                let mut held = Vec::new();
                 for entry in entries {
-                    lines.extend(self.project(entry).await?);
+                    let (project_lines, secrets) = self.project(entry).await?;
+                    lines.extend(project_lines);
+                    held.push((&entry.name, secrets));
+                }
+                let held: Vec<_> = held.iter().map(|(name, secrets)| (*name, secrets.iter().collect())).collect();
+                if let Err(error) = secret::refuse_shared(&held) {
+                    lines.push(Line::Fail(error.to_string()));
                 }
             }
             Err(_) => {}
@@ -127,8 +135,9 @@ impl CheckArgs {
             .collect()
     }
 
-    /// The checks of one project of the file: its secret files, its API settings, its key.
-    async fn project(&self, entry: &ProjectEntry) -> anyhow::Result<Vec<Line>> {
+    /// The checks of one project of the file: its secret files, its API settings, its key; with
+    /// the webhook secrets it read, which no other project may hold.
+    async fn project(&self, entry: &ProjectEntry) -> anyhow::Result<(Vec<Line>, Vec<SecretString>)> {
         let prefix = format!("project `{}`: ", entry.name);
         let mut lines = Vec::new();
         if entry.webhook_secret_file.is_none() {
@@ -142,11 +151,17 @@ impl CheckArgs {
             ("webhook_secret_previous_file", &entry.webhook_secret_previous_file),
             ("platform_api_key_file", &entry.platform_api_key_file),
         ];
+        let mut webhook_secrets = Vec::new();
         for (field, path) in files {
             let Some(path) = path else { continue };
             // The error names the project and the field, never the content.
             lines.push(match secret::read_file(&entry.label(field), path) {
-                Ok(_) => Line::Pass(format!("{prefix}{field} is readable")),
+                Ok(read) => {
+                    if field != "platform_api_key_file" {
+                        webhook_secrets.push(read);
+                    }
+                    Line::Pass(format!("{prefix}{field} is readable"))
+                }
                 Err(error) => Line::Fail(error.to_string()),
             });
         }
@@ -160,7 +175,7 @@ impl CheckArgs {
             }
             Err(error) => lines.push(Line::Fail(error.to_string())),
         }
-        Ok(lines)
+        Ok((lines, webhook_secrets))
     }
 }
 

@@ -7,7 +7,7 @@ use clap::{
     builder::{PossibleValuesParser, TypedValueParser},
     Args,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use super::{
     args::{duration, size},
@@ -75,29 +75,6 @@ pub struct ReceiverArgs {
     pub max_in_flight: usize,
 }
 
-/// Each PolyAI endpoint has its own signing secret. Two projects holding one (a `[[project]]`
-/// block copied, its secret file left as it was) would accept each other's webhooks on their
-/// paths, and fetch them with the wrong key: refused at start-up, naming both, never the secret.
-fn refuse_shared_secrets(projects: &[ReceiverProject]) -> Result<(), ConfigError> {
-    for (index, project) in projects.iter().enumerate() {
-        for earlier in &projects[..index] {
-            let shared = project.signature.secrets.iter().any(|(_, secret)| {
-                earlier.signature.secrets.iter().any(|(_, other)| secret.expose_secret() == other.expose_secret())
-            });
-            if shared {
-                return Err(ConfigError::new(
-                    "",
-                    format!(
-                        "project `{}`: its webhook secret is project `{}`'s too: each would accept the other's webhooks; give each the secret of its own endpoint",
-                        project.name, earlier.name
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 impl ReceiverArgs {
     /// `events` is `RELAY_EVENTS`: what a project forwards unless it says otherwise.
     pub fn settings(&self, file: Option<&ProjectsFile>, events: &EventTypes) -> Result<ReceiverSettings, ConfigError> {
@@ -126,7 +103,13 @@ impl ReceiverArgs {
                     .iter()
                     .map(|entry| self.file_project(entry, events, &environments))
                     .collect::<Result<_, _>>()?;
-                refuse_shared_secrets(&projects)?;
+                let held: Vec<_> = projects
+                    .iter()
+                    .map(|project: &ReceiverProject| {
+                        (&project.name, project.signature.secrets.iter().map(|(_, secret)| secret).collect())
+                    })
+                    .collect();
+                secret::refuse_shared(&held)?;
                 projects
             }
         };

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::ConfigError;
+use super::{ConfigError, ProjectName};
 
 /// clap value parser that moves a secret straight into a [`SecretString`], so the plain text
 /// never lives in a `String` that a stray `{:?}` could print.
@@ -54,12 +54,37 @@ pub fn read_file(label: &str, path: &Path) -> Result<SecretString, ConfigError> 
 }
 
 /// A path that could not be read, as an error shows it. A secret or key pasted where its file's
-/// path belongs is read as a path: shown only when its directory exists, so that it is a path.
+/// path belongs is read as a path, so a path is shown only when it names a file in a directory
+/// that exists, other than `/` (a secret may start with `/`).
 pub(super) fn shown(path: &Path) -> String {
     match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() && dir.is_dir() => path.display().to_string(),
-        _ => "the file it names (not shown: no such directory, so it may be a secret pasted in its place)".into(),
+        Some(dir) if dir.parent().is_some() && !dir.as_os_str().is_empty() && dir.is_dir() => {
+            path.display().to_string()
+        }
+        _ => "the file it names (not shown, since it may be a secret pasted in place of a path)".into(),
     }
+}
+
+/// Each PolyAI endpoint has its own signing secret. Two projects holding one (a `[[project]]`
+/// block copied, its secret file left as it was) would accept each other's webhooks on their
+/// paths, and fetch them with the wrong key: refused, naming both, never the secret. `projects`
+/// holds each project's webhook secrets, current and previous.
+pub fn refuse_shared(projects: &[(&ProjectName, Vec<&SecretString>)]) -> Result<(), ConfigError> {
+    for (index, (name, secrets)) in projects.iter().enumerate() {
+        for (earlier, theirs) in &projects[..index] {
+            let shared =
+                secrets.iter().any(|secret| theirs.iter().any(|other| secret.expose_secret() == other.expose_secret()));
+            if shared {
+                return Err(ConfigError::new(
+                    "",
+                    format!(
+                        "project `{name}`: its webhook secret is project `{earlier}`'s too: each would accept the other's webhooks; give each the secret of its own endpoint"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Like [`resolve`], for a secret the command cannot run without.
@@ -122,6 +147,8 @@ mod tests {
         );
         let slashed = resolve("POLYAI_API_KEY", None, Some(Path::new("whsec_ab/cd+ef="))).unwrap_err().to_string();
         assert!(!slashed.contains("whsec_ab"), "{slashed}");
+        let rooted = resolve("POLYAI_API_KEY", None, Some(Path::new("/Zk3pQv+8aW"))).unwrap_err().to_string();
+        assert!(!rooted.contains("Zk3pQv"), "{rooted}");
         // A path is shown: it tells the operator which file is missing.
         let absent = std::env::temp_dir().join("relay-absent-secret");
         let path = resolve("POLYAI_API_KEY", None, Some(&absent)).unwrap_err().to_string();
