@@ -225,21 +225,25 @@ fn set_ready(shared: &Shared, ready: bool) {
 const STABLE: Duration = Duration::from_secs(10);
 
 /// How long to wait before opening a new session, the last having lived `lived`: at once after a
-/// session that lasted, else as after `failures` failures to connect. A session the broker kills
+/// session that lasted, else as after `losses` failures to connect, `losses` counting the
+/// sessions lost soon after they opened, in a row. A session the broker kills
 /// at once, each time (a publish refused for want of the write permission closes its channel), is
 /// otherwise rebuilt, its topology declared again, as fast as webhooks come.
-fn wait_after_loss(lived: Duration, failures: &mut u32) -> Option<Duration> {
+fn wait_after_loss(lived: Duration, losses: &mut u32) -> Option<Duration> {
     if lived >= STABLE {
-        *failures = 0;
+        *losses = 0;
         return None;
     }
-    *failures = failures.saturating_add(1);
-    Some(RECONNECT.delay(*failures))
+    *losses = losses.saturating_add(1);
+    Some(RECONNECT.delay(*losses))
 }
 
 /// Keeps one healthy session published in `shared`, forever or until shutdown.
 async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut failures = 0u32;
+    // Sessions lost in a row soon after they opened: counted apart from failures to connect, so
+    // that an outage's failed attempts do not make the first reconnect after it wait.
+    let mut quick_losses = 0u32;
     // An outage retries every few seconds for as long as it lasts: say so once, then now and then.
     let unreachable = LogLimit::default();
     loop {
@@ -249,6 +253,7 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
         };
         match opened {
             Ok(session) => {
+                failures = 0;
                 let opened_at = tokio::time::Instant::now();
                 shared.failure.send_replace(None);
                 let session = Arc::new(session);
@@ -313,7 +318,7 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                 set_ready(&shared, false);
                 let _ = session.connection.close(200, "reconnecting".into()).await;
                 tracing::warn!(broker = %session.broker, "broker connection lost; publishes answer 503 until it is back");
-                if let Some(delay) = wait_after_loss(opened_at.elapsed(), &mut failures) {
+                if let Some(delay) = wait_after_loss(opened_at.elapsed(), &mut quick_losses) {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
@@ -342,15 +347,15 @@ mod tests {
 
     #[test]
     fn a_session_lost_at_once_waits_longer_each_time_and_one_that_lasted_not_at_all() {
-        let mut failures = 0;
+        let mut losses = 0;
         for lost in 1..=12u32 {
-            let wait = wait_after_loss(Duration::from_millis(20), &mut failures).expect("a wait");
-            assert_eq!(failures, lost);
+            let wait = wait_after_loss(Duration::from_millis(20), &mut losses).expect("a wait");
+            assert_eq!(losses, lost);
             let ceiling = RECONNECT.ceiling(lost);
             assert!(wait >= ceiling / 2 && wait <= ceiling, "{wait:?} after {lost}");
         }
         assert_eq!(RECONNECT.ceiling(12), RECONNECT.ceiling(u32::MAX), "by then at the cap");
-        assert_eq!(wait_after_loss(STABLE, &mut failures), None);
-        assert_eq!(failures, 0, "a session that lasted starts the count over");
+        assert_eq!(wait_after_loss(STABLE, &mut losses), None);
+        assert_eq!(losses, 0, "a session that lasted starts the count over");
     }
 }
