@@ -8,6 +8,7 @@ use std::{
 
 use axum::{
     http::{header::LOCATION, HeaderMap, StatusCode},
+    response::IntoResponse,
     Router,
 };
 
@@ -211,7 +212,9 @@ async fn a_request_whose_signature_does_not_match_leaves_no_span() {
     app.post("evt-signed").await;
     app.queue.next_record().await;
     let spans = app.trace_ending("enriched").await;
-    let webhooks = named(&spans, "webhook"); eprintln!("SPANS {:?}", app.collector.spans().iter().map(|s| (&s.name, &s.attributes)).collect::<Vec<_>>()); eprintln!("LOGS {}", app.relay.logs());
+    let webhooks = named(&spans, "webhook");
+    eprintln!("SPANS {:?}", app.collector.spans().iter().map(|s| (&s.name, &s.attributes)).collect::<Vec<_>>());
+    eprintln!("LOGS {}", app.relay.logs());
     assert_eq!(webhooks.len(), 1, "the signed webhook's only: {webhooks:#?}");
     assert_eq!(named(&spans, "verify").len(), 1, "{spans:#?}");
     assert_eq!(webhooks[0].attribute("event_id"), Some("evt-signed"));
@@ -336,7 +339,7 @@ async fn log_lines_keep_the_event_span_when_traces_are_on() {
 async fn a_collector_that_redirects_never_gets_the_exporters_headers_sent_elsewhere() {
     const COLLECTOR_KEY: &str = "collector-key-never-redirected-51c0";
     let trap = Trap::start().await;
-    let redirector = Redirector::start(&trap.endpoint).await;
+    let redirector = Answering::redirecting(&trap.endpoint).await;
     let headers = format!("x-collector-key={COLLECTOR_KEY}");
     let extra =
         [("OTEL_EXPORTER_OTLP_ENDPOINT", redirector.endpoint.as_str()), ("OTEL_EXPORTER_OTLP_HEADERS", &headers)];
@@ -353,20 +356,51 @@ async fn a_collector_that_redirects_never_gets_the_exporters_headers_sent_elsewh
     assert!(!app.relay.logs().contains(COLLECTOR_KEY), "{}", app.relay.logs());
 }
 
-/// A collector that answers every export with `307` to `target`: the exporter must not follow.
-struct Redirector {
+#[tokio::test]
+async fn a_collector_that_refuses_every_export_is_reported_once_not_per_batch() {
+    let collector = Answering::refusing().await;
+    let app =
+        Traced::start_with(Backend::Amqp, false, &[("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str())]).await;
+    // One batch at a time, each refused: three exports are three failures.
+    for (i, exports) in (1..=3).enumerate() {
+        app.post(&format!("evt-refused-{i}")).await;
+        collector.wait_for_exports(exports).await;
+    }
+    // The third failure's line, were it written, is written when its export returns: a fourth
+    // export starting means the third has returned.
+    app.post("evt-refused-3").await;
+    collector.wait_for_exports(4).await;
+    let logs = app.relay.logs();
+    assert_eq!(logs.matches("spans could not be exported to the OTLP collector").count(), 1, "{logs}");
+    assert!(logs.contains("401"), "the reason is given: {logs}");
+    let sdk_lines = logs.lines().filter(|line| line.contains(r#""target":"opentelemetry"#)).count();
+    assert_eq!(sdk_lines, 0, "{logs}");
+}
+
+/// A collector that answers every export alike, and counts them.
+struct Answering {
     endpoint: String,
     exports: tokio::sync::watch::Receiver<usize>,
 }
 
-impl Redirector {
-    async fn start(target: &str) -> Self {
-        let (count, exports) = tokio::sync::watch::channel(0);
+impl Answering {
+    /// `307` to `target`: the exporter must not follow.
+    async fn redirecting(target: &str) -> Self {
         let location = format!("{target}/v1/traces");
+        Self::start(move || (StatusCode::TEMPORARY_REDIRECT, [(LOCATION, location.clone())]).into_response()).await
+    }
+
+    /// `401`, as a collector does for a vendor key that expired.
+    async fn refusing() -> Self {
+        Self::start(|| StatusCode::UNAUTHORIZED.into_response()).await
+    }
+
+    async fn start(answer: impl Fn() -> axum::response::Response + Clone + Send + Sync + 'static) -> Self {
+        let (count, exports) = tokio::sync::watch::channel(0);
         let app = Router::new().fallback(move || {
             count.send_modify(|n| *n += 1);
-            let location = location.clone();
-            async move { (StatusCode::TEMPORARY_REDIRECT, [(LOCATION, location)]) }
+            let response = answer();
+            async move { response }
         });
         Self { endpoint: serve(app).await, exports }
     }

@@ -2,6 +2,7 @@
 
 #[cfg(test)]
 pub mod captured;
+mod export_failures;
 mod json_fields;
 mod json_lines;
 mod kept;

@@ -12,6 +12,11 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 /// return itself, without the message, so this target is off whatever `RUST_LOG` asks.
 const RETURNED_MESSAGES: &str = "lapin::returned_messages";
 
+/// The OpenTelemetry SDK's own log lines (its crate names are their targets): it logs every failed
+/// export, for as long as a collector refuses. The relay says so itself, once per interval
+/// (`export_failures`), so these are off whatever `RUST_LOG` asks.
+const OPENTELEMETRY: [&str; 3] = ["opentelemetry", "opentelemetry_sdk", "opentelemetry-otlp"];
+
 /// The filter the logs are written through, and what was wrong with `RUST_LOG`, if anything.
 pub struct LogFilter {
     pub targets: Targets,
@@ -33,7 +38,11 @@ impl LogFilter {
                 Err(error) => (default(), Some(format!("{value:?}: {error}"))),
             },
         };
-        Self { targets: targets.with_target(RETURNED_MESSAGES, LevelFilter::OFF), unreadable }
+        let targets =
+            OPENTELEMETRY.iter().fold(targets.with_target(RETURNED_MESSAGES, LevelFilter::OFF), |targets, target| {
+                targets.with_target(*target, LevelFilter::OFF)
+            });
+        Self { targets, unreadable }
     }
 
     /// Says, once logging is installed, that `RUST_LOG` was set but could not be read: the
@@ -84,6 +93,9 @@ mod tests {
         for rust_log in [None, Some("trace"), Some("info,lapin=trace"), Some("lapin::returned_messages=trace")] {
             let filter = LogFilter::parse(rust_log, "info");
             assert!(!enabled(&filter, RETURNED_MESSAGES, Level::WARN), "{rust_log:?}");
+        }
+        for target in OPENTELEMETRY {
+            assert!(!enabled(&LogFilter::parse(Some("trace"), "info"), target, Level::ERROR), "{target}");
         }
         // lapin's other lines are as asked.
         assert!(enabled(&LogFilter::parse(Some("lapin=trace"), "info"), "lapin::channel", Level::TRACE));

@@ -26,7 +26,7 @@ use tracing_subscriber::{
     Layer,
 };
 
-use super::signed_only::SignedOnly;
+use super::{export_failures::Reported, signed_only::SignedOnly};
 use crate::config::LogFormat;
 
 /// Target of the spans that exist only for traces (verify, publish, fetch, audio, ack). They are
@@ -171,7 +171,7 @@ fn provider() -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildErro
     }
     // The batch processor exports from a thread of its own, every OTEL_BSP_SCHEDULE_DELAY (5 s)
     // or sooner when a batch fills; a full queue drops spans rather than slowing webhooks.
-    let batch = BatchSpanProcessor::builder(exporter).build();
+    let batch = BatchSpanProcessor::builder(Reported::new(exporter)).build();
     Ok(SdkTracerProvider::builder().with_span_processor(SignedOnly::new(batch)).with_resource(resource.build()).build())
 }
 
