@@ -213,8 +213,6 @@ async fn a_request_whose_signature_does_not_match_leaves_no_span() {
     app.queue.next_record().await;
     let spans = app.trace_ending("enriched").await;
     let webhooks = named(&spans, "webhook");
-    eprintln!("SPANS {:?}", app.collector.spans().iter().map(|s| (&s.name, &s.attributes)).collect::<Vec<_>>());
-    eprintln!("LOGS {}", app.relay.logs());
     assert_eq!(webhooks.len(), 1, "the signed webhook's only: {webhooks:#?}");
     assert_eq!(named(&spans, "verify").len(), 1, "{spans:#?}");
     assert_eq!(webhooks[0].attribute("event_id"), Some("evt-signed"));
