@@ -226,9 +226,9 @@ const STABLE: Duration = Duration::from_secs(10);
 
 /// How long to wait before opening a new session, the last having lived `lived`: at once after a
 /// session that lasted, else as after `losses` failures to connect, `losses` counting the
-/// sessions lost soon after they opened, in a row. A session the broker kills
-/// at once, each time (a publish refused for want of the write permission closes its channel), is
-/// otherwise rebuilt, its topology declared again, as fast as webhooks come.
+/// sessions lost soon after they opened, in a row. A session the broker kills at once, each time
+/// (a publish refused for want of the write permission closes its channel), is otherwise rebuilt,
+/// its topology declared again, as fast as webhooks come.
 fn wait_after_loss(lived: Duration, losses: &mut u32) -> Option<Duration> {
     if lived >= STABLE {
         *losses = 0;
