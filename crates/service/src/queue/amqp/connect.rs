@@ -6,14 +6,21 @@ use std::{
     time::Duration,
 };
 
+use async_compat::Compat;
 use lapin::{
-    tcp::{AsyncTcpStream, OwnedTLSConfig, RustlsConnector},
+    tcp::AsyncTcpStream,
     uri::{AMQPScheme, AMQPUri},
     Connection, ConnectionProperties,
 };
+use rustls::pki_types::ServerName;
 use secrecy::{ExposeSecret, SecretString};
+use tokio_rustls::TlsConnector;
 
-use super::{describe, tls};
+use super::{
+    describe,
+    socket::{self, Attempt, BrokerIo, BrokerRuntime, BrokerStream},
+    tls,
+};
 use crate::{
     config::AmqpTarget,
     telemetry::{names, Metrics},
@@ -40,12 +47,14 @@ const HEARTBEAT: u16 = 10;
 pub struct Connector {
     addresses: Vec<SecretString>,
     /// For `amqps://` addresses; an error (a file that does not parse) fails every TLS attempt.
-    tls: Result<RustlsConnector, String>,
+    tls: Result<TlsConnector, String>,
     /// The address tried first next time: the one after the last that worked, so a reconnect
     /// after a node is lost tries another node first instead of waiting for that one.
     next: AtomicUsize,
     /// Where failed attempts are counted: this relay's recorder.
     metrics: Metrics,
+    /// [`ATTEMPT_TIMEOUT`], shorter in tests.
+    attempt_timeout: Duration,
 }
 
 impl Connector {
@@ -54,7 +63,13 @@ impl Connector {
         if target.uses_tls() && !target.tls.verify_hostname {
             warn_once_about_hostnames();
         }
-        Self { addresses: target.addresses.clone(), tls, next: AtomicUsize::new(0), metrics }
+        Self {
+            addresses: target.addresses.clone(),
+            tls,
+            next: AtomicUsize::new(0),
+            metrics,
+            attempt_timeout: ATTEMPT_TIMEOUT,
+        }
     }
 
     /// Opens a connection named for the management UI; returns it with the `host:port` it
@@ -101,30 +116,37 @@ impl Connector {
 
     async fn attempt(&self, uri: AMQPUri, role: &str) -> Result<Connection, String> {
         let properties = ConnectionProperties::default().with_connection_name(format!("polyai-relay {role}").into());
-        let runtime = lapin::runtime::default_runtime().map_err(|e| describe(&e))?;
-        let connect = async {
-            match uri.scheme {
-                AMQPScheme::AMQP => {
-                    Connection::connect_uri_with_config(uri, properties, OwnedTLSConfig::default(), runtime).await
-                }
-                AMQPScheme::AMQPS => {
-                    let tls = self.tls.clone().map_err(|e| lapin::Error::from(std::io::Error::other(e)))?;
-                    // lapin's own TLS path cannot take a custom verifier: this is that path with ours.
-                    let open = async move |uri: AMQPUri, runtime| {
-                        let host = uri.authority.host.clone();
-                        let addresses: Vec<_> =
-                            tokio::net::lookup_host((host.as_str(), uri.authority.port)).await?.collect();
-                        let stream = AsyncTcpStream::connect(&runtime, addresses).await?;
-                        Ok(stream.into_rustls(&tls, &host).await?)
-                    };
-                    Connection::connector(uri, runtime, open, properties).await
-                }
-            }
+        let tls = match uri.scheme {
+            AMQPScheme::AMQP => None,
+            AMQPScheme::AMQPS => Some(self.tls.clone()?),
         };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, connect).await {
-            Ok(Ok(connection)) => Ok(connection),
+        let (attempt, slot) = Attempt::new();
+        let open = async move |uri: AMQPUri, _: BrokerRuntime| -> lapin::Result<AsyncTcpStream<BrokerStream>> {
+            let addresses: Vec<_> =
+                tokio::net::lookup_host((uri.authority.host.as_str(), uri.authority.port)).await?.collect();
+            let tcp = tokio::net::TcpStream::connect(&addresses[..]).await?;
+            tcp.set_nodelay(true)?;
+            slot.hold(&tcp)?;
+            let stream: Box<dyn BrokerIo> = match &tls {
+                None => Box::new(tcp),
+                Some(tls) => {
+                    let name = ServerName::try_from(uri.authority.host.clone()).map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the host is not a valid TLS server name")
+                    })?;
+                    Box::new(tls.connect(name, tcp).await?)
+                }
+            };
+            Ok(AsyncTcpStream::Plain(Compat::new(stream)))
+        };
+        let connect = Connection::connector(uri, socket::runtime(), open, properties);
+        // Whatever ends the wait but an open connection drops `attempt`, which shuts its socket.
+        match tokio::time::timeout(self.attempt_timeout, connect).await {
+            Ok(Ok(connection)) => {
+                attempt.opened();
+                Ok(connection)
+            }
             Ok(Err(error)) => Err(describe(&error)),
-            Err(_) => Err(format!("no answer within {ATTEMPT_TIMEOUT:?}")),
+            Err(_) => Err(format!("no answer within {:?}", self.attempt_timeout)),
         }
     }
 }
@@ -179,6 +201,44 @@ mod tests {
         assert_eq!(uri.query.frame_max, Some(FRAME_MAX));
         let (uri, _) = connector("amqp://guest:guest@127.0.0.1:5672/%2f?frame_max=131072").endpoint(0).unwrap();
         assert_eq!(uri.query.frame_max, Some(131_072));
+    }
+
+    // A load balancer in front of a dead node accepts TCP and never answers. lapin's I/O thread
+    // for the attempt would wait on it for as long as the peer keeps the socket.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_attempt_given_up_shuts_its_socket_and_ends_its_io_thread() {
+        for scheme in ["amqp", "amqps"] {
+            let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = peer.local_addr().unwrap().port();
+            let mut connector = connector(&format!("{scheme}://guest:guest@127.0.0.1:{port}/%2f"));
+            connector.attempt_timeout = Duration::from_millis(300);
+
+            let error = connector.connect("test").await.unwrap_err();
+            assert!(error.contains("no answer within"), "{scheme}: {error}");
+
+            let (mut accepted, _) = peer.accept().await.unwrap();
+            let mut buffer = [0; 512];
+            let ended = tokio::time::timeout(Duration::from_secs(30), async {
+                while let Ok(1..) = tokio::io::AsyncReadExt::read(&mut accepted, &mut buffer).await {}
+            })
+            .await;
+            assert!(ended.is_ok(), "{scheme}: the socket of an attempt given up is still open");
+            // No other test of this crate connects to a broker: every such thread is this one's.
+            let gone = tokio::time::timeout(Duration::from_secs(30), async {
+                while io_threads() > 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            assert!(gone.is_ok(), "{scheme}: lapin's I/O thread outlives the attempt given up");
+        }
+    }
+
+    /// lapin's I/O threads in this process, by the name lapin gives them.
+    fn io_threads() -> usize {
+        let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+        let names = tasks.filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok());
+        names.filter(|name| name.trim_end() == "lapin-io-loop").count()
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod misdelivered;
 mod publisher;
 mod seen_through;
 pub mod session;
+mod socket;
 mod tls;
 pub mod topology;
 mod upkeep;

@@ -3,18 +3,18 @@
 
 use std::sync::Arc;
 
-use lapin::tcp::RustlsConnector;
 use rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
     CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme,
 };
 use secrecy::ExposeSecret;
+use tokio_rustls::TlsConnector;
 
 use crate::config::TlsSettings;
 
 /// Builds the connector every `amqps://` connection uses. Errors name the setting at fault.
-pub fn connector(settings: &TlsSettings) -> Result<RustlsConnector, String> {
+pub fn connector(settings: &TlsSettings) -> Result<TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let extra_roots = match &settings.ca_pem {
         Some(pem) => certificates(pem.as_bytes()).map_err(|e| format!("AMQP_TLS_CA_FILE: {e}"))?,
@@ -46,7 +46,7 @@ pub fn connector(settings: &TlsSettings) -> Result<RustlsConnector, String> {
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(RustlsConnector::from(config))
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 /// The certificates of a PEM file; at least one.
