@@ -122,24 +122,31 @@ impl Connector {
         };
         let (attempt, slot) = Attempt::new();
         let open = async move |uri: AMQPUri, _: BrokerRuntime| -> lapin::Result<AsyncTcpStream<BrokerStream>> {
-            let addresses: Vec<_> =
-                tokio::net::lookup_host((uri.authority.host.as_str(), uri.authority.port)).await?.collect();
-            let tcp = tokio::net::TcpStream::connect(&addresses[..]).await?;
-            tcp.set_nodelay(true)?;
-            slot.hold(&tcp)?;
-            let stream: Box<dyn BrokerIo> = match &tls {
-                None => Box::new(tcp),
-                Some(tls) => {
-                    let name = ServerName::try_from(uri.authority.host.clone()).map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the host is not a valid TLS server name")
-                    })?;
-                    Box::new(tls.connect(name, tcp).await?)
-                }
-            };
-            Ok(AsyncTcpStream::Plain(Compat::new(stream)))
+            let host = uri.authority.host;
+            let stream = slot.until_given_up(async {
+                let addresses: Vec<_> = tokio::net::lookup_host((host.as_str(), uri.authority.port)).await?.collect();
+                let tcp = tokio::net::TcpStream::connect(&addresses[..]).await?;
+                tcp.set_nodelay(true)?;
+                slot.hold(&tcp)?;
+                let stream: Box<dyn BrokerIo> = match &tls {
+                    None => Box::new(tcp),
+                    Some(tls) => {
+                        let name = ServerName::try_from(host.clone()).map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::InvalidInput,
+                                "the host is not a valid TLS server name",
+                            )
+                        })?;
+                        Box::new(tls.connect(name, tcp).await?)
+                    }
+                };
+                Ok(stream)
+            });
+            Ok(AsyncTcpStream::Plain(Compat::new(stream.await?)))
         };
         let connect = Connection::connector(uri, socket::runtime(), open, properties);
-        // Whatever ends the wait but an open connection drops `attempt`, which shuts its socket.
+        // Whatever ends the wait but an open connection drops `attempt`, which stops the opener
+        // and shuts the socket.
         match tokio::time::timeout(self.attempt_timeout, connect).await {
             Ok(Ok(connection)) => {
                 attempt.opened();
@@ -203,18 +210,17 @@ mod tests {
         assert_eq!(uri.query.frame_max, Some(131_072));
     }
 
-    // A load balancer in front of a dead node accepts TCP and never answers. lapin's I/O thread
-    // for the attempt would wait on it for as long as the peer keeps the socket.
+    // Each attempt below is given up; none may leave lapin's I/O thread or its socket behind.
+    // One test, since no other test of this crate connects to a broker: every such thread of the
+    // process is this one's.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_attempt_given_up_shuts_its_socket_and_ends_its_io_thread() {
+    async fn an_attempt_given_up_ends_its_io_thread_and_its_socket() {
+        // A load balancer in front of a dead node accepts TCP and never answers: given up in the
+        // AMQP handshake, or in the TLS one.
         for scheme in ["amqp", "amqps"] {
             let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = peer.local_addr().unwrap().port();
-            let mut connector = connector(&format!("{scheme}://guest:guest@127.0.0.1:{port}/%2f"));
-            connector.attempt_timeout = Duration::from_millis(300);
-
-            let error = connector.connect("test").await.unwrap_err();
-            assert!(error.contains("no answer within"), "{scheme}: {error}");
+            given_up(&format!("{scheme}://guest:guest@127.0.0.1:{port}/%2f")).await;
 
             let (mut accepted, _) = peer.accept().await.unwrap();
             let mut buffer = [0; 512];
@@ -223,15 +229,40 @@ mod tests {
             })
             .await;
             assert!(ended.is_ok(), "{scheme}: the socket of an attempt given up is still open");
-            // No other test of this crate connects to a broker: every such thread is this one's.
-            let gone = tokio::time::timeout(Duration::from_secs(30), async {
-                while io_threads() > 0 {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-            .await;
-            assert!(gone.is_ok(), "{scheme}: lapin's I/O thread outlives the attempt given up");
+            io_thread_ends(scheme).await;
         }
+
+        // A host whose packets are dropped: given up while connecting. A listener whose queue of
+        // connections is full drops the SYNs of the next ones.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let _full = socket.listen(0).unwrap();
+        let mut queued = Vec::new();
+        while let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(300), tokio::net::TcpStream::connect(("127.0.0.1", port))).await
+        {
+            queued.push(stream);
+        }
+        given_up(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f")).await;
+        io_thread_ends("connecting").await;
+    }
+
+    async fn given_up(url: &str) {
+        let mut connector = connector(url);
+        connector.attempt_timeout = Duration::from_millis(300);
+        let error = connector.connect("test").await.unwrap_err();
+        assert!(error.contains("no answer within"), "{error}");
+    }
+
+    async fn io_thread_ends(case: &str) {
+        let gone = tokio::time::timeout(Duration::from_secs(30), async {
+            while io_threads() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(gone.is_ok(), "{case}: lapin's I/O thread outlives the attempt given up");
     }
 
     /// lapin's I/O threads in this process, by the name lapin gives them.

@@ -20,6 +20,7 @@ use async_compat::Compat;
 use async_rs::{traits::Reactor, util::RuntimeParts, Runtime, Tokio};
 use futures_util::Stream;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
 /// What lapin reads and writes: plain TCP, or TLS over it, behind one type.
 pub type BrokerStream = Compat<Box<dyn BrokerIo>>;
@@ -68,16 +69,20 @@ impl Reactor for Sockets {
     }
 }
 
-/// One connection attempt's socket, as the code that awaits the handshake sees it. Dropped before
-/// [`Attempt::opened`], it shuts the socket, so lapin's thread reads its end and exits.
+/// One connection attempt, as the code that awaits the handshake sees it. Dropped before
+/// [`Attempt::opened`], it stops the opener (a connect to a host that drops packets waits for the
+/// kernel's own timeout, about two minutes) and shuts the socket once connected, so lapin's thread
+/// reads its end; either way the thread exits.
 pub struct Attempt {
     socket: Arc<Mutex<Held>>,
+    given_up: CancellationToken,
 }
 
-/// The same socket, as lapin's opener sees it: where it leaves a handle to what it connected.
+/// The same attempt, as lapin's opener sees it: where it leaves a handle to what it connected.
 #[derive(Clone)]
 pub struct SocketSlot {
     socket: Arc<Mutex<Held>>,
+    given_up: CancellationToken,
 }
 
 enum Held {
@@ -93,8 +98,8 @@ enum Held {
 
 impl Attempt {
     pub fn new() -> (Self, SocketSlot) {
-        let socket = Arc::new(Mutex::new(Held::Waiting));
-        (Self { socket: socket.clone() }, SocketSlot { socket })
+        let (socket, given_up) = (Arc::new(Mutex::new(Held::Waiting)), CancellationToken::new());
+        (Self { socket: socket.clone(), given_up: given_up.clone() }, SocketSlot { socket, given_up })
     }
 
     /// The connection is open: its socket is no longer the attempt's to shut.
@@ -105,6 +110,7 @@ impl Attempt {
 
 impl Drop for Attempt {
     fn drop(&mut self) {
+        self.given_up.cancel();
         let mut held = lock(&self.socket);
         match std::mem::replace(&mut *held, Held::GivenUp) {
             // Both ways: lapin's reads end, and the peer sees the connection go.
@@ -118,17 +124,26 @@ impl Drop for Attempt {
 }
 
 impl SocketSlot {
-    /// Leaves a handle to `socket` for the attempt. Refused once the attempt is over: lapin may
-    /// call its opener again after an error, and the relay does its own reconnecting.
+    /// The opener's work (resolving, connecting, TLS), stopped when the attempt is given up.
+    pub async fn until_given_up<T>(&self, work: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+        self.given_up.run_until_cancelled(work).await.unwrap_or_else(|| Err(over()))
+    }
+
+    /// Leaves a handle to `socket` for the attempt. Refused once the attempt is over, so an
+    /// opener that connects just after it was given up drops its socket instead of going on.
     pub fn hold(&self, socket: &tokio::net::TcpStream) -> io::Result<()> {
         let mut held = lock(&self.socket);
         if !matches!(*held, Held::Waiting) {
-            return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the connection attempt is over"));
+            return Err(over());
         }
         let descriptor = socket.as_fd().try_clone_to_owned()?;
         *held = Held::Open(std::net::TcpStream::from(descriptor));
         Ok(())
     }
+}
+
+fn over() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "the connection attempt is over")
 }
 
 /// The lock, whatever a panic elsewhere left in it: each state is whole.

@@ -20,7 +20,7 @@ pub fn connector(settings: &TlsSettings) -> Result<TlsConnector, String> {
         Some(pem) => certificates(pem.as_bytes()).map_err(|e| format!("AMQP_TLS_CA_FILE: {e}"))?,
         None => Vec::new(),
     };
-    // The platform verifier: the system's trust store (as lapin uses by default), plus the CA file.
+    // The platform verifier: the system's trust store, plus the CA file.
     let system = if extra_roots.is_empty() {
         rustls_platform_verifier::Verifier::new(provider.clone())
     } else {
