@@ -12,6 +12,7 @@ use polyai_relay::{
     reconcile::{run_continuously, LedgerSource},
     telemetry::Metrics,
 };
+use polyai_relay_devtools::mock_api::Faults;
 use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
@@ -131,6 +132,20 @@ fn client(projects: &TwoProjects, name: &str, key: &str, account: &str, project:
 async fn the_reconcile_loop_goes_on_past_a_project_whose_key_is_refused() {
     let projects = TwoProjects::start().await;
     projects.control().revoke(TwoProjects::tenant(UK)).unwrap();
+    the_loop_goes_on_past_the_first_project(projects).await;
+}
+
+/// The same with the first project's lists rate-limited for good: its pass gives up after a few
+/// 429s, as after other passing failures, rather than hold the round, and the other's calls.
+#[tokio::test]
+async fn the_reconcile_loop_goes_on_past_a_project_rate_limited_for_good() {
+    let projects = TwoProjects::start().await;
+    let faults = Faults { rate_429: 1.0, retry_after: Duration::ZERO, ..Faults::default() };
+    projects.control().set_faults(TwoProjects::tenant(UK), faults).unwrap();
+    the_loop_goes_on_past_the_first_project(projects).await;
+}
+
+async fn the_loop_goes_on_past_the_first_project(projects: TwoProjects) {
     let dir = TempDir::new();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     let settings = ReconcileSettings {

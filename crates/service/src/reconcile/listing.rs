@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Pass, ReconcileError};
 use crate::polyai::{ApiError, ListRequest, NextPage, PolyaiClient, Summary, Visited};
 
-/// Transient list failures tolerated in a row before the pass gives up (the next one retries).
+/// Transient list failures (429s included) tolerated in a row before the pass gives up (the next
+/// one retries). A bound on 429s too: projects are reconciled one after another, so a key
+/// rate-limited for hours would otherwise hold back every project after it.
 const ATTEMPTS: u32 = 5;
 /// The longest `Retry-After` waited out within a pass.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(120);
@@ -128,7 +130,8 @@ impl Pages {
                     self.request.limit = Some(smaller);
                     continue;
                 }
-                Err(ApiError::RateLimited { retry_after }) => {
+                Err(ApiError::RateLimited { retry_after }) if failures + 1 < ATTEMPTS => {
+                    failures += 1;
                     retry_after.unwrap_or(Duration::from_secs(1)).min(RETRY_AFTER_CAP)
                 }
                 Err(error @ (ApiError::Server { .. } | ApiError::Transport(_))) if failures + 1 < ATTEMPTS => {
