@@ -352,5 +352,13 @@ async fn reconcile_needs_the_conversations_log() {
     let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
     assert_eq!(code, Some(1), "{stdout}{stderr}");
     assert!(stderr.contains("RELAY_CONVERSATIONS_LOG is off"), "{stderr}");
+    // The worker's loop too, at start-up rather than with a warning every round.
+    let env = queue.relay_env(
+        &polyai.base_url,
+        &[("RELAY_CONVERSATIONS_LOG", "off"), ("RELAY_RECONCILE_EVERY", "15m"), ("RELAY_RECONCILE_WINDOW", "24h")],
+    );
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["work"], &as_refs(&env)).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("RELAY_RECONCILE_EVERY needs RELAY_CONVERSATIONS_LOG, which is off"), "{stderr}");
     assert!(polyai.list_requests().is_empty());
 }

@@ -5,8 +5,8 @@ use clap::Args;
 use crate::{
     app::{self, Components},
     config::{
-        broker_limit, check_within_retention, BrokerArgs, BrokerSettings, ProjectsArgs, ProjectsFile, ReceiverArgs,
-        ServerArgs, SpoolArgs, WorkerArgs,
+        broker_limit, check_ledger_kept, check_within_retention, BrokerArgs, BrokerSettings, ProjectsArgs,
+        ProjectsFile, ReceiverArgs, ServerArgs, SpoolArgs, WorkerArgs,
     },
     shutdown,
 };
@@ -113,6 +113,7 @@ fn components(
     let worker = worker.map(|w| w.settings(projects.as_ref())).transpose()?;
     if let Some(reconcile) = worker.as_ref().and_then(|w| w.reconcile.as_ref()) {
         check_within_retention("RELAY_RECONCILE_WINDOW", reconcile.window, broker.topology.log_retention)?;
+        check_ledger_kept(broker.amqp_url.is_some(), broker.topology.conversations_log.as_deref())?;
     }
     Ok(Components {
         broker: bind_projects(broker, projects.as_ref()),

@@ -30,7 +30,7 @@ pub use project::{ProjectName, DEFAULT_PROJECT, UNKNOWN_PROJECT};
 pub use project_choice::{Chosen, ProjectChoice};
 pub use projects_file::{refuse_beside_file, ProjectEntry, ProjectsArgs, ProjectsFile};
 pub use receiver_args::ReceiverArgs;
-pub use reconcile_args::{check_within_retention, ReconcileArgs, ReconcileSettings};
+pub use reconcile_args::{check_ledger_kept, check_within_retention, ReconcileArgs, ReconcileSettings};
 pub use secret::secret_value;
 pub use server_args::{ConnectionLimits, ServerArgs, ServerSettings};
 pub use spool_args::{SpoolArgs, SpoolSettings};

@@ -70,6 +70,18 @@ pub fn check_within_retention(setting: &str, reach: Duration, retention: Duratio
     ))
 }
 
+/// Refuses continuous reconciliation on RabbitMQ without its ledger: it reads the conversations
+/// log to know which calls arrived, and every round would otherwise fail, each with a warning.
+pub fn check_ledger_kept(on_rabbitmq: bool, conversations_log: Option<&str>) -> Result<(), ConfigError> {
+    if !on_rabbitmq || conversations_log.is_some() {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "RELAY_CONVERSATIONS_LOG",
+        "RELAY_RECONCILE_EVERY needs RELAY_CONVERSATIONS_LOG, which is off: reconciliation reads that stream to know which calls arrived; name the stream (polyai.conversations.log by default), or turn reconciliation off",
+    ))
+}
+
 impl ReconcileArgs {
     pub fn settings(&self) -> Result<Option<ReconcileSettings>, ConfigError> {
         let Some(every) = self.reconcile_every.0 else { return Ok(None) };
@@ -140,6 +152,14 @@ mod tests {
             error.contains("--since reaches back 14days") && error.contains("RELAY_LOG_RETENTION, 7days"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn continuous_reconciliation_on_rabbitmq_needs_its_ledger() {
+        assert!(check_ledger_kept(true, Some("polyai.conversations.log")).is_ok());
+        assert!(check_ledger_kept(false, None).is_ok(), "the embedded queue keeps its own ledger");
+        let error = check_ledger_kept(true, None).unwrap_err().to_string();
+        assert!(error.contains("RELAY_CONVERSATIONS_LOG, which is off"), "{error}");
     }
 
     #[test]
