@@ -6,7 +6,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use polyai_relay::{
-    config::{ApiSettings, EventTypes, ProjectName, ReconcileSettings},
+    config::{AmqpTarget, ApiSettings, EventTypes, ProjectName, ReconcileSettings},
     polyai::PolyaiClient,
     queue::{embedded::EmbeddedQueue, Backend as QueueBackend, Delivery, Message, Source},
     reconcile::{run_continuously, LedgerSource},
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     backend::{both_backends, TempDir, TestQueue},
+    poll::poll_until,
     process::{as_refs, run_to_exit_with_stdout},
     two_projects::{TwoProjects, KEY_UK, KEY_US, UK, US},
 };
@@ -145,26 +146,34 @@ async fn the_reconcile_loop_goes_on_past_a_project_rate_limited_for_good() {
     the_loop_goes_on_past_the_first_project(projects).await;
 }
 
-async fn the_loop_goes_on_past_the_first_project(projects: TwoProjects) {
-    let dir = TempDir::new();
-    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
-    let settings = ReconcileSettings {
-        // One round: the test ends it.
+/// The loop's settings for one round: the test ends it.
+fn one_round() -> ReconcileSettings {
+    ReconcileSettings {
         every: Duration::from_secs(3600),
         window: Duration::from_secs(24 * 3600),
         settle: Duration::from_secs(600),
         client_env: "live".into(),
-    };
-    let clients = vec![
+    }
+}
+
+/// The clients of both projects, the first project of the file first.
+fn clients(projects: &TwoProjects) -> Vec<PolyaiClient> {
+    vec![
         client(
-            &projects,
+            projects,
             UK,
             KEY_UK,
             polyai_relay_devtools::mock_api::DEFAULT_ACCOUNT_ID,
             polyai_relay_devtools::mock_api::DEFAULT_PROJECT_ID,
         ),
-        client(&projects, US, KEY_US, "ws-us", "PROJECT-US"),
-    ];
+        client(projects, US, KEY_US, "ws-us", "PROJECT-US"),
+    ]
+}
+
+async fn the_loop_goes_on_past_the_first_project(projects: TwoProjects) {
+    let dir = TempDir::new();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let (settings, clients) = (one_round(), clients(&projects));
     let topology = crate::broker::TestBroker::topology_for("embedded", EventTypes::All);
     let metrics = Metrics::isolated();
     let stop = CancellationToken::new();
@@ -191,4 +200,29 @@ async fn the_loop_goes_on_past_the_first_project(projects: TwoProjects) {
     assert!(text.contains("relay_reconcile_failures_total{project=\"acme-uk\"} 1"), "{text}");
     assert!(text.contains(&format!("relay_reconciled_total{{project=\"acme-us\"}} {wanted}")), "{text}");
     assert!(!text.contains("relay_reconcile_failures_total{project=\"acme-us\"}"), "{text}");
+}
+
+/// A ledger out of reach fails every project's pass: each is counted, so that the alert fires,
+/// rather than a warning alone.
+#[tokio::test]
+async fn a_ledger_out_of_reach_is_counted_as_a_failure_of_every_project() {
+    let projects = TwoProjects::start().await;
+    let nowhere = AmqpTarget::single(SecretString::from("amqp://guest:guest@127.0.0.1:1/%2f"));
+    let topology = crate::broker::TestBroker::topology_for("nowhere", EventTypes::All);
+    let source = LedgerSource::Amqp { target: Box::new(nowhere), topology: Box::new(topology) };
+    let (metrics, stop) = (Metrics::isolated(), CancellationToken::new());
+    let running =
+        tokio::spawn(run_continuously(one_round(), clients(&projects), source, metrics.clone(), stop.clone()));
+    let counted = |name: &str| format!("relay_reconcile_failures_total{{project=\"{name}\"}} 1");
+    poll_until(Duration::from_secs(30), || async {
+        let text = metrics.render();
+        if text.contains(&counted(UK)) && text.contains(&counted(US)) {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    })
+    .await;
+    stop.cancel();
+    running.await.unwrap();
 }

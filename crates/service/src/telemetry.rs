@@ -57,7 +57,8 @@ pub mod names {
     /// by `project`.
     pub const RECONCILED: &str = "relay_reconciled_total";
     /// Reconciliation passes of the worker's loop that failed for one project (its key refused,
-    /// its list failing), by `project`; the other projects' passes go on.
+    /// its list failing), by `project`; the other projects' passes go on. A ledger that cannot be
+    /// read or written (the broker out of reach, the lock's channel failing) fails every project's.
     pub const RECONCILE_FAILURES: &str = "relay_reconcile_failures_total";
     /// Messages ready in a queue, by `queue` (the worker's input and the dead letters).
     pub const BACKLOG: &str = "relay_queue_backlog";

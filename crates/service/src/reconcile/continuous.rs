@@ -103,12 +103,13 @@ pub async fn run_continuously(
                     match AmqpLedger::open(target, Topology::clone(topology)).await {
                         Ok(ledger) => amqp = Some(ledger),
                         Err(error) => {
-                            tracing::warn!(%error, "reconciliation cannot reach the broker; the next round retries")
+                            tracing::warn!(%error, "reconciliation cannot reach the broker; the next round retries");
+                            count_failures(&metrics, &projects);
                         }
                     }
                 }
                 match &amqp {
-                    Some(ledger) => locked(ledger).await,
+                    Some(ledger) => locked(ledger, &projects, &metrics).await,
                     None => None,
                 }
             }
@@ -129,7 +130,7 @@ pub async fn run_continuously(
 }
 
 /// The ledger, if this replica holds the lock; `None` when another one reconciles.
-async fn locked(ledger: &AmqpLedger) -> Option<&dyn Ledger> {
+async fn locked<'a>(ledger: &'a AmqpLedger, projects: &[PolyaiClient], metrics: &Metrics) -> Option<&'a dyn Ledger> {
     match ledger.try_lock().await {
         Ok(true) => Some(ledger),
         Ok(false) => {
@@ -138,13 +139,15 @@ async fn locked(ledger: &AmqpLedger) -> Option<&dyn Ledger> {
         }
         Err(error) => {
             tracing::warn!(%error, "reconciliation cannot take its lock; the next round retries");
+            count_failures(metrics, projects);
             None
         }
     }
 }
 
 /// One pass per project, in order. A project whose pass fails is logged and counted, and the
-/// next one goes on; a failing ledger (every project's) ends the round. `Break` at shutdown.
+/// next one goes on; a failing ledger (every project's) ends the round, counted for each project
+/// left. `Break` at shutdown.
 async fn round(
     settings: &ReconcileSettings,
     projects: &[PolyaiClient],
@@ -152,23 +155,32 @@ async fn round(
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> ControlFlow<()> {
-    for client in projects {
+    for (index, client) in projects.iter().enumerate() {
         let project = client.project();
         match reconcile(&pass_now(settings, false), client, ledger, shutdown, metrics).await {
             Ok(summary) => log(project, &summary),
             Err(ReconcileError::Interrupted) => return ControlFlow::Break(()),
             Err(error @ ReconcileError::Ledger(_)) => {
                 tracing::warn!(%error, "reconciliation round failed; the next one retries");
+                count_failures(metrics, &projects[index..]);
                 return ControlFlow::Continue(());
             }
             Err(error @ ReconcileError::List(_)) => {
                 tracing::warn!(%project, %error, "reconciling this project failed; the other projects go on, and the next round retries it");
-                let label = project.label();
-                metrics.record(|| metrics::counter!(names::RECONCILE_FAILURES, "project" => label).increment(1));
+                count_failures(metrics, std::slice::from_ref(client));
             }
         }
     }
     ControlFlow::Continue(())
+}
+
+/// A failed pass for each of `projects`, so that `RelayReconcileFailing` fires: a list that
+/// fails is one project's, a ledger that cannot be read or written fails every project's pass.
+fn count_failures(metrics: &Metrics, projects: &[PolyaiClient]) {
+    for client in projects {
+        let label = client.project().label();
+        metrics.record(|| metrics::counter!(names::RECONCILE_FAILURES, "project" => label).increment(1));
+    }
 }
 
 fn log(project: &ProjectName, summary: &PassSummary) {
