@@ -98,6 +98,12 @@ impl Store {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
         connection.execute("UPDATE messages SET leased = 0 WHERE leased = 1", [])?;
+        // The file's own name in its directory is made durable too: SQLite syncs the directory
+        // when it creates the WAL, not when the database file was created before it.
+        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| {
+            let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR);
+            rusqlite::Error::SqliteFailure(code, Some(format!("cannot sync the directory: {error}")))
+        })?;
         Ok(Self { connection: Mutex::new(connection) })
     }
 
