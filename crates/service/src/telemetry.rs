@@ -87,6 +87,9 @@ pub mod names {
     pub const SPOOLED: &str = "relay_spooled_total";
     /// Spooled events the broker confirmed, removed from the spool.
     pub const SPOOL_DRAINED: &str = "relay_spool_drained_total";
+    /// Failures of the spool's storage while draining, by `step`: `read`, or `remove` (events
+    /// the broker confirmed stay on disk, and nothing more is forwarded until they are removed).
+    pub const SPOOL_FAILURES: &str = "relay_spool_failures_total";
     /// Webhook requests whose body is still arriving: they hold a connection but no publishing
     /// capacity (design §10).
     pub const BODIES_READING: &str = "relay_webhook_bodies_reading";

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 use futures_util::future::join_all;
 use tokio_util::sync::CancellationToken;
 
-use super::Spool;
+use super::{Spool, SpoolError};
 use crate::{
     log_limit::LogLimit,
     queue::{embedded::store::stored_size, Destination, PublishError, Publisher},
@@ -51,11 +51,13 @@ pub struct Drainer {
     /// An event the broker goes on refusing is offered again every [`RETRY_PAUSE`]: its warning
     /// is said once per kind of refusal and interval, with the count left unsaid.
     refusals: LogLimit,
+    /// The same for the spool's own failures, tried again as often.
+    failures: LogLimit,
 }
 
 impl Drainer {
     pub fn new(spool: Spool, publisher: Arc<dyn Publisher>, shutdown: CancellationToken) -> Self {
-        Self { spool, publisher, shutdown, refusals: LogLimit::default() }
+        Self { spool, publisher, shutdown, refusals: LogLimit::default(), failures: LogLimit::default() }
     }
 
     /// Runs until shutdown. A batch in flight at shutdown is abandoned: its events stay in the
@@ -68,7 +70,22 @@ impl Drainer {
         let mut after_seq = 0;
         let mut level = self.spool.level();
         let mut ready = self.publisher.readiness();
+        // Events the broker confirmed that the spool could not remove (a disk gone read-only):
+        // removed before anything more is forwarded, so that they are not sent again and again.
+        let mut unremoved: Vec<(i64, u64)> = Vec::new();
         loop {
+            if !unremoved.is_empty() {
+                match self.spool.remove(&unremoved).await {
+                    Ok(()) => unremoved.clear(),
+                    Err(error) => {
+                        self.failed("remove", &error);
+                        if !self.until(tokio::time::sleep(RETRY_PAUSE)).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
             if self.spool.events() == 0 {
                 if draining {
                     tracing::info!("spool drained: every spooled event is in the broker");
@@ -102,7 +119,7 @@ impl Drainer {
             }
             let forwarded = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                forwarded = self.forward_batch(after_seq) => forwarded,
+                forwarded = self.forward_batch(after_seq, &mut unremoved) => forwarded,
             };
             let pause = match forwarded {
                 Forwarded::All => false,
@@ -131,12 +148,26 @@ impl Drainer {
         }
     }
 
-    /// Publishes the oldest batch after `after_seq` and removes what was confirmed.
-    async fn forward_batch(&self, after_seq: i64) -> Forwarded {
+    /// Counts and logs a failure of the spool itself (its disk), at most once per interval.
+    fn failed(&self, step: &'static str, error: &SpoolError) {
+        self.spool.count_failure(step);
+        if let Some(unsaid) = self.failures.admit(step) {
+            match step {
+                "read" => tracing::error!(%error, unsaid, "the spool cannot be read; trying again"),
+                _ => {
+                    tracing::error!(%error, unsaid, "events the broker confirmed cannot be removed from the spool; nothing more is forwarded until they are")
+                }
+            }
+        }
+    }
+
+    /// Publishes the oldest batch after `after_seq` and removes what was confirmed; what was
+    /// confirmed but could not be removed is left in `unremoved`.
+    async fn forward_batch(&self, after_seq: i64, unremoved: &mut Vec<(i64, u64)>) -> Forwarded {
         let batch = match self.spool.oldest(after_seq, BATCH, BATCH_BYTES).await {
             Ok(batch) => batch,
             Err(error) => {
-                tracing::error!(%error, "the spool cannot be read; trying again");
+                self.failed("read", &error);
                 return Forwarded::Partly { last: None };
             }
         };
@@ -163,10 +194,12 @@ impl Drainer {
                 }
             }
         }
-        if let Err(error) = self.spool.remove(confirmed).await {
-            // Confirmed but still on disk: they will be sent again (duplicates, same message id).
-            tracing::error!(%error, "confirmed events could not be removed from the spool; they will be sent again");
-            return Forwarded::Partly { last: None };
+        if let Err(error) = self.spool.remove(&confirmed).await {
+            // In the broker but still on disk: sent again only if the process stops before they
+            // are removed (duplicates then, with their message ids).
+            self.failed("remove", &error);
+            unremoved.extend(confirmed);
+            return Forwarded::Partly { last: Some(last) };
         }
         if failed == 0 {
             Forwarded::All

@@ -201,11 +201,11 @@ impl Spool {
     }
 
     /// Removes events the broker confirmed, in one transaction.
-    async fn remove(&self, confirmed: Vec<(i64, u64)>) -> Result<(), SpoolError> {
+    async fn remove(&self, confirmed: &[(i64, u64)]) -> Result<(), SpoolError> {
         if confirmed.is_empty() {
             return Ok(());
         }
-        let shared = self.inner.clone();
+        let (shared, confirmed) = (self.inner.clone(), confirmed.to_vec());
         let removed = tokio::task::spawn_blocking(move || {
             let seqs: Vec<i64> = confirmed.iter().map(|(seq, _)| *seq).collect();
             let _counting = shared.counting();
@@ -224,6 +224,13 @@ impl Spool {
             Ok(Err(error)) => Err(SpoolError::Storage(error.to_string())),
             Err(join) => Err(SpoolError::Storage(join.to_string())),
         }
+    }
+}
+
+impl Spool {
+    /// A failure of the spool's storage while draining, by `step` (`read`, `remove`).
+    fn count_failure(&self, step: &'static str) {
+        self.inner.metrics.record(|| metrics::counter!(names::SPOOL_FAILURES, "step" => step).increment(1));
     }
 }
 

@@ -131,7 +131,7 @@ async fn a_full_spool_refuses_and_accepts_again_once_drained() {
     assert_eq!(spool.events(), 2);
 
     let seq = spool.oldest(0, 1, u64::MAX).await.unwrap()[0].seq;
-    spool.remove(vec![(seq, one)]).await.unwrap();
+    spool.remove(&[(seq, one)]).await.unwrap();
     assert!(spool.accepts());
     spool.put(message("evt-2")).await.unwrap();
 }
@@ -151,7 +151,7 @@ async fn what_waits_on_the_spool_hears_when_an_event_finds_no_room_and_when_room
     assert_eq!(*level.borrow_and_update(), Level { events: 2, accepts: false });
 
     let seq = spool.oldest(0, 1, u64::MAX).await.unwrap()[0].seq;
-    spool.remove(vec![(seq, one)]).await.unwrap();
+    spool.remove(&[(seq, one)]).await.unwrap();
     assert_eq!(*level.borrow_and_update(), Level { events: 1, accepts: true });
 }
 
@@ -201,6 +201,42 @@ async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties
     spool.put(message("evt-late")).await.unwrap();
     wait_for_events(&spool, 0).await;
     assert_eq!(broker.ids().len(), 151, "a new event is forwarded");
+    shutdown.cancel();
+    drainer.await.unwrap();
+}
+
+#[tokio::test]
+async fn events_confirmed_that_the_spool_cannot_remove_are_not_sent_again() {
+    let dir = TempDir::new();
+    let settings = settings(&dir, 1 << 20);
+    let metrics = Metrics::isolated();
+    let spool = Spool::open(&settings, metrics.clone()).unwrap();
+    for i in 0..3 {
+        spool.put(message(&format!("evt-{i}"))).await.unwrap();
+    }
+    // The disk refuses deletes (gone read-only, say) and still reads.
+    let disk = rusqlite::Connection::open(settings.dir.join(STORE_FILES[0])).unwrap();
+    disk.execute_batch("CREATE TRIGGER refuse BEFORE DELETE ON messages BEGIN SELECT RAISE(ABORT, 'read-only'); END;")
+        .unwrap();
+    let broker = Arc::new(FakeBroker::default());
+    let shutdown = CancellationToken::new();
+    let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
+
+    // Two removals refused: the first after the batch was confirmed, then one tried again.
+    let refused = r#"relay_spool_failures_total{step="remove"} 2"#;
+    let counted = tokio::time::timeout(Duration::from_secs(30), async {
+        while !metrics.render().contains(refused) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(counted.is_ok(), "{}", metrics.render());
+    assert_eq!(*broker.offered.borrow(), 3, "each event offered once, not again while it cannot be removed");
+    assert_eq!(spool.events(), 3);
+
+    disk.execute_batch("DROP TRIGGER refuse").unwrap();
+    wait_for_events(&spool, 0).await;
+    assert_eq!(broker.ids(), ["evt-0", "evt-1", "evt-2"], "each once");
     shutdown.cancel();
     drainer.await.unwrap();
 }
@@ -307,10 +343,10 @@ async fn a_removal_racing_a_write_is_counted_after_the_write() {
 
     let batch = spool.oldest(0, 2, u64::MAX).await.unwrap();
     assert_eq!(batch.len(), 2, "the drainer sees the committed write");
-    let confirmed = batch.iter().map(|stored| (stored.seq, stored_size(&stored.message))).collect();
+    let confirmed: Vec<_> = batch.iter().map(|stored| (stored.seq, stored_size(&stored.message))).collect();
     let mut removal = tokio::spawn({
         let spool = spool.clone();
-        async move { spool.remove(confirmed).await }
+        async move { spool.remove(&confirmed).await }
     });
     // A negative, so bounded by a short wait.
     let early = tokio::time::timeout(Duration::from_millis(200), &mut removal).await;
