@@ -116,8 +116,10 @@ struct Fields {
     in_progress: bool,
 }
 
+/// RFC 3339 in whole seconds: the API documents only "ISO8601 date-time", and parsers that take
+/// ISO 8601 often refuse more than six digits of a fraction, which a time read from the clock has.
 fn time_text(time: OffsetDateTime) -> String {
-    time.format(&Rfc3339).unwrap_or_default()
+    time.replace_nanosecond(0).unwrap_or(time).format(&Rfc3339).unwrap_or_default()
 }
 
 impl PolyaiClient {
@@ -169,6 +171,14 @@ impl PolyaiClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_sent_in_whole_seconds() {
+        let now = OffsetDateTime::parse("2026-11-30T21:50:12.123456789Z", &Rfc3339).unwrap();
+        assert_eq!(time_text(now), "2026-11-30T21:50:12Z");
+        let offset = OffsetDateTime::parse("2026-11-30T22:50:12+01:00", &Rfc3339).unwrap();
+        assert_eq!(time_text(offset), "2026-11-30T22:50:12+01:00");
+    }
 
     fn page(ids: &[&str], cursor: Option<&str>, next_offset: Option<u64>) -> ListPage {
         let summary = |id: &&str| Summary {
