@@ -106,11 +106,21 @@ impl Connector {
     fn endpoint(&self, index: usize) -> Result<(AMQPUri, String), String> {
         // Validated at start-up (config::amqp), so this fails only for a hand-built target; the
         // parser's message could quote the password, so it is not passed on.
-        let mut uri = AMQPUri::from_str(self.addresses[index].expose_secret())
-            .map_err(|_| format!("address {} is not a valid AMQP URL", index + 1))?;
+        let text = self.addresses[index].expose_secret();
+        let mut uri = AMQPUri::from_str(text).map_err(|_| format!("address {} is not a valid AMQP URL", index + 1))?;
+        // lapin's parser keeps a host only when it is a name: an IPv6 address became `localhost`,
+        // another broker than the one named, or none.
+        if let Ok(url) = url::Url::parse(text) {
+            if let Some(url::Host::Ipv6(address)) = url.host() {
+                uri.authority.host = address.to_string();
+            }
+        }
         uri.query.frame_max.get_or_insert(FRAME_MAX);
         uri.query.heartbeat.get_or_insert(HEARTBEAT);
-        let host = format!("{}:{}", uri.authority.host, uri.authority.port);
+        let host = match uri.authority.host.contains(':') {
+            true => format!("[{}]:{}", uri.authority.host, uri.authority.port),
+            false => format!("{}:{}", uri.authority.host, uri.authority.port),
+        };
         Ok((uri, host))
     }
 
@@ -270,6 +280,16 @@ mod tests {
         let tasks = std::fs::read_dir("/proc/self/task").unwrap();
         let names = tasks.filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok());
         names.filter(|name| name.trim_end() == "lapin-io-loop").count()
+    }
+
+    #[test]
+    fn an_ipv6_address_is_the_host_reached() {
+        let (uri, host) = connector("amqp://guest:guest@[fd00::5]:5672/%2f").endpoint(0).unwrap();
+        assert_eq!((uri.authority.host.as_str(), host.as_str()), ("fd00::5", "[fd00::5]:5672"));
+        let (uri, host) = connector("amqps://guest:guest@10.0.0.5/%2f").endpoint(0).unwrap();
+        assert_eq!((uri.authority.host.as_str(), host.as_str()), ("10.0.0.5", "10.0.0.5:5671"));
+        let (uri, _) = connector("amqp://guest:guest@broker.internal:5672/%2f").endpoint(0).unwrap();
+        assert_eq!(uri.authority.host, "broker.internal");
     }
 
     #[test]
