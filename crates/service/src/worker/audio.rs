@@ -1,7 +1,10 @@
 //! Saving the recording of a voice conversation: streamed to a temporary file, fsync'd, then
 //! renamed, so `{conversation_id}.wav` is either whole or absent, and never held in memory.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
 
 use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
@@ -15,6 +18,10 @@ use crate::{
 
 /// Only voice calls have recordings; asking for a chat's would be a guaranteed 404.
 const VOICE_CHANNEL: &str = "VOICE-SIP";
+
+/// A temporary file untouched this long belongs to no download: one in progress writes each
+/// chunk as it comes, and a read that waits longer than `RELAY_API_TIMEOUT` fails it.
+const STALE_PART: Duration = Duration::from_secs(3600);
 
 #[derive(Deserialize)]
 struct Channel {
@@ -108,10 +115,14 @@ async fn write_atomically(
         .await
         .map_err(|e| io(std::io::Error::other(e)))?
         .map_err(io)?;
-    let temporary: PathBuf = dir.join(format!(".{}.part", uuid::Uuid::new_v4().simple()));
+    let mut temporary = PartFile { path: dir.join(format!(".{}.part", uuid::Uuid::new_v4().simple())), kept: false };
     let result = async {
-        let mut file =
-            crate::owner_only::tokio_open_options().create_new(true).write(true).open(&temporary).await.map_err(io)?;
+        let mut file = crate::owner_only::tokio_open_options()
+            .create_new(true)
+            .write(true)
+            .open(&temporary.path)
+            .await
+            .map_err(io)?;
         let mut written = 0u64;
         while let Some(chunk) = response.chunk().await.map_err(|e| ApiError::Transport(transport_detail(&e)))? {
             written += chunk.len() as u64;
@@ -121,7 +132,8 @@ async fn write_atomically(
             file.write_all(&chunk).await.map_err(io)?;
         }
         file.sync_all().await.map_err(io)?;
-        tokio::fs::rename(&temporary, path).await.map_err(refused_name)?;
+        tokio::fs::rename(&temporary.path, path).await.map_err(refused_name)?;
+        temporary.kept = true;
         // The rename itself is durable only once the directory is synced.
         let dir = dir.to_owned();
         tokio::task::spawn_blocking(move || std::fs::File::open(dir)?.sync_all())
@@ -131,10 +143,45 @@ async fn write_atomically(
         Ok(written)
     }
     .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&temporary).await;
-    }
     result
+}
+
+/// A recording's temporary file, removed when dropped unless it became the recording: a download
+/// that fails, or whose task is aborted (shutdown, a pause), leaves nothing behind.
+struct PartFile {
+    path: PathBuf,
+    kept: bool,
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes the temporary files a killed process left in `dir` (each up to a long call's WAV),
+/// leaving those still being written: several workers may share the directory.
+pub(super) fn remove_stale_parts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with('.') && name.ends_with(".part")) {
+            continue;
+        }
+        let modified = entry.metadata().and_then(|m| m.modified());
+        if modified.is_ok_and(|at| now.duration_since(at).unwrap_or_default() >= STALE_PART) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %name, "removed a recording's temporary file left by a stopped process")
+                }
+                Err(error) => tracing::warn!(file = %name, %error, "cannot remove a recording's temporary file"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -147,6 +194,78 @@ mod tests {
         for bad in ["", "../etc/passwd", "a/b", ".hidden", "CA 1"] {
             assert_eq!(file_name(bad), None, "{bad}");
         }
+    }
+
+    /// A fresh directory under the system's temporary one, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("relay-audio-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+
+        fn names(&self) -> Vec<String> {
+            let mut names: Vec<String> =
+                std::fs::read_dir(&self.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+            names.sort();
+            names
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    // The worker aborts the tasks still running a while into a shutdown or a pause of every
+    // project: a recording half downloaded then must not stay on disk.
+    #[tokio::test]
+    async fn an_aborted_download_leaves_no_temporary_file() {
+        // A recording that starts to come, then stalls.
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/recording", server.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut stream, _) = server.accept().await.unwrap();
+            let mut request = [0; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut request).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: audio/wav\r\ncontent-length: 100000\r\n\r\nRIFF";
+            stream.write_all(head.as_bytes()).await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let response = crate::http_client::builder().build().unwrap().get(&url).send().await.unwrap();
+        let dir = TempDir::new();
+        let path = dir.0.join("CA1.wav");
+        let download = tokio::spawn({
+            let (dir, path) = (dir.0.clone(), path.clone());
+            async move { write_atomically(response, &dir, &path, 1 << 20).await }
+        });
+        let started = tokio::time::timeout(Duration::from_secs(10), async {
+            while !dir.names().iter().any(|name| name.ends_with(".part")) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(started.is_ok(), "the download never started");
+        download.abort();
+        assert!(download.await.unwrap_err().is_cancelled());
+        assert_eq!(dir.names(), Vec::<String>::new(), "nothing left");
+    }
+
+    #[test]
+    fn temporary_files_a_stopped_process_left_are_removed_and_the_others_kept() {
+        let dir = TempDir::new();
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        for (name, modified) in
+            [(".left.part", two_hours_ago), (".writing.part", SystemTime::now()), ("CA1.wav", two_hours_ago)]
+        {
+            let file = std::fs::File::create(dir.0.join(name)).unwrap();
+            file.set_modified(modified).unwrap();
+        }
+        remove_stale_parts(&dir.0);
+        assert_eq!(dir.names(), [".writing.part", "CA1.wav"]);
     }
 
     #[test]

@@ -134,6 +134,10 @@ impl Worker {
         // others keep every API slot busy (measured in BENCHMARKS.md: 69% of the ideal rate at
         // 1x, 83% at 2x, about 90% at 4x). The prefetch matches: the queue hands out no more.
         let prefetch = u16::try_from(self.events_in_progress()).unwrap_or(u16::MAX);
+        if let Some(audio) = &self.audio {
+            let dir = audio.dir.clone();
+            tokio::task::spawn_blocking(move || audio::remove_stale_parts(&dir));
+        }
         let mut failures = 0u32;
         let unreachable = LogLimit::default();
         while !self.shutdown.is_cancelled() {
