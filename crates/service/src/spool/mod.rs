@@ -106,6 +106,7 @@ impl Spool {
         }
         let store =
             Store::open(dir).with_context(|| format!("RELAY_SPOOL_DIR: cannot open the spool in {}", dir.display()))?;
+        crate::queue::embedded::store::sync_dir(dir);
         let events = store.len().context("RELAY_SPOOL_DIR: cannot read the spool")?;
         let bytes = store.stored_bytes().context("RELAY_SPOOL_DIR: cannot read the spool")?;
         metrics.record(|| metrics::gauge!(names::SPOOL_MAX_BYTES).set(settings.max_bytes as f64));

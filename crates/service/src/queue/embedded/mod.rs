@@ -175,12 +175,14 @@ impl EmbeddedQueue {
             JsonLines::open(&dir.join(name), written.clone())
                 .map_err(|e| unusable(&format!("open {name}"), e.to_string()))
         };
+        let (conversations, dead) = (open(CONVERSATIONS_FILE)?, open(DEAD_FILE)?);
+        store::sync_dir(dir);
         Ok(Self {
             shared: Arc::new(Shared {
                 _lock: lock,
                 store,
-                conversations: open(CONVERSATIONS_FILE)?,
-                dead: open(DEAD_FILE)?,
+                conversations,
+                dead,
                 written,
                 arrived: Notify::new(),
                 healthy: watch::Sender::new(true),

@@ -74,6 +74,19 @@ pub struct Store {
 
 type StoreResult<T> = Result<T, rusqlite::Error>;
 
+/// Makes the names of the files just created in `dir`, and `dir`'s own in its parent, durable:
+/// SQLite syncs the directory when it creates the WAL, not the files created before it (the
+/// database, the JSON Lines files). Best effort: some network and FUSE filesystems cannot sync a
+/// directory, and refusing to start on them would be worse than the power-cut window this closes.
+pub fn sync_dir(dir: &Path) {
+    let parent = dir.parent().map(|parent| if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
+    for dir in std::iter::once(dir).chain(parent) {
+        if let Err(error) = std::fs::File::open(dir).and_then(|dir| dir.sync_all()) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot sync the directory: the files just created in it are durable once the filesystem writes its entries");
+        }
+    }
+}
+
 /// The database file in the data directory; SQLite adds `-wal` and `-shm` beside it.
 pub const FILE: &str = "queue.sqlite3";
 
@@ -98,12 +111,6 @@ impl Store {
         connection.busy_timeout(std::time::Duration::from_secs(5))?;
         connection.execute_batch(SCHEMA)?;
         connection.execute("UPDATE messages SET leased = 0 WHERE leased = 1", [])?;
-        // The file's own name in its directory is made durable too: SQLite syncs the directory
-        // when it creates the WAL, not when the database file was created before it.
-        std::fs::File::open(dir).and_then(|dir| dir.sync_all()).map_err(|error| {
-            let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR);
-            rusqlite::Error::SqliteFailure(code, Some(format!("cannot sync the directory: {error}")))
-        })?;
         Ok(Self { connection: Mutex::new(connection) })
     }
 
