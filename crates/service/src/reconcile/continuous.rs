@@ -90,6 +90,9 @@ pub async fn run_continuously(
         projects = projects.len(),
         "reconciliation on"
     );
+    // Each project's count exists from the start at 0, so that the alert on its increase fires
+    // on the first failure, not the second.
+    count_failures_by(&metrics, &projects, 0);
     // Kept across rounds: on RabbitMQ its connection holds the reconciler lock.
     let mut amqp: Option<AmqpLedger> = None;
     loop {
@@ -177,9 +180,13 @@ async fn round(
 /// A failed pass for each of `projects`, so that `RelayReconcileFailing` fires: a list that
 /// fails is one project's, a ledger that cannot be read or written fails every project's pass.
 fn count_failures(metrics: &Metrics, projects: &[PolyaiClient]) {
+    count_failures_by(metrics, projects, 1);
+}
+
+fn count_failures_by(metrics: &Metrics, projects: &[PolyaiClient], failures: u64) {
     for client in projects {
         let label = client.project().label();
-        metrics.record(|| metrics::counter!(names::RECONCILE_FAILURES, "project" => label).increment(1));
+        metrics.record(|| metrics::counter!(names::RECONCILE_FAILURES, "project" => label).increment(failures));
     }
 }
 

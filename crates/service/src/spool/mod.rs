@@ -109,7 +109,13 @@ impl Spool {
         crate::queue::embedded::store::sync_dir(dir);
         let events = store.len().context("RELAY_SPOOL_DIR: cannot read the spool")?;
         let bytes = store.stored_bytes().context("RELAY_SPOOL_DIR: cannot read the spool")?;
-        metrics.record(|| metrics::gauge!(names::SPOOL_MAX_BYTES).set(settings.max_bytes as f64));
+        metrics.record(|| {
+            metrics::gauge!(names::SPOOL_MAX_BYTES).set(settings.max_bytes as f64);
+            // At 0 from the start, so that the alert on their increase fires on the first failure.
+            for step in ["read", "remove"] {
+                metrics::counter!(names::SPOOL_FAILURES, "step" => step).increment(0);
+            }
+        });
         let spool = Self {
             inner: Arc::new(Inner {
                 _lock: lock,

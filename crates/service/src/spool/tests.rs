@@ -211,6 +211,7 @@ async fn events_confirmed_that_the_spool_cannot_remove_are_not_sent_again() {
     let settings = settings(&dir, 1 << 20);
     let metrics = Metrics::isolated();
     let spool = Spool::open(&settings, metrics.clone()).unwrap();
+    assert!(metrics.render().contains(r#"relay_spool_failures_total{step="remove"} 0"#), "counted from the start");
     for i in 0..3 {
         spool.put(message(&format!("evt-{i}"))).await.unwrap();
     }
