@@ -161,6 +161,14 @@ impl Drop for PartFile {
     }
 }
 
+/// A name [`write_atomically`] gives its temporary files (`.{uuid}.part`), and nothing else: the
+/// directory may hold other tools' files.
+fn is_part_name(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|name| name.strip_suffix(".part"))
+        .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// Removes the temporary files a killed process left in `dir` (each up to a long call's WAV),
 /// leaving those still being written: several workers may share the directory.
 pub(super) fn remove_stale_parts(dir: &Path) {
@@ -169,7 +177,7 @@ pub(super) fn remove_stale_parts(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if !(name.starts_with('.') && name.ends_with(".part")) {
+        if !is_part_name(&name) {
             continue;
         }
         let modified = entry.metadata().and_then(|m| m.modified());
@@ -258,14 +266,21 @@ mod tests {
     fn temporary_files_a_stopped_process_left_are_removed_and_the_others_kept() {
         let dir = TempDir::new();
         let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
-        for (name, modified) in
-            [(".left.part", two_hours_ago), (".writing.part", SystemTime::now()), ("CA1.wav", two_hours_ago)]
-        {
+        let left = format!(".{}.part", uuid::Uuid::new_v4().simple());
+        let writing = format!(".{}.part", uuid::Uuid::new_v4().simple());
+        for (name, modified) in [
+            (left.as_str(), two_hours_ago),
+            (writing.as_str(), SystemTime::now()),
+            ("CA1.wav", two_hours_ago),
+            (".another-tool.part", two_hours_ago),
+        ] {
             let file = std::fs::File::create(dir.0.join(name)).unwrap();
             file.set_modified(modified).unwrap();
         }
         remove_stale_parts(&dir.0);
-        assert_eq!(dir.names(), [".writing.part", "CA1.wav"]);
+        let mut kept = vec![writing, ".another-tool.part".to_owned(), "CA1.wav".to_owned()];
+        kept.sort();
+        assert_eq!(dir.names(), kept);
     }
 
     #[test]
