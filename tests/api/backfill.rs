@@ -166,8 +166,9 @@ fn param(query: &str, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
 }
 
+/// A time as list requests send it: RFC 3339 in whole seconds.
 fn time_text(time: OffsetDateTime) -> String {
-    time.format(&time::format_description::well_known::Rfc3339).unwrap()
+    time.replace_nanosecond(0).unwrap().format(&time::format_description::well_known::Rfc3339).unwrap()
 }
 
 #[tokio::test]
