@@ -105,10 +105,7 @@ impl TopologyArgs {
         } else {
             EventTypes::Only(types)
         };
-        let conversations_queue = match self.conversations_queue.trim() {
-            "" | "off" | "none" => None,
-            name => Some(name.to_owned()),
-        };
+        let conversations_queue = values::optional_name(&self.conversations_queue);
         Ok(Topology {
             events_exchange: self.events_exchange.clone(),
             enrich_queue: self.enrich_queue.clone(),
@@ -118,10 +115,7 @@ impl TopologyArgs {
             dead_queue: self.dead_queue.clone(),
             event_types,
             delivery_limit: self.delivery_limit.max(1),
-            conversations_log: match self.conversations_log.trim() {
-                "" | "off" | "none" => None,
-                name => Some(name.to_owned()),
-            },
+            conversations_log: values::optional_name(&self.conversations_log),
             log_retention: self.log_retention,
         })
     }

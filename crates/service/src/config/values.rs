@@ -45,6 +45,14 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
+/// A name that can be turned off: `None` for nothing, `off` or `none`, in any case, as for
+/// [`parse_bool`]; `OFF` naming a queue called `OFF` would surprise whoever wrote it.
+pub fn optional_name(text: &str) -> Option<String> {
+    let name = text.trim();
+    let off = name.is_empty() || name.eq_ignore_ascii_case("off") || name.eq_ignore_ascii_case("none");
+    (!off).then(|| name.to_owned())
+}
+
 /// Splits a comma-separated list, dropping blanks so `a, b,` means `[a, b]`.
 pub fn parse_list(text: &str) -> Vec<String> {
     text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
@@ -90,6 +98,15 @@ mod tests {
         assert!(parse_size("1 parsec").is_err());
         assert!(parse_size("0").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn names_are_turned_off_by_off_or_none_in_any_case() {
+        for off in ["", " ", "off", "OFF", "Off", "none", "NONE"] {
+            assert_eq!(optional_name(off), None, "{off:?}");
+        }
+        assert_eq!(optional_name(" polyai.conversations.log ").as_deref(), Some("polyai.conversations.log"));
+        assert_eq!(optional_name("offline").as_deref(), Some("offline"));
     }
 
     #[test]
