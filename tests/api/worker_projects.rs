@@ -204,36 +204,6 @@ both_backends! {
         assert_eq!(app.queue.dead_count().await, 0);
     }
 
-    async fn a_paced_projects_backlog_does_not_hold_back_the_other(backend: Backend) {
-        // Four events in progress at a time, and two calls a second for each project: without
-        // holding back, the backlog's events fill the four slots for as long as it lasts, each
-        // waiting up to 2 s for its turn, and the other project's event waits behind them.
-        let app = spawn_app_with(Options { api_concurrency: 1, api_rate: Some(2.0), ..two(backend) }).await;
-        let backlog: Vec<String> = (0..12).map(|i| format!("CAuk{i:02}")).collect();
-        for id in &backlog {
-            publish(&app, Some(FIRST_PROJECT), id).await;
-        }
-        publish(&app, Some(SECOND_PROJECT), "CAus").await;
-        // The other project's record comes while most of the backlog still waits for its turns,
-        // in a delay queue rather than in the slots.
-        let mut uk = HashSet::new();
-        loop {
-            let record = app.next_record().await;
-            let id = record.json["conversation"]["id"].as_str().unwrap().to_owned();
-            if record.json["project"] == SECOND_PROJECT {
-                break;
-            }
-            uk.insert(id);
-        }
-        assert!(uk.len() < 6, "the other project's event came after {} of the backlog's records", uk.len());
-        // Each event of the backlog follows, once.
-        uk.extend(records_of(&app, FIRST_PROJECT, backlog.len() - uk.len()).await);
-        assert_eq!(uk, backlog.iter().cloned().collect());
-        assert!(app.metric(r#"relay_worker_retries_total{project="acme-uk",reason="paced"}"#).await >= 1.0);
-        assert_eq!(app.polyai.by_id_requests_of(PROJECT).len(), backlog.len(), "one call each");
-        assert_eq!(app.queue.dead_count().await, 0);
-    }
-
     async fn an_event_naming_a_project_not_served_waits_then_is_dead_lettered(backend: Backend) {
         // A project the receivers serve before the workers do (a roll of one, then the other):
         // its events wait like failed calls, and become dead letters once their attempts are spent.

@@ -5,13 +5,10 @@
 use std::{sync::Arc, time::Duration};
 
 use serde_json::value::RawValue;
-// tokio's clock, as the throttle's.
-use tokio::time::Instant;
 
 use super::{
     audio,
     projects::{Project, UNKNOWN_LABEL},
-    throttle::Throttle,
     Settle, Worker,
 };
 use crate::{
@@ -77,11 +74,10 @@ impl Worker {
         let (conversation, audio) = match conversation_id {
             Some(id) => {
                 traces::set_attribute(&span, "conversation_id", id);
-                let turn = match self.turn_or_hold(message, &project).await {
-                    Ok(turn) => turn,
-                    Err(settle) => return settle,
-                };
-                match self.fetch_with_audio(&project, id, attempts + 1, turn).await {
+                if let Some(settle) = self.hold_back_if_stuck(message, &project).await {
+                    return settle;
+                }
+                match self.fetch_with_audio(&project, id, attempts + 1).await {
                     Ok(found) => found,
                     Err(failed) => return self.after_failure(message, &project, attempts, failed).await,
                 }
@@ -91,41 +87,33 @@ impl Worker {
         self.publish_record(message, &project, conversation.as_deref(), audio).await
     }
 
-    /// The event's turn to call the API, reserved; or, settled, an event its project cannot
-    /// fetch soon: the key is refused, a 429 paused the project's calls, or `RELAY_API_RATE` puts
-    /// its turn further than [`WAIT_IN_MEMORY`] away. Such an event waits in a delay queue,
-    /// attempts untouched; waiting in memory, it would hold a slot another project's events
-    /// could use.
-    async fn turn_or_hold(&self, message: &Message, project: &Project) -> Result<Instant, Settle> {
+    /// Holds back an event its project cannot fetch now: the key is refused, or a 429 paused the
+    /// project's calls for longer than [`WAIT_IN_MEMORY`]. It waits in a delay queue, attempts
+    /// untouched; waiting in memory, it would hold a slot another project's events could use.
+    async fn hold_back_if_stuck(&self, message: &Message, project: &Project) -> Option<Settle> {
         let label = project.name.as_str();
         if self.pauses.is_paused(&project.name) {
             let why = format!("held back: the API refuses the key of project {label}");
-            return Err(self.hold(message, label, self.auth_probe_interval, "key_refused", &why).await);
+            return Some(self.hold(message, label, self.auth_probe_interval, "key_refused", &why).await);
         }
-        if let Some(left) = project.throttle.held_back().filter(|left| *left > WAIT_IN_MEMORY) {
-            let why = format!("held back: a 429 paused the API calls of project {label}");
-            return Err(self.hold(message, label, left, "rate_limited", &why).await);
-        }
-        match project.throttle.reserve_within(WAIT_IN_MEMORY) {
-            Ok(turn) => Ok(turn),
-            Err(later) => {
-                let why = format!("held back: RELAY_API_RATE spaces the API calls of project {label}");
-                Err(self.hold(message, label, later, "paced", &why).await)
+        match project.throttle.held_back() {
+            Some(left) if left > WAIT_IN_MEMORY => {
+                let why = format!("held back: a 429 paused the API calls of project {label}");
+                Some(self.hold(message, label, left, "rate_limited", &why).await)
             }
+            _ => None,
         }
     }
 
-    /// The conversation and, when audio download is on, its recording. `attempt` counts from 1;
-    /// `turn` is the conversation's call's, reserved.
+    /// The conversation and, when audio download is on, its recording. `attempt` counts from 1.
     async fn fetch_with_audio(
         &self,
         project: &Project,
         conversation_id: &str,
         attempt: u32,
-        turn: Instant,
     ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), Failed> {
         let conversation_id_owned = || conversation_id.to_owned();
-        let conversation = self.fetch(project, conversation_id, attempt, turn).await.map_err(|error| Failed {
+        let conversation = self.fetch(project, conversation_id, attempt).await.map_err(|error| Failed {
             error,
             call: KeyedCall::Conversation { conversation_id: conversation_id_owned() },
         })?;
@@ -146,16 +134,10 @@ impl Worker {
         Ok((Some(conversation), audio))
     }
 
-    async fn fetch(
-        &self,
-        project: &Project,
-        conversation_id: &str,
-        attempt: u32,
-        turn: Instant,
-    ) -> Result<Box<RawValue>, ApiError> {
+    async fn fetch(&self, project: &Project, conversation_id: &str, attempt: u32) -> Result<Box<RawValue>, ApiError> {
         // The project's turn first, then a call slot: a project waiting for its pace holds no
         // slot another project's call could use.
-        Throttle::wait_for(turn).await;
+        project.throttle.acquire().await;
         let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
         // After the rate limit and the slot: the span times the API alone.
         let span = trace_span!("fetch", otel.kind = "client", attempt, status = Empty);

@@ -19,9 +19,6 @@ pub struct Throttle {
 struct State {
     next_slot: Instant,
     paused_until: Instant,
-    /// When the next event held back for the rate comes back: each one a turn after the one
-    /// before, so that they return about when their turn comes rather than all at once.
-    returns_from: Instant,
     /// 429s without a `Retry-After` since the last call the API answered, each after the pause
     /// the one before set: how many times the next such pause doubles.
     unexplained_in_a_row: u32,
@@ -32,7 +29,7 @@ impl Throttle {
         let now = Instant::now();
         Self {
             interval: rate.map(|r| Duration::from_secs_f64(1.0 / r)),
-            state: Mutex::new(State { next_slot: now, paused_until: now, returns_from: now, unexplained_in_a_row: 0 }),
+            state: Mutex::new(State { next_slot: now, paused_until: now, unexplained_in_a_row: 0 }),
         }
     }
 
@@ -51,33 +48,6 @@ impl Throttle {
         // registered and fired, a wake-up and a trip through the scheduler for every call.
         if start > now {
             tokio::time::sleep_until(start).await;
-        }
-    }
-
-    /// Reserves a call's turn if it comes within `in_memory`: `Ok` with that moment, to wait for
-    /// with [`Self::wait_for`]. Otherwise `Err` with how long the event should wait elsewhere (a
-    /// delay queue), holding no slot: with a rate, a backlog of one project would otherwise fill
-    /// every in-progress slot with events waiting their turn, and other projects' events would
-    /// wait behind them.
-    pub fn reserve_within(&self, in_memory: Duration) -> Result<Instant, Duration> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let start = now.max(state.next_slot).max(state.paused_until);
-        let Some(interval) = self.interval else { return Ok(start) };
-        if start <= now + in_memory {
-            state.next_slot = start + interval;
-            return Ok(start);
-        }
-        let back = start.max(state.returns_from);
-        state.returns_from = back + interval;
-        Err(back - now)
-    }
-
-    /// Waits for a turn [`Self::reserve_within`] reserved.
-    pub async fn wait_for(turn: Instant) {
-        // As in `acquire`: a turn that has come costs no timer.
-        if turn > Instant::now() {
-            tokio::time::sleep_until(turn).await;
         }
     }
 
@@ -136,22 +106,6 @@ mod tests {
         // Four gaps of 100 ms after the first call.
         assert!(start.elapsed() >= Duration::from_millis(400));
         assert!(start.elapsed() < Duration::from_millis(500));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn turns_further_than_the_wait_in_memory_come_back_a_turn_apart() {
-        let (throttle, second) = (Throttle::new(Some(2.0)), Duration::from_secs(1));
-        let now = tokio::time::Instant::now();
-        let turns: Vec<_> = (0..3).map(|_| throttle.reserve_within(second)).collect();
-        let at = |ms| Ok(now + Duration::from_millis(ms));
-        assert_eq!(turns, [at(0), at(500), at(1000)], "within a second: reserved");
-        assert_eq!(throttle.reserve_within(second), Err(Duration::from_millis(1500)));
-        assert_eq!(throttle.reserve_within(second), Err(Duration::from_millis(2000)));
-        // Back at its time, the first of them finds its turn.
-        tokio::time::advance(Duration::from_millis(1500)).await;
-        assert_eq!(throttle.reserve_within(second), Ok(tokio::time::Instant::now()));
-        let free = Throttle::new(None);
-        assert!((0..100).all(|_| free.reserve_within(second).is_ok()), "without a rate, no turn is far");
     }
 
     #[tokio::test(start_paused = true)]
