@@ -24,4 +24,6 @@ pub mod shutdown;
 pub mod signature;
 pub mod spool;
 pub mod telemetry;
+#[cfg(test)]
+mod temp_dir;
 pub mod worker;

@@ -8,20 +8,12 @@ use super::*;
 use crate::{
     queue::{Destination, PublishError, Publisher},
     telemetry::captured::Lines,
+    temp_dir::TempDir,
 };
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        Self(std::env::temp_dir().join(format!("relay-spool-{}", uuid::Uuid::new_v4().simple())))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory of the test's own.
+fn temp_dir() -> TempDir {
+    TempDir::new("relay-spool")
 }
 
 fn settings(dir: &TempDir, max_bytes: u64) -> SpoolSettings {
@@ -99,7 +91,7 @@ async fn wait_for_events(spool: &Spool, events: u64) {
 
 #[tokio::test]
 async fn spooled_events_come_back_whole_and_oldest_first_after_a_reopen() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     for i in 0..5 {
         spool.put(message(&format!("evt-{i}"))).await.unwrap();
@@ -121,7 +113,7 @@ async fn spooled_events_come_back_whole_and_oldest_first_after_a_reopen() {
 
 #[tokio::test]
 async fn a_full_spool_refuses_and_accepts_again_once_drained() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let one = stored_size(&message("evt-0"));
     let spool = Spool::open(&settings(&dir, one * 2), Metrics::isolated()).unwrap();
     spool.put(message("evt-0")).await.unwrap();
@@ -138,7 +130,7 @@ async fn a_full_spool_refuses_and_accepts_again_once_drained() {
 
 #[tokio::test]
 async fn what_waits_on_the_spool_hears_when_an_event_finds_no_room_and_when_room_is_made() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let one = stored_size(&message("evt-0"));
     // Room for two events and a little: a third does not fit, though the spool is below its cap.
     let spool = Spool::open(&settings(&dir, one * 2 + 1), Metrics::isolated()).unwrap();
@@ -157,7 +149,7 @@ async fn what_waits_on_the_spool_hears_when_an_event_finds_no_room_and_when_room
 
 #[tokio::test]
 async fn the_spool_directory_and_its_files_are_owner_only() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     spool.put(message("evt-0")).await.unwrap();
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -171,7 +163,7 @@ async fn the_spool_directory_and_its_files_are_owner_only() {
 
 #[test]
 fn a_second_owner_of_the_same_spool_is_refused() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let _first = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     let error = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).err().expect("refused").to_string();
     assert!(error.contains("in use by another process"), "{error}");
@@ -179,7 +171,7 @@ fn a_second_owner_of_the_same_spool_is_refused() {
 
 #[tokio::test]
 async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties_the_spool() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     let broker = Arc::new(FakeBroker::default());
     broker.ready.send_replace(false);
@@ -207,7 +199,7 @@ async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties
 
 #[tokio::test]
 async fn events_confirmed_that_the_spool_cannot_remove_are_not_sent_again() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let settings = settings(&dir, 1 << 20);
     let metrics = Metrics::isolated();
     let spool = Spool::open(&settings, metrics.clone()).unwrap();
@@ -244,7 +236,7 @@ async fn events_confirmed_that_the_spool_cannot_remove_are_not_sent_again() {
 
 #[tokio::test]
 async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     let broker = Arc::new(FakeBroker::default());
     *broker.nack_prefix.lock().unwrap() = Some("evt-1".into());
@@ -270,7 +262,7 @@ async fn an_event_the_broker_goes_on_refusing_is_warned_of_once_per_interval_not
     let subscriber = tracing_subscriber::fmt().with_writer(lines.clone()).with_ansi(false).finish();
     // The test's runtime runs on this thread, and the drainer with it.
     let _logging = tracing::subscriber::set_default(subscriber);
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     let broker = Arc::new(FakeBroker::default());
     *broker.nack_prefix.lock().unwrap() = Some("refused-".into());
@@ -290,7 +282,7 @@ async fn an_event_the_broker_goes_on_refusing_is_warned_of_once_per_interval_not
 
 #[tokio::test]
 async fn a_batch_of_events_the_broker_refuses_does_not_hold_back_the_events_behind_it() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     let broker = Arc::new(FakeBroker::default());
     // A type no longer bound, say: the broker refuses a whole batch's worth at the head.
@@ -313,7 +305,7 @@ async fn a_batch_of_events_the_broker_refuses_does_not_hold_back_the_events_behi
 
 #[tokio::test]
 async fn an_event_whose_caller_stopped_waiting_is_still_counted_and_drained() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     // The receiver's deadline runs out while the write is under way: the write still commits.
     let _ = tokio::time::timeout(Duration::ZERO, spool.put(message("evt-late"))).await;
@@ -333,7 +325,7 @@ async fn an_event_whose_caller_stopped_waiting_is_still_counted_and_drained() {
 #[tokio::test]
 #[allow(clippy::await_holding_lock, reason = "the guard is a write paused between its commit and its count")]
 async fn a_removal_racing_a_write_is_counted_after_the_write() {
-    let dir = TempDir::new();
+    let dir = temp_dir();
     let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
     spool.put(message("evt-0")).await.unwrap();
     // What `put` does for evt-1, paused after the commit.

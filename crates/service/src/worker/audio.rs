@@ -195,6 +195,7 @@ pub(super) fn remove_stale_parts(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::temp_dir::TempDir;
 
     #[test]
     fn only_plain_ids_become_file_names() {
@@ -204,28 +205,19 @@ mod tests {
         }
     }
 
-    /// A fresh directory under the system's temporary one, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("relay-audio-{}", uuid::Uuid::new_v4().simple()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-
-        fn names(&self) -> Vec<String> {
-            let mut names: Vec<String> =
-                std::fs::read_dir(&self.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
-            names.sort();
-            names
-        }
+    /// A directory of the test's own, created.
+    fn temp_dir() -> TempDir {
+        let dir = TempDir::new("relay-audio");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        dir
     }
 
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// What `dir` holds, sorted.
+    fn names(dir: &TempDir) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(&dir.0).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        names.sort();
+        names
     }
 
     // The worker aborts the tasks still running a while into a shutdown or a pause of every
@@ -244,14 +236,14 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let response = crate::http_client::builder().build().unwrap().get(&url).send().await.unwrap();
-        let dir = TempDir::new();
+        let dir = temp_dir();
         let path = dir.0.join("CA1.wav");
         let download = tokio::spawn({
             let (dir, path) = (dir.0.clone(), path.clone());
             async move { write_atomically(response, &dir, &path, 1 << 20).await }
         });
         let started = tokio::time::timeout(Duration::from_secs(10), async {
-            while !dir.names().iter().any(|name| name.ends_with(".part")) {
+            while !names(&dir).iter().any(|name| name.ends_with(".part")) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -259,12 +251,12 @@ mod tests {
         assert!(started.is_ok(), "the download never started");
         download.abort();
         assert!(download.await.unwrap_err().is_cancelled());
-        assert_eq!(dir.names(), Vec::<String>::new(), "nothing left");
+        assert_eq!(names(&dir), Vec::<String>::new(), "nothing left");
     }
 
     #[test]
     fn temporary_files_a_stopped_process_left_are_removed_and_the_others_kept() {
-        let dir = TempDir::new();
+        let dir = temp_dir();
         let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
         let left = format!(".{}.part", uuid::Uuid::new_v4().simple());
         let writing = format!(".{}.part", uuid::Uuid::new_v4().simple());
@@ -280,7 +272,7 @@ mod tests {
         remove_stale_parts(&dir.0);
         let mut kept = vec![writing, ".another-tool.part".to_owned(), "CA1.wav".to_owned()];
         kept.sort();
-        assert_eq!(dir.names(), kept);
+        assert_eq!(names(&dir), kept);
     }
 
     #[test]

@@ -3,20 +3,11 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::*;
+use crate::temp_dir::TempDir;
 
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new() -> Self {
-        let path = std::env::temp_dir().join(format!("relay-embedded-{}", uuid::Uuid::new_v4().simple()));
-        Self(path)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory of the test's own.
+fn temp_dir() -> TempDir {
+    TempDir::new("relay-embedded")
 }
 
 fn message(id: &str) -> Message {
@@ -31,7 +22,7 @@ fn message(id: &str) -> Message {
 
 #[tokio::test]
 async fn a_published_event_is_delivered_with_its_properties_and_gone_once_acked() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     queue.publish(Destination::Events, message("evt_1")).await.unwrap();
     let mut consumer = Source::open(&queue, 1).await.unwrap();
@@ -44,7 +35,7 @@ async fn a_published_event_is_delivered_with_its_properties_and_gone_once_acked(
 
 #[tokio::test]
 async fn leases_of_a_process_that_died_are_released_on_the_next_open() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     {
         std::fs::create_dir_all(&dir.0).unwrap();
         let store = Store::open(&dir.0).unwrap();
@@ -60,7 +51,7 @@ async fn leases_of_a_process_that_died_are_released_on_the_next_open() {
 
 #[tokio::test]
 async fn a_message_past_its_delivery_limit_goes_to_the_dead_letter_file() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let queue = EmbeddedQueue::open(&dir.0, 2).unwrap();
     queue.publish(Destination::Events, message("evt_poison")).await.unwrap();
     queue.publish(Destination::Events, message("evt_fine")).await.unwrap();
@@ -85,7 +76,7 @@ async fn a_message_past_its_delivery_limit_goes_to_the_dead_letter_file() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_falls_due_when_its_delay_has_passed_and_not_before() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let queue = EmbeddedQueue::open_with_clock(&dir.0, 20, Clock::tokio()).unwrap();
     queue.publish(Destination::Retry { delay: Duration::from_secs(300) }, message("evt_later")).await.unwrap();
     assert!(queue.get().await.unwrap().is_none(), "not due at once");
@@ -97,7 +88,7 @@ async fn a_retry_falls_due_when_its_delay_has_passed_and_not_before() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiting_consumer_wakes_when_a_retry_falls_due() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let queue = EmbeddedQueue::open_with_clock(&dir.0, 20, Clock::tokio()).unwrap();
     // Timed from before the publish: the delay runs from when the publish stored it.
     let started = tokio::time::Instant::now();
@@ -110,7 +101,7 @@ async fn a_waiting_consumer_wakes_when_a_retry_falls_due() {
 
 #[tokio::test]
 async fn a_message_got_and_dropped_unsettled_goes_back() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     queue.publish(Destination::Events, message("evt_1")).await.unwrap();
     let delivery = queue.get().await.unwrap().expect("ready");
@@ -123,7 +114,7 @@ async fn a_message_got_and_dropped_unsettled_goes_back() {
 
 #[test]
 fn a_second_owner_of_the_same_directory_is_refused() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let _first = EmbeddedQueue::open(&dir.0, 20).unwrap();
     let second = EmbeddedQueue::open(&dir.0, 20).err().unwrap();
     assert!(matches!(second, OpenError::InUse { .. }), "{second}");
@@ -132,7 +123,7 @@ fn a_second_owner_of_the_same_directory_is_refused() {
 
 #[test]
 fn a_torn_last_line_is_ended_before_the_next_record() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     std::fs::create_dir_all(&dir.0).unwrap();
     let path = dir.0.join(CONVERSATIONS_FILE);
     std::fs::write(&path, "{\"whole\":1}\n{\"torn\":").unwrap();
@@ -143,7 +134,7 @@ fn a_torn_last_line_is_ended_before_the_next_record() {
 
 #[tokio::test]
 async fn each_record_and_dead_letter_is_announced_once_it_is_on_disk() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     let mut written = queue.written();
     let lines = |name: &str| std::fs::read_to_string(dir.0.join(name)).unwrap().lines().count();
@@ -161,7 +152,7 @@ async fn each_record_and_dead_letter_is_announced_once_it_is_on_disk() {
 
 #[tokio::test]
 async fn accepted_events_and_records_make_their_conversation_known_and_retries_do_not_add_any() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     let event = |conversation: &str| Message {
         body: Bytes::from(format!(
@@ -184,7 +175,7 @@ async fn accepted_events_and_records_make_their_conversation_known_and_retries_d
 
 #[test]
 fn the_ledger_forgets_what_is_past_retention() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     std::fs::create_dir_all(&dir.0).unwrap();
     let store = Store::open(&dir.0).unwrap();
     store.note_known("CAold", 1_000).unwrap();
@@ -196,7 +187,7 @@ fn the_ledger_forgets_what_is_past_retention() {
 
 #[tokio::test]
 async fn a_dead_letter_line_torn_inside_a_character_hides_no_other_dead_letter() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     queue.publish(Destination::Dead, message("evt_before")).await.unwrap();
     // What a full disk could leave before the fix: part of a line, cut inside "ë".
@@ -216,7 +207,7 @@ async fn a_dead_letter_line_torn_inside_a_character_hides_no_other_dead_letter()
 
 #[tokio::test]
 async fn a_dead_letter_keeps_the_event_byte_for_byte() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     let bodies: [&[u8]; 3] = [
         // Keys out of order, a trailing zero, an integer past u64 and f64: what a `Value` rewrites.
@@ -237,7 +228,7 @@ async fn a_dead_letter_keeps_the_event_byte_for_byte() {
 
 #[tokio::test]
 async fn a_ledger_prune_that_fails_does_not_fail_the_write_it_follows() {
-    let dir = Dir::new();
+    let dir = temp_dir();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     // A conversation long past retention, which the prune will try to forget; and from now on
     // forgetting fails, while storing goes on as before.
