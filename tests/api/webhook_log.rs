@@ -133,3 +133,31 @@ async fn a_flood_of_refusals_on_one_project_hides_none_of_another() {
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", relay.logs());
 }
+
+/// A body declared over `RELAY_MAX_BODY` is refused before it is read, and like every other
+/// refusal it is counted and logged: PolyAI does not send a 413 again, so the line and the count
+/// are all an operator gets.
+#[tokio::test]
+async fn a_body_declared_over_the_limit_is_counted_and_logged() {
+    let broker = TestBroker::new(EventTypes::All).await;
+    let mut relay = serve(&broker, &[("RELAY_MAX_BODY", "1KiB")]).await;
+    let oversize = "x".repeat(2048);
+    let response = http()
+        .post(relay.url("/polyai-events"))
+        .header("x-polyai-signature", "00")
+        .body(oversize)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+
+    let logs = relay.wait_for_log(r#""outcome":"too_large""#, Duration::from_secs(10)).await;
+    let line = logs.lines().find(|line| line.contains(r#""outcome":"too_large""#)).unwrap();
+    assert!(line.contains("webhook refused"), "{line}");
+    let metrics = http().get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let counted =
+        metrics.lines().find(|line| line.starts_with("relay_webhook_requests_total") && line.contains("too_large"));
+    assert!(counted.is_some_and(|line| line.ends_with(" 1")), "{metrics}");
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", relay.logs());
+}

@@ -20,7 +20,7 @@ use std::{
 
 use axum::body::Body;
 use bytes::{Buf, Bytes};
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
@@ -83,6 +83,10 @@ pub async fn read(
     limit: usize,
     timeout: Duration,
 ) -> Result<Bytes, Rejection> {
+    // A declared length over the limit is refused before a byte of the body is read.
+    if body.size_hint().lower() > limit as u64 {
+        return Err(Rejection::TooLarge);
+    }
     let body = Limited::new(Budgeted::new(body, memory), limit);
     match tokio::time::timeout(timeout, body.collect()).await {
         Err(_) => Err(Rejection::SlowBody),

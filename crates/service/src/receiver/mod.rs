@@ -78,16 +78,14 @@ pub fn ops_router(readiness: Readiness, metrics: Metrics) -> Router {
 /// The webhook listener's router: each project's path and nothing else (the operational
 /// endpoints are on the admin listener, design §10).
 pub fn router(receiver: Arc<Receiver>) -> Router {
-    let max_body = receiver.settings.max_body;
     let mut router = Router::new();
     for (project, settings) in receiver.settings.projects.iter().enumerate() {
         let route = endpoint::Route { receiver: receiver.clone(), project };
         router = router.route(&settings.path, post(webhook::receive).with_state(route));
     }
+    // No body-limit layer: one would answer a declared length over the limit itself, uncounted
+    // and unlogged. The handler refuses it as early, in `body::read`, and says so.
     router
-        // Refuses a declared Content-Length over the limit before reading a byte of the body;
-        // the handler's own limit covers bodies sent without one (chunked).
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
 }
 
 /// Readiness of a process that only receives: the broker must accept publishes.
