@@ -139,7 +139,7 @@ pub struct BrokerArgs {
     #[arg(long, env = "AMQP_TLS_KEY_FILE")]
     pub amqp_tls_key_file: Option<PathBuf>,
     /// Check that the broker's certificate names the host of the URL. Turning it off logs a warning.
-    #[arg(long, env = "AMQP_TLS_VERIFY_HOSTNAME", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "AMQP_TLS_VERIFY_HOSTNAME", default_value = "true", action = clap::ArgAction::Set, value_parser = boolean("AMQP_TLS_VERIFY_HOSTNAME"))]
     pub amqp_tls_verify_hostname: bool,
     /// The broker's max_message_size: larger messages are refused before they are sent. Raise it
     /// together with the broker's (RabbitMQ 3.x's default is 128MiB).
@@ -268,4 +268,31 @@ pub(super) fn required_id(variable: &str, value: Option<&str>) -> Result<String,
         ));
     }
     Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        broker: BrokerArgs,
+    }
+
+    /// Like every yes/no setting (design §10): clap's own `bool` takes only `true` and `false`.
+    #[test]
+    fn verifying_the_brokers_host_name_takes_every_usual_spelling() {
+        let verify = |value: &str| {
+            Cli::try_parse_from(["relay", "--amqp-tls-verify-hostname", value])
+                .map(|cli| cli.broker.amqp_tls_verify_hostname)
+        };
+        for (value, expected) in [("no", false), ("0", false), ("OFF", false), ("yes", true), ("1", true)] {
+            assert_eq!(verify(value).map_err(|e| e.to_string()), Ok(expected), "{value}");
+        }
+        assert!(verify("maybe").is_err());
+        assert!(Cli::try_parse_from(["relay"]).unwrap().broker.amqp_tls_verify_hostname, "on by default");
+    }
 }
