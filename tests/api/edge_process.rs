@@ -250,3 +250,19 @@ async fn a_data_directory_the_relay_creates_is_owner_only() {
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
 }
+
+/// A recordings directory the relay cannot use stops start-up. Found only when the first
+/// recording came, every voice call's event would be retried and dead-lettered while `/readyz`
+/// answered 200.
+#[tokio::test]
+async fn an_audio_directory_the_relay_cannot_write_stops_start_up() {
+    let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
+    let polyai = FakePolyai::start().await;
+    let parent = TempDir::new();
+    // A file where the directory's parent should be: nothing can be created under it.
+    std::fs::write(parent.0.join("not-a-directory"), b"").unwrap();
+    let audio_dir = parent.0.join("not-a-directory/audio").display().to_string();
+    let env = queue.relay_env(&polyai.base_url, &[("RELAY_FETCH_AUDIO", "1"), ("RELAY_AUDIO_DIR", &audio_dir)]);
+    refused(Refused::AtStartUp, &["run"], &as_refs(&env), &["RELAY_AUDIO_DIR", &audio_dir]).await;
+    refused(Refused::AtStartUp, &["work"], &as_refs(&env), &["RELAY_AUDIO_DIR", &audio_dir]).await;
+}

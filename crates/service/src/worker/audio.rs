@@ -169,6 +169,24 @@ fn is_part_name(name: &str) -> bool {
         .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// Makes `dir` ready for recordings at start-up: created owner-only, and written to once. A
+/// directory the relay cannot use stops start-up with a line naming the setting; found only when
+/// the first recording arrived, every voice call's event would be retried and dead-lettered while
+/// `/readyz` said all was well.
+pub(super) fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let shown = dir.display();
+    crate::owner_only::create_dir(dir).with_context(|| format!("RELAY_AUDIO_DIR: cannot create {shown} owner-only"))?;
+    // Named like a download's temporary file, so one left by a kill is removed like theirs.
+    let probe = dir.join(format!(".{}.part", uuid::Uuid::new_v4().simple()));
+    crate::owner_only::open_options()
+        .create_new(true)
+        .write(true)
+        .open(&probe)
+        .with_context(|| format!("RELAY_AUDIO_DIR: cannot write recordings in {shown}"))?;
+    std::fs::remove_file(&probe).with_context(|| format!("RELAY_AUDIO_DIR: cannot remove files in {shown}"))
+}
+
 /// Removes the temporary files a killed process left in `dir` (each up to a long call's WAV),
 /// leaving those still being written: several workers may share the directory.
 pub(super) fn remove_stale_parts(dir: &Path) {

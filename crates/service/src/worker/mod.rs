@@ -96,6 +96,9 @@ impl Worker {
     ) -> anyhow::Result<Self> {
         // RELAY_API_RATE caps each project's calls: each has its own key, so its own quota.
         let projects = Projects::new(&settings.projects, settings.rate)?;
+        if let Some(audio) = &settings.audio {
+            audio::prepare_dir(&audio.dir)?;
+        }
         // Every project's gauge from the start, so an alert on it sees each project, paused or not.
         for project in projects.iter() {
             let label = project.label();
