@@ -186,7 +186,19 @@ fn dashboard_exprs() -> Vec<String> {
 
 /// Every `expr:` of the alert rules, inline or as a YAML block scalar (`|`, `>`).
 fn alert_exprs() -> Vec<String> {
-    let lines: Vec<&str> = ALERTS.lines().collect();
+    exprs_in(ALERTS)
+}
+
+/// The `expr:` of each alert rule that fires at once, with no `for:` to wait through: those
+/// that must see the first event they are for.
+fn immediate_alert_exprs() -> Vec<String> {
+    let rules = ALERTS.split("- alert:").skip(1);
+    rules.filter(|rule| !rule.lines().any(|l| l.trim_start().starts_with("for:"))).flat_map(exprs_in).collect()
+}
+
+/// Every `expr:` in `yaml`, inline or as a YAML block scalar (`|`, `>`).
+fn exprs_in(yaml: &str) -> Vec<String> {
+    let lines: Vec<&str> = yaml.lines().collect();
     let mut exprs = Vec::new();
     for (n, line) in lines.iter().enumerate() {
         let Some(value) = line.trim_start().trim_start_matches("- ").strip_prefix("expr:") else { continue };
@@ -268,4 +280,81 @@ fn the_dashboard_picks_projects_and_every_receiver_panel_follows_the_pick() {
     for expr in receiver {
         assert!(expr.contains(r#"project=~"$project""#), "a receiver panel ignores the project pick: {expr}");
     }
+}
+
+/// The series an alert watches the `increase()` of, one per label value its selector names:
+/// `name` alone, or `name` with `label="value"` for each `label="value"` and each alternative of
+/// a `label=~"a|b"`.
+fn increase_selectors(expr: &str) -> Vec<(String, Vec<String>)> {
+    let mut selectors = Vec::new();
+    for after in expr.split("increase(").skip(1) {
+        let end = after.find('[').expect("increase() takes a range");
+        let selector = &after[..end];
+        let (name, matchers) = selector.split_once('{').unwrap_or((selector, ""));
+        let mut series = vec![Vec::new()];
+        for matcher in matchers.trim_end_matches('}').split(',').filter(|m| !m.trim().is_empty()) {
+            let (label, values) = matcher.split_once('=').expect("a label matcher");
+            let values = values.trim_start_matches('~').trim_matches('"');
+            series = series
+                .into_iter()
+                .flat_map(|labels: Vec<String>| {
+                    values
+                        .split('|')
+                        .map(move |value| [labels.clone(), vec![format!(r#"{}="{value}""#, label.trim())]].concat())
+                })
+                .collect();
+        }
+        selectors.extend(series.into_iter().map(|labels| (name.trim().to_owned(), labels)));
+    }
+    selectors
+}
+
+#[test]
+fn the_selector_check_reads_names_and_each_label_value() {
+    let expr = r#"sum(increase(relay_a_total[1h])) > 0 or sum(increase(relay_b_total{status=~"401|403",x="y"}[5m]))"#;
+    let series: Vec<(String, Vec<String>)> = vec![
+        ("relay_a_total".into(), vec![]),
+        ("relay_b_total".into(), vec![r#"status="401""#.into(), r#"x="y""#.into()]),
+        ("relay_b_total".into(), vec![r#"status="403""#.into(), r#"x="y""#.into()]),
+    ];
+    assert_eq!(increase_selectors(expr), series);
+}
+
+/// Every counter an alert that fires at once watches the increase of exists at 0 in a relay
+/// just started, with each label value the alert names: `increase()` sees a series only from its second sample, so
+/// one created at 1 by the very event the alert is for (a queue deleted, a misdelivered return
+/// lost, the calls reconciled in the first round after a restart) would never fire it.
+#[tokio::test]
+async fn every_counter_an_alert_watches_exists_at_0_from_the_start() {
+    use std::time::Duration;
+
+    use crate::{
+        backend::{Backend, TempDir, TestQueue},
+        fake_polyai::FakePolyai,
+        helpers::http,
+        process::{as_refs, RelayProcess},
+    };
+
+    let selectors: Vec<(String, Vec<String>)> =
+        immediate_alert_exprs().iter().flat_map(|e| increase_selectors(e)).collect();
+    assert!(selectors.len() >= 8, "{selectors:?}");
+    let queue = TestQueue::new(Backend::Amqp, polyai_relay::config::EventTypes::All).await;
+    let polyai = FakePolyai::start().await;
+    let spool = TempDir::new();
+    let spool_dir = spool.0.join("spool").display().to_string();
+    let extra = [("RELAY_SPOOL_DIR", spool_dir.as_str()), ("RELAY_RECONCILE_EVERY", "1h")];
+    let env = queue.relay_env(&polyai.base_url, &extra);
+    let mut relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+    relay.wait_ready().await;
+    let metrics = http().get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for (name, labels) in &selectors {
+        let found = metrics.lines().any(|line| {
+            line.strip_prefix(name.as_str()).is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && labels.iter().all(|label| line.contains(label.as_str()))
+                && line.ends_with(" 0")
+        });
+        assert!(found, "no {name} {labels:?} at 0 in a fresh relay's metrics:\n{metrics}");
+    }
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", relay.logs());
 }

@@ -70,8 +70,21 @@ pub fn start(
         (None, Some(queue)) => LedgerSource::embedded(queue, &broker.topology),
         (None, None) => anyhow::bail!("reconciliation needs the embedded queue or AMQP_URL"),
     };
+    // Here too, before anything can scrape: the loop's task may not have run yet.
+    count_from_zero(&metrics, &projects);
     tokio::spawn(run_continuously(settings, projects, source, metrics, shutdown));
     Ok(())
+}
+
+/// Each project's counts at 0 from the start, so that the alerts on their increase fire on the
+/// first failure or call reconciled, not the second: the first round runs before anything
+/// scrapes, and an alert sees a counter only from its second sample.
+fn count_from_zero(metrics: &Metrics, projects: &[PolyaiClient]) {
+    count_failures_by(metrics, projects, 0);
+    for client in projects {
+        let label = client.project().label();
+        metrics.record(|| metrics::counter!(names::RECONCILED, "project" => label).increment(0));
+    }
 }
 
 /// Runs a round every `settings.every` until shutdown: a pass per project, each listing with
@@ -90,9 +103,7 @@ pub async fn run_continuously(
         projects = projects.len(),
         "reconciliation on"
     );
-    // Each project's count exists from the start at 0, so that the alert on its increase fires
-    // on the first failure, not the second.
-    count_failures_by(&metrics, &projects, 0);
+    count_from_zero(&metrics, &projects);
     // Kept across rounds: on RabbitMQ its connection holds the reconciler lock.
     let mut amqp: Option<AmqpLedger> = None;
     loop {

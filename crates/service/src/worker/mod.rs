@@ -23,7 +23,10 @@ pub use pause::PausedProjects;
 pub use policy::RetryPolicy;
 pub use throttle::Throttle;
 
-use self::{pause::Pauses, projects::Projects};
+use self::{
+    pause::Pauses,
+    projects::{Projects, UNKNOWN_LABEL},
+};
 
 use crate::{
     backoff::RECONNECT,
@@ -103,6 +106,25 @@ impl Worker {
         for project in projects.iter() {
             let label = project.label();
             metrics.record(|| metrics::gauge!(names::WORKER_PAUSED, "project" => label).set(0.0));
+        }
+        // The counts alerts watch the increase of, at 0 from the start: such an alert sees a
+        // counter only from its second sample, so the first dead letter of a kind, or the first
+        // refusal of a key, would go unseen.
+        for project in projects.iter() {
+            for status in ["401", "403"] {
+                let label = project.label();
+                metrics
+                    .record(|| metrics::counter!(names::FETCHES, "project" => label, "status" => status).increment(0));
+            }
+        }
+        let labels = projects.iter().map(|project| (project.label(), &outcome::DEAD_LETTER_REASONS[..]));
+        for (label, reasons) in labels.chain([(UNKNOWN_LABEL.to_owned(), &[outcome::UNKNOWN_PROJECT][..])]) {
+            for &reason in reasons {
+                let label = label.clone();
+                metrics.record(|| {
+                    metrics::counter!(names::DEAD_LETTERS, "project" => label, "reason" => reason).increment(0)
+                });
+            }
         }
         Ok(Self {
             pauses: Pauses::new(projects.len()),

@@ -18,6 +18,23 @@ use crate::{
 /// message back to the queue instead.
 const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
 
+/// Every reason an event of a served project is dead-lettered for
+/// (`relay_dead_letters_total{reason}`), so that each project's counts start at 0. An event of a
+/// project the worker does not serve is dead-lettered as `unknown_project`, under its own label.
+pub(super) const DEAD_LETTER_REASONS: [&str; 8] = [
+    "attempts_exhausted",
+    "no_conversation_id",
+    "not_found",
+    "rejected",
+    "too_large",
+    "unreadable",
+    "unserialisable",
+    "unusable",
+];
+
+/// The reason of an event naming a project the worker does not serve.
+pub(super) const UNKNOWN_PROJECT: &str = "unknown_project";
+
 impl Worker {
     /// Sends the event to a delay queue for another attempt after `delay`; `attempts` is what its
     /// header says from now on.
@@ -78,6 +95,7 @@ impl Worker {
         reason: &'static str,
         error: &str,
     ) -> Settle {
+        debug_assert!(DEAD_LETTER_REASONS.contains(&reason) || reason == UNKNOWN_PROJECT, "{reason} counted from 0");
         let mut dead = message.clone();
         dead.headers.insert(headers::ATTEMPTS.to_owned(), attempts.to_string());
         dead.headers.insert(headers::ERROR.to_owned(), error.to_owned());

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use super::{
     audio,
+    outcome::UNKNOWN_PROJECT,
     projects::{Project, UNKNOWN_LABEL},
     Settle, Worker,
 };
@@ -42,10 +43,10 @@ impl Worker {
                 let attempts = attempts + 1;
                 if self.policy.gives_up(attempts) {
                     let error = unknown.to_string();
-                    return self.dead_letter(message, UNKNOWN_LABEL, attempts, "unknown_project", &error).await;
+                    return self.dead_letter(message, UNKNOWN_LABEL, attempts, UNKNOWN_PROJECT, &error).await;
                 }
                 let delay = self.policy.backoff(attempts);
-                return self.retry(message, UNKNOWN_LABEL, attempts, delay, "unknown_project", &unknown).await;
+                return self.retry(message, UNKNOWN_LABEL, attempts, delay, UNKNOWN_PROJECT, &unknown).await;
             }
         };
         let span = tracing::Span::current();

@@ -22,6 +22,18 @@ use crate::{
 /// dead-letter queue deleted and declared again.
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// `relay_misdelivered_returns_total{result}`'s values.
+const DEAD_LETTERED: &str = "dead_lettered";
+const FAILED: &str = "failed";
+
+/// Both results' counts at 0 from the start: the alert on the increase of `failed` would
+/// otherwise miss the first, created at 1, which may well be the only one.
+pub fn count_from_zero(meter: &Metrics) {
+    for result in [DEAD_LETTERED, FAILED] {
+        meter.record(|| metrics::counter!(names::MISDELIVERED_RETURNS, "result" => result).increment(0));
+    }
+}
+
 /// Dead-letters `returned` through `publisher`, in a task of `rescues` (shutdown waits for them):
 /// the publish that found it has its own answer to give.
 pub(super) fn dead_letter(
@@ -44,7 +56,7 @@ pub(super) fn dead_letter(
         // Not the relay's shutdown: stopping waits for this instead (for a while).
         let never = CancellationToken::new();
         let result = publish_until_confirmed(&publisher, Destination::Dead, &message, PATIENCE, &never).await;
-        let label = if result.is_ok() { "dead_lettered" } else { "failed" };
+        let label = if result.is_ok() { DEAD_LETTERED } else { FAILED };
         meter.record(|| metrics::counter!(names::MISDELIVERED_RETURNS, "result" => label).increment(1));
         match result {
             Ok(()) => tracing::error!(

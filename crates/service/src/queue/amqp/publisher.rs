@@ -94,6 +94,8 @@ impl AmqpPublisher {
     /// Starts the supervisor; the publisher becomes ready once the broker answers.
     pub fn start(target: AmqpTarget, topology: Topology, metrics: Metrics, shutdown: CancellationToken) -> Self {
         let connector = Connector::new(&target, metrics.clone());
+        upkeep::count_from_zero(&topology, &metrics);
+        misdelivered::count_from_zero(&metrics);
         let shared = Arc::new(Shared {
             session: RwLock::new(None),
             connected: watch::Sender::new(false),

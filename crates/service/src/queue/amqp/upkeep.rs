@@ -30,15 +30,30 @@ pub const INTERVAL: Duration = Duration::from_secs(15);
 /// broker that does not answer (a quorum queue with no leader) must not hold that loop.
 pub const LIMIT: Duration = Duration::from_secs(10);
 
+/// Every queue a look watches, the two whose depth it gauges first.
+fn watched(topology: &Topology) -> impl Iterator<Item = String> + '_ {
+    let gauged = [topology.enrich_queue.clone(), topology.dead_queue.clone()];
+    let retries = RETRY_TIERS.iter().map(|tier| topology.retry_queue(*tier));
+    let others = [&topology.conversations_queue, &topology.conversations_log].into_iter().flatten().cloned();
+    gauged.into_iter().chain(retries).chain(others)
+}
+
+/// Each watched queue's count of declarations again, at 0 from the start: an alert on a
+/// counter's increase sees it only from its second sample, so one created at 1 by a queue's
+/// first loss would never fire.
+pub fn count_from_zero(topology: &Topology, meter: &Metrics) {
+    for queue in watched(topology) {
+        meter.record(|| metrics::counter!(names::QUEUES_DECLARED_AGAIN, "queue" => queue).increment(0));
+    }
+}
+
 /// One look, on a channel of its own: a passive declare of a missing queue closes its channel,
 /// which must not be a publishing one.
 pub async fn look(connection: &Connection, topology: &Topology, meter: &Metrics) {
     let Ok(channel) = connection.create_channel().await else { return };
     let gauged = [topology.enrich_queue.clone(), topology.dead_queue.clone()];
-    let retries = RETRY_TIERS.iter().map(|tier| topology.retry_queue(*tier));
-    let others = [&topology.conversations_queue, &topology.conversations_log].into_iter().flatten().cloned();
     let mut gone = None;
-    for queue in gauged.iter().cloned().chain(retries).chain(others) {
+    for queue in watched(topology) {
         let options = QueueDeclareOptions { passive: true, ..Default::default() };
         match channel.queue_declare(queue.as_str().into(), options, FieldTable::default()).await {
             Ok(declared) if gauged.contains(&queue) => meter.record(|| {
