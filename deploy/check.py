@@ -166,6 +166,11 @@ def matches(selector, labels):
     return all(labels.get(k) == v for k, v in (selector or {}).items())
 
 
+def commented_keys(path):
+    """The keys an example file shows commented out (`  # name: value`)."""
+    return set(re.findall(r"^\s*#\s*([a-z0-9-]+):\s", path.read_text(), re.MULTILINE))
+
+
 def check_deployment(where, deployment, secrets, example="secret.example.yaml"):
     """`secrets`: the keys of each Secret of `example`, by name."""
     spec = deployment["spec"]
@@ -176,8 +181,10 @@ def check_deployment(where, deployment, secrets, example="secret.example.yaml"):
     if not pod.get("securityContext", {}).get("runAsNonRoot"):
         problem(where, "pods must set runAsNonRoot")
     # An optional item may be absent from its Secret (a previous secret, only during a
-    # rotation), but its key must be one the example shows somewhere: a typo is caught.
-    every_key = set().union(*secrets.values())
+    # rotation), but its key must be one the example shows somewhere, if only commented out
+    # (a key set only during a rotation must not be set by applying the example): a typo is caught.
+    example_path = DEPLOY / (example if "/" in example else f"kubernetes/{example}")
+    every_key = set().union(*secrets.values()) | commented_keys(example_path)
     for volume in pod.get("volumes", []):
         for source in check_projects.secret_sources(volume):
             for item in source.get("items", []):
@@ -214,7 +221,8 @@ def check_deployment(where, deployment, secrets, example="secret.example.yaml"):
             if name.endswith("_FILE") and not any(value.startswith(m + "/") for m in mounts):
                 problem(at, f"{name}={value} is outside every volume mount")
             reference = entry.get("valueFrom", {}).get("secretKeyRef", {})
-            if reference and reference.get("key") not in secrets.get(reference.get("name"), set()):
+            known = every_key if reference.get("optional") else secrets.get(reference.get("name"), set())
+            if reference and reference.get("key") not in known:
                 problem(at, f"{name} reads key `{reference.get('key')}` of Secret {reference.get('name')}, absent from {example}")
     # The relay exits within 10 s of SIGTERM; the grace period also covers the preStop sleep.
     pre_stop = max((c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
