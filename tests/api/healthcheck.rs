@@ -6,9 +6,11 @@ use std::time::Duration;
 use polyai_relay::config::EventTypes;
 
 use crate::{
+    backend::{Backend, TestQueue},
     broker::TestBroker,
+    fake_polyai::FakePolyai,
     helpers::{http, spawn_app_with, Options},
-    process::{run_to_exit_with_stdout, RelayProcess},
+    process::{as_refs, run_to_exit_with_stdout, RelayProcess},
 };
 
 const UNREACHABLE_BROKER: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
@@ -63,7 +65,7 @@ async fn healthcheck_gives_up_on_a_server_that_never_answers() {
 /// The gauge is read in a process of its own: tests in this binary share one metrics recorder.
 async fn relay_ready_gauge(relay: &RelayProcess) -> String {
     let metrics = http().get(relay.admin_url("/metrics")).send().await.unwrap().text().await.unwrap();
-    metrics.lines().find(|line| line.starts_with("relay_ready ")).unwrap_or_default().to_owned()
+    metrics.lines().find(|line| line.starts_with("relay_ready{")).unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
@@ -74,7 +76,7 @@ async fn relay_ready_is_1_on_metrics_while_readyz_answers_200() {
     let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
     let mut relay = RelayProcess::spawn(&["serve"], &env).await;
     relay.wait_ready().await;
-    assert_eq!(relay_ready_gauge(&relay).await, "relay_ready 1", "{}", relay.logs());
+    assert_eq!(relay_ready_gauge(&relay).await, r#"relay_ready{command="serve"} 1"#, "{}", relay.logs());
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
 }
@@ -84,8 +86,29 @@ async fn relay_ready_is_0_on_metrics_while_readyz_answers_503() {
     let env = [("AMQP_URL", UNREACHABLE_BROKER), ("POLYAI_WEBHOOK_SECRET", "whsec_gauge")];
     let mut relay = RelayProcess::spawn(&["serve"], &env).await;
     // Nothing has probed /readyz yet: the scrape itself evaluates readiness.
-    assert_eq!(relay_ready_gauge(&relay).await, "relay_ready 0", "{}", relay.logs());
+    assert_eq!(relay_ready_gauge(&relay).await, r#"relay_ready{command="serve"} 0"#, "{}", relay.logs());
     assert_eq!(http().get(relay.admin_url("/readyz")).send().await.unwrap().status(), 503);
     relay.terminate();
     assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
+}
+
+/// Receivers and workers are often scraped under one job: the gauge says which a process is,
+/// so that an alert on none being ready sees every receiver down beside a ready worker.
+#[tokio::test]
+async fn relay_ready_names_the_command_of_its_process() {
+    let queue = TestQueue::new(Backend::Amqp, EventTypes::All).await;
+    let polyai = FakePolyai::start().await;
+    let env = queue.relay_env(&polyai.base_url, &[]);
+    for command in ["work", "run"] {
+        let mut relay = RelayProcess::spawn(&[command], &as_refs(&env)).await;
+        relay.wait_ready().await;
+        assert_eq!(
+            relay_ready_gauge(&relay).await,
+            format!(r#"relay_ready{{command="{command}"}} 1"#),
+            "{}",
+            relay.logs()
+        );
+        relay.terminate();
+        assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
+    }
 }

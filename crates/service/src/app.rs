@@ -109,7 +109,12 @@ pub async fn start_with(
         drainer_task = Some(tokio::spawn(drainer.run()));
     }
 
-    let ops = receiver::ops_router(readiness.clone(), metrics.clone());
+    let command = match (webhooks.is_some(), components.worker.is_some()) {
+        (true, false) => "serve",
+        (false, true) => "work",
+        _ => "run",
+    };
+    let ops = receiver::ops_router(readiness.clone(), metrics.clone(), command);
     let limits = components.server.limits.clone();
     let admin_addr = admin.local_addr()?;
     let admin_server = listener::serve(admin, "admin", ops, limits.clone(), metrics.clone(), shutdown.clone());

@@ -67,12 +67,14 @@ impl Receiver {
 }
 
 /// `/healthz`, `/readyz` and `/metrics`: served by every command that runs long.
-pub fn ops_router(readiness: Readiness, metrics: Metrics) -> Router {
+/// `command`: the command this process runs (`run`, `serve`, `work`), the label of its
+/// `relay_ready`.
+pub fn ops_router(readiness: Readiness, metrics: Metrics, command: &'static str) -> Router {
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .with_state(ops::Ops { readiness, metrics })
+        .with_state(ops::Ops { readiness, metrics, command })
 }
 
 /// The webhook listener's router: each project's path and nothing else (the operational

@@ -79,13 +79,17 @@ async fn changed<T>(watch: &mut Option<watch::Receiver<T>>) {
 pub struct Ops {
     pub readiness: Readiness,
     pub metrics: Metrics,
+    /// The label of the gauge: receivers and workers are often scraped under one job, and an
+    /// alert that none is ready must tell them apart.
+    pub command: &'static str,
 }
 
 impl Ops {
     /// [`Readiness::is_ready`], also recorded as the `relay_ready` gauge.
     fn check(&self) -> bool {
         let ready = self.readiness.is_ready();
-        self.metrics.record(|| metrics::gauge!(names::READY).set(if ready { 1.0 } else { 0.0 }));
+        let command = self.command;
+        self.metrics.record(|| metrics::gauge!(names::READY, "command" => command).set(if ready { 1.0 } else { 0.0 }));
         ready
     }
 }
