@@ -138,6 +138,32 @@ async fn register_creates_lists_and_rotates_endpoints_and_explains_the_limit() {
     assert!(stderr.contains("409") && stderr.contains("10 webhook endpoints"), "{stderr}");
 }
 
+/// Without `--events`, the endpoint subscribes to what the relay forwards (RELAY_EVENTS): a type
+/// forwarded but not subscribed to would never be sent. `*` names no type: the default ones.
+#[tokio::test]
+async fn register_subscribes_to_the_types_the_relay_forwards() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock = MockApi::start(MockConfig::default(), listener, CancellationToken::new()).await.unwrap();
+    let base = mock.base_url();
+    for (host, events) in [("completed", "conversation.completed"), ("all", "*")] {
+        let mut command = relay_command(&["register", "--url", &format!("https://{host}.example.com/")]);
+        command
+            .env("POLYAI_PLATFORM_URL", &base)
+            .env("POLYAI_PLATFORM_API_KEY", "mock-api-key")
+            .env("RELAY_EVENTS", events);
+        let output = command.output().await.expect("binary runs");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    let (code, stdout, _) = register(&base, &["--list"]).await;
+    assert_eq!(code, Some(0));
+    let types_of = |host: &str| {
+        let line = stdout.lines().find(|line| line.contains(&format!("https://{host}.example.com/"))).unwrap();
+        line.split_whitespace().last().unwrap().to_owned()
+    };
+    assert_eq!(types_of("completed"), "conversation.completed", "{stdout}");
+    assert_eq!(types_of("all"), "conversation.completed,handoff.created", "{stdout}");
+}
+
 /// The relay has a route for its path only: a bare base gets the path, a trailing slash is
 /// dropped. Either left as given, every delivery would get a 404, which PolyAI does not retry.
 #[tokio::test]

@@ -20,9 +20,13 @@ pub struct RegisterArgs {
     #[arg(long)]
     url: Option<String>,
     /// Event types to subscribe to (comma-separated) [default: the project's `events`, else
-    /// conversation.completed,handoff.created].
+    /// RELAY_EVENTS, the types the relay forwards; conversation.completed,handoff.created when
+    /// that is `*`].
     #[arg(long)]
     events: Option<String>,
+    /// The event types the relay forwards (as `run` reads them), the default of `--events`.
+    #[arg(long = "relay-events", env = "RELAY_EVENTS", hide = true)]
+    relay_events: Option<String>,
     /// A name for the endpoint.
     #[arg(long, default_value = "polyai-relay")]
     name: String,
@@ -115,8 +119,8 @@ fn print_secret(secret: &SecretString, id: &str, names: &Names) -> anyhow::Resul
     })
 }
 
-/// The event types subscribed to when neither `--events` nor the project names them.
-const DEFAULT_EVENTS: &str = "conversation.completed,handoff.created";
+/// The event types subscribed to when neither `--events`, the project nor RELAY_EVENTS names them.
+const DEFAULT_EVENTS: &str = crate::config::defaults::EVENTS;
 
 /// The URL to register: https only (PolyAI delivers only over TLS), and on the path the relay
 /// receives these webhooks on (`route`): added to a bare base, a trailing slash dropped (the
@@ -190,7 +194,13 @@ impl RegisterArgs {
             event_types: match (&self.events, project.and_then(|entry| entry.events.as_ref())) {
                 (Some(events), _) => parse_list(events),
                 (None, Some(EventTypes::Only(types))) => types.clone(),
-                (None, _) => parse_list(DEFAULT_EVENTS),
+                (None, Some(EventTypes::All)) => parse_list(DEFAULT_EVENTS),
+                // What the relay forwards of a project without a list of its own. `*` names no
+                // type to subscribe to: the default ones then.
+                (None, None) => match self.relay_events.as_deref().map(parse_list) {
+                    Some(types) if !types.is_empty() && !types.iter().any(|t| t == "*") => types,
+                    _ => parse_list(DEFAULT_EVENTS),
+                },
             },
         };
         anyhow::ensure!(!endpoint.event_types.is_empty(), "--events is empty");
