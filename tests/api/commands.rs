@@ -69,8 +69,40 @@ async fn check_fails_on_webhook_settings_a_receiver_would_refuse() {
     }
     let env = [&api[..], &[("POLYAI_WEBHOOK_SECRET", "whsec_a")]].concat();
     let (_, stdout, _) = run_to_exit_with_stdout(&["check"], &env).await;
-    assert!(stdout.contains("✓ webhook settings: a receiver would start with them"), "{stdout}");
+    assert!(stdout.contains("✓ receiver settings: `serve` would start with them"), "{stdout}");
     std::fs::remove_file(dir).unwrap();
+}
+
+/// `check` reads every setting as the long-running commands do, not only the webhook's: one it
+/// passed would otherwise stop `serve` or `work` at start-up.
+#[tokio::test]
+async fn check_fails_on_any_setting_serve_or_work_would_refuse() {
+    let fake = FakePolyai::start().await;
+    let amqp = amqp_url();
+    let base = [
+        ("POLYAI_API_KEY", API_KEY),
+        ("POLYAI_BASE_URL", fake.base_url.as_str()),
+        ("POLYAI_ACCOUNT_ID", ACCOUNT),
+        ("POLYAI_PROJECT_ID", PROJECT),
+        ("POLYAI_WEBHOOK_SECRET", "whsec_check"),
+        ("AMQP_URL", amqp.as_str()),
+    ];
+    let refused = [
+        (("RELAY_HEADER_TIMEOUT", "5"), "✗ receiver settings"),
+        (("RELAY_ACK_DEADLINE", "0s"), "✗ receiver settings"),
+        (("RELAY_API_CONCURRENCY", "0"), "✗ worker settings"),
+        (("RELAY_RECONCILE_EVERY", "yes please"), "✗ worker settings"),
+    ];
+    for ((variable, value), expected) in refused {
+        let env = [&base[..], &[(variable, value)]].concat();
+        let (code, stdout, _) = run_to_exit_with_stdout(&["check"], &env).await;
+        assert_eq!(code, Some(1), "{variable}={value}: {stdout}");
+        let line = stdout.lines().find(|line| line.starts_with(expected)).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains(variable), "{variable}={value}: {stdout}");
+    }
+    let (code, stdout, _) = run_to_exit_with_stdout(&["check"], &base).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("✓ worker settings: `work` would start with them"), "{stdout}");
 }
 
 #[tokio::test]

@@ -9,10 +9,13 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::stdout;
-use super::target::ProjectsTarget;
+use super::{
+    run::{self, ServeArgs, WorkArgs},
+    stdout,
+    target::ProjectsTarget,
+};
 use crate::{
-    config::{broker_limit, secret, BrokerSettings, Chosen, EventTypes, ProjectEntry, ReceiverArgs},
+    config::{secret, BrokerSettings, Chosen, ProjectEntry, ReceiverArgs},
     polyai::{advice_for, ListRequest, PolyaiClient, SettingNames},
     queue::{embedded, Backend, OpenError},
     telemetry::Metrics,
@@ -25,6 +28,15 @@ pub struct CheckArgs {
     /// The receiver's settings, checked as `run` and `serve` check them at start-up.
     #[command(flatten)]
     receiver: ReceiverArgs,
+}
+
+/// The line of a start-up check: whether `command` would start with the environment's
+/// settings, all of them read and checked as it reads and checks them.
+fn start_up(what: &str, command: &str, checked: anyhow::Result<()>) -> Line {
+    match checked {
+        Ok(()) => Line::Pass(format!("{what} settings: `{command}` would start with them")),
+        Err(error) => Line::Fail(format!("{what} settings: {error:#}")),
+    }
 }
 
 /// The outcome of one check, printed as one line.
@@ -60,10 +72,14 @@ impl CheckArgs {
             Ok(Chosen::Environment) => vec![self.webhook_settings()],
             Ok(Chosen::File(entries)) => {
                 let names: Vec<&str> = entries.iter().map(|p| p.name.as_str()).collect();
-                vec![Line::Pass(format!("RELAY_PROJECTS_FILE: checking project(s) {}", names.join(", ")))]
+                vec![
+                    Line::Pass(format!("RELAY_PROJECTS_FILE: checking project(s) {}", names.join(", "))),
+                    start_up("receiver", "serve", run::check_from_env::<ServeArgs>()),
+                ]
             }
             Err(error) => vec![Line::Fail(error.to_string())],
         };
+        lines.push(start_up("worker", "work", run::check_from_env::<WorkArgs>()));
         match self.target.broker.settings() {
             Ok(broker) => lines.extend(reach_broker(&broker).await),
             Err(error) => lines.push(Line::Fail(error.to_string())),
@@ -102,10 +118,9 @@ impl CheckArgs {
         Ok(())
     }
 
-    /// The receiver's settings without a projects file: what `run` and `serve` would refuse at
-    /// start-up (a secret file empty or unreadable, both forms of a secret, the previous secret,
-    /// the path, a body the broker would refuse), and a warning only when no secret is given at
-    /// all, as a worker alone needs none.
+    /// The receiver's settings without a projects file: what `serve` (and `run`) would refuse
+    /// at start-up, and a warning only when no secret is given at all, as a worker alone needs
+    /// none.
     fn webhook_settings(&self) -> Line {
         let receiver = &self.receiver;
         if receiver.webhook_secret.is_none() && receiver.webhook_secret_file.is_none() {
@@ -113,17 +128,7 @@ impl CheckArgs {
                 "POLYAI_WEBHOOK_SECRET is not set: `run` and `serve` need it (`register` prints one)".into(),
             );
         }
-        let broker = self.target.broker.settings().ok();
-        // The event types only give projects their defaults: any will do when the broker's
-        // settings are wrong (a line of their own says so).
-        let events = broker.as_ref().map_or(EventTypes::All, |b| b.topology.event_types.clone());
-        let checked = receiver.settings(None, &events).and_then(|settings| {
-            broker_limit::check_body_fits(broker.as_ref().and_then(|b| b.amqp_url.as_ref()), settings.max_body)
-        });
-        match checked {
-            Ok(()) => Line::Pass("webhook settings: a receiver would start with them".into()),
-            Err(error) => Line::Fail(error.to_string()),
-        }
+        start_up("receiver", "serve", run::check_from_env::<ServeArgs>())
     }
 
     /// One-project variables set beside the file, which the relay would refuse at start-up.
