@@ -30,7 +30,6 @@ pub(super) fn size(variable: &'static str) -> impl Fn(&str) -> Result<usize, Str
     move |text| values::parse_size(text).map_err(|e| format!("{variable}: {e}"))
 }
 
-/// `RELAY_SIGNATURE_SCHEME`'s values: verification itself knows nothing of flags.
 /// Requests per second, or `None` for unlimited. A newtype because clap reads a bare
 /// `Option<f64>` field as "optional f64", not as a value that may say "unlimited".
 #[derive(Debug, Clone, Copy, PartialEq)]

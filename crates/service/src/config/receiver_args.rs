@@ -70,7 +70,8 @@ pub struct ReceiverArgs {
     /// Longest a client may take to send a request (guards against slow senders holding connections).
     #[arg(long, env = "RELAY_REQUEST_TIMEOUT", default_value = defaults::REQUEST_TIMEOUT, value_parser = duration("RELAY_REQUEST_TIMEOUT"))]
     pub request_timeout: Duration,
-    /// Requests handled at once; past this the receiver answers 503 at once.
+    /// Signed requests being stored at once (taken once the body is in and verified); past this
+    /// the receiver answers 503 at once.
     #[arg(long, env = "RELAY_MAX_IN_FLIGHT", default_value_t = defaults::MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
 }
