@@ -5,7 +5,7 @@ use std::time::Duration;
 use polyai_relay::signature::sign;
 
 use crate::{
-    broker::TestBroker,
+    broker::{BrokerUser, TestBroker},
     fake_polyai::{FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
     helpers::{completed, http, now},
     process::{run_to_exit, RelayProcess},
@@ -20,9 +20,17 @@ fn assert_clean(text: &str) {
     }
 }
 
+/// The relay connects as a user of its own whose password appears nowhere else: `guest` would
+/// prove nothing of a password that is not `guest`.
+fn assert_no_password(user: &BrokerUser, text: &str) {
+    assert!(!text.contains(user.password()), "the broker password leaked into:\n{text}");
+}
+
 #[tokio::test]
 async fn no_secret_appears_in_trace_logs_of_a_busy_relay() {
     let broker = TestBroker::new(polyai_relay::config::EventTypes::All).await;
+    let user = BrokerUser::create().await;
+    let amqp_url = user.url();
     let polyai = FakePolyai::start().await;
     polyai.script([Reply::Status(401), Reply::Status(500)]);
     // Every name the test's own (its log too): the broker's cleanup removes exactly those.
@@ -36,7 +44,7 @@ async fn no_secret_appears_in_trace_logs_of_a_busy_relay() {
         ("POLYAI_BASE_URL", &polyai.base_url),
         ("POLYAI_ACCOUNT_ID", ACCOUNT),
         ("POLYAI_PROJECT_ID", PROJECT),
-        ("AMQP_URL", &broker.url),
+        ("AMQP_URL", &amqp_url),
         ("RELAY_AUTH_PROBE_INTERVAL", "100ms"),
         ("RELAY_RETRY_BASE_DELAY", "50ms"),
         ("RELAY_RETRY_MAX_DELAY", "100ms"),
@@ -46,15 +54,18 @@ async fn no_secret_appears_in_trace_logs_of_a_busy_relay() {
     let http = http();
     let body = completed("CAsecret");
     let ts = now().to_string();
-    for secret in [WEBHOOK_SECRET, PREVIOUS, "wrong"] {
+    // Each path a secret is used on: the current one, the previous one, and a refusal.
+    for (secret, status) in [(WEBHOOK_SECRET, 204), (PREVIOUS, 204), ("wrong", 401)] {
         let signature = sign(secret.as_bytes(), Some(&ts), body.as_bytes());
-        http.post(relay.url("/polyai-events"))
+        let response = http
+            .post(relay.url("/polyai-events"))
             .header("x-polyai-timestamp", &ts)
             .header("x-polyai-signature", signature)
             .body(body.clone())
             .send()
             .await
             .unwrap();
+        assert_eq!(response.status(), status);
     }
     // The worker meets a 401 (pause, probe) and a 500 (retry) before it enriches both events.
     broker.next_message(broker.conversations_queue()).await;
@@ -64,6 +75,31 @@ async fn no_secret_appears_in_trace_logs_of_a_busy_relay() {
     let logs = relay.logs();
     assert!(logs.contains("TRACE") && logs.contains("event enriched"), "trace logs were captured");
     assert_clean(&logs);
+    assert_no_password(&user, &logs);
+}
+
+/// A broker that refuses the password, and one that is not there: the failure lines name the
+/// broker, never the password, in either log format.
+#[tokio::test]
+async fn a_broker_refusing_or_unreachable_is_logged_without_the_password() {
+    let user = BrokerUser::create().await;
+    let refused = user.url().replace(user.password(), "pw-refused-5e1d0c");
+    let mut unreachable = reqwest::Url::parse(&user.url()).unwrap();
+    unreachable.set_port(Some(1)).unwrap();
+    for url in [refused.as_str(), unreachable.as_str()] {
+        for format in ["json", "pretty"] {
+            let env = [("POLYAI_WEBHOOK_SECRET", WEBHOOK_SECRET), ("AMQP_URL", url), ("RELAY_LOG_FORMAT", format)];
+            let mut relay = RelayProcess::spawn(&["serve"], &env).await;
+            let logs = relay.wait_for_log("cannot reach the broker", Duration::from_secs(30)).await;
+            relay.terminate();
+            assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{logs}");
+            let logs = relay.logs();
+            for password in [user.password(), "pw-refused-5e1d0c"] {
+                assert!(!logs.contains(password), "{format}: the password leaked into:\n{logs}");
+            }
+            assert_clean(&logs);
+        }
+    }
 }
 
 #[tokio::test]

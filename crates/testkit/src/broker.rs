@@ -205,6 +205,51 @@ impl Drop for Policy {
     }
 }
 
+/// A broker user of a test's own, with a password nothing else knows (so a test can look for it
+/// anywhere), allowed everything on the vhost of [`amqp_url`]; deleted when dropped.
+pub struct BrokerUser {
+    name: String,
+    password: String,
+}
+
+impl BrokerUser {
+    pub async fn create() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let user = Self { name: format!("test-{}", &id[..12]), password: format!("pw-{id}") };
+        let url = reqwest::Url::parse(&amqp_url()).expect("AMQP_URL is a URL");
+        let vhost = match url.path().trim_start_matches('/') {
+            "" | "%2f" | "%2F" => "/".to_owned(),
+            named => named.to_owned(),
+        };
+        rabbitmqctl(&["add_user", &user.name, &user.password]).await;
+        rabbitmqctl(&["set_permissions", "-p", &vhost, &user.name, ".*", ".*", ".*"]).await;
+        user
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// [`amqp_url`] with this user's credentials.
+    pub fn url(&self) -> String {
+        let mut url = reqwest::Url::parse(&amqp_url()).expect("AMQP_URL is a URL");
+        url.set_username(&self.name).expect("an AMQP URL takes a user");
+        url.set_password(Some(&self.password)).expect("an AMQP URL takes a password");
+        url.to_string()
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl").args(["delete_user", &self.name]).output();
+    }
+}
+
+async fn rabbitmqctl(args: &[&str]) {
+    let output = tokio::process::Command::new("rabbitmqctl").args(args).output().await.expect("rabbitmqctl runs");
+    assert!(output.status.success(), "rabbitmqctl {}: {}", args[0], String::from_utf8_lossy(&output.stderr));
+}
+
 fn regex_escape(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_string() } else { format!("\\{c}") }).collect()
 }
