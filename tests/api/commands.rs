@@ -11,6 +11,7 @@ use crate::{
     process::{relay_command, run_to_exit_with_stdout},
 };
 
+/// `check`'s stdout, with its logs (stderr) appended: a secret must be in neither.
 async fn check(fake: &FakePolyai, amqp: &str) -> (Option<i32>, String) {
     let env = [
         ("POLYAI_API_KEY", API_KEY),
@@ -20,8 +21,8 @@ async fn check(fake: &FakePolyai, amqp: &str) -> (Option<i32>, String) {
         ("POLYAI_WEBHOOK_SECRET", "whsec_check"),
         ("AMQP_URL", amqp),
     ];
-    let (code, stdout, _) = run_to_exit_with_stdout(&["check"], &env).await;
-    (code, stdout)
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["check"], &env).await;
+    (code, format!("{stdout}{stderr}"))
 }
 
 #[tokio::test]

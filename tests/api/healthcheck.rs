@@ -42,10 +42,8 @@ async fn healthcheck_exits_1_while_the_relay_cannot_reach_its_broker() {
 
 #[tokio::test]
 async fn healthcheck_exits_1_when_nothing_listens() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/readyz", listener.local_addr().unwrap());
-    drop(listener);
-    let (code, _, stderr) = run_to_exit_with_stdout(&["healthcheck", "--url", &url], &[]).await;
+    // Port 1, as for the unreachable broker: a port freed here could be taken by a parallel test.
+    let (code, _, stderr) = run_to_exit_with_stdout(&["healthcheck", "--url", "http://127.0.0.1:1/readyz"], &[]).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("could not be reached"), "{stderr}");
 }

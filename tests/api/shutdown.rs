@@ -69,6 +69,8 @@ both_backends! {
         accepted.extend(self::accepted(results));
         assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0), "{}", relay.logs());
 
+        // What the relay handed back is in the queue once the broker has dropped its consumers.
+        queue.wait_until_unconsumed().await;
         let enriched = queue.enriched_ids().await;
         let waiting = queue.pending_ids().await;
         for id in &accepted {

@@ -307,20 +307,33 @@ impl TestQueue {
     /// connection's consumers on its own time and tells no one: its count is looked at until then.
     pub async fn assert_nothing_left(&self) {
         match self {
-            Self::Amqp(broker) => {
-                let ready = poll_until(MESSAGE_WAIT, || async {
-                    match broker.counts(&broker.topology.enrich_queue).await {
-                        (ready, 0) => Ok(ready),
-                        (_, consumers) => Err(format!("the relay's {consumers} consumer(s) never went away")),
-                    }
-                })
-                .await;
+            Self::Amqp(_) => {
+                let ready = self.wait_until_unconsumed().await;
                 assert_eq!(ready, 0, "events left in the queue (acked never, or not at all)");
             }
             Self::Embedded { dir, .. } => {
                 // Every row not yet acked, leased or not.
                 assert_eq!(EmbeddedQueue::count_in(&dir.0).expect("queue readable"), 0, "events left in the queue");
             }
+        }
+    }
+
+    /// Once the relay has stopped: waits until the broker has dropped its consumers of the
+    /// worker's queue, and with them put back what they held unacked (see
+    /// [`Self::assert_nothing_left`]); the events then ready. The embedded queue's are back as
+    /// soon as its process is gone.
+    pub async fn wait_until_unconsumed(&self) -> u64 {
+        match self {
+            Self::Amqp(broker) => u64::from(
+                poll_until(MESSAGE_WAIT, || async {
+                    match broker.counts(&broker.topology.enrich_queue).await {
+                        (ready, 0) => Ok(ready),
+                        (_, consumers) => Err(format!("the relay's {consumers} consumer(s) never went away")),
+                    }
+                })
+                .await,
+            ),
+            Self::Embedded { .. } => self.pending().await,
         }
     }
 

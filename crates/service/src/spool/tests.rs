@@ -217,12 +217,8 @@ async fn events_confirmed_that_the_spool_cannot_remove_are_not_sent_again() {
 
     // Two removals refused: the first after the batch was confirmed, then one tried again.
     let refused = r#"relay_spool_failures_total{step="remove"} 2"#;
-    let counted = tokio::time::timeout(Duration::from_secs(30), async {
-        while !metrics.render().contains(refused) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    let counted =
+        tokio::time::timeout(Duration::from_secs(30), metrics.wait_until(|text| text.contains(refused))).await;
     assert!(counted.is_ok(), "{}", metrics.render());
     assert_eq!(*broker.offered.borrow(), 3, "each event offered once, not again while it cannot be removed");
     assert_eq!(spool.events(), 3);
