@@ -171,6 +171,27 @@ async fn register_creates_lists_and_rotates_endpoints_and_explains_the_limit() {
     assert!(stderr.contains("409") && stderr.contains("10 webhook endpoints"), "{stderr}");
 }
 
+/// `register` run twice for one URL makes one endpoint: a second would have PolyAI deliver each
+/// event twice, the copy signed with a secret the relay does not hold.
+#[tokio::test]
+async fn register_run_again_for_a_registered_url_makes_no_second_endpoint() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mock = MockApi::start(MockConfig::default(), listener, CancellationToken::new()).await.unwrap();
+    let base = mock.base_url();
+    let url = "https://again.example.com/polyai-events";
+    let (code, stdout, stderr) = register(&base, &["--url", url]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let id = stdout.lines().find_map(|l| l.strip_prefix("registered endpoint ")).expect("the id");
+    let id = id.split_whitespace().next().unwrap().to_owned();
+
+    let (code, stdout, stderr) = register(&base, &["--url", "https://again.example.com"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("already registered, as endpoint {id}")), "{stdout}");
+    assert!(!stdout.contains("signing secret:"), "no secret shown again: {stdout}");
+    let (_, listed, _) = register(&base, &["--list"]).await;
+    assert_eq!(listed.lines().filter(|line| line.contains(url)).count(), 1, "{listed}");
+}
+
 /// Without `--events`, the endpoint subscribes to what the relay forwards (RELAY_EVENTS): a type
 /// forwarded but not subscribed to would never be sent. `*` names no type: the default ones.
 #[tokio::test]

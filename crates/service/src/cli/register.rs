@@ -119,6 +119,22 @@ fn print_secret(secret: &SecretString, id: &str, names: &Names) -> anyhow::Resul
     })
 }
 
+/// The account's endpoint that already has `url`, if the account's endpoints can be listed. A
+/// second endpoint for the same URL would have PolyAI deliver every event twice, the second copy
+/// signed with a secret the relay does not hold (refused with 401 until PolyAI gives up on it),
+/// so running `register` again makes none.
+async fn already_registered(client: &EndpointClient, url: &str) -> Option<serde_json::Value> {
+    match client.list().await {
+        Ok(endpoints) => endpoints.into_iter().find(|endpoint| endpoint["url"].as_str() == Some(url)),
+        // The quickstart's API has no listing: nothing to look in.
+        Err(ApiError::NotFound { .. }) => None,
+        Err(error) => {
+            tracing::warn!(%error, "the account's endpoints could not be listed: registering without looking for one with this URL");
+            None
+        }
+    }
+}
+
 /// The event types subscribed to when neither `--events`, the project nor RELAY_EVENTS names them.
 const DEFAULT_EVENTS: &str = crate::config::defaults::EVENTS;
 
@@ -204,6 +220,20 @@ impl RegisterArgs {
             },
         };
         anyhow::ensure!(!endpoint.event_types.is_empty(), "--events is empty");
+        if let Some(existing) = already_registered(&client, &endpoint.url).await {
+            let id = existing["id"].as_str().unwrap_or_default();
+            let types: Vec<&str> = existing["event_types"]
+                .as_array()
+                .map(|t| t.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            stdout::line(format_args!(
+                "{} is already registered, as endpoint {id} ({}): no second endpoint made. Its signing secret was shown when it was made; `{} --rotate {id}` makes a new one",
+                endpoint.url,
+                types.join(","),
+                names.command()
+            ));
+            return Ok(());
+        }
         let registered = client.create(&endpoint).await.map_err(|e| explain(e, &names))?;
         if registered.id.is_empty() {
             // An answer that is not the documented JSON (a proxy's page, say): the endpoint may
