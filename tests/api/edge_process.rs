@@ -20,7 +20,7 @@ use crate::{
     fake_polyai::FakePolyai,
     helpers::{http, post_event, SECRET},
     poll::poll_until,
-    process::{as_refs, binary, RelayProcess},
+    process::{as_refs, binary, run_to_exit, RelayProcess},
 };
 
 /// `polyai-relay serve` on the embedded queue, with `env` on top.
@@ -256,13 +256,20 @@ async fn a_data_directory_the_relay_creates_is_owner_only() {
 /// answered 200.
 #[tokio::test]
 async fn an_audio_directory_the_relay_cannot_write_stops_start_up() {
-    let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
     let polyai = FakePolyai::start().await;
     let parent = TempDir::new();
     // A file where the directory's parent should be: nothing can be created under it.
     std::fs::write(parent.0.join("not-a-directory"), b"").unwrap();
     let audio_dir = parent.0.join("not-a-directory/audio").display().to_string();
-    let env = queue.relay_env(&polyai.base_url, &[("RELAY_FETCH_AUDIO", "1"), ("RELAY_AUDIO_DIR", &audio_dir)]);
-    refused(Refused::AtStartUp, &["run"], &as_refs(&env), &["RELAY_AUDIO_DIR", &audio_dir]).await;
-    refused(Refused::AtStartUp, &["work"], &as_refs(&env), &["RELAY_AUDIO_DIR", &audio_dir]).await;
+    for backend in [Backend::Embedded, Backend::Amqp] {
+        let queue = TestQueue::new(backend, polyai_relay::config::EventTypes::All).await;
+        let env = queue.relay_env(&polyai.base_url, &[("RELAY_FETCH_AUDIO", "1"), ("RELAY_AUDIO_DIR", &audio_dir)]);
+        for command in ["run", "work"] {
+            let (code, stderr) = run_to_exit(&[command], &as_refs(&env)).await;
+            assert_eq!(code, Some(1), "{command}: {stderr}");
+            // Before anything reaches for the broker: the error is the last thing it says.
+            let last = stderr.lines().rfind(|line| !line.trim().is_empty()).unwrap_or_default();
+            assert!(last.contains("RELAY_AUDIO_DIR") && last.contains(&audio_dir), "{command}: {stderr}");
+        }
+    }
 }

@@ -15,7 +15,7 @@ use crate::{
     reconcile,
     spool::{Drainer, Spool},
     telemetry::Metrics,
-    worker::Worker,
+    worker::{self, Worker},
 };
 
 /// How long the HTTP server gets to finish in-flight requests after a shutdown signal. Each is
@@ -63,8 +63,12 @@ pub async fn start_with(
     metrics: Metrics,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    // First: a spool that cannot be opened stops start-up before anything else runs.
+    // First: a spool or a recordings directory that cannot be used stops start-up before
+    // anything else runs.
     let spool = open_spool(&components, &metrics)?;
+    if let Some(audio) = components.worker.as_ref().and_then(|worker| worker.audio.as_ref()) {
+        worker::prepare_audio_dir(&audio.dir)?;
+    }
     // Then the listeners: a port in use stops start-up before anything reaches for the broker,
     // so its error line is the last thing the process says.
     let admin = bind("RELAY_ADMIN_LISTEN", components.server.admin_listen).await?;

@@ -173,7 +173,7 @@ fn is_part_name(name: &str) -> bool {
 /// directory the relay cannot use stops start-up with a line naming the setting; found only when
 /// the first recording arrived, every voice call's event would be retried and dead-lettered while
 /// `/readyz` said all was well.
-pub(super) fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+pub fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let shown = dir.display();
     crate::owner_only::create_dir(dir).with_context(|| format!("RELAY_AUDIO_DIR: cannot create {shown} owner-only"))?;

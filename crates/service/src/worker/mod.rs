@@ -19,6 +19,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{field::Empty, Instrument};
 
+pub use audio::prepare_dir as prepare_audio_dir;
 pub use pause::PausedProjects;
 pub use policy::RetryPolicy;
 pub use throttle::Throttle;
@@ -99,9 +100,6 @@ impl Worker {
     ) -> anyhow::Result<Self> {
         // RELAY_API_RATE caps each project's calls: each has its own key, so its own quota.
         let projects = Projects::new(&settings.projects, settings.rate)?;
-        if let Some(audio) = &settings.audio {
-            audio::prepare_dir(&audio.dir)?;
-        }
         // Every project's gauge from the start, so an alert on it sees each project, paused or not.
         for project in projects.iter() {
             let label = project.label();
