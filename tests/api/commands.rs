@@ -104,6 +104,19 @@ async fn check_fails_on_any_setting_serve_or_work_would_refuse() {
     let (code, stdout, _) = run_to_exit_with_stdout(&["check"], &base).await;
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("✓ worker settings: `work` would start with them"), "{stdout}");
+
+    // A worker's deployment: no webhook secret, a warning, not a failure.
+    let worker_only: Vec<_> = base.iter().filter(|(name, _)| *name != "POLYAI_WEBHOOK_SECRET").copied().collect();
+    let (code, stdout, _) = run_to_exit_with_stdout(&["check"], &worker_only).await;
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("! no webhook secret is set"), "{stdout}");
+    assert!(stdout.contains("✓ worker settings"), "{stdout}");
+
+    // Settings given as flags are not the environment the start-up checks read: they say so
+    // rather than report what the flags override.
+    let (_, stdout, _) = run_to_exit_with_stdout(&["check", "--amqp-url", &amqp], &base).await;
+    assert!(stdout.contains("! start-up settings not checked"), "{stdout}");
+    assert!(!stdout.contains("worker settings"), "{stdout}");
 }
 
 #[tokio::test]

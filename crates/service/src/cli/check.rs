@@ -30,6 +30,21 @@ pub struct CheckArgs {
     receiver: ReceiverArgs,
 }
 
+/// Whether settings were given to `check` as flags (anything but `--project`): the start-up
+/// checks read the environment only, as a deployment's `serve` and `work` do, and would not see
+/// them.
+fn settings_given_as_flags() -> bool {
+    let mut args = std::env::args().skip_while(|arg| arg != "check").skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--project" {
+            args.next();
+        } else if arg.starts_with('-') && !arg.starts_with("--project=") {
+            return true;
+        }
+    }
+    false
+}
+
 /// The line of a start-up check: whether `command` would start with the environment's
 /// settings, all of them read and checked as it reads and checks them.
 fn start_up(what: &str, command: &str, checked: anyhow::Result<()>) -> Line {
@@ -69,17 +84,14 @@ impl CheckArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
         let chosen = self.target.choice.choose();
         let mut lines = match &chosen {
-            Ok(Chosen::Environment) => vec![self.webhook_settings()],
+            Ok(Chosen::Environment) => vec![],
             Ok(Chosen::File(entries)) => {
                 let names: Vec<&str> = entries.iter().map(|p| p.name.as_str()).collect();
-                vec![
-                    Line::Pass(format!("RELAY_PROJECTS_FILE: checking project(s) {}", names.join(", "))),
-                    start_up("receiver", "serve", run::check_from_env::<ServeArgs>()),
-                ]
+                vec![Line::Pass(format!("RELAY_PROJECTS_FILE: checking project(s) {}", names.join(", ")))]
             }
             Err(error) => vec![Line::Fail(error.to_string())],
         };
-        lines.push(start_up("worker", "work", run::check_from_env::<WorkArgs>()));
+        lines.extend(self.start_up(chosen.as_ref().ok()));
         match self.target.broker.settings() {
             Ok(broker) => lines.extend(reach_broker(&broker).await),
             Err(error) => lines.push(Line::Fail(error.to_string())),
@@ -118,17 +130,26 @@ impl CheckArgs {
         Ok(())
     }
 
-    /// The receiver's settings without a projects file: what `serve` (and `run`) would refuse
-    /// at start-up, and a warning only when no secret is given at all, as a worker alone needs
-    /// none.
-    fn webhook_settings(&self) -> Line {
-        let receiver = &self.receiver;
-        if receiver.webhook_secret.is_none() && receiver.webhook_secret_file.is_none() {
-            return Line::Warn(
-                "POLYAI_WEBHOOK_SECRET is not set: `run` and `serve` need it (`register` prints one)".into(),
-            );
+    /// What `serve` and `work` would refuse at start-up: every setting, read from the
+    /// environment as they read it. A warning instead of the receiver's line when no webhook
+    /// secret is given at all, as a worker alone needs none.
+    fn start_up(&self, chosen: Option<&Chosen>) -> Vec<Line> {
+        if settings_given_as_flags() {
+            return vec![Line::Warn(
+                "start-up settings not checked: `check` reads them from the environment, as `serve` and `work` do, and some were given as flags".into(),
+            )];
         }
-        start_up("receiver", "serve", run::check_from_env::<ServeArgs>())
+        let receiver = &self.receiver;
+        let no_secret = match chosen {
+            Some(Chosen::File(entries)) => entries.iter().all(|entry| entry.webhook_secret_file.is_none()),
+            _ => receiver.webhook_secret.is_none() && receiver.webhook_secret_file.is_none(),
+        };
+        let receiving = if no_secret {
+            Line::Warn("no webhook secret is set: `run` and `serve` need one (`register` prints one)".into())
+        } else {
+            start_up("receiver", "serve", run::check_from_env::<ServeArgs>())
+        };
+        vec![receiving, start_up("worker", "work", run::check_from_env::<WorkArgs>())]
     }
 
     /// One-project variables set beside the file, which the relay would refuse at start-up.
