@@ -184,12 +184,20 @@ def check_deployment(where, deployment, secrets, example="secret.example.yaml"):
     # rotation), but its key must be one the example shows somewhere, if only commented out
     # (a key set only during a rotation must not be set by applying the example): a typo is caught.
     example_path = DEPLOY / (example if "/" in example else f"kubernetes/{example}")
-    every_key = set().union(*secrets.values()) | commented_keys(example_path)
+    commented = commented_keys(example_path)
+
+    def known_keys(reference):
+        """The keys a reference to a Secret may name: the Secret's, and if it is optional, also
+        those the example shows commented out. The Secret itself must be in the example."""
+        keys = secrets.get(reference.get("name"))
+        if keys is None:
+            return set()
+        return keys | commented if reference.get("optional") else keys
+
     for volume in pod.get("volumes", []):
         for source in check_projects.secret_sources(volume):
             for item in source.get("items", []):
-                keys = every_key if source.get("optional") else secrets.get(source.get("name"), set())
-                if item["key"] not in keys:
+                if item["key"] not in known_keys(source):
                     problem(where, f"mounts key `{item['key']}` of Secret {source.get('name')}, absent from {example}")
     for container in pod["containers"]:
         at = f"{where} container {container['name']}"
@@ -221,8 +229,7 @@ def check_deployment(where, deployment, secrets, example="secret.example.yaml"):
             if name.endswith("_FILE") and not any(value.startswith(m + "/") for m in mounts):
                 problem(at, f"{name}={value} is outside every volume mount")
             reference = entry.get("valueFrom", {}).get("secretKeyRef", {})
-            known = every_key if reference.get("optional") else secrets.get(reference.get("name"), set())
-            if reference and reference.get("key") not in known:
+            if reference and reference.get("key") not in known_keys(reference):
                 problem(at, f"{name} reads key `{reference.get('key')}` of Secret {reference.get('name')}, absent from {example}")
     # The relay exits within 10 s of SIGTERM; the grace period also covers the preStop sleep.
     pre_stop = max((c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
