@@ -30,6 +30,11 @@ fn driven(backend: Backend) -> Options {
 /// A driven test takes its events with [`TestApp::process_next`]: under load a look at the queue
 /// just after the confirm has come back empty.
 async fn publish(app: &TestApp, project: Option<&str>, conversation_id: &str) {
+    publish_with(app, project, conversation_id, &[]).await
+}
+
+/// [`publish`] with `extra` headers, as the worker itself publishes them.
+async fn publish_with(app: &TestApp, project: Option<&str>, conversation_id: &str, extra: &[(&str, String)]) {
     let mut message = Message {
         body: completed(conversation_id).into(),
         message_id: format!("evt-{conversation_id}"),
@@ -40,6 +45,7 @@ async fn publish(app: &TestApp, project: Option<&str>, conversation_id: &str) {
     if let Some(project) = project {
         message.headers.insert(headers::PROJECT.to_owned(), project.to_owned());
     }
+    message.headers.extend(extra.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
     app.publisher().publish(Destination::Events, message).await.expect("the queue takes the event");
 }
 
@@ -202,6 +208,60 @@ both_backends! {
         assert_eq!(app.metric(r#"relay_api_rate_limited_total{project="acme-us"}"#).await, 0.0);
         assert_eq!(app.metric(r#"relay_worker_retries_total{project="acme-uk",reason="rate_limited"}"#).await, 3.0);
         assert_eq!(app.queue.dead_count().await, 0);
+    }
+
+    async fn a_paced_projects_backlog_does_not_hold_back_the_other(backend: Backend) {
+        // Four events in progress at a time, and two calls a second for each project: waiting
+        // for their turns in memory, the backlog's events would fill the four slots for as long
+        // as it lasts, and the other project's event would wait behind them.
+        let app = spawn_app_with(Options { api_concurrency: 1, api_rate: Some(2.0), ..two(backend) }).await;
+        let backlog: Vec<String> = (0..12).map(|i| format!("CAuk{i:02}")).collect();
+        for id in &backlog {
+            publish(&app, Some(FIRST_PROJECT), id).await;
+        }
+        publish(&app, Some(SECOND_PROJECT), "CAus").await;
+        // The other project's record comes while most of the backlog waits for its turns in a
+        // delay queue rather than in the slots.
+        let mut uk = HashSet::new();
+        loop {
+            let record = app.next_record().await;
+            if record.json["project"] == SECOND_PROJECT {
+                break;
+            }
+            uk.insert(record.json["conversation"]["id"].as_str().unwrap().to_owned());
+        }
+        assert!(uk.len() < 6, "the other project's event came after {} of the backlog's records", uk.len());
+        // Each event of the backlog follows, once, each with one call: those held back come
+        // back at their turns, and take no other.
+        uk.extend(records_of(&app, FIRST_PROJECT, backlog.len() - uk.len()).await);
+        assert_eq!(uk, backlog.iter().cloned().collect());
+        assert!(app.metric(r#"relay_worker_retries_total{project="acme-uk",reason="paced"}"#).await >= 1.0);
+        assert_eq!(app.polyai.by_id_requests_of(PROJECT).len(), backlog.len(), "one call each");
+        assert_eq!(app.queue.dead_count().await, 0);
+    }
+
+    async fn a_turn_reserved_before_goes_when_due_however_late(backend: Backend) {
+        // One call every 100 s: a new event's turn is due at once, the next one's 100 s later,
+        // further than an event waits in memory.
+        let app = spawn_app_with(Options { api_rate: Some(0.01), ..driven(backend) }).await;
+        let paced = r#"relay_worker_retries_total{project="acme-uk",reason="paced"}"#;
+        let unix_ms = |offset: i64| {
+            let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_millis() as i64;
+            (now + offset).to_string()
+        };
+        publish(&app, Some(FIRST_PROJECT), "CAnew").await;
+        assert_eq!(app.process_next(1).await, [Settle::Ack]);
+        assert_eq!(app.next_record().await.json["conversation"]["id"], "CAnew");
+        publish(&app, Some(FIRST_PROJECT), "CAlater").await;
+        assert_eq!(app.process_next(1).await, [Settle::Ack]);
+        assert_eq!(app.metric(paced).await, 1.0, "held back until its turn");
+        // Back after its turn (the worker stopped, or its queue was long): it goes at once, on
+        // the turn it had, and takes no other.
+        publish_with(&app, Some(FIRST_PROJECT), "CAdue", &[(headers::TURN, unix_ms(-5_000))]).await;
+        assert_eq!(app.process_next(1).await, [Settle::Ack]);
+        assert_eq!(app.next_record().await.json["conversation"]["id"], "CAdue");
+        assert_eq!(app.metric(paced).await, 1.0);
+        assert_eq!(app.polyai.by_id_requests_of(PROJECT).len(), 2, "CAnew's call and CAdue's");
     }
 
     async fn an_event_naming_a_project_not_served_waits_then_is_dead_lettered(backend: Backend) {

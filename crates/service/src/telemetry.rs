@@ -47,7 +47,9 @@ pub mod names {
     /// API 429 answers, by `project`.
     pub const RATE_LIMITED: &str = "relay_api_rate_limited_total";
     /// Events sent to a delay queue, by `project` and `reason` (rate_limited, transient,
-    /// not_found, and key_refused for a paused project's events, which count no attempt).
+    /// not_found, key_refused for a paused project's events, and paced for each stay in a delay
+    /// queue of an event whose turn under `RELAY_API_RATE` is more than a second away; those, and
+    /// rate_limited, count no attempt).
     pub const RETRIES: &str = "relay_worker_retries_total";
     /// Events dead-lettered by the worker, by `project` and `reason`.
     pub const DEAD_LETTERS: &str = "relay_dead_letters_total";

@@ -75,6 +75,9 @@ pub fn replayed(mut message: Message, reason: Option<&str>, now: OffsetDateTime)
         headers::ERROR,
         headers::DEAD_AT,
         headers::REPLAY_REASON,
+        // A dead letter the broker made (its delivery limit) may still hold the turn of calls
+        // long past: replayed with it, the event would call at once, outside its project's pace.
+        headers::TURN,
         trace_context::TRACEPARENT,
         trace_context::TRACESTATE,
     ];
@@ -106,6 +109,7 @@ mod tests {
                 (headers::ERROR.to_owned(), "404".to_owned()),
                 (headers::DEAD_AT.to_owned(), "2026-11-29T04:00:00Z".to_owned()),
                 (headers::RECEIVED_AT.to_owned(), "2026-11-29T03:00:00Z".to_owned()),
+                (headers::TURN.to_owned(), "1795000000000".to_owned()),
             ]),
         }
     }
@@ -124,6 +128,7 @@ mod tests {
         assert_eq!((message.attempts(), message.not_found_attempts()), (0, 0));
         assert_eq!(message.header(headers::ERROR), None);
         assert_eq!(message.header(headers::DEAD_AT), None);
+        assert_eq!(message.header(headers::TURN), None, "it takes its turn anew");
         assert_eq!(message.header(headers::REPLAYED_AT), Some("1970-01-01T00:00:00Z"));
         assert_eq!(message.header(headers::REPLAY_REASON), Some("API fixed"));
         assert_eq!(message.header(headers::RECEIVED_AT), Some("2026-11-29T03:00:00Z"));

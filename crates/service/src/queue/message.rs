@@ -23,6 +23,10 @@ pub mod headers {
     pub const NOT_FOUND_ATTEMPTS: &str = "x-relay-not-found-attempts";
     /// The last error of a dead-lettered event.
     pub const ERROR: &str = "x-relay-error";
+    /// When the API calls a worker reserved for the event under `RELAY_API_RATE` are due, unix
+    /// milliseconds: set while the event waits for them in a delay queue, removed from what
+    /// replaces it otherwise (a retry, a dead letter, the record).
+    pub const TURN: &str = "x-relay-turn";
     /// When the event was dead-lettered, RFC 3339.
     pub const DEAD_AT: &str = "x-relay-dead-at";
     /// When `dead replay` or `log replay` sent the event back to the worker, RFC 3339.

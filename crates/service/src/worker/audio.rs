@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::{projects::Project, Worker};
+use super::{projects::Project, throttle::Turn, Worker};
 use crate::{
     config::AudioSettings,
     polyai::{transport_detail, ApiError, AudioRequest},
@@ -46,6 +46,7 @@ impl Worker {
         project: &Project,
         conversation_id: &str,
         conversation: &RawValue,
+        turn: Turn,
     ) -> Result<Option<Value>, ApiError> {
         let channel = serde_json::from_str::<Channel>(conversation.get()).ok().and_then(|c| c.channel);
         if channel.as_deref() != Some(VOICE_CHANNEL) {
@@ -56,7 +57,7 @@ impl Worker {
         };
         let request = recording_asked(settings);
         // As for a conversation: the project's turn first, then a call slot.
-        project.throttle.acquire().await;
+        project.throttle.take(turn).await;
         let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
         let response = match project.client.audio(conversation_id, request).await {
             Ok(response) => response,

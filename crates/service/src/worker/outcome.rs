@@ -48,6 +48,8 @@ impl Worker {
         error: &(dyn Display + Sync),
     ) -> Settle {
         let mut retry = message.clone();
+        // Its calls' turns were taken: a retry takes new ones.
+        retry.headers.remove(headers::TURN);
         retry.headers.insert(headers::ATTEMPTS.to_owned(), attempts.to_string());
         retry.headers.insert(headers::ERROR.to_owned(), error.to_string());
         let settle = settle(self.publish_patiently(Destination::Retry { delay }, retry).await);
@@ -97,6 +99,7 @@ impl Worker {
     ) -> Settle {
         debug_assert!(DEAD_LETTER_REASONS.contains(&reason) || reason == UNKNOWN_PROJECT, "{reason} counted from 0");
         let mut dead = message.clone();
+        dead.headers.remove(headers::TURN);
         dead.headers.insert(headers::ATTEMPTS.to_owned(), attempts.to_string());
         dead.headers.insert(headers::ERROR.to_owned(), error.to_owned());
         let now = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
@@ -155,6 +158,7 @@ impl Worker {
         enriched.headers.remove(headers::ATTEMPTS);
         enriched.headers.remove(headers::NOT_FOUND_ATTEMPTS);
         enriched.headers.remove(headers::ERROR);
+        enriched.headers.remove(headers::TURN);
         match self.publish_patiently(Destination::Conversations, enriched).await {
             Ok(()) => {
                 let project = project.label();

@@ -2,14 +2,20 @@
 //! client, and choose the outcome ([`super::outcome`] publishes it). Nothing is acked before the
 //! broker confirmed whatever replaces it.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use serde_json::value::RawValue;
+// tokio's clock, as the throttle's.
+use tokio::time::Instant;
 
 use super::{
     audio,
     outcome::UNKNOWN_PROJECT,
     projects::{Project, UNKNOWN_LABEL},
+    throttle::Turn,
     Settle, Worker,
 };
 use crate::{
@@ -26,9 +32,15 @@ use tracing::{field::Empty, Instrument};
 /// The longest a 429 holds back every API call of its project.
 const PROJECT_PAUSE_CAP: Duration = Duration::from_secs(60);
 
-/// What is left of a project's 429 pause is waited out in memory when it is this short: a delay
-/// queue would hold the event at least as long (its shortest tier) and cost a round trip.
+/// What is left of a project's 429 pause, or of the time to an event's turn under
+/// `RELAY_API_RATE`, is waited out in memory when it is this short: a delay queue would hold the
+/// event at least as long (its shortest tier) and cost a round trip.
 const WAIT_IN_MEMORY: Duration = RETRY_TIERS[0];
+
+/// A reserved turn is believed this far ahead at most: one further (a header set by hand, a
+/// clock far off) is brought back to this, so that its event waits a week at most, never for
+/// ever, an hour at a time, counting no attempt.
+const FURTHEST_TURN: Duration = Duration::from_secs(7 * 86_400);
 
 impl Worker {
     /// Processes one message and says how to settle it.
@@ -78,7 +90,11 @@ impl Worker {
                 if let Some(settle) = self.hold_back_if_stuck(message, &project).await {
                     return settle;
                 }
-                match self.fetch_with_audio(&project, id, attempts + 1).await {
+                let turn = match self.turn_or_hold(message, &project).await {
+                    Ok(turn) => turn,
+                    Err(settle) => return settle,
+                };
+                match self.fetch_with_audio(&project, id, attempts + 1, turn).await {
                     Ok(found) => found,
                     Err(failed) => return self.after_failure(message, &project, attempts, failed).await,
                 }
@@ -93,17 +109,82 @@ impl Worker {
     /// untouched; waiting in memory, it would hold a slot another project's events could use.
     async fn hold_back_if_stuck(&self, message: &Message, project: &Project) -> Option<Settle> {
         let label = project.name.as_str();
-        if self.pauses.is_paused(&project.name) {
+        let (delay, reason, why, ends) = if self.pauses.is_paused(&project.name) {
             let why = format!("held back: the API refuses the key of project {label}");
-            return Some(self.hold(message, label, self.auth_probe_interval, "key_refused", &why).await);
-        }
-        match project.throttle.held_back() {
-            Some(left) if left > WAIT_IN_MEMORY => {
-                let why = format!("held back: a 429 paused the API calls of project {label}");
-                Some(self.hold(message, label, left, "rate_limited", &why).await)
+            (self.auth_probe_interval, "key_refused", why, None)
+        } else {
+            match project.throttle.held_back() {
+                Some(left) if left > WAIT_IN_MEMORY => {
+                    let why = format!("held back: a 429 paused the API calls of project {label}");
+                    (left, "rate_limited", why, project.throttle.paused_until())
+                }
+                _ => return None,
             }
-            _ => None,
+        };
+        // A turn the event had under RELAY_API_RATE that passes while it waits (a key refused
+        // for who knows how long, or a 429's pause that covers it) is given up: it takes a new
+        // one when it comes back, rather than go at once with every other whose turn passed.
+        // One after the pause's end is kept.
+        let (now, clock) = (Instant::now(), unix_millis());
+        let due = reserved_turn(message.header(headers::TURN), clock);
+        let kept = match (due, ends) {
+            (Some(due), Some(ends)) => now + Duration::from_millis(due.saturating_sub(clock)) > ends,
+            _ => false,
+        };
+        if due.is_none() || kept {
+            return Some(self.hold(message, label, delay, reason, &why).await);
         }
+        let mut held = message.clone();
+        held.headers.remove(headers::TURN);
+        Some(self.hold(&held, label, delay, reason, &why).await)
+    }
+
+    /// The turn of the event's API calls under `RELAY_API_RATE`; or, settled, the event held back
+    /// in a delay queue until that turn, when it is further than [`WAIT_IN_MEMORY`] away.
+    ///
+    /// Waiting in memory, a backlog of one project (a reconciliation pass, a replay) would fill
+    /// every in-progress slot with events waiting their turns, and the other projects' events
+    /// would wait behind them at that project's pace. So the turns are reserved on the project's
+    /// schedule (two when recordings are fetched: the conversation's and the recording's), the
+    /// time they are due goes with the event in a header, and the event waits in a delay queue:
+    /// an event arriving later gets a later turn, and one that comes back before its turn (the
+    /// longest delay queue is an hour) waits again, reserving nothing more. One that comes back
+    /// once its turn has come goes, on whichever worker takes it: each turn reserved is one call.
+    /// A late one goes too, however late: one given a new turn instead would be late again for as
+    /// long as the worker's queue keeps it waiting (a busy worker), and never go. So turns that
+    /// passed while their events waited (the worker stopped, its queue behind) go together; a
+    /// 429 they meet pauses the project as any does.
+    async fn turn_or_hold(&self, message: &Message, project: &Project) -> Result<Turn, Settle> {
+        if project.throttle.interval().is_none() {
+            return Ok(Turn::Next);
+        }
+        let calls = if self.audio.is_some() { 2 } else { 1 };
+        let now = Instant::now();
+        let clock = unix_millis();
+        let (due, left) = match reserved_turn(message.header(headers::TURN), clock) {
+            Some(due) => {
+                let left = Duration::from_millis(due.saturating_sub(clock));
+                project.throttle.reserved_elsewhere(now + left, calls);
+                (due, left)
+            }
+            None => {
+                let first = project.throttle.reserve(calls).unwrap_or(now);
+                let left = first.saturating_duration_since(now);
+                (clock + left.as_millis() as u64, left)
+            }
+        };
+        if left <= WAIT_IN_MEMORY {
+            return Ok(Turn::At(now + left));
+        }
+        let label = project.name.as_str();
+        let mut paced = message.clone();
+        paced.headers.insert(headers::TURN.to_owned(), due.to_string());
+        let why = format!("held back: RELAY_API_RATE spaces the API calls of project {label}");
+        // The longest tier that does not pass the turn, as its whole wait: paced events then
+        // wait as long as any message in their delay queue, so none is held behind one due
+        // later (a queue expires messages at its head only). The rest of the wait is another hop.
+        let hop = RETRY_TIERS.iter().copied().filter(|tier| *tier <= left).max().unwrap_or(WAIT_IN_MEMORY);
+        Err(self.hold(&paced, label, hop, "paced", &why).await)
     }
 
     /// The conversation and, when audio download is on, its recording. `attempt` counts from 1.
@@ -112,15 +193,20 @@ impl Worker {
         project: &Project,
         conversation_id: &str,
         attempt: u32,
+        turn: Turn,
     ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), Failed> {
         let conversation_id_owned = || conversation_id.to_owned();
-        let conversation = self.fetch(project, conversation_id, attempt).await.map_err(|error| Failed {
+        let conversation = self.fetch(project, conversation_id, attempt, turn).await.map_err(|error| Failed {
             error,
             call: KeyedCall::Conversation { conversation_id: conversation_id_owned() },
         })?;
+        let recording_turn = match turn {
+            Turn::At(at) => Turn::At(at + project.throttle.interval().unwrap_or_default()),
+            Turn::Next => Turn::Next,
+        };
         let audio = match &self.audio {
             Some(settings) => self
-                .save_audio(settings, project, conversation_id, &conversation)
+                .save_audio(settings, project, conversation_id, &conversation, recording_turn)
                 .instrument(trace_span!("audio"))
                 .await
                 .map_err(|error| Failed {
@@ -135,10 +221,16 @@ impl Worker {
         Ok((Some(conversation), audio))
     }
 
-    async fn fetch(&self, project: &Project, conversation_id: &str, attempt: u32) -> Result<Box<RawValue>, ApiError> {
+    async fn fetch(
+        &self,
+        project: &Project,
+        conversation_id: &str,
+        attempt: u32,
+        turn: Turn,
+    ) -> Result<Box<RawValue>, ApiError> {
         // The project's turn first, then a call slot: a project waiting for its pace holds no
         // slot another project's call could use.
-        project.throttle.acquire().await;
+        project.throttle.take(turn).await;
         let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
         // After the rate limit and the slot: the span times the API alone.
         let span = trace_span!("fetch", otel.kind = "client", attempt, status = Empty);
@@ -208,7 +300,10 @@ impl Worker {
                 // its key without counting an attempt, and the other projects flow on.
                 self.pause_project(project, &error, call);
                 let why = format!("held back: {error}");
-                self.hold(message, label, self.auth_probe_interval, "key_refused", &why).await
+                // Its calls' turns were taken: once the key works it takes new ones.
+                let mut held = message.clone();
+                held.headers.remove(headers::TURN);
+                self.hold(&held, label, self.auth_probe_interval, "key_refused", &why).await
             }
             ApiError::Rejected { .. } => {
                 self.dead_letter(message, label, attempts + 1, "rejected", &error.to_string()).await
@@ -226,4 +321,34 @@ impl Worker {
 struct Failed {
     error: ApiError,
     call: KeyedCall,
+}
+
+/// When an event's reserved turn is due, unix ms, from its header: none when it has none or it
+/// is unreadable, and at most [`FURTHEST_TURN`] after `clock`.
+fn reserved_turn(header: Option<&str>, clock: u64) -> Option<u64> {
+    let due = header?.trim().parse::<u64>().ok()?;
+    Some(due.min(clock.saturating_add(FURTHEST_TURN.as_millis() as u64)))
+}
+
+/// The wall clock in unix milliseconds: a reserved turn travels between processes in a header.
+fn unix_millis() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reserved_turn_is_believed_up_to_a_week_ahead_and_however_late() {
+        let clock = 1_800_000_000_000;
+        let week = FURTHEST_TURN.as_millis() as u64;
+        assert_eq!(reserved_turn(Some("1800000005000"), clock), Some(1_800_000_005_000));
+        assert_eq!(reserved_turn(Some("1"), clock), Some(1), "late, however late: it goes");
+        assert_eq!(reserved_turn(Some(&(clock + week).to_string()), clock), Some(clock + week));
+        assert_eq!(reserved_turn(Some(&(clock + week + 1).to_string()), clock), Some(clock + week), "a week at most");
+        assert_eq!(reserved_turn(Some(&u64::MAX.to_string()), clock), Some(clock + week));
+        assert_eq!(reserved_turn(Some("soon"), clock), None);
+        assert_eq!(reserved_turn(None, clock), None);
+    }
 }

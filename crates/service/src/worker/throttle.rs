@@ -8,6 +8,15 @@ use std::{sync::Mutex, time::Duration};
 // tokio's clock, so tests can run it paused.
 use tokio::time::Instant;
 
+/// When a call goes.
+#[derive(Debug, Clone, Copy)]
+pub enum Turn {
+    /// The next turn of the project's schedule, taken as the call goes (no `RELAY_API_RATE`).
+    Next,
+    /// A turn reserved before ([`Throttle::reserve`]), due at this moment.
+    At(Instant),
+}
+
 #[derive(Debug)]
 pub struct Throttle {
     /// Spacing between calls; `None` for no rate limit.
@@ -51,6 +60,63 @@ impl Throttle {
         }
     }
 
+    /// The spacing between calls; `None` for no rate limit.
+    pub fn interval(&self) -> Option<Duration> {
+        self.interval
+    }
+
+    /// Reserves `calls` turns in a row and returns when the first is due, for an event that
+    /// waits for them elsewhere than in memory (a delay queue): with a rate, a backlog of one
+    /// project would otherwise fill every in-progress slot with events waiting their turn, and
+    /// other projects' events would wait behind them. Those reserved advance the project's
+    /// schedule as calls do, so an event arriving later gets a later turn. `None` without a rate.
+    pub fn reserve(&self, calls: u32) -> Option<Instant> {
+        let interval = self.interval?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let start = Instant::now().max(state.next_slot).max(state.paused_until);
+        state.next_slot = start + interval * calls;
+        Some(start)
+    }
+
+    /// A turn reserved elsewhere (another replica, or this process before a restart) is due at
+    /// `due` for `calls` calls: this schedule goes past it, so that events arriving from now on
+    /// get turns after the ones already given out.
+    pub fn reserved_elsewhere(&self, due: Instant, calls: u32) {
+        let Some(interval) = self.interval else { return };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.next_slot = state.next_slot.max(due + interval * calls);
+    }
+
+    /// Waits for a call's turn: the next one, or one reserved before.
+    pub async fn take(&self, turn: Turn) {
+        match turn {
+            Turn::Next => self.acquire().await,
+            Turn::At(at) => self.wait_for(at).await,
+        }
+    }
+
+    /// Waits until `turn`, a call's reserved time. A turn a 429's pause has passed is given up
+    /// for the next one after the pause, as a call without a turn would take: every turn inside
+    /// the pause going at its end would be a burst inviting the next 429.
+    pub async fn wait_for(&self, turn: Instant) {
+        let start = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if turn >= state.paused_until {
+                turn
+            } else {
+                let start = state.next_slot.max(state.paused_until);
+                if let Some(interval) = self.interval {
+                    state.next_slot = start + interval;
+                }
+                start
+            }
+        };
+        // As in `acquire`: a turn that has come costs no timer.
+        if start > Instant::now() {
+            tokio::time::sleep_until(start).await;
+        }
+    }
+
     /// Holds every call back for `delay` from now (a 429's Retry-After).
     pub fn pause(&self, delay: Duration) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -81,6 +147,12 @@ impl Throttle {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).unexplained_in_a_row = 0;
     }
 
+    /// When the running pause ends, if one is running.
+    pub fn paused_until(&self) -> Option<Instant> {
+        let paused_until = self.state.lock().unwrap_or_else(|p| p.into_inner()).paused_until;
+        (paused_until > Instant::now()).then_some(paused_until)
+    }
+
     /// What is left of a pause, if one is running: an event that would wait that long waits in a
     /// delay queue instead, not in memory where it would hold a slot other projects could use.
     pub fn held_back(&self) -> Option<Duration> {
@@ -95,6 +167,46 @@ mod tests {
     use std::future::Future;
 
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn reserved_turns_advance_the_schedule_by_their_calls() {
+        let throttle = Throttle::new(Some(2.0));
+        let now = Instant::now();
+        assert_eq!(throttle.reserve(2), Some(now), "the first turn is now");
+        assert_eq!(throttle.reserve(1), Some(now + Duration::from_secs(1)), "after two calls' turns");
+        assert_eq!(throttle.reserve(1), Some(now + Duration::from_millis(1500)));
+        // A call that reserves none comes after them.
+        let start = Instant::now();
+        throttle.acquire().await;
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        assert_eq!(Throttle::new(None).reserve(1), None, "no rate, no turns");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn turns_given_out_elsewhere_push_the_schedule_past_them() {
+        let throttle = Throttle::new(Some(2.0));
+        let now = Instant::now();
+        throttle.reserved_elsewhere(now + Duration::from_secs(10), 2);
+        assert_eq!(throttle.reserve(1), Some(now + Duration::from_secs(11)), "after the two calls due in 10 s");
+        throttle.reserved_elsewhere(now, 1);
+        assert_eq!(throttle.reserve(1), Some(now + Duration::from_millis(11_500)), "one due now changes nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn turns_a_pause_passed_are_spaced_after_it_not_fired_at_its_end() {
+        let throttle = Throttle::new(Some(10.0));
+        let turns = [throttle.reserve(1).unwrap(), throttle.reserve(1).unwrap()];
+        throttle.pause(Duration::from_secs(3));
+        let start = Instant::now();
+        throttle.wait_for(turns[0]).await;
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+        throttle.wait_for(turns[1]).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(3100), "the next turn after the pause");
+        // A turn after the pause keeps its time.
+        let later = Instant::now() + Duration::from_secs(5);
+        throttle.wait_for(later).await;
+        assert_eq!(Instant::now(), later);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn calls_are_spaced_by_the_rate() {
