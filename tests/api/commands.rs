@@ -11,17 +11,21 @@ use crate::{
     process::{relay_command, run_to_exit_with_stdout},
 };
 
-/// `check`'s stdout, with its logs (stderr) appended: a secret must be in neither.
-async fn check(fake: &FakePolyai, amqp: &str) -> (Option<i32>, String) {
-    let env = [
+/// What a working `check` needs: the fake API's settings, a webhook secret and the broker.
+fn check_env<'a>(fake: &'a FakePolyai, amqp: &'a str) -> [(&'static str, &'a str); 6] {
+    [
         ("POLYAI_API_KEY", API_KEY),
         ("POLYAI_BASE_URL", fake.base_url.as_str()),
         ("POLYAI_ACCOUNT_ID", ACCOUNT),
         ("POLYAI_PROJECT_ID", PROJECT),
         ("POLYAI_WEBHOOK_SECRET", "whsec_check"),
         ("AMQP_URL", amqp),
-    ];
-    let (code, stdout, stderr) = run_to_exit_with_stdout(&["check"], &env).await;
+    ]
+}
+
+/// `check`'s stdout, with its logs (stderr) appended: a secret must be in neither.
+async fn check(fake: &FakePolyai, amqp: &str) -> (Option<i32>, String) {
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["check"], &check_env(fake, amqp)).await;
     (code, format!("{stdout}{stderr}"))
 }
 
@@ -80,14 +84,7 @@ async fn check_fails_on_webhook_settings_a_receiver_would_refuse() {
 async fn check_fails_on_any_setting_serve_or_work_would_refuse() {
     let fake = FakePolyai::start().await;
     let amqp = amqp_url();
-    let base = [
-        ("POLYAI_API_KEY", API_KEY),
-        ("POLYAI_BASE_URL", fake.base_url.as_str()),
-        ("POLYAI_ACCOUNT_ID", ACCOUNT),
-        ("POLYAI_PROJECT_ID", PROJECT),
-        ("POLYAI_WEBHOOK_SECRET", "whsec_check"),
-        ("AMQP_URL", amqp.as_str()),
-    ];
+    let base = check_env(&fake, &amqp);
     let refused = [
         (("RELAY_HEADER_TIMEOUT", "5"), "✗ receiver settings"),
         (("RELAY_ACK_DEADLINE", "0s"), "✗ receiver settings"),

@@ -1,7 +1,9 @@
 //! One project's pace of API calls: a fixed rate (`RELAY_API_RATE`) and a pause that any 429
 //! extends for every call of the project, so one rate-limited call slows all of them, not just
-//! itself. A 429 without a `Retry-After` pauses the longer the more of them come in a row. Each project has its own (its key has its own quota): one project's 429s never slow
-//! another's calls.
+//! itself. A 429 without a `Retry-After` pauses the longer the more of them come in a row. Each
+//! project has its own (its key has its own quota): one project's 429s never slow another's
+//! calls. An event whose turn is far off reserves it ([`Throttle::reserve`]) and waits for it
+//! outside memory; its calls then take that turn ([`Turn::At`]) instead of the next one.
 
 use std::{sync::Mutex, time::Duration};
 
