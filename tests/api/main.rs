@@ -10,6 +10,7 @@ mod audio;
 mod audio_pace;
 mod backfill;
 mod broker_limit;
+mod broker_tls;
 mod commands;
 mod config;
 mod confirm_order;

@@ -26,25 +26,27 @@ pub struct AmqpTarget {
 }
 
 /// TLS for `amqps://` addresses. With nothing set: the system's roots, hostname verified.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TlsSettings {
-    /// Extra trusted roots (PEM), on top of the system's.
+    /// Extra trusted roots (PEM), on top of the system's; the only ones without hostname checks.
     pub ca_pem: Option<String>,
     /// Client certificate chain (PEM) and its private key (PEM), for brokers that require one.
     pub client: Option<(Vec<u8>, SecretSlice<u8>)>,
-    /// Off only by an explicit setting, with a warning: anyone on the path could then pose as the
-    /// broker with any certificate the roots vouch for.
+    /// Off only by an explicit setting, with `ca_pem` and a warning: anything that CA signed
+    /// could then pose as the broker.
     pub verify_hostname: bool,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self { ca_pem: None, client: None, verify_hostname: true }
+    }
 }
 
 impl AmqpTarget {
     /// One address, no TLS files, the default message limit: what tests and single-node set-ups use.
     pub fn single(url: SecretString) -> Self {
-        Self {
-            addresses: vec![url],
-            tls: TlsSettings { verify_hostname: true, ..Default::default() },
-            max_message: super::defaults::broker_max_message(),
-        }
+        Self { addresses: vec![url], tls: TlsSettings::default(), max_message: super::defaults::broker_max_message() }
     }
 
     /// Whether any address asks for TLS.
@@ -58,6 +60,7 @@ impl AmqpTarget {
 pub fn parse_addresses(variable: &'static str, text: &SecretString) -> Result<Vec<SecretString>, ConfigError> {
     let mut addresses = Vec::new();
     let mut vhost = None;
+    let mut scheme = None;
     for (index, piece) in text.expose_secret().split(',').map(str::trim).enumerate() {
         let position = index + 1;
         if piece.is_empty() {
@@ -95,7 +98,18 @@ pub fn parse_addresses(variable: &'static str, text: &SecretString) -> Result<Ve
             }
             Some(_) => {}
         }
-        debug_assert!(matches!(uri.scheme, AMQPScheme::AMQP | AMQPScheme::AMQPS));
+        // A cluster reached partly in the clear would send the password in the clear whenever a
+        // connection fell to one of those addresses.
+        match &scheme {
+            None => scheme = Some(uri.scheme),
+            Some(first) if *first != uri.scheme => {
+                return Err(ConfigError::new(
+                    variable,
+                    format!("{variable}: address {position} is not amqp{s}:// like the first; every address must use the same scheme", s = if *first == AMQPScheme::AMQPS { "s" } else { "" }),
+                ));
+            }
+            Some(_) => {}
+        }
         addresses.push(SecretString::from(piece));
     }
     if addresses.is_empty() {
@@ -156,6 +170,16 @@ mod tests {
         let error = parse("amqp://u:hunter2@a:5672,b:5672/%2f").unwrap_err();
         assert!(error.contains("AMQP_URL") && error.contains("not a full URL"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
+    }
+
+    #[test]
+    fn a_cluster_reached_partly_in_the_clear_is_refused() {
+        for text in ["amqps://u:hunter2@a/v,amqp://u:hunter2@b/v", "amqp://u:hunter2@a/v,amqps://u:hunter2@b/v"] {
+            let error = parse(text).unwrap_err();
+            assert!(error.contains("address 2") && error.contains("same scheme"), "{text}: {error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        assert_eq!(parse("amqps://u:p@a/v,amqps://u:p@b/v").unwrap().len(), 2);
     }
 
     #[test]

@@ -137,7 +137,8 @@ pub struct BrokerArgs {
     /// The client certificate's private key (PEM).
     #[arg(long, env = "AMQP_TLS_KEY_FILE")]
     pub amqp_tls_key_file: Option<PathBuf>,
-    /// Check that the broker's certificate names the host of the URL. Turning it off logs a warning.
+    /// Check that the broker's certificate names the host of the URL. Turning it off needs
+    /// AMQP_TLS_CA_FILE, which is then the only trusted root, and logs a warning.
     #[arg(long, env = "AMQP_TLS_VERIFY_HOSTNAME", default_value = "true", action = clap::ArgAction::Set, value_parser = boolean("AMQP_TLS_VERIFY_HOSTNAME"))]
     pub amqp_tls_verify_hostname: bool,
     /// The broker's max_message_size: larger messages are refused before they are sent. Raise it
@@ -164,6 +165,17 @@ impl BrokerArgs {
                 if !target.uses_tls() && (target.tls.ca_pem.is_some() || target.tls.client.is_some()) {
                     let message = format!("{tls_file} is set but no address of {variable} is amqps://");
                     return Err(ConfigError::new(tls_file, message));
+                }
+                if !target.uses_tls() && !target.tls.verify_hostname {
+                    let message = format!("AMQP_TLS_VERIFY_HOSTNAME is set but no address of {variable} is amqps://");
+                    return Err(ConfigError::new("AMQP_TLS_VERIFY_HOSTNAME", message));
+                }
+                // Built once here so that what only rustls can tell (a key that is not the
+                // certificate's, a CA certificate that cannot be a root) stops the start, rather
+                // than failing every connection while the relay answers 503.
+                if target.uses_tls() {
+                    crate::queue::amqp::tls::connector(&target.tls)
+                        .map_err(|message| ConfigError::new("AMQP_TLS_CA_FILE", message))?;
                 }
                 Some(target)
             }

@@ -195,7 +195,7 @@ fn warn_once_about_hostnames() {
     WARNED.call_once(|| {
         tracing::warn!(
             "AMQP_TLS_VERIFY_HOSTNAME=false: the broker's certificate is not checked against the host of AMQP_URL; \
-             any certificate from a trusted root is accepted, so anyone holding one can pose as the broker"
+             any certificate AMQP_TLS_CA_FILE signed is accepted, so anyone holding one can pose as the broker"
         );
     });
 }

@@ -12,7 +12,7 @@ mod publisher;
 mod seen_through;
 pub mod session;
 mod socket;
-mod tls;
+pub(crate) mod tls;
 pub mod topology;
 mod upkeep;
 

@@ -1,39 +1,61 @@
 //! The TLS client for `amqps://` addresses: the system's roots plus `AMQP_TLS_CA_FILE`, an
-//! optional client certificate, and hostname verification unless explicitly turned off.
+//! optional client certificate, and hostname verification unless explicitly turned off, in which
+//! case only `AMQP_TLS_CA_FILE` is trusted.
 
 use std::sync::Arc;
 
 use rustls::{
-    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    client::{
+        danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+        verify_server_cert_signed_by_trust_anchor,
+    },
+    crypto::{verify_tls12_signature, verify_tls13_signature, WebPkiSupportedAlgorithms},
     pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime},
-    CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme,
+    server::ParsedCertificate,
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 use secrecy::ExposeSecret;
 use tokio_rustls::TlsConnector;
 
 use crate::config::TlsSettings;
 
-/// Builds the connector every `amqps://` connection uses. Errors name the setting at fault.
+/// Why hostname verification cannot be turned off without a CA file of one's own.
+const NAMELESS_NEEDS_OWN_CA: &str = "AMQP_TLS_VERIFY_HOSTNAME=false needs AMQP_TLS_CA_FILE: with no name \
+    checked, only the authority that signed the broker's certificate may be trusted, not the system's roots \
+    (anyone can get a certificate from those for a name of their own)";
+
+/// Builds the connector every `amqps://` connection uses. Errors name the setting at fault; the
+/// settings are checked with it at start-up, so a connection meets none of them.
 pub fn connector(settings: &TlsSettings) -> Result<TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let extra_roots = match &settings.ca_pem {
+    let own_roots = match &settings.ca_pem {
         Some(pem) => certificates(pem.as_bytes()).map_err(|e| format!("AMQP_TLS_CA_FILE: {e}"))?,
         None => Vec::new(),
     };
-    // The platform verifier: the system's trust store, plus the CA file.
-    let system = if extra_roots.is_empty() {
-        rustls_platform_verifier::Verifier::new(provider.clone())
+    let verifier: Arc<dyn ServerCertVerifier> = if settings.verify_hostname {
+        // The platform verifier: the system's trust store, plus the CA file. It takes the file's
+        // certificates as given, so they are checked here as trust anchors first.
+        trust_anchors(&own_roots)?;
+        let platform = if own_roots.is_empty() {
+            rustls_platform_verifier::Verifier::new(provider.clone())
+        } else {
+            rustls_platform_verifier::Verifier::new_with_extra_roots(own_roots, provider.clone())
+        };
+        Arc::new(platform.map_err(|e| format!("TLS roots: {e}"))?)
     } else {
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra_roots, provider.clone())
-    }
-    .map_err(|e| format!("TLS roots: {e}"))?;
-    let verifier: Arc<dyn ServerCertVerifier> =
-        if settings.verify_hostname { Arc::new(system) } else { Arc::new(AnyHostname(Arc::new(system))) };
+        if own_roots.is_empty() {
+            return Err(NAMELESS_NEEDS_OWN_CA.to_owned());
+        }
+        Arc::new(OwnCaAnyName {
+            roots: trust_anchors(&own_roots)?,
+            algorithms: provider.signature_verification_algorithms,
+        })
+    };
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
         .dangerous()
-        // Not a bypass: the platform verifier checks the chain; `AnyHostname` only when asked.
+        // Not a bypass: both verifiers check the chain and the handshake's signature.
         .with_custom_certificate_verifier(verifier);
     let config = match &settings.client {
         Some((cert, key)) => {
@@ -49,6 +71,17 @@ pub fn connector(settings: &TlsSettings) -> Result<TlsConnector, String> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
+/// The CA file's certificates as trust anchors; one that cannot be one is an error.
+fn trust_anchors(certificates: &[CertificateDer<'static>]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for (index, certificate) in certificates.iter().enumerate() {
+        roots
+            .add(certificate.clone())
+            .map_err(|e| format!("AMQP_TLS_CA_FILE: certificate {} cannot be a trusted root: {e}", index + 1))?;
+    }
+    Ok(roots)
+}
+
 /// The certificates of a PEM file; at least one.
 pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certificates = CertificateDer::pem_slice_iter(pem)
@@ -60,27 +93,27 @@ pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> 
     Ok(certificates)
 }
 
-/// Accepts a certificate for another name than the URL's host, and nothing else: the chain, the
-/// validity dates and the signatures are still checked by the wrapped verifier, which checks the
-/// name last (so a name error means everything before it passed).
+/// Accepts a certificate for any name, signed by the CA file and nothing else: the chain up to
+/// one of its roots, the validity dates, the key's use for a server and the handshake's signature
+/// are checked exactly as for a name; only the name is not.
 #[derive(Debug)]
-struct AnyHostname(Arc<dyn ServerCertVerifier>);
+struct OwnCaAnyName {
+    roots: RootCertStore,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-impl ServerCertVerifier for AnyHostname {
+impl ServerCertVerifier for OwnCaAnyName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
+        let certificate = ParsedCertificate::try_from(end_entity)?;
+        verify_server_cert_signed_by_trust_anchor(&certificate, &self.roots, intermediates, now, self.algorithms.all)?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -89,7 +122,7 @@ impl ServerCertVerifier for AnyHostname {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -98,10 +131,10 @@ impl ServerCertVerifier for AnyHostname {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
