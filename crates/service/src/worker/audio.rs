@@ -10,10 +10,15 @@ use serde::Deserialize;
 use serde_json::{json, value::RawValue, Value};
 use tokio::io::AsyncWriteExt;
 
-use super::{projects::Project, throttle::Turn, Worker};
+use super::{
+    process::{Failed, Stopped, WAIT_IN_MEMORY},
+    projects::Project,
+    throttle::Turn,
+    Worker,
+};
 use crate::{
     config::AudioSettings,
-    polyai::{transport_detail, ApiError, AudioRequest},
+    polyai::{transport_detail, ApiError, AudioRequest, KeyedCall},
 };
 
 /// Only voice calls have recordings; asking for a chat's would be a guaranteed 404.
@@ -47,7 +52,7 @@ impl Worker {
         conversation_id: &str,
         conversation: &RawValue,
         turn: Turn,
-    ) -> Result<Option<Value>, ApiError> {
+    ) -> Result<Option<Value>, Stopped> {
         let channel = serde_json::from_str::<Channel>(conversation.get()).ok().and_then(|c| c.channel);
         if channel.as_deref() != Some(VOICE_CHANNEL) {
             return Ok(None);
@@ -55,9 +60,23 @@ impl Worker {
         let Some(name) = file_name(conversation_id) else {
             return Ok(Some(json!({"error": "the conversation id cannot be a file name"})));
         };
-        let request = recording_asked(settings);
         // As for a conversation: the project's turn first, then a call slot.
-        project.throttle.take(turn).await;
+        project.throttle.take(turn, WAIT_IN_MEMORY).await.map_err(Stopped::TurnPassed)?;
+        let request = recording_asked(settings);
+        Ok(self.download(settings, project, conversation_id, &name).await.map_err(|error| Failed {
+            error,
+            call: KeyedCall::Recording { conversation_id: conversation_id.to_owned(), request },
+        })?)
+    }
+
+    async fn download(
+        &self,
+        settings: &AudioSettings,
+        project: &Project,
+        conversation_id: &str,
+        name: &str,
+    ) -> Result<Option<Value>, ApiError> {
+        let request = recording_asked(settings);
         let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
         let response = match project.client.audio(conversation_id, request).await {
             Ok(response) => response,
@@ -67,7 +86,7 @@ impl Worker {
             }
             Err(other) => return Err(other),
         };
-        let path = settings.dir.join(&name);
+        let path = settings.dir.join(name);
         let bytes = write_atomically(response, &settings.dir, &path, settings.max_bytes).await?;
         Ok(Some(json!({
             "path": path.display().to_string(),
@@ -79,7 +98,7 @@ impl Worker {
 }
 
 /// The recording asked for, as the audio settings say.
-pub(super) fn recording_asked(settings: &AudioSettings) -> AudioRequest {
+fn recording_asked(settings: &AudioSettings) -> AudioRequest {
     AudioRequest { direction: settings.direction, redacted: settings.redacted }
 }
 

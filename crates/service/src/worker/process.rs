@@ -12,7 +12,6 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::{
-    audio,
     outcome::UNKNOWN_PROJECT,
     projects::{Project, UNKNOWN_LABEL},
     throttle::Turn,
@@ -35,7 +34,7 @@ const PROJECT_PAUSE_CAP: Duration = Duration::from_secs(60);
 /// What is left of a project's 429 pause, or of the time to an event's turn under
 /// `RELAY_API_RATE`, is waited out in memory when it is this short: a delay queue would hold the
 /// event at least as long (its shortest tier) and cost a round trip.
-const WAIT_IN_MEMORY: Duration = RETRY_TIERS[0];
+pub(super) const WAIT_IN_MEMORY: Duration = RETRY_TIERS[0];
 
 /// A reserved turn is believed this far ahead at most: one further (a header set by hand, a
 /// clock far off) is brought back to this, so that its event waits a week at most, never for
@@ -96,7 +95,10 @@ impl Worker {
                 };
                 match self.fetch_with_audio(&project, id, attempts + 1, turn).await {
                     Ok(found) => found,
-                    Err(failed) => return self.after_failure(message, &project, attempts, failed).await,
+                    Err(Stopped::Failed(failed)) => {
+                        return self.after_failure(message, &project, attempts, failed).await
+                    }
+                    Err(Stopped::TurnPassed(wait)) => return self.hold_for_a_new_turn(message, &project, wait).await,
                 }
             }
             None => (None, None),
@@ -180,11 +182,18 @@ impl Worker {
         let mut paced = message.clone();
         paced.headers.insert(headers::TURN.to_owned(), due.to_string());
         let why = format!("held back: RELAY_API_RATE spaces the API calls of project {label}");
-        // The longest tier that does not pass the turn, as its whole wait: paced events then
-        // wait as long as any message in their delay queue, so none is held behind one due
-        // later (a queue expires messages at its head only). The rest of the wait is another hop.
-        let hop = RETRY_TIERS.iter().copied().filter(|tier| *tier <= left).max().unwrap_or(WAIT_IN_MEMORY);
-        Err(self.hold(&paced, label, hop, "paced", &why).await)
+        Err(self.hold(&paced, label, longest_tier_within(left), "paced", &why).await)
+    }
+
+    /// A 429's pause passed the turn of one of the event's calls, and the next turn is `wait`
+    /// away, behind the turns of the project's backlog: the event waits for it in a delay queue,
+    /// counting no attempt, and takes a new turn when it comes back.
+    async fn hold_for_a_new_turn(&self, message: &Message, project: &Project, wait: Duration) -> Settle {
+        let label = project.name.as_str();
+        let why = format!("held back: a 429 paused the API calls of project {label} past the event's turn");
+        let mut held = message.clone();
+        held.headers.remove(headers::TURN);
+        self.hold(&held, label, longest_tier_within(wait), "rate_limited", &why).await
     }
 
     /// The conversation and, when audio download is on, its recording. `attempt` counts from 1.
@@ -194,43 +203,30 @@ impl Worker {
         conversation_id: &str,
         attempt: u32,
         turn: Turn,
-    ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), Failed> {
-        let conversation_id_owned = || conversation_id.to_owned();
-        let conversation = self.fetch(project, conversation_id, attempt, turn).await.map_err(|error| Failed {
+    ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), Stopped> {
+        // The project's turn first, then a call slot: a project waiting for its pace holds no
+        // slot another project's call could use.
+        project.throttle.take(turn, WAIT_IN_MEMORY).await.map_err(Stopped::TurnPassed)?;
+        let conversation = self.fetch(project, conversation_id, attempt).await.map_err(|error| Failed {
             error,
-            call: KeyedCall::Conversation { conversation_id: conversation_id_owned() },
+            call: KeyedCall::Conversation { conversation_id: conversation_id.to_owned() },
         })?;
         let recording_turn = match turn {
             Turn::At(at) => Turn::At(at + project.throttle.interval().unwrap_or_default()),
             Turn::Next => Turn::Next,
         };
         let audio = match &self.audio {
-            Some(settings) => self
-                .save_audio(settings, project, conversation_id, &conversation, recording_turn)
-                .instrument(trace_span!("audio"))
-                .await
-                .map_err(|error| Failed {
-                    error,
-                    call: KeyedCall::Recording {
-                        conversation_id: conversation_id_owned(),
-                        request: audio::recording_asked(settings),
-                    },
-                })?,
+            Some(settings) => {
+                self.save_audio(settings, project, conversation_id, &conversation, recording_turn)
+                    .instrument(trace_span!("audio"))
+                    .await?
+            }
             None => None,
         };
         Ok((Some(conversation), audio))
     }
 
-    async fn fetch(
-        &self,
-        project: &Project,
-        conversation_id: &str,
-        attempt: u32,
-        turn: Turn,
-    ) -> Result<Box<RawValue>, ApiError> {
-        // The project's turn first, then a call slot: a project waiting for its pace holds no
-        // slot another project's call could use.
-        project.throttle.take(turn).await;
+    async fn fetch(&self, project: &Project, conversation_id: &str, attempt: u32) -> Result<Box<RawValue>, ApiError> {
         let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
         // After the rate limit and the slot: the span times the API alone.
         let span = trace_span!("fetch", otel.kind = "client", attempt, status = Empty);
@@ -316,11 +312,32 @@ impl Worker {
     }
 }
 
+/// The longest delay queue's wait that does not pass `wait`, as a held event's whole wait:
+/// held events then wait as long as any message in their delay queue, so none is held behind
+/// one due later (a queue expires messages at its head only). The rest of the wait is another hop.
+fn longest_tier_within(wait: Duration) -> Duration {
+    RETRY_TIERS.iter().copied().filter(|tier| *tier <= wait).max().unwrap_or(WAIT_IN_MEMORY)
+}
+
+/// Why an event's calls stopped short of its record.
+pub(super) enum Stopped {
+    Failed(Failed),
+    /// A 429's pause passed a call's turn, and the next one is this far off: too far to wait
+    /// in memory (see [`super::throttle::Throttle::wait_for`]).
+    TurnPassed(Duration),
+}
+
+impl From<Failed> for Stopped {
+    fn from(failed: Failed) -> Self {
+        Self::Failed(failed)
+    }
+}
+
 /// An API call of an event that failed, and which call it was: a refused key is probed with
 /// that same call (see `pause`).
-struct Failed {
-    error: ApiError,
-    call: KeyedCall,
+pub(super) struct Failed {
+    pub(super) error: ApiError,
+    pub(super) call: KeyedCall,
 }
 
 /// When an event's reserved turn is due, unix ms, from its header: none when it has none or it

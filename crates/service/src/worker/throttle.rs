@@ -89,24 +89,34 @@ impl Throttle {
         state.next_slot = state.next_slot.max(due + interval * calls);
     }
 
-    /// Waits for a call's turn: the next one, or one reserved before.
-    pub async fn take(&self, turn: Turn) {
+    /// Waits for a call's turn: the next one, or one reserved before. `Err` as for
+    /// [`Throttle::wait_for`].
+    pub async fn take(&self, turn: Turn, in_memory: Duration) -> Result<(), Duration> {
         match turn {
-            Turn::Next => self.acquire().await,
-            Turn::At(at) => self.wait_for(at).await,
+            Turn::Next => {
+                self.acquire().await;
+                Ok(())
+            }
+            Turn::At(at) => self.wait_for(at, in_memory).await,
         }
     }
 
     /// Waits until `turn`, a call's reserved time. A turn a 429's pause has passed is given up
     /// for the next one after the pause, as a call without a turn would take: every turn inside
-    /// the pause going at its end would be a burst inviting the next 429.
-    pub async fn wait_for(&self, turn: Instant) {
+    /// the pause going at its end would be a burst inviting the next 429. When that next turn is
+    /// further than `in_memory` away (the schedule holds a backlog's turns), none is taken and
+    /// `Err` says how far it is: the event waits for it elsewhere, holding no slot meanwhile.
+    pub async fn wait_for(&self, turn: Instant, in_memory: Duration) -> Result<(), Duration> {
         let start = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
             if turn >= state.paused_until {
                 turn
             } else {
-                let start = state.next_slot.max(state.paused_until);
+                let start = now.max(state.next_slot).max(state.paused_until);
+                if start - now > in_memory {
+                    return Err(start - now);
+                }
                 if let Some(interval) = self.interval {
                     state.next_slot = start + interval;
                 }
@@ -117,6 +127,7 @@ impl Throttle {
         if start > Instant::now() {
             tokio::time::sleep_until(start).await;
         }
+        Ok(())
     }
 
     /// Holds every call back for `delay` from now (a 429's Retry-After).
@@ -199,15 +210,30 @@ mod tests {
         let throttle = Throttle::new(Some(10.0));
         let turns = [throttle.reserve(1).unwrap(), throttle.reserve(1).unwrap()];
         throttle.pause(Duration::from_secs(3));
-        let start = Instant::now();
-        throttle.wait_for(turns[0]).await;
+        let (start, in_memory) = (Instant::now(), Duration::from_secs(5));
+        throttle.wait_for(turns[0], in_memory).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(3));
-        throttle.wait_for(turns[1]).await;
+        throttle.wait_for(turns[1], in_memory).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_millis(3100), "the next turn after the pause");
         // A turn after the pause keeps its time.
         let later = Instant::now() + Duration::from_secs(5);
-        throttle.wait_for(later).await;
+        throttle.wait_for(later, in_memory).await.unwrap();
         assert_eq!(Instant::now(), later);
+    }
+
+    /// The turn after a backlog's is an hour away: waiting for it in memory would hold the
+    /// event's slot for that hour.
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_a_pause_passes_is_not_waited_for_behind_a_backlog() {
+        let throttle = Throttle::new(Some(1.0));
+        let near = throttle.reserve(1).unwrap() + Duration::from_millis(500);
+        let backlog_ends = throttle.reserve(3_600).unwrap() + Duration::from_secs(3_600);
+        throttle.pause(Duration::from_secs(3));
+        let waited = Instant::now();
+        let wait = throttle.wait_for(near, Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(waited.elapsed(), Duration::ZERO, "told at once");
+        assert_eq!(wait, backlog_ends - Instant::now(), "how far the next turn is");
+        assert_eq!(throttle.reserve(1), Some(backlog_ends), "and it is not taken");
     }
 
     #[tokio::test(start_paused = true)]
