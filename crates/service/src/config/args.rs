@@ -35,11 +35,18 @@ pub(super) fn size(variable: &'static str) -> impl Fn(&str) -> Result<usize, Str
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate(pub Option<f64>);
 
+/// The slowest `RELAY_API_RATE`: one call an hour. Slower, a turn would be further off than the
+/// longest a turn is believed ahead, and the spacing of a few turns would overflow the clock.
+const SLOWEST_RATE: f64 = 1.0 / 3600.0;
+
 fn rate(text: &str) -> Result<Rate, String> {
     match text.trim() {
         "" | "unlimited" | "0" => Ok(Rate(None)),
         number => match number.parse::<f64>() {
-            Ok(r) if r.is_finite() && r > 0.0 => Ok(Rate(Some(r))),
+            Ok(r) if r.is_finite() && r >= SLOWEST_RATE => Ok(Rate(Some(r))),
+            Ok(r) if r.is_finite() && r > 0.0 => Err(format!(
+                "RELAY_API_RATE: `{number}` is slower than one call an hour (0.00028 per second), the slowest it takes"
+            )),
             _ => Err(format!(
                 "RELAY_API_RATE: `{number}` is not a positive number of requests per second or `unlimited`"
             )),
@@ -291,6 +298,21 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         broker: BrokerArgs,
+    }
+
+    #[test]
+    fn an_api_rate_is_a_positive_number_from_one_call_an_hour() {
+        assert_eq!(rate("2.5"), Ok(Rate(Some(2.5))));
+        assert_eq!(rate(" unlimited "), Ok(Rate(None)));
+        assert_eq!(rate("0"), Ok(Rate(None)));
+        assert!(rate("0.0003").is_ok(), "a little over one an hour");
+        for slow in ["0.0002", "1e-19"] {
+            let error = rate(slow).unwrap_err();
+            assert!(error.contains("slower than one call an hour"), "{slow}: {error}");
+        }
+        for wrong in ["-1", "NaN", "inf", "fast"] {
+            assert!(rate(wrong).unwrap_err().contains("not a positive number"), "{wrong}");
+        }
     }
 
     /// Like every yes/no setting (design §10): clap's own `bool` takes only `true` and `false`.
