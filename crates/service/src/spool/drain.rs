@@ -3,7 +3,8 @@
 //! Events go in batches: the oldest [`BATCH`] (or fewer, up to [`BATCH_BYTES`]) are published at once (their confirms pipelined),
 //! the confirmed ones are removed in one transaction, then the next batch. So an event reaches
 //! the broker before any event spooled a batch or more after it, unless the broker refused it
-//! (then it is tried again once the events behind it have gone), and a crash at any point leaves
+//! (then it is tried again once the events behind it have gone; one that did not reach the
+//! broker, a connection lost or a confirm late, is tried again first), and a crash at any point leaves
 //! every unconfirmed event in the spool: at worst one is sent twice, with its message id, never lost.
 
 use std::{sync::Arc, time::Duration};
@@ -39,9 +40,9 @@ enum Forwarded {
     Nothing,
     /// Every event of the batch confirmed and removed.
     All,
-    /// Not all of it: the broker refused some, which stay in the spool, or the spool failed.
-    /// `last`: the batch's last event, when it was read.
-    Partly { last: Option<i64> },
+    /// Not all of it: some stay in the spool, or the spool failed. `resume_after`: where the
+    /// next batch starts, when the batch was read.
+    Partly { resume_after: Option<i64> },
 }
 
 pub struct Drainer {
@@ -129,8 +130,8 @@ impl Drainer {
                 }
                 // Counted but not there: not worth a busy loop.
                 Forwarded::Nothing => true,
-                Forwarded::Partly { last } => {
-                    after_seq = last.unwrap_or(after_seq);
+                Forwarded::Partly { resume_after } => {
+                    after_seq = resume_after.unwrap_or(after_seq);
                     true
                 }
             };
@@ -168,7 +169,7 @@ impl Drainer {
             Ok(batch) => batch,
             Err(error) => {
                 self.failed("read", &error);
-                return Forwarded::Partly { last: None };
+                return Forwarded::Partly { resume_after: None };
             }
         };
         let Some(last) = batch.last().map(|stored| stored.seq) else { return Forwarded::Nothing };
@@ -181,11 +182,18 @@ impl Drainer {
         });
         let mut confirmed = Vec::new();
         let mut failed = 0usize;
+        // Past the batch, unless an event did not get to the broker's answer: the next batch
+        // starts with the oldest of those, so that a connection lost mid-batch does not send
+        // the whole rest of the spool ahead of them.
+        let mut resume_after = last;
         for (seq, size, id, result) in join_all(publishes).await {
             match result {
                 Ok(()) => confirmed.push((seq, size)),
                 Err(error) => {
                     failed += 1;
+                    if !refused(&error) {
+                        resume_after = resume_after.min(seq - 1);
+                    }
                     // Kept in the spool. A return means no queue is bound for the event's type
                     // (the topology or RELAY_EVENTS changed): it waits until one is.
                     if let Some(unsaid) = self.refusals.admit(error.label()) {
@@ -199,12 +207,22 @@ impl Drainer {
             // are removed (duplicates then, with their message ids).
             self.failed("remove", &error);
             unremoved.extend(confirmed);
-            return Forwarded::Partly { last: Some(last) };
+            return Forwarded::Partly { resume_after: Some(resume_after) };
         }
         if failed == 0 {
             Forwarded::All
         } else {
-            Forwarded::Partly { last: Some(last) }
+            Forwarded::Partly { resume_after: Some(resume_after) }
         }
+    }
+}
+
+/// Whether the broker answered the publish with a refusal of that event (a nack, a return) or
+/// the publisher refused to send it: it may go on being refused, so the events behind it go
+/// first. The other failures (the connection, a confirm late) say nothing of the event.
+fn refused(error: &PublishError) -> bool {
+    match error {
+        PublishError::Nacked | PublishError::Unroutable(_) | PublishError::TooLarge { .. } => true,
+        PublishError::Unavailable | PublishError::Timeout | PublishError::Failed(_) => false,
     }
 }

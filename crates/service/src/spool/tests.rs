@@ -39,6 +39,8 @@ struct FakeBroker {
     ready: watch::Sender<bool>,
     /// Every event whose id starts with this is nacked.
     nack_prefix: Mutex<Option<String>>,
+    /// Events whose publish fails once as a lost connection's would, the broker staying ready.
+    lost_once: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Default for FakeBroker {
@@ -48,6 +50,7 @@ impl Default for FakeBroker {
             offered: watch::Sender::new(0),
             ready: watch::Sender::new(true),
             nack_prefix: Mutex::default(),
+            lost_once: Mutex::default(),
         }
     }
 }
@@ -62,6 +65,9 @@ impl Publisher for FakeBroker {
         }
         if self.nack_prefix.lock().unwrap().as_deref().is_some_and(|prefix| message.message_id.starts_with(prefix)) {
             return Err(PublishError::Nacked);
+        }
+        if self.lost_once.lock().unwrap().remove(&message.message_id) {
+            return Err(PublishError::Unavailable);
         }
         self.published.lock().unwrap().push(message);
         Ok(())
@@ -248,6 +254,26 @@ async fn an_event_the_broker_refuses_stays_spooled_and_the_others_go() {
     *broker.nack_prefix.lock().unwrap() = None;
     wait_for_events(&spool, 0).await;
     assert_eq!(broker.ids(), ["evt-0", "evt-2", "evt-1"]);
+    shutdown.cancel();
+    drainer.await.unwrap();
+}
+
+/// A connection lost with half a batch unconfirmed: those go next, not after the rest of the
+/// spool (which could be hours of events behind them).
+#[tokio::test]
+async fn events_a_lost_connection_left_unconfirmed_go_before_the_ones_behind_them() {
+    let dir = temp_dir();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
+    let broker = Arc::new(FakeBroker::default());
+    let ids: Vec<String> = (0..200).map(|i| format!("evt-{i:03}")).collect();
+    for id in &ids {
+        spool.put(message(id)).await.unwrap();
+    }
+    broker.lost_once.lock().unwrap().extend(ids[31..64].iter().cloned());
+    let shutdown = CancellationToken::new();
+    let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
+    wait_for_events(&spool, 0).await;
+    assert_eq!(broker.ids(), ids, "oldest first");
     shutdown.cancel();
     drainer.await.unwrap();
 }
