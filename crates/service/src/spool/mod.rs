@@ -18,9 +18,16 @@ use std::{
 };
 
 use anyhow::Context;
-use tokio::sync::watch;
+// tokio's clock, so tests can run it paused.
+use tokio::{sync::watch, time::Instant};
 
 pub use self::drain::Drainer;
+
+/// How long a failed write keeps the receiver unready while the broker is away. Not until the
+/// next write works: unready, a receiver gets no webhooks to write (its load balancer sends
+/// none), and would stay out until the broker came back, however soon the disk was mended. After
+/// this, the next webhook tries the disk again; if it fails too, another 503 and another wait.
+const UNREADY_AFTER_FAILED_WRITE: std::time::Duration = std::time::Duration::from_secs(30);
 use crate::{
     config::SpoolSettings,
     owner_only,
@@ -60,8 +67,8 @@ struct Inner {
     /// the cap without a query; read from the store at open.
     bytes: AtomicU64,
     max_bytes: u64,
-    /// False after a failed write, true again after a successful one (drives `/readyz`).
-    healthy: AtomicBool,
+    /// When a write last failed, unless one worked since (drives `/readyz`, see [`UNREADY_AFTER_FAILED_WRITE`]).
+    failed_write: Mutex<Option<Instant>>,
     /// True once an event found no room, until the drainer frees some (drives `/readyz`).
     full: AtomicBool,
     /// The event count (read from the store at open) and whether the spool accepts, sent on every
@@ -122,7 +129,7 @@ impl Spool {
                 store,
                 bytes: AtomicU64::new(bytes),
                 max_bytes: settings.max_bytes,
-                healthy: AtomicBool::new(true),
+                failed_write: Mutex::new(None),
                 full: AtomicBool::new(false),
                 level: watch::Sender::new(Level { events, accepts: true }),
                 counting: Mutex::new(()),
@@ -160,7 +167,7 @@ impl Spool {
             let _counting = shared.counting();
             // `available_at` 0: every spooled event is due at once, so the store's order is insertion order.
             let result = shared.store.insert(&message, 0);
-            shared.healthy.store(result.is_ok(), Ordering::Relaxed);
+            *shared.failed_write.lock().unwrap_or_else(|p| p.into_inner()) = result.is_err().then(Instant::now);
             match &result {
                 Ok(()) => {
                     shared.metrics.record(|| metrics::counter!(names::SPOOLED).increment(1));
@@ -176,12 +183,21 @@ impl Spool {
         .await;
         match written {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(SpoolError::Storage(error.to_string())),
+            Ok(Err(error)) => {
+                // Those who wait on the level hear when the spool may be tried again.
+                let shared = self.inner.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(UNREADY_AFTER_FAILED_WRITE).await;
+                    shared.update(|_| {});
+                });
+                Err(SpoolError::Storage(error.to_string()))
+            }
             Err(join) => Err(SpoolError::Storage(join.to_string())),
         }
     }
 
-    /// Whether a webhook could be spooled now: the last write worked and the last event found room.
+    /// Whether a webhook could be spooled now: no write failed in the last
+    /// [`UNREADY_AFTER_FAILED_WRITE`] (or one worked since), and the last event found room.
     pub fn accepts(&self) -> bool {
         self.inner.accepts()
     }
@@ -247,7 +263,8 @@ impl Inner {
     }
 
     fn accepts(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        let failed_write = *self.failed_write.lock().unwrap_or_else(|p| p.into_inner());
+        failed_write.is_none_or(|at| at.elapsed() >= UNREADY_AFTER_FAILED_WRITE)
             && !self.full.load(Ordering::SeqCst)
             && self.bytes.load(Ordering::SeqCst) < self.max_bytes
     }

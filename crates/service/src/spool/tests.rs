@@ -203,6 +203,31 @@ async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties
     drainer.await.unwrap();
 }
 
+/// Unready, a receiver gets no webhooks whose writes could show the disk works again: it is
+/// ready again after a while, and the next webhook tries.
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_makes_the_spool_refuse_for_a_while_not_until_a_write_works() {
+    let dir = temp_dir();
+    let settings = settings(&dir, 1 << 20);
+    let spool = Spool::open(&settings, Metrics::isolated()).unwrap();
+    let disk = rusqlite::Connection::open(settings.dir.join(STORE_FILES[0])).unwrap();
+    disk.execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
+        .unwrap();
+    assert!(matches!(spool.put(message("evt-0")).await, Err(SpoolError::Storage(_))));
+    assert!(!spool.accepts(), "unready after the failure");
+    let mut level = spool.level();
+    assert!(!level.borrow_and_update().accepts);
+
+    disk.execute_batch("DROP TRIGGER refuse").unwrap();
+    tokio::time::advance(UNREADY_AFTER_FAILED_WRITE - Duration::from_secs(1)).await;
+    assert!(!spool.accepts(), "still, until the wait is over");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(spool.accepts(), "then tried again");
+    level.wait_for(|level| level.accepts).await.unwrap();
+    spool.put(message("evt-1")).await.unwrap();
+    assert_eq!(spool.events(), 1);
+}
+
 #[tokio::test]
 async fn events_confirmed_that_the_spool_cannot_remove_are_not_sent_again() {
     let dir = temp_dir();
