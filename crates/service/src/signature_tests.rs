@@ -177,6 +177,27 @@ fn the_body_scheme_refuses_timestamped_signatures() {
     assert_eq!(v.verify(req, now_of(case)).unwrap_err(), VerifyError::Mismatch);
 }
 
+/// A timestamped delivery's signed message, `{timestamp}.{body}`, sent as a body of its own:
+/// the body scheme would take it for a body signed so, with no timestamp to be stale.
+#[test]
+fn a_timestamped_deliverys_message_sent_as_a_body_is_not_a_body_signature() {
+    for case in vectors() {
+        let message = format!("{}.{}", case.timestamp, case.body);
+        let a_year_on = now_of(&case) + 365 * 86_400;
+        for scheme in [SignatureScheme::Auto, SignatureScheme::Body] {
+            let v = verifier(&case.secret, scheme);
+            let replay = request(&message, &case.timestamped_signature, None);
+            assert_eq!(v.verify(replay, a_year_on).unwrap_err(), VerifyError::Mismatch, "{} {scheme:?}", case.name);
+        }
+    }
+    // Leading whitespace before the object is still a body.
+    let case = &vectors()[0];
+    let spaced = format!(" \n{}", case.body);
+    let signature = sign(case.secret.as_bytes(), None, spaced.as_bytes());
+    let v = verifier(&case.secret, SignatureScheme::Body);
+    assert!(v.verify(request(&spaced, &signature, None), now_of(case)).is_ok());
+}
+
 #[test]
 fn debug_output_never_shows_a_secret() {
     let v = verifier("super-secret-value", SignatureScheme::Auto);
