@@ -10,12 +10,18 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 /// when the directory belongs to another user (a volume's mount point, say): use a directory
 /// inside it, which the relay creates.
 pub fn create_dir(dir: &Path) -> io::Result<()> {
+    create_missing_dirs(dir)?;
+    restrict(dir, 0o700)
+}
+
+/// Creates whatever of `dir` and its parents is missing, owner-only, and leaves existing ones
+/// as they are: for a path the user names, which may lie in a directory shared on purpose.
+pub fn create_missing_dirs(dir: &Path) -> io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     builder.mode(0o700);
-    builder.create(dir)?;
-    restrict(dir, 0o700)
+    builder.create(dir)
 }
 
 /// Opens `path` for reading and writing, creating it owner-only if missing and making it
