@@ -26,9 +26,11 @@ impl<E> Reported<E> {
     }
 }
 
-impl<E: fmt::Debug> fmt::Debug for Reported<E> {
+/// Without the exporter: OTLP's shows its endpoint and `OTEL_EXPORTER_OTLP_HEADERS`, where a
+/// collector's API key goes.
+impl<E> fmt::Debug for Reported<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reported").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("Reported").finish_non_exhaustive()
     }
 }
 
@@ -55,5 +57,21 @@ impl<E: SpanExporter> SpanExporter for Reported<E> {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.inner.set_resource(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_leaves_the_exporter_and_its_headers_out() {
+        #[derive(Debug)]
+        #[allow(dead_code)]
+        struct Exporter {
+            headers: &'static str,
+        }
+        let shown = format!("{:?}", Reported::new(Exporter { headers: "x-api-key=s3cr3t" }));
+        assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 }

@@ -12,6 +12,11 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 /// return itself, without the message, so this target is off whatever `RUST_LOG` asks.
 const RETURNED_MESSAGES: &str = "lapin::returned_messages";
 
+/// lapin logs every frame it reads at `trace` (and frames it discards), message bodies and
+/// headers included: at `RUST_LOG=trace` every event's and record's content would land in the
+/// logs. These targets go no further than `debug`, whatever `RUST_LOG` asks.
+const FRAMES: [&str; 2] = ["lapin::channels", "lapin::frames"];
+
 /// The OpenTelemetry SDK's own log lines (its crate names are their targets): it logs every failed
 /// export, for as long as a collector refuses. The relay says so itself, once per interval
 /// (`export_failures`), so these are off whatever `RUST_LOG` asks.
@@ -42,6 +47,7 @@ impl LogFilter {
             OPENTELEMETRY.iter().fold(targets.with_target(RETURNED_MESSAGES, LevelFilter::OFF), |targets, target| {
                 targets.with_target(*target, LevelFilter::OFF)
             });
+        let targets = FRAMES.iter().fold(targets, |targets, target| at_most(targets, target, LevelFilter::DEBUG));
         Self { targets, unreadable }
     }
 
@@ -55,6 +61,16 @@ impl LogFilter {
             );
         }
     }
+}
+
+/// `targets` with `target` as verbose as they make it, but no more than `most`.
+fn at_most(targets: Targets, target: &str, most: LevelFilter) -> Targets {
+    use tracing::Level;
+    let asked = [Level::TRACE, Level::DEBUG, Level::INFO, Level::WARN, Level::ERROR]
+        .into_iter()
+        .find(|level| targets.would_enable(target, level))
+        .map_or(LevelFilter::OFF, LevelFilter::from_level);
+    targets.with_target(target, asked.min(most))
 }
 
 #[cfg(test)]
@@ -99,6 +115,21 @@ mod tests {
         }
         // lapin's other lines are as asked.
         assert!(enabled(&LogFilter::parse(Some("lapin=trace"), "info"), "lapin::channel", Level::TRACE));
+    }
+
+    #[test]
+    fn the_frames_lapin_logs_at_trace_are_never_written_and_its_other_lines_are_as_asked() {
+        for rust_log in ["trace", "info,lapin=trace", "lapin::channels=trace,lapin::frames=trace"] {
+            let filter = LogFilter::parse(Some(rust_log), "info");
+            for target in FRAMES {
+                assert!(!enabled(&filter, target, Level::TRACE), "{rust_log} {target}");
+                assert!(enabled(&filter, target, Level::DEBUG), "{rust_log} {target}");
+            }
+        }
+        let quiet = LogFilter::parse(Some("warn"), "info");
+        assert!(!enabled(&quiet, "lapin::channels", Level::INFO), "no more than asked");
+        assert!(enabled(&quiet, "lapin::channels", Level::WARN));
+        assert!(!enabled(&LogFilter::parse(Some("off"), "info"), "lapin::frames", Level::ERROR));
     }
 
     #[test]
