@@ -150,3 +150,65 @@ async fn a_replay_with_nothing_to_read_from_says_why() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("`log replay` reads RabbitMQ's conversations log: set AMQP_URL"), "{stderr}");
 }
+
+/// The worker's reconciler reads the log on from the offset where its last read ended. Deleted
+/// and declared again (which changing its retention takes), the stream no longer reaches that
+/// offset: a read from there waited for the offset (RabbitMQ 3.10) or started at the end, never
+/// met its marker, and with entries still coming never went idle either, so reconciliation
+/// stopped without a failure to alert on.
+#[tokio::test]
+async fn a_read_from_an_offset_a_recreated_log_no_longer_reaches_fails_instead_of_waiting() {
+    use lapin::{
+        options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions},
+        BasicProperties,
+    };
+    use polyai_relay::queue::amqp::log::{self, ReadFrom};
+
+    let queue = TestQueue::new(Backend::Amqp, EventTypes::All).await;
+    let broker = queue.broker();
+    let name = broker.topology.conversations_log.clone().expect("the test topology has a log");
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await.unwrap();
+    let confirm = connection.create_channel().await.unwrap();
+    confirm.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    polyai_relay::queue::amqp::topology::declare(&connection, &broker.topology).await.unwrap();
+    let declare = || async {
+        log::declare(&connection, connection.create_channel().await.unwrap(), &broker.topology).await.unwrap()
+    };
+    let entries = declare().await;
+    let append = |channel: lapin::Channel| {
+        let name = name.clone();
+        async move {
+            let options = BasicPublishOptions::default();
+            let published =
+                channel.basic_publish("".into(), name.as_str().into(), options, b"{}", BasicProperties::default());
+            published.await.unwrap().await.unwrap();
+        }
+    };
+    for _ in 0..5 {
+        append(entries.clone()).await;
+    }
+    let next = log::read_to_now(&connection, &confirm, &name, ReadFrom::Timestamp(0), |_| {}).await.unwrap();
+    let next = next.expect("the marker's offset");
+
+    entries.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await.unwrap();
+    let entries = declare().await;
+    let start = ReadFrom::Offset { offset: next, within: Duration::from_secs(3) };
+    let read = log::read_to_now(&connection, &confirm, &name, start, |_| {});
+    // Entries go on arriving, as a relay's do.
+    let trickle = async {
+        loop {
+            append(entries.clone()).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            read = read => read,
+            () = trickle => unreachable!(),
+        }
+    })
+    .await
+    .expect("the read ends instead of waiting for a marker it cannot reach");
+    let error = ended.unwrap_err();
+    assert!(error.contains("does not reach where it was last read"), "{error}");
+}

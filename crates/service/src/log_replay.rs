@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use lapin::{message::Delivery, types::AMQPValue, Channel, Connection};
+use lapin::{message::Delivery, Channel, Connection};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -90,7 +90,7 @@ impl LogReplay {
     pub async fn run(&self, request: &LogReplayRequest, stop: &CancellationToken) -> Result<LogReplaySummary, String> {
         let mut found = Unenriched::new(request.since.unix_timestamp(), request.until.unix_timestamp());
         // Read from the window's start to now, not to its end: a record comes after its event.
-        let start = AMQPValue::Timestamp(request.since.unix_timestamp().max(0) as u64);
+        let start = log::ReadFrom::Timestamp(request.since.unix_timestamp().max(0) as u64);
         let read = log::read_to_now(&self.connection, &self.channel, &self.log, start, |entry| {
             match Entry::of(&self.topology, entry) {
                 Entry::Event => found.event(event_of(entry)),

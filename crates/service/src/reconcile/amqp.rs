@@ -10,10 +10,13 @@
 //! One reconciler at a time: the lock is the exclusive queue `{enrich queue}.reconcile-lock`
 //! ([`exclusive`]), dropped by the broker the moment the holder's connection closes.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use async_trait::async_trait;
-use lapin::{types::AMQPValue, Channel, Connection};
+use lapin::{Channel, Connection};
 use time::OffsetDateTime;
 use tokio::sync::Mutex;
 
@@ -21,11 +24,20 @@ use super::{Ledger, ReconcileError};
 use crate::{
     config::{AmqpTarget, Topology},
     queue::{
-        amqp::{convert, describe, exclusive, log, publish_confirmed, session},
+        amqp::{
+            convert, describe, exclusive,
+            log::{self, ReadFrom},
+            publish_confirmed, session,
+        },
         ledger::known_conversation,
         Message,
     },
 };
+
+/// A read on from where the last pass stopped reads one round's entries: minutes at the most.
+/// One that takes longer is taken for a stream declared again since (see [`ReadFrom::Offset`]):
+/// the pass fails, and the next reads the window afresh.
+const READ_ON_WITHIN: Duration = Duration::from_secs(300);
 
 fn broker(error: lapin::Error) -> ReconcileError {
     ReconcileError::Ledger(describe(&error))
@@ -98,8 +110,8 @@ impl Ledger for AmqpLedger {
         // Taken out while reading: a read that fails leaves no half-updated memory behind.
         let earlier = self.seen.lock().await.take();
         let start = match &earlier {
-            Some(seen) => AMQPValue::LongLongInt(seen.next_offset),
-            None => AMQPValue::Timestamp(since.unix_timestamp().max(0) as u64),
+            Some(seen) => ReadFrom::Offset { offset: seen.next_offset, within: READ_ON_WITHIN },
+            None => ReadFrom::Timestamp(since.unix_timestamp().max(0) as u64),
         };
         let mut ids = earlier.map(|seen| seen.ids).unwrap_or_default();
         let next_offset = log::read_to_now(&self.connection, &self.channel, &self.log, start, |entry| {

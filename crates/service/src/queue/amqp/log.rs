@@ -68,14 +68,27 @@ pub async fn declare(connection: &Connection, channel: Channel, topology: &Topol
     Ok(channel)
 }
 
-/// Reads the log `name` from `start` (an `x-stream-offset`: a timestamp or an offset) up to now,
-/// handing every entry but the marker to `each`; returns the offset to start the next read at.
-/// The marker goes through `confirm_channel`, which must be in confirm mode.
+/// Where a read of the log starts.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadFrom {
+    /// The entries written from this time on (Unix seconds).
+    Timestamp(u64),
+    /// The offset an earlier read ended at. A stream deleted and declared again since (its
+    /// history gone) no longer reaches it: the read starts at its end or waits for the offset to
+    /// be written, never meets its marker, written below it, and with entries still coming never
+    /// goes idle. So such a read fails once `within` has passed, or as soon as an entry below
+    /// the offset shows the stream starts again.
+    Offset { offset: i64, within: Duration },
+}
+
+/// Reads the log `name` from `start` up to now, handing every entry but the marker to `each`;
+/// returns the offset to start the next read at. The marker goes through `confirm_channel`,
+/// which must be in confirm mode.
 pub async fn read_to_now(
     connection: &Connection,
     confirm_channel: &Channel,
     name: &str,
-    start: AMQPValue,
+    start: ReadFrom,
     mut each: impl FnMut(&Delivery),
 ) -> Result<Option<i64>, String> {
     let marker_id = format!("marker:{}", uuid::Uuid::new_v4().simple());
@@ -98,19 +111,37 @@ pub async fn read_to_now(
     // A stream consumer needs a prefetch and manual acks: acks give the credit back.
     channel.basic_qos(READ_PREFETCH, BasicQosOptions::default()).await.map_err(failed)?;
     let mut args = FieldTable::default();
-    args.insert("x-stream-offset".into(), start);
+    let (offset_arg, from_offset, deadline) = match start {
+        ReadFrom::Timestamp(seconds) => (AMQPValue::Timestamp(seconds), None, None),
+        ReadFrom::Offset { offset, within } => {
+            (AMQPValue::LongLongInt(offset), Some(offset), Some(tokio::time::Instant::now() + within))
+        }
+    };
+    let recreated =
+        || format!("the log stream `{name}` does not reach where it was last read (deleted and declared again?)");
+    args.insert("x-stream-offset".into(), offset_arg);
     let mut consumer =
         channel.basic_consume(name.into(), "".into(), BasicConsumeOptions::default(), args).await.map_err(failed)?;
     let mut unacked = 0u16;
     loop {
-        let delivery = match tokio::time::timeout(READ_IDLE, consumer.next()).await {
+        let wait = deadline.map_or(READ_IDLE, |deadline| READ_IDLE.min(deadline - tokio::time::Instant::now()));
+        let delivery = match tokio::time::timeout(wait, consumer.next()).await {
             Ok(Some(delivery)) => delivery.map_err(failed)?,
             Ok(None) => return Err("the log stream closed before its end was read".into()),
             Err(_) => {
                 let _ = channel.close(200, "read timed out".into()).await;
+                if deadline.is_some_and(|deadline| deadline <= tokio::time::Instant::now()) {
+                    return Err(recreated());
+                }
                 return Err("reading the log stream stalled before its end".into());
             }
         };
+        if let (Some(from), Some(offset)) = (from_offset, stream_offset(&delivery.properties)) {
+            if offset < from {
+                let _ = channel.close(200, "stream recreated".into()).await;
+                return Err(recreated());
+            }
+        }
         let is_marker = delivery.properties.message_id().as_ref().is_some_and(|id| id.as_str() == marker_id);
         if !is_marker {
             each(&delivery);
