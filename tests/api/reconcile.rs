@@ -362,3 +362,24 @@ async fn reconcile_needs_the_conversations_log() {
     assert!(stderr.contains("RELAY_RECONCILE_EVERY needs RELAY_CONVERSATIONS_LOG, which is off"), "{stderr}");
     assert!(polyai.list_requests().is_empty());
 }
+
+/// One entry the relay cannot read made the whole page unreadable, on every pass: every call
+/// listed after it left the window unseen. It is passed over; a state it cannot read counts as
+/// in progress, looked at again on a later pass rather than taken as finished.
+#[tokio::test]
+async fn a_listed_conversation_that_cannot_be_read_is_passed_over_not_the_rest_of_the_list() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, types()).await;
+    let polyai = FakePolyai::start().await;
+    let mut unclear = call("CAunclear", hours(2), 60, "live", false);
+    unclear["in_progress"] = Value::Null;
+    polyai.script_list([
+        page(vec![call("CAgood1", hours(2), 60, "live", false), json!({"id": null}), unclear], Some("page-2")),
+        page(vec![json!({"no_id": true}), call("CAgood2", hours(3), 60, "live", false)], None),
+    ]);
+    let env = queue.relay_env(&polyai.base_url, &[]);
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("reconciled 2, 0 already known, 1 in progress,"), "{stdout}");
+    assert_eq!(polyai.list_requests().len(), 2, "the second page was read too");
+    assert_eq!(stderr.matches("cannot be read; it is passed over").count(), 2, "{stderr}");
+}

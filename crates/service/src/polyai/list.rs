@@ -112,8 +112,15 @@ struct Page {
 #[derive(Deserialize)]
 struct Fields {
     id: String,
-    #[serde(default)]
-    in_progress: bool,
+    /// Read loosely: anything but `false` (or no field) counts as in progress, so a call whose
+    /// state is unclear is looked at again later rather than taken as finished, or making the
+    /// whole page unreadable.
+    #[serde(default = "finished")]
+    in_progress: serde_json::Value,
+}
+
+fn finished() -> serde_json::Value {
+    serde_json::Value::Bool(false)
 }
 
 /// RFC 3339 in whole seconds: the API documents only "ISO8601 date-time", and parsers that take
@@ -157,13 +164,27 @@ impl PolyaiClient {
                 Err(_) => return Err(unreadable(&error.to_string())),
             },
         };
+        // Each entry on its own: one the relay cannot read (no id) is passed over with a warning,
+        // and the page's others are still looked at. Failing the page would fail it on every
+        // pass, and every call listed after it would leave the window unseen.
         let conversations = raw
             .into_iter()
-            .map(|raw| {
-                let fields: Fields = serde_json::from_str(raw.get()).map_err(|e| unreadable(&e.to_string()))?;
-                Ok(Summary { id: fields.id, in_progress: fields.in_progress, raw })
+            .enumerate()
+            .filter_map(|(index, raw)| match serde_json::from_str::<Fields>(raw.get()) {
+                Ok(Fields { id, in_progress }) if !id.is_empty() => {
+                    let in_progress = in_progress != finished();
+                    Some(Summary { id, in_progress, raw })
+                }
+                Ok(_) => {
+                    tracing::warn!(entry = index + 1, "a listed conversation has an empty id; it is passed over");
+                    None
+                }
+                Err(error) => {
+                    tracing::warn!(entry = index + 1, %error, "a listed conversation cannot be read; it is passed over");
+                    None
+                }
             })
-            .collect::<Result<_, ApiError>>()?;
+            .collect();
         Ok(ListPage { conversations, cursor: cursor.filter(|c| !c.is_empty()), next_offset })
     }
 }
