@@ -186,6 +186,37 @@ async fn unsigned_bodies_held_open_take_no_more_memory_than_the_budget_and_signe
     }
 }
 
+/// Heads that declare a megabyte and send no body cost a client nothing: were declared lengths
+/// taken from the budget, forty of them would spend it (32 MiB) for as long as their bodies may
+/// take, and every signed event over the free bytes each body has would get 503.
+#[tokio::test]
+async fn heads_declaring_bodies_they_never_send_do_not_spend_the_budget_of_larger_signed_events() {
+    let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
+    let relay = serve(&queue, &[]).await;
+    let mut heads = Vec::new();
+    for _ in 0..40 {
+        let mut head = TcpStream::connect(relay.address).await.unwrap();
+        head.write_all(b"POST /polyai-events HTTP/1.1\r\nhost: relay\r\ncontent-length: 1048576\r\n\r\n")
+            .await
+            .unwrap();
+        heads.push(head);
+    }
+    wait_for_metrics(&relay, |metrics| metrics.contains("relay_webhook_bodies_reading 40")).await;
+    // 20 KiB: more than the free bytes every body has.
+    let body = serde_json::json!({"type": "conversation.completed", "data": {"conversation_id": "CAlarge", "notes": "x".repeat(20 << 10)}});
+    let secret = SecretString::from(SECRET);
+    let request = signed_post(
+        &http(),
+        relay.url("/polyai-events"),
+        &secret,
+        SendScheme::Timestamped,
+        "evt_large",
+        body.to_string(),
+    );
+    assert_eq!(request.send().await.unwrap().status(), 204, "{}", relay.logs());
+    drop(heads);
+}
+
 /// A signed event whose type carries a newline, a forged log line and a screen-clearing code.
 async fn post_forged_type(relay: &RelayProcess) {
     let forged = "conversation.forged\n2026-01-01T00:00:00.000000Z ERROR forged: line\u{1b}[2J";

@@ -5,7 +5,8 @@
 //! make the relay hold bytes: a thousand connections each sending a megabyte and stalling would
 //! hold a gigabyte. Every body may hold its first [`FREE_BYTES`] without asking, which covers
 //! PolyAI's events (a few KB); what a body holds beyond that comes out of one budget shared by
-//! all requests, taken as the bytes arrive (or at once for a declared `Content-Length`). A body
+//! all requests, taken as the bytes arrive, never for a length only declared: otherwise a few
+//! dozen heads declaring a megabyte each, and no body, would spend the budget for nothing. A body
 //! that finds the budget spent is answered 503 at once, and retried by PolyAI. So clients
 //! without the secret can spend the budget, but never the room an ordinary event needs, and
 //! bodies being read hold at most `RELAY_MAX_CONNECTIONS × FREE_BYTES + RELAY_BODY_MEMORY`.
@@ -118,13 +119,11 @@ struct Budgeted<'a> {
     taken: Option<SemaphorePermit<'a>>,
     /// Bytes received so far.
     received: usize,
-    /// Whether the declared length was taken yet (at the first poll).
-    declared_taken: bool,
 }
 
 impl<'a> Budgeted<'a> {
     fn new(inner: Body, memory: &'a BodyMemory) -> Self {
-        Self { inner, memory, taken: None, received: 0, declared_taken: false }
+        Self { inner, memory, taken: None, received: 0 }
     }
 
     /// Makes sure the budget covers a body of `size` bytes.
@@ -152,15 +151,6 @@ impl http_body::Body for Budgeted<'_> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        if !self.declared_taken {
-            // A declared length is taken whole before a byte is read: a body the budget cannot
-            // hold is refused without being received.
-            self.declared_taken = true;
-            if let Some(declared) = self.inner.size_hint().exact() {
-                let declared = usize::try_from(declared).unwrap_or(usize::MAX);
-                self.cover(declared)?;
-            }
-        }
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
         if let Some(Ok(frame)) = &frame {
             if let Some(data) = frame.data_ref() {
@@ -236,7 +226,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_declared_length_the_budget_cannot_hold_is_refused_before_a_byte_is_read() {
+    async fn a_declared_length_takes_nothing_from_the_budget_until_its_bytes_arrive() {
         /// Declares a length and never sends a byte.
         struct Declared(u64);
         impl http_body::Body for Declared {
@@ -253,10 +243,9 @@ mod tests {
             }
         }
         let memory = BodyMemory::new(10 << 10);
-        // Refused at the first poll, not left waiting for bytes that may never come.
-        let mut body = Budgeted::new(Body::new(Declared(64 << 10)), &memory);
+        let mut body = Budgeted::new(Body::new(Declared(1 << 20)), &memory);
         let mut context = Context::from_waker(std::task::Waker::noop());
-        let refused = Pin::new(&mut body).poll_frame(&mut context);
-        assert!(matches!(refused, Poll::Ready(Some(Err(error))) if error.is::<Spent>()));
+        assert!(Pin::new(&mut body).poll_frame(&mut context).is_pending());
+        assert_eq!(memory.available(), 10 << 10, "a head alone spends nothing");
     }
 }
