@@ -1,6 +1,7 @@
 //! Opening a connection: each of the broker's addresses in turn, with TLS as configured.
 
 use std::{
+    net::SocketAddr,
     str::FromStr,
     sync::atomic::{AtomicUsize, Ordering},
     time::Duration,
@@ -14,6 +15,7 @@ use lapin::{
 };
 use rustls::pki_types::ServerName;
 use secrecy::{ExposeSecret, SecretString};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{
@@ -131,11 +133,12 @@ impl Connector {
             AMQPScheme::AMQPS => Some(self.tls.clone()?),
         };
         let (attempt, slot) = Attempt::new();
+        let within = self.attempt_timeout;
         let open = async move |uri: AMQPUri, _: BrokerRuntime| -> lapin::Result<AsyncTcpStream<BrokerStream>> {
             let host = uri.authority.host;
             let stream = slot.until_given_up(async {
                 let addresses: Vec<_> = tokio::net::lookup_host((host.as_str(), uri.authority.port)).await?.collect();
-                let tcp = tokio::net::TcpStream::connect(&addresses[..]).await?;
+                let tcp = connect_first(&addresses, within).await?;
                 tcp.set_nodelay(true)?;
                 slot.hold(&tcp)?;
                 let stream: Box<dyn BrokerIo> = match &tls {
@@ -166,6 +169,26 @@ impl Connector {
             Err(_) => Err(format!("no answer within {:?}", self.attempt_timeout)),
         }
     }
+}
+
+/// Connects to the first of `addresses` (one host name's) that answers, giving each an equal
+/// share of `within`. One after the other without a limit each, an address whose packets are
+/// dropped (a node gone, still in DNS) held the attempt for all its time, on every reconnect,
+/// since the resolver sorts the same way each time: the others were never tried.
+async fn connect_first(addresses: &[SocketAddr], within: Duration) -> std::io::Result<TcpStream> {
+    let share = within / u32::try_from(addresses.len()).unwrap_or(u32::MAX).max(1);
+    let mut errors = Vec::new();
+    for address in addresses {
+        match tokio::time::timeout(share, TcpStream::connect(address)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(error)) => errors.push(format!("{address}: {error}")),
+            Err(_) => errors.push(format!("{address}: no answer within {share:?}")),
+        }
+    }
+    if errors.is_empty() {
+        errors.push("the host name resolves to no address".to_owned());
+    }
+    Err(std::io::Error::other(errors.join("; ")))
 }
 
 /// Connects to every address once, for `check`: each `host:port` with what happened there.
@@ -256,6 +279,26 @@ mod tests {
         }
         given_up(&format!("amqp://guest:guest@127.0.0.1:{port}/%2f")).await;
         io_thread_ends("connecting").await;
+    }
+
+    #[tokio::test]
+    async fn a_host_name_whose_first_address_drops_packets_is_reached_at_the_next() {
+        // A listener whose queue of connections is full drops the SYNs of the next ones.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let silent = socket.local_addr().unwrap();
+        let _full = socket.listen(0).unwrap();
+        let mut queued = Vec::new();
+        while let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(silent)).await {
+            queued.push(stream);
+        }
+        let answering = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let good = answering.local_addr().unwrap();
+
+        let tcp = connect_first(&[silent, good], Duration::from_secs(2)).await.unwrap();
+        assert_eq!(tcp.peer_addr().unwrap(), good);
+        let error = connect_first(&[silent], Duration::from_millis(200)).await.unwrap_err().to_string();
+        assert!(error.contains(&silent.to_string()) && error.contains("no answer within"), "{error}");
     }
 
     async fn given_up(url: &str) {
