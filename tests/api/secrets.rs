@@ -24,6 +24,9 @@ fn assert_clean(text: &str) {
 /// prove nothing of a password that is not `guest`.
 fn assert_no_password(user: &BrokerUser, text: &str) {
     assert!(!text.contains(user.password()), "the broker password leaked into:\n{text}");
+    // Also as bytes: a frame's Debug output shows its login response as a list of numbers.
+    let bytes: Vec<String> = user.password().bytes().map(|b| b.to_string()).collect();
+    assert!(!text.contains(&bytes.join(", ")), "the broker password leaked as bytes into:\n{text}");
 }
 
 #[tokio::test]

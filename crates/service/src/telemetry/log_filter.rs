@@ -12,10 +12,10 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 /// return itself, without the message, so this target is off whatever `RUST_LOG` asks.
 const RETURNED_MESSAGES: &str = "lapin::returned_messages";
 
-/// lapin logs every frame it reads at `trace` (and frames it discards), message bodies and
-/// headers included: at `RUST_LOG=trace` every event's and record's content would land in the
-/// logs. These targets go no further than `debug`, whatever `RUST_LOG` asks.
-const FRAMES: [&str; 2] = ["lapin::channels", "lapin::frames"];
+/// lapin logs at `trace` every frame it reads and writes and every command it queues: message
+/// bodies and headers, and the login's response, which holds the broker password. So lapin, and
+/// every target under it, goes no further than `debug`, whatever `RUST_LOG` asks.
+const LAPIN: &str = "lapin";
 
 /// The OpenTelemetry SDK's own log lines (its crate names are their targets): it logs every failed
 /// export, for as long as a collector refuses. The relay says so itself, once per interval
@@ -47,7 +47,7 @@ impl LogFilter {
             OPENTELEMETRY.iter().fold(targets.with_target(RETURNED_MESSAGES, LevelFilter::OFF), |targets, target| {
                 targets.with_target(*target, LevelFilter::OFF)
             });
-        let targets = FRAMES.iter().fold(targets, |targets, target| at_most(targets, target, LevelFilter::DEBUG));
+        let targets = at_most_under(targets, LAPIN, LevelFilter::DEBUG);
         Self { targets, unreadable }
     }
 
@@ -61,6 +61,16 @@ impl LogFilter {
             );
         }
     }
+}
+
+/// `targets` with `root` and every target under it that they name as verbose as they make it,
+/// but no more than `most`.
+fn at_most_under(targets: Targets, root: &str, most: LevelFilter) -> Targets {
+    let prefix = format!("{root}::");
+    let under: Vec<String> =
+        targets.iter().map(|(target, _)| target).filter(|t| t.starts_with(&prefix)).map(str::to_owned).collect();
+    let targets = at_most(targets, root, most);
+    under.iter().fold(targets, |targets, target| at_most(targets, target, most))
 }
 
 /// `targets` with `target` as verbose as they make it, but no more than `most`.
@@ -113,22 +123,26 @@ mod tests {
         for target in OPENTELEMETRY {
             assert!(!enabled(&LogFilter::parse(Some("trace"), "info"), target, Level::ERROR), "{target}");
         }
-        // lapin's other lines are as asked.
-        assert!(enabled(&LogFilter::parse(Some("lapin=trace"), "info"), "lapin::channel", Level::TRACE));
+        // lapin's other lines are as asked, up to debug (see the next test).
+        assert!(enabled(&LogFilter::parse(Some("lapin=trace"), "info"), "lapin::channel", Level::DEBUG));
     }
 
     #[test]
-    fn the_frames_lapin_logs_at_trace_are_never_written_and_its_other_lines_are_as_asked() {
-        for rust_log in ["trace", "info,lapin=trace", "lapin::channels=trace,lapin::frames=trace"] {
+    fn lapins_trace_lines_are_never_written_and_its_other_lines_are_as_asked() {
+        let targets = ["lapin", "lapin::channels", "lapin::io_loop", "lapin::internal_rpc"];
+        for rust_log in ["trace", "info,lapin=trace", "lapin::io_loop=trace,lapin::channels=trace", "lapin::a::b=trace"]
+        {
             let filter = LogFilter::parse(Some(rust_log), "info");
-            for target in FRAMES {
+            for target in targets.iter().chain(&["lapin::a::b"]) {
                 assert!(!enabled(&filter, target, Level::TRACE), "{rust_log} {target}");
-                assert!(enabled(&filter, target, Level::DEBUG), "{rust_log} {target}");
             }
         }
-        let quiet = LogFilter::parse(Some("warn"), "info");
+        let traced = LogFilter::parse(Some("trace"), "info");
+        assert!(targets.iter().all(|target| enabled(&traced, target, Level::DEBUG)));
+        let quiet = LogFilter::parse(Some("warn,lapin::io_loop=error"), "info");
         assert!(!enabled(&quiet, "lapin::channels", Level::INFO), "no more than asked");
         assert!(enabled(&quiet, "lapin::channels", Level::WARN));
+        assert!(!enabled(&quiet, "lapin::io_loop", Level::WARN));
         assert!(!enabled(&LogFilter::parse(Some("off"), "info"), "lapin::frames", Level::ERROR));
     }
 
