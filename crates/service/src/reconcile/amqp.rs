@@ -10,10 +10,7 @@
 //! One reconciler at a time: the lock is the exclusive queue `{enrich queue}.reconcile-lock`
 //! ([`exclusive`]), dropped by the broker the moment the holder's connection closes.
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use lapin::{Channel, Connection};
@@ -26,18 +23,13 @@ use crate::{
     queue::{
         amqp::{
             convert, describe, exclusive,
-            log::{self, ReadFrom},
+            log::{self, ReadEnd, ReadFrom},
             publish_confirmed, session,
         },
         ledger::known_conversation,
         Message,
     },
 };
-
-/// A read on from where the last pass stopped reads one round's entries: minutes at the most.
-/// One that takes longer is taken for a stream declared again since (see [`ReadFrom::Offset`]):
-/// the pass fails, and the next reads the window afresh.
-const READ_ON_WITHIN: Duration = Duration::from_secs(300);
 
 fn broker(error: lapin::Error) -> ReconcileError {
     ReconcileError::Ledger(describe(&error))
@@ -47,8 +39,8 @@ fn broker(error: lapin::Error) -> ReconcileError {
 struct Seen {
     /// Known conversation ids, with when (Unix seconds) the entry naming each was written.
     ids: HashMap<String, i64>,
-    /// The stream offset the next read starts at.
-    next_offset: i64,
+    /// Where the last read ended: the next reads on from there.
+    end: ReadEnd,
 }
 
 pub struct AmqpLedger {
@@ -110,11 +102,11 @@ impl Ledger for AmqpLedger {
         // Taken out while reading: a read that fails leaves no half-updated memory behind.
         let earlier = self.seen.lock().await.take();
         let start = match &earlier {
-            Some(seen) => ReadFrom::Offset { offset: seen.next_offset, within: READ_ON_WITHIN },
+            Some(seen) => ReadFrom::After(seen.end.clone()),
             None => ReadFrom::Timestamp(since.unix_timestamp().max(0) as u64),
         };
         let mut ids = earlier.map(|seen| seen.ids).unwrap_or_default();
-        let next_offset = log::read_to_now(&self.connection, &self.channel, &self.log, start, |entry| {
+        let end = log::read_to_now(&self.connection, &self.channel, &self.log, start, |entry| {
             let event_type = entry.properties.kind().as_ref().map_or("", |kind| kind.as_str());
             if let Some(id) = known_conversation(event_type, &entry.data) {
                 let written = entry.properties.timestamp().map_or(now, |t| t as i64);
@@ -127,8 +119,8 @@ impl Ledger for AmqpLedger {
         let horizon = since.unix_timestamp();
         ids.retain(|_, written| *written >= horizon);
         let known = ids.keys().cloned().collect();
-        if let Some(next_offset) = next_offset {
-            *self.seen.lock().await = Some(Seen { ids, next_offset });
+        if let Some(end) = end {
+            *self.seen.lock().await = Some(Seen { ids, end });
         }
         Ok(known)
     }

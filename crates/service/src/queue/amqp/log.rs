@@ -69,28 +69,34 @@ pub async fn declare(connection: &Connection, channel: Channel, topology: &Topol
 }
 
 /// Where a read of the log starts.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum ReadFrom {
     /// The entries written from this time on (Unix seconds).
     Timestamp(u64),
-    /// The offset an earlier read ended at. A stream deleted and declared again since (its
-    /// history gone) no longer reaches it: the read starts at its end or waits for the offset to
-    /// be written, never meets its marker, written below it, and with entries still coming never
-    /// goes idle. So such a read fails once `within` has passed, or as soon as an entry below
-    /// the offset shows the stream starts again.
-    Offset { offset: i64, within: Duration },
+    /// After where an earlier read ended: its marker, read again first to show the stream is
+    /// still the one read then. A stream deleted and declared again since (its history gone)
+    /// holds something else at that offset, or nothing yet: RabbitMQ waits for the offset to be
+    /// written, and the read would never meet its own marker, written below it.
+    After(ReadEnd),
 }
 
-/// Reads the log `name` from `start` up to now, handing every entry but the marker to `each`;
-/// returns the offset to start the next read at. The marker goes through `confirm_channel`,
-/// which must be in confirm mode.
+/// Where a read ended: its marker's offset and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadEnd {
+    offset: i64,
+    marker: String,
+}
+
+/// Reads the log `name` from `start` up to now, handing every entry but markers to `each`;
+/// returns where it ended, to read on from there next time. The marker goes through
+/// `confirm_channel`, which must be in confirm mode.
 pub async fn read_to_now(
     connection: &Connection,
     confirm_channel: &Channel,
     name: &str,
     start: ReadFrom,
     mut each: impl FnMut(&Delivery),
-) -> Result<Option<i64>, String> {
+) -> Result<Option<ReadEnd>, String> {
     let marker_id = format!("marker:{}", uuid::Uuid::new_v4().simple());
     let now = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
     let marker = Message {
@@ -111,40 +117,42 @@ pub async fn read_to_now(
     // A stream consumer needs a prefetch and manual acks: acks give the credit back.
     channel.basic_qos(READ_PREFETCH, BasicQosOptions::default()).await.map_err(failed)?;
     let mut args = FieldTable::default();
-    let (offset_arg, from_offset, deadline) = match start {
-        ReadFrom::Timestamp(seconds) => (AMQPValue::Timestamp(seconds), None, None),
-        ReadFrom::Offset { offset, within } => {
-            (AMQPValue::LongLongInt(offset), Some(offset), Some(tokio::time::Instant::now() + within))
-        }
+    let (offset, mut earlier) = match start {
+        ReadFrom::Timestamp(seconds) => (AMQPValue::Timestamp(seconds), None),
+        ReadFrom::After(end) => (AMQPValue::LongLongInt(end.offset), Some(end)),
     };
-    let recreated =
-        || format!("the log stream `{name}` does not reach where it was last read (deleted and declared again?)");
-    args.insert("x-stream-offset".into(), offset_arg);
+    args.insert("x-stream-offset".into(), offset);
     let mut consumer =
         channel.basic_consume(name.into(), "".into(), BasicConsumeOptions::default(), args).await.map_err(failed)?;
     let mut unacked = 0u16;
     loop {
-        let wait = deadline.map_or(READ_IDLE, |deadline| READ_IDLE.min(deadline - tokio::time::Instant::now()));
-        let delivery = match tokio::time::timeout(wait, consumer.next()).await {
+        let delivery = match tokio::time::timeout(READ_IDLE, consumer.next()).await {
             Ok(Some(delivery)) => delivery.map_err(failed)?,
             Ok(None) => return Err("the log stream closed before its end was read".into()),
             Err(_) => {
                 let _ = channel.close(200, "read timed out".into()).await;
-                if deadline.is_some_and(|deadline| deadline <= tokio::time::Instant::now()) {
-                    return Err(recreated());
-                }
                 return Err("reading the log stream stalled before its end".into());
             }
         };
-        if let (Some(from), Some(offset)) = (from_offset, stream_offset(&delivery.properties)) {
-            if offset < from {
-                let _ = channel.close(200, "stream recreated".into()).await;
-                return Err(recreated());
+        let id = delivery.properties.message_id().as_ref().map(|id| id.as_str().to_owned());
+        let is_marker = id.as_deref() == Some(marker_id.as_str());
+        match &earlier {
+            // Reading on from an earlier read: entries before its marker (the head of the chunk
+            // holding it, were the broker to send them) are passed over, and the first after
+            // them is that marker, or the stream is not the one read then.
+            Some(end) => {
+                if stream_offset(&delivery.properties).is_none_or(|offset| offset >= end.offset) {
+                    if id.as_deref() != Some(end.marker.as_str()) {
+                        let _ = channel.close(200, "stream recreated".into()).await;
+                        return Err(format!(
+                            "the log stream `{name}` does not hold where it was last read (deleted and declared again?)"
+                        ));
+                    }
+                    earlier = None;
+                }
             }
-        }
-        let is_marker = delivery.properties.message_id().as_ref().is_some_and(|id| id.as_str() == marker_id);
-        if !is_marker {
-            each(&delivery);
+            None if !is_marker => each(&delivery),
+            None => {}
         }
         unacked += 1;
         if unacked >= READ_PREFETCH / 2 || is_marker {
@@ -153,7 +161,7 @@ pub async fn read_to_now(
         }
         if is_marker {
             let _ = channel.close(200, "read".into()).await;
-            return Ok(stream_offset(&delivery.properties).map(|offset| offset + 1));
+            return Ok(stream_offset(&delivery.properties).map(|offset| ReadEnd { offset, marker: marker_id }));
         }
     }
 }
