@@ -140,16 +140,15 @@ pub async fn read_to_now(
             // Reading on from an earlier read: entries before its marker (the head of the chunk
             // holding it, were the broker to send them) are passed over, and the first after
             // them is that marker, or the stream is not the one read then.
+            Some(end) if stream_offset(&delivery.properties).is_some_and(|offset| offset < end.offset) => {}
             Some(end) => {
-                if stream_offset(&delivery.properties).is_none_or(|offset| offset >= end.offset) {
-                    if id.as_deref() != Some(end.marker.as_str()) {
-                        let _ = channel.close(200, "stream recreated".into()).await;
-                        return Err(format!(
-                            "the log stream `{name}` does not hold where it was last read (deleted and declared again?)"
-                        ));
-                    }
-                    earlier = None;
+                if id.as_deref() != Some(end.marker.as_str()) {
+                    let _ = channel.close(200, "stream recreated".into()).await;
+                    return Err(format!(
+                        "the log stream `{name}` does not hold where it was last read (deleted and declared again?)"
+                    ));
                 }
+                earlier = None;
             }
             None if !is_marker => each(&delivery),
             None => {}
