@@ -34,6 +34,11 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection), so a broker in trouble is not hammered.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// Times in a row a batch may start at the same unconfirmed event before the drainer goes past
+/// it: a confirm that never comes in time (a broker that slow, an event that breaks the channel)
+/// would otherwise have the same batch sent again and again and the rest of the spool never.
+const TRIES_BEFORE_PASSING_OVER: u32 = 3;
+
 /// What forwarding one batch came to.
 enum Forwarded {
     /// No event after the cursor.
@@ -41,8 +46,8 @@ enum Forwarded {
     /// Every event of the batch confirmed and removed.
     All,
     /// Not all of it: some stay in the spool, or the spool failed. `resume_after`: where the
-    /// next batch starts, when the batch was read.
-    Partly { resume_after: Option<i64> },
+    /// next batch starts, when the batch was read; `last`: the batch's last event.
+    Partly { resume_after: Option<i64>, last: Option<i64> },
 }
 
 pub struct Drainer {
@@ -69,6 +74,8 @@ impl Drainer {
         // keeps refusing (their type no longer bound, say) cannot hold back the ones behind them;
         // back to the start once the end is reached.
         let mut after_seq = 0;
+        // How many batches in a row started at `after_seq` without getting past it.
+        let mut tries_here = 0;
         let mut level = self.spool.level();
         let mut ready = self.publisher.readiness();
         // Events the broker confirmed that the spool could not remove (a disk gone read-only):
@@ -123,15 +130,26 @@ impl Drainer {
                 forwarded = self.forward_batch(after_seq, &mut unremoved) => forwarded,
             };
             let pause = match forwarded {
-                Forwarded::All => false,
+                Forwarded::All => {
+                    tries_here = 0;
+                    false
+                }
                 Forwarded::Nothing if after_seq > 0 => {
-                    after_seq = 0;
+                    (after_seq, tries_here) = (0, 0);
                     false
                 }
                 // Counted but not there: not worth a busy loop.
                 Forwarded::Nothing => true,
-                Forwarded::Partly { resume_after } => {
-                    after_seq = resume_after.unwrap_or(after_seq);
+                Forwarded::Partly { resume_after, last } => {
+                    let resume_after = resume_after.unwrap_or(after_seq);
+                    tries_here = if resume_after == after_seq { tries_here + 1 } else { 0 };
+                    after_seq = match last {
+                        Some(last) if tries_here >= TRIES_BEFORE_PASSING_OVER => {
+                            tries_here = 0;
+                            last
+                        }
+                        _ => resume_after,
+                    };
                     true
                 }
             };
@@ -169,7 +187,7 @@ impl Drainer {
             Ok(batch) => batch,
             Err(error) => {
                 self.failed("read", &error);
-                return Forwarded::Partly { resume_after: None };
+                return Forwarded::Partly { resume_after: None, last: None };
             }
         };
         let Some(last) = batch.last().map(|stored| stored.seq) else { return Forwarded::Nothing };
@@ -207,12 +225,12 @@ impl Drainer {
             // are removed (duplicates then, with their message ids).
             self.failed("remove", &error);
             unremoved.extend(confirmed);
-            return Forwarded::Partly { resume_after: Some(resume_after) };
+            return Forwarded::Partly { resume_after: Some(resume_after), last: Some(last) };
         }
         if failed == 0 {
             Forwarded::All
         } else {
-            Forwarded::Partly { resume_after: Some(resume_after) }
+            Forwarded::Partly { resume_after: Some(resume_after), last: Some(last) }
         }
     }
 }

@@ -41,6 +41,8 @@ struct FakeBroker {
     nack_prefix: Mutex<Option<String>>,
     /// Events whose publish fails once as a lost connection's would, the broker staying ready.
     lost_once: Mutex<std::collections::BTreeSet<String>>,
+    /// Events whose confirm never comes in time.
+    never_confirmed: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Default for FakeBroker {
@@ -51,6 +53,7 @@ impl Default for FakeBroker {
             ready: watch::Sender::new(true),
             nack_prefix: Mutex::default(),
             lost_once: Mutex::default(),
+            never_confirmed: Mutex::default(),
         }
     }
 }
@@ -68,6 +71,9 @@ impl Publisher for FakeBroker {
         }
         if self.lost_once.lock().unwrap().remove(&message.message_id) {
             return Err(PublishError::Unavailable);
+        }
+        if self.never_confirmed.lock().unwrap().contains(&message.message_id) {
+            return Err(PublishError::Timeout);
         }
         self.published.lock().unwrap().push(message);
         Ok(())
@@ -299,6 +305,28 @@ async fn events_a_lost_connection_left_unconfirmed_go_before_the_ones_behind_the
     let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
     wait_for_events(&spool, 0).await;
     assert_eq!(broker.ids(), ids, "oldest first");
+    shutdown.cancel();
+    drainer.await.unwrap();
+}
+
+/// One event whose confirm never comes in time is tried a few times first, then passed over:
+/// were it the start of every batch, the rest of the spool would never go.
+#[tokio::test]
+async fn an_event_never_confirmed_in_time_does_not_hold_back_the_rest_for_ever() {
+    let dir = temp_dir();
+    let spool = Spool::open(&settings(&dir, 1 << 20), Metrics::isolated()).unwrap();
+    let broker = Arc::new(FakeBroker::default());
+    let ids: Vec<String> = (0..100).map(|i| format!("evt-{i:03}")).collect();
+    for id in &ids {
+        spool.put(message(id)).await.unwrap();
+    }
+    broker.never_confirmed.lock().unwrap().insert("evt-010".into());
+    let shutdown = CancellationToken::new();
+    let drainer = tokio::spawn(Drainer::new(spool.clone(), broker.clone(), shutdown.clone()).run());
+    wait_for_events(&spool, 1).await;
+    let others: Vec<String> = ids.iter().filter(|id| *id != "evt-010").cloned().collect();
+    assert_eq!(broker.ids(), others, "the others, oldest first");
+    assert_eq!(spool.oldest(0, 5, u64::MAX).await.unwrap()[0].message.message_id, "evt-010", "kept");
     shutdown.cancel();
     drainer.await.unwrap();
 }
