@@ -171,14 +171,21 @@ impl Connector {
     }
 }
 
+/// The least time an address is given to accept: a lost SYN is sent again after a second.
+const LEAST_SHARE: Duration = Duration::from_secs(1);
+
 /// Connects to the first of `addresses` (one host name's) that answers, giving each an equal
-/// share of `within`. One after the other without a limit each, an address whose packets are
-/// dropped (a node gone, still in DNS) held the attempt for all its time, on every reconnect,
-/// since the resolver sorts the same way each time: the others were never tried.
+/// share of what is left of `within` (a second at least). One after the other without a limit
+/// each, an address whose packets are dropped (a node gone, still in DNS) held the attempt for all
+/// its time, on every reconnect, since the resolver sorts the same way each time: the others were
+/// never tried.
 async fn connect_first(addresses: &[SocketAddr], within: Duration) -> std::io::Result<TcpStream> {
-    let share = within / u32::try_from(addresses.len()).unwrap_or(u32::MAX).max(1);
+    let deadline = tokio::time::Instant::now() + within;
     let mut errors = Vec::new();
-    for address in addresses {
+    for (index, address) in addresses.iter().enumerate() {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let untried = u32::try_from(addresses.len() - index).unwrap_or(u32::MAX);
+        let share = (left / untried).max(LEAST_SHARE.min(within));
         match tokio::time::timeout(share, TcpStream::connect(address)).await {
             Ok(Ok(tcp)) => return Ok(tcp),
             Ok(Err(error)) => errors.push(format!("{address}: {error}")),
