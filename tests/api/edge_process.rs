@@ -172,7 +172,7 @@ async fn unsigned_bodies_held_open_take_no_more_memory_than_the_budget_and_signe
             })
         })
         .collect();
-    // Four are read; the others are refused at once, before their bodies are.
+    // Four are read; the others are refused once their bytes find the budget spent.
     wait_for_metrics(&relay, |metrics| {
         let refused = metrics.lines().any(|l| l.contains(r#"outcome="body_memory_full""#) && l.ends_with(" 96"));
         refused && metrics.contains("relay_webhook_bodies_reading 4")
