@@ -5,10 +5,11 @@ use std::time::Duration;
 use polyai_relay::signature::sign;
 
 use crate::{
+    backend::{Backend, TestQueue},
     broker::{BrokerUser, TestBroker},
     fake_polyai::{FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
-    helpers::{completed, http, now},
-    process::{run_to_exit, RelayProcess},
+    helpers::{completed, http, now, post_event},
+    process::{as_refs, run_to_exit, RelayProcess},
 };
 
 const WEBHOOK_SECRET: &str = "whsec_never_log_me_8d2f";
@@ -125,4 +126,24 @@ async fn config_errors_and_help_never_show_secret_values() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("POLYAI_WEBHOOK_SECRET"), "{text}");
     assert_clean(&text);
+}
+
+/// An error answer that is not one of the API's shapes is quoted in the dead letter and the log.
+/// A gateway in between may echo the request, key included: the key is cut out of it.
+#[tokio::test]
+async fn an_api_error_echoing_the_request_keeps_the_key_out_of_dead_letters_and_logs() {
+    let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
+    let polyai = FakePolyai::start().await;
+    polyai.script([Reply::EchoHeaders(400)]);
+    let env = queue.relay_env(&polyai.base_url, &[]);
+    let mut relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+    relay.wait_ready().await;
+    let (_, status) = post_event(&http(), &relay.url("/polyai-events"), "evt-echo".into()).await;
+    assert_eq!(status, Some(204));
+    let error = queue.next_dead_letter().await.error.unwrap_or_default();
+    assert!(error.contains("x-api-key: [the API key]"), "the echo is quoted, the key cut out: {error}");
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(10)).await, Some(0));
+    assert_clean(&error);
+    assert_clean(&relay.logs());
 }

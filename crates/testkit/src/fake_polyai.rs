@@ -51,6 +51,9 @@ pub enum Reply {
     Slow(Duration),
     /// 200 with this body as HTML: a proxy's page where the API should have answered.
     Html(&'static str),
+    /// This status with a plain-text body listing the request's headers, as a gateway's
+    /// debugging page might.
+    EchoHeaders(u16),
 }
 
 #[derive(Debug, Clone)]
@@ -229,7 +232,7 @@ async fn list(
     let scripted = script.list_queue.lock().unwrap().pop_front();
     let reply = scripted.or_else(|| script.probe.lock().unwrap().clone());
     match reply {
-        Some(reply) => answer(reply, "CAprobe").await,
+        Some(reply) => answer(reply, "CAprobe", &headers).await,
         None => Json(json!({"conversations": [], "cursor": null})).into_response(),
     }
 }
@@ -253,7 +256,7 @@ async fn by_id(
         .or_else(scripted)
         .or_else(|| script.fallback.lock().unwrap().clone())
         .unwrap_or(Reply::Conversation);
-    let response = answer(reply, &id).await;
+    let response = answer(reply, &id, &headers).await;
     script.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
 }
@@ -276,7 +279,7 @@ pub fn conversation(id: &str) -> Value {
     value
 }
 
-async fn answer(reply: Reply, id: &str) -> Response {
+async fn answer(reply: Reply, id: &str, headers: &HeaderMap) -> Response {
     match reply {
         Reply::Conversation => Json(conversation(id)).into_response(),
         Reply::Json(value) => Json(value).into_response(),
@@ -291,6 +294,11 @@ async fn answer(reply: Reply, id: &str) -> Response {
             Json(conversation(id)).into_response()
         }
         Reply::Html(body) => axum::response::Html(body).into_response(),
+        Reply::EchoHeaders(code) => {
+            let echoed: Vec<String> =
+                headers.iter().map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("?"))).collect();
+            (StatusCode::from_u16(code).unwrap(), echoed.join("\n")).into_response()
+        }
     }
 }
 

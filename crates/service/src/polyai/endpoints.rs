@@ -54,7 +54,7 @@ impl EndpointClient {
             .await
             .map_err(|e| ApiError::Transport(transport_detail(&e)))?;
         if !response.status().is_success() {
-            return Err(error_of(response).await);
+            return Err(error_of(response, &self.key).await);
         }
         let bytes = response.bytes().await.map_err(|e| ApiError::Transport(transport_detail(&e)))?;
         Ok(if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) })

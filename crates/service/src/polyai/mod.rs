@@ -189,12 +189,14 @@ impl PolyaiClient {
         if response.status().is_success() {
             return Ok(response);
         }
-        Err(error_of(response).await)
+        Err(error_of(response, &host.key).await)
     }
 }
 
 /// Reads an error answer into an [`ApiError`] with a one-line detail and the correlation id.
-pub(crate) async fn error_of(response: Response) -> ApiError {
+/// `key`, the one the request carried, is cut out of the detail: an answer whose body is not
+/// one of the API's shapes is quoted, and a gateway or proxy in between may echo the request.
+pub(crate) async fn error_of(response: Response, key: &HeaderValue) -> ApiError {
     let status = response.status();
     if status.is_redirection() {
         // Not followed (see `clients`): where it pointed is the detail; the body, if any, is a
@@ -210,6 +212,13 @@ pub(crate) async fn error_of(response: Response) -> ApiError {
     let correlation =
         response.headers().get("x-polyai-correlation-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = capped::read_capped(response, capped::ERROR_BODY_LIMIT).await.unwrap_or_default();
+    // Before the detail is cut short, so that no part of the key is left either.
+    let body = match key.to_str() {
+        Ok(key) if !key.is_empty() && String::from_utf8_lossy(&body).contains(key) => {
+            bytes::Bytes::from(String::from_utf8_lossy(&body).replace(key, "[the API key]"))
+        }
+        _ => body,
+    };
     let mut detail = error_detail(&body);
     if let Some(id) = correlation {
         detail.push_str(&format!(" (correlation id {id})"));
