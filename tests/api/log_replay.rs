@@ -171,8 +171,13 @@ async fn a_read_from_an_offset_a_recreated_log_no_longer_reaches_fails_instead_o
     let confirm = connection.create_channel().await.unwrap();
     confirm.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
     polyai_relay::queue::amqp::topology::declare(&connection, &broker.topology).await.unwrap();
+    // Entries are appended with confirms: a read sees what was stored before its marker, and a
+    // publish on another channel not yet confirmed may land after it.
     let declare = || async {
-        log::declare(&connection, connection.create_channel().await.unwrap(), &broker.topology).await.unwrap()
+        let channel =
+            log::declare(&connection, connection.create_channel().await.unwrap(), &broker.topology).await.unwrap();
+        channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        channel
     };
     let entries = declare().await;
     let append = |channel: lapin::Channel| {
