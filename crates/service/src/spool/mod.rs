@@ -23,11 +23,6 @@ use tokio::{sync::watch, time::Instant};
 
 pub use self::drain::Drainer;
 
-/// How long a failed write keeps the receiver unready while the broker is away. Not until the
-/// next write works: unready, a receiver gets no webhooks to write (its load balancer sends
-/// none), and would stay out until the broker came back, however soon the disk was mended. After
-/// this, the next webhook tries the disk again; if it fails too, another 503 and another wait.
-const UNREADY_AFTER_FAILED_WRITE: std::time::Duration = std::time::Duration::from_secs(30);
 use crate::{
     config::SpoolSettings,
     owner_only,
@@ -37,6 +32,12 @@ use crate::{
     },
     telemetry::{names, Metrics},
 };
+
+/// How long a failed write keeps the receiver unready while the broker is away. Not until the
+/// next write works: unready, a receiver gets no webhooks to write (its load balancer sends
+/// none), and would stay out until the broker came back, however soon the disk was mended. After
+/// this, the next webhook tries the disk again; if it fails too, another 503 and another wait.
+const UNREADY_AFTER_FAILED_WRITE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The files SQLite keeps for the store, made owner-only at open (SQLite gives the `-wal` and
 /// `-shm` files it creates the database file's permissions).
@@ -67,7 +68,8 @@ struct Inner {
     /// the cap without a query; read from the store at open.
     bytes: AtomicU64,
     max_bytes: u64,
-    /// When a write last failed, unless one worked since (drives `/readyz`, see [`UNREADY_AFTER_FAILED_WRITE`]).
+    /// When a write last failed, unless one worked since: drives `/readyz`, see
+    /// [`UNREADY_AFTER_FAILED_WRITE`].
     failed_write: Mutex<Option<Instant>>,
     /// True once an event found no room, until the drainer frees some (drives `/readyz`).
     full: AtomicBool,
