@@ -1,14 +1,18 @@
-//! Recordings: saved whole (temporary file, fsync, rename) for voice calls, never asked for chats,
-//! a missing one recorded rather than retried. Against the mock API, which serves real WAVs.
+//! Recordings: saved whole (temporary file, fsync, rename) for voice calls that have ended, never
+//! asked for chats or calls still going, a missing one recorded rather than retried. Against the
+//! mock API, which serves real WAVs, and the fake, which counts the requests.
 
 use std::path::Path;
 
 use polyai_relay::config::{AudioDirection, ConversationApi};
 use polyai_relay_devtools::mock_api::Conversation;
 
+use serde_json::json;
+
 use crate::{
     backend::TempDir,
-    helpers::{completed, spawn_app_with, Options},
+    fake_polyai::{conversation, Reply},
+    helpers::{completed, handoff, spawn_app_with, Options},
     polyai_mock::{fetching_from, mock, recordings},
 };
 
@@ -25,13 +29,13 @@ fn assert_wav(path: &Path, bytes: u64) {
 }
 
 #[tokio::test]
-async fn voice_recordings_are_saved_whole_chats_are_never_asked_and_a_missing_one_is_recorded() {
+async fn voice_recordings_are_saved_whole_and_chats_and_calls_in_progress_are_never_asked() {
     let (mock, _stop) = mock().await;
     let conversations = mock.conversations();
     let voice = find(conversations, |c| c.channel == "VOICE-SIP" && !c.in_progress);
     let chat = find(conversations, |c| c.channel != "VOICE-SIP" && !c.in_progress);
-    // A call still in progress has no recording yet: the mock answers 404.
-    let unrecorded = find(conversations, |c| c.channel == "VOICE-SIP" && c.in_progress);
+    // A call still in progress has no recording yet (the mock would answer 404).
+    let going = find(conversations, |c| c.channel == "VOICE-SIP" && c.in_progress);
     let dir = TempDir::new();
     let audio = recordings(dir.0.join("audio"), AudioDirection::Agent, true);
     let app = spawn_app_with(fetching_from(&mock, &audio)).await;
@@ -53,10 +57,40 @@ async fn voice_recordings_are_saved_whole_chats_are_never_asked_and_a_missing_on
     assert_eq!(record.json["conversation"]["id"], chat.as_str());
     assert!(record.json["audio"].is_null(), "a chat's recording is never asked for: {}", record.json["audio"]);
 
-    assert_eq!(app.post_signed(&completed(&unrecorded)).await.status(), 204);
+    assert_eq!(app.post_signed(&handoff(&going)).await.status(), 204);
     let record = app.next_record().await;
+    assert_eq!(record.json["conversation"]["id"], going.as_str());
+    assert_eq!(record.json["audio"]["error"], "call in progress", "{}", record.json["audio"]);
+    assert!(!audio.dir.join(format!("{going}.wav")).exists());
+}
+
+/// Against the fake API, which counts recording requests and keeps no recordings.
+#[tokio::test]
+async fn a_missing_recording_is_recorded_and_one_of_a_call_still_going_is_not_asked_for() {
+    let dir = TempDir::new();
+    let audio = recordings(dir.0.join("audio"), AudioDirection::Combined, false);
+    let app = spawn_app_with(Options { audio: Some(audio.clone()), ..Options::default() }).await;
+    // The fixture is a voice call that has ended.
+    assert_eq!(app.post_signed(&completed("CAunrecorded")).await.status(), 204);
+    let record = app.next_record().await;
+    assert_eq!(record.json["audio"]["error"], "no recording", "{}", record.json["audio"]);
     assert_eq!(record.json["audio"]["status"], 404, "{}", record.json["audio"]);
-    assert!(!audio.dir.join(format!("{unrecorded}.wav")).exists());
+    assert_eq!(app.polyai.recording_requests().len(), 1);
+
+    // A handoff comes while the call goes on; the Agents API's spelling is read too.
+    for (id, field) in [("CAgoing", "in_progress"), ("CAgoing2", "inProgress")] {
+        let mut going = conversation(id);
+        going.as_object_mut().unwrap().remove("in_progress");
+        going[field] = json!(true);
+        app.polyai.script_conversation(id, [Reply::Json(going)]);
+        assert_eq!(app.post_signed(&handoff(id)).await.status(), 204);
+        let record = app.next_record().await;
+        assert_eq!(record.json["conversation"]["id"], id);
+        assert_eq!(record.json["audio"]["error"], "call in progress", "{}", record.json["audio"]);
+    }
+    let asked: Vec<_> = app.polyai.recording_requests().into_iter().map(|seen| seen.path).collect();
+    assert_eq!(asked.len(), 1, "only the ended call's recording was asked for: {asked:?}");
+    assert!(!dir.0.join("audio").join("CAgoing.wav").exists());
 }
 
 #[tokio::test]

@@ -100,6 +100,7 @@ impl FakePolyai {
         let app = Router::new()
             .route("/v3/{account}/{project}/conversations", get(list))
             .route("/v3/{account}/{project}/conversations/{id}", get(by_id))
+            .route("/v3/{account}/{project}/conversations/{id}/audio", get(recording))
             .with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -163,7 +164,13 @@ impl FakePolyai {
     }
 
     pub fn by_id_requests(&self) -> Vec<Seen> {
-        self.requests().into_iter().filter(|s| !s.path.ends_with("/conversations")).collect()
+        let by_id = |s: &Seen| !s.path.ends_with("/conversations") && !s.path.ends_with("/audio");
+        self.requests().into_iter().filter(by_id).collect()
+    }
+
+    /// Recording requests so far (the fake keeps no recordings: each is answered 404).
+    pub fn recording_requests(&self) -> Vec<Seen> {
+        self.requests().into_iter().filter(|s| s.path.ends_with("/audio")).collect()
     }
 
     /// By-id requests on one project's paths.
@@ -259,6 +266,20 @@ async fn by_id(
     let response = answer(reply, &id, &headers).await;
     script.in_flight.fetch_sub(1, Ordering::SeqCst);
     response
+}
+
+/// A conversation's recording: the fake keeps none, so it answers as PolyAI does for a call
+/// without one.
+async fn recording(
+    State(script): State<Arc<Script>>,
+    Path((account, project, id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    record(&script, format!("/v3/{account}/{project}/conversations/{id}/audio"), None, &headers);
+    if refused(&script, &account, &project, &headers, true) {
+        return error(401, "AUTH_USER_UNAUTHORISED");
+    }
+    error(404, "CONVERSATIONS_RECORDING_NOT_FOUND")
 }
 
 /// Whether the key is refused: the project's key is revoked, or the request carries another key

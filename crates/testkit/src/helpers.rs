@@ -285,6 +285,12 @@ pub fn completed(conversation_id: &str) -> String {
         .to_string()
 }
 
+/// A handoff's event: it comes while the call goes on.
+pub fn handoff(conversation_id: &str) -> String {
+    json!({"type": "handoff.created", "data": {"conversation_id": conversation_id, "handoff_reason": "asked for a person"}})
+        .to_string()
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.address, path)

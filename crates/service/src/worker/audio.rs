@@ -24,14 +24,23 @@ use crate::{
 /// Only voice calls have recordings; asking for a chat's would be a guaranteed 404.
 const VOICE_CHANNEL: &str = "VOICE-SIP";
 
+/// The record's word on a recording not asked for because the call had not ended.
+const IN_PROGRESS: &str =
+    "the call had not ended when its conversation was fetched; the event of its end saves the recording";
+
 /// A temporary file untouched this long belongs to no download: one in progress writes each
 /// chunk as it comes, and a read that waits longer than `RELAY_API_TIMEOUT` fails it.
 const STALE_PART: Duration = Duration::from_secs(3600);
 
+/// What the conversation says of its call that decides whether to ask for its recording.
 #[derive(Deserialize)]
-struct Channel {
+struct Call {
     #[serde(default)]
     channel: Option<String>,
+    /// Any JSON, so that an odd value here cannot hide the channel: only `true` keeps the
+    /// recording from being asked for. `inProgress` in the Agents API's answer.
+    #[serde(default, alias = "inProgress")]
+    in_progress: Option<Value>,
 }
 
 /// A conversation id as a file name: refuse anything that could leave the directory.
@@ -53,9 +62,15 @@ impl Worker {
         conversation: &RawValue,
         turn: Turn,
     ) -> Result<Option<Value>, Stopped> {
-        let channel = serde_json::from_str::<Channel>(conversation.get()).ok().and_then(|c| c.channel);
-        if channel.as_deref() != Some(VOICE_CHANNEL) {
+        let Some(call) = serde_json::from_str::<Call>(conversation.get()).ok() else { return Ok(None) };
+        if call.channel.as_deref() != Some(VOICE_CHANNEL) {
             return Ok(None);
+        }
+        // A call still going (a handoff's event comes during the call) has no whole recording
+        // yet: asking would spend an API call on a 404, or save a partial WAV. The event of the
+        // call's end saves it.
+        if call.in_progress == Some(Value::Bool(true)) {
+            return Ok(Some(json!({"error": "call in progress", "detail": IN_PROGRESS})));
         }
         let Some(name) = file_name(conversation_id) else {
             return Ok(Some(json!({"error": "the conversation id cannot be a file name"})));
