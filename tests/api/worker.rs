@@ -45,6 +45,20 @@ both_backends! {
         assert!(gap >= Duration::from_secs(1), "retried after {gap:?}, before Retry-After");
     }
 
+    async fn a_429_asking_for_no_wait_in_a_row_is_waited_longer_each_time(backend: Backend) {
+        let app = spawn_app_with(on(backend)).await;
+        app.polyai.script(std::iter::repeat_n(Reply::RateLimited("0"), 6));
+        assert_eq!(app.post_signed(&completed("CA429x6")).await.status(), 204);
+        let record = app.next_record().await;
+        assert_eq!(record.json["conversation"]["id"], "CA429x6");
+        let requests = app.polyai.by_id_requests();
+        assert_eq!(requests.len(), 7);
+        // RELAY_RETRY_BASE_DELAY (50 ms here) doubled for each 429 in a row: the sixth pause is
+        // 1.6 s, where obeying `Retry-After: 0` alone would have waited 0.1 s each time.
+        let last = requests[6].at - requests[5].at;
+        assert!(last >= Duration::from_millis(1600), "the sixth 429 in a row was waited {last:?}");
+    }
+
     async fn a_200_whose_body_is_not_json_is_retried_as_a_5xx(backend: Backend) {
         let app = spawn_app_with(on(backend)).await;
         app.polyai.script([Reply::Html("<html><body>upstream maintenance</body></html>")]);

@@ -259,17 +259,10 @@ impl Worker {
                 self.metrics.record(|| metrics::counter!(names::RATE_LIMITED, "project" => project_label).increment(1));
                 // The project's calls wait, but for a minute at most: its events arriving
                 // meanwhile wait in a delay queue (see `hold_back_if_stuck`). This event itself
-                // waits its whole Retry-After in a delay queue.
-                let delay = match retry_after {
-                    Some(wait) => {
-                        let delay = policy.rate_limited(*wait);
-                        project.throttle.pause(delay.min(PROJECT_PAUSE_CAP));
-                        delay
-                    }
-                    None => {
-                        policy.rate_limited(project.throttle.pause_unexplained(policy.base_delay, PROJECT_PAUSE_CAP))
-                    }
-                };
+                // waits its whole Retry-After in a delay queue, or the project's pause if that
+                // is longer (429s in a row).
+                let paused = project.throttle.pause_after_429(*retry_after, policy.base_delay, PROJECT_PAUSE_CAP);
+                let delay = policy.rate_limited(retry_after.map_or(paused, |asked| asked.max(paused)));
                 self.retry(message, label, attempts, delay, "rate_limited", &error).await
             }
             ApiError::Server { .. } | ApiError::Transport(_) => {

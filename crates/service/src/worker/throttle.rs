@@ -1,6 +1,6 @@
 //! One project's pace of API calls: a fixed rate (`RELAY_API_RATE`) and a pause that any 429
 //! extends for every call of the project, so one rate-limited call slows all of them, not just
-//! itself. A 429 without a `Retry-After` pauses the longer the more of them come in a row. Each
+//! itself. A 429 pauses the longer the more of them come in a row, its `Retry-After` or longer. Each
 //! project has its own (its key has its own quota): one project's 429s never slow another's
 //! calls. An event whose turn is far off reserves it ([`Throttle::reserve`]) and waits for it
 //! outside memory; its calls then take that turn ([`Turn::At`]) instead of the next one.
@@ -30,9 +30,9 @@ pub struct Throttle {
 struct State {
     next_slot: Instant,
     paused_until: Instant,
-    /// 429s without a `Retry-After` since the last call the API answered, each after the pause
-    /// the one before set: how many times the next such pause doubles.
-    unexplained_in_a_row: u32,
+    /// 429s since the last call the API answered, each after the pause the one before set: how
+    /// many times the next pause doubles.
+    refused_in_a_row: u32,
 }
 
 impl Throttle {
@@ -40,7 +40,7 @@ impl Throttle {
         let now = Instant::now();
         Self {
             interval: rate.map(|r| Duration::from_secs_f64(1.0 / r)),
-            state: Mutex::new(State { next_slot: now, paused_until: now, unexplained_in_a_row: 0 }),
+            state: Mutex::new(State { next_slot: now, paused_until: now, refused_in_a_row: 0 }),
         }
     }
 
@@ -130,34 +130,37 @@ impl Throttle {
         Ok(())
     }
 
-    /// Holds every call back for `delay` from now (a 429's Retry-After).
+    /// Holds every call back for `delay` from now.
+    #[cfg(test)]
     pub fn pause(&self, delay: Duration) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.paused_until = state.paused_until.max(Instant::now() + delay);
     }
 
-    /// Holds every call back after a 429 that said nothing of how long to wait, and returns for
-    /// how long: `base`, doubled for each such 429 in a row, up to `cap`. A pause of the same
-    /// length each time would send the same burst of calls every `base` for as long as the API
-    /// refuses them. A 429 that comes while a pause runs answered a call made before it began,
-    /// so it is not one more in the row: what is left of that pause is returned.
-    pub fn pause_unexplained(&self, base: Duration, cap: Duration) -> Duration {
+    /// Holds every call back after a 429, and returns for how long: its `Retry-After` (up to
+    /// `cap`), but at least `base` doubled for each 429 in a row, up to `cap`. So a `Retry-After`
+    /// of 0, or any shorter than the API actually needs, does not have the same burst of calls
+    /// refused every second for as long as the API refuses them. A 429 that comes while a pause
+    /// runs answered a call made before it began, so it is not one more in the row: the pause
+    /// runs on, lengthened to its `Retry-After`, and what is left of it is returned.
+    pub fn pause_after_429(&self, retry_after: Option<Duration>, base: Duration, cap: Duration) -> Duration {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
+        let asked = retry_after.unwrap_or_default().min(cap);
         if state.paused_until > now {
+            state.paused_until = state.paused_until.max(now + asked);
             return state.paused_until - now;
         }
-        let doublings = state.unexplained_in_a_row.min(16);
-        state.unexplained_in_a_row = state.unexplained_in_a_row.saturating_add(1);
-        let pause = base.saturating_mul(1 << doublings).min(cap);
+        let doublings = state.refused_in_a_row.min(16);
+        state.refused_in_a_row = state.refused_in_a_row.saturating_add(1);
+        let pause = base.saturating_mul(1 << doublings).min(cap).max(asked);
         state.paused_until = now + pause;
         pause
     }
 
-    /// The API served a call of the project: the next 429 without a `Retry-After` starts the
-    /// row again.
+    /// The API served a call of the project: the next 429 starts the row again.
     pub fn answered(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).unexplained_in_a_row = 0;
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).refused_in_a_row = 0;
     }
 
     /// When the running pause ends, if one is running.
@@ -271,7 +274,7 @@ mod tests {
         let throttle = Throttle::new(None);
         let mut pauses = Vec::new();
         for _ in 0..7 {
-            pauses.push(throttle.pause_unexplained(base, cap));
+            pauses.push(throttle.pause_after_429(None, base, cap));
             // The refused calls go again once the pause is over, and are refused again.
             throttle.acquire().await;
         }
@@ -279,14 +282,38 @@ mod tests {
         assert_eq!(secs, [2, 4, 8, 16, 32, 60, 60]);
 
         // Calls made before the pause began are refused during it: not more in the row.
-        assert_eq!(throttle.pause_unexplained(base, cap), cap);
+        assert_eq!(throttle.pause_after_429(None, base, cap), cap);
         tokio::time::advance(Duration::from_secs(20)).await;
-        assert_eq!(throttle.pause_unexplained(base, cap), Duration::from_secs(40));
+        assert_eq!(throttle.pause_after_429(None, base, cap), Duration::from_secs(40));
         assert_eq!(throttle.held_back(), Some(Duration::from_secs(40)));
 
         throttle.acquire().await;
         throttle.answered();
-        assert_eq!(throttle.pause_unexplained(base, cap), base, "an answer starts the row again");
+        assert_eq!(throttle.pause_after_429(None, base, cap), base, "an answer starts the row again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_pauses_for_its_retry_after_but_no_less_than_its_row_has_grown_to() {
+        let (base, cap) = (Duration::from_secs(2), Duration::from_secs(60));
+        let secs = |pause: Duration| pause.as_secs();
+        let throttle = Throttle::new(None);
+        let mut pauses = Vec::new();
+        for _ in 0..5 {
+            pauses.push(secs(throttle.pause_after_429(Some(Duration::ZERO), base, cap)));
+            throttle.acquire().await;
+        }
+        assert_eq!(pauses, [2, 4, 8, 16, 32], "`Retry-After: 0` in a row backs off all the same");
+
+        throttle.answered();
+        assert_eq!(secs(throttle.pause_after_429(Some(Duration::from_secs(5)), base, cap)), 5, "obeyed");
+        // A 429 during the pause, to a call made before it: the pause is lengthened, the row not.
+        assert_eq!(secs(throttle.pause_after_429(Some(Duration::from_secs(20)), base, cap)), 20);
+        assert_eq!(secs(throttle.pause_after_429(Some(Duration::from_secs(1)), base, cap)), 20, "never shortened");
+        throttle.acquire().await;
+        assert_eq!(secs(throttle.pause_after_429(None, base, cap)), 4, "the second in the row");
+        throttle.acquire().await;
+        let long = Some(Duration::from_secs(7200));
+        assert_eq!(throttle.pause_after_429(long, base, cap), cap, "the project's calls wait `cap` at most");
     }
 
     #[tokio::test(start_paused = true)]
