@@ -274,6 +274,21 @@ async fn a_429_mid_backfill_is_waited_out() {
 }
 
 #[tokio::test]
+async fn rate_limits_in_a_row_asking_for_no_wait_are_waited_longer_each_time() {
+    let fake = FakePolyai::start().await;
+    let limited = [Reply::RateLimited("0"), Reply::RateLimited("0")];
+    fake.script_list([page(&["CAz1"], Some("c2"))].into_iter().chain(limited).chain([page(&["CAz2"], None)]));
+    let dir = TempDir::new();
+    run(&last_hour(&dir, 1), &fake.base_url, &queue(&dir)).await.unwrap();
+    assert_eq!(records(&dir).len(), 2);
+    let lists = fake.list_requests();
+    assert_eq!(lists.len(), 4);
+    // A second after the first, two after the second: not the same page asked for at once.
+    assert!(lists[2].at - lists[1].at >= Duration::from_secs(1), "{:?}", lists[2].at - lists[1].at);
+    assert!(lists[3].at - lists[2].at >= Duration::from_secs(2), "{:?}", lists[3].at - lists[2].at);
+}
+
+#[tokio::test]
 async fn a_conversation_whose_record_is_over_the_broker_limit_is_named_and_left_out_and_the_rest_published() {
     let fake = FakePolyai::start().await;
     let mut big = conversation("CAbig");

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use super::{publish, BackfillConfig, BackfillSummary, Checkpoint, CheckpointFile, Progress, Window};
 use crate::{
     backoff::Backoff,
-    polyai::{advice_for, ApiError, ListPage, ListRequest, PolyaiClient, Visited, RETRY_AFTER_CAP},
+    polyai::{advice_for, listing_wait_after_429, ApiError, ListPage, ListRequest, PolyaiClient, Visited},
     queue::Publisher,
 };
 
@@ -85,13 +85,14 @@ impl Pager<'_> {
 
     /// One page, waiting out 429s and retrying transient failures a few times.
     async fn list_page(&self, request: &ListRequest) -> anyhow::Result<ListPage> {
-        let mut failures = 0;
+        let (mut failures, mut limited) = (0, 0);
         loop {
             let wait = match self.client.list(request).await {
                 Ok(page) => return Ok(page),
                 Err(ApiError::RateLimited { retry_after }) => {
-                    let wait = retry_after.unwrap_or(Duration::from_secs(1)).min(RETRY_AFTER_CAP);
-                    self.progress.note(&format!("rate limited: waiting {}s as Retry-After asks", wait.as_secs_f64()));
+                    limited += 1;
+                    let wait = listing_wait_after_429(retry_after, limited);
+                    self.progress.note(&format!("rate limited: waiting {}s", wait.as_secs_f64()));
                     wait
                 }
                 Err(error @ (ApiError::Server { .. } | ApiError::Transport(_))) if failures + 1 < LIST_ATTEMPTS => {

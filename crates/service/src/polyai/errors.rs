@@ -9,6 +9,20 @@ use url::{Origin, Url};
 /// more is treated as asking for this. The longest retry delay queue holds it.
 pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
+/// The longest a listing (backfill, reconciliation) waits between 429s in a row when their
+/// `Retry-After` asks for less.
+const LISTING_429_FLOOR_MAX: Duration = Duration::from_secs(60);
+
+/// How long a listing waits after the `in_a_row`th 429 in a row (1 for the first): its
+/// `Retry-After` (up to [`RETRY_AFTER_CAP`]), but at least a second doubled for each 429 before
+/// it, up to a minute. A `Retry-After` of 0, or none, would otherwise have the same page asked
+/// for again at once, or every second, for as long as the API refuses it.
+pub fn listing_wait_after_429(retry_after: Option<Duration>, in_a_row: u32) -> Duration {
+    let doublings = in_a_row.saturating_sub(1).min(6);
+    let floor = Duration::from_secs(1 << doublings).min(LISTING_429_FLOOR_MAX);
+    retry_after.unwrap_or_default().min(RETRY_AFTER_CAP).max(floor)
+}
+
 /// `Retry-After` as delta-seconds or an HTTP date (RFC 9110 §10.2.3); the docs do not say which.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
@@ -105,6 +119,19 @@ mod tests {
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn a_listing_waits_out_retry_after_but_backs_off_429s_in_a_row_asking_for_less() {
+        let secs = |retry_after: Option<u64>, in_a_row| {
+            listing_wait_after_429(retry_after.map(Duration::from_secs), in_a_row).as_secs()
+        };
+        let zeros: Vec<u64> = (1..=8).map(|n| secs(Some(0), n)).collect();
+        assert_eq!(zeros, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(secs(None, 3), 4, "no Retry-After: the same floor");
+        assert_eq!(secs(Some(30), 1), 30, "a longer Retry-After is obeyed");
+        assert_eq!(secs(Some(30), 7), 60, "unless the row asks for more");
+        assert_eq!(secs(Some(7200), 1), RETRY_AFTER_CAP.as_secs());
     }
 
     #[test]

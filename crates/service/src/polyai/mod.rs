@@ -22,7 +22,7 @@ pub use self::{
     asked_again::KeyedCall,
     audio::AudioRequest,
     endpoints::{EndpointClient, NewEndpoint, RegisteredEndpoint},
-    errors::{error_detail, parse_retry_after, redirect_detail, RETRY_AFTER_CAP},
+    errors::{error_detail, listing_wait_after_429, parse_retry_after, redirect_detail, RETRY_AFTER_CAP},
     list::{ListPage, ListRequest, NextPage, Summary, Visited},
 };
 use crate::config::{ApiSettings, BaseUrl, ConversationApi, ProjectName};

@@ -7,7 +7,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 
 use super::{Pass, ReconcileError};
-use crate::polyai::{ApiError, ListRequest, NextPage, PolyaiClient, Summary, Visited};
+use crate::polyai::{listing_wait_after_429, ApiError, ListRequest, NextPage, PolyaiClient, Summary, Visited};
 
 /// Transient list failures (429s included) tolerated in a row before the pass gives up (the next
 /// one retries). A bound on 429s too: projects are reconciled one after another, so a key
@@ -132,7 +132,7 @@ impl Pages {
                 }
                 Err(ApiError::RateLimited { retry_after }) if failures + 1 < ATTEMPTS => {
                     failures += 1;
-                    retry_after.unwrap_or(Duration::from_secs(1)).min(RETRY_AFTER_CAP)
+                    listing_wait_after_429(retry_after, failures).min(RETRY_AFTER_CAP)
                 }
                 Err(error @ (ApiError::Server { .. } | ApiError::Transport(_))) if failures + 1 < ATTEMPTS => {
                     failures += 1;
