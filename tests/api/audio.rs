@@ -2,7 +2,7 @@
 //! asked for chats or calls still going, a missing one recorded rather than retried. Against the
 //! mock API, which serves real WAVs, and the fake, which counts the requests.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use polyai_relay::config::{AudioDirection, ConversationApi};
 use polyai_relay_devtools::mock_api::Conversation;
@@ -88,9 +88,45 @@ async fn a_missing_recording_is_recorded_and_one_of_a_call_still_going_is_not_as
         assert_eq!(record.json["conversation"]["id"], id);
         assert_eq!(record.json["audio"]["error"], "call in progress", "{}", record.json["audio"]);
     }
+    // Both spellings at once: still read as in progress, not as a chat.
+    let mut both = conversation("CAgoing3");
+    (both["in_progress"], both["inProgress"]) = (json!(true), json!(true));
+    app.polyai.script_conversation("CAgoing3", [Reply::Json(both)]);
+    assert_eq!(app.post_signed(&handoff("CAgoing3")).await.status(), 204);
+    assert_eq!(app.next_record().await.json["audio"]["error"], "call in progress");
+
     let asked: Vec<_> = app.polyai.recording_requests().into_iter().map(|seen| seen.path).collect();
     assert_eq!(asked.len(), 1, "only the ended call's recording was asked for: {asked:?}");
     assert!(!dir.0.join("audio").join("CAgoing.wav").exists());
+
+    // The call's end: its recording is asked for even if the API's answer still says the call
+    // is going (the answer may lag behind the call; the recording may be there already).
+    let mut lagging = conversation("CAlagging");
+    lagging["in_progress"] = json!(true);
+    app.polyai.script_conversation("CAlagging", [Reply::Json(lagging)]);
+    assert_eq!(app.post_signed(&completed("CAlagging")).await.status(), 204);
+    let record = app.next_record().await;
+    assert_eq!(record.json["audio"]["status"], 404, "asked for: {}", record.json["audio"]);
+    assert_eq!(app.polyai.recording_requests().len(), 2);
+}
+
+/// A 429 to a recording after its conversation was served is one more in the project's row of
+/// 429s: the pauses double as for the conversation's own.
+#[tokio::test]
+async fn recording_429s_in_a_row_are_waited_longer_each_time() {
+    let dir = TempDir::new();
+    let audio = recordings(dir.0.join("audio"), AudioDirection::Combined, false);
+    let app = spawn_app_with(Options { audio: Some(audio), ..Options::default() }).await;
+    app.polyai.script_recordings(std::iter::repeat_n(Reply::RateLimited("0"), 5));
+    assert_eq!(app.post_signed(&completed("CArecording429")).await.status(), 204);
+    let record = app.next_record().await;
+    assert_eq!(record.json["audio"]["status"], 404, "{}", record.json["audio"]);
+    let asked = app.polyai.recording_requests();
+    assert_eq!(asked.len(), 6);
+    // RELAY_RETRY_BASE_DELAY (50 ms here) doubled for each: the fifth pause is 0.8 s, where a
+    // row started again by each served conversation would pause 0.1 s each time.
+    let last = asked[5].at - asked[4].at;
+    assert!(last >= Duration::from_millis(800), "the fifth 429 in a row was waited {last:?}");
 }
 
 #[tokio::test]

@@ -82,6 +82,8 @@ struct Script {
     project_fallback: Mutex<HashMap<String, Reply>>,
     /// Replies to one conversation's requests, in order, before any other script.
     conversation_queue: Mutex<HashMap<String, VecDeque<Reply>>>,
+    /// Replies to recording requests, in order; when empty, 404 (the fake keeps no recordings).
+    recording_queue: Mutex<VecDeque<Reply>>,
     seen: Mutex<Vec<Seen>>,
     arrived: Notify,
     in_flight: AtomicUsize,
@@ -168,7 +170,12 @@ impl FakePolyai {
         self.requests().into_iter().filter(by_id).collect()
     }
 
-    /// Recording requests so far (the fake keeps no recordings: each is answered 404).
+    /// Answers the next recording requests with `replies`, in order.
+    pub fn script_recordings(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.script.recording_queue.lock().unwrap().extend(replies);
+    }
+
+    /// Recording requests so far.
     pub fn recording_requests(&self) -> Vec<Seen> {
         self.requests().into_iter().filter(|s| s.path.ends_with("/audio")).collect()
     }
@@ -268,8 +275,8 @@ async fn by_id(
     response
 }
 
-/// A conversation's recording: the fake keeps none, so it answers as PolyAI does for a call
-/// without one.
+/// A conversation's recording: as scripted, or, since the fake keeps none, as PolyAI answers
+/// for a call without one.
 async fn recording(
     State(script): State<Arc<Script>>,
     Path((account, project, id)): Path<(String, String, String)>,
@@ -279,7 +286,11 @@ async fn recording(
     if refused(&script, &account, &project, &headers, true) {
         return error(401, "AUTH_USER_UNAUTHORISED");
     }
-    error(404, "CONVERSATIONS_RECORDING_NOT_FOUND")
+    let scripted = script.recording_queue.lock().unwrap().pop_front();
+    match scripted {
+        Some(reply) => answer(reply, &id, &headers).await,
+        None => error(404, "CONVERSATIONS_RECORDING_NOT_FOUND"),
+    }
 }
 
 /// Whether the key is refused: the project's key is revoked, or the request carries another key

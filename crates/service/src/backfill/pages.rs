@@ -92,7 +92,9 @@ impl Pager<'_> {
                 Err(ApiError::RateLimited { retry_after }) => {
                     limited += 1;
                     let wait = listing_wait_after_429(retry_after, limited);
-                    self.progress.note(&format!("rate limited: waiting {}s", wait.as_secs_f64()));
+                    let asked =
+                        retry_after.map(|asked| format!(" (Retry-After: {}s)", asked.as_secs())).unwrap_or_default();
+                    self.progress.note(&format!("rate limited{asked}: waiting {}s", wait.as_secs_f64()));
                     wait
                 }
                 Err(error @ (ApiError::Server { .. } | ApiError::Transport(_))) if failures + 1 < LIST_ATTEMPTS => {

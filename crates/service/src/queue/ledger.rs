@@ -47,10 +47,15 @@ fn read<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Option<T> {
 /// never come. A type left out at worst sends a finished call again, under its `reconcile:` id.
 const FINISHED_CALL_TYPES: [&str; 3] = ["conversation.completed", "conversation.reconciled", "conversation.backfilled"];
 
+/// Whether an event of `event_type` says its call has ended.
+pub fn ends_a_call(event_type: &str) -> bool {
+    FINISHED_CALL_TYPES.contains(&event_type)
+}
+
 /// The conversation an entry of `event_type` makes known to reconciliation, if any: see
 /// [`FINISHED_CALL_TYPES`].
 pub fn known_conversation(event_type: &str, body: &[u8]) -> Option<String> {
-    FINISHED_CALL_TYPES.contains(&event_type).then(|| conversation_of(body)).flatten()
+    ends_a_call(event_type).then(|| conversation_of(body)).flatten()
 }
 
 /// The conversation id an event or a record names, if any.

@@ -37,10 +37,20 @@ const STALE_PART: Duration = Duration::from_secs(3600);
 struct Call {
     #[serde(default)]
     channel: Option<String>,
-    /// Any JSON, so that an odd value here cannot hide the channel: only `true` keeps the
-    /// recording from being asked for. `inProgress` in the Agents API's answer.
-    #[serde(default, alias = "inProgress")]
+    /// Any JSON, so that an odd value here cannot hide the channel: only `true` says the call
+    /// is going. Two fields, not an alias, so that an answer with both spellings still parses.
+    #[serde(default)]
     in_progress: Option<Value>,
+    /// The Agents API's spelling.
+    #[serde(default, rename = "inProgress")]
+    in_progress_agents: Option<Value>,
+}
+
+impl Call {
+    fn in_progress(&self) -> bool {
+        let going = Some(Value::Bool(true));
+        self.in_progress == going || self.in_progress_agents == going
+    }
 }
 
 /// A conversation id as a file name: refuse anything that could leave the directory.
@@ -60,6 +70,7 @@ impl Worker {
         project: &Project,
         conversation_id: &str,
         conversation: &RawValue,
+        call_ended: bool,
         turn: Turn,
     ) -> Result<Option<Value>, Stopped> {
         let Some(call) = serde_json::from_str::<Call>(conversation.get()).ok() else { return Ok(None) };
@@ -68,8 +79,9 @@ impl Worker {
         }
         // A call still going (a handoff's event comes during the call) has no whole recording
         // yet: asking would spend an API call on a 404, or save a partial WAV. The event of the
-        // call's end saves it.
-        if call.in_progress == Some(Value::Bool(true)) {
+        // call's end saves it; that event asks whatever the conversation says, since the API's
+        // answer may lag behind the call's end, and its recording may be there already.
+        if !call_ended && call.in_progress() {
             return Ok(Some(json!({"error": "call in progress", "detail": IN_PROGRESS})));
         }
         let Some(name) = file_name(conversation_id) else {

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     event::{ConversationIdError, Fields},
     polyai::{ApiError, KeyedCall},
-    queue::{headers, Message, RETRY_TIERS},
+    queue::{headers, ledger, Message, RETRY_TIERS},
     telemetry::{
         names,
         traces::{self, trace_span},
@@ -93,7 +93,8 @@ impl Worker {
                     Ok(turn) => turn,
                     Err(settle) => return settle,
                 };
-                match self.fetch_with_audio(&project, id, attempts + 1, turn).await {
+                let call_ended = ledger::ends_a_call(&message.event_type);
+                match self.fetch_with_audio(&project, id, attempts + 1, call_ended, turn).await {
                     Ok(found) => found,
                     Err(Stopped::Failed(failed)) => {
                         return self.after_failure(message, &project, attempts, failed).await
@@ -185,23 +186,26 @@ impl Worker {
         Err(self.hold(&paced, label, longest_tier_within(left), "paced", &why).await)
     }
 
-    /// A 429's pause passed the turn of one of the event's calls, and the next turn is `wait`
-    /// away, behind the turns of the project's backlog: the event waits for it in a delay queue,
-    /// counting no attempt, and takes a new turn when it comes back.
+    /// A 429's pause holds one of the event's calls `wait` away: it passed the call's turn and the
+    /// next one is behind the turns of the project's backlog, or it began after the event last
+    /// looked. The event waits in a delay queue, counting no attempt, and takes a new turn when
+    /// it comes back.
     async fn hold_for_a_new_turn(&self, message: &Message, project: &Project, wait: Duration) -> Settle {
         let label = project.name.as_str();
-        let why = format!("held back: a 429 paused the API calls of project {label} past the event's turn");
+        let why = format!("held back: a 429 paused the API calls of project {label}");
         let mut held = message.clone();
         held.headers.remove(headers::TURN);
         self.hold(&held, label, longest_tier_within(wait), "rate_limited", &why).await
     }
 
-    /// The conversation and, when audio download is on, its recording. `attempt` counts from 1.
+    /// The conversation and, when audio download is on, its recording. `attempt` counts from 1;
+    /// `call_ended`: the event says the call has ended.
     async fn fetch_with_audio(
         &self,
         project: &Project,
         conversation_id: &str,
         attempt: u32,
+        call_ended: bool,
         turn: Turn,
     ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), Stopped> {
         // The project's turn first, then a call slot: a project waiting for its pace holds no
@@ -217,12 +221,15 @@ impl Worker {
         };
         let audio = match &self.audio {
             Some(settings) => {
-                self.save_audio(settings, project, conversation_id, &conversation, recording_turn)
+                self.save_audio(settings, project, conversation_id, &conversation, call_ended, recording_turn)
                     .instrument(trace_span!("audio"))
                     .await?
             }
             None => None,
         };
+        // Only now: a 429 to the recording after the conversation was served is one more in
+        // the project's row of 429s, not the first of a new one.
+        project.throttle.answered();
         Ok((Some(conversation), audio))
     }
 
@@ -231,9 +238,6 @@ impl Worker {
         // After the rate limit and the slot: the span times the API alone.
         let span = trace_span!("fetch", otel.kind = "client", attempt, status = Empty);
         let result = project.client.conversation(conversation_id).instrument(span.clone()).await;
-        if result.is_ok() {
-            project.throttle.answered();
-        }
         let status = match &result {
             Ok(_) => "200".to_owned(),
             Err(error) => error.status_label(),

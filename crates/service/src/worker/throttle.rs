@@ -90,10 +90,15 @@ impl Throttle {
     }
 
     /// Waits for a call's turn: the next one, or one reserved before. `Err` as for
-    /// [`Throttle::wait_for`].
+    /// [`Throttle::wait_for`], and for the next turn when a 429's pause holds it further than
+    /// `in_memory` away (a pause that began after the event last looked, or a second call of
+    /// the event's): the event waits elsewhere rather than hold its slot through the pause.
     pub async fn take(&self, turn: Turn, in_memory: Duration) -> Result<(), Duration> {
         match turn {
             Turn::Next => {
+                if let Some(left) = self.held_back().filter(|left| *left > in_memory) {
+                    return Err(left);
+                }
                 self.acquire().await;
                 Ok(())
             }
@@ -314,6 +319,18 @@ mod tests {
         throttle.acquire().await;
         let long = Some(Duration::from_secs(7200));
         assert_eq!(throttle.pause_after_429(long, base, cap), cap, "the project's calls wait `cap` at most");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_turn_is_not_waited_for_in_memory_through_a_long_pause() {
+        let in_memory = Duration::from_secs(1);
+        let throttle = Throttle::new(None);
+        throttle.pause(Duration::from_secs(30));
+        assert_eq!(throttle.take(Turn::Next, in_memory).await, Err(Duration::from_secs(30)));
+        tokio::time::advance(Duration::from_millis(29_500)).await;
+        let start = Instant::now();
+        assert_eq!(throttle.take(Turn::Next, in_memory).await, Ok(()), "what is left is waited for");
+        assert_eq!(start.elapsed(), Duration::from_millis(500));
     }
 
     #[tokio::test(start_paused = true)]
