@@ -2,7 +2,10 @@
 //! become records (`reconcile:{id}`), once, whether run by hand or by the worker's loop, across
 //! restarts and with two workers.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use lapin::options::BasicGetOptions;
 use polyai_relay::{config::EventTypes, queue::embedded::CONVERSATIONS_FILE};
@@ -11,8 +14,10 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use crate::{
     backend::{both_backends, TestQueue},
+    broker::Policy,
     fake_polyai::{conversation, FakePolyai, Reply},
-    helpers::{http, post_body, post_event},
+    helpers::{completed, http, post_body, post_event, spawn_app_with, Options},
+    poll::poll_until,
     process::{as_refs, run_to_exit_with_stdout, RelayProcess},
 };
 
@@ -342,6 +347,39 @@ async fn a_list_whose_cursors_go_round_in_a_circle_ends_instead_of_paging_for_ev
     assert!(stdout.contains("reconciled 3,"), "{stdout}");
     assert_eq!(polyai.list_requests().len(), 3);
     assert!(stderr.contains("named a cursor it had named before"), "{stderr}");
+}
+
+/// A webhook the worker's queue refused (a length limit: the broker nacks, the sender gets 503)
+/// while the log kept its copy, and every retry refused too: PolyAI gives up. The log withdraws
+/// each refused copy, so the call is not taken for known, and reconciliation delivers it.
+#[tokio::test]
+async fn a_call_whose_every_webhook_the_broker_refused_is_reconciled() {
+    let app = spawn_app_with(Options { worker: false, ..Options::default() }).await;
+    assert_eq!(app.post_signed(&completed("CAtaken")).await.status(), 204);
+    let policy = Policy::set(&app.queue.broker().topology.enrich_queue, r#"{"max-length":0}"#).await;
+    // The policy reaches the queue a moment after rabbitmqctl returns: posted until one is refused.
+    let tried = AtomicUsize::new(0);
+    let refused = poll_until(Duration::from_secs(15), || async {
+        let id = format!("CArefused{}", tried.fetch_add(1, Ordering::SeqCst));
+        match app.post_signed(&completed(&id)).await.status().as_u16() {
+            503 => Ok(id),
+            status => Err(format!("never refused: {status}")),
+        }
+    })
+    .await;
+    // PolyAI's retry, refused as well.
+    assert_eq!(app.post_signed(&completed(&refused)).await.status(), 503);
+    app.wait_for_metric(r#"relay_publish_confirms_total{destination="withdrawn",result="ack"}"#, 2.0).await;
+    drop(policy);
+
+    let listed = vec![call("CAtaken", hours(2), 60, "live", false), call(&refused, hours(2), 60, "live", false)];
+    app.polyai.script_list([page(listed, None)]);
+    let env = app.queue.relay_env(&app.polyai.base_url, &[]);
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("reconciled 1, 1 already known"), "{stdout}");
+    let line = stderr.lines().find(|line| line.contains("reconciled a finished call")).unwrap_or_default();
+    assert!(line.contains(&refused), "{stderr}");
 }
 
 #[tokio::test]

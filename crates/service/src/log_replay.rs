@@ -19,6 +19,7 @@ use crate::{
     dead::replayed,
     queue::{
         amqp::{convert, describe, exclusive, log, publish_confirmed, session},
+        ledger::WITHDRAWN_TYPE,
         Message,
     },
 };
@@ -149,7 +150,9 @@ impl<'a> Entry<'a> {
     fn sorted(topology: &Topology, exchange: &str, kind: Option<&str>, id: &'a str) -> Self {
         if exchange == topology.conversations_exchange {
             Self::Record(id)
-        } else if exchange == topology.events_exchange || (exchange.is_empty() && kind != Some(log::MARKER_TYPE)) {
+        } else if exchange == topology.events_exchange
+            || (exchange.is_empty() && kind != Some(log::MARKER_TYPE) && kind != Some(WITHDRAWN_TYPE))
+        {
             Self::Event
         } else {
             Self::Other
@@ -250,6 +253,7 @@ mod tests {
         assert_eq!(sorted("", Some("conversation.reconciled")), Entry::Event);
         assert_eq!(sorted(&topology.conversations_exchange, Some("conversation.completed")), Entry::Record("id"));
         assert_eq!(sorted("", Some(log::MARKER_TYPE)), Entry::Other);
+        assert_eq!(sorted("", Some(WITHDRAWN_TYPE)), Entry::Other, "the refused event itself is replayed");
         assert_eq!(sorted("another.exchange", Some("conversation.completed")), Entry::Other);
     }
 

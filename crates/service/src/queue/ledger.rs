@@ -1,8 +1,17 @@
 //! Which conversation a ledger entry is about: a raw event (`data.conversation_id`), or an
 //! enriched record (its `event`'s conversation, else `conversation.id`).
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
+
+/// The type of the entry that follows, in a log that holds every raw event routed to it, a raw
+/// event of a finished call the broker refused (a nack): a queue bound beside the log (the
+/// worker's, full under a length limit) refused it while the log kept it. It carries the refused
+/// event's id and body. The sender was answered 503 and PolyAI retries; should every retry be
+/// refused, reconciliation must not take the call for known and leave it for good.
+pub const WITHDRAWN_TYPE: &str = "relay.withdrawn";
 
 #[derive(Deserialize)]
 struct Data {
@@ -58,6 +67,47 @@ pub fn known_conversation(event_type: &str, body: &[u8]) -> Option<String> {
     ends_a_call(event_type).then(|| conversation_of(body)).flatten()
 }
 
+/// The conversations a log, read in order, makes known: each entry of a finished call counts,
+/// and a withdrawal cancels the refused event it follows. A call is known while any of its
+/// entries counts: a retry of a refused event that the broker took, or its record, keeps it known.
+#[derive(Debug, Default)]
+pub struct KnownConversations {
+    /// Entries that count, and when (Unix seconds) the last entry naming the call was written.
+    by_id: HashMap<String, Counted>,
+}
+
+#[derive(Debug)]
+struct Counted {
+    entries: u32,
+    written: i64,
+}
+
+impl KnownConversations {
+    /// Reads one entry of the log, of AMQP type `event_type`, written at `written`.
+    pub fn note(&mut self, event_type: &str, body: &[u8], written: i64) {
+        if let Some(id) = known_conversation(event_type, body) {
+            let counted = self.by_id.entry(id).or_insert(Counted { entries: 0, written });
+            counted.entries += 1;
+            counted.written = counted.written.max(written);
+        } else if event_type == WITHDRAWN_TYPE {
+            // A refused event read before the window began was never counted: nothing to cancel.
+            if let Some(counted) = conversation_of(body).and_then(|id| self.by_id.get_mut(&id)) {
+                counted.entries = counted.entries.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Forgets calls last named before `horizon` (Unix seconds), and those no entry counts for.
+    pub fn forget_before(&mut self, horizon: i64) {
+        self.by_id.retain(|_, counted| counted.written >= horizon && counted.entries > 0);
+    }
+
+    /// The conversations known.
+    pub fn ids(&self) -> HashSet<String> {
+        self.by_id.iter().filter(|(_, counted)| counted.entries > 0).map(|(id, _)| id.clone()).collect()
+    }
+}
+
 /// The conversation id an event or a record names, if any.
 pub fn conversation_of(body: &[u8]) -> Option<String> {
     let entry: Entry = serde_json::from_slice(body).ok()?;
@@ -82,6 +132,33 @@ mod tests {
         assert_eq!(conversation_of(alert_record), None);
         assert_eq!(conversation_of(br#"{"data":{"conversation_id":7}}"#), None);
         assert_eq!(conversation_of(b"not json"), None);
+    }
+
+    #[test]
+    fn a_withdrawal_cancels_the_refused_event_it_follows_and_nothing_else() {
+        let completed =
+            |id: &str| format!(r#"{{"type":"conversation.completed","data":{{"conversation_id":"{id}"}}}}"#);
+        let handoff = br#"{"type":"handoff.created","data":{"conversation_id":"CAh"}}"#;
+        let mut known = KnownConversations::default();
+        // Refused, then refused again on PolyAI's retry: not known.
+        for _ in 0..2 {
+            known.note("conversation.completed", completed("CAr").as_bytes(), 10);
+            known.note(WITHDRAWN_TYPE, completed("CAr").as_bytes(), 10);
+        }
+        // Refused, then taken on the retry: known.
+        known.note("conversation.completed", completed("CAt").as_bytes(), 10);
+        known.note(WITHDRAWN_TYPE, completed("CAt").as_bytes(), 10);
+        known.note("conversation.completed", completed("CAt").as_bytes(), 20);
+        // A withdrawal whose event came before the read began, then the call's record.
+        known.note(WITHDRAWN_TYPE, completed("CAw").as_bytes(), 10);
+        known.note("conversation.completed", completed("CAw").as_bytes(), 30);
+        // A withdrawal naming a call nothing counted cancels nothing.
+        known.note(WITHDRAWN_TYPE, handoff, 10);
+        known.note("handoff.created", handoff, 10);
+        assert_eq!(known.ids(), HashSet::from(["CAt".to_owned(), "CAw".to_owned()]));
+
+        known.forget_before(25);
+        assert_eq!(known.ids(), HashSet::from(["CAw".to_owned()]), "CAt was last named at 20");
     }
 
     #[test]

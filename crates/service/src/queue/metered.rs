@@ -87,6 +87,7 @@ mod tests {
             (Destination::Conversations, 2),
             (Destination::Retry { delay: Duration::from_secs(1) }, 3),
             (Destination::Dead, 4),
+            (Destination::Withdrawn, 5),
         ];
         for (destination, count) in sends {
             for _ in 0..count {

@@ -31,11 +31,14 @@ pub enum Destination {
     Retry { delay: Duration },
     /// Events that failed for good, with their last error.
     Dead,
+    /// A raw event the broker refused, withdrawn from the conversations log that may hold a copy
+    /// ([`ledger::WITHDRAWN_TYPE`]); nothing where no such log is kept.
+    Withdrawn,
 }
 
 impl Destination {
     /// How many kinds there are: [`Destination::index`] is below it.
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
 
     pub fn label(&self) -> &'static str {
         match self {
@@ -43,6 +46,7 @@ impl Destination {
             Self::Conversations => "conversations",
             Self::Retry { .. } => "retry",
             Self::Dead => "dead",
+            Self::Withdrawn => "withdrawn",
         }
     }
 
@@ -53,6 +57,7 @@ impl Destination {
             Self::Conversations => 1,
             Self::Retry { .. } => 2,
             Self::Dead => 3,
+            Self::Withdrawn => 4,
         }
     }
 }

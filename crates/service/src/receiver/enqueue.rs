@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{rejection::Rejection, Receiver};
+use super::{rejection::Rejection, withdraw::Withdrawal, Receiver};
 use crate::{
     queue::{Destination, Message, PublishError},
     spool::{Spool, SpoolError},
@@ -22,13 +22,34 @@ fn spool_reserve(deadline: Duration) -> Duration {
 }
 
 pub async fn enqueue(receiver: &Receiver, message: Message, started: Instant) -> Result<Stored, Rejection> {
+    let withdrawal = Withdrawal::of(&message);
+    let mut nacked = false;
+    let stored = store(receiver, message, started, &mut nacked).await;
+    // Refused by the broker and answered 503: the conversations log may hold the copy.
+    if let (true, Err(_), Some(withdrawal)) = (nacked, &stored, withdrawal) {
+        withdrawal.send(receiver.publisher.clone());
+    }
+    stored
+}
+
+/// The broker, or the spool; `nacked`: the broker refused the event.
+async fn store(
+    receiver: &Receiver,
+    message: Message,
+    started: Instant,
+    nacked: &mut bool,
+) -> Result<Stored, Rejection> {
     let deadline = receiver.settings.ack_deadline;
     let Some(spool) = &receiver.spool else {
         let remaining = deadline.saturating_sub(started.elapsed());
-        return publish(receiver, message, remaining).await.map(|()| Stored::Broker);
+        let published = publish(receiver, message, remaining).await;
+        *nacked = matches!(published, Err(Rejection::Unavailable(PublishError::Nacked)));
+        return published.map(|()| Stored::Broker);
     };
     let budget = deadline.saturating_sub(started.elapsed()).saturating_sub(spool_reserve(deadline));
-    match publish(receiver, message.clone(), budget).await {
+    let published = publish(receiver, message.clone(), budget).await;
+    *nacked = matches!(published, Err(Rejection::Unavailable(PublishError::Nacked)));
+    match published {
         Ok(()) => Ok(Stored::Broker),
         // No queue is bound for the type, or the body is over the broker's limit (start-up refuses
         // a RELAY_MAX_BODY that allows it): configuration problems the spool would not outlast, so

@@ -8,6 +8,7 @@ mod ops;
 mod recent;
 mod rejection;
 mod webhook;
+mod withdraw;
 
 use std::sync::Arc;
 

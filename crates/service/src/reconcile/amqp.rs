@@ -1,5 +1,6 @@
 //! The ledger on RabbitMQ: the stream `polyai.conversations.log`, which records every raw event
-//! and every record (it is bound `#` to both exchanges), read from a timestamp.
+//! and every record (it is bound `#` to both exchanges), read from a timestamp. A raw event the
+//! broker refused is followed by its withdrawal ([`crate::queue::ledger::WITHDRAWN_TYPE`]).
 //!
 //! A read goes up to a marker of its own, so it sees everything written before it began
 //! ([`log::read_to_now`]); a read that fails fails the pass, and the next reads afresh.
@@ -10,7 +11,7 @@
 //! One reconciler at a time: the lock is the exclusive queue `{enrich queue}.reconcile-lock`
 //! ([`exclusive`]), dropped by the broker the moment the holder's connection closes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use async_trait::async_trait;
 use lapin::{Channel, Connection};
@@ -26,7 +27,7 @@ use crate::{
             log::{self, ReadEnd, ReadFrom},
             publish_confirmed, session,
         },
-        ledger::known_conversation,
+        ledger::KnownConversations,
         Message,
     },
 };
@@ -37,8 +38,8 @@ fn broker(error: lapin::Error) -> ReconcileError {
 
 /// What earlier reads on this connection found.
 struct Seen {
-    /// Known conversation ids, with when (Unix seconds) the entry naming each was written.
-    ids: HashMap<String, i64>,
+    /// The conversations the entries read so far make known.
+    known: KnownConversations,
     /// Where the last read ended: the next reads on from there.
     end: ReadEnd,
 }
@@ -105,24 +106,21 @@ impl Ledger for AmqpLedger {
             Some(seen) => ReadFrom::After(seen.end.clone()),
             None => ReadFrom::Timestamp(since.unix_timestamp().max(0) as u64),
         };
-        let mut ids = earlier.map(|seen| seen.ids).unwrap_or_default();
+        let mut known = earlier.map(|seen| seen.known).unwrap_or_default();
         let end = log::read_to_now(&self.connection, &self.channel, &self.log, start, |entry| {
             let event_type = entry.properties.kind().as_ref().map_or("", |kind| kind.as_str());
-            if let Some(id) = known_conversation(event_type, &entry.data) {
-                let written = entry.properties.timestamp().map_or(now, |t| t as i64);
-                ids.insert(id, written);
-            }
+            let written = entry.properties.timestamp().map_or(now, |t| t as i64);
+            known.note(event_type, &entry.data, written);
         })
         .await
         .map_err(ReconcileError::Ledger)?;
         // Entries written before the window are about calls that started before it.
-        let horizon = since.unix_timestamp();
-        ids.retain(|_, written| *written >= horizon);
-        let known = ids.keys().cloned().collect();
+        known.forget_before(since.unix_timestamp());
+        let ids = known.ids();
         if let Some(end) = end {
-            *self.seen.lock().await = Some(Seen { ids, end });
+            *self.seen.lock().await = Some(Seen { known, end });
         }
-        Ok(known)
+        Ok(ids)
     }
 
     async fn submit(&self, event: Message) -> Result<(), ReconcileError> {

@@ -141,6 +141,10 @@ impl AmqpPublisher {
                 // The default exchange routes straight to the delay queue named by the key.
                 (exchange, self.shared.topology.retry_queue(tier).into(), Some(delay))
             }
+            // Straight to the log (`publish` sends nothing without one).
+            Destination::Withdrawn => {
+                (exchange, self.shared.topology.conversations_log.as_deref().unwrap_or_default().into(), None)
+            }
             _ => (exchange, message.event_type.as_str().into(), None),
         }
     }
@@ -151,7 +155,7 @@ impl AmqpPublisher {
             Destination::Events => &topology.events_exchange,
             Destination::Conversations => &topology.conversations_exchange,
             Destination::Dead => &topology.dead_exchange,
-            Destination::Retry { .. } => "",
+            Destination::Retry { .. } | Destination::Withdrawn => "",
         }
     }
 }
@@ -165,6 +169,9 @@ impl Publisher for AmqpPublisher {
         let (size, limit) = (message.body.len(), self.shared.max_message);
         if size > limit {
             return Err(PublishError::TooLarge { size, limit });
+        }
+        if to == Destination::Withdrawn && self.shared.topology.conversations_log.is_none() {
+            return Ok(());
         }
         let session = self.current().ok_or(PublishError::Unavailable)?;
         // A blocked connection (resource alarm) would accept the publish and never confirm it.

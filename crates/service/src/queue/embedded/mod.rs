@@ -307,6 +307,9 @@ impl Publisher for EmbeddedQueue {
                 .await
             }
             Destination::Dead => self.blocking(move |shared| shared.dead.append(&dead_letter_line(&message))).await,
+            // The store takes an event and its ledger entry in one transaction: one it refused
+            // left nothing to withdraw.
+            Destination::Withdrawn => Ok(()),
         }
     }
 
