@@ -351,33 +351,43 @@ async fn a_list_whose_cursors_go_round_in_a_circle_ends_instead_of_paging_for_ev
 
 /// A webhook the worker's queue refused (a length limit: the broker nacks, the sender gets 503)
 /// while the log kept its copy, and every retry refused too: PolyAI gives up. The log withdraws
-/// each refused copy, so the call is not taken for known, and reconciliation delivers it.
+/// each refused copy, so the call is not taken for known, and reconciliation delivers it once
+/// PolyAI has stopped retrying; one still within PolyAI's retries is left to them.
 #[tokio::test]
-async fn a_call_whose_every_webhook_the_broker_refused_is_reconciled() {
+async fn a_call_whose_every_webhook_the_broker_refused_is_reconciled_once_polyai_gave_up() {
     let app = spawn_app_with(Options { worker: false, ..Options::default() }).await;
     assert_eq!(app.post_signed(&completed("CAtaken")).await.status(), 204);
     let policy = Policy::set(&app.queue.broker().topology.enrich_queue, r#"{"max-length":0}"#).await;
-    // The policy reaches the queue a moment after rabbitmqctl returns: posted until one is refused.
+    // The policy reaches the queue a moment after rabbitmqctl returns: posted until one is nacked.
+    let nacks = r#"relay_publish_confirms_total{destination="events",result="nack"}"#;
     let tried = AtomicUsize::new(0);
     let refused = poll_until(Duration::from_secs(15), || async {
         let id = format!("CArefused{}", tried.fetch_add(1, Ordering::SeqCst));
-        match app.post_signed(&completed(&id)).await.status().as_u16() {
-            503 => Ok(id),
-            status => Err(format!("never refused: {status}")),
+        let status = app.post_signed(&completed(&id)).await.status().as_u16();
+        match (status, app.metric(nacks).await) {
+            (503, nacked) if nacked >= 1.0 => Ok(id),
+            (status, _) => Err(format!("never nacked: {status}")),
         }
     })
     .await;
-    // PolyAI's retry, refused as well.
+    // PolyAI's retry, refused as well; and another call's webhook.
     assert_eq!(app.post_signed(&completed(&refused)).await.status(), 503);
-    app.wait_for_metric(r#"relay_publish_confirms_total{destination="withdrawn",result="ack"}"#, 2.0).await;
+    assert_eq!(app.post_signed(&completed("CAretrying")).await.status(), 503);
+    app.wait_for_metric(r#"relay_publish_confirms_total{destination="withdrawn",result="ack"}"#, 3.0).await;
     drop(policy);
 
-    let listed = vec![call("CAtaken", hours(2), 60, "live", false), call(&refused, hours(2), 60, "live", false)];
+    let listed = vec![
+        call("CAtaken", hours(7), 60, "live", false),
+        // Ended seven hours ago: PolyAI's retries (about five and a half hours) are over.
+        call(&refused, hours(7), 60, "live", false),
+        // Ended two hours ago: PolyAI is still retrying it.
+        call("CAretrying", hours(2), 60, "live", false),
+    ];
     app.polyai.script_list([page(listed, None)]);
     let env = app.queue.relay_env(&app.polyai.base_url, &[]);
     let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("reconciled 1, 1 already known"), "{stdout}");
+    assert!(stdout.contains("reconciled 1, 2 already known"), "{stdout}");
     let line = stderr.lines().find(|line| line.contains("reconciled a finished call")).unwrap_or_default();
     assert!(line.contains(&refused), "{stderr}");
 }

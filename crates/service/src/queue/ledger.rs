@@ -1,17 +1,27 @@
 //! Which conversation a ledger entry is about: a raw event (`data.conversation_id`), or an
 //! enriched record (its `event`'s conversation, else `conversation.id`).
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-/// The type of the entry that follows, in a log that holds every raw event routed to it, a raw
-/// event of a finished call the broker refused (a nack): a queue bound beside the log (the
-/// worker's, full under a length limit) refused it while the log kept it. It carries the refused
-/// event's id and body. The sender was answered 503 and PolyAI retries; should every retry be
-/// refused, reconciliation must not take the call for known and leave it for good.
+/// The type of the entry that withdraws, in a log that takes every raw event routed to it, a
+/// raw event of a finished call the relay answered 503 after publishing: the broker refused it
+/// (a nack: a queue bound beside the log, the worker's, full under a length limit), or did not
+/// confirm it in time. The log may hold that copy all the same. PolyAI retries; should every
+/// retry meet the same, reconciliation must not take the call for known and leave it for good.
+/// It carries the refused event's id and body, and comes through the default exchange.
 pub const WITHDRAWN_TYPE: &str = "relay.withdrawn";
+
+/// How long after a call's end PolyAI may still be retrying its webhook (about five and a half
+/// hours): a call whose every webhook so far was withdrawn counts as known until then, since a
+/// retry is likelier than reconciliation to deliver it without a second record (under
+/// `reconcile:{id}`) for the same call.
+pub const POLYAI_RETRIES_FOR: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Deserialize)]
 struct Data {
@@ -67,44 +77,88 @@ pub fn known_conversation(event_type: &str, body: &[u8]) -> Option<String> {
     ends_a_call(event_type).then(|| conversation_of(body)).flatten()
 }
 
-/// The conversations a log, read in order, makes known: each entry of a finished call counts,
-/// and a withdrawal cancels the refused event it follows. A call is known while any of its
-/// entries counts: a retry of a refused event that the broker took, or its record, keeps it known.
+/// One entry of the conversations log, as the ledger reads it.
+pub struct LogEntry<'a> {
+    /// Its AMQP `type`.
+    pub event_type: &'a str,
+    pub message_id: &'a str,
+    pub body: &'a [u8],
+    /// When it was written, Unix seconds.
+    pub written: i64,
+    /// Through the default exchange: the relay's own entries, not a raw event or a record.
+    pub straight: bool,
+}
+
+/// What a ledger knows of the calls it names.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Known {
+    /// Calls with an accepted event or a record: known.
+    pub ids: HashSet<String>,
+    /// Calls whose every event so far was withdrawn: known only while PolyAI may still retry
+    /// them ([`POLYAI_RETRIES_FOR`]).
+    pub withdrawn: HashSet<String>,
+}
+
+/// The conversations a log, read in order, makes known: each entry of a finished call counts
+/// under its message id, and a withdrawal takes back one of that id's, whichever of the two
+/// the log holds first. A call is known while any of its ids counts (a retry the broker took,
+/// its record, a reconcile event).
 #[derive(Debug, Default)]
 pub struct KnownConversations {
-    /// Entries that count, and when (Unix seconds) the last entry naming the call was written.
-    by_id: HashMap<String, Counted>,
+    by_id: HashMap<String, Mentions>,
 }
 
-#[derive(Debug)]
-struct Counted {
-    entries: u32,
+#[derive(Debug, Default)]
+struct Mentions {
+    /// Entries by message id, less withdrawals: one that goes below zero is a withdrawal read
+    /// before the copy it withdraws.
+    counts: Vec<(String, i32)>,
+    /// When (Unix seconds) the last entry naming the call was written.
     written: i64,
+    withdrawn: bool,
 }
 
-impl KnownConversations {
-    /// Reads one entry of the log, of AMQP type `event_type`, written at `written`.
-    pub fn note(&mut self, event_type: &str, body: &[u8], written: i64) {
-        if let Some(id) = known_conversation(event_type, body) {
-            let counted = self.by_id.entry(id).or_insert(Counted { entries: 0, written });
-            counted.entries += 1;
-            counted.written = counted.written.max(written);
-        } else if event_type == WITHDRAWN_TYPE {
-            // A refused event read before the window began was never counted: nothing to cancel.
-            if let Some(counted) = conversation_of(body).and_then(|id| self.by_id.get_mut(&id)) {
-                counted.entries = counted.entries.saturating_sub(1);
-            }
+impl Mentions {
+    fn add(&mut self, message_id: &str, by: i32) {
+        match self.counts.iter_mut().find(|(id, _)| id == message_id) {
+            Some((_, count)) => *count += by,
+            None => self.counts.push((message_id.to_owned(), by)),
         }
     }
 
-    /// Forgets calls last named before `horizon` (Unix seconds), and those no entry counts for.
-    pub fn forget_before(&mut self, horizon: i64) {
-        self.by_id.retain(|_, counted| counted.written >= horizon && counted.entries > 0);
+    fn counted(&self) -> bool {
+        self.counts.iter().any(|(_, count)| *count > 0)
+    }
+}
+
+impl KnownConversations {
+    /// Reads the log's next entry.
+    pub fn note(&mut self, entry: LogEntry<'_>) {
+        let withdrawal = entry.straight && entry.event_type == WITHDRAWN_TYPE;
+        let id =
+            if withdrawal { conversation_of(entry.body) } else { known_conversation(entry.event_type, entry.body) };
+        let Some(id) = id else { return };
+        let mentions = self.by_id.entry(id).or_default();
+        mentions.written = mentions.written.max(entry.written);
+        mentions.withdrawn |= withdrawal;
+        mentions.add(entry.message_id, if withdrawal { -1 } else { 1 });
     }
 
-    /// The conversations known.
-    pub fn ids(&self) -> HashSet<String> {
-        self.by_id.iter().filter(|(_, counted)| counted.entries > 0).map(|(id, _)| id.clone()).collect()
+    /// Forgets calls last named before `horizon` (Unix seconds).
+    pub fn forget_before(&mut self, horizon: i64) {
+        self.by_id.retain(|_, mentions| mentions.written >= horizon);
+    }
+
+    pub fn known(&self) -> Known {
+        let mut known = Known::default();
+        for (id, mentions) in &self.by_id {
+            if mentions.counted() {
+                known.ids.insert(id.clone());
+            } else if mentions.withdrawn {
+                known.withdrawn.insert(id.clone());
+            }
+        }
+        known
     }
 }
 
@@ -134,31 +188,66 @@ mod tests {
         assert_eq!(conversation_of(b"not json"), None);
     }
 
-    #[test]
-    fn a_withdrawal_cancels_the_refused_event_it_follows_and_nothing_else() {
-        let completed =
-            |id: &str| format!(r#"{{"type":"conversation.completed","data":{{"conversation_id":"{id}"}}}}"#);
-        let handoff = br#"{"type":"handoff.created","data":{"conversation_id":"CAh"}}"#;
-        let mut known = KnownConversations::default();
-        // Refused, then refused again on PolyAI's retry: not known.
-        for _ in 0..2 {
-            known.note("conversation.completed", completed("CAr").as_bytes(), 10);
-            known.note(WITHDRAWN_TYPE, completed("CAr").as_bytes(), 10);
-        }
-        // Refused, then taken on the retry: known.
-        known.note("conversation.completed", completed("CAt").as_bytes(), 10);
-        known.note(WITHDRAWN_TYPE, completed("CAt").as_bytes(), 10);
-        known.note("conversation.completed", completed("CAt").as_bytes(), 20);
-        // A withdrawal whose event came before the read began, then the call's record.
-        known.note(WITHDRAWN_TYPE, completed("CAw").as_bytes(), 10);
-        known.note("conversation.completed", completed("CAw").as_bytes(), 30);
-        // A withdrawal naming a call nothing counted cancels nothing.
-        known.note(WITHDRAWN_TYPE, handoff, 10);
-        known.note("handoff.created", handoff, 10);
-        assert_eq!(known.ids(), HashSet::from(["CAt".to_owned(), "CAw".to_owned()]));
+    fn completed(id: &str) -> String {
+        format!(r#"{{"type":"conversation.completed","data":{{"conversation_id":"{id}"}}}}"#)
+    }
 
-        known.forget_before(25);
-        assert_eq!(known.ids(), HashSet::from(["CAw".to_owned()]), "CAt was last named at 20");
+    /// `entries` of (AMQP type, message id, conversation, written, through the default exchange).
+    fn read(entries: &[(&str, &str, &str, i64, bool)]) -> KnownConversations {
+        let mut known = KnownConversations::default();
+        for (event_type, message_id, conversation, written, straight) in entries {
+            let body = completed(conversation);
+            known.note(LogEntry {
+                event_type,
+                message_id,
+                body: body.as_bytes(),
+                written: *written,
+                straight: *straight,
+            });
+        }
+        known
+    }
+
+    #[test]
+    fn a_withdrawal_takes_back_its_own_event_whichever_the_log_holds_first() {
+        let (done, raw, withdrawn) = ("conversation.completed", false, true);
+        let known = read(&[
+            // Refused, then refused again on PolyAI's retry.
+            (done, "evt-r", "CAr", 10, raw),
+            (WITHDRAWN_TYPE, "evt-r", "CAr", 10, withdrawn),
+            (done, "evt-r", "CAr", 20, raw),
+            (WITHDRAWN_TYPE, "evt-r", "CAr", 20, withdrawn),
+            // Refused, then taken on the retry.
+            (done, "evt-t", "CAt", 10, raw),
+            (WITHDRAWN_TYPE, "evt-t", "CAt", 10, withdrawn),
+            (done, "evt-t", "CAt", 20, raw),
+            // The withdrawal written before the copy it withdraws (another channel).
+            (WITHDRAWN_TYPE, "evt-o", "CAo", 10, withdrawn),
+            (done, "evt-o", "CAo", 10, raw),
+            // Taken under one id; another id's withdrawal takes nothing from it.
+            (done, "evt-k", "CAk", 10, raw),
+            (WITHDRAWN_TYPE, "evt-other", "CAk", 10, withdrawn),
+            // A record of that type, not through the default exchange: not a withdrawal.
+            (WITHDRAWN_TYPE, "evt-x", "CAx", 10, raw),
+        ]);
+        let sorted = |ids: &HashSet<String>| {
+            let mut ids: Vec<String> = ids.iter().cloned().collect();
+            ids.sort();
+            ids
+        };
+        let known = known.known();
+        assert_eq!(sorted(&known.ids), ["CAk", "CAt"]);
+        assert_eq!(sorted(&known.withdrawn), ["CAo", "CAr"], "every copy withdrawn");
+    }
+
+    #[test]
+    fn calls_last_named_before_the_horizon_are_forgotten() {
+        let mut known = read(&[
+            ("conversation.completed", "evt-1", "CA1", 10, false),
+            ("conversation.completed", "evt-2", "CA2", 30, false),
+        ]);
+        known.forget_before(20);
+        assert_eq!(known.known().ids, HashSet::from(["CA2".to_owned()]));
     }
 
     #[test]

@@ -61,6 +61,10 @@ impl Publisher for Metered {
         result
     }
 
+    fn keeps_refused_copies(&self) -> bool {
+        self.inner.keeps_refused_copies()
+    }
+
     fn is_ready(&self) -> bool {
         self.inner.is_ready()
     }

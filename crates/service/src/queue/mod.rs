@@ -32,7 +32,7 @@ pub enum Destination {
     /// Events that failed for good, with their last error.
     Dead,
     /// A raw event the broker refused, withdrawn from the conversations log that may hold a copy
-    /// ([`ledger::WITHDRAWN_TYPE`]); nothing where no such log is kept.
+    /// ([`ledger::WITHDRAWN_TYPE`]); only where [`Publisher::keeps_refused_copies`].
     Withdrawn,
 }
 
@@ -127,6 +127,12 @@ impl PublishError {
 pub trait Publisher: Send + Sync + 'static {
     /// Resolves `Ok` only once the message is durably stored and routed to at least one queue.
     async fn publish(&self, to: Destination, message: Message) -> Result<(), PublishError>;
+
+    /// Whether a conversations log beside the events may keep a copy of one the broker refuses:
+    /// only then is such an event withdrawn ([`Destination::Withdrawn`]).
+    fn keeps_refused_copies(&self) -> bool {
+        false
+    }
 
     /// Whether a publish can succeed right now (drives `/readyz`).
     fn is_ready(&self) -> bool;

@@ -42,6 +42,57 @@ impl Publisher for Nacks {
     }
 }
 
+/// A broker that refuses every event, beside a conversations log (or none) that takes what is
+/// published to it.
+#[derive(Default)]
+struct RefusesEvents {
+    keeps_copies: bool,
+    withdrawn: std::sync::Mutex<Vec<Message>>,
+    tried: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Publisher for RefusesEvents {
+    async fn publish(&self, to: Destination, message: Message) -> Result<(), PublishError> {
+        match to {
+            Destination::Withdrawn => {
+                self.withdrawn.lock().unwrap().push(message);
+                self.tried.notify_one();
+                Ok(())
+            }
+            _ => Err(PublishError::Nacked),
+        }
+    }
+    fn keeps_refused_copies(&self) -> bool {
+        self.keeps_copies
+    }
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[tokio::test]
+async fn an_event_the_broker_refused_is_withdrawn_from_a_log_that_may_keep_it() {
+    let broker = Arc::new(RefusesEvents { keeps_copies: true, ..Default::default() });
+    let router = router_with(broker.clone(), Duration::from_secs(3));
+    let response = router.oneshot(signed_request_about("CAwithdrawn")).await.unwrap();
+    assert_eq!(response.status(), 503);
+    tokio::time::timeout(Duration::from_secs(10), broker.tried.notified()).await.expect("withdrawn");
+    let withdrawn = broker.withdrawn.lock().unwrap().clone();
+    assert_eq!(withdrawn.len(), 1);
+    assert_eq!(withdrawn[0].event_type, crate::queue::ledger::WITHDRAWN_TYPE);
+    assert!(std::str::from_utf8(&withdrawn[0].body).unwrap().contains("CAwithdrawn"));
+
+    // Without such a log there is nothing to withdraw: the refusal is all.
+    let broker = Arc::new(RefusesEvents::default());
+    let router = router_with(broker.clone(), Duration::from_secs(3));
+    assert_eq!(router.oneshot(signed_request_about("CAnolog")).await.unwrap().status(), 503);
+    // A withdrawal would be a task spawned before the answer: on this one thread it runs at the
+    // next await, before a task spawned now.
+    tokio::spawn(async {}).await.unwrap();
+    assert!(broker.withdrawn.lock().unwrap().is_empty());
+}
+
 fn router_with(publisher: Arc<dyn Publisher>, ack_deadline: Duration) -> Router {
     router_metered(publisher, ack_deadline, Metrics::isolated())
 }

@@ -11,8 +11,6 @@
 //! One reconciler at a time: the lock is the exclusive queue `{enrich queue}.reconcile-lock`
 //! ([`exclusive`]), dropped by the broker the moment the holder's connection closes.
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
 use lapin::{Channel, Connection};
 use time::OffsetDateTime;
@@ -27,7 +25,7 @@ use crate::{
             log::{self, ReadEnd, ReadFrom},
             publish_confirmed, session,
         },
-        ledger::KnownConversations,
+        ledger::{Known, KnownConversations, LogEntry},
         Message,
     },
 };
@@ -98,7 +96,7 @@ impl AmqpLedger {
 
 #[async_trait]
 impl Ledger for AmqpLedger {
-    async fn known(&self, since: OffsetDateTime) -> Result<HashSet<String>, ReconcileError> {
+    async fn known(&self, since: OffsetDateTime) -> Result<Known, ReconcileError> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         // Taken out while reading: a read that fails leaves no half-updated memory behind.
         let earlier = self.seen.lock().await.take();
@@ -108,19 +106,23 @@ impl Ledger for AmqpLedger {
         };
         let mut known = earlier.map(|seen| seen.known).unwrap_or_default();
         let end = log::read_to_now(&self.connection, &self.channel, &self.log, start, |entry| {
-            let event_type = entry.properties.kind().as_ref().map_or("", |kind| kind.as_str());
-            let written = entry.properties.timestamp().map_or(now, |t| t as i64);
-            known.note(event_type, &entry.data, written);
+            known.note(LogEntry {
+                event_type: entry.properties.kind().as_ref().map_or("", |kind| kind.as_str()),
+                message_id: entry.properties.message_id().as_ref().map_or("", |id| id.as_str()),
+                body: &entry.data,
+                written: entry.properties.timestamp().map_or(now, |t| t as i64),
+                straight: entry.exchange.as_str().is_empty(),
+            });
         })
         .await
         .map_err(ReconcileError::Ledger)?;
         // Entries written before the window are about calls that started before it.
         known.forget_before(since.unix_timestamp());
-        let ids = known.ids();
+        let found = known.known();
         if let Some(end) = end {
             *self.seen.lock().await = Some(Seen { known, end });
         }
-        Ok(ids)
+        Ok(found)
     }
 
     async fn submit(&self, event: Message) -> Result<(), ReconcileError> {

@@ -1,13 +1,13 @@
 //! The ledger on the embedded queue: a table in its SQLite store, written with every accepted
 //! event and every record (see `queue::embedded`).
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{Ledger, ReconcileError};
-use crate::queue::{embedded::EmbeddedQueue, Destination, Message, Publisher};
+use crate::queue::{embedded::EmbeddedQueue, ledger::Known, Destination, Message, Publisher};
 
 pub struct EmbeddedLedger {
     queue: EmbeddedQueue,
@@ -23,9 +23,11 @@ impl EmbeddedLedger {
 
 #[async_trait]
 impl Ledger for EmbeddedLedger {
-    async fn known(&self, since: OffsetDateTime) -> Result<HashSet<String>, ReconcileError> {
+    async fn known(&self, since: OffsetDateTime) -> Result<Known, ReconcileError> {
         let since = std::time::SystemTime::from(since);
-        self.queue.known_conversations(since).await.map_err(|e| ReconcileError::Ledger(format!("{e:#}")))
+        let ids = self.queue.known_conversations(since).await.map_err(|e| ReconcileError::Ledger(format!("{e:#}")))?;
+        // The store takes an event and its ledger entry in one transaction: nothing is withdrawn.
+        Ok(Known { ids, withdrawn: Default::default() })
     }
 
     async fn submit(&self, event: Message) -> Result<(), ReconcileError> {

@@ -11,8 +11,6 @@ mod continuous;
 mod embedded;
 mod listing;
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
 use serde_json::json;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -27,7 +25,11 @@ pub use self::{
 use crate::{
     config::ProjectName,
     polyai::PolyaiClient,
-    queue::{headers, Message},
+    queue::{
+        headers,
+        ledger::{Known, POLYAI_RETRIES_FOR},
+        Message,
+    },
     telemetry::{names, Metrics},
 };
 
@@ -57,8 +59,9 @@ pub enum ReconcileError {
 #[async_trait]
 pub trait Ledger: Send + Sync {
     /// Conversations with an accepted event or a published record of a finished call since
-    /// `since` ([`crate::queue::ledger::known_conversation`]).
-    async fn known(&self, since: OffsetDateTime) -> Result<HashSet<String>, ReconcileError>;
+    /// `since` ([`crate::queue::ledger::known_conversation`]), and those whose every event so far
+    /// was withdrawn.
+    async fn known(&self, since: OffsetDateTime) -> Result<Known, ReconcileError>;
 
     /// Puts a reconcile event into the worker's queue and records it in the ledger, in that
     /// order: a crash between the two can only send it twice, never make it known unsent.
@@ -121,7 +124,8 @@ pub async fn reconcile(
     stop: &CancellationToken,
     metrics: &Metrics,
 ) -> Result<PassSummary, ReconcileError> {
-    let mut known = ledger.known(pass.start - LEDGER_MARGIN).await?;
+    let Known { ids: mut known, withdrawn } = ledger.known(pass.start - LEDGER_MARGIN).await?;
+    let now = OffsetDateTime::now_utc();
     let mut summary = PassSummary::default();
     let mut pages = listing::Pages::new(pass);
     while let Some(calls) = pages.next(client, stop).await? {
@@ -133,6 +137,12 @@ pub async fn reconcile(
                 summary.other_environment += 1;
             } else if call.finished_at().is_some_and(|finished| finished >= pass.finished_before) {
                 summary.settling += 1;
+            } else if withdrawn.contains(&call.id)
+                && call.finished_at().is_some_and(|finished| now < finished + POLYAI_RETRIES_FOR)
+            {
+                // Every webhook of it so far was refused, and PolyAI is still retrying: a retry
+                // taken would make a second record of the call.
+                summary.known += 1;
             } else if !known.insert(call.id.clone()) {
                 // Known to the relay, or listed twice in this pass.
                 summary.known += 1;

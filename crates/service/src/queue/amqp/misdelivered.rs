@@ -14,7 +14,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::convert;
 use crate::{
-    queue::{headers, publish_until_confirmed, Destination, Publisher},
+    queue::{headers, ledger::WITHDRAWN_TYPE, publish_until_confirmed, Destination, Publisher},
     telemetry::{names, Metrics},
 };
 
@@ -45,6 +45,12 @@ pub(super) fn dead_letter(
     let exchange = returned.delivery.exchange.to_string();
     let routing_key = returned.delivery.routing_key.to_string();
     let mut message = convert::message(returned.delivery.data, &returned.delivery.properties);
+    // A withdrawal is no event: as a dead letter, `dead replay` would hand it to the worker. Its
+    // own publish may have been answered as sent: the log, which it was for, is gone anyway.
+    if message.event_type == WITHDRAWN_TYPE {
+        tracing::warn!(event_id = %message.message_id, routing_key, "a withdrawal found no conversations log");
+        return;
+    }
     let reason = format!(
         "no queue took it (exchange `{exchange}`, routing key `{routing_key}`), and the broker's return reached \
          another publish: it may have been answered as stored"

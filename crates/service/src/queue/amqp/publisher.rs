@@ -141,7 +141,7 @@ impl AmqpPublisher {
                 // The default exchange routes straight to the delay queue named by the key.
                 (exchange, self.shared.topology.retry_queue(tier).into(), Some(delay))
             }
-            // Straight to the log (`publish` sends nothing without one).
+            // Straight to the log (`publish` refuses a withdrawal without one).
             Destination::Withdrawn => {
                 (exchange, self.shared.topology.conversations_log.as_deref().unwrap_or_default().into(), None)
             }
@@ -170,8 +170,8 @@ impl Publisher for AmqpPublisher {
         if size > limit {
             return Err(PublishError::TooLarge { size, limit });
         }
-        if to == Destination::Withdrawn && self.shared.topology.conversations_log.is_none() {
-            return Ok(());
+        if to == Destination::Withdrawn && !self.keeps_refused_copies() {
+            return Err(PublishError::Unroutable("no conversations log (RELAY_CONVERSATIONS_LOG=off)".into()));
         }
         let session = self.current().ok_or(PublishError::Unavailable)?;
         // A blocked connection (resource alarm) would accept the publish and never confirm it.
@@ -200,6 +200,10 @@ impl Publisher for AmqpPublisher {
             self.shared.broken.notify_one();
         }
         result
+    }
+
+    fn keeps_refused_copies(&self) -> bool {
+        self.shared.topology.conversations_log.is_some()
     }
 
     fn is_ready(&self) -> bool {

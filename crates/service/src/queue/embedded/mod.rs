@@ -308,7 +308,7 @@ impl Publisher for EmbeddedQueue {
             }
             Destination::Dead => self.blocking(move |shared| shared.dead.append(&dead_letter_line(&message))).await,
             // The store takes an event and its ledger entry in one transaction: one it refused
-            // left nothing to withdraw.
+            // left nothing to withdraw (and `keeps_refused_copies` says so).
             Destination::Withdrawn => Ok(()),
         }
     }
