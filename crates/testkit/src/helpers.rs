@@ -358,6 +358,14 @@ impl TestApp {
         }
     }
 
+    /// Waits until the counter `series` is at least `value` (others may add to it meanwhile).
+    pub async fn wait_for_metric_at_least(&self, series: &str, value: f64) {
+        let reached = self.metrics.wait_until(|text| series_value(text, series) >= value);
+        if tokio::time::timeout(MESSAGE_WAIT, reached).await.is_err() {
+            panic!("{series} did not reach {value}: {}", series_value(&self.metrics.render(), series));
+        }
+    }
+
     /// Waits until the receiver's spool holds `events`, as its drainer and `/readyz` are told.
     pub async fn wait_for_spool(&self, events: u64) {
         let mut level = self.spool.clone().expect("spawned with a spool");

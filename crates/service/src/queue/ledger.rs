@@ -10,11 +10,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 /// The type of the entry that withdraws, in a log that takes every raw event routed to it, a
-/// raw event of a finished call the relay answered 503 after publishing: the broker refused it
-/// (a nack: a queue bound beside the log, the worker's, full under a length limit), or did not
-/// confirm it in time. The log may hold that copy all the same. PolyAI retries; should every
-/// retry meet the same, reconciliation must not take the call for known and leave it for good.
-/// It carries the refused event's id and body, and comes through the default exchange.
+/// raw event of a finished call the broker refused (a nack: a queue bound beside the log, the
+/// worker's, full under a length limit), the sender answered 503. The log may hold that copy all
+/// the same. PolyAI retries; should every retry be refused, reconciliation must not take the call
+/// for known and leave it for good. It carries the refused event's id and body, and comes
+/// through the default exchange.
 pub const WITHDRAWN_TYPE: &str = "relay.withdrawn";
 
 /// How long after a call's end PolyAI may still be retrying its webhook (about five and a half
@@ -85,8 +85,18 @@ pub struct LogEntry<'a> {
     pub body: &'a [u8],
     /// When it was written, Unix seconds.
     pub written: i64,
-    /// Through the default exchange: the relay's own entries, not a raw event or a record.
-    pub straight: bool,
+    pub through: Through,
+}
+
+/// The exchange an entry came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Through {
+    /// The raw events' exchange: a webhook's event, perhaps one the broker refused.
+    Events,
+    /// The default exchange: the relay's own entries (reconcile events, withdrawals, markers).
+    Straight,
+    /// Any other: the records' exchange.
+    Other,
 }
 
 /// What a ledger knows of the calls it names.
@@ -94,15 +104,16 @@ pub struct LogEntry<'a> {
 pub struct Known {
     /// Calls with an accepted event or a record: known.
     pub ids: HashSet<String>,
-    /// Calls whose every event so far was withdrawn: known only while PolyAI may still retry
-    /// them ([`POLYAI_RETRIES_FOR`]).
-    pub withdrawn: HashSet<String>,
+    /// Calls whose every raw event so far was withdrawn, with when (Unix seconds) the first
+    /// withdrawal was written: known only while PolyAI may still retry them
+    /// ([`POLYAI_RETRIES_FOR`]).
+    pub withdrawn: HashMap<String, i64>,
 }
 
-/// The conversations a log, read in order, makes known: each entry of a finished call counts
-/// under its message id, and a withdrawal takes back one of that id's, whichever of the two
-/// the log holds first. A call is known while any of its ids counts (a retry the broker took,
-/// its record, a reconcile event).
+/// The conversations a log, read in order, makes known. A record, or an event the relay made
+/// (reconcile, backfill), makes its call known for good. A raw event counts under its message
+/// id, and a withdrawal takes back one of that id's raw events, whichever of the two the log
+/// holds first; a call is known while any of its raw events counts.
 #[derive(Debug, Default)]
 pub struct KnownConversations {
     by_id: HashMap<String, Mentions>,
@@ -110,38 +121,47 @@ pub struct KnownConversations {
 
 #[derive(Debug, Default)]
 struct Mentions {
-    /// Entries by message id, less withdrawals: one that goes below zero is a withdrawal read
+    /// A record or an event the relay made names the call.
+    firm: bool,
+    /// Raw events by message id, less withdrawals: one that goes below zero is a withdrawal read
     /// before the copy it withdraws.
-    counts: Vec<(String, i32)>,
+    raw: Vec<(String, i32)>,
     /// When (Unix seconds) the last entry naming the call was written.
     written: i64,
-    withdrawn: bool,
+    /// When the first withdrawal was written, if any.
+    first_withdrawn: Option<i64>,
 }
 
 impl Mentions {
     fn add(&mut self, message_id: &str, by: i32) {
-        match self.counts.iter_mut().find(|(id, _)| id == message_id) {
+        match self.raw.iter_mut().find(|(id, _)| id == message_id) {
             Some((_, count)) => *count += by,
-            None => self.counts.push((message_id.to_owned(), by)),
+            None => self.raw.push((message_id.to_owned(), by)),
         }
     }
 
     fn counted(&self) -> bool {
-        self.counts.iter().any(|(_, count)| *count > 0)
+        self.firm || self.raw.iter().any(|(_, count)| *count > 0)
     }
 }
 
 impl KnownConversations {
     /// Reads the log's next entry.
     pub fn note(&mut self, entry: LogEntry<'_>) {
-        let withdrawal = entry.straight && entry.event_type == WITHDRAWN_TYPE;
+        let withdrawal = entry.through == Through::Straight && entry.event_type == WITHDRAWN_TYPE;
         let id =
             if withdrawal { conversation_of(entry.body) } else { known_conversation(entry.event_type, entry.body) };
         let Some(id) = id else { return };
         let mentions = self.by_id.entry(id).or_default();
         mentions.written = mentions.written.max(entry.written);
-        mentions.withdrawn |= withdrawal;
-        mentions.add(entry.message_id, if withdrawal { -1 } else { 1 });
+        match (withdrawal, entry.through) {
+            (true, _) => {
+                mentions.add(entry.message_id, -1);
+                mentions.first_withdrawn.get_or_insert(entry.written);
+            }
+            (false, Through::Events) => mentions.add(entry.message_id, 1),
+            (false, _) => mentions.firm = true,
+        }
     }
 
     /// Forgets calls last named before `horizon` (Unix seconds).
@@ -154,8 +174,8 @@ impl KnownConversations {
         for (id, mentions) in &self.by_id {
             if mentions.counted() {
                 known.ids.insert(id.clone());
-            } else if mentions.withdrawn {
-                known.withdrawn.insert(id.clone());
+            } else if let Some(first) = mentions.first_withdrawn {
+                known.withdrawn.insert(id.clone(), first);
             }
         }
         known
@@ -192,60 +212,55 @@ mod tests {
         format!(r#"{{"type":"conversation.completed","data":{{"conversation_id":"{id}"}}}}"#)
     }
 
-    /// `entries` of (AMQP type, message id, conversation, written, through the default exchange).
-    fn read(entries: &[(&str, &str, &str, i64, bool)]) -> KnownConversations {
+    /// `entries` of (AMQP type, message id, conversation, written, exchange).
+    fn read(entries: &[(&str, &str, &str, i64, Through)]) -> KnownConversations {
         let mut known = KnownConversations::default();
-        for (event_type, message_id, conversation, written, straight) in entries {
+        for (event_type, message_id, conversation, written, through) in entries {
             let body = completed(conversation);
-            known.note(LogEntry {
-                event_type,
-                message_id,
-                body: body.as_bytes(),
-                written: *written,
-                straight: *straight,
-            });
+            let body = body.as_bytes();
+            known.note(LogEntry { event_type, message_id, body, written: *written, through: *through });
         }
         known
     }
 
     #[test]
-    fn a_withdrawal_takes_back_its_own_event_whichever_the_log_holds_first() {
-        let (done, raw, withdrawn) = ("conversation.completed", false, true);
+    fn a_withdrawal_takes_back_its_own_raw_event_whichever_the_log_holds_first() {
+        let done = "conversation.completed";
+        let (raw, straight, record) = (Through::Events, Through::Straight, Through::Other);
         let known = read(&[
             // Refused, then refused again on PolyAI's retry.
             (done, "evt-r", "CAr", 10, raw),
-            (WITHDRAWN_TYPE, "evt-r", "CAr", 10, withdrawn),
+            (WITHDRAWN_TYPE, "evt-r", "CAr", 10, straight),
             (done, "evt-r", "CAr", 20, raw),
-            (WITHDRAWN_TYPE, "evt-r", "CAr", 20, withdrawn),
+            (WITHDRAWN_TYPE, "evt-r", "CAr", 20, straight),
             // Refused, then taken on the retry.
             (done, "evt-t", "CAt", 10, raw),
-            (WITHDRAWN_TYPE, "evt-t", "CAt", 10, withdrawn),
+            (WITHDRAWN_TYPE, "evt-t", "CAt", 10, straight),
             (done, "evt-t", "CAt", 20, raw),
             // The withdrawal written before the copy it withdraws (another channel).
-            (WITHDRAWN_TYPE, "evt-o", "CAo", 10, withdrawn),
-            (done, "evt-o", "CAo", 10, raw),
+            (WITHDRAWN_TYPE, "evt-o", "CAo", 30, straight),
+            (done, "evt-o", "CAo", 30, raw),
             // Taken under one id; another id's withdrawal takes nothing from it.
             (done, "evt-k", "CAk", 10, raw),
-            (WITHDRAWN_TYPE, "evt-other", "CAk", 10, withdrawn),
+            (WITHDRAWN_TYPE, "evt-other", "CAk", 10, straight),
+            // A withdrawal with no copy in the log (the log refused it, the worker's queue took
+            // it): its record, under the same id, still makes the call known.
+            (WITHDRAWN_TYPE, "evt-s", "CAs", 10, straight),
+            (done, "evt-s", "CAs", 40, record),
             // A record of that type, not through the default exchange: not a withdrawal.
-            (WITHDRAWN_TYPE, "evt-x", "CAx", 10, raw),
+            (WITHDRAWN_TYPE, "evt-x", "CAx", 10, record),
         ]);
-        let sorted = |ids: &HashSet<String>| {
-            let mut ids: Vec<String> = ids.iter().cloned().collect();
-            ids.sort();
-            ids
-        };
         let known = known.known();
-        assert_eq!(sorted(&known.ids), ["CAk", "CAt"]);
-        assert_eq!(sorted(&known.withdrawn), ["CAo", "CAr"], "every copy withdrawn");
+        let mut ids: Vec<&str> = known.ids.iter().map(String::as_str).collect();
+        ids.sort();
+        assert_eq!(ids, ["CAk", "CAs", "CAt"]);
+        assert_eq!(known.withdrawn, HashMap::from([("CAr".to_owned(), 10), ("CAo".to_owned(), 30)]));
     }
 
     #[test]
     fn calls_last_named_before_the_horizon_are_forgotten() {
-        let mut known = read(&[
-            ("conversation.completed", "evt-1", "CA1", 10, false),
-            ("conversation.completed", "evt-2", "CA2", 30, false),
-        ]);
+        let (done, raw) = ("conversation.completed", Through::Events);
+        let mut known = read(&[(done, "evt-1", "CA1", 10, raw), (done, "evt-2", "CA2", 30, raw)]);
         known.forget_before(20);
         assert_eq!(known.known().ids, HashSet::from(["CA2".to_owned()]));
     }

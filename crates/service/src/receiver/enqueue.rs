@@ -23,41 +23,37 @@ fn spool_reserve(deadline: Duration) -> Duration {
 
 pub async fn enqueue(receiver: &Receiver, message: Message, started: Instant) -> Result<Stored, Rejection> {
     let withdrawal = receiver.publisher.keeps_refused_copies().then(|| Withdrawal::of(&message)).flatten();
-    let mut copy_left = false;
-    let stored = store(receiver, message, started, &mut copy_left).await;
-    // Answered 503 where the conversations log may hold a copy (design §9: only accepted events
-    // make a call known).
-    if let (true, Err(_), Some(withdrawal)) = (copy_left, &stored, withdrawal) {
+    let mut nacked = false;
+    let stored = store(receiver, message, started, &mut nacked).await;
+    // Answered 503, refused by the broker, where the conversations log may hold a copy (design
+    // §9: only accepted events make a call known).
+    if let (true, Err(_), Some(withdrawal)) = (nacked, &stored, withdrawal) {
         withdrawal.send(receiver.publisher.clone());
     }
     stored
 }
 
-/// Whether a publish that failed so may have left a copy in the conversations log, bound beside
-/// the worker's queue: the broker refused it (a nack: the worker's queue did, the log may not
-/// have), or did not answer in time (it may yet take it, or refuse it). A connection lost or a
-/// publish never sent leaves none to speak of, and a return means no queue took it.
-fn may_leave_a_copy(published: &Result<(), Rejection>) -> bool {
-    matches!(published, Err(Rejection::Unavailable(PublishError::Nacked) | Rejection::DeadlineExceeded))
-}
-
-/// The broker, or the spool; `copy_left`: see [`may_leave_a_copy`].
+/// The broker, or the spool; `nacked`: the broker refused the event within the deadline. The
+/// conversations log is bound beside the worker's queue, so it may hold a copy of an event the
+/// broker refused (the worker's queue did). A connection lost or a publish never sent leaves
+/// none to speak of, and a return means no queue took it. One answered after the deadline is
+/// left to the publisher, which records the answer: taken late, it is the worker's.
 async fn store(
     receiver: &Receiver,
     message: Message,
     started: Instant,
-    copy_left: &mut bool,
+    nacked: &mut bool,
 ) -> Result<Stored, Rejection> {
     let deadline = receiver.settings.ack_deadline;
     let Some(spool) = &receiver.spool else {
         let remaining = deadline.saturating_sub(started.elapsed());
         let published = publish(receiver, message, remaining).await;
-        *copy_left = may_leave_a_copy(&published);
+        *nacked = matches!(published, Err(Rejection::Unavailable(PublishError::Nacked)));
         return published.map(|()| Stored::Broker);
     };
     let budget = deadline.saturating_sub(started.elapsed()).saturating_sub(spool_reserve(deadline));
     let published = publish(receiver, message.clone(), budget).await;
-    *copy_left = may_leave_a_copy(&published);
+    *nacked = matches!(published, Err(Rejection::Unavailable(PublishError::Nacked)));
     match published {
         Ok(()) => Ok(Stored::Broker),
         // No queue is bound for the type, or the body is over the broker's limit (start-up refuses

@@ -42,25 +42,32 @@ impl Publisher for Nacks {
     }
 }
 
-/// A broker that refuses every event, beside a conversations log (or none) that takes what is
-/// published to it.
+/// A broker that refuses (or takes) every event, at once or `late`, beside a conversations log
+/// (or none) that takes what is published to it.
 #[derive(Default)]
-struct RefusesEvents {
+struct LogBeside {
     keeps_copies: bool,
+    late: Option<Duration>,
+    takes_events: bool,
     withdrawn: std::sync::Mutex<Vec<Message>>,
     tried: tokio::sync::Notify,
 }
 
 #[async_trait]
-impl Publisher for RefusesEvents {
+impl Publisher for LogBeside {
     async fn publish(&self, to: Destination, message: Message) -> Result<(), PublishError> {
-        match to {
-            Destination::Withdrawn => {
-                self.withdrawn.lock().unwrap().push(message);
-                self.tried.notify_one();
-                Ok(())
-            }
-            _ => Err(PublishError::Nacked),
+        if to == Destination::Withdrawn {
+            self.withdrawn.lock().unwrap().push(message);
+            self.tried.notify_one();
+            return Ok(());
+        }
+        if let Some(late) = self.late {
+            tokio::time::sleep(late).await;
+        }
+        if self.takes_events {
+            Ok(())
+        } else {
+            Err(PublishError::Nacked)
         }
     }
     fn keeps_refused_copies(&self) -> bool {
@@ -71,9 +78,15 @@ impl Publisher for RefusesEvents {
     }
 }
 
+/// Runs the spawned tasks that are ready, on this one thread: a withdrawal spawned before the
+/// answer runs before this.
+async fn let_spawned_tasks_run() {
+    tokio::spawn(async {}).await.unwrap();
+}
+
 #[tokio::test]
 async fn an_event_the_broker_refused_is_withdrawn_from_a_log_that_may_keep_it() {
-    let broker = Arc::new(RefusesEvents { keeps_copies: true, ..Default::default() });
+    let broker = Arc::new(LogBeside { keeps_copies: true, ..Default::default() });
     let router = router_with(broker.clone(), Duration::from_secs(3));
     let response = router.oneshot(signed_request_about("CAwithdrawn")).await.unwrap();
     assert_eq!(response.status(), 503);
@@ -82,14 +95,24 @@ async fn an_event_the_broker_refused_is_withdrawn_from_a_log_that_may_keep_it() 
     assert_eq!(withdrawn.len(), 1);
     assert_eq!(withdrawn[0].event_type, crate::queue::ledger::WITHDRAWN_TYPE);
     assert!(std::str::from_utf8(&withdrawn[0].body).unwrap().contains("CAwithdrawn"));
+    assert!(withdrawn[0].message_id.starts_with("sha256:"), "the refused event's own id: {}", withdrawn[0].message_id);
 
     // Without such a log there is nothing to withdraw: the refusal is all.
-    let broker = Arc::new(RefusesEvents::default());
+    let broker = Arc::new(LogBeside::default());
     let router = router_with(broker.clone(), Duration::from_secs(3));
     assert_eq!(router.oneshot(signed_request_about("CAnolog")).await.unwrap().status(), 503);
-    // A withdrawal would be a task spawned before the answer: on this one thread it runs at the
-    // next await, before a task spawned now.
-    tokio::spawn(async {}).await.unwrap();
+    let_spawned_tasks_run().await;
+    assert!(broker.withdrawn.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publish_the_broker_answers_after_the_deadline_is_not_withdrawn() {
+    // Taken late, it is the worker's: a withdrawal would leave its call to reconciliation too.
+    let late = Some(Duration::from_secs(2));
+    let broker = Arc::new(LogBeside { keeps_copies: true, late, takes_events: true, ..Default::default() });
+    let router = router_with(broker.clone(), Duration::from_millis(750));
+    assert_eq!(router.oneshot(signed_request_about("CAtaken")).await.unwrap().status(), 503);
+    let_spawned_tasks_run().await;
     assert!(broker.withdrawn.lock().unwrap().is_empty());
 }
 

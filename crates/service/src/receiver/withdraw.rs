@@ -1,12 +1,11 @@
-//! Withdrawing a raw event the relay answered 503 after publishing from the conversations log.
+//! Withdrawing from the conversations log a raw event the broker refused.
 //!
 //! The log is bound beside the worker's queue: when that queue refuses an event (a length limit
 //! with `reject-publish`), the broker nacks it and the sender is answered 503, but the log may
-//! have kept the copy; so may it when the broker does not confirm in time. Reconciliation counts
-//! a call the log names as known, so should every retry of that webhook meet the same, the call
-//! would be known and never delivered. A withdrawal entry takes the copy back
-//! ([`ledger::KnownConversations`]); a call whose every copy was taken back is reconciled once
-//! PolyAI has stopped retrying it.
+//! have kept the copy. Reconciliation counts a call the log names as known, so should every
+//! retry of that webhook be refused, the call would be known and never delivered. A withdrawal
+//! entry takes the copy back ([`ledger::KnownConversations`]); a call whose every copy was taken
+//! back is reconciled once PolyAI has stopped retrying it.
 
 use std::{
     collections::BTreeMap,
@@ -16,17 +15,24 @@ use std::{
 
 use bytes::Bytes;
 use time::OffsetDateTime;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
 use crate::{
+    backoff::Backoff,
     log_limit::{LogLimit, INTERVAL},
-    queue::{headers, ledger, publish_until_confirmed, Destination, Message, Publisher},
+    queue::{headers, ledger, Destination, Message, PublishError, Publisher},
 };
 
-/// How long a withdrawal is tried for, through a broker's short outage.
+/// How long a withdrawal is tried for.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Withdrawals not sent are said once per interval: they come with a broker in trouble.
+/// One try of a withdrawal: a confirm that does not come is not waited for longer.
+const ATTEMPT: Duration = Duration::from_secs(10);
+
+/// The pause between tries.
+const BETWEEN_ATTEMPTS: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+
+/// Withdrawals not written are said once per interval: they come with a broker in trouble.
 static FAILURES: LazyLock<LogLimit> = LazyLock::new(|| LogLimit::new(INTERVAL));
 
 /// What a refusal of one event withdraws: kept aside before the event is published, only for
@@ -46,11 +52,14 @@ impl Withdrawal {
         })
     }
 
-    /// Sends the withdrawal in the background, through short broker outages: the sender's 503
-    /// does not wait for it. One that cannot be sent leaves the copy counted; `log replay`
-    /// recovers its call should every retry be refused.
+    /// Sends the withdrawal in the background: the sender's 503 does not wait for it.
     pub fn send(self, publisher: Arc<dyn Publisher>) {
-        let message_id = self.message_id.clone();
+        tokio::spawn(self.write(publisher));
+    }
+
+    /// Writes the withdrawal, through a broker's short outage. One that cannot be written
+    /// leaves the copy counted; `log replay` recovers its call should every retry be refused.
+    async fn write(self, publisher: Arc<dyn Publisher>) {
         let entry = Message {
             body: self.body,
             message_id: self.message_id,
@@ -58,21 +67,31 @@ impl Withdrawal {
             timestamp: OffsetDateTime::now_utc().unix_timestamp().max(0) as u64,
             headers: BTreeMap::from_iter(self.project.map(|project| (headers::PROJECT.to_owned(), project))),
         };
-        tokio::spawn(async move {
-            // Not the relay's shutdown: a withdrawal cut short by it is one not sent.
-            let never = CancellationToken::new();
-            let sent = publish_until_confirmed(publisher.as_ref(), Destination::Withdrawn, &entry, PATIENCE, &never);
-            if let Err(error) = sent.await {
+        let give_up = Instant::now() + PATIENCE;
+        let mut failures = 0;
+        loop {
+            let attempt = tokio::time::timeout(ATTEMPT, publisher.publish(Destination::Withdrawn, entry.clone())).await;
+            let error = match attempt {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error,
+                Err(_) => PublishError::Timeout,
+            };
+            failures += 1;
+            let wait = BETWEEN_ATTEMPTS.delay(failures);
+            if error.is_permanent() || Instant::now() + wait > give_up {
                 if let Some(unsaid) = FAILURES.admit("withdrawal") {
                     tracing::warn!(
-                        event_id = %message_id,
+                        event_id = %entry.message_id,
                         %error,
                         unsaid,
-                        "an event answered 503 could not be withdrawn from the conversations log: should PolyAI's \
-                         retries all be refused too, reconciliation takes its call for known; `log replay` recovers it"
+                        "an event the broker refused could not be withdrawn from the conversations log: should \
+                         PolyAI's retries all be refused too, reconciliation takes its call for known; `log replay` \
+                         recovers it"
                     );
                 }
+                return;
             }
-        });
+            tokio::time::sleep(wait).await;
+        }
     }
 }

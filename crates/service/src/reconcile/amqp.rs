@@ -25,7 +25,7 @@ use crate::{
             log::{self, ReadEnd, ReadFrom},
             publish_confirmed, session,
         },
-        ledger::{Known, KnownConversations, LogEntry},
+        ledger::{Known, KnownConversations, LogEntry, Through},
         Message,
     },
 };
@@ -111,7 +111,11 @@ impl Ledger for AmqpLedger {
                 message_id: entry.properties.message_id().as_ref().map_or("", |id| id.as_str()),
                 body: &entry.data,
                 written: entry.properties.timestamp().map_or(now, |t| t as i64),
-                straight: entry.exchange.as_str().is_empty(),
+                through: match entry.exchange.as_str() {
+                    "" => Through::Straight,
+                    exchange if exchange == self.topology.events_exchange => Through::Events,
+                    _ => Through::Other,
+                },
             });
         })
         .await

@@ -115,6 +115,16 @@ pub fn event(call: &Call, client_env: &str, project: &ProjectName, now: OffsetDa
     }
 }
 
+/// Whether PolyAI may still be retrying the webhook of a call that ended at `finished` (when
+/// the list says), whose first refused copy was written at `first_refused` (Unix seconds): for
+/// [`POLYAI_RETRIES_FOR`] after the later of the two, since the list's end of a call can be
+/// early (a duration left out) and PolyAI sends its webhook after the call.
+fn still_retried(finished: Option<OffsetDateTime>, first_refused: i64, now: OffsetDateTime) -> bool {
+    let first_refused = OffsetDateTime::from_unix_timestamp(first_refused).unwrap_or(now);
+    let from = finished.map_or(first_refused, |finished| finished.max(first_refused));
+    now < from + POLYAI_RETRIES_FOR
+}
+
 /// Runs one pass over the calls of `client`'s project: reads what the ledger knows, pages the
 /// list with the project's key, and submits the rest.
 pub async fn reconcile(
@@ -137,11 +147,9 @@ pub async fn reconcile(
                 summary.other_environment += 1;
             } else if call.finished_at().is_some_and(|finished| finished >= pass.finished_before) {
                 summary.settling += 1;
-            } else if withdrawn.contains(&call.id)
-                && call.finished_at().is_some_and(|finished| now < finished + POLYAI_RETRIES_FOR)
-            {
-                // Every webhook of it so far was refused, and PolyAI is still retrying: a retry
-                // taken would make a second record of the call.
+            } else if withdrawn.get(&call.id).is_some_and(|first| still_retried(call.finished_at(), *first, now)) {
+                // Every webhook of it so far was refused, and PolyAI may still be retrying: a
+                // retry taken would make a second record of the call.
                 summary.known += 1;
             } else if !known.insert(call.id.clone()) {
                 // Known to the relay, or listed twice in this pass.
@@ -168,4 +176,25 @@ pub async fn reconcile(
         }
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_call_is_left_to_polyai_for_six_hours_after_its_end_or_its_first_refusal() {
+        let now = OffsetDateTime::from_unix_timestamp(100_000).unwrap();
+        let hours = |n: i64| time::Duration::hours(n);
+        let at = |t: OffsetDateTime| t.unix_timestamp();
+        // Ended 7 h ago, refused then: PolyAI has given up.
+        assert!(!still_retried(Some(now - hours(7)), at(now - hours(7)), now));
+        // Ended 7 h ago by the list, but first refused 2 h ago: PolyAI sent it late, and retries.
+        assert!(still_retried(Some(now - hours(7)), at(now - hours(2)), now));
+        // Ended 2 h ago.
+        assert!(still_retried(Some(now - hours(2)), at(now - hours(2)), now));
+        // No end known: from the first refusal.
+        assert!(still_retried(None, at(now - hours(5)), now));
+        assert!(!still_retried(None, at(now - hours(6)), now));
+    }
 }
