@@ -411,12 +411,8 @@ async fn a_call_whose_every_webhook_the_broker_refused_is_reconciled_once_polyai
         .await
         .unwrap();
     let withdrawal = entry(WITHDRAWN_TYPE);
-    channel
-        .basic_publish("".into(), log.as_str().into(), options, body.as_bytes(), withdrawal)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let withdrawal = channel.basic_publish("".into(), log.as_str().into(), options, body.as_bytes(), withdrawal);
+    assert!(withdrawal.await.unwrap().await.unwrap().is_ack(), "the log took the withdrawal");
     connection.close(200, "done".into()).await.unwrap();
     app.polyai.script_list([page(vec![ended_long_ago("CAtaken"), ended_long_ago("CAgaveup")], None)]);
     let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;

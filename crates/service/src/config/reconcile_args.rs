@@ -87,18 +87,19 @@ impl ReconcileArgs {
     pub fn settings(&self) -> Result<Option<ReconcileSettings>, ConfigError> {
         let Some(every) = self.reconcile_every.0 else { return Ok(None) };
         // A pass looks at calls that started less than `window` ago and finished more than
-        // `settle` ago (a call whose every webhook the broker refused: more than PolyAI's
-        // retries ago). Passes start `every` apart, plus however long a round takes: with a
-        // window shorter than that wait, a call's length and two intervals, the calls of the gap
-        // between two passes are never looked at, or are looked at by one pass only, which a
-        // failed round (the API down) then misses for good.
-        let wait = self.reconcile_settle.max(POLYAI_RETRIES_FOR);
+        // `settle` ago (a call whose every webhook the broker refused: PolyAI's retries after the
+        // later of its end and its first refusal, which can itself come as long after the end).
+        // Passes start `every` apart, plus however long a round takes: with a window shorter
+        // than that wait, a call's length and two intervals, the calls of the gap between two
+        // passes are never looked at, or are looked at by one pass only, which a failed round
+        // (the API down) then misses for good.
+        let wait = self.reconcile_settle.max(POLYAI_RETRIES_FOR * 2);
         let needed = wait.saturating_add(every.saturating_mul(2)).saturating_add(LONGEST_CALL);
         if self.reconcile_window < needed {
             return Err(ConfigError::new(
                 "RELAY_RECONCILE_WINDOW",
                 format!(
-                    "RELAY_RECONCILE_WINDOW ({}) must cover the {} PolyAI retries a webhook for (or RELAY_RECONCILE_SETTLE, if longer), two RELAY_RECONCILE_EVERY intervals and a call of up to {} ({}), so that every call is looked at by at least two passes once it finished, also one whose every webhook the broker refused",
+                    "RELAY_RECONCILE_WINDOW ({}) must cover twice the {} PolyAI retries a webhook for (or RELAY_RECONCILE_SETTLE, if longer), two RELAY_RECONCILE_EVERY intervals and a call of up to {} ({}), so that every call is looked at by at least two passes once it finished, also one whose every webhook the broker refused",
                     humantime::format_duration(self.reconcile_window),
                     humantime::format_duration(POLYAI_RETRIES_FOR),
                     humantime::format_duration(LONGEST_CALL),
@@ -170,20 +171,18 @@ mod tests {
     fn a_window_that_passes_would_leave_gaps_in_is_refused() {
         // Daily passes over the default day: each misses the settle time before the last one.
         let daily = settings(&["--reconcile-every", "24h"]).unwrap_err();
-        assert!(daily.contains("RELAY_RECONCILE_WINDOW (1day) must cover") && daily.contains("(2days 10h)"), "{daily}");
-        // A call of four hours whose every webhook was refused is in reach from 10h after it
-        // started (finished, and PolyAI's six hours of retries over) until 24h after: 14h, two
-        // passes only if they come at most 7h apart.
-        assert!(
-            settings(&["--reconcile-every", "7h1m"]).is_err(),
-            "one pass for a long call: a failed round misses it"
-        );
-        assert!(settings(&["--reconcile-every", "7h"]).unwrap().is_some(), "two passes per call");
-        let wider = settings(&["--reconcile-every", "24h", "--reconcile-window", "58h"]).unwrap();
+        assert!(daily.contains("RELAY_RECONCILE_WINDOW (1day) must cover") && daily.contains("(2days 16h)"), "{daily}");
+        // A call of four hours whose every webhook was refused, the first time six hours after it
+        // ended, is in reach from 16h after it started (PolyAI's six hours of retries over) until
+        // 24h after: 8h, two passes only if they come at most 4h apart.
+        let one_pass = settings(&["--reconcile-every", "4h1m"]);
+        assert!(one_pass.is_err(), "one pass for a long call: a failed round misses it");
+        assert!(settings(&["--reconcile-every", "4h"]).unwrap().is_some(), "two passes per call");
+        let wider = settings(&["--reconcile-every", "24h", "--reconcile-window", "64h"]).unwrap();
         assert!(wider.is_some());
-        let short = settings(&["--reconcile-every", "15m", "--reconcile-window", "10h"]).unwrap_err();
+        let short = settings(&["--reconcile-every", "15m", "--reconcile-window", "16h"]).unwrap_err();
         assert!(short.contains("a call of up to 4h"), "a window that leaves no room for a long call: {short}");
-        let settle = settings(&["--reconcile-every", "15m", "--reconcile-settle", "7h", "--reconcile-window", "11h"]);
-        assert!(settle.unwrap_err().contains("(11h 30m)"), "a settle time longer than PolyAI's retries counts instead");
+        let settle = settings(&["--reconcile-every", "15m", "--reconcile-settle", "13h", "--reconcile-window", "17h"]);
+        assert!(settle.unwrap_err().contains("(17h 30m)"), "a settle time longer than PolyAI's retries counts instead");
     }
 }

@@ -17,10 +17,10 @@ use serde_json::value::RawValue;
 /// through the default exchange.
 pub const WITHDRAWN_TYPE: &str = "relay.withdrawn";
 
-/// How long after a call's end PolyAI may still be retrying its webhook (about five and a half
-/// hours): a call whose every webhook so far was withdrawn counts as known until then, since a
-/// retry is likelier than reconciliation to deliver it without a second record (under
-/// `reconcile:{id}`) for the same call.
+/// How long PolyAI may still be retrying a webhook after a delivery of it (about five and a half
+/// hours after the first): a call whose every webhook so far was withdrawn counts as known that
+/// long after the later of its end and its first refusal, since a retry is likelier than
+/// reconciliation to deliver it without a second record (under `reconcile:{id}`).
 pub const POLYAI_RETRIES_FOR: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Deserialize)]
@@ -157,7 +157,8 @@ impl KnownConversations {
         match (withdrawal, entry.through) {
             (true, _) => {
                 mentions.add(entry.message_id, -1);
-                mentions.first_withdrawn.get_or_insert(entry.written);
+                let first = mentions.first_withdrawn.get_or_insert(entry.written);
+                *first = (*first).min(entry.written);
             }
             (false, Through::Events) => mentions.add(entry.message_id, 1),
             (false, _) => mentions.firm = true,

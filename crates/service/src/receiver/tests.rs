@@ -152,15 +152,14 @@ async fn a_confirm_that_never_comes_gives_503_at_the_deadline() {
     let metrics = Metrics::isolated();
     let publisher = Arc::new(Metered::new(Arc::new(NeverConfirms), metrics.clone()));
     let router = router_metered(publisher, deadline, metrics.clone());
-    let started = tokio::time::Instant::now();
+    let (started, real) = (tokio::time::Instant::now(), std::time::Instant::now());
     let response = router.oneshot(signed_request()).await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["retry-after"], "5");
-    // The handler counts the deadline with the real clock from its own start, so the paused
-    // clock sees what real time it spent before publishing taken off the wait: a millisecond
-    // or two, not the deadline.
-    let early = Duration::from_millis(20);
-    assert!(started.elapsed() + early >= deadline && started.elapsed() < deadline * 2, "{:?}", started.elapsed());
+    // The handler counts the deadline with the real clock from its own start: what real time it
+    // spent before publishing is taken off the wait the paused clock sees.
+    let (paused, real) = (started.elapsed(), real.elapsed());
+    assert!(paused + real >= deadline && paused < deadline * 2, "{paused:?} paused + {real:?} real");
     let text = metrics.render();
     assert!(text.contains(r#"relay_publish_confirms_total{destination="events",result="timeout"} 1"#), "{text}");
 }

@@ -23,11 +23,8 @@ use crate::{
     queue::{headers, ledger, Destination, Message, PublishError, Publisher},
 };
 
-/// How long a withdrawal is tried for.
+/// How long a withdrawal is tried for, its confirm waited for included.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// One try of a withdrawal: a confirm that does not come is not waited for longer.
-const ATTEMPT: Duration = Duration::from_secs(10);
 
 /// The pause between tries.
 const BETWEEN_ATTEMPTS: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
@@ -59,6 +56,8 @@ impl Withdrawal {
 
     /// Writes the withdrawal, through a broker's short outage. One that cannot be written
     /// leaves the copy counted; `log replay` recovers its call should every retry be refused.
+    /// Only a withdrawal never sent is tried again: one sent and not answered in time may still
+    /// be written, and a second would take back an accepted copy too.
     async fn write(self, publisher: Arc<dyn Publisher>) {
         let entry = Message {
             body: self.body,
@@ -70,7 +69,8 @@ impl Withdrawal {
         let give_up = Instant::now() + PATIENCE;
         let mut failures = 0;
         loop {
-            let attempt = tokio::time::timeout(ATTEMPT, publisher.publish(Destination::Withdrawn, entry.clone())).await;
+            let left = give_up.saturating_duration_since(Instant::now());
+            let attempt = tokio::time::timeout(left, publisher.publish(Destination::Withdrawn, entry.clone())).await;
             let error = match attempt {
                 Ok(Ok(())) => return,
                 Ok(Err(error)) => error,
@@ -78,7 +78,7 @@ impl Withdrawal {
             };
             failures += 1;
             let wait = BETWEEN_ATTEMPTS.delay(failures);
-            if error.is_permanent() || Instant::now() + wait > give_up {
+            if !matches!(error, PublishError::Unavailable) || Instant::now() + wait > give_up {
                 if let Some(unsaid) = FAILURES.admit("withdrawal") {
                     tracing::warn!(
                         event_id = %entry.message_id,

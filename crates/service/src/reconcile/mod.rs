@@ -59,8 +59,8 @@ pub enum ReconcileError {
 #[async_trait]
 pub trait Ledger: Send + Sync {
     /// Conversations with an accepted event or a published record of a finished call since
-    /// `since` ([`crate::queue::ledger::known_conversation`]), and those whose every event so far
-    /// was withdrawn.
+    /// `since` ([`crate::queue::ledger::known_conversation`]), and those whose every raw event so
+    /// far was withdrawn.
     async fn known(&self, since: OffsetDateTime) -> Result<Known, ReconcileError>;
 
     /// Puts a reconcile event into the worker's queue and records it in the ledger, in that
