@@ -387,7 +387,8 @@ async fn a_call_whose_every_webhook_the_broker_refused_is_reconciled_once_polyai
     app.polyai.script_list([page(vec![ended_long_ago("CAtaken"), ended_long_ago(&refused)], None)]);
     let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("reconciled 0, 2 already known"), "{stdout}");
+    assert!(stdout.contains("reconciled 0, 1 already known"), "{stdout}");
+    assert!(stdout.contains("1 refused and left to PolyAI's retries"), "{stdout}");
 
     // A call refused seven hours ago (its copy and withdrawal written then, as the relay writes
     // them) has been given up on: it is reconciled.
@@ -418,6 +419,7 @@ async fn a_call_whose_every_webhook_the_broker_refused_is_reconciled_once_polyai
     let (code, stdout, stderr) = run_to_exit_with_stdout(&["reconcile", "--since", "24h"], &as_refs(&env)).await;
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("reconciled 1, 1 already known"), "{stdout}");
+    assert!(stdout.contains("0 refused and left to PolyAI's retries"), "{stdout}");
     let line = stderr.lines().find(|line| line.contains("reconciled a finished call")).unwrap_or_default();
     assert!(line.contains("CAgaveup"), "{stderr}");
 }

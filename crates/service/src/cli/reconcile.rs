@@ -130,8 +130,8 @@ impl ReconcileArgs {
             }
         }
         stdout::line(format_args!(
-            "{prefix}{} conversations listed: {verb} {}, {} already known, {} in progress, {} finished within the settle time, {} in other environments",
-            summary.listed, summary.reconciled, summary.known, summary.in_progress, summary.settling, summary.other_environment
+            "{prefix}{} conversations listed: {verb} {}, {} already known, {} in progress, {} finished within the settle time, {} in other environments, {} refused and left to PolyAI's retries",
+            summary.listed, summary.reconciled, summary.known, summary.in_progress, summary.settling, summary.other_environment, summary.left_to_polyai
         ));
     }
 }

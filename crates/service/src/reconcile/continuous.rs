@@ -202,9 +202,12 @@ fn count_failures_by(metrics: &Metrics, projects: &[PolyaiClient], failures: u64
 }
 
 fn log(project: &ProjectName, summary: &PassSummary) {
-    let (listed, reconciled, known) = (summary.listed, summary.reconciled, summary.known);
+    let (listed, reconciled, known, refused) =
+        (summary.listed, summary.reconciled, summary.known, summary.left_to_polyai);
     if reconciled > 0 {
-        tracing::warn!(%project, listed, reconciled, known, "calls finished without a webhook were reconciled: check the webhook registration, its secret and PolyAI's deliveries");
+        tracing::warn!(%project, listed, reconciled, known, refused, "calls finished without a webhook were reconciled: check the webhook registration, its secret and PolyAI's deliveries");
+    } else if refused > 0 {
+        tracing::warn!(%project, listed, known, refused, "calls whose every webhook the broker refused are left to PolyAI's retries for now: check the worker's queue and its length limit");
     } else {
         tracing::debug!(%project, listed, known, "reconciliation pass: every finished call is known");
     }

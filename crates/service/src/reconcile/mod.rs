@@ -92,6 +92,8 @@ pub struct PassSummary {
     /// Finished too recently: their webhook may still be on its way.
     pub settling: u64,
     pub other_environment: u64,
+    /// Every webhook of the call so far refused by the broker, and PolyAI may still be retrying.
+    pub left_to_polyai: u64,
     /// Conversation ids reconciled (or that would be), in order.
     pub ids: Vec<String>,
 }
@@ -150,7 +152,7 @@ pub async fn reconcile(
             } else if withdrawn.get(&call.id).is_some_and(|first| still_retried(call.finished_at(), *first, now)) {
                 // Every webhook of it so far was refused, and PolyAI may still be retrying: a
                 // retry taken would make a second record of the call.
-                summary.known += 1;
+                summary.left_to_polyai += 1;
             } else if !known.insert(call.id.clone()) {
                 // Known to the relay, or listed twice in this pass.
                 summary.known += 1;
