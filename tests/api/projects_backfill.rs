@@ -172,6 +172,30 @@ async fn a_backfill_of_every_project_run_again_days_later_lists_the_finished_pro
     assert!(checkpoints(dir).is_empty(), "{:?}", checkpoints(dir));
 }
 
+/// Records of a project's `live` calls when it forwards only its sandbox's events would be ones
+/// it filters out: the project is left out, with a line saying why, and the other backfilled.
+#[tokio::test]
+async fn a_project_that_forwards_no_calls_of_the_environment_is_left_out() {
+    let (projects, queue, env) = both_projects_on_an_embedded_queue().await;
+    let TestQueue::Embedded { dir, .. } = &queue else { unreachable!() };
+    projects.write(|text| TwoProjects::with_line(text, US, r#"environments = ["sandbox"]"#));
+    let (code, stdout, stderr) = backfill(&env, &[]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(has_line(&stdout, US, "left out: it forwards no `live` calls (its `environments`"), "{stdout}");
+    let uk = projects.finished_calls(UK);
+    assert!(has_line(&stdout, UK, &format!("published {},", uk.len())), "{stdout}");
+    assert_eq!(embedded_records(dir).into_iter().collect::<HashSet<_>>(), of(UK, &uk));
+
+    // That project alone: nothing to do, said as an error.
+    let (code, stdout, stderr) = backfill(&env, &["--project", US]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("no project forwards conversation.completed of `live` calls (--client-env)"), "{stderr}");
+    // Its sandbox's calls it does forward.
+    let (code, stdout, stderr) = backfill(&env, &["--project", US, "--client-env", "sandbox", "--dry-run"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("left out"), "{stdout}");
+}
+
 #[tokio::test]
 async fn one_checkpoint_file_cannot_serve_several_projects() {
     let projects = TwoProjects::start().await;

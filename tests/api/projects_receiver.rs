@@ -27,10 +27,8 @@ fn project(name: &str, path: &str, secret: &str) -> ReceiverProject {
 /// only handoffs.
 async fn two_projects(backend: Backend) -> TestApp {
     let uk = project("acme-uk", "/polyai-events/acme-uk", UK_SECRET);
-    let us = ReceiverProject {
-        event_types: EventTypes::Only(vec!["handoff.created".into()]),
-        ..project("acme-us", "/hooks/us", US_SECRET)
-    };
+    let mut us = project("acme-us", "/hooks/us", US_SECRET);
+    us.forwarding.event_types = EventTypes::Only(vec!["handoff.created".into()]);
     spawn_app_with(Options { backend, worker: false, receiver_projects: Some(vec![uk, us]), ..Options::default() })
         .await
 }

@@ -3,7 +3,10 @@
 //! project's key. One project's refused key holds back only that project's reconciliation, in
 //! the one-shot command and in the worker's loop.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use polyai_relay::{
     config::{AmqpTarget, ApiSettings, EventTypes, ProjectName, ReconcileSettings},
@@ -19,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     backend::{both_backends, TempDir, TestQueue},
     poll::poll_until,
-    process::{as_refs, run_to_exit_with_stdout},
+    process::{as_refs, run_to_exit_with_stdout, RelayProcess},
     two_projects::{TwoProjects, KEY_UK, KEY_US, UK, US},
 };
 
@@ -109,6 +112,67 @@ both_backends! {
     }
 }
 
+/// `project`'s entry in the projects file `text` forwards handoffs alone.
+fn handoffs_only(text: String, project: &str) -> String {
+    TwoProjects::with_line(text, project, r#"events = ["handoff.created"]"#)
+}
+
+/// A project that forwards no `conversation.completed` would get a record of every call from
+/// reconciliation: the one-shot run leaves it out and says why, and reconciles the other.
+#[tokio::test]
+async fn reconcile_leaves_out_a_project_that_forwards_no_calls_end() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, EventTypes::All).await;
+    let projects = TwoProjects::start().await;
+    projects.write(|text| handoffs_only(text, UK));
+    let (code, stdout, stderr) = reconcile(&queue, &projects, &[]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("project `acme-uk`: left out: it forwards no conversation.completed"), "{stdout}");
+    let us = format!("reconciled {},", projects.finished_calls(US).len());
+    assert!(stdout.lines().any(|l| l.starts_with("project `acme-us`: ") && l.contains(&us)), "{stdout}");
+    assert_eq!(take_events(&queue).await, expected(&projects, &[US]));
+
+    // Asked for that project alone, the run has nothing to do, and fails saying so.
+    let (code, stdout, stderr) = reconcile(&queue, &projects, &["--project", UK]).await;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let why = "no project forwards conversation.completed of `live` calls (--client-env), so none would take their records (project `acme-uk`: it forwards no conversation.completed";
+    assert!(stderr.contains(why), "{stderr}");
+    assert!(take_events(&queue).await.is_empty());
+}
+
+/// The same in the worker's loop: `run` with the projects file reconciles only the project that
+/// forwards the calls' ends, and warns at start-up of the one it leaves out.
+#[tokio::test]
+async fn the_reconcile_loop_leaves_out_a_project_that_forwards_no_calls_end() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, EventTypes::All).await;
+    let projects = TwoProjects::start().await;
+    projects.write(|text| handoffs_only(text, UK));
+    let mut env = queue.env();
+    env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
+    env.push(("RELAY_RECONCILE_EVERY".into(), "1h".into()));
+    let mut relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+    let logs = relay.wait_for_log("reconciliation leaves this project's calls alone", Duration::from_secs(20)).await;
+    let line = logs.lines().find(|l| l.contains("leaves this project's calls alone")).unwrap();
+    assert!(line.contains("acme-uk") && line.contains("it forwards no conversation.completed"), "{line}");
+
+    // The round lists the file's projects in order: once the second's calls are all records,
+    // anything of the first's would have been queued before them.
+    let wanted: HashSet<String> = expected(&projects, &[US]).into_keys().collect();
+    poll_until(Duration::from_secs(60), || async {
+        let records = queue.enriched_ids().await;
+        if wanted.is_subset(&records) {
+            Ok(())
+        } else {
+            Err(format!("{} of {} records", records.len(), wanted.len()))
+        }
+    })
+    .await;
+    relay.terminate();
+    assert_eq!(relay.wait_for_exit(Duration::from_secs(15)).await, Some(0), "{}", relay.logs());
+    let mut everything = queue.enriched_ids().await;
+    everything.extend(queue.pending_ids().await);
+    assert_eq!(everything, wanted);
+}
+
 #[tokio::test]
 async fn an_unknown_project_is_refused_before_anything_is_listed() {
     let queue = TestQueue::new(crate::backend::Backend::Embedded, EventTypes::All).await;
@@ -153,6 +217,7 @@ fn one_round() -> ReconcileSettings {
         window: Duration::from_secs(24 * 3600),
         settle: Duration::from_secs(600),
         client_env: "live".into(),
+        left_out: Vec::new(),
     }
 }
 

@@ -255,6 +255,23 @@ both_backends! {
 
 }
 
+/// A relay that forwards no `conversation.completed` would get a record of every call from its
+/// reconciliation: the loop stays off, with a warning, and the worker runs on.
+#[tokio::test]
+async fn reconciliation_stays_off_where_no_project_forwards_a_calls_end() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, types()).await;
+    let polyai = FakePolyai::start().await;
+    polyai.probe_answers(missing_calls());
+    let env =
+        queue.relay_env(&polyai.base_url, &[("RELAY_RECONCILE_EVERY", "100ms"), ("RELAY_EVENTS", "handoff.created")]);
+    let relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
+    let logs = relay.wait_for_log("reconciliation is off", Duration::from_secs(20)).await;
+    assert!(logs.contains("project `default`: it forwards no conversation.completed"), "{logs}");
+    relay.wait_ready().await;
+    stop(relay).await;
+    assert!(polyai.list_requests().is_empty(), "the loop never ran");
+}
+
 #[tokio::test]
 async fn two_workers_reconciling_publish_each_missing_call_once() {
     let queue = TestQueue::new(crate::backend::Backend::Amqp, types()).await;

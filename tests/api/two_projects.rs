@@ -93,6 +93,13 @@ platform_url = "{base}"
         std::fs::write(&self.file, text).unwrap();
     }
 
+    /// A projects file's `text` with `line` added to `project`'s entry (for [`Self::write`]).
+    pub fn with_line(text: String, project: &str, line: &str) -> String {
+        let name = format!("name = \"{project}\"\n");
+        assert!(text.contains(&name), "{project} is in the file");
+        text.replace(&name, &format!("{name}{line}\n"))
+    }
+
     pub fn control(&self) -> MockControl {
         self.mock.control()
     }

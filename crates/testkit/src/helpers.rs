@@ -159,8 +159,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         let mut settings = ReceiverSettings::new(SecretString::from(SECRET));
         let project = &mut settings.projects[0];
         project.signature.secrets.push((SecretSlot::Previous, SecretString::from(PREVIOUS_SECRET)));
-        project.event_types = options.event_types.clone();
-        project.environments = options.environments.clone();
+        project.forwarding.event_types = options.event_types.clone();
+        project.forwarding.environments = options.environments.clone();
         if let Some(projects) = &options.receiver_projects {
             settings.projects = projects.clone();
         }

@@ -44,7 +44,9 @@ pub struct BackfillArgs {
 
 impl BackfillArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
-        let ChosenApis { projects, from_file } = self.target.apis()?;
+        let mut chosen = self.target.apis()?;
+        chosen.leave_out_unforwarded(&self.window.client_env)?;
+        let ChosenApis { projects, from_file, .. } = chosen;
         let several = projects.len() > 1;
         anyhow::ensure!(
             self.checkpoint.is_none() || !several,

@@ -52,7 +52,9 @@ fn settle(text: &str) -> Result<Duration, String> {
 impl ReconcileArgs {
     pub async fn execute(self) -> anyhow::Result<()> {
         // Lines name their project only when there is a file to name projects.
-        let ChosenApis { projects, from_file: named } = self.target.apis()?;
+        let mut chosen = self.target.apis()?;
+        chosen.leave_out_unforwarded(&self.window.client_env)?;
+        let ChosenApis { projects, from_file: named, .. } = chosen;
         let projects = projects.iter().map(PolyaiClient::new).collect::<Result<Vec<_>, _>>()?;
         let broker = self.target.broker.settings()?;
         let now = OffsetDateTime::now_utc().replace_nanosecond(0)?;

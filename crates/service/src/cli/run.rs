@@ -108,21 +108,22 @@ pub async fn until_signal(command: &impl Starts) -> anyhow::Result<()> {
 /// broker, receiver, server, worker), so that the first error is the same in each.
 fn components(
     projects: &ProjectsArgs,
-    QueueAndAdminArgs { broker, server }: &QueueAndAdminArgs,
+    QueueAndAdminArgs { broker: broker_args, server }: &QueueAndAdminArgs,
     receiving: Option<&ReceivingArgs>,
     worker: Option<&WorkerArgs>,
 ) -> anyhow::Result<Components> {
     let projects = projects.load()?;
-    let broker = broker.settings()?;
-    // Before `bind_projects`: a project that names no `events` forwards RELAY_EVENTS itself.
+    let broker = broker_args.settings()?;
+    // What a project that names no `events` or `environments` forwards.
+    let forwarding = broker_args.topology.forwarding()?;
     let receiver = match receiving {
-        Some(r) => Some(r.receiver.settings(projects.as_ref(), &broker.topology.event_types)?),
+        Some(r) => Some(r.receiver.settings(projects.as_ref(), &forwarding)?),
         None => None,
     };
     if let Some(receiver) = &receiver {
         broker_limit::check_body_fits(broker.amqp_url.as_ref(), receiver.max_body)?;
     }
-    let worker = worker.map(|w| w.settings(projects.as_ref())).transpose()?;
+    let worker = worker.map(|w| w.settings(projects.as_ref(), &forwarding)).transpose()?;
     if let Some(reconcile) = worker.as_ref().and_then(|w| w.reconcile.as_ref()) {
         check_within_retention("RELAY_RECONCILE_WINDOW", reconcile.window, broker.topology.log_retention)?;
         check_ledger_kept(broker.amqp_url.is_some(), broker.topology.conversations_log.as_deref())?;
@@ -199,6 +200,30 @@ mod tests {
         assert!(components("serve", &[&SECRET, &AMQP, &limit, &["--max-body", "64KiB"]]).is_ok());
         // The worker alone takes no webhook.
         assert!(components("work", &[&API, &AMQP, &limit]).is_ok());
+    }
+
+    /// `work` reads what the receiver forwards too: its reconciliation makes records only of what
+    /// a project forwards. Leaving every project out turns reconciliation off (with a warning at
+    /// start-up), not the worker.
+    #[test]
+    fn the_worker_reconciles_only_the_environment_and_types_forwarded() {
+        const EVERY: [&str; 2] = ["--reconcile-every", "15m"];
+        let left_out = |flags: &[&[&str]]| {
+            let worker = components("work", flags).unwrap().worker.unwrap();
+            let reconcile = worker.reconcile.unwrap();
+            reconcile.left_out.into_iter().map(|left| format!("{}: {}", left.project, left.why)).collect::<Vec<_>>()
+        };
+        let handoffs = ["--events", "handoff.created"];
+        let why = left_out(&[&API, &EVERY, &handoffs]);
+        assert!(why.len() == 1 && why[0].starts_with("default: it forwards no conversation.completed"), "{why:?}");
+        let sandbox = ["--environments", "sandbox"];
+        let why = left_out(&[&API, &EVERY, &sandbox]);
+        assert!(why.len() == 1 && why[0].contains("it forwards no `live` calls"), "{why:?}");
+        assert_eq!(left_out(&[&API, &EVERY, &sandbox, &["--reconcile-env", "sandbox"]]), Vec::<String>::new());
+        assert_eq!(left_out(&[&API, &EVERY]), Vec::<String>::new());
+        // And the receiver drops what it does not forward.
+        let receiver = components("serve", &[&SECRET, &sandbox]).unwrap().receiver.unwrap();
+        assert_eq!(receiver.projects[0].forwarding.environments, Some(vec!["sandbox".to_owned()]));
     }
 
     #[test]

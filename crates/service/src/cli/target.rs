@@ -4,7 +4,11 @@
 
 use clap::Args;
 
-use crate::config::{ApiArgs, ApiSettings, BrokerArgs, ConfigError, ProjectChoice};
+use super::stdout;
+use crate::config::{
+    forwarded, left_out, nothing_forwarded, ApiArgs, ApiSettings, BrokerArgs, ConfigError, Forwarding, LeftOut,
+    ProjectChoice, ProjectName,
+};
 
 #[derive(Debug, Args)]
 pub struct ProjectsTarget {
@@ -23,13 +27,38 @@ pub struct ChosenApis {
     pub projects: Vec<ApiSettings>,
     /// They come from RELAY_PROJECTS_FILE: what a command prints names each project.
     pub from_file: bool,
+    /// What each of them forwards, in the same order.
+    pub forwarded: Vec<(ProjectName, Forwarding)>,
+}
+
+impl ChosenApis {
+    /// Leaves out the projects that forward no `conversation.completed` of `client_env`'s calls:
+    /// records of their finished calls (reconciled, backfilled) would be ones they filter out.
+    /// Prints a line for each; an error when none is left.
+    pub fn leave_out_unforwarded(&mut self, client_env: &str) -> anyhow::Result<()> {
+        let left_out = left_out(&self.forwarded, client_env);
+        if !left_out.is_empty() && left_out.len() == self.projects.len() {
+            anyhow::bail!("{}", nothing_forwarded(&left_out, client_env, "--client-env"));
+        }
+        for LeftOut { project, why } in &left_out {
+            let prefix = if self.from_file { format!("project `{project}`: ") } else { String::new() };
+            stdout::line(format_args!("{prefix}left out: {why}"));
+        }
+        self.projects.retain(|api| !left_out.iter().any(|left| left.project == api.project));
+        self.forwarded.retain(|(project, _)| !left_out.iter().any(|left| &left.project == project));
+        Ok(())
+    }
 }
 
 impl ProjectsTarget {
     /// Picks the projects (`--project`, or every one) and reads each one's API settings.
     pub fn apis(&self) -> Result<ChosenApis, ConfigError> {
         let chosen = self.choice.choose()?;
-        Ok(ChosenApis { projects: self.api.chosen(chosen.entries())?, from_file: chosen.entries().is_some() })
+        Ok(ChosenApis {
+            projects: self.api.chosen(chosen.entries())?,
+            from_file: chosen.entries().is_some(),
+            forwarded: forwarded(chosen.entries(), &self.broker.topology.forwarding()?),
+        })
     }
 }
 

@@ -11,7 +11,8 @@ use super::broker_limit;
 use super::defaults;
 use super::{
     secret::{self, secret_value},
-    values, BrokerSettings, ConfigError, EventTypes, ProjectsFile, Topology, WorkerSettings,
+    values, BrokerSettings, ConfigError, EventTypes, Forwarding, ProjectEntry, ProjectName, ProjectsFile, Topology,
+    WorkerSettings,
 };
 
 /// clap value parser for a duration that names its variable in the error.
@@ -87,9 +88,12 @@ pub struct TopologyArgs {
     /// Quorum queue bound to the dead-letter exchange.
     #[arg(long, env = "RELAY_DEAD_QUEUE", default_value = defaults::DEAD_QUEUE)]
     pub dead_queue: String,
-    /// Event types forwarded (comma-separated); `*` forwards all.
+    /// Event types forwarded (comma-separated); `*` forwards all. A project's `events` overrides it.
     #[arg(long, env = "RELAY_EVENTS", default_value = defaults::EVENTS)]
     pub events: String,
+    /// Environments forwarded (comma-separated), or `all`; a project's `environments` overrides it.
+    #[arg(long, env = "RELAY_ENVIRONMENTS", default_value = "all")]
+    pub environments: String,
     /// Deliveries of one message before the broker dead-letters it (crash-loop backstop).
     #[arg(long, env = "RELAY_DELIVERY_LIMIT", default_value_t = defaults::DELIVERY_LIMIT)]
     pub delivery_limit: u32,
@@ -102,7 +106,10 @@ pub struct TopologyArgs {
 }
 
 impl TopologyArgs {
-    pub fn settings(&self) -> Result<Topology, ConfigError> {
+    /// What a project forwards unless it says otherwise (`RELAY_EVENTS`, `RELAY_ENVIRONMENTS`):
+    /// read here, beside the bindings, because every command that queues or reconciles events
+    /// needs it.
+    pub fn forwarding(&self) -> Result<Forwarding, ConfigError> {
         let types = values::parse_list(&self.events);
         let event_types = if types.iter().any(|t| t == "*") {
             EventTypes::All
@@ -111,6 +118,15 @@ impl TopologyArgs {
         } else {
             EventTypes::Only(types)
         };
+        let environments = match self.environments.trim() {
+            "" | "all" | "*" => None,
+            list => Some(values::parse_list(list)),
+        };
+        Ok(Forwarding { event_types, environments })
+    }
+
+    pub fn settings(&self) -> Result<Topology, ConfigError> {
+        let event_types = self.forwarding()?.event_types;
         let conversations_queue = values::optional_name(&self.conversations_queue);
         Ok(Topology {
             events_exchange: self.events_exchange.clone(),
@@ -250,8 +266,13 @@ pub struct WorkerArgs {
 }
 
 impl WorkerArgs {
-    /// `file`: `RELAY_PROJECTS_FILE`, when the relay serves the projects it lists.
-    pub fn settings(&self, file: Option<&ProjectsFile>) -> Result<WorkerSettings, ConfigError> {
+    /// `file`: `RELAY_PROJECTS_FILE`, when the relay serves the projects it lists; `forwarding`:
+    /// what a project forwards unless it says otherwise.
+    pub fn settings(
+        &self,
+        file: Option<&ProjectsFile>,
+        forwarding: &Forwarding,
+    ) -> Result<WorkerSettings, ConfigError> {
         let projects = self.api.projects(file)?;
         if self.api_concurrency == 0 {
             return Err(ConfigError::new("RELAY_API_CONCURRENCY", "RELAY_API_CONCURRENCY must be at least 1"));
@@ -268,8 +289,16 @@ impl WorkerArgs {
             retry_max_delay: self.retry_max_delay.max(self.retry_base_delay),
             auth_probe_interval: self.auth_probe_interval,
             audio: self.audio.settings(),
-            reconcile: self.reconcile.settings()?,
+            reconcile: self.reconcile.settings(&forwarded(file.map(|f| f.projects.as_slice()), forwarding))?,
         })
+    }
+}
+
+/// Each project the relay serves (the file's, or the environment's one), with what it forwards.
+pub fn forwarded(file: Option<&[ProjectEntry]>, defaults: &Forwarding) -> Vec<(ProjectName, Forwarding)> {
+    match file {
+        Some(entries) => entries.iter().map(|entry| (entry.name.clone(), entry.forwarding(defaults))).collect(),
+        None => vec![(ProjectName::default(), defaults.clone())],
     }
 }
 

@@ -5,8 +5,8 @@
 use secrecy::SecretString;
 
 use super::{
-    values, ApiSettings, BaseUrl, ConversationApi, EventTypes, ProjectName, ReceiverProject, ReceiverSettings,
-    SignatureSettings, Topology, WorkerSettings,
+    values, ApiSettings, BaseUrl, ConversationApi, EventTypes, Forwarding, ProjectName, ReceiverProject,
+    ReceiverSettings, SignatureSettings, Topology, WorkerSettings,
 };
 use crate::signature::{SecretSlot, SignatureScheme};
 
@@ -89,8 +89,10 @@ impl ReceiverSettings {
                     scheme: SignatureScheme::Auto,
                     tolerance: duration(TIMESTAMP_TOLERANCE),
                 },
-                event_types: EventTypes::Only(values::parse_list(EVENTS)),
-                environments: None,
+                forwarding: Forwarding {
+                    event_types: EventTypes::Only(values::parse_list(EVENTS)),
+                    environments: None,
+                },
             }],
             ack_deadline: duration(ACK_DEADLINE),
             max_body: values::parse_size(MAX_BODY).expect("the default size parses"),

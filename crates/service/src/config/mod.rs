@@ -9,6 +9,7 @@ mod args;
 mod base_url;
 pub mod broker_limit;
 pub mod defaults;
+mod forwarding;
 pub mod hosts;
 mod project;
 mod project_api;
@@ -23,14 +24,17 @@ mod values;
 
 pub use amqp::{AmqpTarget, TlsSettings};
 pub use api_args::{ApiArgs, AudioArgs, AudioDirection, ConversationApi, PlatformArgs};
-pub use args::{BrokerArgs, LogArgs, LogFormat, TopologyArgs, WorkerArgs};
+pub use args::{forwarded, BrokerArgs, LogArgs, LogFormat, TopologyArgs, WorkerArgs};
 pub use base_url::BaseUrl;
+pub use forwarding::{Forwarding, Ignored};
 pub use hosts::Region;
 pub use project::{ProjectName, DEFAULT_PROJECT, UNKNOWN_PROJECT};
 pub use project_choice::{Chosen, ProjectChoice};
 pub use projects_file::{refuse_beside_file, ProjectEntry, ProjectsArgs, ProjectsFile};
 pub use receiver_args::ReceiverArgs;
-pub use reconcile_args::{check_ledger_kept, check_within_retention, ReconcileArgs, ReconcileSettings};
+pub use reconcile_args::{
+    check_ledger_kept, check_within_retention, left_out, nothing_forwarded, LeftOut, ReconcileArgs, ReconcileSettings,
+};
 pub use secret::secret_value;
 pub use server_args::{ConnectionLimits, ServerArgs, ServerSettings};
 pub use spool_args::{SpoolArgs, SpoolSettings};
@@ -133,10 +137,8 @@ pub struct ReceiverProject {
     /// The webhook path; one per project, so the path alone picks the secrets to verify with.
     pub path: String,
     pub signature: SignatureSettings,
-    /// Types forwarded; others are answered 204 and dropped.
-    pub event_types: EventTypes,
-    /// `None` forwards every environment.
-    pub environments: Option<Vec<String>>,
+    /// What its webhooks travel on; the others are answered 204 and dropped.
+    pub forwarding: Forwarding,
 }
 
 #[derive(Debug, Clone)]

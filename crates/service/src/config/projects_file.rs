@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{
     args::required_id,
     hosts::{self, Region},
-    secret, values, BaseUrl, ConfigError, EventTypes, ProjectName,
+    secret, values, BaseUrl, ConfigError, EventTypes, Forwarding, ProjectName,
 };
 
 #[derive(Debug, Clone, Default, Args)]
@@ -198,6 +198,15 @@ impl ProjectEntry {
         entry.events = raw.events.map(|events| entry.events(events)).transpose()?;
         entry.environments = raw.environments.map(|list| entry.environments(list)).transpose()?;
         Ok(entry)
+    }
+
+    /// What the project forwards: its own `events` and `environments`, else the relay's
+    /// `defaults`.
+    pub fn forwarding(&self, defaults: &Forwarding) -> Forwarding {
+        Forwarding {
+            event_types: self.events.clone().unwrap_or_else(|| defaults.event_types.clone()),
+            environments: self.environments.clone().unwrap_or_else(|| defaults.environments.clone()),
+        }
     }
 
     /// `project `acme-uk`: field`: how errors name what is wrong.

@@ -38,6 +38,22 @@ fn a_file_lists_projects_with_their_paths_hosts_and_filters() {
 }
 
 #[test]
+fn a_project_forwards_its_own_events_and_environments_else_the_relays() {
+    let file = ProjectsFile::parse(&format!("{TWO}environments = [\"all\"]\n")).unwrap();
+    let [uk, us] = file.projects.as_slice() else { panic!("two projects") };
+    let sandbox_handoffs = Forwarding {
+        event_types: EventTypes::Only(vec!["handoff.created".into()]),
+        environments: Some(vec!["sandbox".into()]),
+    };
+    let uk = uk.forwarding(&sandbox_handoffs);
+    assert_eq!(uk.event_types, sandbox_handoffs.event_types, "RELAY_EVENTS");
+    assert_eq!(uk.environments, Some(vec!["live".to_owned()]), "its own");
+    let us = us.forwarding(&sandbox_handoffs);
+    assert_eq!(us.event_types, EventTypes::Only(vec!["conversation.completed".into()]), "its own");
+    assert_eq!(us.environments, None, "`all` of its own, over RELAY_ENVIRONMENTS");
+}
+
+#[test]
 fn the_broker_binds_every_type_some_project_forwards() {
     let file = ProjectsFile::parse(TWO).unwrap();
     let default = EventTypes::Only(vec!["conversation.completed".into(), "handoff.created".into()]);

@@ -13,7 +13,7 @@ use super::{
     args::{duration, size},
     defaults,
     secret::{self, secret_value},
-    values, ConfigError, EventTypes, ProjectEntry, ProjectName, ProjectsFile, ReceiverProject, ReceiverSettings,
+    values, ConfigError, Forwarding, ProjectEntry, ProjectName, ProjectsFile, ReceiverProject, ReceiverSettings,
     SignatureSettings,
 };
 use crate::{
@@ -54,9 +54,6 @@ pub struct ReceiverArgs {
     /// How far X-PolyAI-Timestamp may be from now, either way.
     #[arg(long, env = "RELAY_TIMESTAMP_TOLERANCE", default_value = defaults::TIMESTAMP_TOLERANCE, value_parser = duration("RELAY_TIMESTAMP_TOLERANCE"))]
     pub timestamp_tolerance: Duration,
-    /// Environments forwarded (comma-separated), or `all`; a project's `environments` overrides it.
-    #[arg(long, env = "RELAY_ENVIRONMENTS", default_value = "all")]
-    pub environments: String,
     /// Longest a request waits for a durable enqueue before answering 503.
     #[arg(long, env = "RELAY_ACK_DEADLINE", default_value = defaults::ACK_DEADLINE, value_parser = duration("RELAY_ACK_DEADLINE"))]
     pub ack_deadline: Duration,
@@ -77,8 +74,13 @@ pub struct ReceiverArgs {
 }
 
 impl ReceiverArgs {
-    /// `events` is `RELAY_EVENTS`: what a project forwards unless it says otherwise.
-    pub fn settings(&self, file: Option<&ProjectsFile>, events: &EventTypes) -> Result<ReceiverSettings, ConfigError> {
+    /// `forwarding` is `RELAY_EVENTS` and `RELAY_ENVIRONMENTS`: what a project forwards unless
+    /// it says otherwise.
+    pub fn settings(
+        &self,
+        file: Option<&ProjectsFile>,
+        forwarding: &Forwarding,
+    ) -> Result<ReceiverSettings, ConfigError> {
         if self.ack_deadline.is_zero() {
             return Err(ConfigError::new("RELAY_ACK_DEADLINE", "RELAY_ACK_DEADLINE must be above zero"));
         }
@@ -91,19 +93,12 @@ impl ReceiverArgs {
                 ),
             ));
         }
-        let environments = match self.environments.trim() {
-            "" | "all" | "*" => None,
-            list => Some(values::parse_list(list)),
-        };
         let projects = match file {
-            None => vec![self.env_project(events, environments)?],
+            None => vec![self.env_project(forwarding)?],
             Some(file) => {
                 self.refuse_env_project()?;
-                let projects: Vec<_> = file
-                    .projects
-                    .iter()
-                    .map(|entry| self.file_project(entry, events, &environments))
-                    .collect::<Result<_, _>>()?;
+                let projects: Vec<_> =
+                    file.projects.iter().map(|entry| self.file_project(entry, forwarding)).collect::<Result<_, _>>()?;
                 let held: Vec<_> = projects
                     .iter()
                     .map(|project: &ReceiverProject| {
@@ -130,11 +125,7 @@ impl ReceiverArgs {
     }
 
     /// The one project of a relay without a projects file.
-    fn env_project(
-        &self,
-        events: &EventTypes,
-        environments: Option<Vec<String>>,
-    ) -> Result<ReceiverProject, ConfigError> {
+    fn env_project(&self, forwarding: &Forwarding) -> Result<ReceiverProject, ConfigError> {
         let current = secret::require(
             "POLYAI_WEBHOOK_SECRET",
             self.webhook_secret.as_ref(),
@@ -160,17 +151,11 @@ impl ReceiverArgs {
             name: ProjectName::default(),
             path,
             signature: self.signature(secrets),
-            event_types: events.clone(),
-            environments,
+            forwarding: forwarding.clone(),
         })
     }
 
-    fn file_project(
-        &self,
-        entry: &ProjectEntry,
-        events: &EventTypes,
-        environments: &Option<Vec<String>>,
-    ) -> Result<ReceiverProject, ConfigError> {
+    fn file_project(&self, entry: &ProjectEntry, defaults: &Forwarding) -> Result<ReceiverProject, ConfigError> {
         let why = "to verify its webhooks";
         let current = entry.require_secret("webhook_secret_file", entry.webhook_secret_file.as_deref(), why)?;
         let mut secrets = vec![(SecretSlot::Current, current)];
@@ -182,8 +167,7 @@ impl ReceiverArgs {
             name: entry.name.clone(),
             path: entry.path.clone(),
             signature: self.signature(secrets),
-            event_types: entry.events.clone().unwrap_or_else(|| events.clone()),
-            environments: entry.environments.clone().unwrap_or_else(|| environments.clone()),
+            forwarding: entry.forwarding(defaults),
         })
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{args::duration, ConfigError};
+use super::{args::duration, ConfigError, Forwarding, ProjectName};
 use crate::queue::ledger::POLYAI_RETRIES_FOR;
 
 /// How a worker reconciles continuously.
@@ -19,6 +19,37 @@ pub struct ReconcileSettings {
     pub settle: Duration,
     /// The `client_env` listed (`live`, `sandbox` or `pre-release`).
     pub client_env: String,
+    /// Projects whose calls are not reconciled: each would get records it does not forward.
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A project whose calls reconciliation leaves alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    pub project: ProjectName,
+    pub why: String,
+}
+
+/// The projects (each with what it forwards) that records of `client_env`'s finished calls
+/// (reconciled or backfilled) would give records they filter out (design §12): such a record
+/// stands in for a call's `conversation.completed`.
+pub fn left_out(projects: &[(ProjectName, Forwarding)], client_env: &str) -> Vec<LeftOut> {
+    projects
+        .iter()
+        .filter_map(|(project, forwarding)| {
+            forwarding.refuses_reconciled(client_env).map(|why| LeftOut { project: project.clone(), why })
+        })
+        .collect()
+}
+
+/// Why nothing is left to do when every project is `left_out` of `client_env`'s calls, which
+/// `env_setting` chose.
+pub fn nothing_forwarded(left_out: &[LeftOut], client_env: &str, env_setting: &str) -> String {
+    let reasons: Vec<String> = left_out.iter().map(|l| format!("project `{}`: {}", l.project, l.why)).collect();
+    format!(
+        "no project forwards conversation.completed of `{client_env}` calls ({env_setting}), so none would take their records ({}): choose another environment, or forward those events",
+        reasons.join("; ")
+    )
 }
 
 /// The wrapper clap needs so that `Option<Duration>` is one value that may say `off`.
@@ -84,7 +115,8 @@ pub fn check_ledger_kept(on_rabbitmq: bool, conversations_log: Option<&str>) -> 
 }
 
 impl ReconcileArgs {
-    pub fn settings(&self) -> Result<Option<ReconcileSettings>, ConfigError> {
+    /// `projects`: the worker's, each with what it forwards.
+    pub fn settings(&self, projects: &[(ProjectName, Forwarding)]) -> Result<Option<ReconcileSettings>, ConfigError> {
         let Some(every) = self.reconcile_every.0 else { return Ok(None) };
         // A pass looks at calls that started less than `window` ago and finished more than
         // `settle` ago (a call whose every webhook the broker refused: PolyAI's retries after the
@@ -112,6 +144,7 @@ impl ReconcileArgs {
             window: self.reconcile_window,
             settle: self.reconcile_settle,
             client_env: self.reconcile_env.clone(),
+            left_out: left_out(projects, &self.reconcile_env),
         }))
     }
 }
@@ -121,6 +154,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::config::EventTypes;
 
     #[derive(Parser)]
     struct Cli {
@@ -131,7 +165,8 @@ mod tests {
     fn settings(args: &[&str]) -> Result<Option<ReconcileSettings>, String> {
         let cli =
             Cli::try_parse_from(std::iter::once("relay").chain(args.iter().copied())).map_err(|e| e.to_string())?;
-        cli.reconcile.settings().map_err(|e| e.to_string())
+        let everything = Forwarding { event_types: EventTypes::All, environments: None };
+        cli.reconcile.settings(&[(ProjectName::default(), everything)]).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -146,6 +181,35 @@ mod tests {
         assert!(settings(&["--reconcile-every", "15"]).unwrap_err().contains("RELAY_RECONCILE_EVERY"));
         let short = settings(&["--reconcile-every", "1m", "--reconcile-window", "5m"]).unwrap_err();
         assert!(short.contains("RELAY_RECONCILE_WINDOW"), "{short}");
+    }
+
+    #[test]
+    fn projects_that_forward_no_call_ends_of_the_environment_are_left_out() {
+        let name = |n: &str| ProjectName::parse("test", n).unwrap();
+        let only = |types: &[&str], environments: Option<&[&str]>| Forwarding {
+            event_types: EventTypes::Only(types.iter().map(|t| t.to_string()).collect()),
+            environments: environments.map(|list| list.iter().map(|e| e.to_string()).collect()),
+        };
+        let projects = [
+            (name("calls"), only(&["conversation.completed", "handoff.created"], None)),
+            (name("handoffs"), only(&["handoff.created"], None)),
+            (name("sandbox"), only(&["conversation.completed"], Some(&["sandbox"]))),
+            (name("everything"), Forwarding { event_types: EventTypes::All, environments: None }),
+        ];
+        let left = left_out(&projects, "live");
+        let names: Vec<&str> = left.iter().map(|l| l.project.as_str()).collect();
+        assert_eq!(names, ["handoffs", "sandbox"]);
+        assert!(left[0].why.contains("no conversation.completed") && left[1].why.contains("no `live` calls"));
+        let in_sandbox = left_out(&projects, "sandbox");
+        assert_eq!(in_sandbox.iter().map(|l| l.project.as_str()).collect::<Vec<_>>(), ["handoffs"]);
+
+        let why = nothing_forwarded(&left, "live", "RELAY_RECONCILE_ENV");
+        assert!(
+            why.starts_with("no project forwards conversation.completed of `live` calls (RELAY_RECONCILE_ENV)")
+                && why.contains("project `handoffs`: it forwards no conversation.completed")
+                && why.contains("project `sandbox`: it forwards no `live` calls"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::{
-    config::{EventTypes, ProjectName, ReceiverProject},
+    config::{Forwarding, ProjectName, ReceiverProject},
     log_limit::LogLimit,
     signature::Verifier,
 };
@@ -17,9 +17,8 @@ pub struct Endpoint {
     /// Only this project's secrets: a webhook on its path signed with another project's secret
     /// is refused, so one project's leaked secret cannot inject events into another.
     pub verifier: Verifier,
-    pub event_types: EventTypes,
-    /// `None` forwards every environment.
-    pub environments: Option<Vec<String>>,
+    /// Which of its verified events travel on.
+    pub forwarding: Forwarding,
     /// What its accepted webhooks record.
     pub meters: WebhookMeters,
     /// Its refusals are logged once per kind and interval: an outage answers thousands of 503s,
@@ -35,21 +34,9 @@ impl Endpoint {
         Self {
             name: project.name.clone(),
             verifier: Verifier::new(&signature.secrets, signature.scheme, signature.tolerance),
-            event_types: project.event_types.clone(),
-            environments: project.environments.clone(),
+            forwarding: project.forwarding.clone(),
             meters: WebhookMeters::new(project.name.label()),
             refusals: LogLimit::default(),
-        }
-    }
-
-    /// Why a verified event is dropped rather than forwarded, if it is.
-    pub fn ignores(&self, event_type: &str, environment: Option<&str>) -> Option<&'static str> {
-        if !self.event_types.forwards(event_type) {
-            return Some("type");
-        }
-        match (&self.environments, environment) {
-            (Some(allowed), Some(environment)) if !allowed.iter().any(|e| e == environment) => Some("environment"),
-            _ => None,
         }
     }
 }

@@ -125,7 +125,7 @@ fn settings(ack_deadline: Duration) -> ReceiverSettings {
     let mut settings = ReceiverSettings::new(SecretString::from("s"));
     let project = &mut settings.projects[0];
     project.signature.scheme = SignatureScheme::Body;
-    project.event_types = EventTypes::Only(vec!["conversation.completed".into()]);
+    project.forwarding.event_types = EventTypes::Only(vec!["conversation.completed".into()]);
     ReceiverSettings { ack_deadline, max_body: 1024, max_in_flight: 8, ..settings }
 }
 

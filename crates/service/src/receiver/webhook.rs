@@ -25,6 +25,7 @@ use super::{
     Receiver,
 };
 use crate::{
+    config::Ignored,
     event::Event,
     listener::ConnectionGuard,
     queue::{headers, Message},
@@ -45,7 +46,7 @@ enum Accepted {
     Enqueued,
     /// Committed to the local spool while the broker is away; forwarded once it is back.
     Spooled,
-    Ignored(&'static str),
+    Ignored(Ignored),
     /// The same delivery was enqueued within the tolerance window: not enqueued again.
     Duplicate,
 }
@@ -84,7 +85,7 @@ pub async fn receive(State(route): State<Route>, request: Request) -> Response {
             response
         }
         Ok(Accepted::Ignored(reason)) => {
-            let project = endpoint.name.label();
+            let (reason, project) = (reason.label(), endpoint.name.label());
             meter.record(|| metrics::counter!(names::IGNORED, "reason" => reason, "project" => project).increment(1));
             finish("ignored");
             tracing::info!(reason, "webhook ignored");
@@ -165,7 +166,7 @@ async fn handle(
         "signature verified"
     );
 
-    if let Some(reason) = endpoint.ignores(&event.event_type, event.environment.as_deref()) {
+    if let Some(reason) = endpoint.forwarding.ignores(&event.event_type, event.environment.as_deref()) {
         return Ok(Accepted::Ignored(reason));
     }
 

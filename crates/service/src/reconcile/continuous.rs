@@ -13,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{reconcile, AmqpLedger, EmbeddedLedger, Ledger, Pass, PassSummary, ReconcileError};
 use crate::{
-    config::{AmqpTarget, BrokerSettings, ProjectName, ReconcileSettings, Topology, WorkerSettings},
+    config::{
+        nothing_forwarded, AmqpTarget, BrokerSettings, LeftOut, ProjectName, ReconcileSettings, Topology,
+        WorkerSettings,
+    },
     polyai::PolyaiClient,
     queue::embedded::EmbeddedQueue,
     telemetry::{names, Metrics},
@@ -52,8 +55,9 @@ pub fn pass_now(settings: &ReconcileSettings, dry_run: bool) -> Pass {
     }
 }
 
-/// Starts the loop when the worker's settings turn it on: every project of the worker, each
-/// listed by a client of its own (its key, ids and host).
+/// Starts the loop when the worker's settings turn it on: every project of the worker but those
+/// left out (they forward no call's end of the environment reconciled), each listed by a client
+/// of its own (its key, ids and host).
 pub fn start(
     worker: &WorkerSettings,
     broker: &BrokerSettings,
@@ -62,7 +66,21 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(settings) = worker.reconcile.clone() else { return Ok(()) };
-    let projects = worker.projects.iter().map(PolyaiClient::new).collect::<Result<Vec<_>, _>>()?;
+    for LeftOut { project, why } in &settings.left_out {
+        tracing::warn!(%project, why, "reconciliation leaves this project's calls alone: its records would be ones it filters out");
+    }
+    // A warning rather than a refusal to start: the worker has events to enrich all the same.
+    if settings.left_out.len() == worker.projects.len() {
+        let why = nothing_forwarded(&settings.left_out, &settings.client_env, "RELAY_RECONCILE_ENV");
+        tracing::warn!("reconciliation is off: {why}");
+        return Ok(());
+    }
+    let projects = worker
+        .projects
+        .iter()
+        .filter(|api| !settings.left_out.iter().any(|left| left.project == api.project))
+        .map(PolyaiClient::new)
+        .collect::<Result<Vec<_>, _>>()?;
     let source = match (&broker.amqp_url, embedded) {
         (Some(target), _) => {
             LedgerSource::Amqp { target: Box::new(target.clone()), topology: Box::new(broker.topology.clone()) }
