@@ -1,6 +1,9 @@
 //! RabbitMQ-only receiver behaviour: message properties, and the broker failing in each way.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use polyai_relay::signature::sign;
 
@@ -139,4 +142,39 @@ async fn a_publish_the_broker_nacks_gets_503() {
     })
     .await;
     assert!(app.metric(r#"relay_publish_confirms_total{destination="events",result="nack"}"#).await >= 1.0);
+}
+
+/// RabbitMQ keeps a full queue's refusal in each channel that published to it, and 3.10 keeps it
+/// after the queue's limit is lifted while nothing drains the queue: a new channel publishes at
+/// once, the old ones nack on. The relay replaces channels the broker has refused for a while, so
+/// webhooks are taken again without a restart.
+#[tokio::test]
+async fn webhooks_are_taken_again_once_a_full_queues_limit_is_lifted_with_nothing_draining_it() {
+    let app = spawn_app_with(receiver_only()).await;
+    let policy = Policy::set(&app.queue.broker().topology.enrich_queue, r#"{"max-length":0}"#).await;
+    // Posted until one is nacked: those before the policy reached the queue are taken.
+    let (tried, taken) = (AtomicU64::new(0), AtomicU64::new(0));
+    poll_until(Duration::from_secs(15), || async {
+        let id = format!("CArefused{}", tried.fetch_add(1, Ordering::SeqCst));
+        match app.post_signed(&completed(&id)).await.status().as_u16() {
+            503 => Ok(()),
+            status => {
+                taken.fetch_add(u64::from(status == 204), Ordering::SeqCst);
+                Err(format!("never nacked: {status}"))
+            }
+        }
+    })
+    .await;
+    // Publishes go round the relay's channels: each meets the full queue.
+    for n in 0..8 {
+        assert_eq!(app.post_signed(&completed(&format!("CAfull{n}"))).await.status(), 503);
+    }
+    drop(policy);
+
+    // Nothing consumes the queue. Once the refused channels are replaced, webhooks are taken.
+    app.wait_for_metric_at_least("relay_publisher_reopened_total", 1.0).await;
+    for n in 0..8 {
+        assert_eq!(app.post_signed(&completed(&format!("CAafter{n}"))).await.status(), 204, "webhook {n}");
+    }
+    assert_eq!(app.queue.pending().await, taken.load(Ordering::SeqCst) + 8, "they are in the queue");
 }

@@ -76,6 +76,9 @@ pub mod names {
     /// Failed attempts to connect to the broker, by `role` (publisher, consumer): the volume of an
     /// outage, which the log only mentions now and then.
     pub const BROKER_CONNECT_FAILURES: &str = "relay_broker_connect_failures_total";
+    /// Publishing sessions replaced because the broker kept refusing a channel's publishes to a
+    /// queue (RabbitMQ keeps a full queue's refusal per channel).
+    pub const PUBLISHER_REOPENED: &str = "relay_publisher_reopened_total";
     /// 1 while `/readyz` would answer 200, else 0. Set on every scrape of `/metrics` (and every
     /// `/readyz`), so alerts see what the probes see: `up` only says the process answered.
     pub const READY: &str = "relay_ready";

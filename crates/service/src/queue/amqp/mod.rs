@@ -9,6 +9,7 @@ pub mod exclusive;
 pub mod log;
 mod misdelivered;
 mod publisher;
+mod refusals;
 mod seen_through;
 pub mod session;
 mod socket;

@@ -21,14 +21,19 @@ use tokio::sync::{watch, Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
-    confirmed, connect::Connector, convert, describe, misdelivered, seen_through::SeenThrough, topology, upkeep,
+    confirmed,
+    connect::Connector,
+    convert, describe, misdelivered,
+    refusals::{Refusals, REOPEN_AFTER},
+    seen_through::SeenThrough,
+    topology, upkeep,
 };
 use crate::{
     backoff::RECONNECT,
     config::{AmqpTarget, Topology},
     log_limit::LogLimit,
     queue::{retry_tier, Destination, Message, PublishError, Publisher},
-    telemetry::Metrics,
+    telemetry::{names, Metrics},
 };
 
 /// How long shutdown waits for dead letters made of misdelivered returns.
@@ -47,6 +52,8 @@ struct Session {
     channels: Vec<confirmed::SharedChannel>,
     /// Round-robin cursor over `channels`: publishes spread without a lock.
     next: AtomicUsize,
+    /// The nacks of each channel, to tell one the broker keeps refusing.
+    refusals: Refusals,
 }
 
 impl Session {
@@ -96,6 +103,8 @@ impl AmqpPublisher {
         let connector = Connector::new(&target, metrics.clone());
         upkeep::count_from_zero(&topology, &metrics);
         misdelivered::count_from_zero(&metrics);
+        // At 0 from the start, so that the first replacement shows as an increase.
+        metrics.record(|| metrics::counter!(names::PUBLISHER_REOPENED).increment(0));
         let shared = Arc::new(Shared {
             session: RwLock::new(None),
             connected: watch::Sender::new(false),
@@ -188,6 +197,7 @@ impl Publisher for AmqpPublisher {
             // (`SeenThrough`), for as long as a broker slow to confirm takes.
             drop(body);
             let answer = confirmed::confirmation(sent, |exchange| exchange == publisher.exchange_of(to)).await;
+            session.refusals.note(index, to, &answer.result);
             if let Some(returned) = answer.misdelivered {
                 let (rescues, meter) = (publisher.shared.rescues.clone(), publisher.shared.metrics.clone());
                 misdelivered::dead_letter(&rescues, publisher, meter, *returned);
@@ -226,7 +236,54 @@ async fn open_session(connector: &Connector, topology: &Topology) -> Result<Sess
     topology::declare(&connection, topology)
         .await
         .map_err(|e| format!("declaring the topology failed: {}", describe(&e)))?;
-    Ok(Session { connection, broker, channels, next: AtomicUsize::new(0) })
+    Ok(Session { connection, broker, channels, next: AtomicUsize::new(0), refusals: Refusals::new(CHANNELS) })
+}
+
+/// How long opening a session that replaces a refused one may take.
+const REPLACE_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long a replaced session is kept open for the publishes still waiting on it.
+const RETIRE_LIMIT: Duration = Duration::from_secs(60);
+
+/// A new session in place of `refused`, whose channels the broker keeps refusing (see
+/// [`super::refusals`]): opened before `refused` is let go, so publishes never find none. `None`
+/// when it could not be opened; `refused` then stays, and is looked at again after as long.
+async fn replace_refused(connector: &Connector, shared: &Shared, refused: &Session) -> Option<Arc<Session>> {
+    refused.refusals.forget();
+    let opened = match tokio::time::timeout(REPLACE_LIMIT, open_session(connector, &shared.topology)).await {
+        Ok(opened) => opened,
+        Err(_) => Err(format!("no answer within {}s", REPLACE_LIMIT.as_secs())),
+    };
+    match opened {
+        Ok(fresh) => {
+            let fresh = Arc::new(fresh);
+            *shared.session.write().unwrap_or_else(|p| p.into_inner()) = Some(fresh.clone());
+            shared.metrics.record(|| metrics::counter!(names::PUBLISHER_REOPENED).increment(1));
+            tracing::warn!(
+                broker = %fresh.broker,
+                refused_s = REOPEN_AFTER.as_secs(),
+                "the broker refused every publish to a queue on a channel for a while; publishing on new channels, which a queue whose limit was lifted takes again"
+            );
+            Some(fresh)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the broker keeps refusing publishes, and new channels could not be opened; the next look tries again");
+            None
+        }
+    }
+}
+
+/// Closes a replaced session once the publishes still using it have their answers (each holds
+/// the session until then), or after [`RETIRE_LIMIT`].
+fn retire(session: Arc<Session>) {
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + RETIRE_LIMIT;
+        // Nothing tells when the last publish lets go: looked at now and then, for a minute at most.
+        while Arc::strong_count(&session) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = session.connection.close(200, "replaced".into()).await;
+    });
 }
 
 /// Tells the watchers of readiness, only when it changed.
@@ -267,9 +324,9 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
         match opened {
             Ok(session) => {
                 failures = 0;
-                let opened_at = tokio::time::Instant::now();
+                let mut opened_at = tokio::time::Instant::now();
                 shared.failure.send_replace(None);
-                let session = Arc::new(session);
+                let mut session = Arc::new(session);
                 let mut events = session.connection.events_listener();
                 *shared.session.write().unwrap_or_else(|p| p.into_inner()) = Some(session.clone());
                 shared.connected.send_replace(true);
@@ -297,6 +354,13 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                         _ = shared.broken.notified() => if !session.healthy() { break },
                         _ = health.tick() => {
                             if !session.healthy() { break }
+                            if session.refusals.refused_for(REOPEN_AFTER) {
+                                if let Some(fresh) = replace_refused(&connector, &shared, &session).await {
+                                    retire(std::mem::replace(&mut session, fresh));
+                                    events = session.connection.events_listener();
+                                    opened_at = tokio::time::Instant::now();
+                                }
+                            }
                             set_ready(&shared, session.ready());
                         }
                         _ = upkeep.tick() => {
