@@ -171,10 +171,20 @@ async fn webhooks_are_taken_again_once_a_full_queues_limit_is_lifted_with_nothin
     }
     drop(policy);
 
-    // Nothing consumes the queue. Once the refused channels are replaced, webhooks are taken.
-    app.wait_for_metric_at_least("relay_publisher_reopened_total", 1.0).await;
+    // Nothing consumes the queue. Webhooks keep coming, refused, until the refused channels are
+    // replaced, about 10 s after the first refusal; then they are taken.
+    let retried = AtomicU64::new(0);
+    poll_until(Duration::from_secs(30), || async {
+        let id = format!("CAretried{}", retried.fetch_add(1, Ordering::SeqCst));
+        match app.post_signed(&completed(&id)).await.status().as_u16() {
+            204 => Ok(()),
+            status => Err(format!("still refused: {status}")),
+        }
+    })
+    .await;
+    assert!(app.metric("relay_publisher_reopened_total").await >= 1.0);
     for n in 0..8 {
         assert_eq!(app.post_signed(&completed(&format!("CAafter{n}"))).await.status(), 204, "webhook {n}");
     }
-    assert_eq!(app.queue.pending().await, taken.load(Ordering::SeqCst) + 8, "they are in the queue");
+    assert_eq!(app.queue.pending().await, taken.load(Ordering::SeqCst) + 9, "they are in the queue");
 }

@@ -24,7 +24,7 @@ use super::{
     confirmed,
     connect::Connector,
     convert, describe, misdelivered,
-    refusals::{Refusals, REOPEN_AFTER},
+    refusals::{Refusals, ReopenPace},
     seen_through::SeenThrough,
     topology, upkeep,
 };
@@ -89,6 +89,8 @@ struct Shared {
     /// Messages whose return reached another publish, on their way to the dead letters
     /// (`misdelivered`): the connection is closed only once they are there, or after a while.
     rescues: TaskTracker,
+    /// Sessions replaced for their refusals, closing once their publishes have their answers.
+    retiring: TaskTracker,
 }
 
 /// [`Publisher`] for RabbitMQ.
@@ -115,6 +117,7 @@ impl AmqpPublisher {
             max_message: target.max_message,
             metrics,
             rescues: TaskTracker::new(),
+            retiring: TaskTracker::new(),
         });
         tokio::spawn(supervise(connector, shared.clone(), shutdown));
         Self { shared }
@@ -248,7 +251,12 @@ const RETIRE_LIMIT: Duration = Duration::from_secs(60);
 /// A new session in place of `refused`, whose channels the broker keeps refusing (see
 /// [`super::refusals`]): opened before `refused` is let go, so publishes never find none. `None`
 /// when it could not be opened; `refused` then stays, and is looked at again after as long.
-async fn replace_refused(connector: &Connector, shared: &Shared, refused: &Session) -> Option<Arc<Session>> {
+async fn replace_refused(
+    connector: &Connector,
+    shared: &Shared,
+    refused: &Session,
+    refused_for: Duration,
+) -> Option<Arc<Session>> {
     refused.refusals.forget();
     let opened = match tokio::time::timeout(REPLACE_LIMIT, open_session(connector, &shared.topology)).await {
         Ok(opened) => opened,
@@ -261,8 +269,8 @@ async fn replace_refused(connector: &Connector, shared: &Shared, refused: &Sessi
             shared.metrics.record(|| metrics::counter!(names::PUBLISHER_REOPENED).increment(1));
             tracing::warn!(
                 broker = %fresh.broker,
-                refused_s = REOPEN_AFTER.as_secs(),
-                "the broker refused every publish to a queue on a channel for a while; publishing on new channels, which a queue whose limit was lifted takes again"
+                refused_s = refused_for.as_secs(),
+                "the broker refused every publish to a queue on a channel for a while; publishing on a new connection's channels, which a queue whose limit was lifted takes again (while it stays full, this comes further apart, up to every 5 minutes)"
             );
             Some(fresh)
         }
@@ -274,12 +282,13 @@ async fn replace_refused(connector: &Connector, shared: &Shared, refused: &Sessi
 }
 
 /// Closes a replaced session once the publishes still using it have their answers (each holds
-/// the session until then), or after [`RETIRE_LIMIT`].
-fn retire(session: Arc<Session>) {
-    tokio::spawn(async move {
+/// the session until then), after [`RETIRE_LIMIT`], or at shutdown, in a task of `retiring`.
+fn retire(retiring: &TaskTracker, session: Arc<Session>, shutdown: &CancellationToken) {
+    let shutdown = shutdown.clone();
+    retiring.spawn(async move {
         let deadline = tokio::time::Instant::now() + RETIRE_LIMIT;
         // Nothing tells when the last publish lets go: looked at now and then, for a minute at most.
-        while Arc::strong_count(&session) > 1 && tokio::time::Instant::now() < deadline {
+        while Arc::strong_count(&session) > 1 && tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let _ = session.connection.close(200, "replaced".into()).await;
@@ -316,6 +325,8 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
     let mut quick_losses = 0u32;
     // An outage retries every few seconds for as long as it lasts: say so once, then now and then.
     let unreachable = LogLimit::default();
+    // Kept across sessions: a queue that stays full refuses every new one.
+    let mut pace = ReopenPace::new();
     loop {
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -337,6 +348,8 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                 // and then as well, so readiness turns false for any close, before a publish has
                 // to find out.
                 let mut health = tokio::time::interval(Duration::from_millis(250));
+                // A tick held up (by a replacement being opened) is not made up for in a burst.
+                health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut upkeep = tokio::time::interval(upkeep::INTERVAL);
                 loop {
                     tokio::select! {
@@ -349,14 +362,23 @@ async fn supervise(connector: Connector, shared: Arc<Shared>, shutdown: Cancella
                                 tracing::error!(left = shared.rescues.len(), "messages misdelivered by their return were not all dead-lettered before shutdown");
                             }
                             let _ = session.connection.close(200, "shutting down".into()).await;
+                            // Replaced sessions close at once now: the receiver has drained.
+                            shared.retiring.close();
+                            let _ = tokio::time::timeout(RESCUES_DRAIN, shared.retiring.wait()).await;
                             return;
                         }
                         _ = shared.broken.notified() => if !session.healthy() { break },
                         _ = health.tick() => {
                             if !session.healthy() { break }
-                            if session.refusals.refused_for(REOPEN_AFTER) {
-                                if let Some(fresh) = replace_refused(&connector, &shared, &session).await {
-                                    retire(std::mem::replace(&mut session, fresh));
+                            if session.refusals.refused_for(pace.after()) {
+                                // Given up at shutdown, which the next turn of the loop sees.
+                                let fresh = tokio::select! {
+                                    _ = shutdown.cancelled() => None,
+                                    fresh = replace_refused(&connector, &shared, &session, pace.after()) => fresh,
+                                };
+                                if let Some(fresh) = fresh {
+                                    pace.replaced();
+                                    retire(&shared.retiring, std::mem::replace(&mut session, fresh), &shutdown);
                                     events = session.connection.events_listener();
                                     opened_at = tokio::time::Instant::now();
                                 }
