@@ -147,7 +147,7 @@ async fn a_publish_the_broker_nacks_gets_503() {
 /// RabbitMQ keeps a full queue's refusal in each channel that published to it, and 3.10 keeps it
 /// after the queue's limit is lifted while nothing drains the queue: a new channel publishes at
 /// once, the old ones nack on. The relay replaces channels the broker has refused for a while, so
-/// webhooks are taken again without a restart.
+/// webhooks are taken again without a restart. (On 3.10 this fails without the replacement.)
 #[tokio::test]
 async fn webhooks_are_taken_again_once_a_full_queues_limit_is_lifted_with_nothing_draining_it() {
     let app = spawn_app_with(receiver_only()).await;
@@ -182,7 +182,8 @@ async fn webhooks_are_taken_again_once_a_full_queues_limit_is_lifted_with_nothin
         }
     })
     .await;
-    assert!(app.metric("relay_publisher_reopened_total").await >= 1.0);
+    // 3.10 takes them only on new channels (`relay_publisher_reopened_total`); 4.0 tells the old
+    // ones to go on when the policy goes, and the relay needs no new ones there.
     for n in 0..8 {
         assert_eq!(app.post_signed(&completed(&format!("CAafter{n}"))).await.status(), 204, "webhook {n}");
     }
