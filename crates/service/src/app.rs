@@ -22,6 +22,10 @@ use crate::{
 /// bounded by the ack deadline already; this bounds slow clients too.
 const HTTP_DRAIN: Duration = Duration::from_secs(8);
 
+/// How long the shutdown waits, after the HTTP server, for withdrawals still being written (each
+/// is one publish, unless the broker is away).
+const WITHDRAWALS_DRAIN: Duration = Duration::from_secs(5);
+
 /// What to run in this process.
 pub struct Components {
     pub broker: BrokerSettings,
@@ -124,12 +128,14 @@ pub async fn start_with(
     let admin_server = listener::serve(admin, "admin", ops, limits.clone(), metrics.clone(), shutdown.clone());
     let mut servers = vec![tokio::spawn(admin_server)];
     let mut local_addr = admin_addr;
+    let mut withdrawals = None;
     if let Some((webhooks, settings)) = webhooks {
         local_addr = webhooks.local_addr()?;
         let mut receiver = Receiver::new(settings, publisher.clone(), metrics.clone());
         if let Some(spool) = &spool {
             receiver = receiver.with_spool(spool.clone());
         }
+        withdrawals = Some(receiver.withdrawals());
         let router = receiver::router(Arc::new(receiver));
         servers.push(tokio::spawn(listener::serve(webhooks, "webhooks", router, limits, metrics, shutdown.clone())));
     }
@@ -146,6 +152,13 @@ pub async fn start_with(
             }
             // Not closed here: their connections end with the process, which exits next.
             Err(_) => tracing::warn!("requests still open after the drain time; stopping without them"),
+        }
+        // Before the broker closes: a refused event's copy withdrawn from the conversations log.
+        if let Some(withdrawals) = withdrawals {
+            withdrawals.close();
+            if tokio::time::timeout(WITHDRAWALS_DRAIN, withdrawals.wait()).await.is_err() {
+                tracing::warn!(left = withdrawals.len(), "withdrawals of refused events not written before shutdown: should every retry of their webhooks be refused too, `log replay` recovers their calls");
+            }
         }
         if let Some(task) = worker_task {
             task.await.context("worker panicked")?;

@@ -28,7 +28,7 @@ pub async fn enqueue(receiver: &Receiver, message: Message, started: Instant) ->
     // Answered 503, refused by the broker, where the conversations log may hold a copy (design
     // §9: only accepted events make a call known).
     if let (true, Err(_), Some(withdrawal)) = (nacked, &stored, withdrawal) {
-        withdrawal.send(receiver.publisher.clone());
+        withdrawal.send(receiver.publisher.clone(), &receiver.withdrawals);
     }
     stored
 }

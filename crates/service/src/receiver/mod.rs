@@ -17,6 +17,7 @@ use axum::{
     Router,
 };
 use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use crate::{config::ReceiverSettings, queue::Publisher, spool::Spool, telemetry::Metrics, worker::PausedProjects};
 
@@ -42,6 +43,8 @@ pub struct Receiver {
     /// Deliveries enqueued within the timestamp tolerance, to answer replays without enqueueing,
     /// and those being stored, whose copies wait for the outcome.
     recent: recent::RecentDeliveries,
+    /// Withdrawals being written: a shutdown waits for them, for a while.
+    withdrawals: TaskTracker,
 }
 
 impl Receiver {
@@ -57,7 +60,14 @@ impl Receiver {
             settings,
             spool: None,
             metrics,
+            withdrawals: TaskTracker::new(),
         }
+    }
+
+    /// The withdrawals being written ([`withdraw`]), for the shutdown to wait for once no
+    /// request is left to start one.
+    pub fn withdrawals(&self) -> TaskTracker {
+        self.withdrawals.clone()
     }
 
     /// Spools events the broker cannot take in time instead of answering 503.

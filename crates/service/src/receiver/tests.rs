@@ -51,12 +51,17 @@ struct LogBeside {
     takes_events: bool,
     withdrawn: std::sync::Mutex<Vec<Message>>,
     tried: tokio::sync::Notify,
+    /// When set, a withdrawal is written only once this is notified.
+    release: Option<Arc<tokio::sync::Notify>>,
 }
 
 #[async_trait]
 impl Publisher for LogBeside {
     async fn publish(&self, to: Destination, message: Message) -> Result<(), PublishError> {
         if to == Destination::Withdrawn {
+            if let Some(release) = &self.release {
+                release.notified().await;
+            }
             self.withdrawn.lock().unwrap().push(message);
             self.tried.notify_one();
             return Ok(());
@@ -103,6 +108,22 @@ async fn an_event_the_broker_refused_is_withdrawn_from_a_log_that_may_keep_it() 
     assert_eq!(router.oneshot(signed_request_about("CAnolog")).await.unwrap().status(), 503);
     let_spawned_tasks_run().await;
     assert!(broker.withdrawn.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_withdrawal_being_written_is_waited_for_by_the_shutdown() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let broker = Arc::new(LogBeside { keeps_copies: true, release: Some(release.clone()), ..Default::default() });
+    let receiver = Arc::new(Receiver::new(settings(Duration::from_secs(3)), broker.clone(), Metrics::isolated()));
+    let withdrawals = receiver.withdrawals();
+    assert_eq!(router(receiver).oneshot(signed_request_about("CAheld")).await.unwrap().status(), 503);
+    // No request is left to start another: what is being written is all there is to wait for.
+    withdrawals.close();
+    let waited = tokio::time::timeout(Duration::from_secs(30), withdrawals.wait()).await;
+    assert!(waited.is_err(), "the withdrawal is still being written");
+    release.notify_one();
+    withdrawals.wait().await;
+    assert_eq!(broker.withdrawn.lock().unwrap().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]

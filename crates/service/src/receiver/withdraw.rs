@@ -16,6 +16,7 @@ use std::{
 use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::{
     backoff::Backoff,
@@ -49,9 +50,10 @@ impl Withdrawal {
         })
     }
 
-    /// Sends the withdrawal in the background: the sender's 503 does not wait for it.
-    pub fn send(self, publisher: Arc<dyn Publisher>) {
-        tokio::spawn(self.write(publisher));
+    /// Sends the withdrawal in the background, in a task of `tasks`: the sender's 503 does not
+    /// wait for it, a shutdown does.
+    pub fn send(self, publisher: Arc<dyn Publisher>, tasks: &TaskTracker) {
+        tasks.spawn(self.write(publisher));
     }
 
     /// Writes the withdrawal, through a broker's short outage. One that cannot be written
