@@ -5,7 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     config::{BrokerSettings, ReceiverSettings, ServerSettings, SpoolSettings, WorkerSettings},
@@ -153,13 +153,6 @@ pub async fn start_with(
             // Not closed here: their connections end with the process, which exits next.
             Err(_) => tracing::warn!("requests still open after the drain time; stopping without them"),
         }
-        // Before the broker closes: a refused event's copy withdrawn from the conversations log.
-        if let Some(withdrawals) = withdrawals {
-            withdrawals.close();
-            if tokio::time::timeout(WITHDRAWALS_DRAIN, withdrawals.wait()).await.is_err() {
-                tracing::warn!(left = withdrawals.len(), "withdrawals of refused events not written before shutdown: should every retry of their webhooks be refused too, `log replay` recovers their calls");
-            }
-        }
         if let Some(task) = worker_task {
             task.await.context("worker panicked")?;
         }
@@ -167,11 +160,33 @@ pub async fn start_with(
         if let Some(task) = drainer_task {
             task.await.context("spool drainer panicked")?;
         }
+        // Before the broker closes: a refused event's copy withdrawn from the conversations log.
+        if let Some(withdrawals) = withdrawals {
+            drain_withdrawals(withdrawals).await;
+        }
         broker_shutdown.cancel();
         tracing::info!("stopped");
         Ok(())
     });
     Ok(Running { local_addr, admin_addr, stopped, readiness, backend, spool })
+}
+
+/// Waits, for [`WITHDRAWALS_DRAIN`] at most, until no withdrawal is being written: looked at
+/// last before the broker closes, so that one a request still open after the HTTP drain started
+/// meanwhile is in; one started while this waits is waited for too.
+async fn drain_withdrawals(withdrawals: TaskTracker) {
+    withdrawals.close();
+    let drained = tokio::time::timeout(WITHDRAWALS_DRAIN, async {
+        while !withdrawals.is_empty() {
+            withdrawals.wait().await;
+        }
+    });
+    if drained.await.is_err() {
+        tracing::warn!(
+            left = withdrawals.len(),
+            "withdrawals of refused events not written before shutdown: should every retry of their webhooks be refused too, `log replay` recovers their calls"
+        );
+    }
 }
 
 async fn bind(variable: &str, address: SocketAddr) -> anyhow::Result<TcpListener> {

@@ -101,16 +101,20 @@ impl ReopenPace {
         Self { after: REOPEN_AFTER, last: None }
     }
 
+    /// The wait now: back to [`REOPEN_AFTER`] once three of the last waits passed with no
+    /// replacement, whether or not another came since.
     pub fn after(&self) -> Duration {
-        self.after
+        match self.last {
+            Some(last) if last.elapsed() < self.after * 3 => self.after,
+            _ => REOPEN_AFTER,
+        }
     }
 
     /// A replacement now.
     pub fn replaced(&mut self) {
-        let now = Instant::now();
-        let soon_after_the_last = self.last.is_some_and(|last| now.duration_since(last) < self.after * 3);
-        self.after = if soon_after_the_last { (self.after * 2).min(REOPEN_AFTER_AT_MOST) } else { REOPEN_AFTER };
-        self.last = Some(now);
+        let follows_closely = self.last.is_some_and(|last| last.elapsed() < self.after * 3);
+        self.after = if follows_closely { (self.after * 2).min(REOPEN_AFTER_AT_MOST) } else { REOPEN_AFTER };
+        self.last = Some(Instant::now());
     }
 }
 
@@ -174,7 +178,12 @@ mod tests {
             seen.push(pace.after().as_secs());
         }
         assert_eq!(seen, [10, 20, 40, 80, 160, 300, 300, 300]);
-        wait(REOPEN_AFTER_AT_MOST * 3).await;
+        // The queue drained: three of the last waits with no replacement, and the next refusal
+        // is met at the first wait again, before any replacement says so.
+        wait(REOPEN_AFTER_AT_MOST * 3 - Duration::from_secs(1)).await;
+        assert_eq!(pace.after(), REOPEN_AFTER_AT_MOST);
+        wait(Duration::from_secs(1)).await;
+        assert_eq!(pace.after(), REOPEN_AFTER);
         pace.replaced();
         assert_eq!(pace.after(), REOPEN_AFTER);
     }
