@@ -22,8 +22,8 @@ use crate::{
 /// bounded by the ack deadline already; this bounds slow clients too.
 const HTTP_DRAIN: Duration = Duration::from_secs(8);
 
-/// How long the shutdown waits, after the HTTP server, for withdrawals still being written (each
-/// is one publish, unless the broker is away).
+/// How long the shutdown waits, last before it closes the broker connection, for withdrawals
+/// still being written (each is one publish, unless the broker is away).
 const WITHDRAWALS_DRAIN: Duration = Duration::from_secs(5);
 
 /// What to run in this process.
