@@ -105,6 +105,41 @@ async fn seed_dead_letters(queue: &TestQueue, ids: &[String]) {
     }
 }
 
+/// Writes one dead letter that is an enriched record, as a return rescued by the relay's
+/// publisher makes it (marked [`headers::RECORD`]); returns its body.
+async fn seed_dead_record(queue: &TestQueue, id: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "schema": 1, "event_id": id, "conversation": { "id": format!("CA{id}") } });
+    let body = serde_json::to_vec(&body).unwrap();
+    let record = Message {
+        body: body.clone().into(),
+        message_id: id.to_owned(),
+        event_type: "conversation.completed".into(),
+        timestamp: 1,
+        headers: [
+            (headers::RECORD.to_owned(), "true".to_owned()),
+            (headers::ERROR.to_owned(), "no queue took it".to_owned()),
+            (headers::PROJECT.to_owned(), "main".to_owned()),
+        ]
+        .into(),
+    };
+    let settings = queue.settings(types(), None);
+    match &settings.amqp_url {
+        Some(url) => {
+            let stop = CancellationToken::new();
+            let publisher =
+                AmqpPublisher::start(url.clone(), settings.topology.clone(), Metrics::isolated(), stop.clone());
+            publisher.wait_connected().await;
+            publisher.publish(Destination::Dead, record).await.expect("dead letter stored");
+            stop.cancel();
+        }
+        None => {
+            let store = EmbeddedQueue::open(&settings.data_dir, 20).expect("queue opens");
+            store.publish(Destination::Dead, record).await.expect("dead letter stored");
+        }
+    }
+    body
+}
+
 /// Event ids still among the dead letters, read without the relay (and taking them away).
 async fn remaining_dead_ids(queue: &TestQueue) -> Vec<String> {
     match queue {
@@ -212,6 +247,28 @@ both_backends! {
         let everywhere: HashSet<String> = pending.union(&dead).cloned().collect();
         let all: HashSet<String> = ids.iter().cloned().collect();
         assert_eq!(everywhere, all, "every dead letter is in the worker's queue or still dead");
+    }
+
+    async fn a_replayed_dead_record_goes_back_to_the_records_not_to_the_worker(backend: Backend) {
+        let queue = TestQueue::new(backend, types()).await;
+        let body = seed_dead_record(&queue, "evt-rec1").await;
+        seed_dead_letters(&queue, &["evt-ev1".to_owned()]).await;
+
+        let stdout = dead(&queue, &["replay", "--all"]).await;
+        assert!(stdout.contains("replayed 2, left 0"), "{stdout}");
+        // The record reaches downstream as it was, without the mark or the dead letter's error;
+        // only the event goes to the worker, which could not read a record as one.
+        let record = queue.next_record().await;
+        assert_eq!(record.raw, body, "the record's body, byte for byte");
+        if let Some(delivery) = &record.delivery {
+            assert_eq!(delivery.properties.message_id().as_ref().map(|s| s.as_str()), Some("evt-rec1"));
+            assert_eq!(crate::helpers::header(delivery, headers::RECORD), None);
+            assert_eq!(crate::helpers::header(delivery, headers::ERROR), None);
+            assert_eq!(crate::helpers::header(delivery, headers::PROJECT).as_deref(), Some("main"));
+            assert!(crate::helpers::header(delivery, headers::REPLAYED_AT).is_some());
+        }
+        assert_eq!(queue.pending_ids().await, HashSet::from(["evt-ev1".to_owned()]));
+        assert_eq!(queue.dead_count().await, 0);
     }
 
     async fn a_dry_run_replay_counts_and_moves_nothing(backend: Backend) {

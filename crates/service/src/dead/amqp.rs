@@ -12,7 +12,7 @@
 //! copy is the original acked. Exactly as many messages as the queue held are taken, so one pass
 //! goes once around: the set and the order are unchanged, every copy starts with no delivery
 //! count, and the same holds on 3.10 and every 4.x. A replayed letter's copy goes to the
-//! worker's queue instead. If the pass is killed between a confirm and its ack, the original
+//! worker's queue instead, or, for a record, to the conversations exchange. If the pass is killed between a confirm and its ack, the original
 //! comes back too: a duplicate dead letter (at-least-once), never a lost one.
 
 use async_trait::async_trait;
@@ -24,12 +24,14 @@ use lapin::{
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio_util::sync::CancellationToken;
 
-use super::{replayed, DeadError, DeadLetter, DeadLetters, ReplayProgress, ReplayRequest, ReplaySummary};
+use super::{
+    replay_destination, replayed, DeadError, DeadLetter, DeadLetters, ReplayProgress, ReplayRequest, ReplaySummary,
+};
 use crate::{
     config::{AmqpTarget, Topology},
     queue::{
         amqp::{convert, describe, publish_confirmed, session},
-        PublishError,
+        Destination, PublishError,
     },
 };
 
@@ -48,8 +50,8 @@ fn broker(error: lapin::Error) -> DeadError {
 enum Action {
     /// Back to the tail of the dead letters.
     Keep,
-    /// To the worker's queue, as this message.
-    Replay(crate::queue::Message),
+    /// To the worker's queue, or a record to the conversations exchange, as this message.
+    Replay(Destination, crate::queue::Message),
 }
 
 impl AmqpDeadLetters {
@@ -69,12 +71,39 @@ impl AmqpDeadLetters {
         Ok(u64::from(declared.message_count()))
     }
 
-    /// Publishes to `queue` through the default exchange and waits for the broker's confirm.
+    /// Publishes to `queue` through the default exchange, which routes straight to the queue
+    /// named by the key, and waits for the broker's confirm.
     async fn put(&self, queue: &str, body: &[u8], properties: BasicProperties) -> Result<(), DeadError> {
-        // The default exchange routes straight to the queue named by the key.
-        publish_confirmed(&self.channel, "".into(), queue.into(), body, properties).await.map_err(|error| match error {
-            PublishError::Failed(reason) => DeadError::Broker(reason),
-            other => DeadError::NotConfirmed(format!("`{queue}`: {other}")),
+        self.publish("", queue, body, properties).await
+    }
+
+    /// Sends a replayed letter where [`replay_destination`] says: an event straight to the
+    /// worker's queue (raw-event subscribers and the log saw it already), a record through the
+    /// conversations exchange, as the worker would have published it (`mandatory`: with no queue
+    /// bound for it, it stays a dead letter).
+    async fn put_replayed(&self, to: Destination, message: crate::queue::Message) -> Result<(), DeadError> {
+        let routing_key = message.event_type.clone();
+        let (body, properties) = convert::into_amqp(message, None);
+        match to {
+            Destination::Conversations => {
+                self.publish(&self.topology.conversations_exchange, &routing_key, &body, properties).await
+            }
+            _ => self.put(&self.topology.enrich_queue, &body, properties).await,
+        }
+    }
+
+    async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), DeadError> {
+        publish_confirmed(&self.channel, exchange.into(), routing_key.into(), body, properties).await.map_err(|error| {
+            match error {
+                PublishError::Failed(reason) => DeadError::Broker(reason),
+                other => DeadError::NotConfirmed(format!("`{exchange}` `{routing_key}`: {other}")),
+            }
         })
     }
 
@@ -102,10 +131,7 @@ impl AmqpDeadLetters {
             let letter = DeadLetter::from_message(&message, dead_at, error);
             match decide(letter, message) {
                 Action::Keep => self.put(queue, &delivery.data, delivery.properties.clone()).await?,
-                Action::Replay(message) => {
-                    let (body, properties) = convert::into_amqp(message, None);
-                    self.put(&self.topology.enrich_queue, &body, properties).await?
-                }
+                Action::Replay(to, message) => self.put_replayed(to, message).await?,
             }
             delivery.acker.ack(BasicAckOptions::default()).await.map_err(broker)?;
         }
@@ -173,7 +199,8 @@ impl DeadLetters for AmqpDeadLetters {
                         if request.dry_run {
                             Action::Keep
                         } else {
-                            Action::Replay(replayed(message, request.reason.as_deref(), now))
+                            let to = replay_destination(&message);
+                            Action::Replay(to, replayed(message, request.reason.as_deref(), now))
                         }
                     } else {
                         Action::Keep

@@ -7,10 +7,12 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::{replayed, DeadError, DeadLetter, DeadLetters, ReplayProgress, ReplayRequest, ReplaySummary};
+use super::{
+    replay_destination, replayed, DeadError, DeadLetter, DeadLetters, ReplayProgress, ReplayRequest, ReplaySummary,
+};
 use crate::queue::{
     embedded::{DeadLine, EmbeddedQueue},
-    Destination, Publisher,
+    Publisher,
 };
 
 /// Lines replayed between two rewrites of `dead.jsonl`: what a kill can double, at most.
@@ -76,9 +78,11 @@ impl DeadLetters for EmbeddedDeadLetters {
                     queue.remove_dead_lines(done).await.map_err(store)?;
                     break 'chunks;
                 }
+                let to = replay_destination(&line.message);
                 let message = replayed(line.message, request.reason.as_deref(), now);
-                // Committed (fsync'd) in the worker's queue before the line may leave the file.
-                queue.publish(Destination::Events, message).await.map_err(store)?;
+                // Committed (fsync'd) in the worker's queue (a record: the records') before the
+                // line may leave the file.
+                queue.publish(to, message).await.map_err(store)?;
                 done.insert(line.index);
                 summary.replayed += 1;
                 progress.step(summary.replayed);

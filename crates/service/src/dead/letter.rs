@@ -5,7 +5,7 @@ use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 
 use crate::{
     event::Fields,
-    queue::{headers, Message},
+    queue::{headers, Destination, Message},
     telemetry::trace_context,
 };
 
@@ -65,11 +65,23 @@ impl Selection {
     }
 }
 
+/// Where `dead replay` sends a dead letter: an event to the worker, a record (rescued from a
+/// return, [`headers::RECORD`]) back to the conversations exchange it was meant for.
+pub fn replay_destination(message: &Message) -> Destination {
+    if message.header(headers::RECORD).is_some() {
+        Destination::Conversations
+    } else {
+        Destination::Events
+    }
+}
+
 /// The event as the worker should see it again: attempts reset, the last error and death time
 /// dropped, and when (and why) it was replayed recorded. A replay starts a trace of its own: the
-/// trace the event was first in may be days old.
+/// trace the event was first in may be days old. A record keeps its own headers but the same
+/// dead-letter ones, and loses its mark ([`replay_destination`] read it first).
 pub fn replayed(mut message: Message, reason: Option<&str>, now: OffsetDateTime) -> Message {
     let dropped = [
+        headers::RECORD,
         headers::ATTEMPTS,
         headers::NOT_FOUND_ATTEMPTS,
         headers::ERROR,
@@ -132,6 +144,16 @@ mod tests {
         assert_eq!(message.header(headers::REPLAYED_AT), Some("1970-01-01T00:00:00Z"));
         assert_eq!(message.header(headers::REPLAY_REASON), Some("API fixed"));
         assert_eq!(message.header(headers::RECEIVED_AT), Some("2026-11-29T03:00:00Z"));
+    }
+
+    #[test]
+    fn a_record_is_replayed_to_the_records_without_its_mark() {
+        assert_eq!(replay_destination(&dead()), Destination::Events);
+        let mut record = dead();
+        record.headers.insert(headers::RECORD.to_owned(), "true".to_owned());
+        assert_eq!(replay_destination(&record), Destination::Conversations);
+        let replayed = replayed(record, None, OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(replayed.header(headers::RECORD), None, "downstream sees the record as the worker sent it");
     }
 
     #[test]

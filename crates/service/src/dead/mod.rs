@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::{
     amqp::AmqpDeadLetters,
     embedded::EmbeddedDeadLetters,
-    letter::{replayed, DeadLetter, Selection},
+    letter::{replay_destination, replayed, DeadLetter, Selection},
     progress::ReplayProgress,
 };
 

@@ -33,6 +33,10 @@ pub mod headers {
     pub const REPLAYED_AT: &str = "x-relay-replayed-at";
     /// The operator's `--reason` for a replay, when given.
     pub const REPLAY_REASON: &str = "x-relay-replay-reason";
+    /// On a dead letter that is an enriched record, not an event: a record no queue took, whose
+    /// return reached another publish (`queue::amqp::misdelivered`). `dead replay` sends it back
+    /// to the conversations exchange: the worker could not read it as an event.
+    pub const RECORD: &str = "x-relay-record";
 }
 
 #[derive(Debug, Clone, PartialEq)]

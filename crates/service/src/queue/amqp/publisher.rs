@@ -203,7 +203,8 @@ impl Publisher for AmqpPublisher {
             session.refusals.note(index, to, &answer.result);
             if let Some(returned) = answer.misdelivered {
                 let (rescues, meter) = (publisher.shared.rescues.clone(), publisher.shared.metrics.clone());
-                misdelivered::dead_letter(&rescues, publisher, meter, *returned);
+                let records = publisher.shared.topology.conversations_exchange.clone();
+                misdelivered::dead_letter(&rescues, publisher, meter, *returned, &records);
             }
             answer.result
         };
