@@ -159,9 +159,12 @@ impl RecentDeliveries {
     }
 
     /// When a key inserted now expires, rounded up: a delivery is remembered for the whole
-    /// window and `beyond` it, at most a second longer.
+    /// window, `beyond` it, and one second more, at most two seconds longer. The second: a
+    /// signature is checked against the wall clock's whole seconds, so one made in the second
+    /// the delivery is stored in verifies until up to a second past the window from now. This
+    /// table counts its seconds from its own start, whose phase against the wall clock's is any.
     fn expiry(&self, beyond: Duration) -> Second {
-        let expires = self.epoch.elapsed() + self.window + beyond;
+        let expires = self.epoch.elapsed() + self.window + beyond + Duration::from_secs(1);
         let seconds = expires.as_secs() + u64::from(expires.subsec_nanos() > 0);
         Second::try_from(seconds).unwrap_or(Second::MAX)
     }
@@ -231,8 +234,8 @@ mod tests {
         store(&recent, key(1), Duration::ZERO);
         assert!(is_duplicate(&recent, key(1)));
         assert!(!is_duplicate(&recent, key(2)));
-        // Whole seconds, rounded towards remembering: still there at the window's last instant.
-        tokio::time::advance(Duration::from_millis(299_999)).await;
+        // Whole seconds, rounded towards remembering: still there a second past the window.
+        tokio::time::advance(Duration::from_millis(300_999)).await;
         assert!(is_duplicate(&recent, key(1)));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(!is_duplicate(&recent, key(1)));
@@ -240,11 +243,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_copy_is_recognised_for_as_long_as_a_signature_of_the_same_second_verifies() {
+        let recent = table();
+        // Stored 0.9 s into one of the table's seconds, 0.1 s into the wall clock's: a signature
+        // made in that wall second verifies until 300.9 s from now (at the window's tolerance).
+        tokio::time::advance(Duration::from_millis(900)).await;
+        store(&recent, key(1), Duration::ZERO);
+        tokio::time::advance(Duration::from_millis(300_800)).await;
+        assert!(is_duplicate(&recent, key(1)), "the copy's signature still verifies");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_delivery_signed_ahead_of_the_clock_is_remembered_until_its_signature_goes_stale() {
         let recent = table();
         store(&recent, key(1), Duration::from_secs(5));
         store(&recent, key(2), Duration::ZERO);
-        tokio::time::advance(Duration::from_secs(302)).await;
+        tokio::time::advance(Duration::from_secs(303)).await;
         assert!(is_duplicate(&recent, key(1)), "its signature is still fresh here");
         assert!(!is_duplicate(&recent, key(2)));
         tokio::time::advance(Duration::from_secs(4)).await;
