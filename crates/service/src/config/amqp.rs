@@ -78,6 +78,18 @@ pub fn parse_addresses(variable: &'static str, text: &SecretString) -> Result<Ve
             };
             return Err(ConfigError::new(variable, message));
         }
+        // A `/`, `?` or `#` written as is in the user name or password ends the URL's authority
+        // there: `amqp://relay:4711/x@broker/v` parses as host `relay`, port 4711, and every
+        // connection error would then show the user and the password's first part as the host.
+        if credentials_unescaped(piece) {
+            return Err(ConfigError::new(
+                variable,
+                format!(
+                    "{variable}: address {position} has an `@` after its host: a `/`, `?` or `#` in the user name or \
+                     password is written %2F, %3F or %23 (and an `@` in the vhost %40)"
+                ),
+            ));
+        }
         // The parser's messages can quote the input, password included: only its position is said.
         let uri = AMQPUri::from_str(piece).map_err(|_| {
             ConfigError::new(
@@ -116,6 +128,14 @@ pub fn parse_addresses(variable: &'static str, text: &SecretString) -> Result<Ve
         return Err(ConfigError::new(variable, format!("{variable} is empty")));
     }
     Ok(addresses)
+}
+
+/// Whether an `@` comes after the authority of `url` (`scheme://authority/…`): the sign of a
+/// character that ends the authority, written as is in the credentials before it.
+fn credentials_unescaped(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest[authority_end..].contains('@')
 }
 
 /// What a PEM file must hold.
@@ -180,6 +200,19 @@ mod tests {
             assert!(!error.contains("hunter2"), "{error}");
         }
         assert_eq!(parse("amqps://u:p@a/v,amqps://u:p@b/v").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_password_with_a_character_that_ends_the_host_unescaped_is_refused_without_showing_it() {
+        // Each parses (the part before the `/`, `?` or `#` reads as host and port) and would name
+        // `relay:4711` as the host in every connection error.
+        for text in ["amqp://relay:4711/hunter2@broker:5672/%2f", "amqp://relay:4711?hunter2@broker/v"] {
+            let error = parse(text).unwrap_err();
+            assert!(error.contains("address 1") && error.contains("%2F"), "{text}: {error}");
+            assert!(!error.contains("4711") && !error.contains("hunter2"), "{text}: {error}");
+        }
+        assert_eq!(parse("amqp://relay:4711%2Fhunter2@broker:5672/%2f").unwrap().len(), 1);
+        assert_eq!(parse("amqp://relay:p@broker:5672/v%40x").unwrap().len(), 1);
     }
 
     #[test]

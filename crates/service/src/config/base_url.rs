@@ -16,6 +16,14 @@ impl BaseUrl {
     pub fn parse(variable: &str, text: &str) -> Result<Self, ConfigError> {
         let url = Url::parse(text.trim())
             .map_err(|e| ConfigError::new(variable, format!("{variable} is not a URL ({e})")))?;
+        // Printed whole by `check` and in errors: a password in it would be shown. PolyAI's APIs
+        // take their key in a header of its own.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ConfigError::new(
+                variable,
+                format!("{variable} must not hold a user name or password: the API key goes in its own setting"),
+            ));
+        }
         Self::try_from(url)
             .map_err(|_| ConfigError::new(variable, format!("{variable} must be an http(s) URL with a host")))
     }
@@ -72,6 +80,15 @@ mod tests {
         assert!(BaseUrl::parse("POLYAI_BASE_URL", "not a url").is_err());
         assert!(BaseUrl::parse("POLYAI_BASE_URL", "mailto:a@b").is_err());
         assert!(BaseUrl::parse("POLYAI_BASE_URL", "http://127.0.0.1:1").is_ok());
+    }
+
+    #[test]
+    fn a_url_holding_credentials_is_refused_without_showing_them() {
+        for text in ["https://user:hunter2@proxy.example/", "https://hunter2@proxy.example/"] {
+            let error = BaseUrl::parse("POLYAI_BASE_URL", text).unwrap_err().to_string();
+            assert!(error.contains("POLYAI_BASE_URL") && error.contains("user name or password"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
     }
 
     #[test]
