@@ -18,8 +18,7 @@ use std::{
 };
 
 use anyhow::Context;
-// tokio's clock, so tests can run it paused.
-use tokio::{sync::watch, time::Instant};
+use tokio::sync::watch;
 
 pub use self::drain::Drainer;
 
@@ -27,17 +26,14 @@ use crate::{
     config::SpoolSettings,
     owner_only,
     queue::{
-        embedded::store::{stored_size, Store, Stored},
+        embedded::{
+            failed_write::{tell_when_over, FailedWrite},
+            store::{stored_size, Store, Stored},
+        },
         Message,
     },
     telemetry::{names, Metrics},
 };
-
-/// How long a failed write keeps the receiver unready while the broker is away. Not until the
-/// next write works: unready, a receiver gets no webhooks to write (its load balancer sends
-/// none), and would stay out until the broker came back, however soon the disk was mended. After
-/// this, the next webhook tries the disk again; if it fails too, another 503 and another wait.
-const UNREADY_AFTER_FAILED_WRITE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The files SQLite keeps for the store, made owner-only at open (SQLite gives the `-wal` and
 /// `-shm` files it creates the database file's permissions).
@@ -69,8 +65,8 @@ struct Inner {
     bytes: AtomicU64,
     max_bytes: u64,
     /// When a write last failed, unless one worked since: drives `/readyz`, see
-    /// [`UNREADY_AFTER_FAILED_WRITE`].
-    failed_write: Mutex<Option<Instant>>,
+    /// [`failed_write`](crate::queue::embedded::failed_write).
+    failed_write: FailedWrite,
     /// True once an event found no room, until the drainer frees some (drives `/readyz`).
     full: AtomicBool,
     /// The event count (read from the store at open) and whether the spool accepts, sent on every
@@ -131,7 +127,7 @@ impl Spool {
                 store,
                 bytes: AtomicU64::new(bytes),
                 max_bytes: settings.max_bytes,
-                failed_write: Mutex::new(None),
+                failed_write: FailedWrite::default(),
                 full: AtomicBool::new(false),
                 level: watch::Sender::new(Level { events, accepts: true }),
                 counting: Mutex::new(()),
@@ -169,7 +165,7 @@ impl Spool {
             let _counting = shared.counting();
             // `available_at` 0: every spooled event is due at once, so the store's order is insertion order.
             let result = shared.store.insert(&message, 0);
-            *shared.failed_write.lock().unwrap_or_else(|p| p.into_inner()) = result.is_err().then(Instant::now);
+            shared.failed_write.note(result.is_ok());
             match &result {
                 Ok(()) => {
                     shared.metrics.record(|| metrics::counter!(names::SPOOLED).increment(1));
@@ -187,11 +183,7 @@ impl Spool {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
                 // Those who wait on the level hear when the spool may be tried again.
-                let shared = self.inner.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(UNREADY_AFTER_FAILED_WRITE).await;
-                    shared.update(|_| {});
-                });
+                tell_when_over(Arc::downgrade(&self.inner), |inner| inner.update(|_| {}));
                 Err(SpoolError::Storage(error.to_string()))
             }
             Err(join) => Err(SpoolError::Storage(join.to_string())),
@@ -199,7 +191,8 @@ impl Spool {
     }
 
     /// Whether a webhook could be spooled now: no write failed in the last
-    /// [`UNREADY_AFTER_FAILED_WRITE`] (or one worked since), and the last event found room.
+    /// [`UNREADY_AFTER_FAILED_WRITE`](crate::queue::embedded::failed_write::UNREADY_AFTER_FAILED_WRITE)
+    /// (or one worked since), and the last event found room.
     pub fn accepts(&self) -> bool {
         self.inner.accepts()
     }
@@ -265,8 +258,7 @@ impl Inner {
     }
 
     fn accepts(&self) -> bool {
-        let failed_write = *self.failed_write.lock().unwrap_or_else(|p| p.into_inner());
-        failed_write.is_none_or(|at| at.elapsed() >= UNREADY_AFTER_FAILED_WRITE)
+        self.failed_write.allows()
             && !self.full.load(Ordering::SeqCst)
             && self.bytes.load(Ordering::SeqCst) < self.max_bytes
     }

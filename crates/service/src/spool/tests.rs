@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::{
-    queue::{Destination, PublishError, Publisher},
+    queue::{embedded::failed_write::UNREADY_AFTER_FAILED_WRITE, Destination, PublishError, Publisher},
     telemetry::captured::Lines,
     temp_dir::TempDir,
 };

@@ -6,18 +6,20 @@
 //! For one small deployment and for trying the relay; RabbitMQ is the production path.
 
 mod dead;
+pub(crate) mod failed_write;
 mod jsonl;
 mod known;
+mod leases;
 mod line_file;
 pub(crate) mod store;
 
 use std::{
     borrow::Cow,
-    collections::{BTreeMap, HashSet},
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicI64, AtomicU64, Ordering},
-        Arc, Mutex,
+        Arc,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -28,7 +30,12 @@ use serde_json::value::RawValue;
 use tokio::sync::{watch, Notify};
 
 pub use self::dead::DeadLine;
-use self::{jsonl::JsonLines, store::Store};
+use self::{
+    failed_write::{tell_when_over, FailedWrite},
+    jsonl::JsonLines,
+    leases::Leases,
+    store::Store,
+};
 use super::{
     headers, ledger, Acker, ConsumeError, Consumer, Delivery, Destination, Holding, Message, PublishError, Publisher,
     Source,
@@ -58,8 +65,10 @@ struct Shared {
     written: watch::Sender<u64>,
     /// Wakes consumers when a message is inserted or released.
     arrived: Notify,
-    /// False after a failed write, true again after a successful one (drives `/readyz`).
+    /// False after a failed write, true again after a successful one or a while
+    /// ([`failed_write`]); drives `/readyz`, and the worker takes no event while it is false.
     healthy: watch::Sender<bool>,
+    failed_write: FailedWrite,
     delivery_limit: u32,
     /// When retries fall due.
     clock: Clock,
@@ -72,6 +81,12 @@ struct Shared {
 }
 
 impl Shared {
+    /// Tells `/readyz` and the worker whether writes may be taken now.
+    fn tell_health(&self) {
+        let allows = self.failed_write.allows();
+        self.healthy.send_if_modified(|healthy| std::mem::replace(healthy, allows) != allows);
+    }
+
     /// Stores a new event and, in the same transaction, records in the ledger that the relay knows
     /// its conversation (reconciliation reads it).
     fn insert_event(&self, message: &Message, due: i64, conversation_id: Option<String>) -> std::io::Result<()> {
@@ -186,6 +201,7 @@ impl EmbeddedQueue {
                 written,
                 arrived: Notify::new(),
                 healthy: watch::Sender::new(true),
+                failed_write: FailedWrite::default(),
                 delivery_limit: delivery_limit.max(1),
                 clock,
                 dir: dir.to_owned(),
@@ -229,7 +245,11 @@ impl EmbeddedQueue {
             Ok(result) => result.map_err(|e| PublishError::Failed(e.to_string())),
             Err(join) => Err(PublishError::Failed(join.to_string())),
         };
-        self.shared.healthy.send_if_modified(|healthy| std::mem::replace(healthy, result.is_ok()) != result.is_ok());
+        self.shared.failed_write.note(result.is_ok());
+        self.shared.tell_health();
+        if result.is_err() {
+            tell_when_over(Arc::downgrade(&self.shared), Shared::tell_health);
+        }
         result
     }
 }
@@ -345,8 +365,15 @@ impl Source for EmbeddedQueue {
 /// as a closed AMQP channel would return them.
 struct EmbeddedConsumer {
     queue: EmbeddedQueue,
-    unsettled: Arc<Mutex<HashSet<i64>>>,
+    leases: Arc<Leases>,
+    /// A look at the store still running, kept here while awaited: a caller that stops waiting
+    /// for [`Consumer::next`] (the worker does, when its projects are paused) leaves the look's
+    /// lease to the next call, not taken and handed to no one.
+    look: Option<tokio::task::JoinHandle<LookResult>>,
 }
+
+/// What a look at the store found: a message leased, else when the next one falls due.
+type LookResult = Result<(Option<store::Leased>, Option<i64>), rusqlite::Error>;
 
 /// What one look at the queue found.
 enum Look {
@@ -392,21 +419,36 @@ impl Consumer for EmbeddedConsumer {
 
 impl EmbeddedConsumer {
     fn new(queue: EmbeddedQueue) -> Self {
-        Self { queue, unsettled: Arc::new(Mutex::new(HashSet::new())) }
+        Self { queue, leases: Arc::default(), look: None }
     }
 
     /// Leases the oldest due message, dead-lettering on the way those past the delivery limit.
     async fn take_due(&mut self) -> Look {
         let shared = self.queue.shared.clone();
         loop {
-            let store = shared.clone();
-            let leased = tokio::task::spawn_blocking(move || {
-                let leased = store.store.lease_next(store.clock.now_ms())?;
-                let next_due = if leased.is_none() { store.store.next_due()? } else { None };
-                Ok::<_, rusqlite::Error>((leased, next_due))
-            })
-            .await;
-            let (leased, next_due) = match leased {
+            let look = match self.look.take() {
+                Some(running) => running,
+                None => {
+                    let (store, leases) = (shared.clone(), self.leases.clone());
+                    tokio::task::spawn_blocking(move || {
+                        let leased = store.store.lease_next(store.clock.now_ms())?;
+                        // Held from the moment it is taken: a consumer dropped while this ran
+                        // gives back only what it knows of, so then the look gives it back.
+                        if let Some(lease) = &leased {
+                            if !leases.hold(lease.seq) {
+                                store.store.release(lease.seq)?;
+                                store.arrived.notify_waiters();
+                                return Ok((None, None));
+                            }
+                        }
+                        let next_due = if leased.is_none() { store.store.next_due()? } else { None };
+                        Ok((leased, next_due))
+                    })
+                }
+            };
+            let look = self.look.insert(look).await;
+            self.look = None;
+            let (leased, next_due) = match look {
                 Ok(Ok(found)) => found,
                 Ok(Err(error)) => {
                     tracing::error!(%error, "embedded queue cannot be read");
@@ -419,14 +461,13 @@ impl EmbeddedConsumer {
                 self.give_up(leased).await;
                 continue;
             }
-            self.unsettled.lock().unwrap_or_else(|p| p.into_inner()).insert(leased.seq);
             return Look::Due(Delivery {
                 message: leased.message,
                 redelivered: leased.deliveries > 1,
                 acker: Box::new(EmbeddedAcker {
                     queue: self.queue.clone(),
                     seq: leased.seq,
-                    unsettled: self.unsettled.clone(),
+                    leases: self.leases.clone(),
                 }),
             });
         }
@@ -449,15 +490,17 @@ impl EmbeddedConsumer {
                 shared.store.remove(seq).map_err(io_error)
             })
             .await;
-        if let Err(error) = result {
-            tracing::error!(%error, "could not dead-letter a message past its delivery limit");
+        match result {
+            Ok(()) => self.leases.settled(seq),
+            // Still held: given back when the consumer goes, and dead-lettered on a later look.
+            Err(error) => tracing::error!(%error, "could not dead-letter a message past its delivery limit"),
         }
     }
 }
 
 impl Drop for EmbeddedConsumer {
     fn drop(&mut self) {
-        let seqs: Vec<i64> = self.unsettled.lock().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let seqs = self.leases.close();
         if seqs.is_empty() {
             return;
         }
@@ -478,12 +521,12 @@ impl Drop for EmbeddedConsumer {
 struct EmbeddedAcker {
     queue: EmbeddedQueue,
     seq: i64,
-    unsettled: Arc<Mutex<HashSet<i64>>>,
+    leases: Arc<Leases>,
 }
 
 impl EmbeddedAcker {
     fn settled(&self) {
-        self.unsettled.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.seq);
+        self.leases.settled(self.seq);
     }
 }
 

@@ -126,6 +126,12 @@ impl Store {
         self.connection.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Holds the store as a long write would: a test makes a look wait on it.
+    #[cfg(test)]
+    pub fn busy(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection()
+    }
+
     pub fn insert(&self, message: &Message, available_at_ms: i64) -> StoreResult<()> {
         insert_message(&self.connection(), message, available_at_ms)
     }

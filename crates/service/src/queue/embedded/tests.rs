@@ -1,6 +1,7 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 
 use super::*;
 use crate::temp_dir::TempDir;
@@ -72,6 +73,75 @@ async fn a_message_past_its_delivery_limit_goes_to_the_dead_letter_file() {
     let line: serde_json::Value = serde_json::from_str(dead.lines().next().unwrap()).unwrap();
     assert_eq!(line["event_id"], "evt_poison");
     assert!(line["error"].as_str().unwrap().contains("delivered 2 times"));
+}
+
+/// Starts a look for a due message that waits on the store, held by the guard returned, and
+/// stops waiting for it (as the worker does when its projects are paused) before the look takes
+/// its lease.
+fn abandon_a_look<'a>(
+    queue: &'a EmbeddedQueue,
+    consumer: &mut Box<dyn Consumer>,
+) -> std::sync::MutexGuard<'a, rusqlite::Connection> {
+    let busy = queue.shared.store.busy();
+    // Polled once, then dropped.
+    assert!(consumer.next().now_or_never().is_none(), "the look waits for the store");
+    busy
+}
+
+/// The next message `consumer` hands out; the look ends within a bound, not a clock.
+async fn next_within_a_bound(consumer: &mut Box<dyn Consumer>) -> Delivery {
+    tokio::time::timeout(Duration::from_secs(10), consumer.next())
+        .await
+        .expect("the message is handed out, not left leased to no one")
+        .expect("a delivery")
+}
+
+#[tokio::test]
+async fn a_look_its_caller_stopped_waiting_for_hands_its_message_to_the_next_look() {
+    let dir = temp_dir();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    queue.publish(Destination::Events, message("evt_1")).await.unwrap();
+    let mut consumer = Source::open(&queue, 1).await.unwrap();
+    drop(abandon_a_look(&queue, &mut consumer));
+    assert_eq!(next_within_a_bound(&mut consumer).await.message.message_id, "evt_1");
+}
+
+#[tokio::test]
+async fn a_message_leased_by_a_look_of_a_consumer_dropped_meanwhile_goes_back() {
+    let dir = temp_dir();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    queue.publish(Destination::Events, message("evt_1")).await.unwrap();
+    let mut consumer = Source::open(&queue, 1).await.unwrap();
+    // The look is still waiting on the store when its consumer goes, outside the runtime so
+    // that what the consumer gives back is given back before the drop returns.
+    let busy = abandon_a_look(&queue, &mut consumer);
+    std::thread::spawn(move || drop(consumer)).join().unwrap();
+    drop(busy);
+    let mut next = Source::open(&queue, 1).await.unwrap();
+    assert_eq!(next_within_a_bound(&mut next).await.message.message_id, "evt_1");
+}
+
+/// Unready, the queue gets no webhooks and its worker takes no events: no write could show the
+/// disk works again. It is ready again after a while, and the next write tries.
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_makes_the_queue_unready_for_a_while_not_until_a_write_works() {
+    let dir = temp_dir();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let disk = rusqlite::Connection::open(dir.0.join("queue.sqlite3")).unwrap();
+    disk.execute_batch("CREATE TRIGGER refuse BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'disk full'); END;")
+        .unwrap();
+    assert!(queue.publish(Destination::Events, message("evt_0")).await.is_err());
+    assert!(!queue.is_ready(), "unready after the failure");
+    let mut readiness = queue.readiness();
+    assert!(!*readiness.borrow_and_update());
+
+    disk.execute_batch("DROP TRIGGER refuse").unwrap();
+    tokio::time::advance(failed_write::UNREADY_AFTER_FAILED_WRITE - Duration::from_secs(1)).await;
+    assert!(!queue.is_ready(), "still, until the wait is over");
+    let ready = tokio::time::timeout(Duration::from_secs(2), readiness.wait_for(|ready| *ready)).await;
+    assert!(ready.is_ok_and(|r| r.is_ok()), "ready again once the wait is over");
+    queue.publish(Destination::Events, message("evt_1")).await.unwrap();
+    assert_eq!(queue.pending().await.unwrap(), 1);
 }
 
 #[tokio::test(start_paused = true)]
