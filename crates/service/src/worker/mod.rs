@@ -8,6 +8,8 @@ mod policy;
 mod process;
 mod projects;
 pub mod record;
+#[cfg(test)]
+mod tests;
 mod throttle;
 
 use std::{sync::Arc, time::Duration};
@@ -58,6 +60,16 @@ impl Settle {
             Self::Requeue => "requeue",
         }
     }
+}
+
+/// Why the worker stopped taking deliveries from a consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Shutdown, or every project paused.
+    Stopping,
+    /// The consumer handed out no more: its connection lost, cancelled, or the queue unreadable.
+    /// `delivered`: whether it handed out any event first.
+    Lost { delivered: bool },
 }
 
 /// What one step of the worker did.
@@ -168,38 +180,53 @@ impl Worker {
                 self.wait_while_every_project_is_paused().await;
                 continue;
             }
-            match source.open(prefetch).await {
+            let failure = match source.open(prefetch).await {
                 Ok(mut consumer) => {
-                    failures = 0;
                     tracing::info!(prefetch, concurrency = self.concurrency, "worker consuming");
-                    self.consume(consumer.as_mut()).await;
-                }
-                Err(error) => {
-                    // The publisher's pace: the consumer is back as soon as the publisher is.
-                    failures = failures.saturating_add(1);
-                    let delay = RECONNECT.delay(failures);
-                    if let Some(unsaid) = unreachable.admit("unreachable") {
-                        tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, failures, unsaid, "worker cannot consume");
-                    }
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(delay) => {}
+                    match self.consume(consumer.as_mut()).await {
+                        Ended::Stopping | Ended::Lost { delivered: true } => {
+                            failures = 0;
+                            continue;
+                        }
+                        // A queue that cannot be read, a consumer cancelled at once: reopened
+                        // at the pace of a failed open, not at once in a loop.
+                        Ended::Lost { delivered: false } => {
+                            "the consumer ended before it handed out an event".to_owned()
+                        }
                     }
                 }
+                Err(error) => error.to_string(),
+            };
+            // The publisher's pace: the consumer is back as soon as the publisher is.
+            failures = failures.saturating_add(1);
+            let delay = RECONNECT.delay(failures);
+            if let Some(unsaid) = unreachable.admit("unreachable") {
+                tracing::warn!(
+                    error = failure,
+                    retry_in_ms = delay.as_millis() as u64,
+                    failures,
+                    unsaid,
+                    "worker cannot consume"
+                );
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(delay) => {}
             }
         }
         tracing::info!("worker stopped");
     }
 
-    async fn consume(self: &Arc<Self>, consumer: &mut dyn Consumer) {
+    async fn consume(self: &Arc<Self>, consumer: &mut dyn Consumer) -> Ended {
         let slots = Arc::new(Semaphore::new(self.events_in_progress()));
         let mut tasks = JoinSet::new();
         let mut paused = self.pauses.subscribe();
-        'consuming: loop {
+        let mut delivered = false;
+        let ended = 'consuming: loop {
             // Take a slot before a delivery, so events wait in the queue, not in memory.
             let slot = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = paused.wait_for(PausedProjects::all) => break,
+                _ = self.shutdown.cancelled() => break Ended::Stopping,
+                _ = paused.wait_for(PausedProjects::all) => break Ended::Stopping,
                 slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
             };
             // Nor take one while its outcome cannot be published (broker down or blocking
@@ -208,30 +235,32 @@ impl Worker {
                 tracing::warn!("the queue does not take publishes; the worker waits for it");
                 let mut ready = self.publisher.readiness();
                 tokio::select! {
-                    _ = self.shutdown.cancelled() => break 'consuming,
+                    _ = self.shutdown.cancelled() => break 'consuming Ended::Stopping,
                     _ = ready.wait_for(|ready| *ready) => {}
                 }
                 tracing::info!("the queue takes publishes again; the worker resumes");
             }
             let delivery = tokio::select! {
-                _ = self.shutdown.cancelled() => break,
-                _ = paused.wait_for(PausedProjects::all) => break,
+                _ = self.shutdown.cancelled() => break Ended::Stopping,
+                _ = paused.wait_for(PausedProjects::all) => break Ended::Stopping,
                 delivery = consumer.next() => match delivery {
                     Some(delivery) => delivery,
-                    None => break,
+                    None => break Ended::Lost { delivered },
                 },
             };
+            delivered = true;
             let worker = self.clone();
             tasks.spawn(async move {
                 worker.settle(delivery).await;
                 drop(slot);
             });
             while tasks.try_join_next().is_some() {}
-        }
+        };
         if tokio::time::timeout(DRAIN, async { while tasks.join_next().await.is_some() {} }).await.is_err() {
             tracing::warn!(left = tasks.len(), "in-flight events did not finish in time; they go back to the queue");
             tasks.abort_all();
         }
+        ended
     }
 
     /// One step: takes an event that is ready now, if any, processes and settles it. The
