@@ -283,6 +283,35 @@ both_backends! {
 
 }
 
+/// A record rescued from a return, replayed while still no queue takes it, stays a dead letter
+/// as it was; the replay goes on with the others and says what it left.
+#[tokio::test]
+async fn a_dead_record_no_queue_takes_yet_stays_dead_and_the_replay_goes_on() {
+    let queue = TestQueue::new(crate::backend::Backend::Amqp, types()).await;
+    let body = seed_dead_record(&queue, "evt-rec2").await;
+    seed_dead_letters(&queue, &["evt-ev2".to_owned()]).await;
+    let TestQueue::Amqp(broker) = &queue else { unreachable!() };
+    // Nothing bound to the conversations exchange any more: its queue and the log gone, and the
+    // replay told to declare neither.
+    let channel = broker.channel().await;
+    let topology = &broker.topology;
+    for name in [broker.conversations_queue(), topology.conversations_log.as_deref().expect("the log")] {
+        channel.queue_delete(name.into(), Default::default()).await.expect("deleted");
+    }
+    let mut env = queue.env();
+    env.retain(|(name, _)| name != "RELAY_CONVERSATIONS_QUEUE" && name != "RELAY_CONVERSATIONS_LOG");
+    env.extend([("RELAY_CONVERSATIONS_QUEUE".into(), "off".into()), ("RELAY_CONVERSATIONS_LOG".into(), "off".into())]);
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["dead", "replay", "--all"], &as_refs(&env)).await;
+
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("replayed 1, left 1"), "{stdout}");
+    assert!(stderr.contains("evt-rec2") && stderr.contains("no queue takes it yet"), "{stderr}");
+    assert_eq!(queue.pending_ids().await, HashSet::from(["evt-ev2".to_owned()]));
+    let kept = broker.next_message(&topology.dead_queue).await;
+    assert_eq!(kept.data, body, "kept byte for byte");
+    assert_eq!(crate::helpers::header(&kept, headers::RECORD).as_deref(), Some("true"), "still a record");
+}
+
 #[tokio::test]
 async fn an_embedded_replay_refuses_while_the_relay_owns_the_queue() {
     let queue = TestQueue::new(crate::backend::Backend::Embedded, types()).await;

@@ -46,6 +46,17 @@ fn broker(error: lapin::Error) -> DeadError {
     DeadError::Broker(describe(&error))
 }
 
+/// How a pass went.
+struct Went {
+    /// Stopped at a signal before it went all the way around.
+    interrupted: bool,
+    /// Replays that found no queue, kept as they were.
+    unroutable: u64,
+    /// The dead letters it left in place: those it kept, and those it did not reach. Counted,
+    /// not asked of the broker: a quorum queue can still count the letters acked last.
+    left: u64,
+}
+
 /// What to do with one dead letter in a pass.
 enum Action {
     /// Back to the tail of the dead letters.
@@ -79,16 +90,20 @@ impl AmqpDeadLetters {
 
     /// Sends a replayed letter where [`replay_destination`] says: an event straight to the
     /// worker's queue (raw-event subscribers and the log saw it already), a record through the
-    /// conversations exchange, as the worker would have published it (`mandatory`: with no queue
-    /// bound for it, it stays a dead letter).
-    async fn put_replayed(&self, to: Destination, message: crate::queue::Message) -> Result<(), DeadError> {
+    /// conversations exchange, as the worker would have published it. False for a record no
+    /// queue took (`mandatory`): still no queue is bound for it.
+    async fn put_replayed(&self, to: Destination, message: crate::queue::Message) -> Result<bool, DeadError> {
         let routing_key = message.event_type.clone();
         let (body, properties) = convert::into_amqp(message, None);
         match to {
             Destination::Conversations => {
-                self.publish(&self.topology.conversations_exchange, &routing_key, &body, properties).await
+                let exchange = self.topology.conversations_exchange.as_str();
+                match self.publish(exchange, &routing_key, &body, properties).await {
+                    Err(DeadError::Unroutable(_)) => Ok(false),
+                    published => published.map(|()| true),
+                }
             }
-            _ => self.put(&self.topology.enrich_queue, &body, properties).await,
+            _ => self.put(&self.topology.enrich_queue, &body, properties).await.map(|()| true),
         }
     }
 
@@ -102,40 +117,54 @@ impl AmqpDeadLetters {
         publish_confirmed(&self.channel, exchange.into(), routing_key.into(), body, properties).await.map_err(|error| {
             match error {
                 PublishError::Failed(reason) => DeadError::Broker(reason),
+                PublishError::Unroutable(reason) => DeadError::Unroutable(reason),
                 other => DeadError::NotConfirmed(format!("`{exchange}` `{routing_key}`: {other}")),
             }
         })
     }
 
-    /// Goes once around the dead letters, letting `decide` keep or replay each; returns how many
-    /// it went through.
+    /// Goes once around the dead letters, letting `decide` keep or replay each.
     async fn pass(
         &self,
         stop: &CancellationToken,
         mut on_start: impl FnMut(u64),
         mut decide: impl FnMut(DeadLetter, crate::queue::Message) -> Action,
-    ) -> Result<(u64, bool), DeadError> {
+    ) -> Result<Went, DeadError> {
         let total = self.count().await?;
         on_start(total);
         let queue = self.topology.dead_queue.as_str();
+        let (mut unroutable, mut kept) = (0, 0);
         for done in 0..total {
             if stop.is_cancelled() {
-                return Ok((done, true));
+                return Ok(Went { interrupted: true, unroutable, left: kept + (total - done) });
             }
             let got = self.channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.map_err(broker)?;
             // Someone else took the rest (another pass, a consumer of their own).
-            let Some(got) = got else { return Ok((done, false)) };
+            let Some(got) = got else { return Ok(Went { interrupted: false, unroutable, left: kept }) };
             let delivery = got.delivery;
             let message = convert::message(delivery.data.clone(), &delivery.properties);
             let (dead_at, error) = x_death(&delivery.properties);
             let letter = DeadLetter::from_message(&message, dead_at, error);
             match decide(letter, message) {
-                Action::Keep => self.put(queue, &delivery.data, delivery.properties.clone()).await?,
-                Action::Replay(to, message) => self.put_replayed(to, message).await?,
+                Action::Keep => {
+                    self.put(queue, &delivery.data, delivery.properties.clone()).await?;
+                    kept += 1;
+                }
+                Action::Replay(to, message) => {
+                    let event_id = message.message_id.clone();
+                    if !self.put_replayed(to, message).await? {
+                        // A record whose return made it a dead letter, still with no queue bound
+                        // for it: kept as it was, and the others go on.
+                        tracing::warn!(%event_id, exchange = self.topology.conversations_exchange, "a record stays a dead letter: no queue takes it yet; bind one, then replay it");
+                        self.put(queue, &delivery.data, delivery.properties.clone()).await?;
+                        unroutable += 1;
+                        kept += 1;
+                    }
+                }
             }
             delivery.acker.ack(BasicAckOptions::default()).await.map_err(broker)?;
         }
-        Ok((total, false))
+        Ok(Went { interrupted: false, unroutable, left: kept })
     }
 }
 
@@ -189,7 +218,7 @@ impl DeadLetters for AmqpDeadLetters {
     ) -> Result<ReplaySummary, DeadError> {
         let mut replayed_count = 0u64;
         let now = OffsetDateTime::now_utc();
-        let (_, interrupted) = self
+        let went = self
             .pass(
                 stop,
                 |total| progress.start(total),
@@ -210,7 +239,7 @@ impl DeadLetters for AmqpDeadLetters {
                 },
             )
             .await?;
-        Ok(ReplaySummary { replayed: replayed_count, left: self.count().await?, interrupted })
+        Ok(ReplaySummary { replayed: replayed_count - went.unroutable, left: went.left, interrupted: went.interrupted })
     }
 
     async fn close(&self) {

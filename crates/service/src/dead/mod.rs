@@ -23,6 +23,8 @@ pub enum DeadError {
     Broker(String),
     #[error("the broker did not take the message: {0}")]
     NotConfirmed(String),
+    #[error("no queue took the message: {0}")]
+    Unroutable(String),
     #[error("the embedded queue failed: {0}")]
     Store(String),
 }
@@ -41,7 +43,8 @@ pub struct ReplayRequest {
 pub struct ReplaySummary {
     /// Sent back to the worker (or, on a dry run, that would be).
     pub replayed: u64,
-    /// Dead letters left after the run.
+    /// Dead letters left after the run: on RabbitMQ, of those there when it started (letters
+    /// dead-lettered meanwhile are behind them, for the next run).
     pub left: u64,
     /// The run stopped at a signal before it went through every dead letter.
     pub interrupted: bool,
