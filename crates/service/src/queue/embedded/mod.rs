@@ -367,8 +367,9 @@ struct EmbeddedConsumer {
     queue: EmbeddedQueue,
     leases: Arc<Leases>,
     /// A look at the store still running, kept here while awaited: a caller that stops waiting
-    /// for [`Consumer::next`] (the worker does, when its projects are paused) leaves the look's
-    /// lease to the next call, not taken and handed to no one.
+    /// for [`Consumer::next`] and calls it again gets the message that look leased, not one
+    /// taken and handed to no one. (The worker drops the consumer instead, and then the
+    /// [`Leases`] give it back.)
     look: Option<tokio::task::JoinHandle<LookResult>>,
 }
 
@@ -426,6 +427,7 @@ impl EmbeddedConsumer {
     async fn take_due(&mut self) -> Look {
         let shared = self.queue.shared.clone();
         loop {
+            let earlier = self.look.is_some();
             let look = match self.look.take() {
                 Some(running) => running,
                 None => {
@@ -448,6 +450,11 @@ impl EmbeddedConsumer {
             };
             let look = self.look.insert(look).await;
             self.look = None;
+            // An earlier call's look that found nothing looked before this call listened for
+            // arrivals (`next`): a message inserted since would wake no one. Looked at again.
+            if earlier && matches!(look, Ok(Ok((None, _)))) {
+                continue;
+            }
             let (leased, next_due) = match look {
                 Ok(Ok(found)) => found,
                 Ok(Err(error)) => {

@@ -126,6 +126,15 @@ impl Store {
         self.connection.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Deliveries counted so far, of every message.
+    #[cfg(test)]
+    pub fn deliveries(&self) -> StoreResult<Vec<u32>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare("SELECT deliveries FROM messages ORDER BY seq")?;
+        let counts = statement.query_map([], |row| row.get(0))?.collect();
+        counts
+    }
+
     /// Holds the store as a long write would: a test makes a look wait on it.
     #[cfg(test)]
     pub fn busy(&self) -> std::sync::MutexGuard<'_, Connection> {

@@ -88,6 +88,19 @@ fn abandon_a_look<'a>(
     busy
 }
 
+/// Waits until the look [`abandon_a_look`] left has had its turn at the store, once its guard
+/// is dropped: its message is delivered once. A look started before that could take the message
+/// itself and hide what became of the first one's lease. (A blocking thread of its own, so no
+/// step to drive: looked at until then.)
+async fn until_the_abandoned_look_leased(queue: &EmbeddedQueue) {
+    let leased = async {
+        while queue.shared.store.deliveries().unwrap() != [1] {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), leased).await.expect("the abandoned look ran");
+}
+
 /// The next message `consumer` hands out; the look ends within a bound, not a clock.
 async fn next_within_a_bound(consumer: &mut Box<dyn Consumer>) -> Delivery {
     tokio::time::timeout(Duration::from_secs(10), consumer.next())
@@ -103,6 +116,7 @@ async fn a_look_its_caller_stopped_waiting_for_hands_its_message_to_the_next_loo
     queue.publish(Destination::Events, message("evt_1")).await.unwrap();
     let mut consumer = Source::open(&queue, 1).await.unwrap();
     drop(abandon_a_look(&queue, &mut consumer));
+    until_the_abandoned_look_leased(&queue).await;
     assert_eq!(next_within_a_bound(&mut consumer).await.message.message_id, "evt_1");
 }
 
@@ -112,11 +126,11 @@ async fn a_message_leased_by_a_look_of_a_consumer_dropped_meanwhile_goes_back() 
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     queue.publish(Destination::Events, message("evt_1")).await.unwrap();
     let mut consumer = Source::open(&queue, 1).await.unwrap();
-    // The look is still waiting on the store when its consumer goes, outside the runtime so
-    // that what the consumer gives back is given back before the drop returns.
+    // The look is still waiting on the store when its consumer goes, holding nothing yet.
     let busy = abandon_a_look(&queue, &mut consumer);
-    std::thread::spawn(move || drop(consumer)).join().unwrap();
+    drop(consumer);
     drop(busy);
+    until_the_abandoned_look_leased(&queue).await;
     let mut next = Source::open(&queue, 1).await.unwrap();
     assert_eq!(next_within_a_bound(&mut next).await.message.message_id, "evt_1");
 }
@@ -142,6 +156,27 @@ async fn a_failed_write_makes_the_queue_unready_for_a_while_not_until_a_write_wo
     assert!(ready.is_ok_and(|r| r.is_ok()), "ready again once the wait is over");
     queue.publish(Destination::Events, message("evt_1")).await.unwrap();
     assert_eq!(queue.pending().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_message_arriving_after_an_abandoned_look_found_nothing_is_handed_out() {
+    let dir = temp_dir();
+    let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
+    let mut consumer = EmbeddedConsumer::new(queue.clone());
+    let busy = queue.shared.store.busy();
+    assert!(Consumer::next(&mut consumer).now_or_never().is_none(), "the look waits for the store");
+    drop(busy);
+    let finished = async {
+        while !consumer.look.as_ref().is_some_and(|look| look.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), finished).await.expect("the look found nothing");
+
+    // Inserted after that look, and before the next call listens for arrivals.
+    queue.publish(Destination::Events, message("evt_1")).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(10), Consumer::next(&mut consumer)).await;
+    assert_eq!(delivery.expect("handed out").expect("a delivery").message.message_id, "evt_1");
 }
 
 #[tokio::test(start_paused = true)]
