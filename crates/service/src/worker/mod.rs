@@ -43,6 +43,10 @@ use crate::{
 /// to the queue when the consumer closes. Keeps the whole shutdown well inside 10 s.
 const DRAIN: Duration = Duration::from_secs(5);
 
+/// A consumer that ends this soon after it was opened, having handed out nothing, counts as a
+/// failed open. One that ran longer (idle, then its connection lost) is reopened at once.
+const ENDED_AT_ONCE: Duration = Duration::from_secs(1);
+
 /// How to settle a delivery once it has been processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settle {
@@ -183,15 +187,16 @@ impl Worker {
             let failure = match source.open(prefetch).await {
                 Ok(mut consumer) => {
                     tracing::info!(prefetch, concurrency = self.concurrency, "worker consuming");
+                    let opened = tokio::time::Instant::now();
                     match self.consume(consumer.as_mut()).await {
-                        Ended::Stopping | Ended::Lost { delivered: true } => {
+                        // A queue that cannot be read, a consumer cancelled as it starts:
+                        // reopened at the pace of a failed open, not at once in a loop.
+                        Ended::Lost { delivered: false } if opened.elapsed() < ENDED_AT_ONCE => {
+                            "the consumer ended as soon as it was opened".to_owned()
+                        }
+                        _ => {
                             failures = 0;
                             continue;
-                        }
-                        // A queue that cannot be read, a consumer cancelled at once: reopened
-                        // at the pace of a failed open, not at once in a loop.
-                        Ended::Lost { delivered: false } => {
-                            "the consumer ended before it handed out an event".to_owned()
                         }
                     }
                 }

@@ -13,27 +13,30 @@ use crate::{
     temp_dir::TempDir,
 };
 
-/// A queue whose every consumer ends at once, as one that cannot be read does; counts its opens.
-struct EndsAtOnce {
+/// A queue whose every consumer hands out nothing and ends `after` it was opened (at once, as
+/// one that cannot be read does); counts its opens.
+struct EndsAfter {
+    after: Duration,
     opens: watch::Sender<u32>,
 }
 
-struct Ended;
+struct Ends(Duration);
 
 #[async_trait]
-impl Consumer for Ended {
+impl Consumer for Ends {
     async fn next(&mut self) -> Option<Delivery> {
+        tokio::time::sleep(self.0).await;
         None
     }
 }
 
 #[async_trait]
-impl Source for EndsAtOnce {
+impl Source for EndsAfter {
     async fn open(&self, _prefetch: u16) -> Result<Box<dyn Consumer>, ConsumeError> {
         self.opens.send_modify(|opens| *opens += 1);
         // A loop that reopens without a wait would still let the test look.
         tokio::task::yield_now().await;
-        Ok(Box::new(Ended))
+        Ok(Box::new(Ends(self.after)))
     }
 
     async fn get(&self) -> Result<Option<Delivery>, ConsumeError> {
@@ -41,22 +44,41 @@ impl Source for EndsAtOnce {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_consumer_that_ends_before_handing_out_anything_is_reopened_at_the_reconnect_pace() {
-    let dir = TempDir::new("relay-worker");
+/// Starts a worker on `source`; the caller cancels the token returned to stop it.
+fn start(source: EndsAfter, dir: &TempDir) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let publisher: Arc<dyn Publisher> = Arc::new(EmbeddedQueue::open(&dir.0, 20).unwrap());
     let api = ApiSettings::new("http://127.0.0.1:9".parse().unwrap(), SecretString::from("key"), "ws", "PROJECT");
     let shutdown = CancellationToken::new();
-    let worker =
-        Arc::new(Worker::new(&WorkerSettings::new(api), publisher, Metrics::isolated(), shutdown.clone()).unwrap());
+    let worker = Worker::new(&WorkerSettings::new(api), publisher, Metrics::isolated(), shutdown.clone()).unwrap();
+    (shutdown, tokio::spawn(Arc::new(worker).run(Arc::new(source))))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_that_ends_as_soon_as_it_is_opened_is_reopened_at_the_reconnect_pace() {
+    let dir = TempDir::new("relay-worker");
     let (opens, mut opened) = watch::channel(0);
     let started = Instant::now();
-    let running = tokio::spawn(worker.run(Arc::new(EndsAtOnce { opens })));
+    let (shutdown, running) = start(EndsAfter { after: Duration::ZERO, opens }, &dir);
 
     opened.wait_for(|opens| *opens >= 4).await.unwrap();
     // Three waits between four opens, each at least half its ceiling (the jitter's floor).
     let floor: Duration = (1..=3).map(|failures| RECONNECT.ceiling(failures) / 2).sum();
     assert!(started.elapsed() >= floor, "reopened after {:?}, under {floor:?}", started.elapsed());
+    shutdown.cancel();
+    running.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_consumer_that_ran_a_while_is_reopened_at_once() {
+    let dir = TempDir::new("relay-worker");
+    let (opens, mut opened) = watch::channel(0);
+    let started = Instant::now();
+    let lived = ENDED_AT_ONCE * 2;
+    let (shutdown, running) = start(EndsAfter { after: lived, opens }, &dir);
+
+    opened.wait_for(|opens| *opens >= 3).await.unwrap();
+    // Two consumers' lives, and no wait between them (the shortest would be half the first's).
+    assert!(started.elapsed() < lived * 2 + RECONNECT.ceiling(1) / 2, "{:?}", started.elapsed());
     shutdown.cancel();
     running.await.unwrap();
 }
