@@ -173,6 +173,30 @@ async fn the_reconcile_loop_leaves_out_a_project_that_forwards_no_calls_end() {
     assert_eq!(everything, wanted);
 }
 
+/// `check` warns of what the worker would leave out, in the worker's words, and passes: the
+/// worker starts all the same.
+#[tokio::test]
+async fn check_warns_of_each_project_reconciliation_leaves_out() {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, EventTypes::All).await;
+    let projects = TwoProjects::start().await;
+    projects.write(|text| handoffs_only(text, UK));
+    let mut env = queue.env();
+    env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
+    env.push(("RELAY_RECONCILE_EVERY".into(), "1h".into()));
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["check"], &as_refs(&env)).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    let warned: Vec<&str> = stdout.lines().filter(|l| l.contains("reconciliation leaves")).collect();
+    assert_eq!(warned.len(), 1, "{stdout}");
+    assert!(warned[0].contains("acme-uk") && warned[0].contains("it forwards no conversation.completed"), "{stdout}");
+    assert!(!stdout.contains("reconciliation is off"), "the other project is reconciled:\n{stdout}");
+
+    // With both left out, it says reconciliation is off.
+    projects.write(|text| handoffs_only(handoffs_only(text, UK), US));
+    let (code, stdout, stderr) = run_to_exit_with_stdout(&["check"], &as_refs(&env)).await;
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("reconciliation is off: no project forwards conversation.completed"), "{stdout}");
+}
+
 #[tokio::test]
 async fn an_unknown_project_is_refused_before_anything_is_listed() {
     let queue = TestQueue::new(crate::backend::Backend::Embedded, EventTypes::All).await;

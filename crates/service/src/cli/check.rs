@@ -15,6 +15,7 @@ use super::{
     target::ProjectsTarget,
 };
 use crate::{
+    app::Components,
     config::{secret, BrokerSettings, Chosen, ProjectEntry, ReceiverArgs},
     polyai::{advice_for, ListRequest, PolyaiClient, SettingNames},
     queue::{embedded, Backend, OpenError},
@@ -147,9 +148,15 @@ impl CheckArgs {
         let receiving = if no_secret {
             Line::Warn("no webhook secret is set: `run` and `serve` need one (`register` prints one)".into())
         } else {
-            start_up("receiver", "serve", run::check_from_env::<ServeArgs>())
+            start_up("receiver", "serve", run::check_from_env::<ServeArgs>().map(drop))
         };
-        vec![receiving, start_up("worker", "work", run::check_from_env::<WorkArgs>())]
+        let (working, leaving_out) = match run::check_from_env::<WorkArgs>() {
+            Ok(components) => (Ok(()), leaving_out(&components)),
+            Err(error) => (Err(error), Vec::new()),
+        };
+        let mut lines = vec![receiving, start_up("worker", "work", working)];
+        lines.extend(leaving_out.into_iter().map(Line::Warn));
+        lines
     }
 
     /// One-project variables set beside the file, which the relay would refuse at start-up.
@@ -202,6 +209,14 @@ impl CheckArgs {
             Err(error) => lines.push(Line::Fail(error.to_string())),
         }
         Ok((lines, webhook_secrets))
+    }
+}
+
+/// What the worker's reconciliation would say at start-up of the projects it leaves out.
+fn leaving_out(components: &Components) -> Vec<String> {
+    match &components.worker {
+        Some(worker) => worker.reconcile.as_ref().map(|r| r.leaving_out(worker.projects.len())).unwrap_or_default(),
+        None => Vec::new(),
     }
 }
 

@@ -86,14 +86,14 @@ impl Starts for WorkArgs {
 
 /// What a long-running command would refuse at start-up, its settings read from the
 /// environment exactly as it reads them: `check` reports it without starting anything.
-pub fn check_from_env<T: Starts + clap::FromArgMatches + Args>() -> anyhow::Result<()> {
+pub fn check_from_env<T: Starts + clap::FromArgMatches + Args>() -> anyhow::Result<Components> {
     let matches = T::augment_args(clap::Command::new("polyai-relay")).try_get_matches_from(["polyai-relay"]);
     // clap's message ends with usage hints for a command line, which `check` was not given.
     let parsed = matches.and_then(|matches| T::from_arg_matches(&matches)).map_err(|error| {
         let text = error.to_string();
         anyhow::anyhow!("{}", text.lines().next().unwrap_or_default().trim_start_matches("error: ").to_owned())
     })?;
-    parsed.components().map(drop)
+    parsed.components()
 }
 
 /// Starts what `command` starts, and runs it until SIGTERM or Ctrl-C.

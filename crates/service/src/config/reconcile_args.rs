@@ -23,6 +23,26 @@ pub struct ReconcileSettings {
     pub left_out: Vec<LeftOut>,
 }
 
+impl ReconcileSettings {
+    /// What the worker says at start-up of the projects this leaves out of its `projects`, and
+    /// `check` with it: a line each, and why reconciliation is off when that is all of them.
+    pub fn leaving_out(&self, projects: usize) -> Vec<String> {
+        let mut said: Vec<String> = self
+            .left_out
+            .iter()
+            .map(|LeftOut { project, why }| format!("project `{project}`: {LEAVES_ALONE}: {why}"))
+            .collect();
+        if !self.left_out.is_empty() && self.left_out.len() == projects {
+            let why = nothing_forwarded(&self.left_out, &self.client_env, "RELAY_RECONCILE_ENV");
+            said.push(format!("reconciliation is off: {why}"));
+        }
+        said
+    }
+}
+
+/// Why reconciliation leaves a project alone, as the worker logs it.
+const LEAVES_ALONE: &str = "reconciliation leaves this project's calls alone: its records would be ones it filters out";
+
 /// A project whose calls reconciliation leaves alone, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeftOut {

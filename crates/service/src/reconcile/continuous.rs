@@ -13,10 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{reconcile, AmqpLedger, EmbeddedLedger, Ledger, Pass, PassSummary, ReconcileError};
 use crate::{
-    config::{
-        nothing_forwarded, AmqpTarget, BrokerSettings, LeftOut, ProjectName, ReconcileSettings, Topology,
-        WorkerSettings,
-    },
+    config::{AmqpTarget, BrokerSettings, ProjectName, ReconcileSettings, Topology, WorkerSettings},
     polyai::PolyaiClient,
     queue::embedded::EmbeddedQueue,
     telemetry::{names, Metrics},
@@ -66,13 +63,11 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(settings) = worker.reconcile.clone() else { return Ok(()) };
-    for LeftOut { project, why } in &settings.left_out {
-        tracing::warn!(%project, why, "reconciliation leaves this project's calls alone: its records would be ones it filters out");
+    for said in settings.leaving_out(worker.projects.len()) {
+        tracing::warn!("{said}");
     }
     // A warning rather than a refusal to start: the worker has events to enrich all the same.
     if settings.left_out.len() == worker.projects.len() {
-        let why = nothing_forwarded(&settings.left_out, &settings.client_env, "RELAY_RECONCILE_ENV");
-        tracing::warn!("reconciliation is off: {why}");
         return Ok(());
     }
     let projects = worker
