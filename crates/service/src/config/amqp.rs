@@ -85,8 +85,8 @@ pub fn parse_addresses(variable: &'static str, text: &SecretString) -> Result<Ve
             return Err(ConfigError::new(
                 variable,
                 format!(
-                    "{variable}: address {position} has an `@` after its host and none before: a `/`, `?` or `#` in \
-                     the user name or password is written %2F, %3F or %23"
+                    "{variable}: address {position} has an `@` after its host: a `/`, `?` or `#` in the user name or \
+                     password is written %2F, %3F or %23, and an `@` in the vhost or a query %40"
                 ),
             ));
         }
@@ -130,13 +130,14 @@ pub fn parse_addresses(variable: &'static str, text: &SecretString) -> Result<Ve
     Ok(addresses)
 }
 
-/// Whether the authority of `url` (`scheme://authority/…`) holds no credentials while an `@`
-/// comes after it: the sign of a character that ends the authority, written as is in the
-/// credentials. (With credentials in the authority, a later `@` is the vhost's or a query's.)
+/// Whether an `@` comes after the authority of `url` (`scheme://authority/…`): the sign of a
+/// character that ends the authority, written as is in the credentials before it. Also when the
+/// authority holds an `@` of its own, since a password may hold both (`p@ss/w0rd`). An `@` of
+/// the vhost's or a query's is written `%40`.
 fn credentials_unescaped(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let (authority, after) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
-    !authority.contains('@') && after.contains('@')
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    rest[authority_end..].contains('@')
 }
 
 /// What a PEM file must hold.
@@ -212,10 +213,11 @@ mod tests {
             assert!(error.contains("address 1") && error.contains("%2F"), "{text}: {error}");
             assert!(!error.contains("4711") && !error.contains("hunter2"), "{text}: {error}");
         }
+        // A password holding an `@` too reads with a piece of it as the host (`ss` here).
+        let error = parse("amqp://relay:p@ss/hunter2@broker:5672/%2f").unwrap_err();
+        assert!(error.contains("%2F") && !error.contains("hunter2") && !error.contains("ss/"), "{error}");
         assert_eq!(parse("amqp://relay:4711%2Fhunter2@broker:5672/%2f").unwrap().len(), 1);
-        // An `@` after credentials is the vhost's or a query's, as before.
-        assert_eq!(parse("amqp://relay:p@broker:5672/team@prod").unwrap().len(), 1);
-        assert_eq!(parse("amqps://relay:p@broker/v?cacertfile=/etc/ca@2024.pem").unwrap().len(), 1);
+        assert_eq!(parse("amqp://relay:p@broker:5672/team%40prod").unwrap().len(), 1);
     }
 
     #[test]
