@@ -44,8 +44,10 @@ use crate::{
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// A consumer that ends this soon after it was opened, having handed out nothing, counts as a
-/// failed open. One that ran longer (idle, then its connection lost) is reopened at once.
-const ENDED_AT_ONCE: Duration = Duration::from_secs(1);
+/// failed open: a queue that cannot be read (the embedded store's look gives up on a lock after
+/// 5 s), a consumer cancelled as it starts. One that ran longer (idle, then its connection
+/// lost) is reopened at once.
+const ENDED_SOON: Duration = Duration::from_secs(10);
 
 /// How to settle a delivery once it has been processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,8 +193,8 @@ impl Worker {
                     match self.consume(consumer.as_mut()).await {
                         // A queue that cannot be read, a consumer cancelled as it starts:
                         // reopened at the pace of a failed open, not at once in a loop.
-                        Ended::Lost { delivered: false } if opened.elapsed() < ENDED_AT_ONCE => {
-                            "the consumer ended as soon as it was opened".to_owned()
+                        Ended::Lost { delivered: false } if opened.elapsed() < ENDED_SOON => {
+                            "the consumer ended soon after it was opened, having handed out nothing".to_owned()
                         }
                         _ => {
                             failures = 0;
