@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     app::Components,
-    config::{secret, BrokerSettings, Chosen, ProjectEntry, ReceiverArgs},
+    config::{secret, BrokerSettings, Chosen, ProjectEntry, ReceiverArgs, LEAVES_ALONE},
     polyai::{advice_for, ListRequest, PolyaiClient, SettingNames},
     queue::{embedded, Backend, OpenError},
     telemetry::Metrics,
@@ -214,10 +214,12 @@ impl CheckArgs {
 
 /// What the worker's reconciliation would say at start-up of the projects it leaves out.
 fn leaving_out(components: &Components) -> Vec<String> {
-    match &components.worker {
-        Some(worker) => worker.reconcile.as_ref().map(|r| r.leaving_out(worker.projects.len())).unwrap_or_default(),
-        None => Vec::new(),
-    }
+    let Some((worker, settings)) = components.worker.as_ref().and_then(|w| Some((w, w.reconcile.as_ref()?))) else {
+        return Vec::new();
+    };
+    let each = settings.left_out.iter().map(|left| format!("project `{}`: {LEAVES_ALONE}: {}", left.project, left.why));
+    let off = settings.off_when_all_left_out(worker.projects.len()).map(|why| format!("reconciliation is off: {why}"));
+    each.chain(off).collect()
 }
 
 /// Reaches each RabbitMQ address (through the relay's own connector: same TLS, same errors), or

@@ -34,6 +34,7 @@ pub use projects_file::{refuse_beside_file, ProjectEntry, ProjectsArgs, Projects
 pub use receiver_args::ReceiverArgs;
 pub use reconcile_args::{
     check_ledger_kept, check_within_retention, left_out, nothing_forwarded, LeftOut, ReconcileArgs, ReconcileSettings,
+    LEAVES_ALONE,
 };
 pub use secret::secret_value;
 pub use server_args::{ConnectionLimits, ServerArgs, ServerSettings};

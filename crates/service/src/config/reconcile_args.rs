@@ -24,24 +24,16 @@ pub struct ReconcileSettings {
 }
 
 impl ReconcileSettings {
-    /// What the worker says at start-up of the projects this leaves out of its `projects`, and
-    /// `check` with it: a line each, and why reconciliation is off when that is all of them.
-    pub fn leaving_out(&self, projects: usize) -> Vec<String> {
-        let mut said: Vec<String> = self
-            .left_out
-            .iter()
-            .map(|LeftOut { project, why }| format!("project `{project}`: {LEAVES_ALONE}: {why}"))
-            .collect();
-        if !self.left_out.is_empty() && self.left_out.len() == projects {
-            let why = nothing_forwarded(&self.left_out, &self.client_env, "RELAY_RECONCILE_ENV");
-            said.push(format!("reconciliation is off: {why}"));
-        }
-        said
+    /// Why reconciliation is off when it leaves out every one of the worker's `projects`.
+    pub fn off_when_all_left_out(&self, projects: usize) -> Option<String> {
+        (!self.left_out.is_empty() && self.left_out.len() == projects)
+            .then(|| nothing_forwarded(&self.left_out, &self.client_env, "RELAY_RECONCILE_ENV"))
     }
 }
 
-/// Why reconciliation leaves a project alone, as the worker logs it.
-const LEAVES_ALONE: &str = "reconciliation leaves this project's calls alone: its records would be ones it filters out";
+/// What the worker says of each project reconciliation leaves out, and `check` with it.
+pub const LEAVES_ALONE: &str =
+    "reconciliation leaves this project's calls alone: its records would be ones it filters out";
 
 /// A project whose calls reconciliation leaves alone, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]

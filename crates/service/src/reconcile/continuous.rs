@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{reconcile, AmqpLedger, EmbeddedLedger, Ledger, Pass, PassSummary, ReconcileError};
 use crate::{
-    config::{AmqpTarget, BrokerSettings, ProjectName, ReconcileSettings, Topology, WorkerSettings},
+    config::{
+        AmqpTarget, BrokerSettings, LeftOut, ProjectName, ReconcileSettings, Topology, WorkerSettings, LEAVES_ALONE,
+    },
     polyai::PolyaiClient,
     queue::embedded::EmbeddedQueue,
     telemetry::{names, Metrics},
@@ -63,11 +65,12 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let Some(settings) = worker.reconcile.clone() else { return Ok(()) };
-    for said in settings.leaving_out(worker.projects.len()) {
-        tracing::warn!("{said}");
+    for LeftOut { project, why } in &settings.left_out {
+        tracing::warn!(%project, why, "{LEAVES_ALONE}");
     }
     // A warning rather than a refusal to start: the worker has events to enrich all the same.
-    if settings.left_out.len() == worker.projects.len() {
+    if let Some(why) = settings.off_when_all_left_out(worker.projects.len()) {
+        tracing::warn!("reconciliation is off: {why}");
         return Ok(());
     }
     let projects = worker
