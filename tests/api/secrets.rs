@@ -9,14 +9,18 @@ use crate::{
     broker::{BrokerUser, TestBroker},
     fake_polyai::{FakePolyai, Reply, ACCOUNT, API_KEY, PROJECT},
     helpers::{completed, http, now, post_event},
-    process::{as_refs, run_to_exit, RelayProcess},
+    process::{as_refs, run_to_exit, run_to_exit_with_stdout, RelayProcess},
 };
 
 const WEBHOOK_SECRET: &str = "whsec_never_log_me_8d2f";
 const PREVIOUS: &str = "whsec_never_log_me_either_4c1a";
+/// The Webhooks and Agents APIs' key, apart from the v3 one.
+const PLATFORM_KEY: &str = "plat_never_log_me_71be";
+/// A broker password no user has: for commands that fail before they connect.
+const BROKER_PASSWORD: &str = "pw-never-log-me-0a9e";
 
 fn assert_clean(text: &str) {
-    for secret in [WEBHOOK_SECRET, PREVIOUS, API_KEY, "guest:guest"] {
+    for secret in [WEBHOOK_SECRET, PREVIOUS, API_KEY, PLATFORM_KEY, BROKER_PASSWORD, "guest:guest"] {
         assert!(!text.contains(secret), "`{secret}` leaked into:\n{text}");
     }
 }
@@ -106,26 +110,98 @@ async fn a_broker_refusing_or_unreachable_is_logged_without_the_password() {
     }
 }
 
+/// Every command that takes a secret, with every secret set: its errors and its help show none.
+const COMMANDS: [&[&str]; 12] = [
+    &["run"],
+    &["serve"],
+    &["work"],
+    &["check"],
+    &["backfill", "--since", "1h"],
+    &["reconcile", "--since", "1h"],
+    &["dead", "list"],
+    &["dead", "replay", "--all"],
+    &["log", "replay", "--since", "1h"],
+    &["register", "--list"],
+    &["send", "--url", "http://127.0.0.1:1/polyai-events"],
+    &["mock-api"],
+];
+
 #[tokio::test]
 async fn config_errors_and_help_never_show_secret_values() {
+    let broker_url = format!("amqp://relay:{BROKER_PASSWORD}@127.0.0.1:5672/%2f");
     let env = [
         ("POLYAI_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("POLYAI_WEBHOOK_SECRET_PREVIOUS", PREVIOUS),
         ("POLYAI_API_KEY", API_KEY),
+        ("POLYAI_PLATFORM_API_KEY", PLATFORM_KEY),
+        ("MOCK_API_KEY", API_KEY),
+        ("MOCK_API_PLATFORM_KEY", PLATFORM_KEY),
+        ("MOCK_API_EMIT_SECRET", WEBHOOK_SECRET),
         ("POLYAI_REGION", "mars"),
-        ("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        ("AMQP_URL", &broker_url),
     ];
-    let (code, stderr) = run_to_exit(&["run"], &env).await;
-    assert_eq!(code, Some(1));
-    assert_clean(&stderr);
-
-    let mut help = crate::process::relay_command(&["run", "--help"]);
-    for (name, value) in env {
-        help.env(name, value);
+    for command in COMMANDS {
+        // An unknown region, a broker that refuses the password: each command fails on one of
+        // them. (`serve` keeps trying the broker, as `a_broker_refusing…` shows; `send` and
+        // `mock-api` read neither, the one would post, the other serve.)
+        if !matches!(command[0], "serve" | "send" | "mock-api") {
+            let (code, stderr) = run_to_exit(command, &env).await;
+            assert_eq!(code, Some(1), "{command:?}: {stderr}");
+            assert_clean(&stderr);
+        }
+        let mut help = crate::process::relay_command(&[command, &["--help"]].concat());
+        for (name, value) in env {
+            help.env(name, value);
+        }
+        let output = help.output().await.unwrap();
+        assert!(output.status.success(), "{command:?} --help");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert_clean(&text);
     }
-    let output = help.output().await.unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("POLYAI_WEBHOOK_SECRET"), "{text}");
-    assert_clean(&text);
+}
+
+/// The commands an operator runs by hand, at trace level, against a broker that takes their
+/// user and an API that answers: their output shows no secret, the broker's password included.
+#[tokio::test]
+async fn the_one_shot_commands_show_no_secret_even_at_trace_level() {
+    let broker = TestBroker::new(polyai_relay::config::EventTypes::All).await;
+    let user = BrokerUser::create().await;
+    let amqp_url = user.url();
+    let polyai = FakePolyai::start().await;
+    let topology = broker.topology_env();
+    let mut env: Vec<(&str, &str)> = topology.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    env.extend([
+        ("RUST_LOG", "trace"),
+        ("POLYAI_WEBHOOK_SECRET", WEBHOOK_SECRET),
+        ("POLYAI_WEBHOOK_SECRET_PREVIOUS", PREVIOUS),
+        ("POLYAI_API_KEY", API_KEY),
+        ("POLYAI_PLATFORM_API_KEY", PLATFORM_KEY),
+        ("POLYAI_BASE_URL", &polyai.base_url),
+        ("POLYAI_ACCOUNT_ID", ACCOUNT),
+        ("POLYAI_PROJECT_ID", PROJECT),
+        ("AMQP_URL", &amqp_url),
+    ]);
+    let commands: [&[&str]; 6] = [
+        &["check"],
+        &["reconcile", "--since", "1h", "--settle", "0s"],
+        &["backfill", "--since", "1h", "--dry-run"],
+        &["dead", "list"],
+        &["dead", "replay", "--all", "--dry-run"],
+        &["log", "replay", "--since", "1h", "--dry-run"],
+    ];
+    for command in commands {
+        let (code, stdout, stderr) = run_to_exit_with_stdout(command, &env).await;
+        assert_eq!(code, Some(0), "{command:?}:\n{stdout}\n{stderr}");
+        // (lapin's own are capped at debug: its frames hold the login.)
+        assert!(
+            stderr.contains("TRACE") || stderr.contains("DEBUG"),
+            "{command:?}: debug logs were captured:\n{stderr}"
+        );
+        for text in [&stdout, &stderr] {
+            assert_clean(text);
+            assert_no_password(&user, text);
+        }
+    }
 }
 
 /// An error answer that is not one of the API's shapes is quoted in the dead letter and the log.
