@@ -76,7 +76,6 @@ async fn bodies_dead_lettered_through_the_relay(queue: &TestQueue, polyai: &Fake
 
 /// Writes dead letters the way the worker does, through the relay's own publisher.
 async fn seed_dead_letters(queue: &TestQueue, ids: &[String]) {
-    let settings = queue.settings(types(), None);
     let message = |id: &String| Message {
         body: completed(&format!("CA{id}")).into_bytes().into(),
         message_id: id.clone(),
@@ -85,24 +84,7 @@ async fn seed_dead_letters(queue: &TestQueue, ids: &[String]) {
         headers: [(headers::ATTEMPTS.to_owned(), "8".to_owned()), (headers::ERROR.to_owned(), "gave up".to_owned())]
             .into(),
     };
-    match &settings.amqp_url {
-        Some(url) => {
-            let stop = CancellationToken::new();
-            let publisher =
-                AmqpPublisher::start(url.clone(), settings.topology.clone(), Metrics::isolated(), stop.clone());
-            publisher.wait_connected().await;
-            for id in ids {
-                publisher.publish(Destination::Dead, message(id)).await.expect("dead letter stored");
-            }
-            stop.cancel();
-        }
-        None => {
-            let store = EmbeddedQueue::open(&settings.data_dir, 20).expect("queue opens");
-            for id in ids {
-                store.publish(Destination::Dead, message(id)).await.expect("dead letter stored");
-            }
-        }
-    }
+    store_dead_letters(queue, ids.iter().map(message).collect()).await;
 }
 
 /// Writes one dead letter that is an enriched record, as a return rescued by the relay's
@@ -122,6 +104,12 @@ async fn seed_dead_record(queue: &TestQueue, id: &str) -> Vec<u8> {
         ]
         .into(),
     };
+    store_dead_letters(queue, vec![record]).await;
+    body
+}
+
+/// Stores `letters` as dead letters of `queue`'s backend, in order.
+async fn store_dead_letters(queue: &TestQueue, letters: Vec<Message>) {
     let settings = queue.settings(types(), None);
     match &settings.amqp_url {
         Some(url) => {
@@ -129,15 +117,18 @@ async fn seed_dead_record(queue: &TestQueue, id: &str) -> Vec<u8> {
             let publisher =
                 AmqpPublisher::start(url.clone(), settings.topology.clone(), Metrics::isolated(), stop.clone());
             publisher.wait_connected().await;
-            publisher.publish(Destination::Dead, record).await.expect("dead letter stored");
+            for letter in letters {
+                publisher.publish(Destination::Dead, letter).await.expect("dead letter stored");
+            }
             stop.cancel();
         }
         None => {
             let store = EmbeddedQueue::open(&settings.data_dir, 20).expect("queue opens");
-            store.publish(Destination::Dead, record).await.expect("dead letter stored");
+            for letter in letters {
+                store.publish(Destination::Dead, letter).await.expect("dead letter stored");
+            }
         }
     }
-    body
 }
 
 /// Event ids still among the dead letters, read without the relay (and taking them away).

@@ -117,6 +117,18 @@ fn handoffs_only(text: String, project: &str) -> String {
     TwoProjects::with_line(text, project, r#"events = ["handoff.created"]"#)
 }
 
+/// The two projects on the embedded queue, `acme-uk` forwarding only `handoff.created`, with the
+/// variables of a worker reconciling every hour.
+async fn uk_forwarding_handoffs_only_reconciled_hourly() -> (TestQueue, TwoProjects, Vec<(String, String)>) {
+    let queue = TestQueue::new(crate::backend::Backend::Embedded, EventTypes::All).await;
+    let projects = TwoProjects::start().await;
+    projects.write(|text| handoffs_only(text, UK));
+    let mut env = queue.env();
+    env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
+    env.push(("RELAY_RECONCILE_EVERY".into(), "1h".into()));
+    (queue, projects, env)
+}
+
 /// A project that forwards no `conversation.completed` would get a record of every call from
 /// reconciliation: the one-shot run leaves it out and says why, and reconciles the other.
 #[tokio::test]
@@ -143,12 +155,7 @@ async fn reconcile_leaves_out_a_project_that_forwards_no_calls_end() {
 /// forwards the calls' ends, and warns at start-up of the one it leaves out.
 #[tokio::test]
 async fn the_reconcile_loop_leaves_out_a_project_that_forwards_no_calls_end() {
-    let queue = TestQueue::new(crate::backend::Backend::Embedded, EventTypes::All).await;
-    let projects = TwoProjects::start().await;
-    projects.write(|text| handoffs_only(text, UK));
-    let mut env = queue.env();
-    env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
-    env.push(("RELAY_RECONCILE_EVERY".into(), "1h".into()));
+    let (queue, projects, env) = uk_forwarding_handoffs_only_reconciled_hourly().await;
     let mut relay = RelayProcess::spawn(&["run"], &as_refs(&env)).await;
     let logs = relay.wait_for_log("reconciliation leaves this project's calls alone", Duration::from_secs(20)).await;
     let line = logs.lines().find(|l| l.contains("leaves this project's calls alone")).unwrap();
@@ -177,12 +184,7 @@ async fn the_reconcile_loop_leaves_out_a_project_that_forwards_no_calls_end() {
 /// worker starts all the same.
 #[tokio::test]
 async fn check_warns_of_each_project_reconciliation_leaves_out() {
-    let queue = TestQueue::new(crate::backend::Backend::Embedded, EventTypes::All).await;
-    let projects = TwoProjects::start().await;
-    projects.write(|text| handoffs_only(text, UK));
-    let mut env = queue.env();
-    env.push(("RELAY_PROJECTS_FILE".into(), projects.file.clone()));
-    env.push(("RELAY_RECONCILE_EVERY".into(), "1h".into()));
+    let (_queue, projects, env) = uk_forwarding_handoffs_only_reconciled_hourly().await;
     let (code, stdout, stderr) = run_to_exit_with_stdout(&["check"], &as_refs(&env)).await;
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     let warned: Vec<&str> = stdout.lines().filter(|l| l.contains("reconciliation leaves")).collect();

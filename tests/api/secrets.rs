@@ -34,25 +34,36 @@ fn assert_no_password(user: &BrokerUser, text: &str) {
     assert!(!text.contains(&bytes.join(", ")), "the broker password leaked as bytes into:\n{text}");
 }
 
+/// Every secret set, at trace level, against the test's own topology (its log too: the broker's
+/// cleanup removes exactly those), a broker user of its own and `polyai`.
+fn trace_env(broker: &TestBroker, user: &BrokerUser, polyai: &FakePolyai) -> Vec<(&'static str, String)> {
+    let mut env = broker.topology_env();
+    env.extend(
+        [
+            ("RUST_LOG", "trace"),
+            ("POLYAI_WEBHOOK_SECRET", WEBHOOK_SECRET),
+            ("POLYAI_WEBHOOK_SECRET_PREVIOUS", PREVIOUS),
+            ("POLYAI_API_KEY", API_KEY),
+            ("POLYAI_PLATFORM_API_KEY", PLATFORM_KEY),
+            ("POLYAI_BASE_URL", &polyai.base_url),
+            ("POLYAI_ACCOUNT_ID", ACCOUNT),
+            ("POLYAI_PROJECT_ID", PROJECT),
+            ("AMQP_URL", &user.url()),
+        ]
+        .map(|(name, value)| (name, value.to_owned())),
+    );
+    env
+}
+
 #[tokio::test]
 async fn no_secret_appears_in_trace_logs_of_a_busy_relay() {
     let broker = TestBroker::new(polyai_relay::config::EventTypes::All).await;
     let user = BrokerUser::create().await;
-    let amqp_url = user.url();
     let polyai = FakePolyai::start().await;
     polyai.script([Reply::Status(401), Reply::Status(500)]);
-    // Every name the test's own (its log too): the broker's cleanup removes exactly those.
-    let topology = broker.topology_env();
-    let mut env: Vec<(&str, &str)> = topology.iter().map(|(name, value)| (*name, value.as_str())).collect();
+    let env = trace_env(&broker, &user, &polyai);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
     env.extend([
-        ("RUST_LOG", "trace"),
-        ("POLYAI_WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ("POLYAI_WEBHOOK_SECRET_PREVIOUS", PREVIOUS),
-        ("POLYAI_API_KEY", API_KEY),
-        ("POLYAI_BASE_URL", &polyai.base_url),
-        ("POLYAI_ACCOUNT_ID", ACCOUNT),
-        ("POLYAI_PROJECT_ID", PROJECT),
-        ("AMQP_URL", &amqp_url),
         ("RELAY_AUTH_PROBE_INTERVAL", "100ms"),
         ("RELAY_RETRY_BASE_DELAY", "50ms"),
         ("RELAY_RETRY_MAX_DELAY", "100ms"),
@@ -166,21 +177,9 @@ async fn config_errors_and_help_never_show_secret_values() {
 async fn the_one_shot_commands_show_no_secret_even_at_trace_level() {
     let broker = TestBroker::new(polyai_relay::config::EventTypes::All).await;
     let user = BrokerUser::create().await;
-    let amqp_url = user.url();
     let polyai = FakePolyai::start().await;
-    let topology = broker.topology_env();
-    let mut env: Vec<(&str, &str)> = topology.iter().map(|(name, value)| (*name, value.as_str())).collect();
-    env.extend([
-        ("RUST_LOG", "trace"),
-        ("POLYAI_WEBHOOK_SECRET", WEBHOOK_SECRET),
-        ("POLYAI_WEBHOOK_SECRET_PREVIOUS", PREVIOUS),
-        ("POLYAI_API_KEY", API_KEY),
-        ("POLYAI_PLATFORM_API_KEY", PLATFORM_KEY),
-        ("POLYAI_BASE_URL", &polyai.base_url),
-        ("POLYAI_ACCOUNT_ID", ACCOUNT),
-        ("POLYAI_PROJECT_ID", PROJECT),
-        ("AMQP_URL", &amqp_url),
-    ]);
+    let env = trace_env(&broker, &user, &polyai);
+    let env: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).collect();
     let commands: [&[&str]; 6] = [
         &["check"],
         &["reconcile", "--since", "1h", "--settle", "0s"],
