@@ -282,17 +282,20 @@ async fn a_dead_record_no_queue_takes_yet_stays_dead_and_the_replay_goes_on() {
     let body = seed_dead_record(&queue, "evt-rec2").await;
     seed_dead_letters(&queue, &["evt-ev2".to_owned()]).await;
     let TestQueue::Amqp(broker) = &queue else { unreachable!() };
-    // Nothing bound to the conversations exchange any more: its queue and the log gone, and the
-    // replay told to declare neither.
-    let channel = broker.channel().await;
     let topology = &broker.topology;
-    for name in [broker.conversations_queue(), topology.conversations_log.as_deref().expect("the log")] {
-        channel.queue_delete(name.into(), Default::default()).await.expect("deleted");
-    }
+    // The replay's conversations exchange one of its own, with nothing bound to it: no queue,
+    // no log (deleting the test's own could race with what declared them).
+    let unbound = format!("{}-unbound", topology.conversations_exchange);
     let mut env = queue.env();
-    env.retain(|(name, _)| name != "RELAY_CONVERSATIONS_QUEUE" && name != "RELAY_CONVERSATIONS_LOG");
-    env.extend([("RELAY_CONVERSATIONS_QUEUE".into(), "off".into()), ("RELAY_CONVERSATIONS_LOG".into(), "off".into())]);
+    let replaced = ["RELAY_CONVERSATIONS_EXCHANGE", "RELAY_CONVERSATIONS_QUEUE", "RELAY_CONVERSATIONS_LOG"];
+    env.retain(|(name, _)| !replaced.contains(&name.as_str()));
+    env.extend([
+        ("RELAY_CONVERSATIONS_EXCHANGE".into(), unbound.clone()),
+        ("RELAY_CONVERSATIONS_QUEUE".into(), "off".into()),
+        ("RELAY_CONVERSATIONS_LOG".into(), "off".into()),
+    ]);
     let (code, stdout, stderr) = run_to_exit_with_stdout(&["dead", "replay", "--all"], &as_refs(&env)).await;
+    broker.channel().await.exchange_delete(unbound.as_str().into(), Default::default()).await.expect("deleted");
 
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("replayed 1, left 1"), "{stdout}");
