@@ -344,7 +344,9 @@ impl TestApp {
     /// that name whose labels include the given ones (so a label added later, such as `project`,
     /// does not change what a test asks for).
     pub async fn metric(&self, series: &str) -> f64 {
-        series_value(&self.admin_get("/metrics").await.text().await.expect("metrics are text"), series)
+        let text = self.admin_get("/metrics").await.text().await.expect("metrics are text");
+        series_value(&text, series)
+            .unwrap_or_else(|| panic!("no metric of `{series}` is rendered (misspelled, or never recorded):\n{text}"))
     }
 
     /// Waits until `series` reads `value` in what this relay has recorded (what `/metrics`
@@ -352,17 +354,17 @@ impl TestApp {
     /// something a test can see (a record is visible on the queue a moment before the worker's
     /// confirm arrives and is counted), or records with nothing else to show for it.
     pub async fn wait_for_metric(&self, series: &str, value: f64) {
-        let reached = self.metrics.wait_until(|text| series_value(text, series) == value);
+        let reached = self.metrics.wait_until(|text| series_value(text, series) == Some(value));
         if tokio::time::timeout(MESSAGE_WAIT, reached).await.is_err() {
-            panic!("{series} did not reach {value}: {}", series_value(&self.metrics.render(), series));
+            panic!("{series} did not reach {value}: {:?}", series_value(&self.metrics.render(), series));
         }
     }
 
     /// Waits until the counter `series` is at least `value` (others may add to it meanwhile).
     pub async fn wait_for_metric_at_least(&self, series: &str, value: f64) {
-        let reached = self.metrics.wait_until(|text| series_value(text, series) >= value);
+        let reached = self.metrics.wait_until(|text| series_value(text, series).is_some_and(|v| v >= value));
         if tokio::time::timeout(MESSAGE_WAIT, reached).await.is_err() {
-            panic!("{series} did not reach {value}: {}", series_value(&self.metrics.render(), series));
+            panic!("{series} did not reach {value}: {:?}", series_value(&self.metrics.render(), series));
         }
     }
 
@@ -486,18 +488,26 @@ pub fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String>
     })
 }
 
-/// The value of `series` in Prometheus `text` (see [`TestApp::metric`]), 0 when it is not there.
-fn series_value(text: &str, series: &str) -> f64 {
+/// The value of `series` in Prometheus `text` (see [`TestApp::metric`]), 0 when no series of its
+/// metric has its labels; `None` when its metric is not rendered at all. Read as 0, a misspelled
+/// name would pass every check that expects nothing counted.
+fn series_value(text: &str, series: &str) -> Option<f64> {
     let (name, wanted) = split_series(series);
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (line_name, labels) = split_series(series);
-            (line_name == name && wanted.iter().all(|label| labels.contains(label)))
-                .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
+    let rendered = text.lines().any(|line| {
+        let line = line.strip_prefix("# TYPE ").unwrap_or(line);
+        line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{']))
+    });
+    rendered.then(|| {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let (line_name, labels) = split_series(series);
+                (line_name == name && wanted.iter().all(|label| labels.contains(label)))
+                    .then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
+    })
 }
 
 /// `name{a="x",b="y"}` → (`name`, [`a="x"`, `b="y"`]). Label values here never hold commas.

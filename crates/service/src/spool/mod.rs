@@ -120,6 +120,10 @@ impl Spool {
             for step in ["read", "remove"] {
                 metrics::counter!(names::SPOOL_FAILURES, "step" => step).increment(0);
             }
+            // And these, so that what was spooled less what drained reads right from the first
+            // webhook spooled (a rate of either, too, sees its first increase).
+            metrics::counter!(names::SPOOLED).increment(0);
+            metrics::counter!(names::SPOOL_DRAINED).increment(0);
         });
         let spool = Self {
             inner: Arc::new(Inner {
