@@ -339,10 +339,11 @@ impl TestApp {
         self.http.get(self.admin_url(path)).send().await.expect("request reaches the admin listener")
     }
 
-    /// The value of a series on this app's own `/metrics` on the admin listener, 0 when it was
-    /// never recorded. `series` is `name` or `name{label="value",…}`: the sum over every series of
-    /// that name whose labels include the given ones (so a label added later, such as `project`,
-    /// does not change what a test asks for).
+    /// The value of a series on this app's own `/metrics` on the admin listener. `series` is `name`
+    /// or `name{label="value",…}`: the sum over every series of that name whose labels include the
+    /// given ones (so a label added later, such as `project`, does not change what a test asks
+    /// for), 0 when none does. Panics when no metric of that name is rendered at all: a misspelled
+    /// name, or one never recorded, would otherwise read as 0 and pass a test asking for 0.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.admin_get("/metrics").await.text().await.expect("metrics are text");
         series_value(&text, series)

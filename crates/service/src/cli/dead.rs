@@ -29,7 +29,8 @@ enum DeadCommand {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Send dead letters back to the worker's queue with their attempts reset.
+    /// Send dead letters back where they were going, their attempts reset: an event to the
+    /// worker's queue, a rescued record to the conversations exchange.
     Replay {
         /// Every dead letter.
         #[arg(long, conflicts_with = "id", required_unless_present = "id")]

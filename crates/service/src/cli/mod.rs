@@ -32,7 +32,7 @@ pub enum Command {
     /// Publish the finished conversations of a time window as enriched records (resumable); every
     /// project of RELAY_PROJECTS_FILE in turn, each with its own checkpoint, or --project NAME.
     Backfill(backfill::BackfillArgs),
-    /// Dead letters: `list` them without removing any, `replay` them into the worker's queue.
+    /// Dead letters: `list` them without removing any, `replay` them where they were going.
     Dead(dead::DeadArgs),
     /// The conversations log: `replay` the events of a window that never became a record into the
     /// worker's queue (after that queue was deleted or purged).

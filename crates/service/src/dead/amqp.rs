@@ -12,8 +12,9 @@
 //! copy is the original acked. Exactly as many messages as the queue held are taken, so one pass
 //! goes once around: the set and the order are unchanged, every copy starts with no delivery
 //! count, and the same holds on 3.10 and every 4.x. A replayed letter's copy goes to the
-//! worker's queue instead, or, for a record, to the conversations exchange. If the pass is killed between a confirm and its ack, the original
-//! comes back too: a duplicate dead letter (at-least-once), never a lost one.
+//! worker's queue instead, or, for a record, to the conversations exchange. If the pass is
+//! killed between a confirm and its ack, the original comes back too: a duplicate dead letter
+//! (at-least-once), never a lost one.
 
 use async_trait::async_trait;
 use lapin::{
@@ -35,7 +36,8 @@ use crate::{
     },
 };
 
-/// `polyai.dead` and the worker's queue on a confirm-mode channel of their own.
+/// `polyai.dead`, the worker's queue and the conversations exchange on a confirm-mode channel of
+/// their own.
 pub struct AmqpDeadLetters {
     connection: Connection,
     channel: Channel,

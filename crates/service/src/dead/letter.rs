@@ -65,7 +65,7 @@ impl Selection {
     }
 }
 
-/// Where `dead replay` sends a dead letter: an event to the worker, a record (rescued from a
+/// Where `dead replay` sends a dead letter: an event to the worker's queue, a record (rescued from a
 /// return, [`headers::RECORD`]) back to the conversations exchange it was meant for.
 pub fn replay_destination(message: &Message) -> Destination {
     if message.header(headers::RECORD).is_some() {
@@ -77,8 +77,9 @@ pub fn replay_destination(message: &Message) -> Destination {
 
 /// The event as the worker should see it again: attempts reset, the last error and death time
 /// dropped, and when (and why) it was replayed recorded. A replay starts a trace of its own: the
-/// trace the event was first in may be days old. A record keeps its own headers but the same
-/// dead-letter ones, and loses its mark ([`replay_destination`] read it first).
+/// trace the event was first in may be days old. A record is treated the same: it keeps its
+/// other headers, and loses the dead-letter ones and its mark ([`replay_destination`] read it
+/// first).
 pub fn replayed(mut message: Message, reason: Option<&str>, now: OffsetDateTime) -> Message {
     let dropped = [
         headers::RECORD,

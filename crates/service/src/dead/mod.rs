@@ -1,6 +1,7 @@
-//! Dead letters: listing them without removing any, and replaying them into the worker's queue
-//! (design §9). Owns how each backend's dead letters are read and moved; knows nothing of the
-//! API or of what the worker does with a replayed event.
+//! Dead letters: listing them without removing any, and replaying them where they were going:
+//! an event to the worker's queue, a rescued record to the conversations exchange (design §9).
+//! Owns how each backend's dead letters are read and moved; knows nothing of the API or of what
+//! the worker does with a replayed event.
 
 mod amqp;
 mod embedded;
@@ -35,13 +36,13 @@ pub struct ReplayRequest {
     pub selection: Selection,
     /// Recorded in `x-relay-replay-reason`.
     pub reason: Option<String>,
-    /// Count what would be replayed; move nothing to the worker.
+    /// Count what would be replayed; move nothing.
     pub dry_run: bool,
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReplaySummary {
-    /// Sent back to the worker (or, on a dry run, that would be).
+    /// Sent back where they were going (or, on a dry run, that would be).
     pub replayed: u64,
     /// Dead letters left after the run: on RabbitMQ, of those there when it started (letters
     /// dead-lettered meanwhile are behind them, for the next run).
@@ -57,8 +58,9 @@ pub trait DeadLetters: Send + Sync {
     /// delivery limit.
     async fn list(&self, limit: Option<usize>) -> Result<Vec<DeadLetter>, DeadError>;
 
-    /// Sends the selected dead letters back to the worker's queue, each removed from the dead
-    /// letters only once its replay is durably stored. Stops between two dead letters when
+    /// Sends the selected dead letters back where they were going ([`replay_destination`]), each
+    /// removed from the dead letters only once its replay is durably stored; one no queue takes
+    /// stays. Stops between two dead letters when
     /// `stop` is cancelled: an interrupted replay loses nothing and doubles nothing beyond
     /// at-least-once.
     async fn replay(

@@ -228,7 +228,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_key_is_remembered_for_the_window_only() {
+    async fn a_key_is_remembered_for_the_window_and_a_second() {
         let recent = table();
         tokio::time::advance(Duration::from_millis(500)).await;
         store(&recent, key(1), Duration::ZERO);

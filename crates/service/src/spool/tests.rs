@@ -212,7 +212,7 @@ async fn the_drainer_waits_for_the_broker_then_forwards_oldest_first_and_empties
 /// Unready, a receiver gets no webhooks whose writes could show the disk works again: it is
 /// ready again after a while, and the next webhook tries.
 #[tokio::test(start_paused = true)]
-async fn a_failed_write_makes_the_spool_refuse_for_a_while_not_until_a_write_works() {
+async fn a_failed_write_makes_the_spool_refuse_until_a_wait_is_over_with_no_write_since() {
     let dir = temp_dir();
     let settings = settings(&dir, 1 << 20);
     let spool = Spool::open(&settings, Metrics::isolated()).unwrap();

@@ -1,9 +1,10 @@
 //! Readiness after a failed write to local storage: the embedded queue's and the spool's.
 //!
-//! Off for a while, not until the next write works. Unready, a relay gets no webhooks to write
-//! (its load balancer sends none) and its worker takes no events: nothing would write again, and
-//! it would stay out however soon the disk was mended. After the wait the next write tries the
-//! disk again; if it fails too, readiness is off for another wait.
+//! Off until a write works or a while has passed, whichever comes first. Waiting for a write
+//! alone would not do: unready, a relay gets no webhooks to write (its load balancer sends none)
+//! and, on the embedded queue, its worker takes no events, so nothing might write again and it
+//! would stay out however soon the disk was mended. After the wait the next write tries the disk
+//! again; if it fails too, readiness is off for another wait.
 
 use std::{
     sync::{Mutex, Weak},

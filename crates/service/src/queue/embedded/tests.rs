@@ -138,7 +138,7 @@ async fn a_message_leased_by_a_look_of_a_consumer_dropped_meanwhile_goes_back() 
 /// Unready, the queue gets no webhooks and its worker takes no events: no write could show the
 /// disk works again. It is ready again after a while, and the next write tries.
 #[tokio::test(start_paused = true)]
-async fn a_failed_write_makes_the_queue_unready_for_a_while_not_until_a_write_works() {
+async fn a_failed_write_makes_the_queue_unready_until_a_wait_is_over_with_no_write_since() {
     let dir = temp_dir();
     let queue = EmbeddedQueue::open(&dir.0, 20).unwrap();
     let disk = rusqlite::Connection::open(dir.0.join("queue.sqlite3")).unwrap();
