@@ -20,7 +20,9 @@ both_backends! {
         let record = app.next_record().await;
         assert_eq!(record.json["conversation"]["id"], "CA5xx");
         assert_eq!(app.polyai.by_id_requests().len(), 3);
-        assert_eq!(app.metric(r#"relay_worker_retries_total{project="default",reason="transient"}"#).await, 2.0);
+        // The first failure counts; the second, with no other call answered since, is an outage.
+        assert_eq!(app.metric(r#"relay_worker_retries_total{project="default",reason="transient"}"#).await, 1.0);
+        assert_eq!(app.metric(r#"relay_worker_retries_total{project="default",reason="api_down"}"#).await, 1.0);
         app.wait_for_metric(r#"relay_enriched_total{project="default"}"#, 1.0).await;
     }
 
@@ -114,14 +116,30 @@ both_backends! {
         assert_eq!(app.polyai.by_id_requests().len(), 1);
     }
 
-    async fn after_max_attempts_a_failing_event_is_dead_lettered(backend: Backend) {
-        let app = spawn_app_with(Options { max_attempts: 3, ..on(backend) }).await;
-        app.polyai.always(Reply::Status(502));
-        assert_eq!(app.post_signed(&completed("CAdown")).await.status(), 204);
+    async fn a_call_failing_while_the_api_answers_others_is_dead_lettered_after_max_attempts(backend: Backend) {
+        let app = spawn_app_with(Options { max_attempts: 2, ..on(backend) }).await;
+        app.polyai.script_conversation("CAfails", vec![Reply::Status(502); 100]);
+        assert_eq!(app.post_signed(&completed("CAfails")).await.status(), 204);
+        // Its first failure counted; another call answered after it makes the next one count.
+        app.wait_for_metric(r#"relay_worker_retries_total{project="default",reason="transient"}"#, 1.0).await;
+        assert_eq!(app.post_signed(&completed("CAfine")).await.status(), 204);
+        assert_eq!(app.next_record().await.json["conversation"]["id"], "CAfine");
         let dead = app.next_dead_letter().await;
-        assert_eq!(dead.attempts.as_deref(), Some("3"));
+        assert_eq!(dead.attempts.as_deref(), Some("2"));
         assert!(dead.error.unwrap().starts_with("502"));
-        assert_eq!(app.polyai.by_id_requests().len(), 3);
+    }
+
+    async fn an_api_answering_nothing_for_longer_than_the_retries_loses_no_event(backend: Backend) {
+        let app = spawn_app_with(Options { max_attempts: 2, ..on(backend) }).await;
+        app.polyai.always(Reply::Status(503));
+        assert_eq!(app.post_signed(&completed("CAout")).await.status(), 204);
+        // Counted from the first failure, the second would have dead-lettered it: it waits.
+        app.polyai.wait_for_requests(5).await;
+        app.polyai.always(Reply::Conversation);
+        let record = app.next_record().await;
+        assert_eq!(record.json["conversation"]["id"], "CAout");
+        assert_eq!(app.metric(r#"relay_worker_retries_total{project="default",reason="transient"}"#).await, 1.0);
+        app.wait_for_metric_at_least(r#"relay_worker_retries_total{project="default",reason="api_down"}"#, 3.0).await;
     }
 
     async fn a_refused_key_pauses_the_worker_without_losing_the_event_and_resumes_when_accepted(backend: Backend) {

@@ -23,7 +23,7 @@ impl Backoff {
     /// The wait after `failures` failures in a row (1 for the first): base × 2^(failures-1),
     /// capped at `max`, jittered.
     pub fn delay(&self, failures: u32) -> Duration {
-        self.ceiling(failures).mul_f64(0.5 + rand::random::<f64>() / 2.0)
+        jittered(self.ceiling(failures))
     }
 
     /// The longest [`Self::delay`] can be after `failures` failures.
@@ -31,6 +31,11 @@ impl Backoff {
         let exponent = failures.saturating_sub(1).min(20);
         self.base.saturating_mul(1u32 << exponent).min(self.max)
     }
+}
+
+/// `ceiling` scaled by a random factor in [0.5, 1.0].
+pub fn jittered(ceiling: Duration) -> Duration {
+    ceiling.mul_f64(0.5 + rand::random::<f64>() / 2.0)
 }
 
 #[cfg(test)]

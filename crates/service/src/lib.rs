@@ -26,4 +26,5 @@ pub mod spool;
 pub mod telemetry;
 #[cfg(test)]
 mod temp_dir;
+pub mod wall_clock;
 pub mod worker;

@@ -85,6 +85,8 @@ pub fn replayed(mut message: Message, reason: Option<&str>, now: OffsetDateTime)
         headers::RECORD,
         headers::ATTEMPTS,
         headers::NOT_FOUND_ATTEMPTS,
+        headers::FAILING_SINCE,
+        headers::FAILED_AT,
         headers::ERROR,
         headers::DEAD_AT,
         headers::REPLAY_REASON,

@@ -21,6 +21,12 @@ pub mod headers {
     /// Of those, the ones answered 404: counted apart, so that 5xx answers during an API outage
     /// do not use up the retries of a conversation not yet ingested once the API is back.
     pub const NOT_FOUND_ATTEMPTS: &str = "x-relay-not-found-attempts";
+    /// When the event's calls first failed with no answer from the API (a 5xx, a 408, a timeout,
+    /// no connection), unix milliseconds: how long it has been waiting out an outage.
+    pub const FAILING_SINCE: &str = "x-relay-failing-since";
+    /// When they last did, unix milliseconds: the next such failure counts as an attempt only if
+    /// the API answered another call of the project since (`worker::outage`).
+    pub const FAILED_AT: &str = "x-relay-failed-at";
     /// The last error of a dead-lettered event.
     pub const ERROR: &str = "x-relay-error";
     /// When the API calls a worker reserved for the event under `RELAY_API_RATE` are due, unix

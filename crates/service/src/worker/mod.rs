@@ -2,6 +2,7 @@
 //! records, ack only after the broker confirmed what replaces the input.
 
 mod audio;
+mod outage;
 mod outcome;
 mod pause;
 mod policy;

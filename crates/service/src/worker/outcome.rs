@@ -157,6 +157,8 @@ impl Worker {
         enriched.body = body.into();
         enriched.headers.remove(headers::ATTEMPTS);
         enriched.headers.remove(headers::NOT_FOUND_ATTEMPTS);
+        enriched.headers.remove(headers::FAILING_SINCE);
+        enriched.headers.remove(headers::FAILED_AT);
         enriched.headers.remove(headers::ERROR);
         enriched.headers.remove(headers::TURN);
         match self.publish_patiently(Destination::Conversations, enriched).await {

@@ -2,16 +2,14 @@
 //! client, and choose the outcome ([`super::outcome`] publishes it). Nothing is acked before the
 //! broker confirmed whatever replaces it.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 use serde_json::value::RawValue;
 // tokio's clock, as the throttle's.
 use tokio::time::Instant;
 
 use super::{
+    outage::{Failing, Verdict},
     outcome::UNKNOWN_PROJECT,
     projects::{Project, UNKNOWN_LABEL},
     throttle::Turn,
@@ -25,6 +23,7 @@ use crate::{
         names,
         traces::{self, trace_span},
     },
+    wall_clock::unix_millis,
 };
 use tracing::{field::Empty, Instrument};
 
@@ -270,11 +269,21 @@ impl Worker {
                 self.retry(message, label, attempts, delay, "rate_limited", &error).await
             }
             ApiError::Server { .. } | ApiError::Transport(_) => {
-                let attempts = attempts + 1;
-                if policy.gives_up(attempts) {
-                    return self.dead_letter(message, label, attempts, "attempts_exhausted", &error.to_string()).await;
+                let now = unix_millis();
+                let failing = Failing::of(message);
+                let stamped = failing.stamped(message, now);
+                match failing.judge(&project.client, policy, now) {
+                    Verdict::Counts => {
+                        let attempts = attempts + 1;
+                        if policy.gives_up(attempts) {
+                            let error = error.to_string();
+                            return self.dead_letter(&stamped, label, attempts, "attempts_exhausted", &error).await;
+                        }
+                        self.retry(&stamped, label, attempts, policy.backoff(attempts), "transient", &error).await
+                    }
+                    // The API answered none of the project's calls since the event's last failure.
+                    Verdict::WaitsOut(wait) => self.retry(&stamped, label, attempts, wait, "api_down", &error).await,
                 }
-                self.retry(message, label, attempts, policy.backoff(attempts), "transient", &error).await
             }
             ApiError::NotFound { .. } => {
                 // Its own count and pace: after an API outage's 5xx answers, a conversation not
@@ -342,11 +351,6 @@ pub(super) struct Failed {
 fn reserved_turn(header: Option<&str>, clock: u64) -> Option<u64> {
     let due = header?.trim().parse::<u64>().ok()?;
     Some(due.min(clock.saturating_add(FURTHEST_TURN.as_millis() as u64)))
-}
-
-/// The wall clock in unix milliseconds: a reserved turn travels between processes in a header.
-fn unix_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default()
 }
 
 #[cfg(test)]
