@@ -129,6 +129,21 @@ async fn recording_429s_in_a_row_are_waited_longer_each_time() {
     assert!(last >= Duration::from_millis(800), "the fifth 429 in a row was waited {last:?}");
 }
 
+/// Recordings down while conversations are served: an event's own conversation, answered each
+/// time, does not make its recording's failures count, so it waits the outage out.
+#[tokio::test]
+async fn a_recordings_outage_longer_than_the_retries_is_waited_out_while_conversations_are_served() {
+    let dir = TempDir::new();
+    let audio = recordings(dir.0.join("audio"), AudioDirection::Combined, false);
+    let app = spawn_app_with(Options { audio: Some(audio), max_attempts: 2, ..Options::default() }).await;
+    app.polyai.script_recordings(std::iter::repeat_n(Reply::Status(503), 4));
+    assert_eq!(app.post_signed(&completed("CArecordingsdown")).await.status(), 204);
+    let record = app.next_record().await;
+    assert_eq!(record.json["audio"]["status"], 404, "the fake keeps no recordings: {}", record.json["audio"]);
+    assert_eq!(app.polyai.recording_requests().len(), 5);
+    assert_eq!(app.polyai.by_id_requests().len(), 5, "its conversation fetched, and answered, each time");
+}
+
 #[tokio::test]
 async fn with_the_agents_api_conversations_and_recordings_come_from_the_platform_paths() {
     let (mock, _stop) = mock().await;

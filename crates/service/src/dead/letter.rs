@@ -125,6 +125,8 @@ mod tests {
                 (headers::DEAD_AT.to_owned(), "2026-11-29T04:00:00Z".to_owned()),
                 (headers::RECEIVED_AT.to_owned(), "2026-11-29T03:00:00Z".to_owned()),
                 (headers::TURN.to_owned(), "1795000000000".to_owned()),
+                (headers::FAILING_SINCE.to_owned(), "1794000000000".to_owned()),
+                (headers::FAILED_AT.to_owned(), "1795000000000".to_owned()),
             ]),
         }
     }
@@ -144,6 +146,8 @@ mod tests {
         assert_eq!(message.header(headers::ERROR), None);
         assert_eq!(message.header(headers::DEAD_AT), None);
         assert_eq!(message.header(headers::TURN), None, "it takes its turn anew");
+        let failing = (message.header(headers::FAILING_SINCE), message.header(headers::FAILED_AT));
+        assert_eq!(failing, (None, None), "an outage it waited out is over");
         assert_eq!(message.header(headers::REPLAYED_AT), Some("1970-01-01T00:00:00Z"));
         assert_eq!(message.header(headers::REPLAY_REASON), Some("API fixed"));
         assert_eq!(message.header(headers::RECEIVED_AT), Some("2026-11-29T03:00:00Z"));

@@ -2,7 +2,6 @@
 //! Agents and Webhooks APIs on the platform host.
 
 mod advice;
-mod answered;
 mod asked_again;
 mod audio;
 mod capped;
@@ -11,17 +10,13 @@ mod endpoints;
 mod errors;
 mod list;
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use reqwest::{header::HeaderValue, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use self::answered::LastAnswered;
 pub use self::{
     advice::{advice, advice_for, SettingNames},
     asked_again::KeyedCall,
@@ -54,6 +49,12 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The API gave no answer of its own: a 5xx or 408 (a gateway's, most often, or a server
+    /// failing), a timeout, no connection, or a 200 the worker cannot read (a maintenance page).
+    pub fn is_unanswered(&self) -> bool {
+        matches!(self, Self::Server { .. } | Self::Transport(_))
+    }
+
     /// Label for the fetch metric.
     pub fn status_label(&self) -> String {
         match self {
@@ -100,8 +101,6 @@ pub struct PolyaiClient {
     conversation_api: ConversationApi,
     /// Bytes of one answer at most (`RELAY_API_MAX_RESPONSE`).
     max_response: usize,
-    /// When the API last answered one of this client's calls, shared by its clones.
-    answered: Arc<LastAnswered>,
 }
 
 impl std::fmt::Debug for PolyaiClient {
@@ -126,19 +125,12 @@ impl PolyaiClient {
             project_id: settings.project_id.clone(),
             conversation_api: settings.conversation_api,
             max_response: settings.max_response,
-            answered: Arc::default(),
         })
     }
 
     /// The relay project whose key and ids this client uses.
     pub fn project(&self) -> &ProjectName {
         &self.project
-    }
-
-    /// Whether the API answered one of this client's calls (any but a 5xx, a 408 or none) at or
-    /// after `unix_ms`: it was at work then.
-    pub fn answered_since(&self, unix_ms: u64) -> bool {
-        self.answered.since(unix_ms)
     }
 
     /// The PolyAI project this client fetches from (a span attribute of the worker's traces).
@@ -193,14 +185,17 @@ impl PolyaiClient {
         url: Url,
         accept: &str,
     ) -> Result<Response, ApiError> {
-        let sent = http.get(url).header("x-api-key", host.key.clone()).header("accept", accept).send().await;
-        let result = match sent {
-            Ok(response) if response.status().is_success() => Ok(response),
-            Ok(response) => Err(error_of(response, &host.key).await),
-            Err(error) => Err(ApiError::Transport(transport_detail(&error))),
-        };
-        self.answered.note(&result);
-        result
+        let response = http
+            .get(url)
+            .header("x-api-key", host.key.clone())
+            .header("accept", accept)
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(transport_detail(&e)))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        Err(error_of(response, &host.key).await)
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::{json, value::RawValue, Value};
 use tokio::io::AsyncWriteExt;
 
 use super::{
+    outage::CallKind,
     process::{Failed, Stopped, WAIT_IN_MEMORY},
     projects::Project,
     throttle::Turn,
@@ -19,6 +20,7 @@ use super::{
 use crate::{
     config::AudioSettings,
     polyai::{transport_detail, ApiError, AudioRequest, KeyedCall},
+    wall_clock::unix_millis,
 };
 
 /// Only voice calls have recordings; asking for a chat's would be a guaranteed 404.
@@ -90,7 +92,10 @@ impl Worker {
         // As for a conversation: the project's turn first, then a call slot.
         project.throttle.take(turn, WAIT_IN_MEMORY).await.map_err(Stopped::TurnPassed)?;
         let request = recording_asked(settings);
-        Ok(self.download(settings, project, conversation_id, &name).await.map_err(|error| Failed {
+        let saved = self.download(settings, project, conversation_id, &name).await;
+        // Once written through: a recording that stalls is no answer.
+        project.answered.note(CallKind::Recording, &saved, unix_millis());
+        Ok(saved.map_err(|error| Failed {
             error,
             call: KeyedCall::Recording { conversation_id: conversation_id.to_owned(), request },
         })?)

@@ -133,6 +133,9 @@ impl Worker {
                 metrics
                     .record(|| metrics::counter!(names::FETCHES, "project" => label, "status" => status).increment(0));
             }
+            let label = project.label();
+            metrics
+                .record(|| metrics::counter!(names::RETRIES, "project" => label, "reason" => "api_down").increment(0));
         }
         let labels = projects.iter().map(|project| (project.label(), &outcome::DEAD_LETTER_REASONS[..]));
         for (label, reasons) in labels.chain([(UNKNOWN_LABEL.to_owned(), &[outcome::UNKNOWN_PROJECT][..])]) {

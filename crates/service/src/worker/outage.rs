@@ -1,42 +1,101 @@
 //! Riding out an API outage: a failed call counts towards `RELAY_MAX_ATTEMPTS` only while the API
-//! answers the project's other calls.
+//! answers the project's other calls of its kind.
 //!
 //! Counted from the first failure, `RELAY_MAX_ATTEMPTS` retries doubling from
 //! `RELAY_RETRY_BASE_DELAY` rode out 2–4 minutes of an outage with the defaults: every call that
 //! ended in a longer one was dead-lettered, to be replayed by hand. A call the API gave no answer
-//! to (a 5xx, a 408, a timeout, no connection) tells an outage from a failing call only beside
-//! the project's other calls, so the event carries when its calls last failed, and:
+//! to (a 5xx, a 408, a timeout, no connection, a 200 that cannot be read) tells an outage from a
+//! failing call only beside the project's other calls, so the event carries when its calls
+//! failed, and:
 //!
-//! - its first failure counts, as does one after the API answered any call of the project since
-//!   its previous failure: the event's own call is what fails, and it is dead-lettered once its
-//!   attempts are spent;
+//! - its first failure counts, as does one after the API answered any call of the project of the
+//!   same kind (conversations, or recordings) since its previous failure: the event's own call is
+//!   what fails, and it is dead-lettered once its attempts are spent;
 //! - otherwise the API is down: the event waits it out in a delay queue, counting no attempt,
 //!   each wait as long as it has been failing (so the waits still double), up to
 //!   `RELAY_RETRY_MAX_DELAY`;
-//! - after [`RIDE_OUT`] of failing every failure counts again, so a call that fails in a project
-//!   whose other calls never come (a quiet project) still ends among the dead letters.
+//! - after [`RIDE_OUT`] of failing with no answer between, every failure counts again, so a call
+//!   that fails in a project whose other calls never come (a quiet project) still ends among the
+//!   dead letters.
 //!
-//! Each process knows only the answers to its own calls, and a worker with several replicas sees
-//! its share: a failure can count for want of an answer another replica got, never the reverse.
+//! Each process knows only the answers to its own calls: with several workers, a failure whose
+//! project another worker was answered for meanwhile can wait when it would have counted.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use super::RetryPolicy;
 use crate::{
     backoff::jittered,
-    polyai::PolyaiClient,
-    queue::{headers, Message},
+    polyai::{ApiError, KeyedCall},
+    queue::{headers, Message, RETRY_TIERS},
 };
 
-/// How long an event's calls may fail, with no answer from the API, before its failures count
-/// again: a day, far beyond any outage PolyAI has had, and within what the log (7 days) and
-/// reconciliation's window (24 h) look back on.
+/// How long an event's calls may fail, with no answer from the API between, before its failures
+/// count again: a day, far beyond any outage PolyAI has had, and within what the log (7 days)
+/// and reconciliation's window (24 h) look back on.
 pub(super) const RIDE_OUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest wait is at least this, whatever `RELAY_RETRY_MAX_DELAY` says: waits below a second
+/// for a day would be a busy loop against a down API.
+const LONGEST_WAIT_AT_LEAST: Duration = RETRY_TIERS[0];
+
+/// The kinds of call judged apart: a recordings outage is not one of conversations, and an
+/// event's own conversation, answered, must not make its recording's failure count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallKind {
+    Conversation,
+    Recording,
+}
+
+impl From<&KeyedCall> for CallKind {
+    fn from(call: &KeyedCall) -> Self {
+        match call {
+            KeyedCall::Conversation { .. } => Self::Conversation,
+            KeyedCall::Recording { .. } => Self::Recording,
+        }
+    }
+}
+
+/// When the API last answered a project's calls of each kind as a working service: anything but
+/// an [`ApiError::is_unanswered`]. A 404, a 429 or a refused key is the API at work.
+#[derive(Debug, Default)]
+pub(super) struct Answered {
+    /// Unix ms of the latest answer of each kind; 0 before the first.
+    conversations: AtomicU64,
+    recordings: AtomicU64,
+}
+
+impl Answered {
+    /// Notes how a call went, once its answer is read through.
+    pub fn note<T>(&self, call: CallKind, result: &Result<T, ApiError>, now: u64) {
+        if result.as_ref().err().is_none_or(|error| !error.is_unanswered()) {
+            self.clock(call).fetch_max(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a call of that kind was answered at or after `unix_ms`. At, too: one answered in
+    /// the millisecond a failure was judged in counts, so a failure is never taken for an outage
+    /// for want of a clock's resolution.
+    pub fn since(&self, call: CallKind, unix_ms: u64) -> bool {
+        let last = self.clock(call).load(Ordering::Relaxed);
+        last != 0 && last >= unix_ms
+    }
+
+    fn clock(&self, call: CallKind) -> &AtomicU64 {
+        match call {
+            CallKind::Conversation => &self.conversations,
+            CallKind::Recording => &self.recordings,
+        }
+    }
+}
 
 /// When an event's calls failed with no answer from the API, from its headers, unix ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Failing {
-    /// The first of those failures.
+    /// The first of those failures with no answer between.
     since: Option<u64>,
     /// The latest.
     last: Option<u64>,
@@ -51,37 +110,47 @@ pub(super) enum Verdict {
     WaitsOut(Duration),
 }
 
+/// A failure judged: what becomes of it, and since when the event has been failing with no
+/// answer between, counting this failure (what its next failure is judged by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Judged {
+    pub verdict: Verdict,
+    since: u64,
+}
+
 impl Failing {
     pub fn of(message: &Message) -> Self {
         let read = |name| message.header(name).and_then(|v| v.trim().parse::<u64>().ok());
         Self { since: read(headers::FAILING_SINCE), last: read(headers::FAILED_AT) }
     }
 
-    /// Judges a failure at `now` (unix ms) by what `client` was answered since the previous one.
-    pub fn judge(&self, client: &PolyaiClient, policy: &RetryPolicy, now: u64) -> Verdict {
-        self.judge_by(|at| client.answered_since(at), policy, now)
-    }
-
-    fn judge_by(&self, answered_since: impl Fn(u64) -> bool, policy: &RetryPolicy, now: u64) -> Verdict {
-        let Some(last) = self.last else { return Verdict::Counts };
+    /// Judges a failure at `now` (unix ms) by whether the API answered another call of its kind
+    /// (`answered_since`) since the previous one.
+    pub fn judge(&self, answered_since: impl Fn(u64) -> bool, policy: &RetryPolicy, now: u64) -> Judged {
+        let fresh = Judged { verdict: Verdict::Counts, since: now };
+        let Some(last) = self.last else { return fresh };
         // A time ahead of this clock (another pod's, or a header set by hand) is taken for now,
         // or its failures would wait until the clocks met.
         let last = last.min(now);
         if answered_since(last) {
-            return Verdict::Counts;
+            return fresh;
         }
-        let failing = Duration::from_millis(now - self.since.unwrap_or(last).min(last));
+        let since = self.since.unwrap_or(last).min(last);
+        let failing = Duration::from_millis(now - since);
         if failing >= RIDE_OUT {
-            return Verdict::Counts;
+            // Kept: every failure counts from now on, until the API answers.
+            return Judged { verdict: Verdict::Counts, since };
         }
-        Verdict::WaitsOut(jittered(failing.clamp(policy.base_delay, policy.max_delay)))
+        let longest = policy.max_delay.max(LONGEST_WAIT_AT_LEAST);
+        Judged { verdict: Verdict::WaitsOut(jittered(failing.clamp(policy.base_delay, longest))), since }
     }
+}
 
-    /// `message` stamped with a failure at `now`, as it goes back to wait.
+impl Judged {
+    /// `message` stamped with this failure at `now`, as it goes back to wait.
     pub fn stamped(&self, message: &Message, now: u64) -> Message {
         let mut stamped = message.clone();
-        let since = self.since.unwrap_or(now).min(now);
-        stamped.headers.insert(headers::FAILING_SINCE.to_owned(), since.to_string());
+        stamped.headers.insert(headers::FAILING_SINCE.to_owned(), self.since.to_string());
         stamped.headers.insert(headers::FAILED_AT.to_owned(), now.to_string());
         stamped
     }
@@ -101,51 +170,83 @@ mod tests {
         Failing { since: Some(since), last: Some(last) }
     }
 
-    fn within(verdict: Verdict, ceiling: Duration) -> bool {
-        matches!(verdict, Verdict::WaitsOut(wait) if wait >= ceiling / 2 && wait <= ceiling)
+    fn waits_within(judged: Judged, low: Duration, high: Duration) -> bool {
+        matches!(judged.verdict, Verdict::WaitsOut(wait) if wait >= low && wait <= high)
+    }
+
+    fn waits_about(judged: Judged, ceiling: Duration) -> bool {
+        waits_within(judged, ceiling / 2, ceiling)
     }
 
     #[test]
-    fn a_first_failure_counts() {
+    fn a_first_failure_counts_and_starts_a_run() {
         let first = Failing::of(&Message::sample());
         assert_eq!(first, Failing { since: None, last: None });
-        assert_eq!(first.judge_by(|_| false, &policy(), NOW), Verdict::Counts);
+        assert_eq!(first.judge(|_| false, &policy(), NOW), Judged { verdict: Verdict::Counts, since: NOW });
     }
 
     #[test]
-    fn a_failure_counts_when_the_api_answered_another_call_since_the_previous_one() {
+    fn a_failure_after_an_answer_to_another_call_counts_and_starts_a_new_run() {
         let answered_at = NOW - 1_000;
         let answered_since = |at| answered_at >= at;
-        assert_eq!(failing(NOW - 60_000, NOW - 2_000).judge_by(answered_since, &policy(), NOW), Verdict::Counts);
-        let before = failing(NOW - 60_000, NOW - 500).judge_by(answered_since, &policy(), NOW);
-        assert!(within(before, Duration::from_secs(60)), "answered before it: the API is down since, {before:?}");
+        let after = failing(NOW - 60_000, NOW - 2_000).judge(answered_since, &policy(), NOW);
+        assert_eq!(after, Judged { verdict: Verdict::Counts, since: NOW }, "the run the answer ended is over");
+        let before = failing(NOW - 60_000, NOW - 500).judge(answered_since, &policy(), NOW);
+        assert!(waits_about(before, Duration::from_secs(60)), "answered before it: the API is down since, {before:?}");
+        assert_eq!(before.since, NOW - 60_000);
     }
 
     #[test]
     fn an_outage_is_waited_out_as_long_as_it_has_lasted_between_the_delays() {
         let p = policy();
-        let down = |since: u64| failing(NOW - since, NOW - 100).judge_by(|_| false, &p, NOW);
-        assert!(within(down(500), Duration::from_secs(2)), "at least the base delay");
-        assert!(within(down(30_000), Duration::from_secs(30)));
-        assert!(within(down(3_600_000), Duration::from_secs(600)), "at most the longest delay");
-        assert!(within(down(RIDE_OUT.as_millis() as u64 - 1), Duration::from_secs(600)));
-        assert_eq!(down(RIDE_OUT.as_millis() as u64), Verdict::Counts, "a day of failing counts again");
+        let down = |since: u64| failing(NOW - since, NOW - 100).judge(|_| false, &p, NOW);
+        assert!(waits_about(down(500), Duration::from_secs(2)), "at least the base delay");
+        assert!(waits_about(down(30_000), Duration::from_secs(30)));
+        assert!(waits_about(down(3_600_000), Duration::from_secs(600)), "at most the longest delay");
+        assert!(waits_about(down(RIDE_OUT.as_millis() as u64 - 1), Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn after_a_day_of_failing_every_failure_counts_until_the_api_answers() {
+        let since = NOW - RIDE_OUT.as_millis() as u64;
+        let overdue = failing(since, NOW - 100).judge(|_| false, &policy(), NOW);
+        assert_eq!(overdue, Judged { verdict: Verdict::Counts, since }, "the run goes on");
+        let next = Failing::of(&overdue.stamped(&Message::sample(), NOW)).judge(|_| false, &policy(), NOW + 5_000);
+        assert_eq!(next.verdict, Verdict::Counts, "and the next failure counts too");
+    }
+
+    #[test]
+    fn waits_are_a_second_at_least_at_their_longest_whatever_the_settings() {
+        let zero = RetryPolicy { max_attempts: 8, base_delay: Duration::ZERO, max_delay: Duration::ZERO };
+        let long = failing(NOW - 60_000, NOW - 100).judge(|_| false, &zero, NOW);
+        assert!(waits_about(long, Duration::from_secs(1)), "{long:?}");
+        let early = failing(NOW - 40, NOW - 10).judge(|_| false, &zero, NOW);
+        assert!(waits_within(early, Duration::from_millis(20), Duration::from_millis(40)), "growing: {early:?}");
     }
 
     #[test]
     fn times_ahead_of_the_clock_are_taken_for_now() {
         let ahead = failing(NOW + 3_600_000, NOW + 3_600_000);
-        assert_eq!(ahead.judge_by(|at| at <= NOW, &policy(), NOW), Verdict::Counts, "answered now counts");
-        assert!(within(ahead.judge_by(|_| false, &policy(), NOW), Duration::from_secs(2)));
-        let stamped = ahead.stamped(&Message::sample(), NOW);
+        assert_eq!(ahead.judge(|at| at <= NOW, &policy(), NOW).verdict, Verdict::Counts, "answered now counts");
+        let down = ahead.judge(|_| false, &policy(), NOW);
+        assert!(waits_about(down, Duration::from_secs(2)), "{down:?}");
+        let stamped = down.stamped(&Message::sample(), NOW);
         assert_eq!(stamped.header(headers::FAILING_SINCE), Some(NOW.to_string().as_str()));
         assert_eq!(stamped.header(headers::FAILED_AT), Some(NOW.to_string().as_str()));
     }
 
     #[test]
-    fn the_first_failure_is_kept_and_the_latest_replaced() {
-        let first = Failing::of(&Message::sample()).stamped(&Message::sample(), NOW - 5_000);
-        let second = Failing::of(&first).stamped(&first, NOW);
-        assert_eq!(Failing::of(&second), failing(NOW - 5_000, NOW));
+    fn answers_are_kept_apart_by_kind_and_only_answers_count() {
+        let answered = Answered::default();
+        let unanswered: Result<(), ApiError> = Err(ApiError::Server { status: 503, detail: String::new() });
+        answered.note(CallKind::Conversation, &unanswered, NOW);
+        answered.note::<()>(CallKind::Conversation, &Err(ApiError::Transport("timed out".into())), NOW);
+        assert!(!answered.since(CallKind::Conversation, 0), "a 5xx and a timeout are no answers");
+        answered.note::<()>(CallKind::Conversation, &Err(ApiError::NotFound { detail: String::new() }), NOW);
+        assert!(answered.since(CallKind::Conversation, NOW), "a 404 is the API at work, and at the same ms counts");
+        assert!(!answered.since(CallKind::Conversation, NOW + 1));
+        assert!(!answered.since(CallKind::Recording, 0), "a conversation's answer says nothing of recordings");
+        answered.note(CallKind::Recording, &Ok(()), NOW + 5);
+        assert!(answered.since(CallKind::Recording, NOW + 5));
     }
 }

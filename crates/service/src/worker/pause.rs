@@ -11,11 +11,12 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{projects::Project, Worker};
+use super::{outage::CallKind, projects::Project, Worker};
 use crate::{
     config::ProjectName,
     polyai::{ApiError, KeyedCall},
     telemetry::{names, Metrics},
+    wall_clock::unix_millis,
 };
 
 /// Which projects are paused, as `/readyz` and the consumer see it.
@@ -117,7 +118,9 @@ impl Probe {
                 _ = self.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(self.interval) => {}
             }
-            match project.client.ask_again(&self.call).await {
+            let asked = project.client.ask_again(&self.call).await;
+            project.answered.note(CallKind::from(&self.call), &asked, unix_millis());
+            match asked {
                 Err(ApiError::Unauthorized { status, .. }) => {
                     tracing::warn!(project = %project.name, status, "the API still refuses the project's key; its events stay held back");
                 }

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::{
-    outage::{Failing, Verdict},
+    outage::{CallKind, Failing, Verdict},
     outcome::UNKNOWN_PROJECT,
     projects::{Project, UNKNOWN_LABEL},
     throttle::Turn,
@@ -244,11 +244,15 @@ impl Worker {
         span.record("status", status.as_str());
         let label = project.label();
         self.metrics.record(|| metrics::counter!(names::FETCHES, "project" => label, "status" => status).increment(1));
-        let body = result?;
-        serde_json::from_slice::<Box<RawValue>>(&body).map_err(|_| ApiError::Server {
-            status: 200,
-            detail: "the API answered 200 with a body that is not JSON".into(),
-        })
+        let conversation = result.and_then(|body| {
+            serde_json::from_slice::<Box<RawValue>>(&body).map_err(|_| ApiError::Server {
+                status: 200,
+                detail: "the API answered 200 with a body that is not JSON".into(),
+            })
+        });
+        // Once read through: a body cut short, or a page no API sends, is no answer.
+        project.answered.note(CallKind::Conversation, &conversation, unix_millis());
+        conversation
     }
 
     async fn after_failure(&self, message: &Message, project: &Arc<Project>, attempts: u32, failed: Failed) -> Settle {
@@ -270,9 +274,10 @@ impl Worker {
             }
             ApiError::Server { .. } | ApiError::Transport(_) => {
                 let now = unix_millis();
-                let failing = Failing::of(message);
-                let stamped = failing.stamped(message, now);
-                match failing.judge(&project.client, policy, now) {
+                let kind = CallKind::from(&call);
+                let judged = Failing::of(message).judge(|at| project.answered.since(kind, at), policy, now);
+                let stamped = judged.stamped(message, now);
+                match judged.verdict {
                     Verdict::Counts => {
                         let attempts = attempts + 1;
                         if policy.gives_up(attempts) {
@@ -281,8 +286,19 @@ impl Worker {
                         }
                         self.retry(&stamped, label, attempts, policy.backoff(attempts), "transient", &error).await
                     }
-                    // The API answered none of the project's calls since the event's last failure.
-                    Verdict::WaitsOut(wait) => self.retry(&stamped, label, attempts, wait, "api_down", &error).await,
+                    // The API answered none of the project's calls of this kind since the event's
+                    // last failure. Said once a while per project, not per event: an outage holds
+                    // every event of the project.
+                    Verdict::WaitsOut(wait) => {
+                        if let Some(unsaid) = project.outage_log.admit("api_down") {
+                            tracing::warn!(project = %project.name, %error, unsaid, "the API answers none of the project's calls; its events wait for it, counting no attempt");
+                        }
+                        let why = format!("waiting out the API: {error}");
+                        // Its calls' turns were taken: it takes new ones when it comes back.
+                        let mut held = stamped;
+                        held.headers.remove(headers::TURN);
+                        self.hold(&held, label, wait, "api_down", &why).await
+                    }
                 }
             }
             ApiError::NotFound { .. } => {

@@ -5,9 +5,10 @@
 
 use std::sync::{atomic::AtomicBool, Arc};
 
-use super::Throttle;
+use super::{outage::Answered, Throttle};
 use crate::{
     config::{ApiSettings, ProjectName, DEFAULT_PROJECT},
+    log_limit::LogLimit,
     polyai::PolyaiClient,
     queue::{headers, Message},
 };
@@ -29,6 +30,10 @@ pub struct Project {
     /// Whether the hint about hidden transcripts was logged: once per project, since the setting
     /// is per project.
     pub transcript_hint_logged: AtomicBool,
+    /// When the API last answered this project's calls: tells its outage from a failing call.
+    pub answered: Answered,
+    /// The warning that its events wait out an outage, said at most every 10 s.
+    pub outage_log: LogLimit,
 }
 
 impl Project {
@@ -63,6 +68,8 @@ impl Projects {
                     client: PolyaiClient::new(api)?,
                     throttle: Throttle::new(rate),
                     transcript_hint_logged: AtomicBool::new(false),
+                    answered: Answered::default(),
+                    outage_log: LogLimit::default(),
                 }))
             })
             .collect::<anyhow::Result<_>>()?;
