@@ -144,6 +144,26 @@ async fn a_recordings_outage_longer_than_the_retries_is_waited_out_while_convers
     assert_eq!(app.polyai.by_id_requests().len(), 5, "its conversation fetched, and answered, each time");
 }
 
+/// A recording the disk refuses is the relay's failure, not the API's: it counts as an attempt,
+/// and the event is dead-lettered once they are spent, not held as if the API were down.
+#[tokio::test]
+async fn a_recording_the_disk_refuses_counts_as_an_attempt() {
+    let dir = TempDir::new();
+    let audio_dir = dir.0.join("audio");
+    let audio = recordings(audio_dir.clone(), AudioDirection::Combined, false);
+    let app = spawn_app_with(Options { audio: Some(audio), max_attempts: 2, ..Options::default() }).await;
+    // Where the directory was, a file: no recording can be written.
+    std::fs::remove_dir_all(&audio_dir).unwrap();
+    std::fs::write(&audio_dir, b"not a directory").unwrap();
+    app.polyai.script_recordings(std::iter::repeat_n(Reply::Conversation, 10));
+    assert_eq!(app.post_signed(&completed("CAdiskrefuses")).await.status(), 204);
+    let dead = app.next_dead_letter().await;
+    assert_eq!(dead.attempts.as_deref(), Some("2"));
+    let error = dead.error.unwrap();
+    assert!(error.contains("cannot write the recording"), "{error}");
+    assert_eq!(app.polyai.recording_requests().len(), 2);
+}
+
 #[tokio::test]
 async fn with_the_agents_api_conversations_and_recordings_come_from_the_platform_paths() {
     let (mock, _stop) = mock().await;

@@ -93,8 +93,6 @@ impl Worker {
         project.throttle.take(turn, WAIT_IN_MEMORY).await.map_err(Stopped::TurnPassed)?;
         let request = recording_asked(settings);
         let saved = self.download(settings, project, conversation_id, &name).await;
-        // Once written through: a recording that stalls is no answer.
-        project.answered.note(CallKind::Recording, &saved, unix_millis());
         Ok(saved.map_err(|error| Failed {
             error,
             call: KeyedCall::Recording { conversation_id: conversation_id.to_owned(), request },
@@ -110,16 +108,37 @@ impl Worker {
     ) -> Result<Option<Value>, ApiError> {
         let request = recording_asked(settings);
         let _slot = self.api_slots.acquire().await.expect("the semaphore is never closed");
-        let response = match project.client.audio(conversation_id, request).await {
+        let asked = project.client.audio(conversation_id, request).await;
+        let response = match asked {
             Ok(response) => response,
-            // Recorded, not retried: a call can have no recording (or none kept).
-            Err(ApiError::NotFound { detail }) => {
-                return Ok(Some(json!({"error": "no recording", "status": 404, "detail": detail})))
+            Err(error) => {
+                project.answered.note_error(CallKind::Recording, &error, unix_millis());
+                return match error {
+                    // Recorded, not retried: a call can have no recording (or none kept).
+                    ApiError::NotFound { detail } => {
+                        Ok(Some(json!({"error": "no recording", "status": 404, "detail": detail})))
+                    }
+                    other => Err(other),
+                };
             }
-            Err(other) => return Err(other),
         };
         let path = settings.dir.join(name);
-        let bytes = write_atomically(response, &settings.dir, &path, settings.max_bytes).await?;
+        // Once written through: a recording that stalls is no answer. One the disk refuses is:
+        // the API was at work, and the failure is the relay's own, counted as an attempt.
+        let bytes = match write_atomically(response, &settings.dir, &path, settings.max_bytes).await {
+            Ok(bytes) => {
+                project.answered.answer(CallKind::Recording, unix_millis());
+                bytes
+            }
+            Err(Saving::Body(error)) => {
+                project.answered.note_error(CallKind::Recording, &error, unix_millis());
+                return Err(error);
+            }
+            Err(Saving::Disk(error)) => {
+                project.answered.answer(CallKind::Recording, unix_millis());
+                return Err(error);
+            }
+        };
         Ok(Some(json!({
             "path": path.display().to_string(),
             "bytes": bytes,
@@ -150,17 +169,19 @@ fn refused_name(error: std::io::Error) -> ApiError {
     }
 }
 
+/// Why a recording was not saved: its body (cut short, too large), or the disk.
+#[derive(Debug)]
+enum Saving {
+    Body(ApiError),
+    Disk(ApiError),
+}
+
 /// Streams the body, up to `limit` bytes, to an owner-only temporary file in `dir`, syncs it,
 /// and renames it to `path`.
-async fn write_atomically(
-    mut response: reqwest::Response,
-    dir: &Path,
-    path: &Path,
-    limit: u64,
-) -> Result<u64, ApiError> {
-    let io = |e: std::io::Error| ApiError::Transport(format!("cannot write the recording: {e}"));
+async fn write_atomically(mut response: reqwest::Response, dir: &Path, path: &Path, limit: u64) -> Result<u64, Saving> {
+    let io = |e: std::io::Error| Saving::Disk(ApiError::Transport(format!("cannot write the recording: {e}")));
     if response.content_length().is_some_and(|length| length > limit) {
-        return Err(too_large(limit));
+        return Err(Saving::Body(too_large(limit)));
     }
     let owned_dir = dir.to_owned();
     tokio::task::spawn_blocking(move || crate::owner_only::create_dir(&owned_dir))
@@ -176,15 +197,16 @@ async fn write_atomically(
             .await
             .map_err(io)?;
         let mut written = 0u64;
-        while let Some(chunk) = response.chunk().await.map_err(|e| ApiError::Transport(transport_detail(&e)))? {
+        let body = |e: reqwest::Error| Saving::Body(ApiError::Transport(transport_detail(&e)));
+        while let Some(chunk) = response.chunk().await.map_err(body)? {
             written += chunk.len() as u64;
             if written > limit {
-                return Err(too_large(limit));
+                return Err(Saving::Body(too_large(limit)));
             }
             file.write_all(&chunk).await.map_err(io)?;
         }
         file.sync_all().await.map_err(io)?;
-        tokio::fs::rename(&temporary.path, path).await.map_err(refused_name)?;
+        tokio::fs::rename(&temporary.path, path).await.map_err(|e| Saving::Disk(refused_name(e)))?;
         temporary.kept = true;
         // The rename itself is durable only once the directory is synced.
         let dir = dir.to_owned();

@@ -14,9 +14,11 @@
 //! - otherwise the API is down: the event waits it out in a delay queue, counting no attempt,
 //!   each wait as long as it has been failing (so the waits still double), up to
 //!   `RELAY_RETRY_MAX_DELAY`;
-//! - after [`RIDE_OUT`] of failing with no answer between, every failure counts again, so a call
-//!   that fails in a project whose other calls never come (a quiet project) still ends among the
-//!   dead letters.
+//! - after [`RIDE_OUT`] of failing every failure counts, so a call that fails in a project whose
+//!   other calls seldom come (a quiet project) still ends among the dead letters within a day
+//!   or so. The day runs from the event's first failure until an answer to its own call (a 404,
+//!   a 429, a refused key) or a hold for its project's (a 429's pause, a refused key) ends the
+//!   run: a day held behind a refused key does not use up the day of the outage that follows.
 //!
 //! Each process knows only the answers to its own calls: with several workers, a failure whose
 //! project another worker was answered for meanwhile can wait when it would have counted.
@@ -50,6 +52,15 @@ pub(super) enum CallKind {
     Recording,
 }
 
+impl CallKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Conversation => "conversation",
+            Self::Recording => "recording",
+        }
+    }
+}
+
 impl From<&KeyedCall> for CallKind {
     fn from(call: &KeyedCall) -> Self {
         match call {
@@ -71,9 +82,22 @@ pub(super) struct Answered {
 impl Answered {
     /// Notes how a call went, once its answer is read through.
     pub fn note<T>(&self, call: CallKind, result: &Result<T, ApiError>, now: u64) {
-        if result.as_ref().err().is_none_or(|error| !error.is_unanswered()) {
-            self.clock(call).fetch_max(now, Ordering::Relaxed);
+        match result {
+            Ok(_) => self.answer(call, now),
+            Err(error) => self.note_error(call, error, now),
         }
+    }
+
+    /// Notes a call that failed: an answer all the same, unless [`ApiError::is_unanswered`].
+    pub fn note_error(&self, call: CallKind, error: &ApiError, now: u64) {
+        if !error.is_unanswered() {
+            self.answer(call, now);
+        }
+    }
+
+    /// Notes an answer: the API was at work, whatever became of its answer here.
+    pub fn answer(&self, call: CallKind, now: u64) {
+        self.clock(call).fetch_max(now, Ordering::Relaxed);
     }
 
     /// Whether a call of that kind was answered at or after `unix_ms`. At, too: one answered in
@@ -127,23 +151,31 @@ impl Failing {
     /// Judges a failure at `now` (unix ms) by whether the API answered another call of its kind
     /// (`answered_since`) since the previous one.
     pub fn judge(&self, answered_since: impl Fn(u64) -> bool, policy: &RetryPolicy, now: u64) -> Judged {
-        let fresh = Judged { verdict: Verdict::Counts, since: now };
-        let Some(last) = self.last else { return fresh };
+        let Some(last) = self.last else { return Judged { verdict: Verdict::Counts, since: now } };
         // A time ahead of this clock (another pod's, or a header set by hand) is taken for now,
         // or its failures would wait until the clocks met.
         let last = last.min(now);
-        if answered_since(last) {
-            return fresh;
-        }
         let since = self.since.unwrap_or(last).min(last);
+        // Answered since: the event's own call is what fails. Its run goes on (only an answer to
+        // that call ends it, see [`run_over`]), so the day is counted from its first failure.
+        if answered_since(last) {
+            return Judged { verdict: Verdict::Counts, since };
+        }
         let failing = Duration::from_millis(now - since);
         if failing >= RIDE_OUT {
-            // Kept: every failure counts from now on, until the API answers.
             return Judged { verdict: Verdict::Counts, since };
         }
         let longest = policy.max_delay.max(LONGEST_WAIT_AT_LEAST);
         Judged { verdict: Verdict::WaitsOut(jittered(failing.clamp(policy.base_delay, longest))), since }
     }
+}
+
+/// Ends an event's run of failures: its own call was answered (a 404, a 429, a refused key), or
+/// its project's calls are held for an answer the API gave (a 429's pause, a refused key). What
+/// fails next starts a new run, with a day of its own.
+pub(super) fn run_over(message: &mut Message) {
+    message.headers.remove(headers::FAILING_SINCE);
+    message.headers.remove(headers::FAILED_AT);
 }
 
 impl Judged {
@@ -190,7 +222,11 @@ mod tests {
         let answered_at = NOW - 1_000;
         let answered_since = |at| answered_at >= at;
         let after = failing(NOW - 60_000, NOW - 2_000).judge(answered_since, &policy(), NOW);
-        assert_eq!(after, Judged { verdict: Verdict::Counts, since: NOW }, "the run the answer ended is over");
+        assert_eq!(
+            after,
+            Judged { verdict: Verdict::Counts, since: NOW - 60_000 },
+            "its own call fails; the run goes on"
+        );
         let before = failing(NOW - 60_000, NOW - 500).judge(answered_since, &policy(), NOW);
         assert!(waits_about(before, Duration::from_secs(60)), "answered before it: the API is down since, {before:?}");
         assert_eq!(before.since, NOW - 60_000);
@@ -213,6 +249,18 @@ mod tests {
         assert_eq!(overdue, Judged { verdict: Verdict::Counts, since }, "the run goes on");
         let next = Failing::of(&overdue.stamped(&Message::sample(), NOW)).judge(|_| false, &policy(), NOW + 5_000);
         assert_eq!(next.verdict, Verdict::Counts, "and the next failure counts too");
+    }
+
+    #[test]
+    fn a_day_is_counted_from_the_first_failure_of_a_run_whatever_was_answered_between() {
+        let since = NOW - RIDE_OUT.as_millis() as u64;
+        let answered = failing(since, NOW - 60_000).judge(|_| true, &policy(), NOW);
+        let stamped = answered.stamped(&Message::sample(), NOW);
+        let next = Failing::of(&stamped).judge(|_| false, &policy(), NOW + 5_000);
+        assert_eq!(next.verdict, Verdict::Counts, "a day after its first failure, with an answer between");
+        let mut over = stamped;
+        run_over(&mut over);
+        assert_eq!(Failing::of(&over).judge(|_| false, &policy(), NOW + 5_000).since, NOW + 5_000, "a new run");
     }
 
     #[test]

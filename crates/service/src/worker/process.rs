@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::{
-    outage::{CallKind, Failing, Verdict},
+    outage::{run_over, CallKind, Failing, Verdict},
     outcome::UNKNOWN_PROJECT,
     projects::{Project, UNKNOWN_LABEL},
     throttle::Turn,
@@ -47,7 +47,7 @@ impl Worker {
         let project = match self.projects.of(message) {
             Ok(project) => project.clone(),
             // No key of this worker belongs to it, yet: the receivers and the workers are rolled
-            // out one after the other when a project is added. It waits like a failed call, and
+            // out one after the other when a project is added. It is retried as a failed call, every try counted, and
             // is dead-lettered (never fetched) once its attempts are spent.
             Err(unknown) => {
                 let attempts = attempts + 1;
@@ -133,11 +133,13 @@ impl Worker {
             (Some(due), Some(ends)) => now + Duration::from_millis(due.saturating_sub(clock)) > ends,
             _ => false,
         };
-        if due.is_none() || kept {
-            return Some(self.hold(message, label, delay, reason, &why).await);
-        }
         let mut held = message.clone();
-        held.headers.remove(headers::TURN);
+        if due.is_some() && !kept {
+            held.headers.remove(headers::TURN);
+        }
+        // The API answered the project (a 429, a refused key): whatever failed before is not
+        // an outage still going on.
+        run_over(&mut held);
         Some(self.hold(&held, label, delay, reason, &why).await)
     }
 
@@ -270,7 +272,9 @@ impl Worker {
                 // is longer (429s in a row).
                 let paused = project.throttle.pause_after_429(*retry_after, policy.base_delay, PROJECT_PAUSE_CAP);
                 let delay = policy.rate_limited(retry_after.map_or(paused, |asked| asked.max(paused)));
-                self.retry(message, label, attempts, delay, "rate_limited", &error).await
+                let mut answered = message.clone();
+                run_over(&mut answered);
+                self.retry(&answered, label, attempts, delay, "rate_limited", &error).await
             }
             ApiError::Server { .. } | ApiError::Transport(_) => {
                 let now = unix_millis();
@@ -290,14 +294,17 @@ impl Worker {
                     // last failure. Said once a while per project, not per event: an outage holds
                     // every event of the project.
                     Verdict::WaitsOut(wait) => {
-                        if let Some(unsaid) = project.outage_log.admit("api_down") {
-                            tracing::warn!(project = %project.name, %error, unsaid, "the API answers none of the project's calls; its events wait for it, counting no attempt");
-                        }
                         let why = format!("waiting out the API: {error}");
                         // Its calls' turns were taken: it takes new ones when it comes back.
                         let mut held = stamped;
                         held.headers.remove(headers::TURN);
-                        self.hold(&held, label, wait, "api_down", &why).await
+                        let settle = self.hold(&held, label, wait, "api_down", &why).await;
+                        if settle == Settle::Ack {
+                            if let Some(unsaid) = project.outage_log.admit(kind.as_str()) {
+                                tracing::warn!(project = %project.name, calls = kind.as_str(), %error, unsaid, "the API answers none of the project's calls of this kind; its events wait for it, counting no attempt");
+                            }
+                        }
+                        settle
                     }
                 }
             }
@@ -308,6 +315,7 @@ impl Worker {
                 let (attempts, not_found) = (attempts + 1, message.not_found_attempts() + 1);
                 let mut counted = message.clone();
                 counted.headers.insert(headers::NOT_FOUND_ATTEMPTS.to_owned(), not_found.to_string());
+                run_over(&mut counted);
                 if policy.gives_up_on_not_found(not_found) {
                     return self.dead_letter(&counted, label, attempts, "not_found", &error.to_string()).await;
                 }
@@ -321,6 +329,7 @@ impl Worker {
                 // Its calls' turns were taken: once the key works it takes new ones.
                 let mut held = message.clone();
                 held.headers.remove(headers::TURN);
+                run_over(&mut held);
                 self.hold(&held, label, self.auth_probe_interval, "key_refused", &why).await
             }
             ApiError::Rejected { .. } => {
