@@ -27,6 +27,10 @@ pub mod headers {
     /// When they last did, unix milliseconds: the next such failure counts as an attempt only if
     /// the API answered another call of the project since (`worker::outage`).
     pub const FAILED_AT: &str = "x-relay-failed-at";
+    /// Which of its calls those were, `conversation` or `recording`: each kind has runs of its own.
+    pub const FAILING_CALL: &str = "x-relay-failing-call";
+    /// The headers of a run of failures with no answer: the record and a replay drop them.
+    pub const FAILING: [&str; 3] = [FAILING_SINCE, FAILED_AT, FAILING_CALL];
     /// The last error of a dead-lettered event.
     pub const ERROR: &str = "x-relay-error";
     /// When the API calls a worker reserved for the event under `RELAY_API_RATE` are due, unix

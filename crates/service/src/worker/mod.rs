@@ -136,6 +136,9 @@ impl Worker {
             let label = project.label();
             metrics
                 .record(|| metrics::counter!(names::RETRIES, "project" => label, "reason" => "api_down").increment(0));
+            // RelayApiDown stays quiet while the project's events are enriched.
+            let label = project.label();
+            metrics.record(|| metrics::counter!(names::ENRICHED, "project" => label).increment(0));
         }
         let labels = projects.iter().map(|project| (project.label(), &outcome::DEAD_LETTER_REASONS[..]));
         for (label, reasons) in labels.chain([(UNKNOWN_LABEL.to_owned(), &[outcome::UNKNOWN_PROJECT][..])]) {

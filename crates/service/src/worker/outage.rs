@@ -35,7 +35,7 @@ use crate::{
     queue::{headers, Message, RETRY_TIERS},
 };
 
-/// How long an event's calls may fail, with no answer from the API between, before its failures
+/// How long after the first failure of an event's run (see [`run_over`]) its failures
 /// count again: a day, far beyond any outage PolyAI has had, and within what the log (7 days)
 /// and reconciliation's window (24 h) look back on.
 pub(super) const RIDE_OUT: Duration = Duration::from_secs(24 * 3600);
@@ -58,6 +58,10 @@ impl CallKind {
             Self::Conversation => "conversation",
             Self::Recording => "recording",
         }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Conversation, Self::Recording].into_iter().find(|kind| kind.as_str() == text.trim())
     }
 }
 
@@ -119,10 +123,12 @@ impl Answered {
 /// When an event's calls failed with no answer from the API, from its headers, unix ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Failing {
-    /// The first of those failures with no answer between.
+    /// The first of the run: until an answer to the event's own call of the run's kind.
     since: Option<u64>,
     /// The latest.
     last: Option<u64>,
+    /// Of which kind of call; none in headers written before the kind was.
+    call: Option<CallKind>,
 }
 
 /// What becomes of a failure the API gave no answer to.
@@ -140,18 +146,29 @@ pub(super) enum Verdict {
 pub(super) struct Judged {
     pub verdict: Verdict,
     since: u64,
+    call: CallKind,
 }
 
 impl Failing {
     pub fn of(message: &Message) -> Self {
         let read = |name| message.header(name).and_then(|v| v.trim().parse::<u64>().ok());
-        Self { since: read(headers::FAILING_SINCE), last: read(headers::FAILED_AT) }
+        let call = message.header(headers::FAILING_CALL).and_then(CallKind::parse);
+        Self { since: read(headers::FAILING_SINCE), last: read(headers::FAILED_AT), call }
     }
 
     /// Judges a failure at `now` (unix ms) by whether the API answered another call of its kind
     /// (`answered_since`) since the previous one.
-    pub fn judge(&self, answered_since: impl Fn(u64) -> bool, policy: &RetryPolicy, now: u64) -> Judged {
-        let Some(last) = self.last else { return Judged { verdict: Verdict::Counts, since: now } };
+    pub fn judge(
+        &self,
+        call: CallKind,
+        answered_since: impl Fn(u64) -> bool,
+        policy: &RetryPolicy,
+        now: u64,
+    ) -> Judged {
+        let first = Judged { verdict: Verdict::Counts, since: now, call };
+        // A run of the other kind's failures says nothing of this call: its conversation was
+        // answered this time, and now its recording fails.
+        let Some(last) = self.last.filter(|_| self.call.is_none_or(|run| run == call)) else { return first };
         // A time ahead of this clock (another pod's, or a header set by hand) is taken for now,
         // or its failures would wait until the clocks met.
         let last = last.min(now);
@@ -159,23 +176,27 @@ impl Failing {
         // Answered since: the event's own call is what fails. Its run goes on (only an answer to
         // that call ends it, see [`run_over`]), so the day is counted from its first failure.
         if answered_since(last) {
-            return Judged { verdict: Verdict::Counts, since };
+            return Judged { verdict: Verdict::Counts, since, call };
         }
         let failing = Duration::from_millis(now - since);
         if failing >= RIDE_OUT {
-            return Judged { verdict: Verdict::Counts, since };
+            return Judged { verdict: Verdict::Counts, since, call };
         }
         let longest = policy.max_delay.max(LONGEST_WAIT_AT_LEAST);
-        Judged { verdict: Verdict::WaitsOut(jittered(failing.clamp(policy.base_delay, longest))), since }
+        Judged { verdict: Verdict::WaitsOut(jittered(failing.clamp(policy.base_delay, longest))), since, call }
     }
 }
 
-/// Ends an event's run of failures: its own call was answered (a 404, a 429, a refused key), or
-/// its project's calls are held for an answer the API gave (a 429's pause, a refused key). What
-/// fails next starts a new run, with a day of its own.
-pub(super) fn run_over(message: &mut Message) {
-    message.headers.remove(headers::FAILING_SINCE);
-    message.headers.remove(headers::FAILED_AT);
+/// Ends an event's run of failures: its own call of the run's kind was answered (`Some`: a 429, a
+/// refused key), or its project's calls are held for an answer the API gave (`None`: a 429's
+/// pause, a refused key). What fails next starts a new run, with a day of its own.
+pub(super) fn run_over(message: &mut Message, answered: Option<CallKind>) {
+    let run = Failing::of(message).call;
+    if answered.is_none_or(|call| run.is_none_or(|run| run == call)) {
+        for name in headers::FAILING {
+            message.headers.remove(name);
+        }
+    }
 }
 
 impl Judged {
@@ -184,6 +205,7 @@ impl Judged {
         let mut stamped = message.clone();
         stamped.headers.insert(headers::FAILING_SINCE.to_owned(), self.since.to_string());
         stamped.headers.insert(headers::FAILED_AT.to_owned(), now.to_string());
+        stamped.headers.insert(headers::FAILING_CALL.to_owned(), self.call.as_str().to_owned());
         stamped
     }
 }
@@ -199,7 +221,7 @@ mod tests {
     }
 
     fn failing(since: u64, last: u64) -> Failing {
-        Failing { since: Some(since), last: Some(last) }
+        Failing { since: Some(since), last: Some(last), call: Some(CallKind::Conversation) }
     }
 
     fn waits_within(judged: Judged, low: Duration, high: Duration) -> bool {
@@ -213,21 +235,24 @@ mod tests {
     #[test]
     fn a_first_failure_counts_and_starts_a_run() {
         let first = Failing::of(&Message::sample());
-        assert_eq!(first, Failing { since: None, last: None });
-        assert_eq!(first.judge(|_| false, &policy(), NOW), Judged { verdict: Verdict::Counts, since: NOW });
+        assert_eq!(first, Failing { since: None, last: None, call: None });
+        assert_eq!(
+            first.judge(CallKind::Conversation, |_| false, &policy(), NOW),
+            Judged { verdict: Verdict::Counts, since: NOW, call: CallKind::Conversation }
+        );
     }
 
     #[test]
-    fn a_failure_after_an_answer_to_another_call_counts_and_starts_a_new_run() {
+    fn a_failure_after_an_answer_to_another_call_counts_and_the_run_goes_on() {
         let answered_at = NOW - 1_000;
         let answered_since = |at| answered_at >= at;
-        let after = failing(NOW - 60_000, NOW - 2_000).judge(answered_since, &policy(), NOW);
+        let after = failing(NOW - 60_000, NOW - 2_000).judge(CallKind::Conversation, answered_since, &policy(), NOW);
         assert_eq!(
             after,
-            Judged { verdict: Verdict::Counts, since: NOW - 60_000 },
+            Judged { verdict: Verdict::Counts, since: NOW - 60_000, call: CallKind::Conversation },
             "its own call fails; the run goes on"
         );
-        let before = failing(NOW - 60_000, NOW - 500).judge(answered_since, &policy(), NOW);
+        let before = failing(NOW - 60_000, NOW - 500).judge(CallKind::Conversation, answered_since, &policy(), NOW);
         assert!(waits_about(before, Duration::from_secs(60)), "answered before it: the API is down since, {before:?}");
         assert_eq!(before.since, NOW - 60_000);
     }
@@ -235,7 +260,7 @@ mod tests {
     #[test]
     fn an_outage_is_waited_out_as_long_as_it_has_lasted_between_the_delays() {
         let p = policy();
-        let down = |since: u64| failing(NOW - since, NOW - 100).judge(|_| false, &p, NOW);
+        let down = |since: u64| failing(NOW - since, NOW - 100).judge(CallKind::Conversation, |_| false, &p, NOW);
         assert!(waits_about(down(500), Duration::from_secs(2)), "at least the base delay");
         assert!(waits_about(down(30_000), Duration::from_secs(30)));
         assert!(waits_about(down(3_600_000), Duration::from_secs(600)), "at most the longest delay");
@@ -245,38 +270,68 @@ mod tests {
     #[test]
     fn after_a_day_of_failing_every_failure_counts_until_the_api_answers() {
         let since = NOW - RIDE_OUT.as_millis() as u64;
-        let overdue = failing(since, NOW - 100).judge(|_| false, &policy(), NOW);
-        assert_eq!(overdue, Judged { verdict: Verdict::Counts, since }, "the run goes on");
-        let next = Failing::of(&overdue.stamped(&Message::sample(), NOW)).judge(|_| false, &policy(), NOW + 5_000);
+        let overdue = failing(since, NOW - 100).judge(CallKind::Conversation, |_| false, &policy(), NOW);
+        assert_eq!(
+            overdue,
+            Judged { verdict: Verdict::Counts, since, call: CallKind::Conversation },
+            "the run goes on"
+        );
+        let next = Failing::of(&overdue.stamped(&Message::sample(), NOW)).judge(
+            CallKind::Conversation,
+            |_| false,
+            &policy(),
+            NOW + 5_000,
+        );
         assert_eq!(next.verdict, Verdict::Counts, "and the next failure counts too");
     }
 
     #[test]
     fn a_day_is_counted_from_the_first_failure_of_a_run_whatever_was_answered_between() {
         let since = NOW - RIDE_OUT.as_millis() as u64;
-        let answered = failing(since, NOW - 60_000).judge(|_| true, &policy(), NOW);
+        let answered = failing(since, NOW - 60_000).judge(CallKind::Conversation, |_| true, &policy(), NOW);
         let stamped = answered.stamped(&Message::sample(), NOW);
-        let next = Failing::of(&stamped).judge(|_| false, &policy(), NOW + 5_000);
+        let next = Failing::of(&stamped).judge(CallKind::Conversation, |_| false, &policy(), NOW + 5_000);
         assert_eq!(next.verdict, Verdict::Counts, "a day after its first failure, with an answer between");
-        let mut over = stamped;
-        run_over(&mut over);
-        assert_eq!(Failing::of(&over).judge(|_| false, &policy(), NOW + 5_000).since, NOW + 5_000, "a new run");
+        let mut over = stamped.clone();
+        run_over(&mut over, Some(CallKind::Recording));
+        assert_eq!(Failing::of(&over), Failing::of(&stamped), "an answer to another kind of call ends no run");
+        run_over(&mut over, Some(CallKind::Conversation));
+        assert_eq!(
+            Failing::of(&over).judge(CallKind::Conversation, |_| false, &policy(), NOW + 5_000).since,
+            NOW + 5_000,
+            "a new run"
+        );
+    }
+
+    #[test]
+    fn a_recording_failing_after_its_conversation_failed_starts_a_run_of_its_own() {
+        let conversations_down = failing(NOW - 3_600_000, NOW - 60_000);
+        let recording = conversations_down.judge(CallKind::Recording, |_| false, &policy(), NOW);
+        assert_eq!(recording, Judged { verdict: Verdict::Counts, since: NOW, call: CallKind::Recording });
+        let stamped = recording.stamped(&Message::sample(), NOW);
+        assert_eq!(stamped.header(headers::FAILING_CALL), Some("recording"));
+        let again = Failing::of(&stamped).judge(CallKind::Recording, |_| false, &policy(), NOW + 2_000);
+        assert!(waits_about(again, Duration::from_secs(2)), "then waits as its own run: {again:?}");
     }
 
     #[test]
     fn waits_are_a_second_at_least_at_their_longest_whatever_the_settings() {
         let zero = RetryPolicy { max_attempts: 8, base_delay: Duration::ZERO, max_delay: Duration::ZERO };
-        let long = failing(NOW - 60_000, NOW - 100).judge(|_| false, &zero, NOW);
+        let long = failing(NOW - 60_000, NOW - 100).judge(CallKind::Conversation, |_| false, &zero, NOW);
         assert!(waits_about(long, Duration::from_secs(1)), "{long:?}");
-        let early = failing(NOW - 40, NOW - 10).judge(|_| false, &zero, NOW);
+        let early = failing(NOW - 40, NOW - 10).judge(CallKind::Conversation, |_| false, &zero, NOW);
         assert!(waits_within(early, Duration::from_millis(20), Duration::from_millis(40)), "growing: {early:?}");
     }
 
     #[test]
     fn times_ahead_of_the_clock_are_taken_for_now() {
         let ahead = failing(NOW + 3_600_000, NOW + 3_600_000);
-        assert_eq!(ahead.judge(|at| at <= NOW, &policy(), NOW).verdict, Verdict::Counts, "answered now counts");
-        let down = ahead.judge(|_| false, &policy(), NOW);
+        assert_eq!(
+            ahead.judge(CallKind::Conversation, |at| at <= NOW, &policy(), NOW).verdict,
+            Verdict::Counts,
+            "answered now counts"
+        );
+        let down = ahead.judge(CallKind::Conversation, |_| false, &policy(), NOW);
         assert!(waits_about(down, Duration::from_secs(2)), "{down:?}");
         let stamped = down.stamped(&Message::sample(), NOW);
         assert_eq!(stamped.header(headers::FAILING_SINCE), Some(NOW.to_string().as_str()));

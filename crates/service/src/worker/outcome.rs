@@ -157,8 +157,9 @@ impl Worker {
         enriched.body = body.into();
         enriched.headers.remove(headers::ATTEMPTS);
         enriched.headers.remove(headers::NOT_FOUND_ATTEMPTS);
-        enriched.headers.remove(headers::FAILING_SINCE);
-        enriched.headers.remove(headers::FAILED_AT);
+        for name in headers::FAILING {
+            enriched.headers.remove(name);
+        }
         enriched.headers.remove(headers::ERROR);
         enriched.headers.remove(headers::TURN);
         match self.publish_patiently(Destination::Conversations, enriched).await {

@@ -47,8 +47,8 @@ impl Worker {
         let project = match self.projects.of(message) {
             Ok(project) => project.clone(),
             // No key of this worker belongs to it, yet: the receivers and the workers are rolled
-            // out one after the other when a project is added. It is retried as a failed call, every try counted, and
-            // is dead-lettered (never fetched) once its attempts are spent.
+            // out one after the other when a project is added. It is retried as a failed call,
+            // every try counted, and is dead-lettered (never fetched) once its attempts are spent.
             Err(unknown) => {
                 let attempts = attempts + 1;
                 if self.policy.gives_up(attempts) {
@@ -139,7 +139,7 @@ impl Worker {
         }
         // The API answered the project (a 429, a refused key): whatever failed before is not
         // an outage still going on.
-        run_over(&mut held);
+        run_over(&mut held, None);
         Some(self.hold(&held, label, delay, reason, &why).await)
     }
 
@@ -196,6 +196,7 @@ impl Worker {
         let why = format!("held back: a 429 paused the API calls of project {label}");
         let mut held = message.clone();
         held.headers.remove(headers::TURN);
+        run_over(&mut held, None);
         self.hold(&held, label, longest_tier_within(wait), "rate_limited", &why).await
     }
 
@@ -259,6 +260,7 @@ impl Worker {
 
     async fn after_failure(&self, message: &Message, project: &Arc<Project>, attempts: u32, failed: Failed) -> Settle {
         let Failed { error, call } = failed;
+        let kind = CallKind::from(&call);
         let policy = &self.policy;
         let label = project.name.as_str();
         match &error {
@@ -273,13 +275,12 @@ impl Worker {
                 let paused = project.throttle.pause_after_429(*retry_after, policy.base_delay, PROJECT_PAUSE_CAP);
                 let delay = policy.rate_limited(retry_after.map_or(paused, |asked| asked.max(paused)));
                 let mut answered = message.clone();
-                run_over(&mut answered);
+                run_over(&mut answered, Some(kind));
                 self.retry(&answered, label, attempts, delay, "rate_limited", &error).await
             }
             ApiError::Server { .. } | ApiError::Transport(_) => {
                 let now = unix_millis();
-                let kind = CallKind::from(&call);
-                let judged = Failing::of(message).judge(|at| project.answered.since(kind, at), policy, now);
+                let judged = Failing::of(message).judge(kind, |at| project.answered.since(kind, at), policy, now);
                 let stamped = judged.stamped(message, now);
                 match judged.verdict {
                     Verdict::Counts => {
@@ -315,7 +316,7 @@ impl Worker {
                 let (attempts, not_found) = (attempts + 1, message.not_found_attempts() + 1);
                 let mut counted = message.clone();
                 counted.headers.insert(headers::NOT_FOUND_ATTEMPTS.to_owned(), not_found.to_string());
-                run_over(&mut counted);
+                run_over(&mut counted, Some(kind));
                 if policy.gives_up_on_not_found(not_found) {
                     return self.dead_letter(&counted, label, attempts, "not_found", &error.to_string()).await;
                 }
@@ -329,7 +330,7 @@ impl Worker {
                 // Its calls' turns were taken: once the key works it takes new ones.
                 let mut held = message.clone();
                 held.headers.remove(headers::TURN);
-                run_over(&mut held);
+                run_over(&mut held, Some(kind));
                 self.hold(&held, label, self.auth_probe_interval, "key_refused", &why).await
             }
             ApiError::Rejected { .. } => {
