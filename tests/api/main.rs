@@ -6,6 +6,7 @@
 use polyai_relay_testkit::{backend, broker, certs, fake_polyai, helpers, poll, process, proxy, tls_front};
 
 mod addresses;
+mod api_outage_runs;
 mod audio;
 mod audio_pace;
 mod backfill;

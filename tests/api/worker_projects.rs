@@ -5,7 +5,7 @@ use std::{collections::HashSet, time::SystemTime};
 
 use polyai_relay::{
     config::{ProjectName, ReceiverProject, ReceiverSettings},
-    queue::{headers, Destination, Message},
+    queue::headers,
     signature::sign,
     worker::Settle,
 };
@@ -25,28 +25,9 @@ fn driven(backend: Backend) -> Options {
     Options { drive_worker: true, ..two(backend) }
 }
 
-/// Publishes a raw event about `conversation_id` straight to the worker's queue, as the receiver
-/// would for a webhook on `project`'s path (`None`: without the header, as before projects).
-/// A driven test takes its events with [`TestApp::process_next`]: under load a look at the queue
-/// just after the confirm has come back empty.
+/// A raw event about `conversation_id` on `project`'s path, straight to the worker's queue.
 async fn publish(app: &TestApp, project: Option<&str>, conversation_id: &str) {
-    publish_with(app, project, conversation_id, &[]).await
-}
-
-/// [`publish`] with `extra` headers, as the worker itself publishes them.
-async fn publish_with(app: &TestApp, project: Option<&str>, conversation_id: &str, extra: &[(&str, String)]) {
-    let mut message = Message {
-        body: completed(conversation_id).into(),
-        message_id: format!("evt-{conversation_id}"),
-        event_type: "conversation.completed".into(),
-        timestamp: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
-        headers: Default::default(),
-    };
-    if let Some(project) = project {
-        message.headers.insert(headers::PROJECT.to_owned(), project.to_owned());
-    }
-    message.headers.extend(extra.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
-    app.publisher().publish(Destination::Events, message).await.expect("the queue takes the event");
+    app.publish_event(project, conversation_id, &[]).await
 }
 
 /// The next `n` records: their conversation ids, each checked to belong to `project`.
@@ -257,7 +238,7 @@ both_backends! {
         assert_eq!(app.metric(paced).await, 1.0, "held back until its turn");
         // Back after its turn (the worker stopped, or its queue was long): it goes at once, on
         // the turn it had, and takes no other.
-        publish_with(&app, Some(FIRST_PROJECT), "CAdue", &[(headers::TURN, unix_ms(-5_000))]).await;
+        app.publish_event(Some(FIRST_PROJECT), "CAdue", &[(headers::TURN, unix_ms(-5_000))]).await;
         assert_eq!(app.process_next(1).await, [Settle::Ack]);
         assert_eq!(app.next_record().await.json["conversation"]["id"], "CAdue");
         assert_eq!(app.metric(paced).await, 1.0);

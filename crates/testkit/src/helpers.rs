@@ -461,6 +461,26 @@ impl TestApp {
         self.backend.publisher.clone()
     }
 
+    /// Publishes a raw `conversation.completed` about `conversation_id` straight to the worker's
+    /// queue, as the receiver would for a webhook on `project`'s path (`None`: without the
+    /// header, as before projects), with `extra` headers as the worker itself writes them. A
+    /// driven test takes it with [`Self::process_next`]: under load a look at the queue just
+    /// after the confirm has come back empty.
+    pub async fn publish_event(&self, project: Option<&str>, conversation_id: &str, extra: &[(&str, String)]) {
+        let mut message = queue::Message {
+            body: completed(conversation_id).into(),
+            message_id: format!("evt-{conversation_id}"),
+            event_type: "conversation.completed".into(),
+            timestamp: SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs(),
+            headers: Default::default(),
+        };
+        if let Some(project) = project {
+            message.headers.insert(queue::headers::PROJECT.to_owned(), project.to_owned());
+        }
+        message.headers.extend(extra.iter().map(|(name, value)| ((*name).to_owned(), value.clone())));
+        self.publisher().publish(queue::Destination::Events, message).await.expect("the queue takes the event");
+    }
+
     /// Starts the shutdown a signal would.
     pub fn begin_shutdown(&self) {
         self.shutdown.cancel();
