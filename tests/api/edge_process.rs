@@ -173,8 +173,9 @@ async fn unsigned_bodies_held_open_take_no_more_memory_than_the_budget_and_signe
         })
         .collect();
     // At most four are read (which ones, and whether a fourth fits beside what refused bodies
-    // held a moment, depends on how their bytes interleave); the others are refused once their
-    // bytes find the budget spent. Every one is accounted for, before any times out.
+    // held a moment, depends on how their bytes interleave); the others are cut for younger
+    // ones, or refused once their bytes find the budget spent and too little held by older
+    // ones. Every one is accounted for, before any times out.
     let count = |metrics: &str, prefix: &str| -> u64 {
         let line = metrics.lines().find(|l| l.starts_with(prefix));
         line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or(0)
@@ -222,6 +223,46 @@ async fn heads_declaring_bodies_they_never_send_do_not_spend_the_budget_of_large
     );
     assert_eq!(request.send().await.unwrap().status(), 204, "{}", relay.logs());
     drop(heads);
+}
+
+/// Unsigned bodies stalled a byte short, holding the whole budget, are cut, oldest first, for a
+/// larger signed event: refused instead, it would wait for as long as a client without the
+/// secret kept the budget spent (a few MB/s does).
+#[tokio::test]
+async fn a_larger_signed_event_cuts_the_oldest_unsigned_bodies_holding_the_budget() {
+    let queue = TestQueue::new(Backend::Embedded, polyai_relay::config::EventTypes::All).await;
+    let relay = serve(&queue, &[("RELAY_BODY_MEMORY", "4MiB")]).await;
+    // Four bodies of a megabyte, each a byte short, one after the other: oldest first, they
+    // hold all of the budget but 4 × 16 KiB.
+    let mut holders = Vec::new();
+    for held in 1..=4 {
+        let mut holder = TcpStream::connect(relay.address).await.unwrap();
+        let head = "POST /polyai-events HTTP/1.1\r\nhost: relay\r\ncontent-length: 1048576\r\n\r\n";
+        holder.write_all(head.as_bytes()).await.unwrap();
+        holder.write_all(&vec![b'x'; (1 << 20) - 1]).await.unwrap();
+        let holds = held * ((1 << 20) - 1 - (16 << 10));
+        wait_for_metrics(&relay, |m| m.contains(&format!("relay_webhook_body_memory_bytes {holds}\n"))).await;
+        holders.push(holder);
+    }
+    // 200 KiB: more than what is left.
+    let notes = "x".repeat(200 << 10);
+    let body =
+        serde_json::json!({"type": "conversation.completed", "data": {"conversation_id": "CAlarge", "notes": notes}});
+    let secret = SecretString::from(SECRET);
+    let url = relay.url("/polyai-events");
+    let request = signed_post(&http(), url, &secret, SendScheme::Timestamped, "evt_large", body.to_string());
+    assert_eq!(request.send().await.unwrap().status(), 204, "{}", relay.logs());
+    // The oldest was cut and answered 503; the others read on.
+    let mut answer = Vec::new();
+    holders[0].read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 503"), "{}", String::from_utf8_lossy(&answer));
+    wait_for_metrics(&relay, |m| {
+        m.contains(r#"relay_webhook_requests_total{outcome="body_memory_full",project="default"} 1"#)
+            && m.contains("relay_webhook_bodies_reading 3\n")
+    })
+    .await;
+    drop(holders);
+    wait_for_metrics(&relay, |m| m.contains("relay_webhook_body_memory_bytes 0\n")).await;
 }
 
 /// A signed event whose type carries a newline, a forged log line and a screen-clearing code.

@@ -98,6 +98,10 @@ pub mod names {
     /// Webhook requests whose body is still arriving: they hold a connection but no publishing
     /// capacity (design §10).
     pub const BODIES_READING: &str = "relay_webhook_bodies_reading";
+    /// Bytes the webhook bodies being read hold of `RELAY_BODY_MEMORY` (what each holds beyond
+    /// its first 16 KiB): near the budget, clients are sending bodies faster than they are
+    /// read, and the oldest are cut (design §10).
+    pub const BODY_MEMORY: &str = "relay_webhook_body_memory_bytes";
     /// Connections closed at the connection cap to make room for a new one, by `listener`
     /// (webhooks, admin) and the `phase` they were in (head, request, idle): a flood's volume.
     pub const CONNECTIONS_EVICTED: &str = "relay_connections_evicted_total";

@@ -55,7 +55,7 @@ impl Receiver {
             endpoints: settings.projects.iter().map(endpoint::Endpoint::new).collect(),
             publisher,
             in_flight: Semaphore::new(settings.max_in_flight),
-            body_memory: body::BodyMemory::new(settings.body_memory),
+            body_memory: body::BodyMemory::new(settings.body_memory, &metrics),
             recent: recent::RecentDeliveries::new(tolerance, settings.max_in_flight),
             settings,
             spool: None,
