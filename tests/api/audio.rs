@@ -129,8 +129,9 @@ async fn recording_429s_in_a_row_are_waited_longer_each_time() {
     assert!(last >= Duration::from_millis(800), "the fifth 429 in a row was waited {last:?}");
 }
 
-/// Recordings down while conversations are served: an event's own conversation, answered each
-/// time, does not make its recording's failures count, so it waits the outage out.
+/// Recordings down while conversations are served: the event's own conversation, served, does
+/// not make its recording's failures count, so it waits the outage out, asking for the
+/// recording alone at each wait.
 #[tokio::test]
 async fn a_recordings_outage_longer_than_the_retries_is_waited_out_while_conversations_are_served() {
     let dir = TempDir::new();
@@ -141,7 +142,28 @@ async fn a_recordings_outage_longer_than_the_retries_is_waited_out_while_convers
     let record = app.next_record().await;
     assert_eq!(record.json["audio"]["status"], 404, "the fake keeps no recordings: {}", record.json["audio"]);
     assert_eq!(app.polyai.recording_requests().len(), 5);
-    assert_eq!(app.polyai.by_id_requests().len(), 5, "its conversation fetched, and answered, each time");
+    // Its conversation fetched before the outage and once the recording came: while recordings
+    // fail, each wait asks for the recording alone.
+    assert_eq!(app.polyai.by_id_requests().len(), 2);
+}
+
+/// Asked for first once its recording failed, the recording saved and the conversation then
+/// failing: the event is retried in the usual order, and its record names the recording.
+#[tokio::test]
+async fn a_conversation_failing_after_a_recording_asked_first_is_retried_and_nothing_is_lost() {
+    let dir = TempDir::new();
+    let audio = recordings(dir.0.join("audio"), AudioDirection::Combined, false);
+    let app = spawn_app_with(Options { audio: Some(audio.clone()), max_attempts: 3, ..Options::default() }).await;
+    app.polyai.script([Reply::Conversation, Reply::Status(503)]);
+    app.polyai.script_recordings([Reply::Status(503), Reply::Conversation, Reply::Conversation]);
+    assert_eq!(app.post_signed(&completed("CAsecondfails")).await.status(), 204);
+    let record = app.next_record().await;
+    assert_eq!(record.json["conversation"]["id"], "CAsecondfails");
+    let path = audio.dir.join("CAsecondfails.wav");
+    assert_eq!(record.json["audio"]["path"], path.to_str().unwrap(), "{}", record.json["audio"]);
+    assert!(path.exists());
+    // Conversation, recording (503); recording, conversation (503); conversation, recording.
+    assert_eq!((app.polyai.by_id_requests().len(), app.polyai.recording_requests().len()), (3, 3));
 }
 
 /// A recording the disk refuses is the relay's failure, not the API's: it counts as an attempt,

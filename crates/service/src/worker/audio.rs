@@ -86,6 +86,18 @@ impl Worker {
         if !call_ended && call.in_progress() {
             return Ok(Some(json!({"error": "call in progress", "detail": IN_PROGRESS})));
         }
+        self.save_recording(settings, project, conversation_id, turn).await
+    }
+
+    /// Downloads and saves the recording of a conversation known to have one to ask for: a
+    /// voice call that has ended.
+    pub(super) async fn save_recording(
+        &self,
+        settings: &AudioSettings,
+        project: &Project,
+        conversation_id: &str,
+        turn: Turn,
+    ) -> Result<Option<Value>, Stopped> {
         let Some(name) = file_name(conversation_id) else {
             return Ok(Some(json!({"error": "the conversation id cannot be a file name"})));
         };

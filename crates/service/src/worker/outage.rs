@@ -156,6 +156,11 @@ impl Failing {
         Self { since: read(headers::FAILING_SINCE), last: read(headers::FAILED_AT), call }
     }
 
+    /// Whether the event is in a run of failures of that kind of call.
+    pub fn of_kind(&self, call: CallKind) -> bool {
+        self.last.is_some() && self.call == Some(call)
+    }
+
     /// Judges a failure at `now` (unix ms) by whether the API answered another call of its kind
     /// (`answered_since`) since the previous one.
     pub fn judge(
@@ -226,6 +231,17 @@ mod tests {
 
     fn waits_within(judged: Judged, low: Duration, high: Duration) -> bool {
         matches!(judged.verdict, Verdict::WaitsOut(wait) if wait >= low && wait <= high)
+    }
+
+    #[test]
+    fn an_event_is_in_a_run_of_the_kind_its_headers_name() {
+        let recording = Failing { call: Some(CallKind::Recording), ..failing(NOW, NOW) };
+        assert!(recording.of_kind(CallKind::Recording));
+        assert!(!recording.of_kind(CallKind::Conversation));
+        assert!(failing(NOW, NOW).of_kind(CallKind::Conversation));
+        // Headers written before the kind was: not known to be a recording's run.
+        assert!(!Failing { call: None, ..failing(NOW, NOW) }.of_kind(CallKind::Recording));
+        assert!(!Failing { since: None, last: None, call: None }.of_kind(CallKind::Recording));
     }
 
     fn waits_about(judged: Judged, ceiling: Duration) -> bool {

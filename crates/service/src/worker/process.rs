@@ -93,7 +93,8 @@ impl Worker {
                     Err(settle) => return settle,
                 };
                 let call_ended = ledger::ends_a_call(&message.event_type);
-                match self.fetch_with_audio(&project, id, attempts + 1, call_ended, turn).await {
+                let recording_failing = Failing::of(message).of_kind(CallKind::Recording);
+                match self.fetch_with_audio(&project, id, attempts + 1, call_ended, recording_failing, turn).await {
                     Ok(found) => found,
                     Err(Stopped::Failed(failed)) => {
                         return self.after_failure(message, &project, attempts, failed).await
@@ -201,15 +202,59 @@ impl Worker {
     }
 
     /// The conversation and, when audio download is on, its recording. `attempt` counts from 1;
-    /// `call_ended`: the event says the call has ended.
+    /// `call_ended`: the event says the call has ended; `recording_failing`: the event is in a run
+    /// of failures of its recording (the conversation was served, and said the call had ended).
     async fn fetch_with_audio(
         &self,
         project: &Project,
         conversation_id: &str,
         attempt: u32,
         call_ended: bool,
+        recording_failing: bool,
         turn: Turn,
     ) -> Result<(Option<Box<RawValue>>, Option<serde_json::Value>), Stopped> {
+        let next_turn = match turn {
+            Turn::At(at) => Turn::At(at + project.throttle.interval().unwrap_or_default()),
+            Turn::Next => Turn::Next,
+        };
+        let (conversation, audio) = match &self.audio {
+            // The recording first: while recordings fail, each wait asks for it alone, and the
+            // conversation, served before, is not fetched again (up to about 150 times a day)
+            // until the recording is saved. It is fetched after, for the record.
+            Some(settings) if recording_failing => {
+                let audio = self
+                    .save_recording(settings, project, conversation_id, turn)
+                    .instrument(trace_span!("audio"))
+                    .await?;
+                (self.fetch_conversation(project, conversation_id, attempt, next_turn).await?, audio)
+            }
+            audio => {
+                let conversation = self.fetch_conversation(project, conversation_id, attempt, turn).await?;
+                let audio = match audio {
+                    Some(settings) => {
+                        self.save_audio(settings, project, conversation_id, &conversation, call_ended, next_turn)
+                            .instrument(trace_span!("audio"))
+                            .await?
+                    }
+                    None => None,
+                };
+                (conversation, audio)
+            }
+        };
+        // Only now: a 429 to the second call after the first was served is one more in the
+        // project's row of 429s, not the first of a new one.
+        project.throttle.answered();
+        Ok((Some(conversation), audio))
+    }
+
+    /// The conversation, on the project's `turn`.
+    async fn fetch_conversation(
+        &self,
+        project: &Project,
+        conversation_id: &str,
+        attempt: u32,
+        turn: Turn,
+    ) -> Result<Box<RawValue>, Stopped> {
         // The project's turn first, then a call slot: a project waiting for its pace holds no
         // slot another project's call could use.
         project.throttle.take(turn, WAIT_IN_MEMORY).await.map_err(Stopped::TurnPassed)?;
@@ -217,22 +262,7 @@ impl Worker {
             error,
             call: KeyedCall::Conversation { conversation_id: conversation_id.to_owned() },
         })?;
-        let recording_turn = match turn {
-            Turn::At(at) => Turn::At(at + project.throttle.interval().unwrap_or_default()),
-            Turn::Next => Turn::Next,
-        };
-        let audio = match &self.audio {
-            Some(settings) => {
-                self.save_audio(settings, project, conversation_id, &conversation, call_ended, recording_turn)
-                    .instrument(trace_span!("audio"))
-                    .await?
-            }
-            None => None,
-        };
-        // Only now: a 429 to the recording after the conversation was served is one more in
-        // the project's row of 429s, not the first of a new one.
-        project.throttle.answered();
-        Ok((Some(conversation), audio))
+        Ok(conversation)
     }
 
     async fn fetch(&self, project: &Project, conversation_id: &str, attempt: u32) -> Result<Box<RawValue>, ApiError> {
