@@ -26,7 +26,7 @@ use crate::config::LogFormat;
 
 /// Metric names, in one place so dashboards, alerts and tests agree with the code.
 pub mod names {
-    /// Webhook requests by `outcome` (accepted, spooled, ignored, duplicate, duplicate_in_flight, unauthorized, bad_request, too_large, timeout, overloaded, evicted, unavailable, spool_full).
+    /// Webhook requests by `outcome` (accepted, spooled, ignored, duplicate, duplicate_in_flight, unauthorized, bad_request, too_large, timeout, overloaded, body_memory_full, body_cut, evicted, unavailable, spool_full).
     pub const REQUESTS: &str = "relay_webhook_requests_total";
     /// Signature failures by `reason`.
     pub const VERIFY_FAILURES: &str = "relay_signature_failures_total";

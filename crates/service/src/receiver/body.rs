@@ -7,16 +7,18 @@
 //! PolyAI's events (a few KB); what a body holds beyond that comes out of one budget shared by
 //! all requests, taken as the bytes arrive, never for a length only declared: otherwise a few
 //! dozen heads declaring a megabyte each, and no body, would spend the budget for nothing. So
-//! bodies being read hold at most `RELAY_MAX_CONNECTIONS × FREE_BYTES + RELAY_BODY_MEMORY`.
+//! bodies being read hold at most `RELAY_MAX_CONNECTIONS × FREE_BYTES + RELAY_BODY_MEMORY`, and
+//! for a moment what a cut body held, until its task runs and drops it.
 //!
-//! A body that finds the budget spent takes what the oldest bodies being read hold, cutting them
-//! (they are answered 503, and a sender that has the secret retries), and is answered 503 itself
-//! only when the bodies older than it do not hold enough. Refusing the newcomer instead, a client
-//! without the secret that kept the budget spent with stalled bodies (32 MiB every
-//! `RELAY_REQUEST_TIMEOUT`, a few MB/s) would turn away every signed event over the free bytes
-//! for as long as it liked. Oldest first, a body is cut only once the bodies that started after
-//! it have received nearly the whole budget: to cut a signed event that arrives at network speed,
-//! a client must send that much in the moments it takes to arrive.
+//! A body that finds the budget spent takes what the bodies that needed the budget before it
+//! hold, oldest first, cutting them (each is answered 503, and a sender that has the secret
+//! retries), but only bodies that have held some of it for [`CUT_AFTER`] or longer: a body that
+//! arrives at network speed is read by then, and only a body still arriving after that can be
+//! cut. It is answered 503 itself when those bodies do not hold enough. Refusing the newcomer
+//! alone, a client without the secret that kept the budget spent with stalled bodies (32 MiB
+//! every `RELAY_REQUEST_TIMEOUT`, a few MB/s) would turn away every signed event over the free
+//! bytes for as long as it liked; now it must send the whole budget again every [`CUT_AFTER`]
+//! (32 MB/s) to keep it spent.
 //!
 //! A body gives its share back once it is read: a signed one goes on under `RELAY_MAX_IN_FLIGHT`,
 //! an unsigned one is dropped.
@@ -25,7 +27,7 @@ use std::{
     collections::BTreeMap,
     pin::Pin,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
     task::{ready, Context, Poll},
@@ -37,6 +39,7 @@ use bytes::{Buf, Bytes};
 use futures_util::task::AtomicWaker;
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::time::Instant;
 
 use super::{meters::WebhookMeters, rejection::Rejection};
 use crate::telemetry::{names, Metrics};
@@ -44,31 +47,44 @@ use crate::telemetry::{names, Metrics};
 /// What every body may hold without taking from the shared budget.
 pub const FREE_BYTES: usize = 16 << 10;
 
+/// How long a body holds some of the budget before a newer one may cut it: far longer than a
+/// signed event of `RELAY_MAX_BODY` takes to arrive once it has started to.
+pub const CUT_AFTER: Duration = Duration::from_secs(1);
+
 /// The memory bodies being read may hold beyond their first [`FREE_BYTES`], all together, and
 /// which bodies hold it.
 pub struct BodyMemory {
     /// `RELAY_BODY_MEMORY`.
     budget: usize,
     ledger: Mutex<Ledger>,
-    /// Numbers bodies in the order they start: the lower, the older.
-    started: AtomicU64,
     /// `relay_webhook_body_memory_bytes`: what the bodies hold of the budget.
     held: metrics::Gauge,
 }
 
 struct Ledger {
     available: usize,
-    /// The bodies holding some of the budget, by the order they started: the first is the oldest.
+    /// The bodies holding some of the budget, in the order they first took some: the first is the
+    /// oldest.
     holders: BTreeMap<u64, Holder>,
+    /// The place the next body to take some gets.
+    next: u64,
 }
 
 struct Holder {
     bytes: usize,
+    /// When it first took some.
+    since: Instant,
     cut: Arc<CutSignal>,
 }
 
-/// Tells a body its share was given to a younger one, and wakes it to end at once, though no
-/// byte of its own comes: its sender may have stalled on purpose.
+/// A body's place among the holders, and how it learns it was cut.
+struct Share {
+    place: u64,
+    cut: Arc<CutSignal>,
+}
+
+/// Tells a body its share was given to a newer one, and wakes it to end at once, though no byte
+/// of its own comes: its sender may have stalled on purpose.
 #[derive(Default)]
 struct CutSignal {
     cut: AtomicBool,
@@ -79,8 +95,8 @@ impl BodyMemory {
     pub fn new(budget: usize, meter: &Metrics) -> Self {
         let held = meter.record(|| metrics::gauge!(names::BODY_MEMORY));
         held.set(0.0);
-        let ledger = Ledger { available: budget, holders: BTreeMap::new() };
-        Self { budget, ledger: Mutex::new(ledger), started: AtomicU64::new(0), held }
+        let ledger = Ledger { available: budget, holders: BTreeMap::new(), next: 0 };
+        Self { budget, ledger: Mutex::new(ledger), held }
     }
 
     /// What is left of the budget now.
@@ -94,23 +110,27 @@ impl BodyMemory {
         self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Makes the body that started `started` hold `needed` bytes of the budget, cutting older
-    /// bodies, oldest first, when the budget is spent and they hold enough.
-    fn hold(&self, started: u64, signal: &Arc<CutSignal>, needed: usize) -> Result<(), NoRoom> {
+    /// Makes a body hold `needed` bytes of the budget (`share`: its place, once it took some),
+    /// cutting older bodies, oldest first, when the budget is spent and they hold enough.
+    fn hold(&self, share: &mut Option<Share>, needed: usize) -> Result<(), NoRoom> {
         let mut cut = Vec::new();
-        let held = {
+        {
             let mut ledger = self.ledger();
-            // Under the lock, where cuts are made: a body cut a moment ago takes nothing more.
-            if signal.cut.load(Ordering::Acquire) {
-                return Err(NoRoom::Cut);
-            }
-            let holds = ledger.holders.get(&started).map_or(0, |holder| holder.bytes);
+            let place = match share {
+                // Under the lock, where cuts are made: a body cut a moment ago takes nothing more.
+                Some(share) if share.cut.cut.load(Ordering::Acquire) => return Err(NoRoom::Cut),
+                Some(share) => share.place,
+                None => ledger.next,
+            };
+            let holds = ledger.holders.get(&place).map_or(0, |holder| holder.bytes);
             let Some(more) = needed.checked_sub(holds).filter(|&more| more > 0) else { return Ok(()) };
             let short = more.saturating_sub(ledger.available);
             if short > 0 {
+                let now = Instant::now();
                 let (mut freed, mut oldest) = (0, Vec::new());
-                for (&body, holder) in ledger.holders.range(..started) {
-                    if freed >= short {
+                // In their order, the holders' `since` only grows: those old enough come first.
+                for (&body, holder) in ledger.holders.range(..place) {
+                    if freed >= short || now.saturating_duration_since(holder.since) < CUT_AFTER {
                         break;
                     }
                     freed += holder.bytes;
@@ -127,27 +147,32 @@ impl BodyMemory {
                 }
             }
             ledger.available -= more;
-            let holder = ledger.holders.entry(started).or_insert_with(|| Holder { bytes: 0, cut: signal.clone() });
+            let signal = match share {
+                Some(share) => share.cut.clone(),
+                None => {
+                    let new = share.insert(Share { place, cut: Arc::default() });
+                    ledger.next += 1;
+                    new.cut.clone()
+                }
+            };
+            let holder =
+                ledger.holders.entry(place).or_insert_with(|| Holder { bytes: 0, since: Instant::now(), cut: signal });
             holder.bytes += more;
-            self.budget - ledger.available
-        };
-        self.held.set(held as f64);
+            // Under the lock: set after it, two bodies' values could land in the wrong order.
+            self.held.set((self.budget - ledger.available) as f64);
+        }
         for signal in cut {
             signal.waker.wake();
         }
         Ok(())
     }
 
-    /// Gives back what the body that started `started` holds, unless it was cut (its share is
-    /// another's now).
-    fn release(&self, started: u64) {
-        let held = {
-            let mut ledger = self.ledger();
-            let Some(holder) = ledger.holders.remove(&started) else { return };
-            ledger.available += holder.bytes;
-            self.budget - ledger.available
-        };
-        self.held.set(held as f64);
+    /// Gives back what a body holds, unless it was cut (its share is another's now).
+    fn release(&self, share: &Share) {
+        let mut ledger = self.ledger();
+        let Some(holder) = ledger.holders.remove(&share.place) else { return };
+        ledger.available += holder.bytes;
+        self.held.set((self.budget - ledger.available) as f64);
     }
 }
 
@@ -156,7 +181,7 @@ impl BodyMemory {
 enum NoRoom {
     #[error("the memory for request bodies is spent")]
     Spent,
-    #[error("the memory this body held was needed by bodies that started after it")]
+    #[error("the memory this body held was needed by a newer one")]
     Cut,
 }
 
@@ -194,26 +219,29 @@ pub async fn read(
     if body.size_hint().lower() > limit as u64 {
         return Err(Rejection::TooLarge);
     }
-    let body = Limited::new(Budgeted::new(body, memory), limit);
+    let body = Limited::new(Budgeted::new(body, memory, limit), limit);
     match tokio::time::timeout(timeout, body.collect()).await {
         Err(_) => Err(Rejection::SlowBody),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(error)) if caused_by::<LengthLimitError>(error.as_ref()) => Err(Rejection::TooLarge),
-        Ok(Err(error)) if caused_by::<NoRoom>(error.as_ref()) => Err(Rejection::BodyMemoryFull),
-        Ok(Err(error)) => Err(Rejection::UnreadableBody(error.to_string())),
+        Ok(Err(error)) if cause::<LengthLimitError>(error.as_ref()).is_some() => Err(Rejection::TooLarge),
+        Ok(Err(error)) => match cause::<NoRoom>(error.as_ref()) {
+            Some(NoRoom::Spent) => Err(Rejection::BodyMemoryFull),
+            Some(NoRoom::Cut) => Err(Rejection::BodyCut),
+            None => Err(Rejection::UnreadableBody(error.to_string())),
+        },
     }
 }
 
-/// Whether `error`, or an error it wraps, is a `T`.
-fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+/// `error`, or the first error it wraps, that is a `T`.
+fn cause<'a, T: std::error::Error + 'static>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
     let mut source = Some(error);
     while let Some(inner) = source {
-        if inner.is::<T>() {
-            return true;
+        if let Some(found) = inner.downcast_ref::<T>() {
+            return Some(found);
         }
         source = inner.source();
     }
-    false
+    None
 }
 
 /// A body that takes its bytes beyond [`FREE_BYTES`] from the budget before handing them on,
@@ -221,28 +249,18 @@ fn caused_by<T: std::error::Error + 'static>(error: &(dyn std::error::Error + 's
 struct Budgeted<'a> {
     inner: Body,
     memory: &'a BodyMemory,
-    /// Its place in the order bodies started.
-    started: u64,
-    /// Set once it holds some of the budget (PolyAI's events never do): how it learns it was cut.
-    cut: Option<Arc<CutSignal>>,
+    /// `RELAY_MAX_BODY`: bytes beyond it take nothing (the body is refused as too large), so that
+    /// a body sent too large cuts no other.
+    limit: usize,
+    /// Set once it holds some of the budget (PolyAI's events never do).
+    share: Option<Share>,
     /// Bytes received so far.
     received: usize,
 }
 
 impl<'a> Budgeted<'a> {
-    fn new(inner: Body, memory: &'a BodyMemory) -> Self {
-        let started = memory.started.fetch_add(1, Ordering::Relaxed);
-        Self { inner, memory, started, cut: None, received: 0 }
-    }
-
-    /// Makes sure the budget covers a body of `size` bytes.
-    fn cover(&mut self, size: usize) -> Result<(), NoRoom> {
-        let needed = size.saturating_sub(FREE_BYTES);
-        if needed == 0 {
-            return Ok(());
-        }
-        let signal = self.cut.get_or_insert_with(Default::default).clone();
-        self.memory.hold(self.started, &signal, needed)
+    fn new(inner: Body, memory: &'a BodyMemory, limit: usize) -> Self {
+        Self { inner, memory, limit, share: None, received: 0 }
     }
 }
 
@@ -254,10 +272,10 @@ impl http_body::Body for Budgeted<'_> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        if let Some(signal) = &self.cut {
+        if let Some(share) = &self.share {
             // Registered before the look, so a cut after it wakes this task.
-            signal.waker.register(cx.waker());
-            if signal.cut.load(Ordering::Acquire) {
+            share.cut.waker.register(cx.waker());
+            if share.cut.cut.load(Ordering::Acquire) {
                 return Poll::Ready(Some(Err(NoRoom::Cut.into())));
             }
         }
@@ -266,7 +284,11 @@ impl http_body::Body for Budgeted<'_> {
             if let Some(data) = frame.data_ref() {
                 let received = self.received.saturating_add(data.remaining());
                 self.received = received;
-                self.cover(received)?;
+                let needed = received.saturating_sub(FREE_BYTES);
+                if needed > 0 && received <= self.limit {
+                    let this = &mut *self;
+                    this.memory.hold(&mut this.share, needed)?;
+                }
             }
         }
         Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
@@ -283,8 +305,8 @@ impl http_body::Body for Budgeted<'_> {
 
 impl Drop for Budgeted<'_> {
     fn drop(&mut self) {
-        if self.cut.is_some() {
-            self.memory.release(self.started);
+        if let Some(share) = &self.share {
+            self.memory.release(share);
         }
     }
 }
@@ -306,6 +328,9 @@ mod tests {
     async fn collect(body: Budgeted<'_>) -> Result<Bytes, String> {
         body.collect().await.map(|c| c.to_bytes()).map_err(|e| e.to_string())
     }
+
+    /// `RELAY_MAX_BODY` in these tests.
+    const LIMIT: usize = 1 << 20;
 
     fn budget(bytes: usize) -> BodyMemory {
         BodyMemory::new(bytes, &Metrics::isolated())
@@ -340,14 +365,14 @@ mod tests {
     #[tokio::test]
     async fn a_body_within_its_free_bytes_takes_nothing_from_the_budget() {
         let memory = budget(0);
-        let body = collect(Budgeted::new(chunked(vec![FREE_BYTES / 2, FREE_BYTES / 2]), &memory)).await;
+        let body = collect(Budgeted::new(chunked(vec![FREE_BYTES / 2, FREE_BYTES / 2]), &memory, LIMIT)).await;
         assert_eq!(body.unwrap().len(), FREE_BYTES);
     }
 
     #[tokio::test]
     async fn a_body_takes_what_it_holds_beyond_its_free_bytes_and_gives_it_back_when_read() {
         let memory = budget(100 << 10);
-        let mut body = Budgeted::new(chunked(vec![FREE_BYTES, 30 << 10, 30 << 10]), &memory);
+        let mut body = Budgeted::new(chunked(vec![FREE_BYTES, 30 << 10, 30 << 10]), &memory, LIMIT);
         let mut context = Context::from_waker(std::task::Waker::noop());
         for expected_available in [100 << 10, 70 << 10, 40 << 10] {
             let frame = Pin::new(&mut body).poll_frame(&mut context);
@@ -358,61 +383,94 @@ mod tests {
         assert_eq!(memory.available(), 100 << 10, "given back");
     }
 
-    #[tokio::test]
-    async fn a_body_that_finds_the_budget_spent_and_no_older_body_holding_it_is_refused() {
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_finds_the_budget_spent_cuts_no_body_newer_than_it() {
         let memory = budget(50 << 10);
-        // The refused body started first: it may not cut a body that started after it.
-        let refused = Budgeted::new(chunked(vec![FREE_BYTES, 20 << 10]), &memory);
-        let mut holder = Budgeted::new(stalled(FREE_BYTES + (40 << 10)), &memory);
+        // The refused body took some first; the holder took the rest after it.
+        let mut refused = Budgeted::new(chunked(vec![FREE_BYTES + (5 << 10), 20 << 10]), &memory, LIMIT);
+        assert_eq!(poll_once(&mut refused, std::task::Waker::noop()), "frame");
+        let mut holder = Budgeted::new(stalled(FREE_BYTES + (45 << 10)), &memory, LIMIT);
         assert_eq!(poll_once(&mut holder, std::task::Waker::noop()), "frame");
-        assert_eq!(memory.available(), 10 << 10);
+        assert_eq!(memory.available(), 0);
+        tokio::time::advance(CUT_AFTER * 2).await;
 
         assert_eq!(collect(refused).await.unwrap_err(), NoRoom::Spent.to_string());
-        assert_eq!(memory.available(), 10 << 10, "what the refused body took is given back");
-        assert_eq!(poll_once(&mut holder, std::task::Waker::noop()), "waits", "the younger body reads on");
+        assert_eq!(memory.available(), 5 << 10, "what the refused body took is given back");
+        assert_eq!(poll_once(&mut holder, std::task::Waker::noop()), "waits", "the newer body reads on");
         // An ordinary event still fits: the budget is only for what lies beyond the free bytes.
-        assert!(collect(Budgeted::new(chunked(vec![2 << 10]), &memory)).await.is_ok());
+        assert!(collect(Budgeted::new(chunked(vec![2 << 10]), &memory, LIMIT)).await.is_ok());
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_has_held_its_share_for_less_than_the_grace_is_not_cut() {
+        let memory = budget(40 << 10);
+        let mut holder = Budgeted::new(stalled(FREE_BYTES + (40 << 10)), &memory, LIMIT);
+        assert_eq!(poll_once(&mut holder, std::task::Waker::noop()), "frame");
+        tokio::time::advance(CUT_AFTER - Duration::from_millis(1)).await;
+        let young = collect(Budgeted::new(chunked(vec![FREE_BYTES, 10 << 10]), &memory, LIMIT)).await;
+        assert_eq!(young.unwrap_err(), NoRoom::Spent.to_string());
+        assert_eq!(poll_once(&mut holder, std::task::Waker::noop()), "waits");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let body = collect(Budgeted::new(chunked(vec![FREE_BYTES, 10 << 10]), &memory, LIMIT)).await;
+        assert_eq!(body.unwrap().len(), FREE_BYTES + (10 << 10));
+        assert_eq!(poll_once(&mut holder, std::task::Waker::noop()), "error", "cut once its grace is over");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_body_that_finds_the_budget_spent_cuts_the_oldest_bodies_until_it_fits() {
         let memory = budget(60 << 10);
         let wakes: Vec<Arc<Wakes>> = (0..3).map(|_| Arc::default()).collect();
         let wakers: Vec<std::task::Waker> = wakes.iter().map(|w| w.clone().into()).collect();
         // Three stalled bodies holding 20 KiB each, oldest first: the budget is spent.
-        let mut holders: Vec<_> = (0..3).map(|_| Budgeted::new(stalled(FREE_BYTES + (20 << 10)), &memory)).collect();
+        let mut holders: Vec<_> =
+            (0..3).map(|_| Budgeted::new(stalled(FREE_BYTES + (20 << 10)), &memory, LIMIT)).collect();
         for (holder, waker) in holders.iter_mut().zip(&wakers) {
             assert_eq!(poll_once(holder, waker), "frame");
             assert_eq!(poll_once(holder, waker), "waits");
         }
         assert_eq!(memory.available(), 0);
+        tokio::time::advance(CUT_AFTER).await;
 
         // A newcomer needing 30 KiB: the two oldest are cut, and woken though no byte came.
-        let body = collect(Budgeted::new(chunked(vec![FREE_BYTES, 30 << 10]), &memory)).await;
+        let body = collect(Budgeted::new(chunked(vec![FREE_BYTES, 30 << 10]), &memory, LIMIT)).await;
         assert_eq!(body.unwrap().len(), FREE_BYTES + (30 << 10));
         let woken: Vec<usize> = wakes.iter().map(|w| w.0.load(Ordering::SeqCst)).collect();
         assert_eq!(woken, [1, 1, 0]);
         assert_eq!(poll_once(&mut holders[0], &wakers[0]), "error");
         assert_eq!(poll_once(&mut holders[1], &wakers[1]), "error");
-        assert_eq!(poll_once(&mut holders[2], &wakers[2]), "waits", "the youngest is left");
+        assert_eq!(poll_once(&mut holders[2], &wakers[2]), "waits", "the newest is left");
         // The newcomer gave back its 30 KiB; the cut bodies' shares went to it, not back again.
         assert_eq!(memory.available(), 40 << 10);
         drop(holders);
         assert_eq!(memory.available(), 60 << 10);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_cut_body_ends_with_the_error_read_answers_503_for() {
         let memory = budget(20 << 10);
-        let mut older = Budgeted::new(stalled(FREE_BYTES + (20 << 10)), &memory);
+        let mut older = Budgeted::new(stalled(FREE_BYTES + (20 << 10)), &memory, LIMIT);
         assert_eq!(poll_once(&mut older, std::task::Waker::noop()), "frame");
-        let younger = collect(Budgeted::new(chunked(vec![FREE_BYTES, 10 << 10]), &memory)).await;
-        assert_eq!(younger.unwrap().len(), FREE_BYTES + (10 << 10));
+        tokio::time::advance(CUT_AFTER).await;
+        let newer = collect(Budgeted::new(chunked(vec![FREE_BYTES, 10 << 10]), &memory, LIMIT)).await;
+        assert_eq!(newer.unwrap().len(), FREE_BYTES + (10 << 10));
         let frame = Pin::new(&mut older).poll_frame(&mut Context::from_waker(std::task::Waker::noop()));
         let Poll::Ready(Some(Err(error))) = frame else { panic!("the cut body ends") };
-        assert!(caused_by::<NoRoom>(error.as_ref()), "{error}");
-        assert_eq!(error.to_string(), NoRoom::Cut.to_string());
+        assert!(matches!(cause::<NoRoom>(error.as_ref()), Some(NoRoom::Cut)), "{error}");
         assert_eq!(memory.available(), 20 << 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_sent_larger_than_the_limit_takes_nothing_and_cuts_no_other() {
+        let memory = budget(100 << 10);
+        let mut holder = Budgeted::new(stalled(FREE_BYTES + (90 << 10)), &memory, LIMIT);
+        assert_eq!(poll_once(&mut holder, std::task::Waker::noop()), "frame");
+        tokio::time::advance(CUT_AFTER).await;
+        let limit = FREE_BYTES + (20 << 10);
+        let body = Limited::new(Budgeted::new(chunked(vec![FREE_BYTES, 40 << 10]), &memory, limit), limit);
+        let error = body.collect().await.map(|_| ()).unwrap_err();
+        assert!(cause::<LengthLimitError>(error.as_ref()).is_some(), "{error}");
+        assert_eq!(poll_once(&mut holder, std::task::Waker::noop()), "waits", "not cut");
+        assert_eq!(memory.available(), 10 << 10);
     }
 
     #[tokio::test]
@@ -433,7 +491,7 @@ mod tests {
             }
         }
         let memory = budget(10 << 10);
-        let mut body = Budgeted::new(Body::new(Declared(1 << 20)), &memory);
+        let mut body = Budgeted::new(Body::new(Declared(1 << 20)), &memory, LIMIT);
         let mut context = Context::from_waker(std::task::Waker::noop());
         assert!(Pin::new(&mut body).poll_frame(&mut context).is_pending());
         assert_eq!(memory.available(), 10 << 10, "a head alone spends nothing");

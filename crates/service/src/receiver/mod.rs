@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::{config::ReceiverSettings, queue::Publisher, spool::Spool, telemetry::Metrics, worker::PausedProjects};
 
-pub use body::FREE_BYTES as FREE_BODY_BYTES;
+pub use body::{CUT_AFTER as BODY_CUT_AFTER, FREE_BYTES as FREE_BODY_BYTES};
 pub use ops::Readiness;
 
 /// Everything the webhook handler needs, shared by all requests.

@@ -29,6 +29,9 @@ pub enum Rejection {
     /// The bodies being read hold all the memory they may (`RELAY_BODY_MEMORY`).
     #[error("the memory for request bodies is spent")]
     BodyMemoryFull,
+    /// The body held some of `RELAY_BODY_MEMORY` a while, still arriving, and a newer one needed it.
+    #[error("the memory this body held was needed by a newer one")]
+    BodyCut,
     /// Its connection was evicted at the connection cap while the body was read: no one would
     /// read an answer.
     #[error("the connection was closed to make room for another")]
@@ -57,6 +60,7 @@ impl Rejection {
             Self::SlowBody => "timeout",
             Self::Overloaded => "overloaded",
             Self::BodyMemoryFull => "body_memory_full",
+            Self::BodyCut => "body_cut",
             Self::Evicted => "evicted",
             Self::CopyInFlight => "duplicate_in_flight",
             Self::Unavailable(_) | Self::DeadlineExceeded | Self::SpoolFailed(_) => "unavailable",
@@ -89,6 +93,7 @@ impl Rejection {
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded
             | Self::BodyMemoryFull
+            | Self::BodyCut
             | Self::Evicted
             | Self::CopyInFlight
             | Self::Unavailable(_)
