@@ -18,7 +18,7 @@
 //! alone, a client without the secret that kept the budget spent with stalled bodies (32 MiB
 //! every `RELAY_REQUEST_TIMEOUT`, a few MB/s) would turn away every signed event over the free
 //! bytes for as long as it liked; now it must send the whole budget again every [`CUT_AFTER`]
-//! (32 MB/s) to keep it spent.
+//! (32 MiB a second) to keep it spent.
 //!
 //! A body gives its share back once it is read: a signed one goes on under `RELAY_MAX_IN_FLIGHT`,
 //! an unsigned one is dropped.
@@ -47,8 +47,9 @@ use crate::telemetry::{names, Metrics};
 /// What every body may hold without taking from the shared budget.
 pub const FREE_BYTES: usize = 16 << 10;
 
-/// How long a body holds some of the budget before a newer one may cut it: far longer than a
-/// signed event of `RELAY_MAX_BODY` takes to arrive once it has started to.
+/// How long a body holds some of the budget before a newer one may cut it: far longer than an
+/// event of the default `RELAY_MAX_BODY` (1 MiB) takes to arrive at network speed once it has
+/// started to.
 pub const CUT_AFTER: Duration = Duration::from_secs(1);
 
 /// The memory bodies being read may hold beyond their first [`FREE_BYTES`], all together, and
