@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::{
     backend::TempDir,
-    fake_polyai::{conversation, Reply},
-    helpers::{completed, handoff, spawn_app_with, Options},
+    fake_polyai::{conversation, Reply, Seen},
+    helpers::{completed, handoff, spawn_app_with, Options, TestApp},
     polyai_mock::{fetching_from, mock, recordings},
 };
 
@@ -51,6 +51,7 @@ async fn voice_recordings_are_saved_whole_and_chats_and_calls_in_progress_are_ne
     let leftovers: Vec<_> =
         std::fs::read_dir(&audio.dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 1, "no temporary file is left: {leftovers:?}");
+    assert_eq!(app.metric(r#"relay_recordings_total{project="default",result="saved"}"#).await, 1.0);
 
     assert_eq!(app.post_signed(&completed(&chat)).await.status(), 204);
     let record = app.next_record().await;
@@ -145,6 +146,9 @@ async fn a_recordings_outage_longer_than_the_retries_is_waited_out_while_convers
     // Its conversation fetched before the outage and once the recording came: while recordings
     // fail, each wait asks for the recording alone.
     assert_eq!(app.polyai.by_id_requests().len(), 2);
+    assert_eq!(app.metric(r#"relay_recordings_total{project="default",result="unanswered"}"#).await, 4.0);
+    assert_eq!(app.metric(r#"relay_recordings_total{project="default",result="none"}"#).await, 1.0);
+    assert_eq!(app.metric(r#"relay_recordings_total{project="default",result="saved"}"#).await, 0.0);
 }
 
 /// Asked for first once its recording failed, the recording saved and the conversation then
@@ -163,7 +167,45 @@ async fn a_conversation_failing_after_a_recording_asked_first_is_retried_and_not
     assert_eq!(record.json["audio"]["path"], path.to_str().unwrap(), "{}", record.json["audio"]);
     assert!(path.exists());
     // Conversation, recording (503); recording, conversation (503); conversation, recording.
-    assert_eq!((app.polyai.by_id_requests().len(), app.polyai.recording_requests().len()), (3, 3));
+    assert_eq!(calls(&app), ["conversation", "recording", "recording", "conversation", "conversation", "recording"]);
+}
+
+/// A recording asked for first and served, its conversation then answered 404: the recording's
+/// run is over, and the next try goes in the usual order.
+#[tokio::test]
+async fn a_recording_served_when_asked_first_ends_its_run_whatever_the_conversation_answers() {
+    let dir = TempDir::new();
+    let audio = recordings(dir.0.join("audio"), AudioDirection::Combined, false);
+    let app = spawn_app_with(Options { audio: Some(audio.clone()), ..Options::default() }).await;
+    app.polyai.script([Reply::Conversation, Reply::Status(404)]);
+    app.polyai.script_recordings([Reply::Status(503), Reply::Conversation, Reply::Conversation]);
+    assert_eq!(app.post_signed(&completed("CAnotyet")).await.status(), 204);
+    let record = app.next_record().await;
+    assert_eq!(record.json["audio"]["path"], audio.dir.join("CAnotyet.wav").to_str().unwrap());
+    assert_eq!(calls(&app), ["conversation", "recording", "recording", "conversation", "conversation", "recording"]);
+}
+
+/// A handoff's recording asked for first, and its conversation, fetched after, now says the call
+/// is going: the record says what that conversation says.
+#[tokio::test]
+async fn a_recording_asked_first_is_recorded_only_where_the_conversation_fetched_after_wants_it() {
+    let dir = TempDir::new();
+    let audio = recordings(dir.0.join("audio"), AudioDirection::Combined, false);
+    let app = spawn_app_with(Options { audio: Some(audio.clone()), ..Options::default() }).await;
+    let mut going = conversation("CAagain");
+    going["in_progress"] = json!(true);
+    app.polyai.script([Reply::Conversation, Reply::Json(going)]);
+    app.polyai.script_recordings([Reply::Status(503), Reply::Conversation]);
+    assert_eq!(app.post_signed(&handoff("CAagain")).await.status(), 204);
+    let record = app.next_record().await;
+    assert_eq!(record.json["audio"]["error"], "call in progress", "{}", record.json["audio"]);
+    assert_eq!(calls(&app), ["conversation", "recording", "recording", "conversation"]);
+}
+
+/// The API calls made so far, in order, by kind.
+fn calls(app: &TestApp) -> Vec<&'static str> {
+    let kind = |seen: &Seen| if seen.path.ends_with("/audio") { "recording" } else { "conversation" };
+    app.polyai.requests().iter().map(kind).collect()
 }
 
 /// A recording the disk refuses is the relay's failure, not the API's: it counts as an attempt,
@@ -184,6 +226,7 @@ async fn a_recording_the_disk_refuses_counts_as_an_attempt() {
     let error = dead.error.unwrap();
     assert!(error.contains("cannot write the recording"), "{error}");
     assert_eq!(app.polyai.recording_requests().len(), 2);
+    assert_eq!(app.metric(r#"relay_recordings_total{project="default",result="disk_failed"}"#).await, 2.0);
 }
 
 #[tokio::test]

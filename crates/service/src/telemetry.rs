@@ -44,6 +44,12 @@ pub mod names {
     /// API fetches by `project` and `status` (200, 404, 429, 5xx codes, transport). Every worker
     /// metric's `project` is a configured project's name, or `unknown`: never a header's value.
     pub const FETCHES: &str = "relay_api_fetches_total";
+    /// Recordings asked for (`RELAY_AUDIO_DIR`), by `project` and `result`: saved, none (PolyAI
+    /// keeps no recording), unanswered (5xx, 408, a timeout, no connection, a body cut short),
+    /// disk_failed (the API answered; the WAV could not be written), refused (401, 403),
+    /// rate_limited (429), unusable (over `RELAY_AUDIO_MAX`, a name no file can have), rejected
+    /// (another 4xx).
+    pub const RECORDINGS: &str = "relay_recordings_total";
     /// API 429 answers, by `project`.
     pub const RATE_LIMITED: &str = "relay_api_rate_limited_total";
     /// Events sent to a delay queue, by `project` and `reason` (rate_limited, transient,

@@ -20,6 +20,7 @@ use super::{
 use crate::{
     config::AudioSettings,
     polyai::{transport_detail, ApiError, AudioRequest, KeyedCall},
+    telemetry::names,
     wall_clock::unix_millis,
 };
 
@@ -63,6 +64,32 @@ fn file_name(conversation_id: &str) -> Option<String> {
     safe.then(|| format!("{conversation_id}.wav"))
 }
 
+/// Whether a conversation's recording is asked for.
+pub(super) enum Asking {
+    /// Asked for: a voice call that has ended, or whose event says it has.
+    Ask,
+    /// Not asked for; the record's `audio` field instead (`None` for chats).
+    Skip(Option<Value>),
+}
+
+impl Asking {
+    /// What the fetched conversation says; `call_ended`: the event says the call has ended.
+    pub(super) fn for_conversation(conversation: &RawValue, call_ended: bool) -> Self {
+        let Some(call) = serde_json::from_str::<Call>(conversation.get()).ok() else { return Self::Skip(None) };
+        if call.channel.as_deref() != Some(VOICE_CHANNEL) {
+            return Self::Skip(None);
+        }
+        // A call still going (a handoff's event comes during the call) has no whole recording
+        // yet: asking would spend an API call on a 404, or save a partial WAV. The event of the
+        // call's end saves it; that event asks whatever the conversation says, since the API's
+        // answer may lag behind the call's end, and its recording may be there already.
+        if !call_ended && call.in_progress() {
+            return Self::Skip(Some(json!({"error": "call in progress", "detail": IN_PROGRESS})));
+        }
+        Self::Ask
+    }
+}
+
 impl Worker {
     /// The record's `audio` field: where the WAV was saved, why there is none, or `None` for chats.
     /// Errors other than a missing recording are returned, so the event is retried.
@@ -75,22 +102,13 @@ impl Worker {
         call_ended: bool,
         turn: Turn,
     ) -> Result<Option<Value>, Stopped> {
-        let Some(call) = serde_json::from_str::<Call>(conversation.get()).ok() else { return Ok(None) };
-        if call.channel.as_deref() != Some(VOICE_CHANNEL) {
-            return Ok(None);
+        match Asking::for_conversation(conversation, call_ended) {
+            Asking::Skip(audio) => Ok(audio),
+            Asking::Ask => self.save_recording(settings, project, conversation_id, turn).await,
         }
-        // A call still going (a handoff's event comes during the call) has no whole recording
-        // yet: asking would spend an API call on a 404, or save a partial WAV. The event of the
-        // call's end saves it; that event asks whatever the conversation says, since the API's
-        // answer may lag behind the call's end, and its recording may be there already.
-        if !call_ended && call.in_progress() {
-            return Ok(Some(json!({"error": "call in progress", "detail": IN_PROGRESS})));
-        }
-        self.save_recording(settings, project, conversation_id, turn).await
     }
 
-    /// Downloads and saves the recording of a conversation known to have one to ask for: a
-    /// voice call that has ended.
+    /// Downloads and saves the recording of a conversation (one [`Asking::Ask`]s for).
     pub(super) async fn save_recording(
         &self,
         settings: &AudioSettings,
@@ -125,6 +143,7 @@ impl Worker {
             Ok(response) => response,
             Err(error) => {
                 project.answered.note_error(CallKind::Recording, &error, unix_millis());
+                self.count_recording(project, result_of(&error));
                 return match error {
                     // Recorded, not retried: a call can have no recording (or none kept).
                     ApiError::NotFound { detail } => {
@@ -140,14 +159,17 @@ impl Worker {
         let bytes = match write_atomically(response, &settings.dir, &path, settings.max_bytes).await {
             Ok(bytes) => {
                 project.answered.answer(CallKind::Recording, unix_millis());
+                self.count_recording(project, "saved");
                 bytes
             }
             Err(Saving::Body(error)) => {
                 project.answered.note_error(CallKind::Recording, &error, unix_millis());
+                self.count_recording(project, result_of(&error));
                 return Err(error);
             }
             Err(Saving::Disk(error)) => {
                 project.answered.answer(CallKind::Recording, unix_millis());
+                self.count_recording(project, "disk_failed");
                 return Err(error);
             }
         };
@@ -157,6 +179,27 @@ impl Worker {
             "direction": settings.direction.as_str(),
             "redacted": settings.redacted,
         })))
+    }
+}
+
+impl Worker {
+    /// `relay_recordings_total`.
+    fn count_recording(&self, project: &Project, result: &'static str) {
+        let label = project.label();
+        self.metrics
+            .record(|| metrics::counter!(names::RECORDINGS, "project" => label, "result" => result).increment(1));
+    }
+}
+
+/// The `result` of a recording the API did not give, for `relay_recordings_total`.
+fn result_of(error: &ApiError) -> &'static str {
+    match error {
+        ApiError::NotFound { .. } => "none",
+        ApiError::Server { .. } | ApiError::Transport(_) => "unanswered",
+        ApiError::Unauthorized { .. } => "refused",
+        ApiError::RateLimited { .. } => "rate_limited",
+        ApiError::Unusable { .. } => "unusable",
+        ApiError::Rejected { .. } => "rejected",
     }
 }
 

@@ -139,6 +139,15 @@ impl Worker {
             // RelayApiDown stays quiet while the project's events are enriched.
             let label = project.label();
             metrics.record(|| metrics::counter!(names::ENRICHED, "project" => label).increment(0));
+            if settings.audio.is_some() {
+                // RelayRecordingsDown: recordings unanswered, and none saved or said to be none.
+                for result in ["unanswered", "saved", "none"] {
+                    let label = project.label();
+                    metrics.record(|| {
+                        metrics::counter!(names::RECORDINGS, "project" => label, "result" => result).increment(0)
+                    });
+                }
+            }
         }
         let labels = projects.iter().map(|project| (project.label(), &outcome::DEAD_LETTER_REASONS[..]));
         for (label, reasons) in labels.chain([(UNKNOWN_LABEL.to_owned(), &[outcome::UNKNOWN_PROJECT][..])]) {

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::{
+    audio::Asking,
     outage::{run_over, CallKind, Failing, Verdict},
     outcome::UNKNOWN_PROJECT,
     projects::{Project, UNKNOWN_LABEL},
@@ -97,7 +98,14 @@ impl Worker {
                 match self.fetch_with_audio(&project, id, attempts + 1, call_ended, recording_failing, turn).await {
                     Ok(found) => found,
                     Err(Stopped::Failed(failed)) => {
-                        return self.after_failure(message, &project, attempts, failed).await
+                        // Asked for first, the recording was answered: its run is over, and the
+                        // conversation's failure is judged as any (and the next try goes in the
+                        // usual order).
+                        let mut answered = message.clone();
+                        if recording_failing && CallKind::from(&failed.call) == CallKind::Conversation {
+                            run_over(&mut answered, Some(CallKind::Recording));
+                        }
+                        return self.after_failure(&answered, &project, attempts, failed).await;
                     }
                     Err(Stopped::TurnPassed(wait)) => return self.hold_for_a_new_turn(message, &project, wait).await,
                 }
@@ -203,7 +211,7 @@ impl Worker {
 
     /// The conversation and, when audio download is on, its recording. `attempt` counts from 1;
     /// `call_ended`: the event says the call has ended; `recording_failing`: the event is in a run
-    /// of failures of its recording (the conversation was served, and said the call had ended).
+    /// of failures of its recording (its conversation was served, and its recording asked for).
     async fn fetch_with_audio(
         &self,
         project: &Project,
@@ -226,7 +234,14 @@ impl Worker {
                     .save_recording(settings, project, conversation_id, turn)
                     .instrument(trace_span!("audio"))
                     .await?;
-                (self.fetch_conversation(project, conversation_id, attempt, next_turn).await?, audio)
+                let conversation = self.fetch_conversation(project, conversation_id, attempt, next_turn).await?;
+                // The record says what the conversation it carries says: one that now says
+                // the call is still going (or a chat) gets the usual word, not the recording.
+                let audio = match Asking::for_conversation(&conversation, call_ended) {
+                    Asking::Ask => audio,
+                    Asking::Skip(instead) => instead,
+                };
+                (conversation, audio)
             }
             audio => {
                 let conversation = self.fetch_conversation(project, conversation_id, attempt, turn).await?;
