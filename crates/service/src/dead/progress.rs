@@ -29,11 +29,12 @@ impl ReplayProgress {
         }
     }
 
-    /// One more gone through; `replayed` so far.
-    pub fn step(&self, replayed: u64) {
+    /// One more gone through; `selected` so far, to be sent back. Not "replayed": a record that
+    /// no queue takes is found out only once sent, and stays (the summary line counts it right).
+    pub fn step(&self, selected: u64) {
         if let Self::Bar(bar) = self {
             bar.inc(1);
-            bar.set_message(format!("({replayed} replayed)"));
+            bar.set_message(format!("({selected} selected)"));
         }
     }
 
