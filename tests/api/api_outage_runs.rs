@@ -5,8 +5,8 @@
 //! rather than dead-lettered.
 //!
 //! Each test starts from an event whose run began over a day ago, as one comes back from a long
-//! outage, and allows three attempts: the day spent, the answer and two 503s spend them all; the
-//! run ended, the second 503 waits.
+//! outage. The control allows two attempts, which two 503s spend; the others allow three, which
+//! the answer and two 503s would spend were the run not ended: ended, the second 503 waits.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
